@@ -1,0 +1,70 @@
+"""Max-pooling with recorded switches (the argmax of each window).
+
+Forward:   y[n, c, i, j] = max over the window of x[n, c, i*s - p + a, j*s - p + b]
+           switch[n, c, i, j] = flat index h*W + w of that maximum (first one on ties)
+Backward:  dx[n, c, switch[n, c, i, j]] += dy[n, c, i, j]
+           (overlapping windows, e.g. AlexNet's 3x3 stride 2, may route several
+            gradients to the same input pixel: they add up)
+Padding positions count as -inf; floor output size.
+"""
+import numpy as np
+
+from ._numba import kernel, prange
+from .im2col import out_size
+
+
+@kernel
+def _forward(x, k, s, p, y, switch):
+    N, C, H, W = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for i in range(oh):
+            h0 = i * s - p
+            for j in range(ow):
+                w0 = j * s - p
+                best = -np.inf
+                arg = -1
+                for a in range(k):
+                    h = h0 + a
+                    if h < 0 or h >= H:
+                        continue
+                    for b in range(k):
+                        w = w0 + b
+                        if w < 0 or w >= W:
+                            continue
+                        v = x[n, c, h, w]
+                        if v > best or arg < 0:
+                            best = v
+                            arg = h * W + w
+                y[n, c, i, j] = best
+                switch[n, c, i, j] = arg
+
+
+@kernel
+def _backward(dy, switch, dx):
+    N, C, H, W = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for i in range(oh):
+            for j in range(ow):
+                a = switch[n, c, i, j]
+                dx[n, c, a // W, a % W] += dy[n, c, i, j]
+
+
+def forward(x, k, s, p):
+    N, C, H, W = x.shape
+    oh, ow = out_size(H, k, s, p), out_size(W, k, s, p)
+    y = np.empty((N, C, oh, ow), dtype=x.dtype)
+    switch = np.empty((N, C, oh, ow), dtype=np.int32)
+    _forward(np.ascontiguousarray(x), k, s, p, y, switch)
+    return y, switch
+
+
+def backward(dy, switch, x_shape):
+    dx = np.zeros(x_shape, dtype=dy.dtype)
+    _backward(np.ascontiguousarray(dy), switch, dx)
+    return dx

@@ -1,0 +1,215 @@
+"""The whole of reverse-mode autodiff, readable in one sitting.
+
+A ``Tensor`` wraps an array (NumPy on the CPU, CuPy on the GPU).  Every
+operation is a ``Function``: its ``forward`` computes the output array from
+the input arrays and saves what the backward pass needs; its ``backward``
+turns dL/d(output) into dL/d(input) for each input -- the chain rule, one
+op at a time.  ``Tensor.backward()`` walks the graph in reverse topological
+order and accumulates gradients into the leaves that asked for them.
+
+Two details matter for explaining networks:
+
+* **Only what is needed is computed.**  Each Function is told which of its
+  inputs need a gradient (``ctx.needs_grad``).  With frozen weights and an
+  image that requires grad (backprop to the input), no weight gradient is
+  ever computed.
+* **The ReLU backward rule is engine state.**  ``with relu_backward("guided"):``
+  changes what *every* ReLU passes back while that backward runs
+  (see :mod:`tinygrad_explain.ops` ``ReLU``), however the model is written.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+_GRAD_ENABLED = True
+RELU_RULES = ("backprop", "deconvnet", "guided")
+_RELU_RULE = "backprop"
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block no graph is recorded (inference, finite differences)."""
+    global _GRAD_ENABLED
+    prev, _GRAD_ENABLED = _GRAD_ENABLED, False
+    try:
+        yield
+    finally:
+        _GRAD_ENABLED = prev
+
+
+def is_grad_enabled() -> bool:
+    return _GRAD_ENABLED
+
+
+@contextlib.contextmanager
+def relu_backward(rule: str):
+    """Choose what every ReLU passes back while ``.backward()`` runs.
+
+    ``"backprop"``  dx = dy * [x > 0]               (the true gradient)
+    ``"deconvnet"`` dx = dy * [dy > 0]              (Zeiler & Fergus 2014)
+    ``"guided"``    dx = dy * [x > 0] * [dy > 0]    (Springenberg et al. 2015)
+    """
+    global _RELU_RULE
+    if rule not in RELU_RULES:
+        raise ValueError(f"unknown ReLU backward rule {rule!r}; expected one of {RELU_RULES}")
+    prev, _RELU_RULE = _RELU_RULE, rule
+    try:
+        yield
+    finally:
+        _RELU_RULE = prev
+
+
+def current_relu_rule() -> str:
+    return _RELU_RULE
+
+
+def _xp(a):
+    """The array module (numpy or cupy) that owns array ``a``."""
+    mod = type(a).__module__
+    if mod.startswith("cupy"):
+        import cupy
+        return cupy
+    return np
+
+
+class Tensor:
+    """An n-dimensional array that remembers how it was made.
+
+    ``data``  the array (numpy.ndarray or cupy.ndarray)
+    ``grad``  dL/d(self) after ``backward()``, same shape, or None
+    """
+
+    __array_priority__ = 1000  # so that ``ndarray * Tensor`` calls Tensor.__rmul__
+
+    def __init__(self, data, requires_grad: bool = False):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not (isinstance(data, np.ndarray) or _xp(data) is not np):
+            data = np.asarray(data)
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"only floating point tensors can require grad, got dtype {data.dtype}")
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None        # the Function that produced this tensor (None for leaves)
+        self._parents = ()      # that Function's tensor inputs
+
+    # ----- array-like conveniences -------------------------------------
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    device = property(lambda self: "cpu" if _xp(self.data) is np else "gpu")
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (copied from the GPU if needed)."""
+        return self.data.get() if _xp(self.data) is not np else self.data
+
+    def detach(self) -> "Tensor":
+        return Tensor(self.data)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        g = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}{g})"
+
+    # ----- backward ------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False):
+        """Accumulate d(self)/d(leaf) * grad into ``leaf.grad`` for every leaf
+        that requires grad.  ``grad`` defaults to 1 for a one-element tensor.
+
+        Intermediate gradients are freed as soon as they have been passed
+        on, and the graph is released unless ``retain_graph`` is set.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad "
+                               "(was it computed under no_grad(), or from inputs that do not require grad?)")
+        xp = _xp(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"grad must be given for a non-scalar output of shape {self.shape}")
+            grad = xp.ones_like(self.data)
+        grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+        if grad.shape != self.shape:
+            raise ValueError(f"grad has shape {grad.shape}, expected {self.shape}")
+
+        # topological order of the nodes that need a gradient
+        order, seen = [], set()
+        stack = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            for p in node._parents:
+                if p.requires_grad and id(p) not in seen:
+                    stack.append((p, False))
+
+        grads = {id(self): grad}
+        for node in reversed(order):
+            g = grads.pop(id(node), None)
+            if node._ctx is None:                      # a leaf: keep its gradient
+                if g is not None:
+                    node.grad = g if node.grad is None else node.grad + g
+                continue
+            if g is None:
+                continue
+            in_grads = node._ctx.backward(g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for p, pg in zip(node._parents, in_grads):
+                if pg is None or not p.requires_grad:
+                    continue
+                grads[id(p)] = pg if id(p) not in grads else grads[id(p)] + pg
+            if not retain_graph:
+                node._ctx, node._parents = None, ()
+
+    # ----- operators (defined in ops.py, attached there) ----------------
+
+
+class Function:
+    """One differentiable operation: ``forward`` on arrays, ``backward`` on gradients.
+
+    Subclasses implement ``forward(self, *arrays, **params) -> array`` and
+    ``backward(self, grad_out) -> tuple of grads`` (one per tensor input, None
+    where ``self.needs_grad[i]`` is False).  ``apply`` wires them into the graph.
+    """
+
+    needs_grad: tuple = ()
+
+    @classmethod
+    def apply(cls, *inputs, **params) -> Tensor:
+        tensors = tuple(t if isinstance(t, Tensor) else Tensor(t) for t in inputs)
+        ctx = cls()
+        ctx.needs_grad = tuple(t.requires_grad for t in tensors) if _GRAD_ENABLED else (False,) * len(tensors)
+        out = Tensor(ctx.forward(*(t.data for t in tensors), **params))
+        if any(ctx.needs_grad):
+            out.requires_grad = True
+            out._ctx, out._parents = ctx, tensors
+        return out
+
+    def forward(self, *arrays, **params):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+
+_RNG = np.random.default_rng(0)
+
+
+def manual_seed(seed: int):
+    """Seed the engine's random generator (dropout masks, initialisation)."""
+    global _RNG
+    _RNG = np.random.default_rng(seed)
+
+
+def rng() -> np.random.Generator:
+    return _RNG

@@ -1,0 +1,72 @@
+"""Gradient checking by central finite differences, in float64.
+
+For f: inputs -> output and a fixed random direction v of the output's
+shape, the scalar s(x) = sum(f(x) * v) has the analytic gradient that
+``backward(v)`` computes.  Each checked element i is compared with
+
+    (s(x + eps e_i) - s(x - eps e_i)) / (2 eps)          (error O(eps^2))
+
+and must satisfy |analytic - numeric| <= atol + rtol * |numeric|.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .engine import Tensor, no_grad
+
+
+class GradcheckError(AssertionError):
+    pass
+
+
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_checks=None, seed=0, raise_exception=True):
+    """Check ``fn``'s backward against central differences.
+
+    fn        callable taking Tensors (one per input) and returning a Tensor
+    inputs    arrays (cast to float64); each gets ``requires_grad=True``.  Pass
+              ``Tensor(arr)`` (requires_grad False) to hold an input constant.
+    max_checks  check at most this many randomly chosen elements per input
+              (None = all) -- for whole networks.
+    Returns True, or raises GradcheckError naming the input, the element and
+    both values (or returns False when ``raise_exception=False``).
+    """
+    rng = np.random.default_rng(seed)
+    ts = []
+    for a in inputs:
+        if isinstance(a, Tensor):
+            ts.append(Tensor(np.asarray(a.data, np.float64), requires_grad=a.requires_grad))
+        else:
+            ts.append(Tensor(np.array(a, np.float64), requires_grad=True))
+    out = fn(*ts)
+    if out.dtype != np.float64:
+        raise GradcheckError(f"fn returned {out.dtype}; gradcheck needs float64 all the way through")
+    v = rng.standard_normal(out.shape)
+    out.backward(v)
+
+    def s():
+        with no_grad():
+            return float((fn(*ts).data * v).sum())
+
+    for k, t in enumerate(ts):
+        if not t.requires_grad:
+            continue
+        analytic = t.grad if t.grad is not None else np.zeros_like(t.data)
+        flat = t.data.reshape(-1)
+        idx = np.arange(flat.size)
+        if max_checks is not None and flat.size > max_checks:
+            idx = rng.choice(flat.size, max_checks, replace=False)
+        for i in idx:
+            old = flat[i]
+            flat[i] = old + eps
+            fp = s()
+            flat[i] = old - eps
+            fm = s()
+            flat[i] = old
+            num = (fp - fm) / (2 * eps)
+            ana = analytic.reshape(-1)[i]
+            if not abs(ana - num) <= atol + rtol * abs(num):
+                if raise_exception:
+                    raise GradcheckError(f"input {k}, element {np.unravel_index(i, t.shape)}: "
+                                         f"analytic {ana:.10g} vs numeric {num:.10g}")
+                return False
+    return True

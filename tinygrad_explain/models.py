@@ -1,0 +1,213 @@
+"""Networks as an ordered list of named layers, and AlexNet.
+
+``Network(layers, input_shape)`` runs its layers in order; ``model(x)``
+returns the last layer's output (unnormalised class scores for a
+classifier) and ``model(x, until="fc7")`` the output of any named layer.
+AlexNet comes in two layouts:
+
+* ``"torchvision"``: torchvision's AlexNet (224x224 input, 64/192/384/256/256
+  filters, no LRN, adaptive average pool to 6x6, dropout before fc6/fc7).
+* ``"caffe"``: bvlc_alexnet (227x227 input, 96/256/384/384/256 filters,
+  conv1 stride 4 without padding, LRN(5, 1e-4, 0.75, k=1) after relu1/relu2,
+  groups=2 in conv2/conv4/conv5).
+"""
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+
+from . import nn
+from .engine import Tensor
+
+
+class Network:
+    """An ordered stack of named layers.
+
+    ``input_shape`` (C, H, W) is what the first layer expects; the output
+    shape of every layer is checked when the network is built, so a wrong
+    architecture fails here, naming the layer, not deep inside a kernel.
+    ``class_names`` and ``preprocessing`` travel with the model file.
+    """
+
+    def __init__(self, layers, input_shape, class_names=None, preprocessing=None):
+        self.layers = {}
+        for name, layer in layers:
+            if name in self.layers:
+                raise ValueError(f"duplicate layer name {name!r}")
+            self.layers[name] = layer
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.preprocessing = dict(preprocessing or {})
+        self.shapes = self._infer_shapes()
+
+    # ----- structure -----------------------------------------------------
+    def _infer_shapes(self):
+        shapes, s = {}, self.input_shape
+        for name, layer in self.layers.items():
+            if isinstance(layer, nn.Conv2d) and s[0] != layer.in_channels:
+                raise ValueError(f"layer {name!r} expects {layer.in_channels} input channels, gets {s[0]}")
+            if isinstance(layer, nn.Linear) and (len(s) != 1 or s[0] != layer.in_features):
+                raise ValueError(f"layer {name!r} expects {layer.in_features} input features, gets shape {s}")
+            s = layer.out_shape(s)
+            if any(v <= 0 for v in s):
+                raise ValueError(f"layer {name!r} would output an empty map {s} for input {self.input_shape}")
+            shapes[name] = tuple(s)
+        return shapes
+
+    @property
+    def layer_names(self):
+        return list(self.layers)
+
+    @property
+    def num_classes(self):
+        return self.shapes[self.layer_names[-1]][0]
+
+    def architecture(self):
+        """The JSON-able list of layer specs (each with its name)."""
+        return [dict(name=n, **l.spec()) for n, l in self.layers.items()]
+
+    def parameters(self):
+        return [getattr(l, p) for l in self.layers.values() for p in l.params]
+
+    def requires_grad_(self, flag=True):
+        """Make the weights trainable (True) or frozen (False, the default)."""
+        for t in self.parameters():
+            t.requires_grad = flag
+            t.grad = None
+        return self
+
+    def zero_grad(self):
+        for t in self.parameters():
+            t.grad = None
+
+    def astype(self, dtype):
+        """Cast every parameter (e.g. to float64 for gradient checks); returns self."""
+        for t in self.parameters():
+            t.data = t.data.astype(dtype)
+        return self
+
+    def train(self, mode=True):
+        for l in self.layers.values():
+            l.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # ----- weights -------------------------------------------------------
+    def state_dict(self):
+        """``{"conv1.weight": ndarray, "conv1.bias": ndarray, ...}``; conv weights
+        (O, I/groups, kH, kW), linear weights (out, in), as in PyTorch and Caffe."""
+        return {f"{n}.{p}": getattr(l, p).numpy() for n, l in self.layers.items() for p in l.params}
+
+    def load_state_dict(self, state):
+        """Copy weights in.  Missing, unexpected or mis-shaped keys and
+        non-finite values raise an error that names the key."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        extra = [k for k in state if k not in own]
+        if missing:
+            raise KeyError(f"state dict is missing {missing}")
+        if extra:
+            raise KeyError(f"state dict has unexpected keys {extra}; this network has {list(own)}")
+        for key, value in state.items():
+            arr = np.asarray(value)
+            if arr.shape != own[key].shape:
+                raise ValueError(f"{key}: shape {arr.shape} does not match the architecture's {own[key].shape}")
+            if arr.dtype.kind != "f":
+                raise ValueError(f"{key}: dtype {arr.dtype} is not floating point")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{key}: contains NaN or Inf")
+        for key, value in state.items():
+            name, p = key.rsplit(".", 1)
+            t = getattr(self.layers[name], p)
+            t.data = np.array(value, dtype=np.float32)
+        return self
+
+    # ----- forward -------------------------------------------------------
+    def check_input(self, x):
+        """Validate an input batch (N, C, H, W) and return it as a Tensor."""
+        t = x if isinstance(x, Tensor) else None
+        data = x.data if t is not None else x
+        if not hasattr(data, "shape") or not hasattr(data, "dtype"):
+            raise TypeError(f"input must be an array or Tensor, got {type(x).__name__}")
+        if data.dtype.kind not in "f":
+            raise TypeError(f"input dtype {data.dtype} is not floating point; images must be preprocessed "
+                            "to float (te.image.load does it)")
+        if data.ndim != 4:
+            raise ValueError(f"input must have shape (N, C, H, W) = (N, {', '.join(map(str, self.input_shape))}), "
+                             f"got rank {data.ndim} shape {tuple(data.shape)}")
+        if tuple(data.shape[1:]) != self.input_shape:
+            C, H, W = self.input_shape
+            what = "channels" if data.shape[1] != C else "size"
+            raise ValueError(f"input {what} mismatch: model expects (N, {C}, {H}, {W}), got {tuple(data.shape)}; "
+                             f"resize images to {H}x{W} (te.image.load does it)")
+        if not bool(np.isfinite(data).all()):
+            raise ValueError("input contains NaN or Inf")
+        return t if t is not None else Tensor(data)
+
+    def __call__(self, x, until=None):
+        """Forward pass.  ``until``: name of the layer whose output to return."""
+        if until is not None and until not in self.layers:
+            near = difflib.get_close_matches(str(until), self.layer_names, n=3)
+            raise KeyError(f"unknown layer {until!r}" + (f" (did you mean {near}?)" if near else "")
+                           + f"; layers: {self.layer_names}")
+        x = self.check_input(x)
+        for name, layer in self.layers.items():
+            x = layer(x)
+            if name == until:
+                break
+        return x
+
+    def __repr__(self):
+        lines = [f"Network(input {self.input_shape})"]
+        for n, l in self.layers.items():
+            lines.append(f"  {n:<8} {l.spec()} -> {self.shapes[n]}")
+        return "\n".join(lines)
+
+
+def from_architecture(arch, input_shape, **kw) -> Network:
+    """Rebuild a Network from ``Network.architecture()`` output."""
+    layers = []
+    for i, spec in enumerate(arch):
+        if "name" not in spec:
+            raise ValueError(f"architecture entry {i} has no 'name'")
+        try:
+            layers.append((spec["name"], nn.layer_from_spec(spec)))
+        except ValueError as e:
+            raise ValueError(f"layer {spec['name']!r}: {e}") from None
+    return Network(layers, input_shape, **kw)
+
+
+def alexnet(variant="torchvision", num_classes=1000) -> Network:
+    """AlexNet with random weights (PyTorch's default initialisation, seeded by
+    ``te.manual_seed``).  Layer names: conv1..conv5, fc6..fc8, relu1..relu7,
+    pool1, pool2, pool5, norm1, norm2 (caffe), drop6, drop7, avgpool (torchvision)."""
+    C, R, M, L, D, F = nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm, nn.Dropout, nn.Linear
+    if variant == "torchvision":
+        layers = [("conv1", C(3, 64, 11, 4, 2)), ("relu1", R()), ("pool1", M(3, 2)),
+                  ("conv2", C(64, 192, 5, 1, 2)), ("relu2", R()), ("pool2", M(3, 2)),
+                  ("conv3", C(192, 384, 3, 1, 1)), ("relu3", R()),
+                  ("conv4", C(384, 256, 3, 1, 1)), ("relu4", R()),
+                  ("conv5", C(256, 256, 3, 1, 1)), ("relu5", R()), ("pool5", M(3, 2)),
+                  ("avgpool", nn.AdaptiveAvgPool2d((6, 6))), ("flatten", nn.Flatten()),
+                  ("drop6", D(0.5)), ("fc6", F(9216, 4096)), ("relu6", R()),
+                  ("drop7", D(0.5)), ("fc7", F(4096, 4096)), ("relu7", R()),
+                  ("fc8", F(4096, num_classes))]
+        shape = (3, 224, 224)
+    elif variant == "caffe":
+        layers = [("conv1", C(3, 96, 11, 4, 0)), ("relu1", R()), ("norm1", L(5, 1e-4, 0.75, 1.0)), ("pool1", M(3, 2)),
+                  ("conv2", C(96, 256, 5, 1, 2, groups=2)), ("relu2", R()), ("norm2", L(5, 1e-4, 0.75, 1.0)),
+                  ("pool2", M(3, 2)),
+                  ("conv3", C(256, 384, 3, 1, 1)), ("relu3", R()),
+                  ("conv4", C(384, 384, 3, 1, 1, groups=2)), ("relu4", R()),
+                  ("conv5", C(384, 256, 3, 1, 1, groups=2)), ("relu5", R()), ("pool5", M(3, 2)),
+                  ("flatten", nn.Flatten()),
+                  ("fc6", F(9216, 4096)), ("relu6", R()), ("drop6", D(0.5)),
+                  ("fc7", F(4096, 4096)), ("relu7", R()), ("drop7", D(0.5)),
+                  ("fc8", F(4096, num_classes))]
+        shape = (3, 227, 227)
+    else:
+        raise ValueError(f"unknown AlexNet variant {variant!r}; expected 'torchvision' or 'caffe'")
+    return Network(layers, shape)

@@ -1,0 +1,186 @@
+"""Layers: small objects that hold parameters and call one op.
+
+Every layer can describe itself as a JSON-able dict (``spec()``) and be
+rebuilt from it (``layer_from_spec``): that is how the HDF5 model file
+stores the architecture.  Parameters are ``Tensor``s, frozen
+(``requires_grad=False``) unless ``Network.requires_grad_(True)`` is called
+for training -- explaining a network only needs gradients for the image.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import ops
+from .engine import Tensor, rng
+
+
+class Layer:
+    type = "layer"
+    params: tuple = ()
+
+    def __init__(self):
+        self.training = False
+
+    def spec(self) -> dict:
+        return {"type": self.type}
+
+    def out_shape(self, in_shape):
+        """(C, H, W) or (F,) of the output for an input of shape ``in_shape`` (no batch)."""
+        return in_shape
+
+    def __call__(self, x):
+        raise NotImplementedError
+
+
+def _uniform(shape, bound):
+    return rng().uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+class Conv2d(Layer):
+    type = "conv"
+    params = ("weight", "bias")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"channels ({in_channels}, {out_channels}) not divisible by groups={groups}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding, self.groups = int(kernel_size), int(stride), int(padding), int(groups)
+        fan_in = in_channels // groups * kernel_size ** 2
+        bound = 1 / math.sqrt(fan_in)           # PyTorch's default initialisation
+        self.weight = Tensor(_uniform((out_channels, in_channels // groups, kernel_size, kernel_size), bound))
+        self.bias = Tensor(_uniform((out_channels,), bound))
+
+    def spec(self):
+        return {"type": self.type, "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
+                "groups": self.groups}
+
+    def out_shape(self, s):
+        k, st, p = self.kernel_size, self.stride, self.padding
+        return (self.out_channels, (s[1] + 2 * p - k) // st + 1, (s[2] + 2 * p - k) // st + 1)
+
+    def __call__(self, x):
+        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+
+
+class Linear(Layer):
+    type = "linear"
+    params = ("weight", "bias")
+
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        bound = 1 / math.sqrt(in_features)
+        self.weight = Tensor(_uniform((out_features, in_features), bound))
+        self.bias = Tensor(_uniform((out_features,), bound))
+
+    def spec(self):
+        return {"type": self.type, "in_features": self.in_features, "out_features": self.out_features}
+
+    def out_shape(self, s):
+        return (self.out_features,)
+
+    def __call__(self, x):
+        return ops.linear(x, self.weight, self.bias)
+
+
+class ReLU(Layer):
+    type = "relu"
+
+    def __call__(self, x):
+        return ops.relu(x)
+
+
+class MaxPool2d(Layer):
+    type = "maxpool"
+
+    def __init__(self, kernel_size=3, stride=2, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), int(padding)
+
+    def spec(self):
+        return {"type": self.type, "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
+
+    def out_shape(self, s):
+        k, st, p = self.kernel_size, self.stride, self.padding
+        return (s[0], (s[1] + 2 * p - k) // st + 1, (s[2] + 2 * p - k) // st + 1)
+
+    def __call__(self, x):
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class LocalResponseNorm(Layer):
+    type = "lrn"
+
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
+
+    def spec(self):
+        return {"type": self.type, "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
+
+    def __call__(self, x):
+        return ops.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+
+class AdaptiveAvgPool2d(Layer):
+    type = "adaptive_avgpool"
+
+    def __init__(self, output_size=(6, 6)):
+        super().__init__()
+        self.output_size = ops._pair(output_size)
+
+    def spec(self):
+        return {"type": self.type, "output_size": list(self.output_size)}
+
+    def out_shape(self, s):
+        return (s[0],) + self.output_size
+
+    def __call__(self, x):
+        return ops.adaptive_avg_pool2d(x, self.output_size)
+
+
+class Dropout(Layer):
+    type = "dropout"
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def spec(self):
+        return {"type": self.type, "p": self.p}
+
+    def __call__(self, x):
+        return ops.dropout(x, self.p, self.training)
+
+
+class Flatten(Layer):
+    type = "flatten"
+
+    def out_shape(self, s):
+        return (int(np.prod(s)),)
+
+    def __call__(self, x):
+        return ops.flatten(x)
+
+
+LAYER_TYPES = {cls.type: cls for cls in
+               (Conv2d, Linear, ReLU, MaxPool2d, LocalResponseNorm, AdaptiveAvgPool2d, Dropout, Flatten)}
+
+
+def layer_from_spec(spec: dict) -> Layer:
+    """Build a layer from its ``spec()`` dict; unknown type or arguments -> ValueError."""
+    spec = dict(spec)
+    t = spec.pop("type", None)
+    spec.pop("name", None)
+    if t not in LAYER_TYPES:
+        raise ValueError(f"unknown layer type {t!r}; known: {sorted(LAYER_TYPES)}")
+    try:
+        return LAYER_TYPES[t](**spec)
+    except TypeError as e:
+        raise ValueError(f"bad arguments for layer type {t!r}: {e}") from None

@@ -1,0 +1,395 @@
+"""Every differentiable operation: forward and backward side by side.
+
+Shapes: N batch, C/O input/output channels, H/W height/width, L = OH*OW.
+Each backward receives g = dL/d(output) and returns dL/d(input) for each
+input that needs it (``self.needs_grad``), None for the others -- so with
+frozen weights no weight gradient is ever computed.
+
+The heavy loops live in the hand-written kernels (:mod:`tinygrad_explain.kernels`);
+matrix products go through NumPy's BLAS.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import engine
+from .engine import Function, Tensor
+from . import kernels as K
+
+
+def _pair(v):
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+# --------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------
+class Conv2d(Function):
+    """2-D convolution (cross-correlation) as im2col + one matrix product per group.
+
+    x (N, C, H, W), w (O, C/G, kh, kw), b (O,) -> y (N, O, OH, OW),
+    OH = (H + 2*ph - kh) // sh + 1.
+        col = im2col(x)                      (C*kh*kw, N*L)
+        y_rows[g] = w[g] @ col[g] + b        (O/G, N*L) per group g
+    Chain rule:
+        dcol[g] = w[g].T @ dy_rows[g];  dx = col2im(dcol)
+        dw[g]   = dy_rows[g] @ col[g].T
+        db      = sum of dy over n, i, j
+    """
+
+    def forward(self, x, w, b=None, stride=1, padding=0, groups=1):
+        N, C, H, W = x.shape
+        O, Cg, kh, kw = w.shape
+        G = groups
+        self.stride, self.padding, self.groups = _pair(stride), _pair(padding), G
+        col = K.im2col.im2col(x, kh, kw, self.stride, self.padding)
+        oh = K.im2col.out_size(H, kh, self.stride[0], self.padding[0])
+        ow = K.im2col.out_size(W, kw, self.stride[1], self.padding[1])
+        wg = w.reshape(G, O // G, Cg * kh * kw)
+        if w.dtype != col.dtype:
+            wg = wg.astype(col.dtype)
+        rows = np.empty((O, col.shape[1]), dtype=col.dtype)
+        R, Og = Cg * kh * kw, O // G
+        for g in range(G):
+            np.matmul(wg[g], col[g * R:(g + 1) * R], out=rows[g * Og:(g + 1) * Og])
+        y = K.layout.rows_to_nchw(rows, b, N).reshape(N, O, oh, ow)
+        if any(self.needs_grad):
+            self.x_shape, self.w = x.shape, w
+            self.col = col if self.needs_grad[1] else None
+        return y
+
+    def backward(self, g):
+        N, O, oh, ow = g.shape
+        w, G = self.w, self.groups
+        _, Cg, kh, kw = w.shape
+        R, Og = Cg * kh * kw, O // G
+        want_b = len(self.needs_grad) > 2 and self.needs_grad[2]
+        grows, db = K.layout.nchw_to_rows(g.reshape(N, O, oh * ow), want_b)
+        dx = dw = None
+        if self.needs_grad[0]:
+            wg = w.reshape(G, Og, R).astype(g.dtype, copy=False)
+            dcol = np.empty((G * R, grows.shape[1]), dtype=g.dtype)
+            for i in range(G):
+                np.matmul(wg[i].T, grows[i * Og:(i + 1) * Og], out=dcol[i * R:(i + 1) * R])
+            dx = K.im2col.col2im(dcol, self.x_shape, kh, kw, self.stride, self.padding)
+        if self.needs_grad[1]:
+            dw = np.empty((G, Og, R), dtype=g.dtype)
+            for i in range(G):
+                np.matmul(grows[i * Og:(i + 1) * Og], self.col[i * R:(i + 1) * R].T, out=dw[i])
+            dw = dw.reshape(w.shape).astype(w.dtype, copy=False)
+        return dx, dw, db
+
+
+class Linear(Function):
+    """Fully connected layer.  x (N, in), w (out, in), b (out,) -> y = x @ w.T + b.
+    Chain rule:  dx = g @ w;   dw = g.T @ x;   db = sum_n g."""
+
+    def forward(self, x, w, b=None):
+        y = x @ w.T.astype(x.dtype, copy=False)
+        if b is not None:
+            y += b
+        if any(self.needs_grad):
+            self.x = x if self.needs_grad[1] else None
+            self.w = w
+        return y
+
+    def backward(self, g):
+        dx = g @ self.w.astype(g.dtype, copy=False) if self.needs_grad[0] else None
+        dw = (g.T @ self.x).astype(self.w.dtype, copy=False) if self.needs_grad[1] else None
+        db = g.sum(0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
+        return dx, dw, db
+
+
+class ReLU(Function):
+    """y = max(x, 0).  Backward follows the engine's current rule
+    (``te.relu_backward``): backprop g*[x>0], deconvnet g*[g>0], guided g*[x>0]*[g>0]."""
+
+    def forward(self, x):
+        y = K.relu.forward(x)
+        self.y = y
+        return y
+
+    def backward(self, g):
+        return K.relu.backward(self.y, g, engine.current_relu_rule())
+
+
+class MaxPool2d(Function):
+    """Max-pooling, k x k windows, stride s, padding p; switches recorded in forward.
+    x (N, C, H, W) -> y (N, C, OH, OW).   dx[argmax of window] += dy."""
+
+    def forward(self, x, kernel_size=3, stride=2, padding=0):
+        y, switch = K.maxpool.forward(x, int(kernel_size), int(stride), int(padding))
+        self.switch, self.x_shape = switch, x.shape
+        return y
+
+    def backward(self, g):
+        return K.maxpool.backward(g, self.switch, self.x_shape)
+
+
+class LocalResponseNorm(Function):
+    """Across-channel LRN: y = x * (k + alpha/size * sum_window x^2)^(-beta).
+    See kernels/lrn.py for the backward formula."""
+
+    def forward(self, x, size=5, alpha=1e-4, beta=0.75, k=1.0):
+        self.p = (int(size), float(alpha), float(beta))
+        y, scale = K.lrn.forward(x, int(size), float(alpha), float(beta), float(k))
+        if any(self.needs_grad):
+            self.x, self.y, self.scale = x, y, scale
+        return y
+
+    def backward(self, g):
+        return K.lrn.backward(self.x, self.y, self.scale, g, *self.p)
+
+
+class AdaptiveAvgPool2d(Function):
+    """x (N, C, H, W) -> (N, C, OH, OW), each cell the mean of its adaptive window."""
+
+    def forward(self, x, output_size=(6, 6)):
+        self.x_shape = x.shape
+        out_hw = _pair(output_size)
+        if x.shape[2:] == out_hw:
+            self.identity = True
+            return x
+        self.identity = False
+        return K.avgpool.forward(x, out_hw)
+
+    def backward(self, g):
+        return g if self.identity else K.avgpool.backward(g, self.x_shape)
+
+
+class Dropout(Function):
+    """Training: y = x * m / (1 - p), m ~ Bernoulli(1 - p) from the engine's seeded
+    generator; evaluation: y = x.  Backward: dx = g * m / (1 - p)."""
+
+    def forward(self, x, p=0.5, training=False):
+        if not training or p == 0:
+            self.mask = None
+            return x
+        self.mask = (engine.rng().random(x.shape) >= p).astype(x.dtype) / np.asarray(1 - p, x.dtype)
+        return x * self.mask
+
+    def backward(self, g):
+        return g if self.mask is None else g * self.mask
+
+
+class Reshape(Function):
+    """y = x viewed with a new shape; dx = g viewed with the old one."""
+
+    def forward(self, x, shape=None):
+        self.x_shape = x.shape
+        return x.reshape(shape)
+
+    def backward(self, g):
+        return g.reshape(self.x_shape)
+
+
+class LogSoftmax(Function):
+    """y_i = s_i - log sum_j exp(s_j) over the last axis.  dx = g - softmax * sum(g)."""
+
+    def forward(self, s):
+        m = s.max(-1, keepdims=True)
+        y = s - m - np.log(np.exp(s - m).sum(-1, keepdims=True))
+        self.y = y
+        return y
+
+    def backward(self, g):
+        return g - np.exp(self.y) * g.sum(-1, keepdims=True)
+
+
+class CrossEntropy(Function):
+    """Mean cross-entropy of log-softmax(scores) (N, K) against integer labels (N,).
+    L = -1/N sum_n log softmax(s_n)[y_n];  dL/ds = (softmax(s) - onehot(y)) / N."""
+
+    def forward(self, s, labels=None):
+        labels = np.asarray(labels)
+        m = s.max(-1, keepdims=True)
+        logp = s - m - np.log(np.exp(s - m).sum(-1, keepdims=True))
+        n = s.shape[0]
+        self.p, self.labels = np.exp(logp), labels
+        return np.asarray(-logp[np.arange(n), labels].mean(), dtype=s.dtype)
+
+    def backward(self, g):
+        d = self.p.copy()
+        d[np.arange(d.shape[0]), self.labels] -= 1
+        return d * (g / d.shape[0])
+
+
+# --------------------------------------------------------------------------
+# Elementwise and reductions (for losses and image regularisers)
+# --------------------------------------------------------------------------
+def _unbroadcast(g, shape):
+    """Sum g over the axes that broadcasting added or stretched, back to ``shape``."""
+    while g.ndim > len(shape):
+        g = g.sum(0)
+    for i, n in enumerate(shape):
+        if n == 1 and g.shape[i] != 1:
+            g = g.sum(i, keepdims=True)
+    return g
+
+
+class Add(Function):
+    """y = a + b (broadcasting).  da = g, db = g (summed over broadcast axes)."""
+
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return a + b
+
+    def backward(self, g):
+        return (_unbroadcast(g, self.shapes[0]) if self.needs_grad[0] else None,
+                _unbroadcast(g, self.shapes[1]) if self.needs_grad[1] else None)
+
+
+class Mul(Function):
+    """y = a * b (broadcasting).  da = g * b, db = g * a."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        return (_unbroadcast(g * self.b, self.a.shape) if self.needs_grad[0] else None,
+                _unbroadcast(g * self.a, self.b.shape) if self.needs_grad[1] else None)
+
+
+class Pow(Function):
+    """y = x ** p for a constant p.  dx = g * p * x ** (p - 1)."""
+
+    def forward(self, x, p=2.0):
+        self.x, self.pw = x, p
+        return x ** np.asarray(p, x.dtype)
+
+    def backward(self, g):
+        p = self.pw
+        return g * (np.asarray(p, g.dtype) * self.x ** np.asarray(p - 1, self.x.dtype))
+
+
+class Abs(Function):
+    """y = |x|.  dx = g * sign(x) (0 at x = 0)."""
+
+    def forward(self, x):
+        self.x = x
+        return np.abs(x)
+
+    def backward(self, g):
+        return g * np.sign(self.x)
+
+
+class Sum(Function):
+    """y = sum of x over ``axis`` (all axes by default).  dx = g broadcast back."""
+
+    def forward(self, x, axis=None, keepdims=False):
+        self.x_shape, self.axis, self.keepdims = x.shape, axis, keepdims
+        return np.asarray(x.sum(axis=axis, keepdims=keepdims))
+
+    def backward(self, g):
+        if self.axis is not None and not self.keepdims:
+            g = np.expand_dims(g, self.axis)
+        return np.broadcast_to(g, self.x_shape).copy()
+
+
+class ShiftDiff(Function):
+    """Forward difference along an axis: y = x[..., 1:] - x[..., :-1] (for total variation).
+    dx[..., 1:] += g;  dx[..., :-1] -= g."""
+
+    def forward(self, x, axis=-1):
+        self.x_shape, self.axis = x.shape, axis
+        n = x.shape[axis]
+        return np.take(x, range(1, n), axis=axis) - np.take(x, range(0, n - 1), axis=axis)
+
+    def backward(self, g):
+        dx = np.zeros(self.x_shape, dtype=g.dtype)
+        ax = self.axis % len(self.x_shape)
+        hi = [slice(None)] * len(self.x_shape)
+        lo = list(hi)
+        hi[ax], lo[ax] = slice(1, None), slice(0, -1)
+        dx[tuple(hi)] += g
+        dx[tuple(lo)] -= g
+        return dx
+
+
+class Index(Function):
+    """y = x[idx] (any NumPy index).  dx = zeros with g scattered (added) back at idx."""
+
+    def forward(self, x, idx=None):
+        self.x_shape, self.idx = x.shape, idx
+        return np.asarray(x[idx])
+
+    def backward(self, g):
+        dx = np.zeros(self.x_shape, dtype=g.dtype)
+        np.add.at(dx, self.idx, g)
+        return dx
+
+
+# --------------------------------------------------------------------------
+# Functional API and Tensor operators
+# --------------------------------------------------------------------------
+def _const(v, like: Tensor) -> Tensor:
+    return v if isinstance(v, Tensor) else Tensor(np.asarray(v, dtype=like.dtype))
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, groups=1):
+    args = (x, w) if b is None else (x, w, b)
+    return Conv2d.apply(*args, stride=stride, padding=padding, groups=groups)
+
+
+def linear(x, w, b=None):
+    return Linear.apply(*((x, w) if b is None else (x, w, b)))
+
+
+def relu(x):
+    return ReLU.apply(x)
+
+
+def max_pool2d(x, kernel_size=3, stride=2, padding=0):
+    return MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=1.0):
+    return LocalResponseNorm.apply(x, size=size, alpha=alpha, beta=beta, k=k)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    return AdaptiveAvgPool2d.apply(x, output_size=output_size)
+
+
+def dropout(x, p=0.5, training=False):
+    return Dropout.apply(x, p=p, training=training)
+
+
+def flatten(x):
+    return Reshape.apply(x, shape=(x.shape[0], -1))
+
+
+def log_softmax(x):
+    return LogSoftmax.apply(x)
+
+
+def cross_entropy(scores, labels):
+    return CrossEntropy.apply(scores, labels=labels)
+
+
+def shift_diff(x, axis=-1):
+    return ShiftDiff.apply(x, axis=axis)
+
+
+def _sub(a, b):
+    return Add.apply(a, Mul.apply(_const(b, a), _const(-1.0, a)))
+
+
+Tensor.__add__ = lambda a, b: Add.apply(a, _const(b, a))
+Tensor.__radd__ = lambda a, b: Add.apply(_const(b, a), a)
+Tensor.__sub__ = _sub
+Tensor.__rsub__ = lambda a, b: _sub(_const(b, a), a)
+Tensor.__neg__ = lambda a: Mul.apply(a, _const(-1.0, a))
+Tensor.__mul__ = lambda a, b: Mul.apply(a, _const(b, a))
+Tensor.__rmul__ = lambda a, b: Mul.apply(_const(b, a), a)
+Tensor.__truediv__ = lambda a, b: (Mul.apply(a, _const(1.0 / b, a)) if np.isscalar(b)
+                                   else Mul.apply(a, Pow.apply(_const(b, a), p=-1.0)))
+Tensor.__pow__ = lambda a, p: Pow.apply(a, p=float(p))
+Tensor.__getitem__ = lambda a, idx: Index.apply(a, idx=idx.data if isinstance(idx, Tensor) else idx)
+Tensor.abs = lambda a: Abs.apply(a)
+Tensor.sum = lambda a, axis=None, keepdims=False: Sum.apply(a, axis=axis, keepdims=keepdims)
+Tensor.mean = lambda a, axis=None, keepdims=False: Sum.apply(a, axis=axis, keepdims=keepdims) * (
+    1.0 / (a.data.size if axis is None else np.prod([a.shape[i] for i in np.atleast_1d(axis)])))
+Tensor.reshape = lambda a, *shape: Reshape.apply(a, shape=shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape)
+Tensor.relu = relu
