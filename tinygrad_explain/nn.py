@@ -35,7 +35,11 @@ class Layer:
 
 
 def _uniform(shape, bound):
-    return rng().uniform(-bound, bound, size=shape).astype(np.float32)
+    """U(-bound, bound) in float32, drawn without a float64 temporary."""
+    a = rng().random(shape, dtype=np.float32)
+    a *= np.float32(2 * bound)
+    a -= np.float32(bound)
+    return a
 
 
 class Conv2d(Layer):
