@@ -7,6 +7,7 @@ loop; the ops in :mod:`tinygrad_explain.ops` only call these wrappers.
 Matrix products are not here: they go through NumPy's BLAS (``np.matmul``).
 
 Modules: ``im2col`` (convolution data movement), ``layout`` (bias add and
-NCHW <-> rows transposition), ``relu``, ``maxpool``, ``lrn``, ``avgpool``.
+NCHW <-> rows transposition), ``relu``, ``maxpool``, ``lrn``, ``avgpool``,
+``workspace`` (reusable scratch buffers).
 """
-from . import im2col, layout, relu, maxpool, lrn, avgpool  # noqa: F401
+from . import im2col, layout, relu, maxpool, lrn, avgpool, workspace  # noqa: F401

@@ -77,10 +77,11 @@ def im2col(x, kh, kw, stride, padding, out=None):
     return out
 
 
-def col2im(col, x_shape, kh, kw, stride, padding):
-    """col (C*kh*kw, N*OH*OW) -> dx (N, C, H, W), summing overlapping windows."""
+def col2im(col, x_shape, kh, kw, stride, padding, out=None):
+    """col (C*kh*kw, N*OH*OW) -> dx (N, C, H, W), summing overlapping windows.
+    ``out``, if given, must be zero-filled; the sums are added into it."""
     N, C, H, W = x_shape
     oh, ow = out_size(H, kh, stride[0], padding[0]), out_size(W, kw, stride[1], padding[1])
-    dx = np.zeros(x_shape, dtype=col.dtype)
+    dx = np.zeros(x_shape, dtype=col.dtype) if out is None else out
     _col2im(np.ascontiguousarray(col), kh, kw, stride[0], stride[1], padding[0], padding[1], oh, ow, dx)
     return dx

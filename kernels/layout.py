@@ -1,8 +1,10 @@
 """Moving between the GEMM's row layout and NCHW, with the bias folded in.
 
-    rows_to_nchw:  y[n, o, l] = rows[o, n*L + l] + b[o]         (forward: bias add)
-    nchw_to_rows:  rows[o, n*L + l] = dy[n, o, l],
-                   db[o] = sum over n, l of dy[n, o, l]          (backward: bias grad)
+    rows_to_nchw:  y[n, o, l] = rows[o, n*L + l] + b[o]      (forward: bias add)
+    nchw_to_rows:  rows[o, n*L + l] = dy[n, o, l]             (backward)
+
+For a single image (N = 1) the two layouts coincide: ``rows_to_nchw`` then
+adds the bias in place and ``nchw_to_rows`` is a free reshape.
 """
 import numpy as np
 
@@ -20,32 +22,28 @@ def _rows_to_nchw(rows, b, out):
 
 
 @kernel
-def _nchw_to_rows(dy, rows, db, want_db):
+def _nchw_to_rows(dy, rows):
     N, O, L = dy.shape
     for o in prange(O):
-        s = 0.0
         for n in range(N):
             for l in range(L):
-                v = dy[n, o, l]
-                rows[o, n * L + l] = v
-                s += v
-        if want_db:
-            db[o] = s
+                rows[o, n * L + l] = dy[n, o, l]
 
 
-def rows_to_nchw(rows, bias, n):
-    """rows (O, N*L), bias (O,) or None -> (N, O, L)."""
-    O, NL = rows.shape
-    out = np.empty((n, O, NL // n), dtype=rows.dtype)
-    b = bias if bias is not None else np.zeros(O, dtype=rows.dtype)
-    _rows_to_nchw(rows, b.astype(rows.dtype, copy=False), out)
+def rows_to_nchw(rows, bias, out):
+    """rows (O, N*L) + bias (O,) -> out (N, O, L); ``out`` may be ``rows`` itself when N = 1."""
+    O = rows.shape[0]
+    b = bias.astype(rows.dtype, copy=False) if bias is not None else np.zeros(O, dtype=rows.dtype)
+    _rows_to_nchw(rows, b, out)
     return out
 
 
-def nchw_to_rows(dy, want_db):
-    """dy (N, O, L) -> rows (O, N*L) and db (O,) (or None)."""
+def nchw_to_rows(dy, out=None):
+    """dy (N, O, L) -> rows (O, N*L) (a view when N = 1)."""
     N, O, L = dy.shape
-    rows = np.empty((O, N * L), dtype=dy.dtype)
-    db = np.empty(O, dtype=np.float64)
-    _nchw_to_rows(np.ascontiguousarray(dy), rows, db, want_db)
-    return rows, (db.astype(dy.dtype) if want_db else None)
+    if N == 1:
+        return dy.reshape(O, L)
+    if out is None:
+        out = np.empty((O, N * L), dtype=dy.dtype)
+    _nchw_to_rows(dy, out)
+    return out

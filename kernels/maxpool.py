@@ -20,22 +20,19 @@ def _forward(x, k, s, p, y, switch):
     for nc in prange(N * C):
         n = nc // C
         c = nc % C
+        plane = x[n, c]
         for i in range(oh):
-            h0 = i * s - p
+            h0 = max(i * s - p, 0)
+            h1 = min(i * s - p + k, H)
             for j in range(ow):
-                w0 = j * s - p
-                best = -np.inf
-                arg = -1
-                for a in range(k):
-                    h = h0 + a
-                    if h < 0 or h >= H:
-                        continue
-                    for b in range(k):
-                        w = w0 + b
-                        if w < 0 or w >= W:
-                            continue
-                        v = x[n, c, h, w]
-                        if v > best or arg < 0:
+                w0 = max(j * s - p, 0)
+                w1 = min(j * s - p + k, W)
+                best = plane[h0, w0]
+                arg = h0 * W + w0
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        v = plane[h, w]
+                        if v > best:
                             best = v
                             arg = h * W + w
                 y[n, c, i, j] = best

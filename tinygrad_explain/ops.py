@@ -28,54 +28,78 @@ class Conv2d(Function):
     """2-D convolution (cross-correlation) as im2col + one matrix product per group.
 
     x (N, C, H, W), w (O, C/G, kh, kw), b (O,) -> y (N, O, OH, OW),
-    OH = (H + 2*ph - kh) // sh + 1.
+    OH = (H + 2*ph - kh) // sh + 1, L = OH*OW.
         col = im2col(x)                      (C*kh*kw, N*L)
         y_rows[g] = w[g] @ col[g] + b        (O/G, N*L) per group g
     Chain rule:
         dcol[g] = w[g].T @ dy_rows[g];  dx = col2im(dcol)
         dw[g]   = dy_rows[g] @ col[g].T
         db      = sum of dy over n, i, j
+
+    The batch is processed in chunks of images whose ``col`` fits a few MB
+    (reused scratch buffers, cache-friendly); for one image the GEMM writes
+    straight into the output.  ``col`` is not kept: when the weight gradient
+    is needed, backward recomputes it chunk by chunk (as Caffe does).
     """
 
-    def forward(self, x, w, b=None, stride=1, padding=0, groups=1):
-        N, C, H, W = x.shape
-        O, Cg, kh, kw = w.shape
-        G = groups
-        self.stride, self.padding, self.groups = _pair(stride), _pair(padding), G
-        col = K.im2col.im2col(x, kh, kw, self.stride, self.padding)
+    COL_BUDGET = 1 << 21        # floats of im2col per chunk (8 MB in float32)
+
+    def _geometry(self, x_shape, w_shape):
+        N, C, H, W = x_shape
+        O, Cg, kh, kw = w_shape
         oh = K.im2col.out_size(H, kh, self.stride[0], self.padding[0])
         ow = K.im2col.out_size(W, kw, self.stride[1], self.padding[1])
-        wg = w.reshape(G, O // G, Cg * kh * kw)
-        if w.dtype != col.dtype:
-            wg = wg.astype(col.dtype)
-        rows = np.empty((O, col.shape[1]), dtype=col.dtype)
-        R, Og = Cg * kh * kw, O // G
-        for g in range(G):
-            np.matmul(wg[g], col[g * R:(g + 1) * R], out=rows[g * Og:(g + 1) * Og])
-        y = K.layout.rows_to_nchw(rows, b, N).reshape(N, O, oh, ow)
+        R = Cg * kh * kw
+        step = max(1, min(N, self.COL_BUDGET // (self.groups * R * oh * ow)))
+        return oh, ow, R, O // self.groups, step
+
+    def forward(self, x, w, b=None, stride=1, padding=0, groups=1):
+        self.stride, self.padding, self.groups = _pair(stride), _pair(padding), int(groups)
+        N, G, (O, Cg, kh, kw) = x.shape[0], self.groups, w.shape
+        oh, ow, R, Og, step = self._geometry(x.shape, w.shape)
+        L = oh * ow
+        x = np.ascontiguousarray(x)
+        wg = w.reshape(G, Og, R).astype(x.dtype, copy=False)
+        y = np.empty((N, O, L), dtype=x.dtype)
+        for n0 in range(0, N, step):
+            n1 = min(N, n0 + step)
+            col = K.im2col.im2col(x[n0:n1], kh, kw, self.stride, self.padding,
+                                  out=K.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
+            rows = y[n0].reshape(O, L) if n1 - n0 == 1 else K.workspace.get("rows", (O, (n1 - n0) * L), x.dtype)
+            for g in range(G):
+                np.matmul(wg[g], col[g * R:(g + 1) * R], out=rows[g * Og:(g + 1) * Og])
+            K.layout.rows_to_nchw(rows, b, y[n0:n1])
         if any(self.needs_grad):
-            self.x_shape, self.w = x.shape, w
-            self.col = col if self.needs_grad[1] else None
-        return y
+            self.x, self.w = x, w
+        return y.reshape(N, O, oh, ow)
 
     def backward(self, g):
-        N, O, oh, ow = g.shape
-        w, G = self.w, self.groups
-        _, Cg, kh, kw = w.shape
-        R, Og = Cg * kh * kw, O // G
-        want_b = len(self.needs_grad) > 2 and self.needs_grad[2]
-        grows, db = K.layout.nchw_to_rows(g.reshape(N, O, oh * ow), want_b)
-        dx = dw = None
-        if self.needs_grad[0]:
-            wg = w.reshape(G, Og, R).astype(g.dtype, copy=False)
-            dcol = np.empty((G * R, grows.shape[1]), dtype=g.dtype)
-            for i in range(G):
-                np.matmul(wg[i].T, grows[i * Og:(i + 1) * Og], out=dcol[i * R:(i + 1) * R])
-            dx = K.im2col.col2im(dcol, self.x_shape, kh, kw, self.stride, self.padding)
-        if self.needs_grad[1]:
-            dw = np.empty((G, Og, R), dtype=g.dtype)
-            for i in range(G):
-                np.matmul(grows[i * Og:(i + 1) * Og], self.col[i * R:(i + 1) * R].T, out=dw[i])
+        x, w, G = self.x, self.w, self.groups
+        N, (O, Cg, kh, kw) = x.shape[0], w.shape
+        oh, ow, R, Og, step = self._geometry(x.shape, w.shape)
+        L = oh * ow
+        g = np.ascontiguousarray(g).reshape(N, O, L)
+        need_x, need_w = self.needs_grad[0], self.needs_grad[1]
+        need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
+        wg = w.reshape(G, Og, R).astype(g.dtype, copy=False)
+        dx = np.zeros(x.shape, dtype=g.dtype) if need_x else None
+        dw = np.zeros((G, Og, R), dtype=g.dtype) if need_w else None
+        for n0 in range(0, N, step):
+            n1 = min(N, n0 + step)
+            grows = K.layout.nchw_to_rows(g[n0:n1], K.workspace.get("grows", (O, (n1 - n0) * L), g.dtype)
+                                          if n1 - n0 > 1 else None)
+            if need_x:
+                dcol = K.workspace.get("dcol", (G * R, (n1 - n0) * L), g.dtype)
+                for i in range(G):
+                    np.matmul(wg[i].T, grows[i * Og:(i + 1) * Og], out=dcol[i * R:(i + 1) * R])
+                K.im2col.col2im(dcol, (n1 - n0,) + x.shape[1:], kh, kw, self.stride, self.padding, out=dx[n0:n1])
+            if need_w:
+                col = K.im2col.im2col(x[n0:n1], kh, kw, self.stride, self.padding,
+                                      out=K.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
+                for i in range(G):
+                    dw[i] += grows[i * Og:(i + 1) * Og] @ col[i * R:(i + 1) * R].T
+        db = g.sum(axis=(0, 2)) if need_b else None
+        if dw is not None:
             dw = dw.reshape(w.shape).astype(w.dtype, copy=False)
         return dx, dw, db
 
