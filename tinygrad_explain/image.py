@@ -1,0 +1,357 @@
+"""Turn a photo into the exact input a model expects -- and back again.
+
+A network's weights only make sense for inputs prepared the way its
+training data was.  The model file records that recipe in
+``model.preprocessing``; :func:`load` applies it, :func:`to_display` undoes
+it, and both read nothing else from the model but ``model.input_shape``::
+
+    key            meaning                                   torchvision   caffe
+    -------------  ----------------------------------------  ------------  -----------
+    resize         shorter image side is scaled to this      256           256
+    crop           then the centre crop x crop is kept       224           227
+    pixel_scale    pixel values span [0, pixel_scale]        1.0           255.0
+    channel_order  order of colour planes in the tensor      "RGB"         "BGR"
+    mean, std      per channel (in channel_order):           ImageNet      BGR mean,
+                   x = (x - mean) / std                      mean/std      std = 1
+
+The steps of :func:`load`, in order:
+
+1. **Decode** (file path, PIL image or uint8 array) and apply the EXIF
+   orientation tag, so a phone photo is upright as in a viewer.
+2. **Colour**: convert to RGB -- greyscale is replicated into three equal
+   channels, an alpha channel is dropped (as ``PIL.Image.convert("RGB")``
+   and torchvision do), palette/CMYK images are expanded.  A one-channel
+   model gets luminance ("L") instead.
+3. **Geometry**: scale so the *shorter* side equals ``resize`` (keeping
+   the aspect ratio, bilinear with antialiasing = torchvision's
+   ``Resize(256)`` on PIL images), then cut the central ``crop x crop``
+   square (``CenterCrop``).  The same is done for Caffe models; note the
+   original Caffe pipeline instead *warped* every image to 256x256
+   (ignoring the aspect ratio) before the centre crop -- for photos that are
+   not extremely elongated the difference in the scores is small, and
+   keeping the aspect ratio leaves objects undistorted.  If the model file
+   has no resize/crop (both 0), the image is warped directly to the input
+   size ``H x W``.
+4. **Values**: ``x = pixels / 255 * pixel_scale``, reorder channels to
+   ``channel_order``, then ``x = (x - mean) / std``; layout (1, C, H, W),
+   float32.
+
+:func:`normalize_display` maps an arbitrary real array -- typically
+``x.grad``, the gradient of a class score with respect to the input -- to a
+viewable uint8 image.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["load", "load_pil", "to_display", "normalize_display", "preprocessing_of"]
+
+_RESAMPLE = Image.Resampling.BILINEAR if hasattr(Image, "Resampling") else Image.BILINEAR
+
+
+# ---------------------------------------------------------------------------
+# Reading the recipe
+# ---------------------------------------------------------------------------
+def _as_str(v, default):
+    if v is None:
+        return default
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, np.ndarray):
+        v = v.item()
+        if isinstance(v, bytes):
+            v = v.decode()
+    return str(v)
+
+
+def _as_size(v):
+    """``resize``/``crop`` value -> None (absent), an int, or an (h, w) pair."""
+    if v is None:
+        return None
+    a = np.asarray(v).reshape(-1)
+    if a.size == 0:
+        return None
+    if a.size == 1:
+        n = int(a[0])
+        return n if n > 0 else None
+    if a.size == 2:
+        h, w = (int(a[0]), int(a[1]))
+        return (h, w) if h > 0 and w > 0 else None
+    raise ValueError(f"preprocessing size must be an int or (h, w), got {v!r}")
+
+
+def preprocessing_of(model) -> dict:
+    """The model's recipe with defaults filled in and types normalised.
+
+    Returns ``dict(mean=ndarray[C], std=ndarray[C], channel_order=str,
+    pixel_scale=float, resize=None|int|(h, w), crop=None|int|(h, w))``.
+    Only ``model.preprocessing`` and ``model.input_shape`` are read, so any
+    object with those two attributes works (handy in tests).
+    """
+    C = int(model.input_shape[0])
+    pre = dict(getattr(model, "preprocessing", None) or {})
+    mean = np.asarray(pre.get("mean") if pre.get("mean") is not None else [0.0] * C,
+                      np.float64).reshape(-1)
+    std = np.asarray(pre.get("std") if pre.get("std") is not None else [1.0] * C,
+                     np.float64).reshape(-1)
+    if mean.size == 1:
+        mean = np.repeat(mean, C)
+    if std.size == 1:
+        std = np.repeat(std, C)
+    if mean.shape != (C,) or std.shape != (C,):
+        raise ValueError(f"preprocessing mean/std must have {C} values, got {mean.size}/{std.size}")
+    if np.any(std == 0):
+        raise ValueError("preprocessing std must be non-zero")
+    order = _as_str(pre.get("channel_order"), "RGB").upper()
+    if C == 3 and order not in ("RGB", "BGR"):
+        raise ValueError(f"channel_order must be 'RGB' or 'BGR' for a 3-channel model, got {order!r}")
+    scale = pre.get("pixel_scale")
+    scale = 1.0 if scale is None else float(np.asarray(scale).reshape(-1)[0])
+    if not scale > 0:
+        raise ValueError(f"pixel_scale must be positive, got {scale}")
+    return dict(mean=mean, std=std, channel_order=order, pixel_scale=scale,
+                resize=_as_size(pre.get("resize")), crop=_as_size(pre.get("crop")))
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------
+def _describe(src):
+    if isinstance(src, (str, bytes, os.PathLike)):
+        return repr(os.fsdecode(src))
+    return type(src).__name__
+
+
+def _open(src) -> Image.Image:
+    """File path / PIL image / uint8 array -> a loaded PIL image (any mode)."""
+    if isinstance(src, Image.Image):
+        return src
+    if isinstance(src, np.ndarray):
+        if src.dtype != np.uint8:
+            raise ValueError(f"image arrays must be uint8 (0..255), got {src.dtype}; "
+                             "scale and cast first, e.g. (x * 255).round().astype(np.uint8)")
+        a = src
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[:, :, 0]
+        if a.ndim == 2:
+            return Image.fromarray(np.ascontiguousarray(a), "L")
+        if a.ndim == 3 and a.shape[2] in (3, 4):
+            return Image.fromarray(np.ascontiguousarray(a), "RGB" if a.shape[2] == 3 else "RGBA")
+        raise ValueError(f"image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
+                         f"got shape {a.shape}")
+    if isinstance(src, (str, bytes, os.PathLike)):
+        path = os.fsdecode(src)
+        try:
+            with Image.open(path) as im:
+                im.load()                     # decode now: truncated files fail here
+                upright = ImageOps.exif_transpose(im)
+                return upright if upright is not None else im
+        except FileNotFoundError:
+            raise ValueError(f"cannot read image {path!r}: no such file") from None
+        except IsADirectoryError:
+            raise ValueError(f"cannot read image {path!r}: it is a directory") from None
+        except UnidentifiedImageError:
+            raise ValueError(f"cannot read image {path!r}: not an image file "
+                             "(or a format Pillow cannot decode)") from None
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(f"cannot read image {path!r}: {e}") from None
+    raise TypeError(f"expected a file path, PIL image or uint8 array, got {type(src).__name__}")
+
+
+def load_pil(src, channels: int = 3) -> Image.Image:
+    """Decode ``src`` to an ``"RGB"`` (or ``"L"`` for ``channels == 1``) PIL image."""
+    im = _open(src)
+    mode = "L" if channels == 1 else "RGB"
+    if im.mode == mode:
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I") and mode in ("L", "RGB"):
+        # 16/32-bit greyscale: PIL's convert clips instead of scaling; scale to 8 bits.
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if a.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        # Drop transparency the way .convert("RGB") does (colour under alpha kept).
+        im = im.convert("RGBA")
+    return im.convert(mode)
+
+
+# ---------------------------------------------------------------------------
+# Geometry
+# ---------------------------------------------------------------------------
+def _resize_shorter(im: Image.Image, size) -> Image.Image:
+    """torchvision ``Resize(size)``: shorter side -> size, aspect kept (int) or warp (pair)."""
+    w, h = im.size
+    if isinstance(size, tuple):
+        nh, nw = size
+    elif w <= h:
+        nw, nh = size, int(size * h / w)
+    else:
+        nh, nw = size, int(size * w / h)
+    if (nw, nh) == (w, h):
+        return im
+    return im.resize((nw, nh), _RESAMPLE)
+
+
+def _center_crop(im: Image.Image, size) -> Image.Image:
+    """torchvision ``CenterCrop``: same rounding of the top-left corner."""
+    ch, cw = size if isinstance(size, tuple) else (size, size)
+    w, h = im.size
+    if cw > w or ch > h:
+        # Pad with black (as torchvision does) so tiny images still work.
+        canvas = Image.new(im.mode, (max(w, cw), max(h, ch)))
+        canvas.paste(im, ((max(w, cw) - w) // 2, (max(h, ch) - h) // 2))
+        im, (w, h) = canvas, canvas.size
+    top = int(round((h - ch) / 2.0))
+    left = int(round((w - cw) / 2.0))
+    return im.crop((left, top, left + cw, top + ch))
+
+
+def _fit(im: Image.Image, pre: dict, H: int, W: int) -> Image.Image:
+    resize, crop = pre["resize"], pre["crop"]
+    if resize is None and crop is None:
+        return im if im.size == (W, H) else im.resize((W, H), _RESAMPLE)
+    if resize is not None:
+        im = _resize_shorter(im, resize)
+    else:
+        # crop without resize: scale the shorter side to the crop first.
+        im = _resize_shorter(im, crop)
+    im = _center_crop(im, crop if crop is not None else (H, W))
+    if im.size != (W, H):
+        raise ValueError(f"preprocessing (resize={resize}, crop={crop}) gives "
+                         f"{im.size[1]}x{im.size[0]} images but the model's input is {H}x{W}")
+    return im
+
+
+# ---------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------
+def load(src, model) -> np.ndarray:
+    """Image (path, PIL image or uint8 array) -> float32 ``(1, C, H, W)`` model input.
+
+    See the module docstring for the exact steps.  Raises ``ValueError``
+    naming the file if it is missing or not a decodable image.
+
+    >>> x = load("cat.jpg", model)                  # doctest: +SKIP
+    >>> scores = model(x)                           # doctest: +SKIP
+    """
+    C, H, W = (int(v) for v in model.input_shape)
+    if C not in (1, 3):
+        raise ValueError(f"image models must have 1 or 3 input channels, got {C}")
+    pre = preprocessing_of(model)
+    im = _fit(load_pil(src, channels=C), pre, H, W)
+    a = np.asarray(im, dtype=np.float32)                   # (H, W, 3) or (H, W), 0..255
+    if a.ndim == 2:
+        a = a[:, :, None]
+    a = a * np.float32(pre["pixel_scale"] / 255.0)
+    if C == 3 and pre["channel_order"] == "BGR":
+        a = a[:, :, ::-1]
+    a = (a - pre["mean"].astype(np.float32)) / pre["std"].astype(np.float32)
+    return np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def _to_numpy(x) -> np.ndarray:
+    """Accept ndarray, engine Tensor (``.numpy()``/``.data``) or CuPy arrays."""
+    if hasattr(x, "numpy") and callable(x.numpy) and not isinstance(x, np.ndarray):
+        x = x.numpy()
+    elif hasattr(x, "data") and not isinstance(x, np.ndarray) and not isinstance(x, memoryview):
+        x = x.data
+    if hasattr(x, "get") and not isinstance(x, (np.ndarray, dict)):
+        x = x.get()                                          # CuPy -> NumPy
+    return np.asarray(x)
+
+
+def to_display(x, model) -> np.ndarray:
+    """Invert :func:`load`'s value mapping: model input -> uint8 ``(H, W, 3)`` RGB.
+
+    Accepts ``(1, C, H, W)`` or ``(C, H, W)``.  Geometry (resize/crop) is not
+    undone -- the result is the image *as the network saw it*.  One-channel
+    inputs are replicated to grey RGB.  Values are clipped to 0..255, so an
+    input modified by gradient ascent still displays.
+    """
+    a = _to_numpy(x).astype(np.float64)
+    if a.ndim == 4:
+        if a.shape[0] != 1:
+            raise ValueError(f"to_display takes one image, got a batch of {a.shape[0]}")
+        a = a[0]
+    if a.ndim != 3:
+        raise ValueError(f"expected (1, C, H, W) or (C, H, W), got shape {a.shape}")
+    pre = preprocessing_of(model)
+    C = a.shape[0]
+    if C != pre["mean"].size:
+        raise ValueError(f"input has {C} channels, model preprocessing has {pre['mean'].size}")
+    a = a * pre["std"][:, None, None] + pre["mean"][:, None, None]
+    a = a * (255.0 / pre["pixel_scale"])
+    if C == 3 and pre["channel_order"] == "BGR":
+        a = a[::-1]
+    if C == 1:
+        a = np.repeat(a, 3, axis=0)
+    return np.clip(np.round(a), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
+
+
+def _hwc(a: np.ndarray) -> np.ndarray:
+    """(1,C,H,W) / (C,H,W) / (H,W,C) / (H,W) -> (H, W, C)."""
+    if a.ndim == 4:
+        if a.shape[0] != 1:
+            raise ValueError(f"normalize_display takes one image, got a batch of {a.shape[0]}")
+        a = a[0]
+    if a.ndim == 2:
+        return a[:, :, None]
+    if a.ndim != 3:
+        raise ValueError(f"expected a 2-, 3- or 4-D array, got shape {a.shape}")
+    # Gradients w.r.t. a model input are (C, H, W): channels-first wins ties.
+    if a.shape[0] in (1, 3):
+        return a.transpose(1, 2, 0)
+    return a
+
+
+def normalize_display(arr, mode: str = "minmax", percentile: float | None = None) -> np.ndarray:
+    """Map a real-valued map (e.g. an input gradient) to a uint8 image.
+
+    ``arr`` may be ``(1, C, H, W)``, ``(C, H, W)``, ``(H, W, C)`` or ``(H, W)``;
+    a 3-D array is taken as channels-first when its first axis is 1 or 3 (as
+    the gradient of a model input is), else as channels-last.  Modes:
+
+    ``"minmax"`` (default)
+        linear map of ``[min, max]`` to ``[0, 255]``, colours kept -- the usual
+        way to show a guided-backprop / deconvnet reconstruction.
+    ``"signed"``
+        zero maps to mid-grey 128 and ``max |arr|`` to 0 / 255, so the sign of
+        the gradient stays visible (positive = brighter).
+    ``"abs"``
+        the saliency map of Simonyan et al. (2014): ``max_c |arr|`` per
+        pixel, scaled so the largest value is 255; returns ``(H, W)`` grey.
+
+    ``percentile`` (e.g. 99) clips the scale at that percentile of the
+    magnitudes, so a few extreme pixels do not leave the rest black.  A
+    constant input gives all zeros ("minmax", "abs") or all 128 ("signed").
+    Returns ``(H, W, 3)`` uint8 for 3-channel input, ``(H, W)`` otherwise.
+    """
+    a = _hwc(_to_numpy(arr).astype(np.float64))
+    if not np.all(np.isfinite(a)):
+        raise ValueError("normalize_display: array contains NaN or Inf")
+    if mode == "abs":
+        m = np.abs(a).max(axis=2)
+        hi = np.percentile(m, percentile) if percentile is not None else m.max()
+        out = np.clip(m / hi, 0, 1) * 255.0 if hi > 0 else np.zeros_like(m)
+        return np.round(out).astype(np.uint8)
+    if mode == "signed":
+        mag = np.abs(a)
+        hi = np.percentile(mag, percentile) if percentile is not None else mag.max()
+        out = 128.0 + (np.clip(a / hi, -1, 1) * 127.0 if hi > 0 else 0.0 * a)
+    elif mode == "minmax":
+        if percentile is not None:
+            lo, hi = np.percentile(a, [100.0 - percentile, percentile])
+        else:
+            lo, hi = a.min(), a.max()
+        out = (np.clip((a - lo) / (hi - lo), 0, 1) * 255.0) if hi > lo else np.zeros_like(a)
+    else:
+        raise ValueError(f"unknown mode {mode!r}; expected 'minmax', 'signed' or 'abs'")
+    out = np.round(out).astype(np.uint8)
+    if out.shape[2] == 1:
+        return out[:, :, 0]
+    if out.shape[2] == 4:
+        out = out[:, :, :3]
+    return out
