@@ -1,0 +1,324 @@
+"""The explainers (te.explain) on small networks: fast, exact where possible.
+
+Quality targets on the embedded model live at the end and skip when
+weights/fashion_scenes_alexnet.h5 is absent.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinygrad_explain as te
+from tinygrad_explain import nn
+from tinygrad_explain.explain import ExplainError, OptimizationError
+from tinygrad_explain.explain import regularizers as R
+
+NAMES = ["cat", "dog", "sailboat", "goose"]
+
+
+def tiny(seed=0, lrn=True, size=12, dtype=np.float32):
+    """conv-relu-(lrn)-pool-conv-relu-pool-fc-relu-fc: every layer kind the explainers meet."""
+    te.manual_seed(seed)
+    layers = [("conv1", nn.Conv2d(3, 6, 3, 1, 1)), ("relu1", nn.ReLU())]
+    if lrn:
+        layers.append(("norm1", nn.LocalResponseNorm(3, 1e-2, 0.75, 1.0)))
+    layers += [("pool1", nn.MaxPool2d(2, 2)), ("conv2", nn.Conv2d(6, 8, 3, 1, 1)), ("relu2", nn.ReLU()),
+               ("pool2", nn.MaxPool2d(2, 2)), ("flatten", nn.Flatten()),
+               ("fc6", nn.Linear(8 * (size // 4) ** 2, 16)), ("relu6", nn.ReLU()),
+               ("fc7", nn.Linear(16, 16)), ("relu7", nn.ReLU()), ("fc8", nn.Linear(16, len(NAMES)))]
+    m = te.Network(layers, (3, size, size), class_names=NAMES,
+                   preprocessing={"mean": [0.5, 0.4, 0.3], "std": [0.25, 0.25, 0.25], "pixel_scale": 1.0})
+    return m.astype(dtype)
+
+
+def quadrant_data(n, rng, size=12):
+    """Class k = a bright blob in quadrant k of a noisy image."""
+    y = rng.integers(0, 4, n)
+    x = 0.3 * rng.standard_normal((n, 3, size, size)).astype(np.float32)
+    h = size // 2
+    for i, k in enumerate(y):
+        r, c = (k // 2) * h, (k % 2) * h
+        x[i, :, r + 1:r + h - 1, c + 1:c + h - 1] += 1.5
+    return x, y
+
+
+def trained_tiny(steps=150, seed=0):
+    """The tiny network trained (plain SGD with momentum, with the engine) to tell the quadrants apart."""
+    m = tiny(seed).requires_grad_(True)
+    rng = np.random.default_rng(seed)
+    params = m.parameters()
+    vel = [np.zeros_like(p.data) for p in params]
+    for _ in range(steps):
+        x, y = quadrant_data(32, rng)
+        loss = te.cross_entropy(m(x), y)
+        m.zero_grad()
+        loss.backward()
+        for p, v in zip(params, vel):
+            v *= 0.9
+            v -= 0.05 * p.grad
+            p.data += v
+    return m.requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return trained_tiny()
+
+
+def test_the_test_model_learned_its_task(model):
+    x, y = quadrant_data(100, np.random.default_rng(5))
+    with te.no_grad():
+        acc = (model(x).data.argmax(1) == y).mean()
+    assert acc > 0.9
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(1).standard_normal((3, 3, 12, 12)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------
+# gradients
+# --------------------------------------------------------------------------
+def test_gradient_is_the_true_gradient_of_the_unnormalised_score():
+    m = tiny(dtype=np.float64)
+    x = np.random.default_rng(2).standard_normal((1, 3, 12, 12))
+    g = te.explain.gradient(m, x, "dog")
+    assert g.shape == x.shape and g.dtype == np.float64
+    rng = np.random.default_rng(0)
+    eps = 1e-6
+    for _ in range(20):
+        i = tuple(rng.integers(0, s) for s in x.shape)
+        xp, xm = x.copy(), x.copy()
+        xp[i] += eps
+        xm[i] -= eps
+        with te.no_grad():
+            num = (m(xp).data[0, 1] - m(xm).data[0, 1]) / (2 * eps)
+        assert abs(num - g[i]) <= 1e-6 + 1e-4 * abs(num)
+
+
+def test_gradient_targets_and_rules(model, images):
+    g_idx = te.explain.gradient(model, images, 2)
+    g_name = te.explain.gradient(model, images, "Sailboat")       # names are case-insensitive
+    g_list = te.explain.gradient(model, images, [2, "sailboat", np.int64(2)])
+    np.testing.assert_array_equal(g_idx, g_name)
+    np.testing.assert_array_equal(g_idx, g_list)
+    per = te.explain.gradient(model, images, [0, 1, 3])
+    for n, c in enumerate([0, 1, 3]):
+        np.testing.assert_allclose(per[n], te.explain.gradient(model, images[n], c)[0], rtol=1e-5, atol=1e-7)
+    single = te.explain.gradient(model, images[0], 1)
+    assert single.shape == (1, 3, 12, 12)
+    rules = {r: te.explain.gradient(model, images, 0, rule=r) for r in te.RELU_RULES}
+    assert not np.allclose(rules["backprop"], rules["guided"])
+    assert not np.allclose(rules["deconvnet"], rules["guided"])
+
+
+def test_saliency_is_max_over_channels_of_abs_gradient(model, images):
+    g = te.explain.gradient(model, images, "cat")
+    s = te.explain.saliency(model, images, "cat")
+    assert s.shape == (3, 12, 12)
+    np.testing.assert_array_equal(s, np.abs(g).max(axis=1))
+    assert not np.allclose(s, np.abs(g).sum(axis=1))
+
+
+@pytest.mark.parametrize("target, message", [
+    ("dgo", "did you mean 'dog'"), ("zebra", "unknown class name 'zebra'"), (7, "out of range"),
+    (-1, "out of range"), ([0, 1], "2 targets for 3 images"), (1.5, "class index, a class name")])
+def test_bad_targets(model, images, target, message):
+    with pytest.raises(ExplainError, match=message):
+        te.explain.gradient(model, images, target)
+
+
+def test_bad_inputs(model, images):
+    with pytest.raises(ExplainError, match="rule"):
+        te.explain.gradient(model, images, 0, rule="smooth")
+    with pytest.raises(ExplainError, match="size mismatch"):
+        te.explain.gradient(model, np.zeros((1, 3, 10, 10), np.float32), 0)
+    with pytest.raises(ExplainError, match="channels"):
+        te.explain.gradient(model, np.zeros((1, 1, 12, 12), np.float32), 0)
+    with pytest.raises(ExplainError, match="te.image.load"):
+        te.explain.gradient(model, np.zeros((1, 3, 12, 12), np.uint8), 0)
+    with pytest.raises(ExplainError, match="NaN"):
+        te.explain.gradient(model, np.full((1, 3, 12, 12), np.nan, np.float32), 0)
+
+
+def test_relu_toy_example_matches_the_slide():
+    t = te.explain.relu_toy_example()
+    x, g = t["input"], t["grad_out"]
+    np.testing.assert_array_equal(t["relu"], np.maximum(x, 0))
+    np.testing.assert_array_equal(t["backprop"], g * (x > 0))
+    np.testing.assert_array_equal(t["deconvnet"], g * (g > 0))
+    np.testing.assert_array_equal(t["guided"], g * (x > 0) * (g > 0))
+
+
+# --------------------------------------------------------------------------
+# regularisers and the shared optimiser
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("fn", [
+    lambda x: R.alpha_norm(x, 6.0, 1.7), lambda x: R.alpha_norm(x, 3.0, 0.5),
+    lambda x: R.total_variation(x, 2.0, 0.3), lambda x: R.total_variation(x, 1.5, 0.3), R.l2])
+def test_regularizer_gradients(fn):
+    x = np.random.default_rng(3).standard_normal((2, 3, 5, 6))
+    assert te.gradcheck(fn, [x], atol=1e-6, rtol=1e-4)
+
+
+def test_regularizer_values():
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, :, 2:] = 1.0                                  # one vertical edge
+    tv = R.total_variation(te.Tensor(x), 2.0, 1.0).data[0]
+    assert tv == pytest.approx(3 / 16)                    # 3 rows (the last is cropped) x jump 1, / HW
+    a = R.alpha_norm(te.Tensor(2 * x), 6.0, 2.0).data[0]
+    assert a == pytest.approx(8 / 16)
+
+
+def test_optimize_ascends_and_records_history():
+    target = np.linspace(-1, 1, 2 * 3 * 4 * 4).reshape(2, 3, 4, 4).astype(np.float32)
+
+    def objective(x):                                     # maximise -||x - target||^2
+        d = x - te.Tensor(target)
+        return -(d * d).sum(axis=(1, 2, 3)), {"mean": x.numpy().mean(axis=(1, 2, 3))}
+
+    res = te.explain.optimize(objective, np.zeros_like(target), steps=60, lr=0.1, progress=False)
+    np.testing.assert_allclose(res.x, target, atol=1e-4)
+    assert res.history["objective"].shape == (60, 2) and res.history["mean"].shape == (60, 2)
+    assert np.all(np.diff(res.history["objective"][:, 0]) >= -1e-9)
+    # momentum + step schedule, adam, and an L2 pull towards zero
+    for kw in (dict(momentum=0.9, schedule=te.explain.step_schedule((0.5,), 0.1)), dict(optimizer="adam", lr=0.05)):
+        r = te.explain.optimize(objective, np.zeros_like(target), steps=150, progress=False, **kw)
+        np.testing.assert_allclose(r.x, target, atol=2e-2)
+    r = te.explain.optimize(objective, np.zeros_like(target), steps=200, lr=0.1, l2=1.0, progress=False)
+    np.testing.assert_allclose(r.x, target / 2, atol=1e-3)   # argmax of -|x-t|^2 - |x|^2 is t/2
+    assert "l2" in r.history
+
+
+def test_optimize_jitter_blur_clip_and_seed():
+    def objective(x):
+        return (x * x).sum(axis=(1, 2, 3)) * 0.0 + x.sum(axis=(1, 2, 3))
+
+    x0 = np.zeros((1, 3, 8, 8), np.float32)
+    kw = dict(steps=10, lr=1.0, jitter=2, blur_every=2, blur_sigma=0.8, bounds=(-0.5, 0.5), progress=False)
+    a = te.explain.optimize(objective, x0, seed=3, **kw)
+    b = te.explain.optimize(objective, x0, seed=3, **kw)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert a.x.max() <= 0.5 and a.x.min() >= -0.5
+    assert np.all(x0 == 0)                                # the start image is not modified
+
+
+def test_optimize_reports_nan():
+    def objective(x):
+        return (x * x * x * x).sum(axis=(1, 2, 3))        # explodes with a big step
+
+    with pytest.raises(OptimizationError, match="NaN/Inf"):
+        te.explain.optimize(objective, np.ones((1, 1, 2, 2), np.float32), steps=50, lr=100.0, progress=False)
+
+
+# --------------------------------------------------------------------------
+# class models, neuron maximisation, inversion
+# --------------------------------------------------------------------------
+def test_class_model_increases_the_target_score(model):
+    v = te.explain.class_model(model, steps=80, lr=10.0, l2=1e-3, progress=False)
+    assert v.image.shape == (4, 3, 12, 12) and v.labels == NAMES
+    s = v.history["objective"]
+    assert s.shape == (80, 4)
+    assert np.all(s[-1] > s[0])
+    assert np.all(v.probability > 0.9)
+    assert len(v.display) == 4 and v.display[0].dtype == np.uint8 and v.display[0].shape == (12, 12, 3)
+    image, history = te.explain.class_model(model, "goose", steps=3, progress=False)
+    assert image.shape == (1, 3, 12, 12) and "probability" in history
+    with pytest.raises(ExplainError, match="did you mean"):
+        te.explain.class_model(model, "gose", steps=1, progress=False)
+
+
+def test_class_model_from_zero_image_and_clip(model):
+    one = te.explain.class_model(model, "cat", steps=1, lr=1.0, l2=0.0, progress=False)
+    g = te.explain.gradient(model, np.zeros((1, 3, 12, 12), np.float32), "cat")
+    np.testing.assert_allclose(one.image, g, rtol=1e-5, atol=1e-8)   # first step: 0 + lr * dS/dI
+    v = te.explain.class_model(model, "cat", steps=30, lr=5.0, clip=True, jitter=1, blur_every=5, blur_sigma=0.5,
+                               progress=False)
+    lo, hi = te.explain._common.pixel_bounds(model)
+    assert np.all(v.image >= lo - 1e-6) and np.all(v.image <= hi + 1e-6)
+
+
+def test_maximize_units(model):
+    v = te.explain.maximize(model, "conv2", [0, 3], steps=30, progress=False)
+    assert v.image.shape == (2, 3, 12, 12) and v.labels == ["conv2[0]", "conv2[3]"]
+    assert np.all(v.history["objective"][-1] > v.history["objective"][0])
+    n = te.explain.maximize(model, "conv2", (5, 1, 2), steps=20, progress=False)
+    assert n.final[0] > n.history["objective"][0, 0]
+    f = te.explain.maximize(model, "fc7", 4, steps=20, progress=False)
+    assert f.final[0] > f.history["objective"][0, 0]
+    with pytest.raises(ExplainError, match="unknown layer 'conv7'"):
+        te.explain.maximize(model, "conv7", 0)
+    with pytest.raises(ExplainError, match="out of range"):
+        te.explain.maximize(model, "conv2", 8)
+    with pytest.raises(ExplainError, match="out of range"):
+        te.explain.maximize(model, "fc7", 16)
+    with pytest.raises(ExplainError, match="indices"):
+        te.explain.maximize(model, "conv2", (1, 2))
+
+
+def test_invert_fc7(model, images):
+    inv = te.explain.invert(model, images[0], layer="fc7", inits=3, steps=120, progress=False)
+    images_, errors = inv
+    assert images_.shape == (3, 3, 12, 12) and errors.shape == (3,)
+    assert np.all(errors < 0.2)
+    obj = inv.history["objective"]
+    assert np.all(obj[-1] < obj[0])
+    assert inv.pairwise_mad.shape == (3, 3) and inv.mean_pairwise_mad > 0.05
+    np.testing.assert_allclose(np.diag(inv.pairwise_mad), 0)
+    # the same from the code itself
+    code = te.explain.feature_code(model, images[0], "fc7")
+    inv2 = te.explain.invert(model, code, layer="fc7", inits=3, steps=120, progress=False)
+    np.testing.assert_allclose(inv2.errors, errors, rtol=1e-4)
+    inv3 = te.explain.invert(model, code=code, inits=1, steps=2, progress=False)
+    assert inv3.images.shape == (1, 3, 12, 12)
+    with pytest.raises(ExplainError, match="has 16 values"):
+        te.explain.invert(model, code=np.ones(5), steps=1, progress=False)
+    with pytest.raises(ExplainError, match="all zeros"):
+        te.explain.invert(model, code=np.zeros(16), steps=1, progress=False)
+
+
+# --------------------------------------------------------------------------
+# GrabCut
+# --------------------------------------------------------------------------
+def _square_scene(rng):
+    img = (rng.integers(0, 60, (32, 32, 3))).astype(np.uint8)
+    img[8:22, 10:26] = (200, 40, 40) + rng.integers(0, 20, (14, 16, 3))
+    truth = np.zeros((32, 32), bool)
+    truth[8:22, 10:26] = True
+    sal = rng.random((32, 32)) * 0.3
+    sal[truth] += 0.3                                     # the whole object somewhat salient,
+    sal[10:20, 12:24] += 1.0 * rng.random((10, 12))       # its centre most
+    return img, sal, truth
+
+
+def test_grabcut_mask_finds_the_object():
+    img, sal, truth = _square_scene(np.random.default_rng(0))
+    mask, box = te.explain.grabcut_mask(img, sal)
+    assert mask.dtype == bool and mask.shape == (32, 32)
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.8
+    np.testing.assert_array_equal(box, te.explain.mask_box(mask))
+    assert te.explain.localization.box_iou(box, (10, 8, 26, 22)) > 0.8
+
+
+def test_grabcut_bad_input():
+    img, sal, _ = _square_scene(np.random.default_rng(0))
+    with pytest.raises(ExplainError, match="does not match"):
+        te.explain.grabcut_mask(img, sal[:10])
+    with pytest.raises(ExplainError, match="uint8"):
+        te.explain.grabcut_mask(img.astype(np.float32), sal)
+    with pytest.raises(ExplainError, match="quantile"):
+        te.explain.grabcut_mask(img, sal, fg_quantile=0.2, bg_quantile=0.3)
+    mask, box = te.explain.grabcut_mask(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32)))
+    assert mask.shape == (32, 32)                         # degenerate input: no crash
+
+
+def test_largest_component_and_box():
+    m = np.zeros((10, 10), bool)
+    m[1:3, 1:3] = True
+    m[5:9, 4:9] = True
+    lc = te.explain.largest_component(m)
+    assert lc.sum() == 20
+    np.testing.assert_array_equal(te.explain.mask_box(lc), [4, 5, 9, 9])
+    np.testing.assert_array_equal(te.explain.mask_box(np.zeros((4, 4), bool)), [0, 0, 0, 0])

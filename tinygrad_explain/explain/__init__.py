@@ -1,0 +1,33 @@
+"""Explaining CNNs, early methods (the lecture "Explaining CNNs: Early Methods").
+
+    import tinygrad_explain as te
+    model = te.load_model()
+    x = te.image.load("scene.png", model)            # (1, C, H, W) float32, model space
+
+    te.explain.gradient(model, x, "Bag", rule="guided")   # (N, C, H, W) dS/dx
+    te.explain.saliency(model, x, "Bag")                  # (N, H, W) max_c |dS/dx|
+    te.explain.grabcut_mask(te.image.to_display(x, model), sal[0])   # mask, box
+    te.explain.class_model(model, "Bag")                  # image maximising S_Bag
+    te.explain.maximize(model, "conv3", 5)                # image maximising a channel
+    te.explain.invert(model, x, layer="fc7", inits=5)     # 5 images with x's fc7 code
+
+Spaces.  Every function takes and returns images in *model space*: float
+(N, C, H, W), the model file's preprocessing applied (mean subtracted, divided
+by std, its channel order) -- ``te.image.load`` goes there from a file / PIL
+image / uint8 array, ``te.image.to_display`` comes back to uint8 (H, W, 3) RGB.
+Gradients are with respect to model-space inputs.  ``grabcut_mask`` is the one
+exception: GrabCut works on the picture itself, uint8 (H, W, 3) RGB.
+
+Scores.  ``S`` is always the unnormalised class score (the last layer's
+output, before softmax), as in Simonyan et al. 2014.
+"""
+from ._common import ExplainError, OptimizationError, resolve_class, resolve_targets, resolve_layer, resolve_unit  # noqa: F401
+from .gradients import gradient, saliency, predict, relu_toy_example  # noqa: F401
+from .optimize import optimize, OptimizeResult, step_schedule  # noqa: F401
+from .visualize import class_model, maximize, Visualization  # noqa: F401
+from .inversion import invert, feature_code, Inversion  # noqa: F401
+from .grabcut import grabcut_mask, largest_component, mask_box  # noqa: F401
+from . import regularizers, localization  # noqa: F401
+
+__all__ = ["gradient", "saliency", "predict", "class_model", "maximize", "invert", "feature_code",
+           "grabcut_mask", "optimize", "step_schedule", "relu_toy_example", "ExplainError", "OptimizationError"]

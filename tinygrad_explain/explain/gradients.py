@@ -1,0 +1,81 @@
+"""Backprop to the image: data gradients, saliency maps, deconvnet and guided backprop.
+
+All three "rules" differ only in what a ReLU passes back (the engine's
+``te.relu_backward``), everything else being the exact chain rule:
+
+    backprop   dx = dy * [x > 0]               Simonyan, Vedaldi & Zisserman 2014
+    deconvnet  dx = dy * [dy > 0]              Zeiler & Fergus 2014
+    guided     dx = dy * [x > 0] * [dy > 0]    Springenberg et al. 2015
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine import Tensor, relu_backward, RELU_RULES
+from ._common import ExplainError, as_batch, resolve_targets
+
+
+def gradient(model, x, target, rule: str = "backprop") -> np.ndarray:
+    """dS_target / dx for every image of a batch.
+
+    model   a te Network whose last layer gives unnormalised class scores S (N, K)
+    x       images in model space, (N, C, H, W) or (C, H, W) (te.image.load output)
+    target  a class index, a class name, or a list/array with one per image
+    rule    "backprop" (the true gradient), "deconvnet" or "guided"
+    Returns float array (N, C, H, W), in model space (the gradient with respect
+    to the preprocessed input, not the raw pixels).  S is the score *before* softmax.
+    """
+    if rule not in RELU_RULES:
+        raise ExplainError(f"unknown rule {rule!r}; expected one of {', '.join(RELU_RULES)}")
+    x = as_batch(model, x)
+    targets = resolve_targets(model, target, x.shape[0])
+    xt = Tensor(x, requires_grad=True)
+    with relu_backward(rule):
+        scores = model(xt)
+        if scores.ndim != 2:
+            raise ExplainError(f"the model's output has shape {scores.shape}; expected class scores (N, K)")
+        onehot = np.zeros(scores.shape, dtype=scores.dtype)
+        onehot[np.arange(x.shape[0]), targets] = 1
+        scores.backward(onehot)
+    return xt.grad if xt.grad is not None else np.zeros_like(x)
+
+
+def saliency(model, x, target, rule: str = "backprop") -> np.ndarray:
+    """Simonyan et al.'s image-specific class saliency map: M_ij = max_c |dS_target/dx_cij|
+    (the maximum over colour channels, not a sum).  Returns (N, H, W), >= 0."""
+    return np.abs(gradient(model, x, target, rule)).max(axis=1)
+
+
+def predict(model, x, batch_size: int = 128):
+    """(scores (N, K), softmax probabilities (N, K)) for images in model space, without a graph."""
+    from ..engine import no_grad
+    x = as_batch(model, x)
+    out = []
+    with no_grad():
+        for s in range(0, x.shape[0], batch_size):
+            out.append(model(x[s:s + batch_size]).numpy())
+    scores = np.concatenate(out).astype(np.float64)
+    p = np.exp(scores - scores.max(1, keepdims=True))
+    return scores, p / p.sum(1, keepdims=True)
+
+
+def relu_toy_example(x=None, grad=None):
+    """The lecture's toy example: a 4x4 feature map through ReLU forward, then one
+    gradient passed back under each rule.  Returns a dict of 4x4 arrays:
+    ``input``, ``relu`` (forward output), ``grad_out`` (the gradient arriving from
+    above) and one entry per rule (what each rule passes back to the input)."""
+    from ..ops import relu
+    if x is None:
+        x = np.array([[1, -1, 5, 2], [2, -5, -7, 3], [-2, 2, 4, -1], [3, -1, 2, 6]], np.float32)
+    if grad is None:
+        grad = np.array([[-2, 3, -1, 1], [6, -3, 1, 4], [2, -1, 3, -2], [1, 3, -4, 5]], np.float32)
+    x, grad = np.asarray(x, np.float32), np.asarray(grad, np.float32)
+    out = {"input": x, "grad_out": grad}
+    for rule in RELU_RULES:
+        t = Tensor(x.copy(), requires_grad=True)
+        y = relu(t)
+        with relu_backward(rule):
+            y.backward(grad)
+        out["relu"] = y.numpy()
+        out[rule] = t.grad
+    return out

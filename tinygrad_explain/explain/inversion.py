@@ -1,0 +1,133 @@
+"""Feature inversion (Mahendran & Vedaldi, "Understanding Deep Image
+Representations by Inverting Them", CVPR 2015).
+
+Given a code phi0 = phi(x0) -- by default the fc7 output of an image -- find
+
+    x* = argmin_x  ||phi(x) - phi0||^2 / ||phi0||^2  +  lambda_alpha R_alpha(x)  +  lambda_V R_TV^beta(x)
+
+* the data term is normalised by ||phi0||^2, so it reads as a relative error;
+* R_alpha = 1/(HW) sum |x/B|^alpha with alpha = 6 keeps pixels within the range
+  of natural images (B: that range in model space);
+* R_TV^beta = 1/(HW) sum ((dh^2 + dv^2)/V^2)^(beta/2), beta = 2, V = B/6.5, prefers
+  piecewise-smooth images;
+* gradient descent with momentum 0.9 and a step schedule (the step size held,
+  then divided by 10 twice), as in the paper;
+* several random initialisations give several different solutions: the
+  code does not determine the image, and the differences show what it throws away.
+
+All initialisations are optimised together as one batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..engine import Tensor, no_grad
+from ._common import ExplainError, as_batch, data_scale, resolve_layer
+from .optimize import optimize, step_schedule
+
+INVERT_DEFAULTS = dict(steps=300, lr=0.5, momentum=0.9, alpha=6.0, beta=2.0, alpha_norm=1e-3, tv=1e-3,
+                       milestones=(0.6, 0.85), init_std=1.0)
+
+
+@dataclass
+class Inversion:
+    """``images`` (inits, C, H, W) reconstructions in model space; ``errors`` (inits,)
+    final normalised errors ||phi(x*) - phi0|| / ||phi0||; ``history`` per-step arrays
+    (steps, inits) ("objective" = squared normalised error, "alpha_norm", "tv", ...);
+    ``pairwise_mad`` (inits, inits) mean absolute difference between reconstructions
+    (model space); ``code`` phi0; ``layer``.  Unpacks as ``images, errors``."""
+    images: np.ndarray
+    errors: np.ndarray
+    history: dict
+    pairwise_mad: np.ndarray
+    code: np.ndarray
+    layer: str
+    display: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __iter__(self):
+        return iter((self.images, self.errors))
+
+    @property
+    def mean_pairwise_mad(self) -> float:
+        n = self.pairwise_mad.shape[0]
+        return float(self.pairwise_mad[np.triu_indices(n, 1)].mean()) if n > 1 else 0.0
+
+
+def feature_code(model, x, layer="fc7") -> np.ndarray:
+    """phi(x): the flattened output of ``layer`` for one image in model space -> (D,)."""
+    name = resolve_layer(model, layer)
+    x = as_batch(model, x)
+    if x.shape[0] != 1:
+        raise ExplainError(f"feature_code takes one image, got {x.shape[0]}")
+    with no_grad():
+        return model(x, until=name).numpy().reshape(-1).astype(np.float32)
+
+
+def invert(model, x=None, layer: str = "fc7", inits: int = 5, *, code=None,
+           steps: int = INVERT_DEFAULTS["steps"], lr: float = INVERT_DEFAULTS["lr"],
+           momentum: float = INVERT_DEFAULTS["momentum"], alpha: float = INVERT_DEFAULTS["alpha"],
+           beta: float = INVERT_DEFAULTS["beta"], alpha_norm: float = INVERT_DEFAULTS["alpha_norm"],
+           tv: float = INVERT_DEFAULTS["tv"], milestones=INVERT_DEFAULTS["milestones"],
+           init_std: float = INVERT_DEFAULTS["init_std"], seed: int = 0, progress: bool = True) -> Inversion:
+    """Reconstruct images from the code of ``layer``.
+
+    x        one image in model space ((1, C, H, W) or (C, H, W)) whose code is
+             inverted -- or the code itself (an array with the layer's number of
+             elements), or pass ``code=`` explicitly.
+    layer    layer name (default "fc7", the output of the 7th, fully connected layer).
+    inits    number of random initialisations (independent solutions).
+    steps, lr, momentum, milestones   SGD with momentum; lr is divided by 10 at
+             each milestone (fraction of the run).
+    alpha, alpha_norm   exponent and weight of the alpha-norm prior (alpha = 6).
+    beta, tv            exponent and weight of the TV prior (beta = 2).
+    init_std  std of the Gaussian random initialisation, in units of B (the range
+             of natural images in model space).
+    Returns an :class:`Inversion` (unpacks as ``images, errors``).
+    """
+    name = resolve_layer(model, layer)
+    D = int(np.prod(model.shapes[name]))
+    if code is None and x is None:
+        raise ExplainError("give an image x (model space) or a code to invert")
+    if code is None:
+        arr = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+        if arr.size == D and arr.shape[-3:] != tuple(model.input_shape):
+            code = arr
+        else:
+            code = feature_code(model, arr, name)
+    code = np.asarray(code, np.float32).reshape(-1)
+    if code.size != D:
+        raise ExplainError(f"a code of layer {name!r} has {D} values (shape {model.shapes[name]}), got {code.size}")
+    if not np.all(np.isfinite(code)):
+        raise ExplainError("the code contains NaN or Inf")
+    norm2 = float((code.astype(np.float64) ** 2).sum())
+    if norm2 == 0:
+        raise ExplainError(f"the code of layer {name!r} is all zeros: nothing to invert "
+                           "(try the layer before the ReLU)")
+    if inits < 1:
+        raise ExplainError(f"inits must be >= 1, got {inits}")
+    B = data_scale(model)
+    target = Tensor(code.reshape((1,) + tuple(model.shapes[name])))
+    inv_norm = 1.0 / norm2
+
+    def objective(xt):
+        d = model(xt, until=name) - target
+        axes = tuple(range(1, d.ndim))
+        return (d * d).sum(axis=axes) * inv_norm
+
+    rng = np.random.default_rng(seed)
+    C, H, W = model.input_shape
+    x0 = (init_std * B * rng.standard_normal((inits, C, H, W))).astype(np.float32)
+    res = optimize(objective, x0, steps=steps, lr=lr, maximize=False, optimizer="sgd", momentum=momentum,
+                   schedule=step_schedule(milestones, 0.1), alpha_norm=alpha_norm, alpha=alpha, tv=tv, beta=beta,
+                   scale=B, seed=seed, progress=progress, desc=f"invert {name}")
+    with no_grad():
+        feats = model(res.x, until=name).numpy().reshape(inits, -1).astype(np.float64)
+    errors = np.sqrt(((feats - code) ** 2).sum(1) / norm2)
+    flat = res.x.reshape(inits, -1)
+    mad = np.abs(flat[:, None, :] - flat[None, :, :]).mean(-1)
+    from .visualize import _display
+    return Inversion(images=res.x, errors=errors, history=res.history, pairwise_mad=mad, code=code, layer=name,
+                     display=_display(model, res.x), seconds=res.seconds)

@@ -1,0 +1,169 @@
+"""Images that a class or a neuron likes best: gradient ascent on the input.
+
+Class model visualisation (Simonyan, Vedaldi & Zisserman 2014, section 2):
+
+    I* = argmax_I  S_c(I) - lambda ||I||_2^2
+
+with S_c the *unnormalised* score of class c, started from the zero image.
+The network's inputs are mean-subtracted, so the zero image is the mean
+image; the result is returned in model space, and ``te.image.to_display``
+adds the mean back (the ``display`` field holds those uint8 pictures).
+
+Neuron maximisation is the same with S_c replaced by one neuron, or the mean
+of one channel, of any layer.  The paper used neither jitter, nor blur, nor
+clipping: they are available (off by default) because they make pictures
+that look more natural (Yosinski et al. 2015; Mordvintsev et al. 2015).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._common import (ExplainError, class_names, pixel_bounds, resolve_class, resolve_layer, resolve_unit)
+from .optimize import optimize
+
+CLASS_MODEL_DEFAULTS = dict(steps=150, lr=1.0, l2=1e-3)
+
+
+@dataclass
+class Visualization:
+    """``image`` (N, C, H, W) model space; ``display`` list of N uint8 (H, W, 3) pictures
+    (mean added back); ``history`` per-step arrays (steps, N): "objective" (the score or
+    activation), "l2", ..., and for class models "probability" (softmax of the target);
+    ``final`` the objective of the returned images; ``labels`` one caption per image.
+    Unpacks as ``image, history``."""
+    image: np.ndarray
+    history: dict
+    final: np.ndarray
+    labels: list
+    display: list = field(default_factory=list)
+    probability: np.ndarray | None = None
+    seconds: float = 0.0
+
+    def __iter__(self):
+        return iter((self.image, self.history))
+
+
+def _display(model, x):
+    try:
+        from .. import image as te_image
+    except ImportError:                                # pragma: no cover - image.py ships with the package
+        return []
+    return [te_image.to_display(x[i], model) for i in range(x.shape[0])]
+
+
+def _run(model, objective, n, *, steps, lr, l2, seed, jitter, blur_every, blur_sigma, clip, optimizer,
+         momentum, init, progress, desc, **extra):
+    C, H, W = model.input_shape
+    rng = np.random.default_rng(seed)
+    if init == "zero":
+        x0 = np.zeros((n, C, H, W), np.float32)
+    elif init == "noise":
+        x0 = (0.01 * rng.standard_normal((n, C, H, W))).astype(np.float32)
+    else:
+        raise ExplainError(f"unknown init {init!r}; expected 'zero' or 'noise'")
+    bounds = pixel_bounds(model) if clip else None
+    return optimize(objective, x0, steps=steps, lr=lr, maximize=True, optimizer=optimizer, momentum=momentum,
+                    l2=l2, jitter=jitter, blur_every=blur_every, blur_sigma=blur_sigma, bounds=bounds,
+                    seed=seed, progress=progress, desc=desc, **extra)
+
+
+def class_model(model, target=None, steps: int = CLASS_MODEL_DEFAULTS["steps"], lr: float = CLASS_MODEL_DEFAULTS["lr"],
+                l2: float = CLASS_MODEL_DEFAULTS["l2"], seed: int = 0, *, jitter: int = 0, blur_every: int = 0,
+                blur_sigma: float = 0.0, clip: bool = False, optimizer: str = "sgd", momentum: float = 0.0,
+                init: str = "zero", progress: bool = True) -> Visualization:
+    """Class model visualisation by gradient ascent on S_c(I) - l2 ||I||^2 from the zero image.
+
+    target   a class index or name, a list of them (one image each, optimised as
+             one batch), or None for every class of the model.
+    steps, lr, l2   iterations, step size (plain gradient ascent unless
+             ``optimizer="adam"`` or ``momentum`` > 0), and Simonyan's lambda.
+    jitter, blur_every/blur_sigma, clip (to the valid pixel range): optional
+             regularisers, off by default as in the paper.
+    Returns a Visualization: ``image`` (N, C, H, W) in model space, ``display``
+    (uint8 pictures, mean added back), ``history["objective"]`` (score per step),
+    ``history["probability"]`` (softmax of the target per step), ``probability``
+    (final softmax of the target).
+    """
+    K = model.num_classes
+    targets = list(range(K)) if target is None else (
+        [target] if isinstance(target, (str, int, np.integer)) else list(target))
+    idx = np.array([resolve_class(model, t) for t in targets], dtype=np.int64)
+    if idx.size == 0:
+        raise ExplainError("no target classes given")
+    n = idx.size
+    rows = np.arange(n)
+
+    def objective(x):
+        s = model(x)
+        sd = s.numpy().astype(np.float64)
+        p = np.exp(sd - sd.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        return s[(rows, idx)], {"probability": p[rows, idx]}
+
+    res = _run(model, objective, n, steps=steps, lr=lr, l2=l2, seed=seed, jitter=jitter, blur_every=blur_every,
+               blur_sigma=blur_sigma, clip=clip, optimizer=optimizer, momentum=momentum, init=init,
+               progress=progress, desc="class model")
+    from .gradients import predict
+    scores, probs = predict(model, res.x)
+    names = class_names(model)
+    return Visualization(image=res.x, history=res.history, final=scores[rows, idx], probability=probs[rows, idx],
+                         labels=[names[i] for i in idx], display=_display(model, res.x), seconds=res.seconds)
+
+
+def _unit_list(unit):
+    if isinstance(unit, (int, np.integer, str)) and not isinstance(unit, bool):
+        return [unit], False
+    if isinstance(unit, tuple):
+        return [unit], False
+    try:
+        return list(unit), True
+    except TypeError:
+        raise ExplainError(f"unit must be an int, a tuple (c, i, j), or a list of those; got {unit!r}") from None
+
+
+def maximize(model, layer, unit, steps: int = 150, lr: float = 1.0, l2: float = 1e-3, seed: int = 0, *,
+             jitter: int = 0, blur_every: int = 0, blur_sigma: float = 0.0, clip: bool = False,
+             optimizer: str = "sgd", momentum: float = 0.0, init: str = "zero",
+             progress: bool = True) -> Visualization:
+    """Gradient ascent on one unit of any layer: a_u(I) - l2 ||I||^2 from the zero image.
+
+    layer  a layer name (``model.layer_names``) or index
+    unit   an int -- a channel of a conv map (its spatial *mean* is maximised) or a
+           neuron of a vector layer -- or a tuple (c, i, j) for a single conv neuron,
+           or a *list* of those (one image each, optimised as one batch).
+    Other arguments and the result as in :func:`class_model` (no "probability").
+    If the layer is a ReLU output and the unit is inactive at the start, its
+    gradient is zero: use the layer before the ReLU, or ``init="noise"``.
+    """
+    name = resolve_layer(model, layer)
+    units, _ = _unit_list(unit)
+    if not units:
+        raise ExplainError("no units given")
+    idxs = [resolve_unit(model, name, u) for u in units]
+    n = len(idxs)
+    rows = np.arange(n)
+    shape = model.shapes[name]
+    spatial = len(shape) == 3
+    chans = np.array([i[0] for i in idxs])
+    full = all(len(i) == len(shape) for i in idxs)
+    if not full and any(len(i) == len(shape) for i in idxs) and spatial:
+        raise ExplainError("mix of whole channels and single neurons in one call: make two calls")
+
+    def objective(x):
+        a = model(x, until=name)
+        if spatial and not full:
+            return a[(rows, chans)].mean(axis=(1, 2))
+        cols = tuple(np.array([i[k] for i in idxs]) for k in range(len(shape)))
+        return a[(rows,) + cols]
+
+    res = _run(model, objective, n, steps=steps, lr=lr, l2=l2, seed=seed, jitter=jitter, blur_every=blur_every,
+               blur_sigma=blur_sigma, clip=clip, optimizer=optimizer, momentum=momentum, init=init,
+               progress=progress, desc=f"maximise {name}")
+    from ..engine import Tensor, no_grad
+    with no_grad():
+        final = objective(Tensor(res.x)).numpy()
+    labels = [f"{name}[{','.join(map(str, i))}]" for i in idxs]
+    return Visualization(image=res.x, history=res.history, final=final, labels=labels,
+                         display=_display(model, res.x), seconds=res.seconds)
