@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""Reproduce every figure of the lecture "Explaining CNNs: Early Methods".
+
+    python scripts/reproduce_figures.py --out figures/                      # embedded model, sample scenes
+    python scripts/reproduce_figures.py --out fig_alexnet/ --weights alexnet.h5 --images cat.jpg boat.jpg
+
+Writes PNGs and an index.html gallery with captions (see tinygrad_explain/figures.py),
+prints the time of each figure, the class models' softmax per class and the
+fc7 inversion errors.  The folder appears only when complete.
+"""
+import sys
+
+from tinygrad_explain.figures import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The command line (python -m tinygrad_explain) and the figure gallery, on a small
+random-weight scene model (mechanics and error messages, not quality)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tinygrad_explain as te
+from tinygrad_explain import figures
+from tinygrad_explain import __main__ as cli
+from tinygrad_explain.fashion_mnist import CLASS_NAMES
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    te.manual_seed(0)
+    m = te.models.scene_alexnet(width=(8, 16, 16, 16, 16), fc=32)
+    path = tmp_path_factory.mktemp("model") / "scene.h5"
+    te.save_model(m, path, class_names=list(CLASS_NAMES), mean=[0.45, 0.45, 0.45], std=[0.25, 0.25, 0.25])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def scene_png(tmp_path_factory):
+    from tinygrad_explain import scenes
+    img = scenes.load_sample()["images"][3]
+    d = tmp_path_factory.mktemp("img")
+    Image.fromarray(img).save(d / "scene.png")
+    Image.fromarray(img).convert("L").resize((100, 80)).save(d / "grey_big.png")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def run_cli(capsys, *argv):
+    rc = cli.main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.mark.parametrize("method", ["saliency", "guided", "deconvnet", "grabcut"])
+def test_cli_gradient_methods(method, model_file, scene_png, tmp_path, capsys):
+    out = tmp_path / f"{method}.png"
+    rc, so, se = run_cli(capsys, method, "--image", str(scene_png / "scene.png"), "--target", "Bag",
+                         "--weights", model_file, "--out", str(out))
+    assert rc == 0, se
+    assert "target: Bag" in so and out.exists()
+    assert Image.open(out).size[0] >= 64
+    if method == "grabcut":
+        assert "box (x0, y0, x1, y1)" in so
+
+
+def test_cli_any_size_and_greyscale(model_file, scene_png, tmp_path, capsys):
+    rc, so, se = run_cli(capsys, "saliency", "--image", str(scene_png / "grey_big.png"), "--weights", model_file,
+                         "--out", str(tmp_path / "s.png"))
+    assert rc == 0, se
+    assert "predicted:" in so
+
+
+def test_cli_optimisation_methods(model_file, scene_png, tmp_path, capsys):
+    rc, so, se = run_cli(capsys, "class-model", "--target", "3", "--steps", "3", "--weights", model_file,
+                         "--out", str(tmp_path / "c.png"))
+    assert rc == 0, se
+    assert "class model of Dress" in so
+    rc, so, se = run_cli(capsys, "maximize", "--layer", "conv3", "--unit", "2", "--steps", "3",
+                         "--weights", model_file, "--out", str(tmp_path / "m.png"))
+    assert rc == 0, se
+    assert "conv3[2]" in so
+    rc, so, se = run_cli(capsys, "invert", "--image", str(scene_png / "scene.png"), "--inits", "2", "--steps", "3",
+                         "--weights", model_file, "--out", str(tmp_path / "i.png"))
+    assert rc == 0, se
+    assert "normalised errors" in so and (tmp_path / "i.png").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["saliency", "--target", "Sneakr"], "did you mean 'Sneaker'"),
+    (["saliency", "--target", "12"], "out of range"),
+    (["maximize", "--layer", "conv9", "--unit", "1"], "unknown layer 'conv9'"),
+    (["maximize", "--layer", "conv3", "--unit", "999"], "out of range"),
+    (["maximize", "--layer", "conv3"], "needs --layer and --unit"),
+    (["saliency", "--image", "NOTES"], "not an image file"),
+    (["saliency", "--image", "MISSING"], "no such file"),
+    (["saliency", "--out", "/nonexistent-folder/x.png"], "cannot write"),
+    (["class-model"], "needs --target"),
+])
+def test_cli_bad_input(argv, message, model_file, scene_png, tmp_path, capsys):
+    argv = [a.replace("NOTES", str(scene_png / "notes.txt")).replace("MISSING", str(scene_png / "nope.png"))
+            for a in argv]
+    if argv[0] != "class-model" and argv[0] != "maximize" and "--image" not in argv:
+        argv += ["--image", str(scene_png / "scene.png")]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "x.png")]
+    rc, so, se = run_cli(capsys, *argv, "--weights", model_file)
+    assert rc == 2
+    assert message in se
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_missing_weights(tmp_path, capsys):
+    rc, _, se = run_cli(capsys, "class-model", "--target", "0", "--weights", str(tmp_path / "none.h5"))
+    assert rc == 2 and "does not exist" in se
+
+
+def test_cli_runs_as_module(model_file, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "tinygrad_explain", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "class-model" in r.stdout
+
+
+# --------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------
+EXPECTED = {"toy_relu_rules.png", "class_models.png", "neurons_conv5.png", "neurons_fc7.png", "saliency.png",
+            "grabcut.png", "inversion_fc7.png", "rules.png", "index.html", "summary.json"}
+
+
+def test_reproduce_figures_small(model_file, tmp_path, capsys):
+    out = tmp_path / "gallery"
+    rc = figures.main(["--out", str(out), "--weights", model_file, "--steps-scale", "0.02", "--units", "2"])
+    so = capsys.readouterr().out
+    assert rc == 0
+    assert EXPECTED <= {p.name for p in out.iterdir()}
+    html = (out / "index.html").read_text()
+    for f in EXPECTED - {"index.html", "summary.json"}:
+        assert f in html
+    assert "class-model softmax per class" in so and "[inversion]" in so
+    assert [p.name for p in tmp_path.iterdir()] == ["gallery"]          # no partial folders left
+    # a second run replaces the folder
+    rc = figures.main(["--out", str(out), "--weights", model_file, "--steps-scale", "0.02", "--units", "1",
+                       "--only", "toy"])
+    assert rc == 0 and {p.name for p in out.iterdir()} == {"toy_relu_rules.png", "index.html", "summary.json"}
+
+
+def test_reproduce_figures_failure_leaves_nothing(model_file, tmp_path, monkeypatch, capsys):
+    def boom(inp, out, summary):
+        (out / "half.png").write_bytes(b"")
+        raise te.explain.OptimizationError("NaN/Inf in the objective at step 3/10")
+
+    monkeypatch.setattr(figures, "FIGURES", [("toy", figures.fig_toy), ("class models", boom)])
+    rc = figures.main(["--out", str(tmp_path / "g"), "--weights", model_file])
+    assert rc == 2 and "NaN" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--images", "NOTES"], "not an image file"),
+    (["--classes", "Sneakr"], "did you mean 'Sneaker'"),
+    (["--conv-layer", "fc6"], "not a convolutional map"),
+])
+def test_reproduce_figures_bad_input(argv, message, model_file, scene_png, tmp_path, capsys):
+    argv = [a.replace("NOTES", str(scene_png / "notes.txt")) for a in argv]
+    rc = figures.main(["--out", str(tmp_path / "g"), "--weights", model_file] + argv)
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+
+
+def test_reproduce_figures_unwritable(model_file, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    rc = figures.main(["--out", str(tmp_path / "afile" / "g"), "--weights", model_file])
+    assert rc == 2 and "cannot write" in capsys.readouterr().err

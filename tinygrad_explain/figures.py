@@ -1,0 +1,510 @@
+"""Every figure of the lecture "Explaining CNNs: Early Methods", as PNGs plus an HTML gallery.
+
+``reproduce(out_dir, model, images)`` is what ``scripts/reproduce_figures.py``
+runs.  Figures (file names in the gallery order):
+
+    toy_relu_rules.png     the slide's 4x4 example: ReLU forward, then the gradient
+                           passed back by backprop / deconvnet / guided backprop
+    class_models.png       a class model image per class (Simonyan et al. 2014, fig. 1)
+    neurons_<layer>.png    images maximising units of a conv layer and of fc7
+    saliency.png           image-specific class saliency maps (Simonyan fig. 2)
+    grabcut.png            image / saliency / GrabCut mask / box (Simonyan fig. 3)
+    inversion_fc7.png      an image and five reconstructions from its fc7 code
+                           (Mahendran & Vedaldi 2015)
+    rules.png              backprop vs deconvnet vs guided backprop, same image and class
+
+Everything is written into a temporary folder beside ``out_dir`` which is
+renamed to ``out_dir`` only when complete (``index.html`` last), so an
+interrupted run never leaves a gallery that looks finished.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from . import explain as X
+from . import image as te_image
+
+# the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
+LECTURE_IMAGENET_CLASSES = ["washer", "goose", "ostrich", "limousine", "computer keyboard", "dalmatian"]
+
+
+# --------------------------------------------------------------------------
+# drawing helpers (PIL only)
+# --------------------------------------------------------------------------
+def _font(size=12):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:                                    # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def upscale(img: np.ndarray, min_side: int = 160) -> np.ndarray:
+    """Nearest-neighbour upscaling of small images so that pixels stay visible."""
+    h, w = img.shape[:2]
+    k = max(1, int(np.ceil(min_side / max(h, w))))
+    return np.repeat(np.repeat(img, k, 0), k, 1) if k > 1 else img
+
+
+def _rgb(img):
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    return img.astype(np.uint8)
+
+
+def grid(tiles, labels=None, ncol=None, title=None, min_side=160, pad=6) -> Image.Image:
+    """Tiles (uint8 HxW or HxWx3) in a grid, each with a label underneath."""
+    tiles = [upscale(_rgb(t), min_side) for t in tiles]
+    labels = labels or [""] * len(tiles)
+    n = len(tiles)
+    ncol = ncol or n
+    nrow = (n + ncol - 1) // ncol
+    th = max(t.shape[0] for t in tiles)
+    tw = max(t.shape[1] for t in tiles)
+    font, tfont = _font(12), _font(15)
+    lab_h = 16 * max(1, max(len(str(lb).split("\n")) for lb in labels))
+    top = 24 if title else 0
+    W = pad + ncol * (tw + pad)
+    H = top + pad + nrow * (th + lab_h + pad)
+    canvas = Image.new("RGB", (W, H), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, 4), title, fill="black", font=tfont)
+    for i, (t, lb) in enumerate(zip(tiles, labels)):
+        r, c = divmod(i, ncol)
+        x0, y0 = pad + c * (tw + pad), top + pad + r * (th + lab_h + pad)
+        canvas.paste(Image.fromarray(t), (x0, y0))
+        draw.multiline_text((x0, y0 + th + 2), str(lb), fill="black", font=font, spacing=2)
+    return canvas
+
+
+def table_image(tables, title=None, cell=44) -> Image.Image:
+    """Small integer matrices side by side, values printed in coloured cells
+    (red negative, green positive, grey zero) -- the slide's ReLU tables."""
+    font = _font(14)
+    pad, head = 14, 22
+    blocks = []
+    for name, a in tables:
+        a = np.asarray(a)
+        h, w = a.shape
+        im = Image.new("RGB", (w * cell, h * cell + head), "white")
+        d = ImageDraw.Draw(im)
+        d.text((2, 2), name, fill="black", font=font)
+        for i in range(h):
+            for j in range(w):
+                v = float(a[i, j])
+                col = (250, 200, 200) if v < 0 else ((200, 240, 200) if v > 0 else (225, 225, 225))
+                box = (j * cell, head + i * cell, (j + 1) * cell - 1, head + (i + 1) * cell - 1)
+                d.rectangle(box, fill=col, outline="black")
+                s = f"{v:g}"
+                d.text((box[0] + cell // 2 - 4 * len(s), box[1] + cell // 2 - 8), s, fill="black", font=font)
+        blocks.append(im)
+    top = 26 if title else 0
+    W = pad + sum(b.width + pad for b in blocks)
+    H = top + pad + max(b.height for b in blocks) + pad
+    canvas = Image.new("RGB", (W, H), "white")
+    if title:
+        ImageDraw.Draw(canvas).text((pad, 6), title, fill="black", font=_font(15))
+    x = pad
+    for b in blocks:
+        canvas.paste(b, (x, top + pad))
+        x += b.width + pad
+    return canvas
+
+
+def heat(sal: np.ndarray) -> np.ndarray:
+    """A saliency map (H, W) as a grey picture, brightest = most salient (99th percentile clip)."""
+    return te_image.normalize_display(sal, mode="abs", percentile=99)
+
+
+def grad_picture(g: np.ndarray) -> np.ndarray:
+    """A (C, H, W) input gradient as a colour picture (min-max, 0.5% clipped on each side)."""
+    return te_image.normalize_display(g, mode="minmax", percentile=99.5)
+
+
+def overlay(img: np.ndarray, mask=None, box=None, truth_box=None) -> np.ndarray:
+    out = _rgb(img).copy()
+    if mask is not None:
+        tint = out.astype(np.float32)
+        tint[mask] = 0.5 * tint[mask] + 0.5 * np.array([255, 40, 40])
+        out = tint.astype(np.uint8)
+    out = upscale(out)
+    k = out.shape[0] // img.shape[0]
+    for b, col in ((truth_box, (40, 90, 255)), (box, (0, 220, 0))):
+        if b is not None and b[2] > b[0]:
+            cv2.rectangle(out, (int(b[0]) * k, int(b[1]) * k), (int(b[2]) * k - 1, int(b[3]) * k - 1), col, 2)
+    return out
+
+
+# --------------------------------------------------------------------------
+# the figures
+# --------------------------------------------------------------------------
+@dataclass
+class Figure:
+    name: str
+    file: str
+    caption: str
+    seconds: float = 0.0
+    extra_html: str = ""
+
+
+@dataclass
+class Inputs:
+    """What the figures are made from: the model, sample images in model space
+    (N, C, H, W), their display pictures, names, and optional ground truth."""
+    model: object
+    x: np.ndarray
+    pictures: list
+    names: list
+    truth_boxes: list | None = None
+    classes: list | None = None           # class-model targets
+    conv_layer: str = "conv3"
+    conv_units: list = field(default_factory=lambda: list(range(8)))
+    fc_units: list = field(default_factory=lambda: list(range(8)))
+    settings: dict = field(default_factory=dict)
+
+
+def _cls(model, i):
+    return X._common.class_names(model)[i]
+
+
+def fig_toy(inp, out, summary):
+    t = X.relu_toy_example()
+    tables = [("input x", t["input"]), ("ReLU(x)", t["relu"]), ("gradient from above", t["grad_out"]),
+              ("backprop", t["backprop"]), ("deconvnet", t["deconvnet"]), ("guided backprop", t["guided"])]
+    table_image(tables, "ReLU forward, then three ways to pass the gradient back").save(out / "toy_relu_rules.png")
+    text = "\n\n".join(f"{n}\n" + "\n".join(" ".join(f"{v:4g}" for v in row) for row in a) for n, a in tables)
+    print(text)
+    rows = "".join("<td><b>{}</b><table class=m>{}</table></td>".format(
+        html.escape(n), "".join("<tr>" + "".join(f"<td>{v:g}</td>" for v in row) + "</tr>" for row in a))
+        for n, a in tables)
+    summary["toy"] = {n: np.asarray(a).tolist() for n, a in tables}
+    return Figure("toy", "toy_relu_rules.png",
+                  "The slide's toy example. A 4x4 feature map x goes through ReLU (negatives become 0). "
+                  "A gradient arrives from above. <b>Backprop</b> passes it where x &gt; 0 (the true gradient, "
+                  "negative values included); <b>deconvnet</b> passes it where the gradient is positive, "
+                  "ignoring x; <b>guided backprop</b> passes it only where both x &gt; 0 and the gradient &gt; 0.",
+                  extra_html=f"<table class=toy><tr>{rows}</tr></table>")
+
+
+def fig_class_models(inp, out, summary):
+    m, s = inp.model, inp.settings.get("class_model", {})
+    v = X.class_model(m, inp.classes, **s)
+    labels = [f"{lb}\nsoftmax {p:.3f}" for lb, p in zip(v.labels, v.probability)]
+    grid(v.display, labels, ncol=min(5, len(labels)), title="Class models: argmax_I S_c(I) - lambda |I|^2").save(
+        out / "class_models.png")
+    summary["class_models"] = {lb: float(p) for lb, p in zip(v.labels, v.probability)}
+    summary["class_model_settings"] = {k: v_ for k, v_ in s.items() if k != "progress"}
+    print("class-model softmax per class:")
+    for lb, p, sc in zip(v.labels, v.probability, v.final):
+        print(f"  {lb:<20} softmax {p:.4f}   score {sc:.2f}")
+    return Figure("class_models", "class_models.png",
+                  "Class model visualisation (Simonyan et al. 2014): gradient ascent on the unnormalised class "
+                  "score S<sub>c</sub>(I) &minus; &lambda;&Vert;I&Vert;<sup>2</sup>, starting from the zero (mean) "
+                  "image; the mean is added back for display. Under each image: the softmax probability the "
+                  "network gives it for that class.")
+
+
+def fig_neurons(inp, out, summary):
+    m, s = inp.model, inp.settings.get("maximize", {})
+    figs = []
+    for layer, units in ((inp.conv_layer, inp.conv_units), ("fc7", inp.fc_units)):
+        v = X.maximize(m, layer, units, **s)
+        labels = [f"{lb}\nact {a:.2f}" for lb, a in zip(v.labels, v.final)]
+        what = "channel (mean activation)" if len(m.shapes[layer]) == 3 else "neuron"
+        grid(v.display, labels, ncol=min(8, len(labels)),
+             title=f"Images maximising {layer} units (one {what} each)").save(out / f"neurons_{layer}.png")
+        summary[f"neurons_{layer}"] = {lb: float(a) for lb, a in zip(v.labels, v.final)}
+        figs.append(Figure(f"neurons_{layer}", f"neurons_{layer}.png",
+                           f"Neuron maximisation for {len(units)} units of <b>{layer}</b>: the same gradient ascent "
+                           f"as for class models, with the class score replaced by one {what}."))
+    return figs
+
+
+def fig_saliency(inp, out, summary):
+    m = inp.model
+    _, probs = X.predict(m, inp.x)
+    pred = probs.argmax(1)
+    sal = X.saliency(m, inp.x, pred)
+    tiles, labels = [], []
+    for i in range(len(inp.x)):
+        tiles += [inp.pictures[i], heat(sal[i])]
+        labels += [f"{inp.names[i]}", f"saliency: {_cls(m, pred[i])}\n(p={probs[i, pred[i]]:.2f})"]
+    grid(tiles, labels, ncol=min(len(tiles), 8), title="Image-specific class saliency: max_c |dS_c/dI|").save(
+        out / "saliency.png")
+    inp.settings["_saliency"] = (pred, sal)
+    return Figure("saliency", "saliency.png",
+                  "Saliency maps (Simonyan et al. 2014): the magnitude of the gradient of the predicted class's "
+                  "score with respect to the input, maximum over colour channels -- one backward pass per image.")
+
+
+def fig_grabcut(inp, out, summary):
+    m = inp.model
+    pred, sal = inp.settings.get("_saliency") or (None, None)
+    if sal is None:
+        _, probs = X.predict(m, inp.x)
+        pred = probs.argmax(1)
+        sal = X.saliency(m, inp.x, pred)
+    tiles, labels = [], []
+    for i in range(len(inp.x)):
+        mask, box = X.grabcut_mask(inp.pictures[i], sal[i])
+        tb = inp.truth_boxes[i] if inp.truth_boxes is not None else None
+        iou = f"\nbox IoU {X.localization.box_iou(box, tb):.2f}" if tb is not None else ""
+        tiles += [inp.pictures[i], heat(sal[i]), (mask * 255).astype(np.uint8), overlay(inp.pictures[i], mask, box, tb)]
+        labels += [inp.names[i], f"saliency ({_cls(m, pred[i])})", "GrabCut mask", "box" + iou]
+    grid(tiles, labels, ncol=4, title="Saliency -> GrabCut -> object mask and box").save(out / "grabcut.png")
+    gt = " (blue: ground-truth box)" if inp.truth_boxes is not None else ""
+    return Figure("grabcut", "grabcut.png",
+                  "Weakly supervised segmentation (Simonyan et al. 2014, section 6): pixels above the 95% "
+                  "saliency quantile seed the foreground, those below the 30% quantile the background, "
+                  "OpenCV's GrabCut segments the rest; the largest connected component is the mask, its "
+                  f"bounding box (green) the localisation{gt}.")
+
+
+def fig_inversion(inp, out, summary):
+    m, s = inp.model, dict(inp.settings.get("invert", {}))
+    i = int(inp.settings.get("invert_image", 0))
+    inv = X.invert(m, inp.x[i], layer="fc7", inits=5, **s)
+    labels = [f"original\n{inp.names[i]}"] + [f"init {k + 1}\nerror {e:.3f}" for k, e in enumerate(inv.errors)]
+    grid([inp.pictures[i]] + inv.display, labels, ncol=6, title="Reconstructions from the fc7 code").save(
+        out / "inversion_fc7.png")
+    pair = inv.pairwise_mad
+    summary["inversion"] = {"errors": inv.errors.tolist(), "pairwise_mean_abs_diff": pair.tolist(),
+                            "mean_pairwise_mean_abs_diff": inv.mean_pairwise_mad,
+                            "settings": {k: v for k, v in s.items() if k != "progress"}}
+    print("fc7 inversion, normalised errors:", " ".join(f"{e:.4f}" for e in inv.errors))
+    print(f"fc7 inversion, mean pairwise mean |difference| (model space): {inv.mean_pairwise_mad:.4f}")
+    rows = "".join("<tr>" + "".join(f"<td>{v:.3f}</td>" for v in r) + "</tr>" for r in pair)
+    return Figure("inversion", "inversion_fc7.png",
+                  "Inverting the fc7 representation (Mahendran &amp; Vedaldi 2015): five random initialisations, "
+                  "each optimised to match the original's fc7 code (normalised error "
+                  "&Vert;&phi;(x)&minus;&phi;<sub>0</sub>&Vert;/&Vert;&phi;<sub>0</sub>&Vert; under each) with "
+                  "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors, SGD with momentum. Different starts give "
+                  "different images with the same code: what they share is what fc7 keeps.",
+                  extra_html="<p>Pairwise mean absolute difference between reconstructions (model space):</p>"
+                             f"<table class=m>{rows}</table>")
+
+
+def fig_rules(inp, out, summary):
+    m = inp.model
+    _, probs = X.predict(m, inp.x)
+    pred = probs.argmax(1)
+    k = min(len(inp.x), 3)
+    tiles, labels = [], []
+    for i in range(k):
+        tiles.append(inp.pictures[i])
+        labels.append(f"{inp.names[i]}\ntarget {_cls(m, pred[i])}")
+        for rule in ("backprop", "deconvnet", "guided"):
+            tiles.append(grad_picture(X.gradient(m, inp.x[i], int(pred[i]), rule=rule)[0]))
+            labels.append({"backprop": "backprop (gradient)", "deconvnet": "deconvnet",
+                           "guided": "guided backprop"}[rule])
+    grid(tiles, labels, ncol=4, title="The same image and class under the three backward rules").save(
+        out / "rules.png")
+    return Figure("rules", "rules.png",
+                  "Data gradient, deconvnet (Zeiler &amp; Fergus 2014) and guided backpropagation "
+                  "(Springenberg et al. 2015) for the same image and class: only what the ReLUs pass back "
+                  "differs. Guided backprop, which blocks negative gradients as well as inactive units, "
+                  "gives the cleanest picture.")
+
+
+FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
+           ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion), ("rules", fig_rules)]
+
+
+# --------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------
+def embedded_inputs(model, n=6):
+    """Sample scenes shipped with the package: the first correctly classified scene of
+    ``n`` different classes, with their ground-truth boxes."""
+    from . import scenes
+    data = scenes.load_sample()
+    x_all = np.concatenate([te_image.load(im, model) for im in data["images"][:200]])
+    _, probs = X.predict(model, x_all)
+    pred = probs.argmax(1)
+    picked, seen = [], set()
+    for want_correct in (True, False):          # prefer scenes the model gets right
+        for i in range(len(x_all)):
+            c = int(data["labels"][i])
+            if len(picked) < n and c not in seen and (pred[i] == c or not want_correct):
+                picked.append(i)
+                seen.add(c)
+    names = X._common.class_names(model)
+    return Inputs(model=model, x=x_all[picked], pictures=[data["images"][i] for i in picked],
+                  names=[f"scene {i}: {names[int(data['labels'][i])]}" for i in picked],
+                  truth_boxes=[data["boxes"][i] for i in picked], classes=None)
+
+
+def file_inputs(model, paths):
+    x = np.concatenate([te_image.load(p, model) for p in paths])
+    return Inputs(model=model, x=x, pictures=[te_image.to_display(x[i], model) for i in range(len(x))],
+                  names=[Path(p).name for p in paths])
+
+
+# --------------------------------------------------------------------------
+# the gallery
+# --------------------------------------------------------------------------
+def _prepare_out(out: Path) -> Path:
+    out = Path(out)
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)                # mkdtemp's 0700 would hide the gallery from others
+    except OSError as e:
+        raise PermissionError(f"cannot write to the output folder {out} ({e.strerror or e})") from None
+    if out.exists() and not out.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FileExistsError(f"{out} exists and is not a folder")
+    return tmp
+
+
+def _finish(tmp: Path, out: Path):
+    out = Path(out)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_index(out: Path, figures, title, info):
+    parts = [f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
+             "figure{margin:2em 0}img{max-width:100%;image-rendering:pixelated}"
+             "figcaption{max-width:60em;margin-top:.5em}table.m td,table.toy table td{border:1px solid #999;"
+             "padding:2px 6px;text-align:right}table.toy>tbody>tr>td{vertical-align:top;padding-right:1.5em}"
+             "</style>", f"<h1>{html.escape(title)}</h1>", f"<p>{info}</p>"]
+    for f in figures:
+        parts.append(f"<figure id={f.name}><img src=\"{f.file}\" alt=\"{html.escape(f.name)}\">"
+                     f"<figcaption>{f.caption} <i>({f.seconds:.1f} s)</i>{f.extra_html}</figcaption></figure>")
+    (out / "index.html").write_text("\n".join(parts) + "\n", encoding="utf-8")
+
+
+def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info="", only=None, log=print):
+    """Make every figure into ``out`` (atomically: temp folder, index.html last, rename).
+    Returns (figures, summary dict, seconds)."""
+    from tqdm.auto import tqdm
+    out = Path(out)
+    tmp = _prepare_out(out)
+    t0 = time.perf_counter()
+    figures, summary, times = [], {}, {}
+    try:
+        todo = [(n, f) for n, f in FIGURES if only is None or n in only]
+        for name, fn in tqdm(todo, desc="figures", unit="fig", dynamic_ncols=True):
+            t = time.perf_counter()
+            res = fn(inputs, tmp, summary)
+            dt = time.perf_counter() - t
+            res = res if isinstance(res, list) else [res]
+            for r in res:
+                r.seconds = dt / len(res)
+            figures += res
+            times[name] = dt
+            log(f"[{name}] {dt:.1f} s")
+        summary["seconds"] = times
+        summary["total_seconds"] = time.perf_counter() - t0
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        write_index(tmp, figures, title, info)
+        _finish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return figures, summary, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------
+# command line (scripts/reproduce_figures.py)
+# --------------------------------------------------------------------------
+EMBEDDED_SETTINGS = {
+    "class_model": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"], lr=X.visualize.CLASS_MODEL_DEFAULTS["lr"],
+                        l2=X.visualize.CLASS_MODEL_DEFAULTS["l2"]),
+    "maximize": dict(steps=100, lr=1.0, l2=1e-3),
+    "invert": dict(steps=X.inversion.INVERT_DEFAULTS["steps"]),
+}
+IMAGENET_SETTINGS = {
+    "class_model": dict(steps=100, lr=1.0, l2=1e-3),
+    "maximize": dict(steps=60, lr=1.0, l2=1e-3),
+    "invert": dict(steps=150),
+}
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+    ap = argparse.ArgumentParser(
+        prog="reproduce_figures.py",
+        description="Write every figure of the lecture 'Explaining CNNs: Early Methods' as PNG, plus index.html. "
+                    "Default: the embedded Fashion-MNIST-scenes AlexNet and shipped sample scenes; "
+                    "--weights FILE --images PHOTO... for real AlexNet (ImageNet preprocessing from the file).")
+    ap.add_argument("--out", required=True, help="output folder (replaced atomically when complete)")
+    ap.add_argument("--weights", help="model file (default: the embedded weights/fashion_scenes_alexnet.h5)")
+    ap.add_argument("--images", nargs="+", help="image files (default: sample scenes; required with --weights)")
+    ap.add_argument("--classes", nargs="+", help="class-model targets (default: every class of the embedded "
+                                                 "model / the lecture's classes for ImageNet models)")
+    ap.add_argument("--conv-layer", default="conv5", help="conv layer for neuron maximisation (default conv5)")
+    ap.add_argument("--units", type=int, default=8, help="units per layer for neuron maximisation (default 8)")
+    ap.add_argument("--steps-scale", type=float, default=1.0,
+                    help="multiply every optimisation's number of steps (e.g. 0.1 for a quick look)")
+    ap.add_argument("--only", nargs="+", choices=[n for n, _ in FIGURES], help="make only these figures")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from . import load_model, ModelFileError
+    t0 = time.perf_counter()
+    try:
+        _prepare_out(Path(args.out)).rmdir()       # fail early on an unwritable folder
+        model = load_model(args.weights)
+        embedded = args.weights is None
+        if args.images:
+            inputs = file_inputs(model, args.images)
+        elif embedded or tuple(model.input_shape) == (3, 64, 64):
+            inputs = embedded_inputs(model)
+        else:
+            ap.error("--images is required with --weights (photos to explain)")
+        if len(inputs.x) == 0:
+            raise ValueError("no input images")
+        names = X._common.class_names(model)
+        if args.classes:
+            inputs.classes = [X.resolve_class(model, c) for c in args.classes]
+        elif model.num_classes <= 20:
+            inputs.classes = list(range(model.num_classes))
+        else:
+            inputs.classes = [X.resolve_class(model, c) for c in LECTURE_IMAGENET_CLASSES if c in names] or [0]
+        inputs.conv_layer = X.resolve_layer(model, args.conv_layer)
+        if len(model.shapes[inputs.conv_layer]) != 3:
+            raise X.ExplainError(f"--conv-layer {args.conv_layer!r} is not a convolutional map")
+        nconv, nfc = model.shapes[inputs.conv_layer][0], int(np.prod(model.shapes[X.resolve_layer(model, 'fc7')]))
+        inputs.conv_units = list(range(min(args.units, nconv)))
+        inputs.fc_units = list(range(min(args.units, nfc)))
+        settings = {k: dict(v) for k, v in (EMBEDDED_SETTINGS if model.num_classes <= 20 else IMAGENET_SETTINGS).items()}
+        for s in settings.values():
+            s["steps"] = max(1, int(round(s["steps"] * args.steps_scale)))
+            s["seed"] = args.seed
+        inputs.settings = settings
+        info = (f"Model: {html.escape(getattr(model, 'path', '?'))} (input {model.input_shape}, "
+                f"{model.num_classes} classes). Images: {len(inputs.x)}.")
+        print(f"model {getattr(model, 'path', '?')}: input {model.input_shape}, {model.num_classes} classes; "
+              f"{len(inputs.x)} images; writing {args.out}")
+        figures, summary, secs = reproduce(args.out, inputs, info=info, only=args.only)
+    except (X.ExplainError, X.OptimizationError, ModelFileError, FileNotFoundError, PermissionError,
+            FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(figures)} figures to {args.out}/index.html in {time.perf_counter() - t0:.1f} s "
+          f"(figures {secs:.1f} s)")
+    return 0
