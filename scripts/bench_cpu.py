@@ -72,6 +72,8 @@ def torch_setup(variant, batch, te_model):
     import torch
     from tinygrad_explain.torch_reference import build
     tm = build(variant, te_model.state_dict())
+    for p in tm.parameters():                # input gradient only, as in this engine
+        p.requires_grad_(False)
     x = torch.tensor(np.random.default_rng(0).standard_normal((batch,) + te_model.input_shape).astype(np.float32))
 
     def fwd():
@@ -162,6 +164,7 @@ else:
     import torch; torch.set_num_threads(%d)
     from tinygrad_explain.torch_reference import build
     tm = build(variant, m.state_dict()); del m
+    for p in tm.parameters(): p.requires_grad_(False)
     def step(b):
         xt = torch.tensor(np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)).requires_grad_(True)
         tm(xt)[:, 3].sum().backward(); return xt.grad
@@ -227,7 +230,19 @@ def run_train_step(repeats):
     return statistics.median(ts) * 1e3
 
 
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
 def main():
+    # Some machines set OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE to pin an old OpenBLAS
+    # to a conservative kernel; it slows a current NumPy's BLAS (e.g. Haswell
+    # instead of SkylakeX kernels).  Measure as a user's machine would run:
+    # re-run this script once without both, unless --keep-blas-env.
+    if "--keep-blas-env" not in sys.argv and any(k in os.environ for k in BLAS_ENV):
+        env = {k: v for k, v in os.environ.items() if k not in BLAS_ENV}
+        print(f"(re-running without {', '.join(k for k in BLAS_ENV if k in os.environ)}; --keep-blas-env keeps them)")
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=["torchvision", "caffe"], choices=["torchvision", "caffe"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
@@ -236,6 +251,7 @@ def main():
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-startup", action="store_true")
     ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--keep-blas-env", action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE as set")
     args = ap.parse_args()
     if args.repeats < 5:
         ap.error("--repeats must be at least 5")
