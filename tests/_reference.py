@@ -1,0 +1,146 @@
+"""Shared helpers for the engine tests (not a test module itself).
+
+* ``numeric_grad``: central differences of a scalar function of an array,
+  independent of ``te.gradcheck`` (used where gradcheck's random output
+  direction would get in the way, e.g. the sign-dependent ReLU rules).
+* ``tiny_network``: a small Network with every layer type AlexNet uses.
+* ``torch_alexnet`` / ``torch_state_dict``: PyTorch reference AlexNets whose
+  ``nn.Sequential`` has exactly one module per te layer, in te's order, so
+  that module ``i`` is ``te_model.layer_names[i]`` and ``seq[:i + 1]`` is the
+  prefix network that ``te_model(x, until=layer_names[i])`` must match.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinygrad_explain as te
+from tinygrad_explain import nn
+
+
+@pytest.fixture(scope="module")
+def serial_kernels():
+    """Run the Numba kernels on one thread for a module of tiny-array tests.
+
+    Gradient checks call kernels thousands of times on arrays of a few hundred
+    elements; each parallel launch costs a thread-pool round trip that, on a
+    busy 2-core machine, is ~1000x the work itself.  The parallel paths are
+    tested separately (``test_kernels_parallel_equals_serial``, and the
+    full-size AlexNets in test_torch_reference.py run with all threads)."""
+    try:
+        import numba
+    except ImportError:
+        yield
+        return
+    prev = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
+
+
+def numeric_grad(f, arr, eps=1e-6, idx=None):
+    """d f / d arr by central differences, f a scalar function of ``arr``
+    (perturbed in place, restored).  ``idx``: flat indices to check (default all)."""
+    flat = arr.reshape(-1)
+    assert np.shares_memory(flat, arr)
+    idx = range(flat.size) if idx is None else idx
+    out = {}
+    for i in idx:
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f()
+        flat[i] = old - eps
+        fm = f()
+        flat[i] = old
+        out[int(i)] = (fp - fm) / (2 * eps)
+    return out
+
+
+def tiny_network(seed=0, lrn_alpha=1e-4, dropout=True):
+    """(2, 9, 9) input -> 3 classes; conv/relu/LRN/maxpool/grouped conv/flatten/linear/dropout."""
+    te.manual_seed(seed)
+    layers = [("conv1", nn.Conv2d(2, 4, 3, stride=1, padding=1)), ("relu1", nn.ReLU()),
+              ("norm1", nn.LocalResponseNorm(3, lrn_alpha, 0.75, 1.0)),
+              ("pool1", nn.MaxPool2d(3, 2)),
+              ("conv2", nn.Conv2d(4, 6, 3, stride=1, padding=1, groups=2)), ("relu2", nn.ReLU()),
+              ("flatten", nn.Flatten()),
+              ("fc1", nn.Linear(6 * 4 * 4, 5)), ("relu3", nn.ReLU())]
+    if dropout:
+        layers.append(("drop", nn.Dropout(0.5)))
+    layers.append(("fc2", nn.Linear(5, 3)))
+    return te.Network(layers, (2, 9, 9))
+
+
+def kink_margin(model, x):
+    """How far the point ``x`` is from a non-differentiable point of ``model``:
+    the smallest |ReLU input| and the smallest gap between the largest and the
+    second largest value of any max-pool window whose maximum is positive
+    (ties among zeros of a ReLU are harmless: those zeros are locally constant).
+    Central differences with a step well below this margin are exact to O(eps^2)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    margin = np.inf
+    h = te.Tensor(np.asarray(x, np.float64))
+    with te.no_grad():
+        for layer in model.layers.values():
+            a = h.numpy()
+            if isinstance(layer, nn.ReLU):
+                margin = min(margin, float(np.abs(a).min()))
+            elif isinstance(layer, nn.MaxPool2d):
+                k, s, p = layer.kernel_size, layer.stride, layer.padding
+                a = np.pad(a, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
+                win = sliding_window_view(a, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+                win = np.sort(win.reshape(win.shape[:4] + (k * k,)), axis=-1)
+                top = win[..., -1] > 0
+                if top.any():
+                    margin = min(margin, float((win[..., -1] - win[..., -2])[top].min()))
+            h = layer(h)
+    return margin
+
+
+# --------------------------------------------------------------------------
+# PyTorch reference AlexNets (same module order as te.models.alexnet)
+# --------------------------------------------------------------------------
+def torch_alexnet(variant, num_classes=1000):
+    import torch.nn as tnn
+    if variant == "torchvision":
+        mods = [tnn.Conv2d(3, 64, 11, 4, 2), tnn.ReLU(), tnn.MaxPool2d(3, 2),
+                tnn.Conv2d(64, 192, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(3, 2),
+                tnn.Conv2d(192, 384, 3, padding=1), tnn.ReLU(),
+                tnn.Conv2d(384, 256, 3, padding=1), tnn.ReLU(),
+                tnn.Conv2d(256, 256, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(3, 2),
+                tnn.AdaptiveAvgPool2d(6), tnn.Flatten(),
+                tnn.Dropout(), tnn.Linear(9216, 4096), tnn.ReLU(),
+                tnn.Dropout(), tnn.Linear(4096, 4096), tnn.ReLU(),
+                tnn.Linear(4096, num_classes)]
+    elif variant == "caffe":
+        mods = [tnn.Conv2d(3, 96, 11, 4), tnn.ReLU(), tnn.LocalResponseNorm(5, 1e-4, 0.75, 1.0), tnn.MaxPool2d(3, 2),
+                tnn.Conv2d(96, 256, 5, padding=2, groups=2), tnn.ReLU(), tnn.LocalResponseNorm(5, 1e-4, 0.75, 1.0),
+                tnn.MaxPool2d(3, 2),
+                tnn.Conv2d(256, 384, 3, padding=1), tnn.ReLU(),
+                tnn.Conv2d(384, 384, 3, padding=1, groups=2), tnn.ReLU(),
+                tnn.Conv2d(384, 256, 3, padding=1, groups=2), tnn.ReLU(), tnn.MaxPool2d(3, 2),
+                tnn.Flatten(),
+                tnn.Linear(9216, 4096), tnn.ReLU(), tnn.Dropout(),
+                tnn.Linear(4096, 4096), tnn.ReLU(), tnn.Dropout(),
+                tnn.Linear(4096, num_classes)]
+    else:
+        raise ValueError(variant)
+    return tnn.Sequential(*mods).eval()
+
+
+def torch_state_dict(torch_model, layer_names):
+    """PyTorch state dict ("16.weight") -> te state dict ("fc6.weight")."""
+    out = {}
+    for k, v in torch_model.state_dict().items():
+        i, p = k.split(".")
+        out[f"{layer_names[int(i)]}.{p}"] = v.detach().cpu().numpy()
+    return out
+
+
+def rel_err(a, ref):
+    """max |a - ref| relative to the largest magnitude of ref."""
+    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    assert a.shape == ref.shape, (a.shape, ref.shape)
+    return float(np.abs(a - ref).max() / np.abs(ref).max())
