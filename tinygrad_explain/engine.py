@@ -95,6 +95,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._ctx = None        # the Function that produced this tensor (None for leaves)
         self._parents = ()      # that Function's tensor inputs
+        self._released = False  # made by a Function whose graph a backward() has freed
 
     # ----- array-like conveniences -------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -155,9 +156,12 @@ class Tensor:
         grads = {id(self): grad}
         for node in reversed(order):
             g = grads.pop(id(node), None)
-            if node._ctx is None:                      # a leaf: keep its gradient
+            if node._released:
+                raise RuntimeError("backward through a graph that an earlier backward() already freed; "
+                                   "pass retain_graph=True to the first backward, or recompute the forward pass")
+            if node._ctx is None:                      # a leaf: keep its gradient (never aliasing another array)
                 if g is not None:
-                    node.grad = g if node.grad is None else node.grad + g
+                    node.grad = g.copy() if node.grad is None else node.grad + g
                 continue
             if g is None:
                 continue
@@ -169,7 +173,7 @@ class Tensor:
                     continue
                 grads[id(p)] = pg if id(p) not in grads else grads[id(p)] + pg
             if not retain_graph:
-                node._ctx, node._parents = None, ()
+                node._ctx, node._parents, node._released = None, (), True
 
     # ----- operators (defined in ops.py, attached there) ----------------
 

@@ -106,7 +106,11 @@ def load_model(path=None, device="cpu"):
                 raise ModelFileError(f"{path}: {msg}")
         try:
             need(f.attrs.get("format") == FORMAT, f"not a {FORMAT} file (attribute 'format' is {f.attrs.get('format')!r})")
-            version = int(f.attrs.get("format_version", -1))
+            try:
+                version = int(f.attrs.get("format_version", -1))
+            except (TypeError, ValueError):
+                raise ModelFileError(f"{path}: attribute 'format_version' is not an integer: "
+                                     f"{f.attrs.get('format_version')!r}") from None
             need(version == VERSION, f"format_version {version} is not supported (this reader knows {VERSION})")
             need("architecture" in f.attrs and "input_shape" in f.attrs, "missing 'architecture' or 'input_shape' attribute")
             try:
@@ -114,7 +118,12 @@ def load_model(path=None, device="cpu"):
             except (TypeError, ValueError) as e:
                 raise ModelFileError(f"{path}: 'architecture' is not valid JSON ({e})") from None
             need(isinstance(arch, list) and all(isinstance(a, dict) for a in arch), "'architecture' must be a list of layer objects")
-            input_shape = tuple(int(v) for v in np.asarray(f.attrs["input_shape"]).reshape(-1))
+            try:
+                input_shape = tuple(int(v) for v in np.asarray(f.attrs["input_shape"]).reshape(-1))
+            except (TypeError, ValueError):
+                raise ModelFileError(f"{path}: attribute 'input_shape' must be three integers [C, H, W], "
+                                     f"got {f.attrs['input_shape']!r}") from None
+            need(all(v > 0 for v in input_shape), f"input_shape must be positive, got {list(input_shape)}")
             need(len(input_shape) == 3, f"input_shape must be [C, H, W], got {list(input_shape)}")
             pre = {}
             if "preprocessing" in f:
@@ -145,10 +154,14 @@ def load_model(path=None, device="cpu"):
                 state[key] = arr
             extra = [l for l in f["weights"] if l not in model.layers]
             need(not extra, f"weights for layers not in the architecture: {extra}")
+            for l in f["weights"]:
+                params = getattr(model.layers[l], "params", ())
+                unknown = [p for p in f["weights"][l] if p not in params]
+                need(not unknown, f"layer {l!r}: unexpected weights {unknown} (this layer has {list(params)})")
         except ModelFileError:
             raise
         except (OSError, KeyError, RuntimeError) as e:   # truncated or damaged datasets
             raise ModelFileError(f"{path}: damaged file ({e})") from None
     model.load_state_dict(state)
     model.path = str(path)
-    return model if device == "cpu" else model.to(device)
+    return model

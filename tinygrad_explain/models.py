@@ -33,6 +33,8 @@ class Network:
     def __init__(self, layers, input_shape, class_names=None, preprocessing=None):
         self.layers = {}
         for name, layer in layers:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"layer names must be non-empty strings, got {name!r}")
             if name in self.layers:
                 raise ValueError(f"duplicate layer name {name!r}")
             self.layers[name] = layer
@@ -122,7 +124,7 @@ class Network:
         for key, value in state.items():
             name, p = key.rsplit(".", 1)
             t = getattr(self.layers[name], p)
-            t.data = np.array(value, dtype=np.float32)
+            t.data = np.array(value, dtype=t.data.dtype)      # keep the model's dtype (float32 unless astype'd)
         return self
 
     # ----- forward -------------------------------------------------------

@@ -34,6 +34,17 @@ class Layer:
         raise NotImplementedError
 
 
+def _positive(layer, **values):
+    """Check that every value is a whole number >= 1 (>= 0 for padding); return them as ints."""
+    out = []
+    for name, v in values.items():
+        lo = 0 if name == "padding" else 1
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{layer}: {name} must be an integer >= {lo}, got {v!r}")
+        out.append(int(v))
+    return out
+
+
 def _uniform(shape, bound):
     """U(-bound, bound) in float32, drawn without a float64 temporary."""
     a = rng().random(shape, dtype=np.float32)
@@ -48,10 +59,13 @@ class Conv2d(Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1):
         super().__init__()
+        in_channels, out_channels, kernel_size, stride, padding, groups = _positive(
+            "conv", in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
+            stride=stride, padding=padding, groups=groups)
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"channels ({in_channels}, {out_channels}) not divisible by groups={groups}")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size, self.stride, self.padding, self.groups = int(kernel_size), int(stride), int(padding), int(groups)
+            raise ValueError(f"conv: channels ({in_channels}, {out_channels}) not divisible by groups={groups}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.groups = kernel_size, stride, padding, groups
         fan_in = in_channels // groups * kernel_size ** 2
         bound = 1 / math.sqrt(fan_in)           # PyTorch's default initialisation
         self.weight = Tensor(_uniform((out_channels, in_channels // groups, kernel_size, kernel_size), bound))
@@ -76,7 +90,7 @@ class Linear(Layer):
 
     def __init__(self, in_features, out_features):
         super().__init__()
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features, self.out_features = _positive("linear", in_features=in_features, out_features=out_features)
         bound = 1 / math.sqrt(in_features)
         self.weight = Tensor(_uniform((out_features, in_features), bound))
         self.bias = Tensor(_uniform((out_features,), bound))
@@ -103,7 +117,10 @@ class MaxPool2d(Layer):
 
     def __init__(self, kernel_size=3, stride=2, padding=0):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), int(padding)
+        self.kernel_size, self.stride, self.padding = _positive("maxpool", kernel_size=kernel_size, stride=stride,
+                                                                padding=padding)
+        if self.padding * 2 > self.kernel_size:
+            raise ValueError(f"maxpool: padding {padding} must be at most half of kernel_size {kernel_size}")
 
     def spec(self):
         return {"type": self.type, "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
@@ -121,7 +138,10 @@ class LocalResponseNorm(Layer):
 
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__()
-        self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
+        (self.size,) = _positive("lrn", size=size)
+        self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
+        if not (np.isfinite([self.alpha, self.beta, self.k]).all() and self.k > 0 and self.alpha >= 0):
+            raise ValueError(f"lrn: need finite alpha >= 0, beta and k > 0, got alpha={alpha}, beta={beta}, k={k}")
 
     def spec(self):
         return {"type": self.type, "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
@@ -135,7 +155,11 @@ class AdaptiveAvgPool2d(Layer):
 
     def __init__(self, output_size=(6, 6)):
         super().__init__()
-        self.output_size = ops._pair(output_size)
+        try:
+            oh, ow = ops._pair(output_size)
+        except (TypeError, ValueError, IndexError):
+            raise ValueError(f"adaptive_avgpool: output_size must be an int or a pair, got {output_size!r}") from None
+        self.output_size = tuple(_positive("adaptive_avgpool", output_height=oh, output_width=ow))
 
     def spec(self):
         return {"type": self.type, "output_size": list(self.output_size)}
@@ -152,7 +176,7 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0 <= p < 1:
+        if not isinstance(p, (int, float)) or not 0 <= p < 1:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = float(p)
 

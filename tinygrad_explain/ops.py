@@ -225,7 +225,11 @@ class CrossEntropy(Function):
     L = -1/N sum_n log softmax(s_n)[y_n];  dL/ds = (softmax(s) - onehot(y)) / N."""
 
     def forward(self, s, labels=None):
-        labels = np.asarray(labels)
+        labels = np.asarray(labels.data if isinstance(labels, Tensor) else labels)
+        if labels.shape != s.shape[:1] or labels.dtype.kind not in "iu":
+            raise ValueError(f"labels must be {s.shape[0]} integers, got {labels.dtype} array of shape {labels.shape}")
+        if labels.size and (labels.min() < 0 or labels.max() >= s.shape[1]):
+            raise ValueError(f"labels must be in [0, {s.shape[1]}), got values {labels.min()}..{labels.max()}")
         m = s.max(-1, keepdims=True)
         logp = s - m - np.log(np.exp(s - m).sum(-1, keepdims=True))
         n = s.shape[0]
@@ -409,6 +413,7 @@ Tensor.__mul__ = lambda a, b: Mul.apply(a, _const(b, a))
 Tensor.__rmul__ = lambda a, b: Mul.apply(_const(b, a), a)
 Tensor.__truediv__ = lambda a, b: (Mul.apply(a, _const(1.0 / b, a)) if np.isscalar(b)
                                    else Mul.apply(a, Pow.apply(_const(b, a), p=-1.0)))
+Tensor.__rtruediv__ = lambda a, b: Mul.apply(_const(b, a), Pow.apply(a, p=-1.0))
 Tensor.__pow__ = lambda a, p: Pow.apply(a, p=float(p))
 Tensor.__getitem__ = lambda a, idx: Index.apply(a, idx=idx.data if isinstance(idx, Tensor) else idx)
 Tensor.abs = lambda a: Abs.apply(a)
