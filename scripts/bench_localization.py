@@ -5,7 +5,7 @@ For each scene: saliency of the *predicted* class -> GrabCut (95% / 30% saliency
 quantiles as foreground / background seeds) -> largest connected component ->
 mask and box, scored against the ground truth by IoU.  Localisation accuracy =
 fraction of scenes with box IoU >= 0.5.  Baselines: (b) the saliency map
-thresholded at its 70% quantile (largest component, no GrabCut), (c) one centred
+(smoothed as for GrabCut) thresholded at its 80% quantile (largest component, no GrabCut), (c) one centred
 box of the average ground-truth size.
 
     python scripts/bench_localization.py                 # the 500 shipped scenes, embedded model

@@ -55,7 +55,7 @@ def trained_tiny(steps=150, seed=0):
         loss.backward()
         for p, v in zip(params, vel):
             v *= 0.9
-            v -= 0.05 * p.grad
+            v -= 0.02 * p.grad
             p.data += v
     return m.requires_grad_(False)
 
@@ -230,9 +230,29 @@ def test_class_model_increases_the_target_score(model):
 
 
 def test_class_model_from_zero_image_and_clip(model):
-    one = te.explain.class_model(model, "cat", steps=1, lr=1.0, l2=0.0, progress=False)
+    one = te.explain.class_model(model, "cat", steps=1, lr=1.0, l2=0.0, init_noise=0, progress=False)
     g = te.explain.gradient(model, np.zeros((1, 3, 12, 12), np.float32), "cat")
     np.testing.assert_allclose(one.image, g, rtol=1e-5, atol=1e-8)   # first step: 0 + lr * dS/dI
+    noisy = te.explain.class_model(model, "cat", steps=0, seed=4, progress=False)
+    assert 0 < np.abs(noisy.image).max() < 0.1                       # default: faint noise around zero
+
+
+def test_dead_start_warns():
+    m = tiny()
+    m.layers["conv1"].bias.data[:] = -10.0                           # no conv1 unit fires on the zero image
+    with pytest.warns(RuntimeWarning, match="exactly zero"):
+        v = te.explain.class_model(m, "cat", steps=3, init_noise=0, progress=False)
+    assert np.all(v.image == 0)
+
+
+def test_class_model_log_softmax_objective(model):
+    v = te.explain.class_model(model, ["dog", "goose"], steps=40, lr=10.0, objective="log_softmax", progress=False)
+    assert np.all(v.probability > 0.9) and "score" in v.history
+    with pytest.raises(ExplainError, match="objective"):
+        te.explain.class_model(model, "dog", objective="posterior", progress=False)
+
+
+def test_class_model_regularisers(model):
     v = te.explain.class_model(model, "cat", steps=30, lr=5.0, clip=True, jitter=1, blur_every=5, blur_sigma=0.5,
                                progress=False)
     lo, hi = te.explain._common.pixel_bounds(model)

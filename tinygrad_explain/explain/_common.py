@@ -5,6 +5,10 @@ exactly as the network consumes them, i.e. after the model file's
 preprocessing (``te.image.load`` produces them; ``te.image.to_display``
 turns them back into uint8 pictures).  A single image (C, H, W) is
 accepted and treated as a batch of one.
+
+Devices.  Explainers take images on the host (NumPy) or, for a model on the
+GPU, also as CuPy arrays; a host image is copied to the model's device once,
+here, at the API boundary.  What they return is always on the host (NumPy).
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import difflib
 
 import numpy as np
 
-from ..engine import Tensor
+from .. import device as _device
+from ..engine import Tensor, _xp
 
 
 class ExplainError(ValueError):
@@ -26,10 +31,21 @@ class OptimizationError(FloatingPointError):
 # --------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------
-def as_batch(model, x) -> np.ndarray:
-    """``x`` (N, C, H, W) or (C, H, W), ndarray or Tensor -> float ndarray (N, C, H, W),
-    checked against ``model.input_shape`` (clear message on a mismatch)."""
-    data = x.numpy() if isinstance(x, Tensor) else x
+def model_device(model) -> str:
+    return getattr(model, "device", "cpu")
+
+
+def to_host(a):
+    """A NumPy array (``a`` itself, or its copy from the GPU)."""
+    return _device.move(a, "cpu")
+
+
+def as_batch(model, x):
+    """``x`` (N, C, H, W) or (C, H, W), ndarray or Tensor -> float array (N, C, H, W)
+    on the model's device (NumPy for a CPU model, CuPy for a GPU model: a host
+    image is copied there once), checked against ``model.input_shape`` (clear
+    message on a mismatch)."""
+    data = x.data if isinstance(x, Tensor) else x
     if not hasattr(data, "shape"):
         data = np.asarray(data)
     if getattr(data, "ndim", 0) == 3:
@@ -37,11 +53,12 @@ def as_batch(model, x) -> np.ndarray:
     if data.dtype.kind != "f":
         raise ExplainError(f"images must be float arrays in model space (N, C, H, W), got dtype {data.dtype}; "
                            "use te.image.load(path_or_array, model) to prepare them")
+    data = _device.move(data, model_device(model))
     try:
         model.check_input(data)
     except (TypeError, ValueError) as e:
         raise ExplainError(str(e)) from None
-    return np.ascontiguousarray(data)
+    return _xp(data).ascontiguousarray(data)
 
 
 def pixel_bounds(model):

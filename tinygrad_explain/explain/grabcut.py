@@ -7,6 +7,14 @@ is above the 95% quantile are taken as certain foreground, those below the
 30% quantile as certain background, and GrabCut's colour models and graph
 cut decide the rest.  The largest connected component of the foreground is
 the object mask, and its bounding box the localisation.
+
+One addition to the paper's recipe: the saliency map is smoothed with a small
+Gaussian (``smooth``, default one pixel per 64 pixels of image side) before the
+quantiles are taken.  Raw gradients are speckled -- neighbouring pixels of the
+object alternate between high and low values -- so unsmoothed quantile seeds
+scatter hard "background" labels inside the object, which GrabCut can never
+overturn.  On the 500 shipped scenes this raises the localisation accuracy by
+about 0.15 (scripts/bench_localization.py; ``smooth=0`` gives the paper's recipe).
 """
 from __future__ import annotations
 
@@ -50,7 +58,7 @@ def _as_uint8_image(image, model=None) -> np.ndarray:
 
 
 def grabcut_mask(image, saliency, fg_quantile: float = 0.95, bg_quantile: float = 0.30,
-                 iterations: int = 5, model=None):
+                 iterations: int = 5, smooth: float | None = None, model=None):
     """Segment the object that the saliency map points at.
 
     image      the picture, uint8 (H, W, 3) RGB (display space, e.g. te.image.to_display),
@@ -58,7 +66,10 @@ def grabcut_mask(image, saliency, fg_quantile: float = 0.95, bg_quantile: float 
     saliency   (H, W) non-negative map (te.explain.saliency output for one image)
     fg_quantile  pixels with saliency >= this quantile seed the foreground (GC_FGD)
     bg_quantile  pixels with saliency <= this quantile seed the background (GC_BGD);
-               all others start as "probably background" and GrabCut decides
+               all others start as "probably foreground" and GrabCut decides
+    iterations GrabCut's iterations (cv2.grabCut iterCount)
+    smooth     std (pixels) of the Gaussian applied to the saliency before taking the
+               quantiles; None = max(H, W) / 64, 0 = none (the paper's recipe)
     Returns (mask, box): the largest connected component of GrabCut's foreground,
     bool (H, W), and its bounding box (x0, y0, x1, y1), inclusive-exclusive.
     If GrabCut cannot run (e.g. a constant image), the foreground seeds' largest
@@ -74,6 +85,10 @@ def grabcut_mask(image, saliency, fg_quantile: float = 0.95, bg_quantile: float 
         raise ExplainError("saliency contains NaN or Inf")
     if not 0 <= bg_quantile < fg_quantile <= 1:
         raise ExplainError(f"need 0 <= bg_quantile < fg_quantile <= 1, got {bg_quantile}, {fg_quantile}")
+    if smooth is None:
+        smooth = max(sal.shape) / 64.0
+    if smooth > 0:
+        sal = cv2.GaussianBlur(sal, (0, 0), float(smooth), borderType=cv2.BORDER_REFLECT)
     hi, lo = np.quantile(sal, fg_quantile), np.quantile(sal, bg_quantile)
     fg = sal >= hi
     bg = (sal <= lo) & ~fg

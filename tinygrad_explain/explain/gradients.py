@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Tensor, relu_backward, RELU_RULES
-from ._common import ExplainError, as_batch, resolve_targets
+from ..engine import Tensor, relu_backward, RELU_RULES, _xp
+from ._common import ExplainError, as_batch, resolve_targets, to_host
 
 
 def gradient(model, x, target, rule: str = "backprop") -> np.ndarray:
@@ -23,21 +23,23 @@ def gradient(model, x, target, rule: str = "backprop") -> np.ndarray:
     target  a class index, a class name, or a list/array with one per image
     rule    "backprop" (the true gradient), "deconvnet" or "guided"
     Returns float array (N, C, H, W), in model space (the gradient with respect
-    to the preprocessed input, not the raw pixels).  S is the score *before* softmax.
+    to the preprocessed input, not the raw pixels), on the host even for a model
+    on the GPU.  S is the score *before* softmax.
     """
     if rule not in RELU_RULES:
         raise ExplainError(f"unknown rule {rule!r}; expected one of {', '.join(RELU_RULES)}")
     x = as_batch(model, x)
+    xp = _xp(x)
     targets = resolve_targets(model, target, x.shape[0])
     xt = Tensor(x, requires_grad=True)
     with relu_backward(rule):
         scores = model(xt)
         if scores.ndim != 2:
             raise ExplainError(f"the model's output has shape {scores.shape}; expected class scores (N, K)")
-        onehot = np.zeros(scores.shape, dtype=scores.dtype)
-        onehot[np.arange(x.shape[0]), targets] = 1
+        onehot = xp.zeros(scores.shape, dtype=scores.dtype)
+        onehot[xp.arange(x.shape[0]), xp.asarray(targets)] = 1
         scores.backward(onehot)
-    return xt.grad if xt.grad is not None else np.zeros_like(x)
+    return to_host(xt.grad if xt.grad is not None else xp.zeros_like(x))
 
 
 def saliency(model, x, target, rule: str = "backprop") -> np.ndarray:

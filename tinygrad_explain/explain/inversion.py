@@ -27,7 +27,7 @@ from ..engine import Tensor, no_grad
 from ._common import ExplainError, as_batch, data_scale, resolve_layer
 from .optimize import optimize, step_schedule
 
-INVERT_DEFAULTS = dict(steps=300, lr=0.5, momentum=0.9, alpha=6.0, beta=2.0, alpha_norm=1e-3, tv=1e-3,
+INVERT_DEFAULTS = dict(steps=300, lr=0.2, momentum=0.9, alpha=6.0, beta=2.0, alpha_norm=1e-3, tv=1e-3,
                        milestones=(0.6, 0.85), init_std=1.0)
 
 
@@ -71,7 +71,8 @@ def invert(model, x=None, layer: str = "fc7", inits: int = 5, *, code=None,
            momentum: float = INVERT_DEFAULTS["momentum"], alpha: float = INVERT_DEFAULTS["alpha"],
            beta: float = INVERT_DEFAULTS["beta"], alpha_norm: float = INVERT_DEFAULTS["alpha_norm"],
            tv: float = INVERT_DEFAULTS["tv"], milestones=INVERT_DEFAULTS["milestones"],
-           init_std: float = INVERT_DEFAULTS["init_std"], seed: int = 0, progress: bool = True) -> Inversion:
+           init_std: float = INVERT_DEFAULTS["init_std"], optimizer: str = "sgd", seed: int = 0,
+           progress: bool = True) -> Inversion:
     """Reconstruct images from the code of ``layer``.
 
     x        one image in model space ((1, C, H, W) or (C, H, W)) whose code is
@@ -80,11 +81,15 @@ def invert(model, x=None, layer: str = "fc7", inits: int = 5, *, code=None,
     layer    layer name (default "fc7", the output of the 7th, fully connected layer).
     inits    number of random initialisations (independent solutions).
     steps, lr, momentum, milestones   SGD with momentum; lr is divided by 10 at
-             each milestone (fraction of the run).
+             each milestone (fraction of the run).  lr is in the paper's normalised
+             units -- the optimisation runs on x / B -- so the model-space step is
+             lr * B^2 and the same lr suits [0,1]/std and [0,255]-mean models.
     alpha, alpha_norm   exponent and weight of the alpha-norm prior (alpha = 6).
     beta, tv            exponent and weight of the TV prior (beta = 2).
     init_std  std of the Gaussian random initialisation, in units of B (the range
              of natural images in model space).
+    optimizer "sgd" (the paper: momentum SGD) or "adam" (then lr is in units of B
+             per step, and momentum is unused).
     Returns an :class:`Inversion` (unpacks as ``images, errors``).
     """
     name = resolve_layer(model, layer)
@@ -109,7 +114,7 @@ def invert(model, x=None, layer: str = "fc7", inits: int = 5, *, code=None,
     if inits < 1:
         raise ExplainError(f"inits must be >= 1, got {inits}")
     B = data_scale(model)
-    target = Tensor(code.reshape((1,) + tuple(model.shapes[name])))
+    target = Tensor(code.reshape((1,) + tuple(model.shapes[name]))).to(getattr(model, "device", "cpu"))
     inv_norm = 1.0 / norm2
 
     def objective(xt):
@@ -120,11 +125,13 @@ def invert(model, x=None, layer: str = "fc7", inits: int = 5, *, code=None,
     rng = np.random.default_rng(seed)
     C, H, W = model.input_shape
     x0 = (init_std * B * rng.standard_normal((inits, C, H, W))).astype(np.float32)
-    res = optimize(objective, x0, steps=steps, lr=lr, maximize=False, optimizer="sgd", momentum=momentum,
+    rate = lr * B * B if optimizer == "sgd" else lr * B
+    res = optimize(objective, x0, steps=steps, lr=rate, maximize=False, optimizer=optimizer, momentum=momentum,
                    schedule=step_schedule(milestones, 0.1), alpha_norm=alpha_norm, alpha=alpha, tv=tv, beta=beta,
-                   scale=B, seed=seed, progress=progress, desc=f"invert {name}")
+                   scale=B, seed=seed, progress=progress, desc=f"invert {name}",
+                   device=getattr(model, "device", "cpu"))
     with no_grad():
-        feats = model(res.x, until=name).numpy().reshape(inits, -1).astype(np.float64)
+        feats = model(as_batch(model, res.x), until=name).numpy().reshape(inits, -1).astype(np.float64)
     errors = np.sqrt(((feats - code) ** 2).sum(1) / norm2)
     flat = res.x.reshape(inits, -1)
     mad = np.abs(flat[:, None, :] - flat[None, :, :]).mean(-1)

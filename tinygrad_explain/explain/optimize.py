@@ -11,6 +11,13 @@ module owns everything else: the regularisers, the update rule (plain
 gradient ascent, momentum, or Adam), the step-size schedule, optional jitter,
 blur and clipping, NaN detection, a tqdm progress bar, a per-step history,
 and seeding.
+
+On the GPU (``device="gpu"``, or ``x0`` a CuPy array) the image, the update
+and the regularisers stay on the device for the whole run; per step only the
+objective and regulariser values (N numbers each, for the history and the
+NaN check) come back to the host.  Jitter is a roll on the device; blur
+(off by default) is OpenCV's on the host, a round trip every ``blur_every``
+steps.  The result ``x`` is a host (NumPy) array.
 """
 from __future__ import annotations
 
@@ -19,7 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine import Tensor
+from .. import device as _device
+from ..engine import Tensor, _xp
 from . import regularizers as R
 from ._common import OptimizationError
 
@@ -51,7 +59,8 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
              l2: float = 0.0, alpha_norm: float = 0.0, alpha: float = 6.0,
              tv: float = 0.0, beta: float = 2.0, scale: float = 1.0,
              jitter: int = 0, blur_every: int = 0, blur_sigma: float = 0.0, bounds=None,
-             seed=0, progress: bool = True, desc: str = "optimise", callback=None) -> OptimizeResult:
+             seed=0, progress: bool = True, desc: str = "optimise", callback=None,
+             device=None) -> OptimizeResult:
     """Gradient steps on a batch of images.
 
     objective(x: Tensor (N, C, H, W)) -> Tensor (N,), or (Tensor (N,), {name: array (N,)})
@@ -71,12 +80,17 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
     bounds      (lo, hi) arrays broadcastable to x: clip after every step; None = off.
     seed        seeds the jitter (runs are reproducible).
     progress    show a tqdm bar named ``desc``.
-    callback    f(step, x) called after every step (x is the live array).
+    callback    f(step, x) called after every step (x is the live array, on the device).
+    device      "cpu" or "gpu": where the optimisation runs (x0 is copied there once);
+                None: where x0 is.  Returns ``x`` on the host either way.
 
     Raises OptimizationError if the objective, the gradient or the image stops
     being finite -- with the step and a hint, rather than returning garbage.
     """
-    x = np.array(x0, dtype=np.float32 if np.asarray(x0).dtype != np.float64 else np.float64, copy=True)
+    if device is not None:
+        x0 = _device.move(x0 if hasattr(x0, "dtype") else np.asarray(x0), device)
+    xp = _xp(x0)
+    x = xp.array(x0, dtype=np.float32 if xp.asarray(x0).dtype != np.float64 else np.float64, copy=True)
     if x.ndim != 4:
         raise ValueError(f"x0 must be (N, C, H, W), got shape {x.shape}")
     if steps < 0 or not np.isfinite(lr) or lr <= 0:
@@ -85,9 +99,9 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
         raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd' or 'adam'")
     rng = np.random.default_rng(seed)
     sign = -1.0 if maximize else 1.0                  # we minimise sign * f + regularisers
-    lo, hi = (None, None) if bounds is None else (np.asarray(bounds[0], x.dtype), np.asarray(bounds[1], x.dtype))
-    vel = np.zeros_like(x)
-    m2 = np.zeros_like(x) if optimizer == "adam" else None
+    lo, hi = (None, None) if bounds is None else (_device.move(np.asarray(b, x.dtype), _device.of(x)) for b in bounds)
+    vel = xp.zeros_like(x)
+    m2 = xp.zeros_like(x) if optimizer == "adam" else None
     hist: dict[str, list] = {}
     t0 = time.perf_counter()
 
@@ -100,8 +114,8 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
         out = objective(xt)
         f, extra = (out if isinstance(out, tuple) else (out, {}))
         fval = f.numpy().astype(np.float64)
-        f.backward(np.full(f.shape, sign, dtype=f.dtype))
-        grad = R.roll(xt.grad, -dy, -dx) if xt.grad is not None else np.zeros_like(x)
+        f.backward(xp.full(f.shape, sign, dtype=f.dtype))
+        grad = R.roll(xt.grad, -dy, -dx) if xt.grad is not None else xp.zeros_like(x)
 
         # 2. the regularisers, on the image itself
         reg_total = np.zeros(x.shape[0])
@@ -117,12 +131,12 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
             v = t.numpy().astype(np.float64)
             hist.setdefault(name, []).append(v)
             reg_total += w * v
-            t.backward(np.full(t.shape, w, dtype=t.dtype))
+            t.backward(xp.full(t.shape, w, dtype=t.dtype))
         if terms:
             grad = grad + xr.grad
 
         total = sign * fval + reg_total
-        if not (np.all(np.isfinite(total)) and np.all(np.isfinite(grad))):
+        if not (np.all(np.isfinite(total)) and bool(xp.isfinite(grad).all())):
             bad = "objective" if not np.all(np.isfinite(fval)) else ("regulariser" if not np.all(np.isfinite(reg_total)) else "gradient")
             raise OptimizationError(f"{desc}: NaN/Inf in the {bad} at step {step + 1}/{steps} "
                                     f"(lr={lr:g}); try a smaller learning rate or a stronger regulariser")
@@ -136,12 +150,12 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
             b1, b2, k = 0.9, 0.999, step + 1
             vel = b1 * vel + (1 - b1) * grad
             m2 = b2 * m2 + (1 - b2) * grad * grad
-            x -= rate * (vel / (1 - b1 ** k)) / (np.sqrt(m2 / (1 - b2 ** k)) + 1e-8)
+            x -= rate * (vel / (1 - b1 ** k)) / (xp.sqrt(m2 / (1 - b2 ** k)) + 1e-8)
         if blur_every and blur_sigma > 0 and (step + 1) % blur_every == 0:
             x[...] = R.gaussian_blur(x, blur_sigma)
         if lo is not None:
-            np.clip(x, lo, hi, out=x)
-        if not np.all(np.isfinite(x)):
+            xp.clip(x, lo, hi, out=x)
+        if not bool(xp.isfinite(x).all()):
             raise OptimizationError(f"{desc}: the image became NaN/Inf at step {step + 1}/{steps} "
                                     f"(lr={lr:g}); try a smaller learning rate")
 
@@ -155,5 +169,5 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
         if callback is not None:
             callback(step, x)
     bar.close()
-    return OptimizeResult(x=x, history={k: np.asarray(v) for k, v in hist.items()}, steps=steps,
+    return OptimizeResult(x=_device.move(x, "cpu"), history={k: np.asarray(v) for k, v in hist.items()}, steps=steps,
                           seconds=time.perf_counter() - t0)

@@ -17,13 +17,17 @@ one pass each way, no intermediate tensors.
 
 Non-differentiable operations that act on the image between steps (random
 jitter, Gaussian blur, clipping) are plain NumPy/OpenCV helpers at the end.
+
+The same code runs on NumPy and CuPy arrays (``xp``): on the GPU each
+regulariser is a few CuPy element-wise kernels and one reduction.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from ..engine import Function, Tensor
+from ..engine import Function, Tensor, _xp
+from ..ops import _scalar
 
 TV_RATIO = 6.5      # V = B / 6.5 (Mahendran & Vedaldi 2015, "balancing the different terms")
 
@@ -35,13 +39,14 @@ class AlphaNorm(Function):
     def forward(self, x, alpha=6.0, scale=1.0):
         N, C, H, W = x.shape
         self.x, self.alpha, self.scale, self.hw = x, float(alpha), float(scale), float(H * W)
-        u = np.abs(x / np.asarray(self.scale, x.dtype))
-        return (u ** np.asarray(self.alpha, x.dtype)).reshape(N, -1).sum(1) / np.asarray(self.hw, x.dtype)
+        u = _xp(x).abs(x / _scalar(self.scale, x))
+        return (u ** _scalar(self.alpha, x)).reshape(N, -1).sum(1) / _scalar(self.hw, x)
 
     def backward(self, g):
         x, a, B = self.x, self.alpha, self.scale
-        u = x / np.asarray(B, x.dtype)
-        d = np.sign(u) * np.abs(u) ** np.asarray(a - 1, x.dtype) * np.asarray(a / (B * self.hw), x.dtype)
+        xp = _xp(x)
+        u = x / _scalar(B, x)
+        d = xp.sign(u) * xp.abs(u) ** _scalar(a - 1, x) * _scalar(a / (B * self.hw), x)
         return (g.reshape(-1, 1, 1, 1) * d).astype(x.dtype, copy=False)
 
 
@@ -57,7 +62,7 @@ class TotalVariation(Function):
         c = x[:, :, :-1, :-1]
         dh = x[:, :, :-1, 1:] - c
         dv = x[:, :, 1:, :-1] - c
-        v2 = np.asarray(float(scale) ** 2, x.dtype)
+        v2 = _scalar(float(scale) ** 2, x)
         s = (dh * dh + dv * dv) / v2
         self.beta, self.hw, self.v2 = float(beta), float(H * W), v2
         self.shape, self.dh, self.dv = x.shape, dh, dv
@@ -65,17 +70,17 @@ class TotalVariation(Function):
             self.s = None
             val = s
         else:
-            self.s = s + np.asarray(eps, x.dtype)
-            val = self.s ** np.asarray(self.beta / 2, x.dtype)
-        return val.reshape(N, -1).sum(1) / np.asarray(self.hw, x.dtype)
+            self.s = s + _scalar(eps, x)
+            val = self.s ** _scalar(self.beta / 2, x)
+        return val.reshape(N, -1).sum(1) / _scalar(self.hw, x)
 
     def backward(self, g):
-        dt = self.dh.dtype
-        a = np.asarray(self.beta / (self.v2 * self.hw), dt) * g.reshape(-1, 1, 1, 1).astype(dt)
+        dt, xp = self.dh.dtype, _xp(self.dh)
+        a = _scalar(self.beta / (self.v2 * self.hw), self.dh) * g.reshape(-1, 1, 1, 1).astype(dt)
         if self.s is not None:
-            a = a * self.s ** np.asarray(self.beta / 2 - 1, dt)
+            a = a * self.s ** _scalar(self.beta / 2 - 1, self.dh)
         ah, av = a * self.dh, a * self.dv
-        dx = np.zeros(self.shape, dt)
+        dx = xp.zeros(self.shape, dt)
         dx[:, :, :-1, 1:] += ah
         dx[:, :, 1:, :-1] += av
         dx[:, :, :-1, :-1] -= ah + av
@@ -106,14 +111,17 @@ def jitter_shift(rng: np.random.Generator, amount: int):
     return int(dy), int(dx)
 
 
-def roll(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    return np.roll(x, (dy, dx), axis=(2, 3)) if (dy or dx) else x
+def roll(x, dy: int, dx: int):
+    return _xp(x).roll(x, (dy, dx), axis=(2, 3)) if (dy or dx) else x
 
 
-def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Blur every channel of every image (N, C, H, W) with a Gaussian of std ``sigma`` px."""
+def gaussian_blur(x, sigma: float):
+    """Blur every channel of every image (N, C, H, W) with a Gaussian of std ``sigma`` px.
+    OpenCV's, on the host: a CuPy array is copied there and the result back."""
     if sigma <= 0:
         return x
+    if _xp(x) is not np:
+        return _xp(x).asarray(gaussian_blur(x.get(), sigma))
     N, C, H, W = x.shape
     k = int(2 * np.ceil(3 * sigma) + 1)
     planes = x.reshape(N * C, H, W).transpose(1, 2, 0)
