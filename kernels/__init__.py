@@ -9,5 +9,22 @@ Matrix products are not here: they go through NumPy's BLAS (``np.matmul``).
 Modules: ``im2col`` (convolution data movement), ``layout`` (bias add and
 NCHW <-> rows transposition), ``relu``, ``maxpool``, ``lrn``, ``avgpool``,
 ``workspace`` (reusable scratch buffers).
+
+GPU kernels are their CUDA twins (``<op>.cu`` next to ``<op>.py``), wrapped
+with the same signatures in :mod:`.gpu`.  ``backend(array)`` returns the
+namespace that owns an array -- this package for a NumPy array, ``gpu`` for
+a CuPy array -- so an op reads ``B = K.backend(x); B.relu.forward(x)``.  The
+GPU module is imported only once a CuPy array exists: importing
+tinygrad_explain never imports CuPy.
 """
+import sys
+
 from . import im2col, layout, relu, maxpool, lrn, avgpool, workspace  # noqa: F401
+
+
+def backend(a):
+    """The kernel namespace for array ``a``: Numba (this package) or CUDA (``kernels.gpu``)."""
+    if type(a).__module__.startswith("cupy"):
+        from . import gpu
+        return gpu
+    return sys.modules[__name__]

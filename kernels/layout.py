@@ -2,6 +2,7 @@
 
     rows_to_nchw:  y[n, o, l] = rows[o, n*L + l] + b[o]      (forward: bias add)
     nchw_to_rows:  rows[o, n*L + l] = dy[n, o, l]             (backward)
+    bias_grad:     db[o] = sum over n, l of dy[n, o, l]        (backward: bias reduction)
 
 For a single image (N = 1) the two layouts coincide: ``rows_to_nchw`` then
 adds the bias in place and ``nchw_to_rows`` is a free reshape.
@@ -47,3 +48,8 @@ def nchw_to_rows(dy, out=None):
         out = np.empty((O, N * L), dtype=dy.dtype)
     _nchw_to_rows(dy, out)
     return out
+
+
+def bias_grad(dy):
+    """dy (N, O, L) -> db (O,) = sum over n and l (NumPy's pairwise sum)."""
+    return dy.sum(axis=(0, 2))

@@ -1,6 +1,6 @@
 """One explanation from the command line.
 
-    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX [--weights FILE] [--out PATH]
+    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX [--weights FILE] [--out PATH] [--device gpu]
 
 METHOD       what is written to --out (PNG)
 saliency     the image-specific class saliency map max_c |dS/dx| (grey)
@@ -66,13 +66,15 @@ def build_parser():
     ap.add_argument("--steps", type=int, help="optimisation steps (class-model, maximize, invert)")
     ap.add_argument("--lr", type=float, help="optimisation step size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                    help="where the network runs (gpu: needs CuPy and a CUDA device; default cpu)")
     return ap
 
 
 def run(args) -> str:
     import tinygrad_explain as te
     from tinygrad_explain import explain as X, figures as F, image as te_image
-    model = te.load_model(args.weights)
+    model = te.load_model(args.weights, device=args.device)
     out = Path(args.out or f"{args.method}.png")
     if not out.resolve().parent.is_dir():
         raise PermissionError(f"cannot write {out}: folder {out.resolve().parent} does not exist")
@@ -129,10 +131,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import tinygrad_explain as te
     from tinygrad_explain import explain as X
+    from tinygrad_explain.device import DeviceUnavailable
     try:
         print(run(args))
     except (X.ExplainError, X.OptimizationError, te.ModelFileError, FileNotFoundError, PermissionError,
-            ValueError, KeyError) as e:
+            ValueError, KeyError, DeviceUnavailable) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     return 0

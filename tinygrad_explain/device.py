@@ -1,7 +1,19 @@
-"""Which devices exist.  The CPU always does; the GPU needs CuPy and a CUDA device."""
+"""Which devices exist, and explicit moves between them.
+
+The CPU always exists; the GPU needs CuPy (``pip install -e .[gpu]``) and a
+CUDA device.  CuPy is imported only when the GPU is asked for (or a CuPy
+array is met), never when tinygrad_explain is imported.
+"""
 from __future__ import annotations
 
+import numpy as np
+
 DEVICES = ("cpu", "gpu")
+_GPU_OK = False          # set once the GPU has been found usable
+
+
+class DeviceUnavailable(RuntimeError):
+    """The GPU was asked for but CuPy or a CUDA device is missing (the message says which)."""
 
 
 def gpu_available() -> tuple[bool, str]:
@@ -10,19 +22,43 @@ def gpu_available() -> tuple[bool, str]:
         import cupy
     except ImportError:
         return False, "CuPy is not installed (pip install -e .[gpu])"
+    except Exception as e:  # noqa: BLE001 - a broken CuPy install (missing CUDA libraries, ...)
+        return False, f"CuPy failed to import ({e.__class__.__name__}: {e})"
     try:
         n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # no driver, no device
-        return False, f"CuPy found no usable CUDA device ({e})"
-    return (n > 0, "" if n > 0 else "CuPy found no CUDA device")
+    except Exception as e:  # noqa: BLE001 - no driver, no device
+        return False, f"no CUDA device ({e.__class__.__name__}: {e})"
+    return (n > 0, "" if n > 0 else "no CUDA device (CuPy sees 0 devices)")
 
 
 def require(device: str):
-    """Raise a clear error unless ``device`` can be used."""
+    """Raise a clear error unless ``device`` can be used: ValueError for an unknown
+    name, RuntimeError saying what is missing for an unusable GPU."""
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; expected one of {DEVICES}")
-    if device == "gpu":
+    global _GPU_OK
+    if device == "gpu" and not _GPU_OK:
         ok, why = gpu_available()
         if not ok:
-            raise RuntimeError(f"device 'gpu' requested but {why}; use device='cpu'")
-        raise NotImplementedError("the GPU backend (CuPy kernels) is not part of this build yet; use device='cpu'")
+            raise DeviceUnavailable(f"device 'gpu' requested but {why}; use device='cpu'")
+        _GPU_OK = True
+
+
+def of(array) -> str:
+    """"cpu" for a NumPy array (or anything else host-side), "gpu" for a CuPy array."""
+    return "gpu" if type(array).__module__.startswith("cupy") else "cpu"
+
+
+def move(array, device: str):
+    """``array`` on ``device``: the same object if it is there already, else an explicit
+    copy (``cupy.asarray`` to the GPU, ``.get()`` back to the host)."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; expected one of {DEVICES}")
+    here = of(array)
+    if here == device:
+        return array
+    if device == "cpu":
+        return array.get()
+    require("gpu")
+    import cupy
+    return cupy.asarray(np.asarray(array))

@@ -107,6 +107,13 @@ class Tensor:
         """The data as a NumPy array (copied from the GPU if needed)."""
         return self.data.get() if _xp(self.data) is not np else self.data
 
+    def to(self, device: str) -> "Tensor":
+        """This tensor on ``device`` ("cpu" or "gpu"): itself if it is there already,
+        else a copy (an explicit host <-> device transfer) with the same requires_grad."""
+        from .device import move
+        data = move(self.data, device)
+        return self if data is self.data else Tensor(data, requires_grad=self.requires_grad)
+
     def detach(self) -> "Tensor":
         return Tensor(self.data)
 
@@ -191,6 +198,8 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params) -> Tensor:
         tensors = tuple(t if isinstance(t, Tensor) else Tensor(t) for t in inputs)
+        if len(tensors) > 1:
+            _check_same_device(cls.__name__, tensors)
         ctx = cls()
         ctx.needs_grad = tuple(t.requires_grad for t in tensors) if _GRAD_ENABLED else (False,) * len(tensors)
         out = Tensor(ctx.forward(*(t.data for t in tensors), **params))
@@ -204,6 +213,14 @@ class Function:
 
     def backward(self, grad_out):
         raise NotImplementedError
+
+
+def _check_same_device(op, tensors):
+    """Refuse an op whose inputs live on different devices (no silent host <-> device copies)."""
+    where = ["cpu" if _xp(t.data) is np else "gpu" for t in tensors]
+    if len(set(where)) > 1:
+        raise RuntimeError(f"{op}: inputs on different devices ({', '.join(where)}); move them explicitly "
+                           "with Tensor.to(device) / Network.to(device)")
 
 
 _RNG = np.random.default_rng(0)

@@ -462,13 +462,16 @@ def main(argv=None) -> int:
                     help="multiply every optimisation's number of steps (e.g. 0.1 for a quick look)")
     ap.add_argument("--only", nargs="+", choices=[n for n, _ in FIGURES], help="make only these figures")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                    help="where the network runs (gpu: needs CuPy and a CUDA device; default cpu)")
     args = ap.parse_args(argv)
 
     from . import load_model, ModelFileError
+    from .device import DeviceUnavailable
     t0 = time.perf_counter()
     try:
         _prepare_out(Path(args.out)).rmdir()       # fail early on an unwritable folder
-        model = load_model(args.weights)
+        model = load_model(args.weights, device=args.device)
         embedded = args.weights is None
         if args.images:
             inputs = file_inputs(model, args.images)
@@ -502,7 +505,7 @@ def main(argv=None) -> int:
               f"{len(inputs.x)} images; writing {args.out}")
         figures, summary, secs = reproduce(args.out, inputs, info=info, only=args.only)
     except (X.ExplainError, X.OptimizationError, ModelFileError, FileNotFoundError, PermissionError,
-            FileExistsError, ValueError) as e:
+            FileExistsError, ValueError, DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {len(figures)} figures to {args.out}/index.html in {time.perf_counter() - t0:.1f} s "

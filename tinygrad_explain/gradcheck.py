@@ -7,12 +7,15 @@ shape, the scalar s(x) = sum(f(x) * v) has the analytic gradient that
     (s(x + eps e_i) - s(x - eps e_i)) / (2 eps)          (error O(eps^2))
 
 and must satisfy |analytic - numeric| <= atol + rtol * |numeric|.
+
+Inputs may be CuPy arrays (or GPU Tensors): the check then runs on the GPU,
+in float64, perturbing one element at a time in place on the device.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .engine import Tensor, no_grad
+from .engine import Tensor, no_grad, _xp
 
 
 class GradcheckError(AssertionError):
@@ -23,8 +26,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_checks=None, seed=
     """Check ``fn``'s backward against central differences.
 
     fn        callable taking Tensors (one per input) and returning a Tensor
-    inputs    arrays (cast to float64); each gets ``requires_grad=True``.  Pass
-              ``Tensor(arr)`` (requires_grad False) to hold an input constant.
+    inputs    arrays (cast to float64, kept on their device); each gets
+              ``requires_grad=True``.  Pass ``Tensor(arr)`` (requires_grad False)
+              to hold an input constant.
     max_checks  check at most this many randomly chosen elements per input
               (None = all) -- for whole networks.
     Returns True, or raises GradcheckError naming the input, the element and
@@ -34,13 +38,15 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_checks=None, seed=
     ts = []
     for a in inputs:
         if isinstance(a, Tensor):
-            ts.append(Tensor(np.asarray(a.data, np.float64), requires_grad=a.requires_grad))
+            ts.append(Tensor(_xp(a.data).asarray(a.data, np.float64), requires_grad=a.requires_grad))
         else:
-            ts.append(Tensor(np.array(a, np.float64), requires_grad=True))
+            ts.append(Tensor(_xp(a).array(a, np.float64), requires_grad=True))
     out = fn(*ts)
     if out.dtype != np.float64:
         raise GradcheckError(f"fn returned {out.dtype}; gradcheck needs float64 all the way through")
     v = rng.standard_normal(out.shape)
+    if _xp(out.data) is not np:
+        v = _xp(out.data).asarray(v)
     out.backward(v)
 
     def s():
@@ -50,20 +56,20 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_checks=None, seed=
     for k, t in enumerate(ts):
         if not t.requires_grad:
             continue
-        analytic = t.grad if t.grad is not None else np.zeros_like(t.data)
+        analytic = t.grad if t.grad is not None else _xp(t.data).zeros_like(t.data)
         flat = t.data.reshape(-1)
         idx = np.arange(flat.size)
         if max_checks is not None and flat.size > max_checks:
             idx = rng.choice(flat.size, max_checks, replace=False)
         for i in idx:
-            old = flat[i]
+            old = float(flat[i])            # a value, not a view (CuPy's flat[i] is a 0-d view)
             flat[i] = old + eps
             fp = s()
             flat[i] = old - eps
             fm = s()
             flat[i] = old
             num = (fp - fm) / (2 * eps)
-            ana = analytic.reshape(-1)[i]
+            ana = float(analytic.reshape(-1)[i])
             if not abs(ana - num) <= atol + rtol * abs(num):
                 if raise_exception:
                     raise GradcheckError(f"input {k}, element {np.unravel_index(i, t.shape)}: "

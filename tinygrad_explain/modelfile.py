@@ -82,7 +82,9 @@ def load_model(path=None, device="cpu"):
     (override with the environment variable ``TGE_WEIGHTS``).  Everything is
     checked -- format, version, architecture, every weight's shape, dtype and
     finiteness -- and a problem raises :class:`ModelFileError` naming the
-    file and the layer.
+    file and the layer.  ``device="gpu"`` puts the weights on the GPU (a clear
+    error first if CuPy or a CUDA device is missing); inputs must then be CuPy
+    arrays (``model.check_input``).
     """
     import h5py
     from .models import from_architecture
@@ -164,4 +166,4 @@ def load_model(path=None, device="cpu"):
             raise ModelFileError(f"{path}: damaged file ({e})") from None
     model.load_state_dict(state)
     model.path = str(path)
-    return model
+    return model.to(device) if device != "cpu" else model

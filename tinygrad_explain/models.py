@@ -17,8 +17,9 @@ import difflib
 
 import numpy as np
 
+from . import device as _device
 from . import nn
-from .engine import Tensor
+from .engine import Tensor, _xp
 
 
 class Network:
@@ -42,6 +43,7 @@ class Network:
         self.class_names = list(class_names) if class_names is not None else None
         self.preprocessing = dict(preprocessing or {})
         self.shapes = self._infer_shapes()
+        self.device = "cpu"
 
     # ----- structure -----------------------------------------------------
     def _infer_shapes(self):
@@ -82,6 +84,18 @@ class Network:
     def zero_grad(self):
         for t in self.parameters():
             t.grad = None
+
+    def to(self, device):
+        """Move every parameter (and gradient) to ``device`` ("cpu" or "gpu"); returns self.
+        A no-op where they already are.  ``to("gpu")`` raises a clear error if CuPy or a
+        CUDA device is missing, ``to("tpu")`` a ValueError."""
+        _device.require(device)
+        for t in self.parameters():
+            t.data = _device.move(t.data, device)
+            if t.grad is not None:
+                t.grad = _device.move(t.grad, device)
+        self.device = device
+        return self
 
     def astype(self, dtype):
         """Cast every parameter (e.g. to float64 for gradient checks); returns self."""
@@ -124,16 +138,25 @@ class Network:
         for key, value in state.items():
             name, p = key.rsplit(".", 1)
             t = getattr(self.layers[name], p)
-            t.data = np.array(value, dtype=t.data.dtype)      # keep the model's dtype (float32 unless astype'd)
+            # keep the model's dtype (float32 unless astype'd) and device
+            t.data = _device.move(np.array(value, dtype=t.data.dtype), self.device)
         return self
 
     # ----- forward -------------------------------------------------------
     def check_input(self, x):
-        """Validate an input batch (N, C, H, W) and return it as a Tensor."""
+        """Validate an input batch (N, C, H, W) and return it as a Tensor.  It must be
+        on the model's device (a NumPy array for a CPU model, a CuPy array for a GPU
+        model): nothing is copied behind the caller's back."""
         t = x if isinstance(x, Tensor) else None
         data = x.data if t is not None else x
         if not hasattr(data, "shape") or not hasattr(data, "dtype"):
             raise TypeError(f"input must be an array or Tensor, got {type(x).__name__}")
+        where = _device.of(data)
+        if where != self.device:
+            kind = {"cpu": "a NumPy (host) array", "gpu": "a CuPy (GPU) array"}
+            how = "cupy.asarray(x) or te.Tensor(x).to('gpu')" if self.device == "gpu" else "x.get() or tensor.to('cpu')"
+            raise TypeError(f"input is {kind[where]} but the model is on the {self.device.upper()}; "
+                            f"move the input explicitly ({how}) or the model (model.to({where!r}))")
         if data.dtype.kind not in "f":
             raise TypeError(f"input dtype {data.dtype} is not floating point; images must be preprocessed "
                             "to float (te.image.load does it)")
@@ -145,7 +168,7 @@ class Network:
             what = "channels" if data.shape[1] != C else "size"
             raise ValueError(f"input {what} mismatch: model expects (N, {C}, {H}, {W}), got {tuple(data.shape)}; "
                              f"resize images to {H}x{W} (te.image.load does it)")
-        if not bool(np.isfinite(data).all()):
+        if not bool(_xp(data).isfinite(data).all()):
             raise ValueError("input contains NaN or Inf")
         return t if t is not None else Tensor(data)
 
@@ -215,11 +238,13 @@ def alexnet(variant="torchvision", num_classes=1000) -> Network:
     return Network(layers, shape)
 
 
-def scene_alexnet(num_classes=10, size=64, width=(32, 64, 96, 96, 64), fc=256) -> Network:
+def scene_alexnet(num_classes=10, size=64, width=(32, 64, 96, 96, 64), fc=256, dropout=0.2) -> Network:
     """The embedded model's AlexNet-style network, sized for 64x64 "Fashion-MNIST
     scenes": AlexNet's layer names and order (conv1-relu1-norm1-pool1, conv2-relu2-
     norm2-pool2, conv3..conv5, pool5, fc6-relu6-drop6, fc7-relu7-drop7, fc8), with
-    overlapping 3x3/2 max-pooling and LRN, at a size a 2-core CPU trains in minutes."""
+    overlapping 3x3/2 max-pooling and LRN, at a size a 2-core CPU trains in minutes.
+    ``dropout`` (drop6/drop7) is 0.2 rather than AlexNet's 0.5: with a budget
+    of a few epochs the small network underfits, and 0.5 slowed training down."""
     C, R, M, L, D, F = nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm, nn.Dropout, nn.Linear
     w1, w2, w3, w4, w5 = width
     layers = [("conv1", C(3, w1, 5, 2, 2)), ("relu1", R()), ("norm1", L(5, 1e-4, 0.75, 1.0)), ("pool1", M(3, 2)),
@@ -229,7 +254,7 @@ def scene_alexnet(num_classes=10, size=64, width=(32, 64, 96, 96, 64), fc=256) -
               ("conv5", C(w4, w5, 3, 1, 1)), ("relu5", R()), ("pool5", M(3, 2)),
               ("flatten", nn.Flatten())]
     s = Network(layers, (3, size, size)).shapes["flatten"][0]
-    layers += [("fc6", F(s, fc)), ("relu6", R()), ("drop6", D(0.5)),
-               ("fc7", F(fc, fc)), ("relu7", R()), ("drop7", D(0.5)),
+    layers += [("fc6", F(s, fc)), ("relu6", R()), ("drop6", D(dropout)),
+               ("fc7", F(fc, fc)), ("relu7", R()), ("drop7", D(dropout)),
                ("fc8", F(fc, num_classes))]
     return Network(layers, (3, size, size))

@@ -7,18 +7,31 @@ frozen weights no weight gradient is ever computed.
 
 The heavy loops live in the hand-written kernels (:mod:`tinygrad_explain.kernels`);
 matrix products go through NumPy's BLAS.
+
+Devices.  An op runs where its input arrays live: ``xp = _xp(x)`` is NumPy or
+CuPy (array constructors, matmul -> BLAS or cuBLAS) and ``B = K.backend(x)``
+the Numba or the CUDA kernels (same wrappers, same signatures).  Inputs on
+different devices are refused (``Function.apply``); nothing is copied between
+host and device behind the caller's back.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import engine
-from .engine import Function, Tensor
+from .engine import Function, Tensor, _xp
 from . import kernels as K
 
 
 def _pair(v):
     return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+def _scalar(v, like):
+    """The constant v in like's dtype, for arithmetic with the array ``like``: a 0-d
+    NumPy array on the CPU, a NumPy scalar on the GPU (CuPy passes it to the kernel
+    by value; it refuses 0-d NumPy arrays)."""
+    return np.asarray(v, like.dtype) if _xp(like) is np else like.dtype.type(v)
 
 
 # --------------------------------------------------------------------------
@@ -39,66 +52,72 @@ class Conv2d(Function):
     The batch is processed in chunks of images whose ``col`` fits a few MB
     (reused scratch buffers, cache-friendly); for one image the GEMM writes
     straight into the output.  ``col`` is not kept: when the weight gradient
-    is needed, backward recomputes it chunk by chunk (as Caffe does).
+    is needed, backward recomputes it chunk by chunk (as Caffe does).  On the
+    GPU the budget is larger (``GPU_COL_BUDGET``): a whole AlexNet batch of
+    32 is one im2col and one cuBLAS GEMM per group.
     """
 
     COL_BUDGET = 1 << 21        # floats of im2col per chunk (8 MB in float32)
+    GPU_COL_BUDGET = 1 << 26    # on the GPU (256 MB in float32)
 
-    def _geometry(self, x_shape, w_shape):
+    def _geometry(self, x_shape, w_shape, xp=np):
         N, C, H, W = x_shape
         O, Cg, kh, kw = w_shape
         oh = K.im2col.out_size(H, kh, self.stride[0], self.padding[0])
         ow = K.im2col.out_size(W, kw, self.stride[1], self.padding[1])
         R = Cg * kh * kw
-        step = max(1, min(N, self.COL_BUDGET // (self.groups * R * oh * ow)))
+        budget = self.COL_BUDGET if xp is np else self.GPU_COL_BUDGET
+        step = max(1, min(N, budget // (self.groups * R * oh * ow)))
         return oh, ow, R, O // self.groups, step
 
     def forward(self, x, w, b=None, stride=1, padding=0, groups=1):
+        xp, B = _xp(x), K.backend(x)
         self.stride, self.padding, self.groups = _pair(stride), _pair(padding), int(groups)
         N, G, (O, Cg, kh, kw) = x.shape[0], self.groups, w.shape
-        oh, ow, R, Og, step = self._geometry(x.shape, w.shape)
+        oh, ow, R, Og, step = self._geometry(x.shape, w.shape, xp)
         L = oh * ow
-        x = np.ascontiguousarray(x)
+        x = xp.ascontiguousarray(x)
         wg = w.reshape(G, Og, R).astype(x.dtype, copy=False)
-        y = np.empty((N, O, L), dtype=x.dtype)
+        y = xp.empty((N, O, L), dtype=x.dtype)
         for n0 in range(0, N, step):
             n1 = min(N, n0 + step)
-            col = K.im2col.im2col(x[n0:n1], kh, kw, self.stride, self.padding,
-                                  out=K.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
-            rows = y[n0].reshape(O, L) if n1 - n0 == 1 else K.workspace.get("rows", (O, (n1 - n0) * L), x.dtype)
+            col = B.im2col.im2col(x[n0:n1], kh, kw, self.stride, self.padding,
+                                  out=B.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
+            rows = y[n0].reshape(O, L) if n1 - n0 == 1 else B.workspace.get("rows", (O, (n1 - n0) * L), x.dtype)
             for g in range(G):
-                np.matmul(wg[g], col[g * R:(g + 1) * R], out=rows[g * Og:(g + 1) * Og])
-            K.layout.rows_to_nchw(rows, b, y[n0:n1])
+                xp.matmul(wg[g], col[g * R:(g + 1) * R], out=rows[g * Og:(g + 1) * Og])
+            B.layout.rows_to_nchw(rows, b, y[n0:n1])
         if any(self.needs_grad):
             self.x, self.w = x, w
         return y.reshape(N, O, oh, ow)
 
     def backward(self, g):
+        xp, B = _xp(g), K.backend(g)
         x, w, G = self.x, self.w, self.groups
         N, (O, Cg, kh, kw) = x.shape[0], w.shape
-        oh, ow, R, Og, step = self._geometry(x.shape, w.shape)
+        oh, ow, R, Og, step = self._geometry(x.shape, w.shape, xp)
         L = oh * ow
-        g = np.ascontiguousarray(g).reshape(N, O, L)
+        g = xp.ascontiguousarray(g).reshape(N, O, L)
         need_x, need_w = self.needs_grad[0], self.needs_grad[1]
         need_b = len(self.needs_grad) > 2 and self.needs_grad[2]
         wg = w.reshape(G, Og, R).astype(g.dtype, copy=False)
-        dx = np.zeros(x.shape, dtype=g.dtype) if need_x else None
-        dw = np.zeros((G, Og, R), dtype=g.dtype) if need_w else None
+        dx = xp.zeros(x.shape, dtype=g.dtype) if need_x else None
+        dw = xp.zeros((G, Og, R), dtype=g.dtype) if need_w else None
         for n0 in range(0, N, step):
             n1 = min(N, n0 + step)
-            grows = K.layout.nchw_to_rows(g[n0:n1], K.workspace.get("grows", (O, (n1 - n0) * L), g.dtype)
+            grows = B.layout.nchw_to_rows(g[n0:n1], B.workspace.get("grows", (O, (n1 - n0) * L), g.dtype)
                                           if n1 - n0 > 1 else None)
             if need_x:
-                dcol = K.workspace.get("dcol", (G * R, (n1 - n0) * L), g.dtype)
+                dcol = B.workspace.get("dcol", (G * R, (n1 - n0) * L), g.dtype)
                 for i in range(G):
-                    np.matmul(wg[i].T, grows[i * Og:(i + 1) * Og], out=dcol[i * R:(i + 1) * R])
-                K.im2col.col2im(dcol, (n1 - n0,) + x.shape[1:], kh, kw, self.stride, self.padding, out=dx[n0:n1])
+                    xp.matmul(wg[i].T, grows[i * Og:(i + 1) * Og], out=dcol[i * R:(i + 1) * R])
+                B.im2col.col2im(dcol, (n1 - n0,) + x.shape[1:], kh, kw, self.stride, self.padding, out=dx[n0:n1])
             if need_w:
-                col = K.im2col.im2col(x[n0:n1], kh, kw, self.stride, self.padding,
-                                      out=K.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
+                col = B.im2col.im2col(x[n0:n1], kh, kw, self.stride, self.padding,
+                                      out=B.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
                 for i in range(G):
                     dw[i] += grows[i * Og:(i + 1) * Og] @ col[i * R:(i + 1) * R].T
-        db = g.sum(axis=(0, 2)) if need_b else None
+        db = B.layout.bias_grad(g) if need_b else None
         if dw is not None:
             dw = dw.reshape(w.shape).astype(w.dtype, copy=False)
         return dx, dw, db
@@ -129,12 +148,12 @@ class ReLU(Function):
     (``te.relu_backward``): backprop g*[x>0], deconvnet g*[g>0], guided g*[x>0]*[g>0]."""
 
     def forward(self, x):
-        y = K.relu.forward(x)
+        y = K.backend(x).relu.forward(x)
         self.y = y
         return y
 
     def backward(self, g):
-        return K.relu.backward(self.y, g, engine.current_relu_rule())
+        return K.backend(g).relu.backward(self.y, g, engine.current_relu_rule())
 
 
 class MaxPool2d(Function):
@@ -142,12 +161,13 @@ class MaxPool2d(Function):
     x (N, C, H, W) -> y (N, C, OH, OW).   dx[argmax of window] += dy."""
 
     def forward(self, x, kernel_size=3, stride=2, padding=0):
-        y, switch = K.maxpool.forward(x, int(kernel_size), int(stride), int(padding))
+        self.window = (int(kernel_size), int(stride), int(padding))
+        y, switch = K.backend(x).maxpool.forward(x, *self.window)
         self.switch, self.x_shape = switch, x.shape
         return y
 
     def backward(self, g):
-        return K.maxpool.backward(g, self.switch, self.x_shape)
+        return K.backend(g).maxpool.backward(g, self.switch, self.x_shape, self.window)
 
 
 class LocalResponseNorm(Function):
@@ -156,13 +176,13 @@ class LocalResponseNorm(Function):
 
     def forward(self, x, size=5, alpha=1e-4, beta=0.75, k=1.0):
         self.p = (int(size), float(alpha), float(beta))
-        y, scale = K.lrn.forward(x, int(size), float(alpha), float(beta), float(k))
+        y, scale = K.backend(x).lrn.forward(x, int(size), float(alpha), float(beta), float(k))
         if any(self.needs_grad):
             self.x, self.y, self.scale = x, y, scale
         return y
 
     def backward(self, g):
-        return K.lrn.backward(self.x, self.y, self.scale, g, *self.p)
+        return K.backend(g).lrn.backward(self.x, self.y, self.scale, g, *self.p)
 
 
 class AdaptiveAvgPool2d(Function):
@@ -175,21 +195,25 @@ class AdaptiveAvgPool2d(Function):
             self.identity = True
             return x
         self.identity = False
-        return K.avgpool.forward(x, out_hw)
+        return K.backend(x).avgpool.forward(x, out_hw)
 
     def backward(self, g):
-        return g if self.identity else K.avgpool.backward(g, self.x_shape)
+        return g if self.identity else K.backend(g).avgpool.backward(g, self.x_shape)
 
 
 class Dropout(Function):
     """Training: y = x * m / (1 - p), m ~ Bernoulli(1 - p) from the engine's seeded
-    generator; evaluation: y = x.  Backward: dx = g * m / (1 - p)."""
+    generator; evaluation: y = x.  Backward: dx = g * m / (1 - p).
+    The keep/drop draw is always made on the host, so a seed gives the same masks on
+    the CPU and the GPU; on the GPU the boolean mask (one byte per element) is then
+    copied to the device once per forward."""
 
     def forward(self, x, p=0.5, training=False):
         if not training or p == 0:
             self.mask = None
             return x
-        self.mask = (engine.rng().random(x.shape) >= p).astype(x.dtype) / np.asarray(1 - p, x.dtype)
+        keep = engine.rng().random(x.shape) >= p
+        self.mask = _xp(x).asarray(keep).astype(x.dtype) / _scalar(1 - p, x)
         return x * self.mask
 
     def backward(self, g):
@@ -211,34 +235,40 @@ class LogSoftmax(Function):
     """y_i = s_i - log sum_j exp(s_j) over the last axis.  dx = g - softmax * sum(g)."""
 
     def forward(self, s):
+        xp = _xp(s)
         m = s.max(-1, keepdims=True)
-        y = s - m - np.log(np.exp(s - m).sum(-1, keepdims=True))
+        y = s - m - xp.log(xp.exp(s - m).sum(-1, keepdims=True))
         self.y = y
         return y
 
     def backward(self, g):
-        return g - np.exp(self.y) * g.sum(-1, keepdims=True)
+        return g - _xp(g).exp(self.y) * g.sum(-1, keepdims=True)
 
 
 class CrossEntropy(Function):
     """Mean cross-entropy of log-softmax(scores) (N, K) against integer labels (N,).
-    L = -1/N sum_n log softmax(s_n)[y_n];  dL/ds = (softmax(s) - onehot(y)) / N."""
+    L = -1/N sum_n log softmax(s_n)[y_n];  dL/ds = (softmax(s) - onehot(y)) / N.
+    On the GPU, labels given as a host array are checked there and copied to the
+    device once (N integers)."""
 
     def forward(self, s, labels=None):
-        labels = np.asarray(labels.data if isinstance(labels, Tensor) else labels)
+        xp = _xp(s)
+        labels = labels.data if isinstance(labels, Tensor) else labels
+        labels = labels if _xp(labels) is not np else np.asarray(labels)
         if labels.shape != s.shape[:1] or labels.dtype.kind not in "iu":
             raise ValueError(f"labels must be {s.shape[0]} integers, got {labels.dtype} array of shape {labels.shape}")
         if labels.size and (labels.min() < 0 or labels.max() >= s.shape[1]):
             raise ValueError(f"labels must be in [0, {s.shape[1]}), got values {labels.min()}..{labels.max()}")
+        labels = xp.asarray(labels)
         m = s.max(-1, keepdims=True)
-        logp = s - m - np.log(np.exp(s - m).sum(-1, keepdims=True))
+        logp = s - m - xp.log(xp.exp(s - m).sum(-1, keepdims=True))
         n = s.shape[0]
-        self.p, self.labels = np.exp(logp), labels
-        return np.asarray(-logp[np.arange(n), labels].mean(), dtype=s.dtype)
+        self.p, self.labels = xp.exp(logp), labels
+        return xp.asarray(-logp[xp.arange(n), labels].mean(), dtype=s.dtype)
 
     def backward(self, g):
         d = self.p.copy()
-        d[np.arange(d.shape[0]), self.labels] -= 1
+        d[_xp(d).arange(d.shape[0]), self.labels] -= 1
         return d * (g / d.shape[0])
 
 
@@ -284,11 +314,11 @@ class Pow(Function):
 
     def forward(self, x, p=2.0):
         self.x, self.pw = x, p
-        return x ** np.asarray(p, x.dtype)
+        return x ** _scalar(p, x)
 
     def backward(self, g):
         p = self.pw
-        return g * (np.asarray(p, g.dtype) * self.x ** np.asarray(p - 1, self.x.dtype))
+        return g * (_scalar(p, g) * self.x ** _scalar(p - 1, self.x))
 
 
 class Abs(Function):
@@ -296,10 +326,10 @@ class Abs(Function):
 
     def forward(self, x):
         self.x = x
-        return np.abs(x)
+        return _xp(x).abs(x)
 
     def backward(self, g):
-        return g * np.sign(self.x)
+        return g * _xp(g).sign(self.x)
 
 
 class Sum(Function):
@@ -307,44 +337,70 @@ class Sum(Function):
 
     def forward(self, x, axis=None, keepdims=False):
         self.x_shape, self.axis, self.keepdims = x.shape, axis, keepdims
-        return np.asarray(x.sum(axis=axis, keepdims=keepdims))
+        return _xp(x).asarray(x.sum(axis=axis, keepdims=keepdims))
 
     def backward(self, g):
+        xp = _xp(g)
         if self.axis is not None and not self.keepdims:
-            g = np.expand_dims(g, self.axis)
-        return np.broadcast_to(g, self.x_shape).copy()
+            g = xp.expand_dims(g, self.axis)
+        return xp.broadcast_to(g, self.x_shape).copy()
 
 
 class ShiftDiff(Function):
     """Forward difference along an axis: y = x[..., 1:] - x[..., :-1] (for total variation).
     dx[..., 1:] += g;  dx[..., :-1] -= g."""
 
-    def forward(self, x, axis=-1):
-        self.x_shape, self.axis = x.shape, axis
-        n = x.shape[axis]
-        return np.take(x, range(1, n), axis=axis) - np.take(x, range(0, n - 1), axis=axis)
-
-    def backward(self, g):
-        dx = np.zeros(self.x_shape, dtype=g.dtype)
+    def _slices(self):
         ax = self.axis % len(self.x_shape)
         hi = [slice(None)] * len(self.x_shape)
         lo = list(hi)
         hi[ax], lo[ax] = slice(1, None), slice(0, -1)
-        dx[tuple(hi)] += g
-        dx[tuple(lo)] -= g
+        return tuple(hi), tuple(lo)
+
+    def forward(self, x, axis=-1):
+        self.x_shape, self.axis = x.shape, axis
+        hi, lo = self._slices()
+        return x[hi] - x[lo]
+
+    def backward(self, g):
+        dx = _xp(g).zeros(self.x_shape, dtype=g.dtype)
+        hi, lo = self._slices()
+        dx[hi] += g
+        dx[lo] -= g
         return dx
+
+
+def _index_on(xp, idx):
+    """``idx`` with its integer/boolean arrays on xp's device (CuPy takes no NumPy index
+    arrays): index arrays are small and are copied to the GPU once per call."""
+    if xp is np:
+        return idx
+    move = lambda i: xp.asarray(i) if isinstance(i, (np.ndarray, list)) else i  # noqa: E731
+    return tuple(move(i) for i in idx) if isinstance(idx, tuple) else move(idx)
+
+
+def _repeats_possible(idx):
+    """True if ``idx`` holds an integer index array (which may pick an element twice)."""
+    parts = idx if isinstance(idx, tuple) else (idx,)
+    return any(getattr(i, "dtype", None) is not None and i.dtype.kind in "iu" and getattr(i, "ndim", 0) > 0
+               for i in parts)
 
 
 class Index(Function):
     """y = x[idx] (any NumPy index).  dx = zeros with g scattered (added) back at idx."""
 
     def forward(self, x, idx=None):
-        self.x_shape, self.idx = x.shape, idx
-        return np.asarray(x[idx])
+        xp = _xp(x)
+        self.x_shape, self.idx = x.shape, _index_on(xp, idx)
+        return xp.asarray(x[self.idx])
 
     def backward(self, g):
-        dx = np.zeros(self.x_shape, dtype=g.dtype)
-        np.add.at(dx, self.idx, g)
+        xp = _xp(g)
+        dx = xp.zeros(self.x_shape, dtype=g.dtype)
+        if xp is np or _repeats_possible(self.idx):
+            xp.add.at(dx, self.idx, g)
+        else:                       # no element is picked twice: a plain scatter (GPU)
+            dx[self.idx] = g
         return dx
 
 
@@ -352,7 +408,15 @@ class Index(Function):
 # Functional API and Tensor operators
 # --------------------------------------------------------------------------
 def _const(v, like: Tensor) -> Tensor:
-    return v if isinstance(v, Tensor) else Tensor(np.asarray(v, dtype=like.dtype))
+    """A constant operand in like's dtype.  Next to a GPU tensor, a scalar is made on
+    the GPU (a fill, no copy); an array stays where it is (a host array next to a GPU
+    tensor is then refused by Function.apply: move it explicitly)."""
+    if isinstance(v, Tensor):
+        return v
+    xp = _xp(like.data)
+    if xp is not np and _xp(v) is np and np.ndim(v) == 0:
+        return Tensor(xp.full((), np.asarray(v, dtype=like.dtype)[()], dtype=like.dtype))
+    return Tensor(_xp(v).asarray(v, dtype=like.dtype))
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, groups=1):

@@ -1,0 +1,310 @@
+"""The GPU kernels: hand-written CUDA, compiled at run time through CuPy.
+
+Each ``kernels/<op>.cu`` is the twin of ``kernels/<op>.py``: the same array
+layouts, the same formula in its header comment, and (where the CPU kernel
+fixes an order of floating-point additions) the same order, so that most GPU
+results equal the CPU bits.  This module mirrors the CPU package: the
+namespaces ``im2col``, ``layout``, ``relu``, ``maxpool``, ``lrn``, ``avgpool``
+and ``workspace`` offer wrappers with the CPU wrappers' signatures and return
+conventions, taking and returning CuPy arrays.  ``kernels.backend(array)``
+picks this module for a CuPy array, the CPU package for a NumPy array.
+
+Compilation.  A ``.cu`` file is compiled by NVRTC (``cupy.RawModule``) the
+first time one of its kernels runs -- never at import, and only once a CuPy
+array exists -- for T = float and T = double (C++ templates instantiated
+through ``name_expressions``).  CuPy caches the binary on disk
+(``~/.cupy/kernel_cache``), so a second process does not recompile.
+``--fmad=false``: no fused multiply-add contraction, as in the CPU kernels
+(exact IEEE operations, reproducible results).
+
+Launches.  Every kernel is a grid-stride loop over its output elements (one
+thread per element, ``THREADS`` per block), on CuPy's current stream, so a
+launch returns at once and kernels, cuBLAS calls and CuPy element-wise ops run
+in issue order.  Matrix products are not here: ``ops`` calls ``cupy.matmul``
+(cuBLAS).
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import im2col as _cpu_im2col
+
+SOURCE_DIR = Path(__file__).resolve().parent
+# source file -> kernel templates it defines (each instantiated for float and double)
+KERNELS = {
+    "im2col.cu": ("im2col", "col2im"),
+    "layout.cu": ("rows_to_nchw", "nchw_to_rows", "bias_grad"),
+    "relu.cu": ("relu_forward", "relu_backward"),
+    "maxpool.cu": ("maxpool_forward", "maxpool_backward"),
+    "lrn.cu": ("lrn_forward", "lrn_backward"),
+    "avgpool.cu": ("avgpool_forward", "avgpool_backward"),
+}
+CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+OPTIONS = ("--std=c++17", "--fmad=false")
+THREADS = 256
+MAX_BLOCKS = 1 << 20        # grid-stride loops cover anything larger
+REDUCE_THREADS = 256        # bias_grad: one block per channel (power of two <= 1024)
+RELU_RULES = {"backprop": 0, "deconvnet": 1, "guided": 2}
+
+
+def name_expressions(fname):
+    """The template instantiations compiled from ``fname``, e.g. ``im2col<float>``."""
+    return [f"{k}<{t}>" for k in KERNELS[fname] for t in CTYPES.values()]
+
+
+@functools.lru_cache(maxsize=None)
+def _module(fname):
+    import cupy
+    code = (SOURCE_DIR / fname).read_text()
+    return cupy.RawModule(code=code, options=OPTIONS, name_expressions=name_expressions(fname))
+
+
+@functools.lru_cache(maxsize=None)
+def _function(fname, name, ctype):
+    return _module(fname).get_function(f"{name}<{ctype}>")
+
+
+def _ctype(dtype):
+    try:
+        return CTYPES[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"the GPU kernels take float32 or float64 arrays, got {np.dtype(dtype)}") from None
+
+
+def _launch(fname, name, dtype, total, args, threads=THREADS, blocks=None):
+    """Run kernel ``name<T>`` of ``fname`` (T from ``dtype``) over ``total`` elements."""
+    fn = _function(fname, name, _ctype(dtype))
+    if blocks is None:
+        if total <= 0:
+            return
+        blocks = min(-(-int(total) // threads), MAX_BLOCKS)
+    fn((int(blocks),), (int(threads),), args)
+
+
+def _i(v):
+    return np.int32(v)
+
+
+def _ll(v):
+    return np.int64(v)
+
+
+def _f(v):
+    return np.float64(v)
+
+
+def _contig(a):
+    import cupy
+    return cupy.ascontiguousarray(a)
+
+
+def _check_out(out, shape, dtype, what):
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"{what}: out must be a C-contiguous {np.dtype(dtype)} array of shape {tuple(shape)}, "
+                         f"got {out.dtype} {tuple(out.shape)} (contiguous: {out.flags.c_contiguous})")
+
+
+# --------------------------------------------------------------------------
+# im2col / col2im (twin of kernels/im2col.py)
+# --------------------------------------------------------------------------
+def _im2col(x, kh, kw, stride, padding, out=None):
+    """x (N, C, H, W) -> col (C*kh*kw, N*OH*OW)."""
+    import cupy
+    N, C, H, W = x.shape
+    oh, ow = _cpu_im2col.out_size(H, kh, stride[0], padding[0]), _cpu_im2col.out_size(W, kw, stride[1], padding[1])
+    shape = (C * kh * kw, N * oh * ow)
+    if out is None:
+        out = cupy.empty(shape, dtype=x.dtype)
+    _check_out(out, shape, x.dtype, "im2col")
+    _launch("im2col.cu", "im2col", x.dtype, out.size,
+            (_contig(x), _i(N), _i(C), _i(H), _i(W), _i(kh), _i(kw), _i(stride[0]), _i(stride[1]),
+             _i(padding[0]), _i(padding[1]), _i(oh), _i(ow), out))
+    return out
+
+
+def _col2im(col, x_shape, kh, kw, stride, padding, out=None):
+    """col (C*kh*kw, N*OH*OW) -> dx (N, C, H, W), summing overlapping windows.
+    ``out``, if given, must be zero-filled; the sums are added into it."""
+    import cupy
+    N, C, H, W = x_shape
+    oh, ow = _cpu_im2col.out_size(H, kh, stride[0], padding[0]), _cpu_im2col.out_size(W, kw, stride[1], padding[1])
+    dx = cupy.zeros(x_shape, dtype=col.dtype) if out is None else out
+    _check_out(dx, x_shape, col.dtype, "col2im")
+    _launch("im2col.cu", "col2im", col.dtype, dx.size,
+            (_contig(col), _i(N), _i(C), _i(H), _i(W), _i(kh), _i(kw), _i(stride[0]), _i(stride[1]),
+             _i(padding[0]), _i(padding[1]), _i(oh), _i(ow), dx))
+    return dx
+
+
+# --------------------------------------------------------------------------
+# layout (twin of kernels/layout.py)
+# --------------------------------------------------------------------------
+def _rows_to_nchw(rows, bias, out):
+    """rows (O, N*L) + bias (O,) -> out (N, O, L); ``out`` may be ``rows`` itself when N = 1."""
+    N, O, L = out.shape
+    _check_out(out, (N, O, L), rows.dtype, "rows_to_nchw")
+    rows = _contig(rows)
+    b = _contig(bias.astype(rows.dtype, copy=False)) if bias is not None else rows
+    _launch("layout.cu", "rows_to_nchw", rows.dtype, out.size,
+            (rows, b, _i(bias is not None), _i(N), _i(O), _ll(L), out))
+    return out
+
+
+def _nchw_to_rows(dy, out=None):
+    """dy (N, O, L) -> rows (O, N*L) (a view when N = 1)."""
+    import cupy
+    N, O, L = dy.shape
+    if N == 1:
+        return dy.reshape(O, L)
+    if out is None:
+        out = cupy.empty((O, N * L), dtype=dy.dtype)
+    _check_out(out, (O, N * L), dy.dtype, "nchw_to_rows")
+    _launch("layout.cu", "nchw_to_rows", dy.dtype, out.size, (_contig(dy), _i(N), _i(O), _ll(L), out))
+    return out
+
+
+def _bias_grad(dy):
+    """dy (N, O, L) -> db (O,) = sum over n and l."""
+    import cupy
+    N, O, L = dy.shape
+    db = cupy.empty(O, dtype=dy.dtype)
+    if O:
+        _launch("layout.cu", "bias_grad", dy.dtype, O, (_contig(dy), _i(N), _i(O), _ll(L), db),
+                threads=REDUCE_THREADS, blocks=O)
+    return db
+
+
+# --------------------------------------------------------------------------
+# relu (twin of kernels/relu.py)
+# --------------------------------------------------------------------------
+def _relu_forward(x):
+    import cupy
+    x = _contig(x)
+    y = cupy.empty_like(x)
+    _launch("relu.cu", "relu_forward", x.dtype, x.size, (x, _ll(x.size), y))
+    return y
+
+
+def _relu_backward(y, g, rule):
+    import cupy
+    g = _contig(g)
+    dx = cupy.empty_like(g)
+    _launch("relu.cu", "relu_backward", g.dtype, g.size, (_contig(y), g, _ll(g.size), _i(RELU_RULES[rule]), dx))
+    return dx
+
+
+# --------------------------------------------------------------------------
+# maxpool (twin of kernels/maxpool.py)
+# --------------------------------------------------------------------------
+def _maxpool_forward(x, k, s, p):
+    import cupy
+    N, C, H, W = x.shape
+    oh, ow = _cpu_im2col.out_size(H, k, s, p), _cpu_im2col.out_size(W, k, s, p)
+    y = cupy.empty((N, C, oh, ow), dtype=x.dtype)
+    switch = cupy.empty((N, C, oh, ow), dtype=np.int32)
+    _launch("maxpool.cu", "maxpool_forward", x.dtype, y.size,
+            (_contig(x), _i(N), _i(C), _i(H), _i(W), _i(k), _i(s), _i(p), _i(oh), _i(ow), y, switch))
+    return y, switch
+
+
+def _maxpool_backward(dy, switch, x_shape, window=None):
+    """``window`` = (k, s, p) is required here: each thread gathers for one input
+    pixel from the windows that contain it (the CPU scatter needs only the switches)."""
+    import cupy
+    if window is None:
+        raise ValueError("the GPU max-pool backward needs window=(kernel_size, stride, padding)")
+    k, s, p = window
+    N, C, H, W = x_shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    dx = cupy.empty(x_shape, dtype=dy.dtype)
+    _launch("maxpool.cu", "maxpool_backward", dy.dtype, dx.size,
+            (_contig(dy), _contig(switch), _i(N), _i(C), _i(H), _i(W), _i(k), _i(s), _i(p), _i(oh), _i(ow), dx))
+    return dx
+
+
+# --------------------------------------------------------------------------
+# lrn (twin of kernels/lrn.py)
+# --------------------------------------------------------------------------
+def _lrn_forward(x, size, alpha, beta, k):
+    """x (N, C, H, W) -> y, and the saved (scale, scale^-beta) for backward."""
+    import cupy
+    N, C = x.shape[:2]
+    x3 = _contig(x).reshape(N, C, -1)
+    L = x3.shape[2]
+    y, scale, spow = cupy.empty_like(x3), cupy.empty_like(x3), cupy.empty_like(x3)
+    _launch("lrn.cu", "lrn_forward", x.dtype, x3.size,
+            (x3, _i(N), _i(C), _ll(L), _i(size), _f(alpha), _f(beta), _f(k), y, scale, spow))
+    return y.reshape(x.shape), (scale, spow)
+
+
+def _lrn_backward(x, y, saved, dy, size, alpha, beta):
+    import cupy
+    scale, spow = saved
+    N, C, L = scale.shape
+    dy3 = _contig(dy).reshape(scale.shape).astype(scale.dtype, copy=False)
+    dx = cupy.empty(scale.shape, dtype=scale.dtype)
+    _launch("lrn.cu", "lrn_backward", scale.dtype, dx.size,
+            (_contig(x).reshape(scale.shape), _contig(y).reshape(scale.shape), scale, spow, dy3,
+             _i(N), _i(C), _ll(L), _i(size), _f(alpha), _f(beta), dx))
+    return dx.reshape(x.shape)
+
+
+# --------------------------------------------------------------------------
+# adaptive average pooling (twin of kernels/avgpool.py)
+# --------------------------------------------------------------------------
+def _avgpool_forward(x, out_hw):
+    import cupy
+    N, C, H, W = x.shape
+    OH, OW = (int(v) for v in out_hw)
+    y = cupy.empty((N, C, OH, OW), dtype=x.dtype)
+    _launch("avgpool.cu", "avgpool_forward", x.dtype, y.size,
+            (_contig(x), _i(N), _i(C), _i(H), _i(W), _i(OH), _i(OW), y))
+    return y
+
+
+def _avgpool_backward(dy, x_shape):
+    import cupy
+    N, C, H, W = x_shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    dx = cupy.empty(x_shape, dtype=dy.dtype)
+    _launch("avgpool.cu", "avgpool_backward", dy.dtype, dx.size,
+            (_contig(dy), _i(N), _i(C), _i(H), _i(W), _i(OH), _i(OW), dx))
+    return dx
+
+
+# --------------------------------------------------------------------------
+# workspace (twin of kernels/workspace.py): named scratch buffers in GPU memory
+# --------------------------------------------------------------------------
+_buffers = {}
+
+
+def _ws_get(name, shape, dtype):
+    """An uninitialised CuPy array of ``shape``/``dtype`` backed by the named buffer
+    (valid until the next call that asks for the same name; kernels run in stream
+    order, so reusing a buffer never races with an earlier kernel that reads it)."""
+    import cupy
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape)) * dtype.itemsize
+    buf = _buffers.get(name)
+    if buf is None or buf.size < n:
+        _buffers.pop(name, None)
+        buf = _buffers[name] = cupy.empty(max(n, 1), dtype=np.uint8)
+    return buf[:n].view(dtype).reshape(shape)
+
+
+def _ws_clear():
+    """Free every scratch buffer (back to CuPy's memory pool)."""
+    _buffers.clear()
+
+
+im2col = SimpleNamespace(out_size=_cpu_im2col.out_size, im2col=_im2col, col2im=_col2im)
+layout = SimpleNamespace(rows_to_nchw=_rows_to_nchw, nchw_to_rows=_nchw_to_rows, bias_grad=_bias_grad)
+relu = SimpleNamespace(RULES=RELU_RULES, forward=_relu_forward, backward=_relu_backward)
+maxpool = SimpleNamespace(forward=_maxpool_forward, backward=_maxpool_backward)
+lrn = SimpleNamespace(forward=_lrn_forward, backward=_lrn_backward)
+avgpool = SimpleNamespace(forward=_avgpool_forward, backward=_avgpool_backward)
+workspace = SimpleNamespace(get=_ws_get, clear=_ws_clear)
