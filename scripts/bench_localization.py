@@ -27,7 +27,10 @@ def main(argv=None):
     ap.add_argument("--fg-quantile", type=float, default=0.95)
     ap.add_argument("--bg-quantile", type=float, default=0.30)
     ap.add_argument("--json", help="also write the numbers to this JSON file")
+    ap.add_argument("--threads", type=int, default=1, help="Numba/BLAS threads (default 1; 0 = library default)")
     args = ap.parse_args(argv)
+    from tinygrad_explain.figures import set_threads
+    set_threads(args.threads)
 
     import tinygrad_explain as te
     from tinygrad_explain import scenes

@@ -216,7 +216,7 @@ def test_optimize_reports_nan():
 # class models, neuron maximisation, inversion
 # --------------------------------------------------------------------------
 def test_class_model_increases_the_target_score(model):
-    v = te.explain.class_model(model, steps=80, lr=10.0, l2=1e-3, progress=False)
+    v = te.explain.class_model(model, steps=80, progress=False)
     assert v.image.shape == (4, 3, 12, 12) and v.labels == NAMES
     s = v.history["objective"]
     assert s.shape == (80, 4)
@@ -230,9 +230,11 @@ def test_class_model_increases_the_target_score(model):
 
 
 def test_class_model_from_zero_image_and_clip(model):
-    one = te.explain.class_model(model, "cat", steps=1, lr=1.0, l2=0.0, init_noise=0, progress=False)
+    one = te.explain.class_model(model, "cat", steps=1, lr=1.0, l2=0.0, init_noise=0, optimizer="sgd", progress=False)
     g = te.explain.gradient(model, np.zeros((1, 3, 12, 12), np.float32), "cat")
-    np.testing.assert_allclose(one.image, g, rtol=1e-5, atol=1e-8)   # first step: 0 + lr * dS/dI
+    B = te.explain._common.data_scale(model)
+    assert B == pytest.approx(2.8)                                   # (1 - 0.3) / 0.25: the widest pixel range
+    np.testing.assert_allclose(one.image, B * B * g, rtol=1e-5, atol=1e-8)   # first step: 0 + lr B^2 dS/dI
     noisy = te.explain.class_model(model, "cat", steps=0, seed=4, progress=False)
     assert 0 < np.abs(noisy.image).max() < 0.1                       # default: faint noise around zero
 
@@ -246,14 +248,14 @@ def test_dead_start_warns():
 
 
 def test_class_model_log_softmax_objective(model):
-    v = te.explain.class_model(model, ["dog", "goose"], steps=40, lr=10.0, objective="log_softmax", progress=False)
+    v = te.explain.class_model(model, ["dog", "goose"], steps=40, lr=0.1, objective="log_softmax", progress=False)
     assert np.all(v.probability > 0.9) and "score" in v.history
     with pytest.raises(ExplainError, match="objective"):
         te.explain.class_model(model, "dog", objective="posterior", progress=False)
 
 
 def test_class_model_regularisers(model):
-    v = te.explain.class_model(model, "cat", steps=30, lr=5.0, clip=True, jitter=1, blur_every=5, blur_sigma=0.5,
+    v = te.explain.class_model(model, "cat", steps=30, lr=0.2, clip=True, jitter=1, blur_every=5, blur_sigma=0.5,
                                progress=False)
     lo, hi = te.explain._common.pixel_bounds(model)
     assert np.all(v.image >= lo - 1e-6) and np.all(v.image <= hi + 1e-6)

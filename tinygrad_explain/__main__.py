@@ -68,6 +68,7 @@ def build_parser():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                     help="where the network runs (gpu: needs CuPy and a CUDA device; default cpu)")
+    ap.add_argument("--threads", type=int, default=1, help="Numba/BLAS threads (default 1; 0 = library default)")
     return ap
 
 
@@ -131,6 +132,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import tinygrad_explain as te
     from tinygrad_explain import explain as X
+    from tinygrad_explain.figures import set_threads
+    set_threads(args.threads)
     from tinygrad_explain.device import DeviceUnavailable
     try:
         print(run(args))

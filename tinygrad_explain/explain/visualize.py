@@ -33,7 +33,7 @@ from ._common import (ExplainError, class_names, data_scale, pixel_bounds, resol
                       resolve_unit)
 from .optimize import optimize
 
-CLASS_MODEL_DEFAULTS = dict(steps=150, lr=1.0, l2=1e-3, init_noise=0.01)
+CLASS_MODEL_DEFAULTS = dict(steps=200, lr=0.03, l2=3e-3, init_noise=0.01, optimizer="adam")
 
 
 @dataclass
@@ -83,8 +83,10 @@ def _run(model, objective, n, *, steps, lr, l2, seed, jitter, blur_every, blur_s
     if init_noise:
         x0 += (init_noise * data_scale(model) * np.random.default_rng(seed).standard_normal(x0.shape)).astype(np.float32)
     bounds = pixel_bounds(model) if clip else None
-    res = optimize(objective, x0, steps=steps, lr=lr, maximize=True, optimizer=optimizer, momentum=momentum,
-                   l2=l2, jitter=jitter, blur_every=blur_every, blur_sigma=blur_sigma, bounds=bounds,
+    B = data_scale(model)          # lr and l2 are in units of the image divided by B (see class_model)
+    rate = lr * B if optimizer == "adam" else lr * B * B
+    res = optimize(objective, x0, steps=steps, lr=rate, maximize=True, optimizer=optimizer, momentum=momentum,
+                   l2=l2 / (B * B), jitter=jitter, blur_every=blur_every, blur_sigma=blur_sigma, bounds=bounds,
                    seed=seed, progress=progress, desc=desc, device=getattr(model, "device", "cpu"), **extra)
     stuck = [i for i in range(n) if np.array_equal(res.x[i], x0[i])]
     if stuck and steps > 0:
@@ -95,15 +97,23 @@ def _run(model, objective, n, *, steps, lr, l2, seed, jitter, blur_every, blur_s
 
 def class_model(model, target=None, steps: int = CLASS_MODEL_DEFAULTS["steps"], lr: float = CLASS_MODEL_DEFAULTS["lr"],
                 l2: float = CLASS_MODEL_DEFAULTS["l2"], seed: int = 0, *, jitter: int = 0, blur_every: int = 0,
-                blur_sigma: float = 0.0, clip: bool = False, optimizer: str = "sgd", momentum: float = 0.0,
+                blur_sigma: float = 0.0, clip: bool = False, optimizer: str = CLASS_MODEL_DEFAULTS["optimizer"],
+                momentum: float = 0.0,
                 init_noise: float = CLASS_MODEL_DEFAULTS["init_noise"], objective: str = "score",
                 progress: bool = True) -> Visualization:
     """Class model visualisation by gradient ascent on S_c(I) - l2 ||I||^2 from the zero image.
 
     target   a class index or name, a list of them (one image each, optimised as
              one batch), or None for every class of the model.
-    steps, lr, l2   iterations, step size (plain gradient ascent unless
-             ``optimizer="adam"`` or ``momentum`` > 0), and Simonyan's lambda.
+    steps, lr, l2   iterations, step size and Simonyan's lambda.  Both are in units of
+             the image divided by B (the range of natural images in model space), so
+             the defaults suit [0,1]/std and [0,255]-mean models alike: the model-space
+             step is lr*B (Adam) or lr*B^2 (SGD), the model-space weight l2/B^2.
+    optimizer  "adam" (default) or "sgd" (plain gradient ascent as in the paper; with
+             ``momentum`` > 0, momentum SGD).  The step direction is the gradient of
+             the same objective either way; Adam's per-pixel step sizes matter because
+             the gradient at the near-zero start is tiny for some classes (plain ascent
+             with a step that suits one class leaves another stuck for hundreds of steps).
     jitter, blur_every/blur_sigma, clip (to the valid pixel range): optional
              regularisers, off by default as in the paper.
     init_noise  std of the faint noise added to the zero start image, in units of B
@@ -160,9 +170,10 @@ def _unit_list(unit):
         raise ExplainError(f"unit must be an int, a tuple (c, i, j), or a list of those; got {unit!r}") from None
 
 
-def maximize(model, layer, unit, steps: int = 150, lr: float = 1.0, l2: float = 1e-3, seed: int = 0, *,
+def maximize(model, layer, unit, steps: int = CLASS_MODEL_DEFAULTS["steps"], lr: float = CLASS_MODEL_DEFAULTS["lr"],
+             l2: float = CLASS_MODEL_DEFAULTS["l2"], seed: int = 0, *,
              jitter: int = 0, blur_every: int = 0, blur_sigma: float = 0.0, clip: bool = False,
-             optimizer: str = "sgd", momentum: float = 0.0, init_noise: float = CLASS_MODEL_DEFAULTS["init_noise"],
+             optimizer: str = CLASS_MODEL_DEFAULTS["optimizer"], momentum: float = 0.0, init_noise: float = CLASS_MODEL_DEFAULTS["init_noise"],
              progress: bool = True) -> Visualization:
     """Gradient ascent on one unit of any layer: a_u(I) - l2 ||I||^2 from the zero image.
 
