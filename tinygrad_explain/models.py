@@ -238,7 +238,8 @@ def alexnet(variant="torchvision", num_classes=1000) -> Network:
     return Network(layers, shape)
 
 
-def scene_alexnet(num_classes=10, size=64, width=(32, 64, 96, 96, 64), fc=256, dropout=0.2) -> Network:
+def scene_alexnet(num_classes=10, size=64, width=(32, 64, 96, 96, 64), fc=256, dropout=0.2,
+                  conv1=(5, 2, 2)) -> Network:
     """The embedded model's AlexNet-style network, sized for 64x64 "Fashion-MNIST
     scenes": AlexNet's layer names and order (conv1-relu1-norm1-pool1, conv2-relu2-
     norm2-pool2, conv3..conv5, pool5, fc6-relu6-drop6, fc7-relu7-drop7, fc8), with
@@ -247,7 +248,8 @@ def scene_alexnet(num_classes=10, size=64, width=(32, 64, 96, 96, 64), fc=256, d
     of a few epochs the small network underfits, and 0.5 slowed training down."""
     C, R, M, L, D, F = nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm, nn.Dropout, nn.Linear
     w1, w2, w3, w4, w5 = width
-    layers = [("conv1", C(3, w1, 5, 2, 2)), ("relu1", R()), ("norm1", L(5, 1e-4, 0.75, 1.0)), ("pool1", M(3, 2)),
+    k1, s1, p1 = conv1
+    layers = [("conv1", C(3, w1, k1, s1, p1)), ("relu1", R()), ("norm1", L(5, 1e-4, 0.75, 1.0)), ("pool1", M(3, 2)),
               ("conv2", C(w1, w2, 5, 1, 2)), ("relu2", R()), ("norm2", L(5, 1e-4, 0.75, 1.0)), ("pool2", M(3, 2)),
               ("conv3", C(w2, w3, 3, 1, 1)), ("relu3", R()),
               ("conv4", C(w3, w4, 3, 1, 1)), ("relu4", R()),

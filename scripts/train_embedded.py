@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Train the embedded model (weights/fashion_scenes_alexnet.h5) with this engine only.
+
+The network is ``te.models.scene_alexnet()`` (AlexNet-style, 64x64 RGB
+"Fashion-MNIST scenes", 10 classes).  Recipe (defaults): He initialisation,
+AdamW (Adam, decoupled weight decay 0.05), batch 32, 11 epochs over the 60,000
+training scenes, learning rate warmed up linearly over the first half epoch
+to 2e-3 and then cosine-annealed to 0, label smoothing 0.1, random
+horizontal flips, dropout 0.2 in drop6/drop7, one thread.
+
+Checkpoints (``--checkpoint-dir``, one ``epoch_NNN.npz`` per finished epoch,
+no pickle) hold the weights, the optimiser state (Adam moments or SGD
+momentum), the epoch, the training history and the state of every random
+generator; ``--resume`` continues from the latest one and gives the same
+weights as an uninterrupted run.
+
+    python scripts/train_embedded.py                          # the shipped model
+    python scripts/train_embedded.py --train-size 5000 --epochs 1 --out /tmp/m.h5
+    python scripts/train_embedded.py --resume                 # after an interruption
+
+Needs Fashion-MNIST (Debian package ``dataset-fashion-mnist`` or
+``TGE_FASHION_MNIST``); the scenes are rendered on the fly (~20 s).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+import tinygrad_explain as te  # noqa: E402
+from tinygrad_explain import scenes, train  # noqa: E402
+from tinygrad_explain.fashion_mnist import CLASS_NAMES  # noqa: E402
+from tinygrad_explain.modelfile import DEFAULT_WEIGHTS  # noqa: E402
+
+
+def load_split(split, n, cache_dir):
+    """Scenes of a split (seed 0): rendered, or read from ``cache_dir`` (.npy) if given."""
+    if cache_dir:
+        p = Path(cache_dir)
+        fi, fl = p / f"scenes_{split}_images.npy", p / f"scenes_{split}_labels.npy"
+        if fi.exists() and fl.exists():
+            images, labels = np.load(fi, allow_pickle=False), np.load(fl, allow_pickle=False)
+            if n is None or n <= len(images):
+                return images[:n], labels[:n]
+    d = scenes.generate(split, n=n, seed=0, progress=True)
+    if cache_dir:
+        p.mkdir(parents=True, exist_ok=True)
+        if n is None:
+            np.save(fi, d["images"])
+            np.save(fl, d["labels"])
+    return d["images"], d["labels"]
+
+
+def build_model(args):
+    width = tuple(int(v) for v in args.width.split(",")) if args.width else None
+    kw = {}
+    if width:
+        kw["width"] = width
+    if args.fc:
+        kw["fc"] = args.fc
+    if args.dropout is not None:
+        kw["dropout"] = args.dropout
+    if args.conv1:
+        kw["conv1"] = tuple(int(v) for v in args.conv1.split(","))
+    return te.models.scene_alexnet(**kw)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--epochs", type=int, default=11)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    ap.add_argument("--momentum", type=float, default=0.9, help="sgd momentum (Nesterov)")
+    ap.add_argument("--weight-decay", type=float, default=0.05,
+                    help="decoupled (AdamW) weight decay for adam; L2 for sgd (use ~5e-4)")
+    ap.add_argument("--optimizer", choices=["sgd", "adam"], default="adam")
+    ap.add_argument("--warmup", type=float, default=0.5, help="warm-up length in epochs")
+    ap.add_argument("--label-smoothing", type=float, default=0.1)
+    ap.add_argument("--shift", type=int, default=0, help="random translation (px) augmentation")
+    ap.add_argument("--jitter", type=float, default=0.0, help="brightness/contrast jitter augmentation")
+    ap.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-size", type=int, default=None,
+                    help="train on the first N training scenes (default: all 60,000)")
+    ap.add_argument("--epoch-size", type=int, default=None,
+                    help="scenes per epoch, drawn at random from the training set (default: all)")
+    ap.add_argument("--eval-size", type=int, default=2000,
+                    help="test scenes for the accuracy printed after each epoch (0: none)")
+    ap.add_argument("--width", default=None, help="conv widths, e.g. 32,64,96,96,64 (default: scene_alexnet's)")
+    ap.add_argument("--fc", type=int, default=None, help="fc6/fc7 width (default: scene_alexnet's)")
+    ap.add_argument("--dropout", type=float, default=None, help="drop6/drop7 probability (default: scene_alexnet's)")
+    ap.add_argument("--conv1", default=None, help="conv1 kernel,stride,padding (default: scene_alexnet's)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    ap.add_argument("--checkpoint-dir", type=Path, default=ROOT / "checkpoints" / "embedded")
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    ap.add_argument("--cache-dir", default=None, help="keep the rendered scenes as .npy here")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="data-parallel processes, each computing the gradient of part of every batch "
+                         "(default 1; 2 gave only ~1.3x on the shared machine)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads per process for kernels and BLAS (default 1: on a shared, busy machine "
+                         "oversubscribed parallel kernels are many times slower)")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--stop-after-epoch", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a kill
+    args = ap.parse_args(argv)
+
+    t_start = time.perf_counter()
+    images, labels = load_split("train", args.train_size, args.cache_dir)
+    test_images, test_labels = (load_split("test", args.eval_size, args.cache_dir) if args.eval_size
+                                else (None, None))
+    print(f"data: {len(images)} training scenes, {0 if test_images is None else len(test_images)} "
+          f"test scenes for monitoring ({time.perf_counter() - t_start:.0f} s)", flush=True)
+
+    te.manual_seed(args.seed)
+    model = build_model(args)
+    train.he_init(model)
+    model.requires_grad_(True)
+    mean, std = train.channel_stats(images)
+    model.preprocessing.update(mean=mean.tolist(), std=std.tolist(), pixel_scale=1.0, channel_order="RGB")
+    model.class_names = list(CLASS_NAMES)
+    if args.optimizer == "sgd":
+        opt = train.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                        weight_decay=args.weight_decay, nesterov=args.momentum > 0)
+    else:
+        opt = train.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    rng = np.random.default_rng([args.seed, 1])          # shuffling and augmentation
+
+    per_epoch = args.epoch_size or len(images)
+    steps_per_epoch = per_epoch // args.batch
+    total = steps_per_epoch * args.epochs
+    warm = int(args.warmup * steps_per_epoch)
+    lr_at = lambda s: train.cosine_lr(s, total, args.lr, warmup_steps=warm)  # noqa: E731
+
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    history, start_epoch = [], 0
+    if args.resume:
+        ck = train.latest_checkpoint(args.checkpoint_dir)
+        if ck is None:
+            print(f"--resume: no checkpoint in {args.checkpoint_dir}, starting from scratch")
+        else:
+            start_epoch, rngs, extra = train.load_checkpoint(ck, model, opt)
+            rng = rngs["data"]
+            history = extra.get("history", [])
+            old = extra.get("config", {})
+            for key in ("batch", "lr", "epochs", "seed", "train_size", "epoch_size", "width", "fc", "dropout",
+                        "conv1", "optimizer", "workers"):
+                if key in old and old[key] != config[key]:
+                    print(f"warning: --{key.replace('_', '-')} is {config[key]!r}, the checkpoint was "
+                          f"trained with {old[key]!r}", file=sys.stderr)
+            print(f"resumed from {ck} after epoch {start_epoch}", flush=True)
+    print(model)
+    print(f"{sum(p.data.size for p in model.parameters()):,} parameters; {args.epochs} epochs x "
+          f"{steps_per_epoch} steps of {args.batch}", flush=True)
+
+    t_train = time.perf_counter()
+    with train.DataParallel(model, workers=args.workers, threads=args.threads, seed=args.seed) as par:
+        run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, lr_at, steps_per_epoch,
+                   start_epoch, history, config, par)
+    return finish(args, model, t_start, t_train)
+
+
+def run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, lr_at, steps_per_epoch,
+               start_epoch, history, config, par):
+    for epoch in range(start_epoch, args.epochs):
+        t0 = time.perf_counter()
+        loss, acc = train.train_epoch(
+            model, opt, images, labels, args.batch, rng, lr_at=lr_at, first_step=epoch * steps_per_epoch,
+            smoothing=args.label_smoothing, flip=not args.no_flip, shift=args.shift, jitter=args.jitter,
+            n=args.epoch_size, progress=not args.no_progress, desc=f"epoch {epoch + 1}/{args.epochs}",
+            parallel=par)
+        rec = {"epoch": epoch + 1, "loss": loss, "train_acc": acc, "seconds": time.perf_counter() - t0}
+        if test_images is not None:
+            rec["test_acc"] = train.evaluate(model, test_images, test_labels)
+        history.append(rec)
+        print(json.dumps(rec), flush=True)
+        ck = train.save_checkpoint(args.checkpoint_dir / f"epoch_{epoch + 1:03d}.npz", model, opt, epoch + 1,
+                                   rngs={"data": rng}, extra={"history": history, "config": config})
+        if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
+            print(f"stopping after epoch {epoch + 1} (--stop-after-epoch)", flush=True)
+            sys.exit(3)
+
+
+def finish(args, model, t_start, t_train):
+    model.eval()
+    model.requires_grad_(False)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    te.save_model(model, args.out, class_names=CLASS_NAMES, mean=model.preprocessing["mean"],
+                  std=model.preprocessing["std"], pixel_scale=1.0, channel_order="RGB")
+    wall = time.perf_counter() - t_start
+    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+    print(f"training time {time.perf_counter() - t_train:.0f} s; wall time {wall:.0f} s ({wall / 60:.1f} min)")
+    return model
+
+
+if __name__ == "__main__":
+    main()
