@@ -13,8 +13,9 @@ Gaussian (``smooth``, default one pixel per 64 pixels of image side) before the
 quantiles are taken.  Raw gradients are speckled -- neighbouring pixels of the
 object alternate between high and low values -- so unsmoothed quantile seeds
 scatter hard "background" labels inside the object, which GrabCut can never
-overturn.  On the 500 shipped scenes this raises the localisation accuracy by
-about 0.15 (scripts/bench_localization.py; ``smooth=0`` gives the paper's recipe).
+overturn.  With the embedded model on the 500 shipped scenes, smoothing raises
+the localisation accuracy (box IoU >= 0.5) from 0.86 to 0.90, and the mean box
+IoU from 0.72 to 0.77 (``smooth=0`` gives the paper's recipe).
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from ._common import (ExplainError, class_names, data_scale, pixel_bounds, resol
                       resolve_unit)
 from .optimize import optimize
 
-CLASS_MODEL_DEFAULTS = dict(steps=200, lr=0.03, l2=3e-3, init_noise=0.01, optimizer="adam")
+CLASS_MODEL_DEFAULTS = dict(steps=300, lr=0.1, l2=3e-3, init_noise=0.01, optimizer="adam")
 
 
 @dataclass
