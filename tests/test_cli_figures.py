@@ -132,7 +132,7 @@ def test_cli_runs_as_module(model_file, tmp_path):
 # --------------------------------------------------------------------------
 # figures
 # --------------------------------------------------------------------------
-EXPECTED = {"toy_relu_rules.png", "class_models.png", "neurons_conv5.png", "neurons_fc7.png", "saliency.png",
+EXPECTED = {"toy_relu_rules.png", "class_models.png", "neurons_conv3.png", "neurons_fc7.png", "saliency.png",
             "grabcut.png", "inversion_fc7.png", "rules.png", "index.html", "summary.json"}
 
 
@@ -151,6 +151,14 @@ def test_reproduce_figures_small(model_file, tmp_path, capsys):
     rc = figures.main(["--out", str(out), "--weights", model_file, "--steps-scale", "0.02", "--units", "1",
                        "--only", "toy"])
     assert rc == 0 and {p.name for p in out.iterdir()} == {"toy_relu_rules.png", "index.html", "summary.json"}
+
+
+def test_reproduce_figures_from_image_files(model_file, scene_png, tmp_path, capsys):
+    out = tmp_path / "g"
+    rc = figures.main(["--out", str(out), "--weights", model_file, "--only", "saliency", "grabcut", "rules",
+                       "--images", str(scene_png / "scene.png"), str(scene_png / "grey_big.png")])
+    assert rc == 0, capsys.readouterr().err
+    assert {"saliency.png", "grabcut.png", "rules.png", "index.html"} <= {p.name for p in out.iterdir()}
 
 
 def test_reproduce_figures_failure_leaves_nothing(model_file, tmp_path, monkeypatch, capsys):

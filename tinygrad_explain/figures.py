@@ -37,6 +37,12 @@ from . import explain as X
 from . import image as te_image
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
+def _say(text):
+    """Print above the progress bars (tqdm.write keeps the bars and the text apart)."""
+    from tqdm.auto import tqdm
+    tqdm.write(str(text))
+
+
 LECTURE_IMAGENET_CLASSES = ["washer", "goose", "ostrich", "limousine", "computer keyboard", "dalmatian"]
 
 
@@ -186,7 +192,7 @@ def fig_toy(inp, out, summary):
               ("backprop", t["backprop"]), ("deconvnet", t["deconvnet"]), ("guided backprop", t["guided"])]
     table_image(tables, "ReLU forward, then three ways to pass the gradient back").save(out / "toy_relu_rules.png")
     text = "\n\n".join(f"{n}\n" + "\n".join(" ".join(f"{v:4g}" for v in row) for row in a) for n, a in tables)
-    print(text)
+    _say(text)
     rows = "".join("<td><b>{}</b><table class=m>{}</table></td>".format(
         html.escape(n), "".join("<tr>" + "".join(f"<td>{v:g}</td>" for v in row) + "</tr>" for row in a))
         for n, a in tables)
@@ -207,9 +213,9 @@ def fig_class_models(inp, out, summary):
         out / "class_models.png")
     summary["class_models"] = {lb: float(p) for lb, p in zip(v.labels, v.probability)}
     summary["class_model_settings"] = {k: v_ for k, v_ in s.items() if k != "progress"}
-    print("class-model softmax per class:")
+    _say("class-model softmax per class:")
     for lb, p, sc in zip(v.labels, v.probability, v.final):
-        print(f"  {lb:<20} softmax {p:.4f}   score {sc:.2f}")
+        _say(f"  {lb:<20} softmax {p:.4f}   score {sc:.2f}")
     return Figure("class_models", "class_models.png",
                   "Class model visualisation (Simonyan et al. 2014): gradient ascent on the unnormalised class "
                   "score S<sub>c</sub>(I) &minus; &lambda;&Vert;I&Vert;<sup>2</sup>, starting from the zero (mean) "
@@ -228,8 +234,9 @@ def fig_neurons(inp, out, summary):
              title=f"Images maximising {layer} units (one {what} each)").save(out / f"neurons_{layer}.png")
         summary[f"neurons_{layer}"] = {lb: float(a) for lb, a in zip(v.labels, v.final)}
         figs.append(Figure(f"neurons_{layer}", f"neurons_{layer}.png",
-                           f"Neuron maximisation for {len(units)} units of <b>{layer}</b>: the same gradient ascent "
-                           f"as for class models, with the class score replaced by one {what}."))
+                           f"Neuron maximisation for {len(units)} units of <b>{layer}</b> (those most active on "
+                           f"the sample images): the same gradient ascent as for class models, with the class "
+                           f"score replaced by one {what}."))
     return figs
 
 
@@ -284,8 +291,8 @@ def fig_inversion(inp, out, summary):
     summary["inversion"] = {"errors": inv.errors.tolist(), "pairwise_mean_abs_diff": pair.tolist(),
                             "mean_pairwise_mean_abs_diff": inv.mean_pairwise_mad,
                             "settings": {k: v for k, v in s.items() if k != "progress"}}
-    print("fc7 inversion, normalised errors:", " ".join(f"{e:.4f}" for e in inv.errors))
-    print(f"fc7 inversion, mean pairwise mean |difference| (model space): {inv.mean_pairwise_mad:.4f}")
+    _say("fc7 inversion, normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
+    _say(f"fc7 inversion, mean pairwise mean |difference| (model space): {inv.mean_pairwise_mad:.4f}")
     rows = "".join("<tr>" + "".join(f"<td>{v:.3f}</td>" for v in r) + "</tr>" for r in pair)
     return Figure("inversion", "inversion_fc7.png",
                   "Inverting the fc7 representation (Mahendran &amp; Vedaldi 2015): five random initialisations, "
@@ -347,6 +354,16 @@ def embedded_inputs(model, n=6):
                   truth_boxes=[data["boxes"][i] for i in picked], classes=None)
 
 
+def most_active_units(model, x, layer, k):
+    """The ``k`` units (channels of a conv map, by their spatial mean) of ``layer`` with the
+    highest mean activation over the images ``x`` -- live units, not dead ones."""
+    from .engine import no_grad
+    with no_grad():
+        a = model(x, until=layer).numpy()
+    score = a.reshape(a.shape[0], a.shape[1], -1).mean(-1).mean(0)
+    return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
+
+
 def file_inputs(model, paths):
     x = np.concatenate([te_image.load(p, model) for p in paths])
     return Inputs(model=model, x=x, pictures=[te_image.to_display(x[i], model) for i in range(len(x))],
@@ -397,10 +414,11 @@ def write_index(out: Path, figures, title, info):
     (out / "index.html").write_text("\n".join(parts) + "\n", encoding="utf-8")
 
 
-def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info="", only=None, log=print):
+def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info="", only=None, log=None):
     """Make every figure into ``out`` (atomically: temp folder, index.html last, rename).
     Returns (figures, summary dict, seconds)."""
     from tqdm.auto import tqdm
+    log = log or _say
     out = Path(out)
     tmp = _prepare_out(out)
     t0 = time.perf_counter()
@@ -455,7 +473,7 @@ def set_threads(n: int):
 
 EMBEDDED_SETTINGS = {                         # the library defaults, spelled out
     "class_model": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"]),
-    "maximize": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"]),
+    "maximize": dict(steps=X.visualize.MAXIMIZE_DEFAULTS["steps"]),
     "invert": dict(steps=X.inversion.INVERT_DEFAULTS["steps"]),
 }
 IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet step costs ~25x more
@@ -478,7 +496,9 @@ def main(argv=None) -> int:
     ap.add_argument("--images", nargs="+", help="image files (default: sample scenes; required with --weights)")
     ap.add_argument("--classes", nargs="+", help="class-model targets (default: every class of the embedded "
                                                  "model / the lecture's classes for ImageNet models)")
-    ap.add_argument("--conv-layer", default="conv5", help="conv layer for neuron maximisation (default conv5)")
+    ap.add_argument("--conv-layer", default="conv3",
+                    help="conv layer for neuron maximisation (default conv3: in the embedded model most conv5 "
+                         "channels cannot be driven above their negative bias from a near-zero start)")
     ap.add_argument("--units", type=int, default=8, help="units per layer for neuron maximisation (default 8)")
     ap.add_argument("--steps-scale", type=float, default=1.0,
                     help="multiply every optimisation's number of steps (e.g. 0.1 for a quick look)")
@@ -520,8 +540,8 @@ def main(argv=None) -> int:
         if len(model.shapes[inputs.conv_layer]) != 3:
             raise X.ExplainError(f"--conv-layer {args.conv_layer!r} is not a convolutional map")
         nconv, nfc = model.shapes[inputs.conv_layer][0], int(np.prod(model.shapes[X.resolve_layer(model, 'fc7')]))
-        inputs.conv_units = list(range(min(args.units, nconv)))
-        inputs.fc_units = list(range(min(args.units, nfc)))
+        inputs.conv_units = most_active_units(model, inputs.x, inputs.conv_layer, min(args.units, nconv))
+        inputs.fc_units = most_active_units(model, inputs.x, "fc7", min(args.units, nfc))
         settings = {k: dict(v) for k, v in (EMBEDDED_SETTINGS if model.num_classes <= 20 else IMAGENET_SETTINGS).items()}
         for s in settings.values():
             s["steps"] = max(1, int(round(s["steps"] * args.steps_scale)))
