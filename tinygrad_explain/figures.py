@@ -219,7 +219,8 @@ def fig_class_models(inp, out, summary):
     return Figure("class_models", "class_models.png",
                   "Class model visualisation (Simonyan et al. 2014): gradient ascent on the unnormalised class "
                   "score S<sub>c</sub>(I) &minus; &lambda;&Vert;I&Vert;<sup>2</sup>, starting from the zero (mean) "
-                  "image; the mean is added back for display. Under each image: the softmax probability the "
+                  "image plus faint noise (the exact zero image is a dead point of this network), with Adam "
+                  "steps; the mean is added back and the contrast stretched for display. Under each image: the softmax probability the "
                   "network gives it for that class.")
 
 
@@ -298,8 +299,9 @@ def fig_inversion(inp, out, summary):
                   "Inverting the fc7 representation (Mahendran &amp; Vedaldi 2015): five random initialisations, "
                   "each optimised to match the original's fc7 code (normalised error "
                   "&Vert;&phi;(x)&minus;&phi;<sub>0</sub>&Vert;/&Vert;&phi;<sub>0</sub>&Vert; under each) with "
-                  "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors, SGD with momentum. Different starts give "
-                  "different images with the same code: what they share is what fc7 keeps.",
+                  "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule (Adam steps, "
+                  "smooth random starts; see docs/explainers.md). Different starts give different images with "
+                  "the same code: what they share is what fc7 keeps.",
                   extra_html="<p>Pairwise mean absolute difference between reconstructions (model space):</p>"
                              f"<table class=m>{rows}</table>")
 
