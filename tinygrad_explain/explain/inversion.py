@@ -38,7 +38,7 @@ from ._common import ExplainError, as_batch, data_scale, resolve_layer
 from .optimize import optimize, step_schedule
 from .regularizers import gaussian_blur
 
-INVERT_DEFAULTS = dict(steps=1500, lr=0.03, momentum=0.9, alpha=6.0, beta=2.0, alpha_norm=1e-4, tv=5e-3,
+INVERT_DEFAULTS = dict(steps=1500, lr=0.03, momentum=0.9, alpha=6.0, beta=2.0, alpha_norm=1e-5, tv=3e-3,
                        milestones=(0.7, 0.9), init_std=0.3, init_smooth=0.06, optimizer="adam")
 
 
