@@ -1,6 +1,39 @@
-"""Shared Numba settings for every CPU kernel: parallel loops over
-independent rows/planes (prange), on-disk cache, and no fastmath (results
-must be reproducible and exactly IEEE)."""
+"""Shared Numba settings for every CPU kernel.
+
+Every kernel is compiled twice from the same Python function: a parallel
+version (``prange`` loops over independent rows / planes, spread over Numba's
+threads) and a serial one (``prange`` runs as ``range``).  Each call picks by
+the size of its largest array: a parallel region costs a thread-pool round
+trip, which on small arrays (a 64x64 network at batch 1) costs far more than
+the work -- and on a busy 2-core machine, where a worker thread may have to
+wait for a time slice, hundreds of times more.  Both versions do the same
+arithmetic in the same order, so the results are bit-identical.
+
+All kernels: on-disk cache (a second process does not recompile), no
+fastmath (reproducible, exactly IEEE results).
+"""
+import functools
+import types
+
+import numpy as np
 from numba import njit, prange  # noqa: F401
 
-kernel = njit(parallel=True, cache=True, nogil=True)
+PARALLEL_MIN = 1 << 18          # elements of the largest array from which a kernel runs in parallel
+
+
+class kernel:
+    """Decorator: the function compiled serial and parallel; calls dispatch by array size."""
+
+    def __init__(self, fn):
+        # The serial twin needs its own name: Numba's on-disk cache is keyed by
+        # the function's qualified name and line, not by the compile flags.
+        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                  fn.__defaults__, fn.__closure__)
+        twin.__qualname__ = fn.__qualname__ + "_serial"
+        self.parallel = njit(parallel=True, cache=True, nogil=True)(fn)
+        self.serial = njit(cache=True, nogil=True)(twin)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args):
+        work = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
+        return (self.parallel if work >= PARALLEL_MIN else self.serial)(*args)
