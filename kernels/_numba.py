@@ -13,10 +13,20 @@ All kernels: on-disk cache (a second process does not recompile), no
 fastmath (reproducible, exactly IEEE results).
 """
 import functools
+import os
 import types
 
+import numba
 import numpy as np
 from numba import njit, prange  # noqa: F401
+
+# Numba's default OpenMP thread pool spin-waits after each parallel region,
+# taking the cores that the next BLAS call (OpenBLAS's own threads) needs: on
+# 2 cores AlexNet's forward pass ran 3x slower than on one thread.  The
+# "workqueue" pool sleeps when idle (and is safe to fork).  An explicit
+# NUMBA_THREADING_LAYER still wins.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 PARALLEL_MIN = 1 << 18          # elements of the largest array from which a kernel runs in parallel
 

@@ -106,12 +106,19 @@ def timeit(fn, warm=2):
 
 
 def compare(name, fa, fb, repeats):
-    fa(), fb(), fa(), fb()                     # warm-up
+    """Median times of fa and fb, measured alternately: each round runs fa twice
+    and times the second call, then fb likewise.  The untimed call lets the other
+    library's thread pool go idle first (OpenBLAS and OpenMP workers spin for a
+    while after a parallel region), so neither engine is timed against the
+    other's spinning threads."""
+    fa(), fb() if fb is not None else None      # warm-up: compile, allocate
     ta, tb = [], []
     for _ in range(repeats):
-        t = time.perf_counter(); fa(); ta.append(time.perf_counter() - t)
-        if fb is not None:
-            t = time.perf_counter(); fb(); tb.append(time.perf_counter() - t)
+        for f, ts in ((fa, ta), (fb, tb)):
+            if f is None:
+                continue
+            f()
+            t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
     a = statistics.median(ta) * 1e3
     b = statistics.median(tb) * 1e3 if tb else float("nan")
     return name, a, b
@@ -168,7 +175,7 @@ else:
     def step(b):
         xt = torch.tensor(np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)).requires_grad_(True)
         tm(xt)[:, 3].sum().backward(); return xt.grad
-step(1); step(batch); gc.collect()         # compile / load kernels, warm the allocators
+step(1); gc.collect()                      # compile / load kernels at batch 1 only
 with open('/proc/self/clear_refs', 'w') as f:
     f.write('5')                           # reset the peak RSS (VmHWM) to the current RSS
 base = status('VmRSS')
