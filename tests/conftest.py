@@ -9,5 +9,26 @@ does not check.
 import os
 import sys
 
+import pytest
+
 if os.environ.get("TE_FAKE_CUPY"):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_cupy"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One Numba and one BLAS thread for a module of small-batch tests (the
+    explainers): fastest there, and no fight with other processes (see
+    figures.set_threads); the previous limits are restored afterwards."""
+    import numba
+    prev = numba.get_num_threads()
+    try:
+        from threadpoolctl import threadpool_limits
+        blas = threadpool_limits(1)
+    except ImportError:
+        blas = None
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(prev)
+    if blas is not None:
+        blas.restore_original_limits()

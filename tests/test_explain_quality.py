@@ -12,25 +12,10 @@ from tinygrad_explain import figures, scenes
 from tinygrad_explain.explain import localization as L
 from tinygrad_explain.modelfile import DEFAULT_WEIGHTS
 
-pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason=f"{DEFAULT_WEIGHTS} is absent")
+pytestmark = [pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason=f"{DEFAULT_WEIGHTS} is absent"),
+              pytest.mark.usefixtures("one_thread")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small batches: one Numba/BLAS thread is fastest and does not fight other processes
-    (see figures.set_threads); the previous limits are restored afterwards."""
-    import numba
-    prev = numba.get_num_threads()
-    try:
-        from threadpoolctl import threadpool_limits
-        blas = threadpool_limits(1)
-    except ImportError:
-        blas = None
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(prev)
-    if blas is not None:
-        blas.restore_original_limits()
 
 
 @pytest.fixture(scope="module")

@@ -19,22 +19,7 @@ captum_attr = pytest.importorskip("captum.attr")
 NAMES = ["a", "b", "c", "d", "e"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small batches: one Numba/BLAS thread is fastest and does not fight other processes
-    (see figures.set_threads); the previous limits are restored afterwards."""
-    import numba
-    prev = numba.get_num_threads()
-    try:
-        from threadpoolctl import threadpool_limits
-        blas = threadpool_limits(1)
-    except ImportError:
-        blas = None
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(prev)
-    if blas is not None:
-        blas.restore_original_limits()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def torch_net():
