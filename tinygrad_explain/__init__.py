@@ -7,6 +7,7 @@
     scores[0, c].backward()                      # dS_c / dx  ->  x.grad
 """
 from .engine import Tensor, Function, no_grad, relu_backward, manual_seed, RELU_RULES  # noqa: F401
+from .device import set_num_threads  # noqa: F401
 from . import ops  # noqa: F401  (attaches Tensor operators)
 from .ops import (conv2d, linear, relu, max_pool2d, local_response_norm, adaptive_avg_pool2d,  # noqa: F401
                   dropout, flatten, log_softmax, cross_entropy, shift_diff)

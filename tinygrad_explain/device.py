@@ -62,3 +62,24 @@ def move(array, device: str):
     require("gpu")
     import cupy
     return cupy.asarray(np.asarray(array))
+
+
+def set_num_threads(n: int):
+    """Limit the CPU thread pools -- Numba's kernels and the BLAS -- to ``n`` threads
+    (0 or None: leave them alone).
+
+    The explainers run many small batches (a 64x64 network at batch 1); there one
+    thread is fastest by far, and on a busy machine two pools of spinning threads
+    (Numba's and OpenBLAS's) fighting each other and other processes made a
+    class-model step 30x slower.  The scripts and the CLI use one thread unless
+    told otherwise (--threads); large batches (AlexNet at batch 8, training) gain
+    from more on an idle machine."""
+    if not n:
+        return
+    import numba
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(int(n))
+    except ImportError:                     # a dependency; OPENBLAS_NUM_THREADS does it too
+        pass

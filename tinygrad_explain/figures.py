@@ -452,26 +452,11 @@ def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info=
 # command line (scripts/reproduce_figures.py)
 # --------------------------------------------------------------------------
 def set_threads(n: int):
-    """Limit Numba's and the BLAS's thread pools to ``n`` threads (0: leave them alone).
+    """Limit Numba's and the BLAS's thread pools to ``n`` threads (0: leave them
+    alone); the scripts default to one -- see device.set_num_threads."""
+    from .device import set_num_threads
+    set_num_threads(n)
 
-    The explainers run many small batches (10 images of 64x64); there, one thread
-    is fastest by far.  With Numba's parallel kernels *and* OpenBLAS each starting
-    a thread per core, the two pools spin against each other, and against any other
-    process on the machine: on a loaded 2-core machine a class-model step took 30x
-    longer with the default pools than with one thread.  The scripts and the CLI
-    therefore use one thread unless told otherwise (--threads)."""
-    if not n:
-        return
-    try:
-        import numba
-        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
-    except (ImportError, ValueError):
-        pass
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(int(n))
-    except ImportError:                     # without threadpoolctl, OPENBLAS_NUM_THREADS=1 does it
-        pass
 
 EMBEDDED_SETTINGS = {                         # the library defaults, spelled out
     "class_model": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"]),

@@ -348,16 +348,9 @@ def _jsonable(d):
 
 
 def set_threads(n):
-    """Use ``n`` threads in the Numba kernels and in BLAS.  On a shared, busy
-    machine one thread per process can be many times faster than
-    oversubscribed parallel kernels."""
-    import numba
-    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(int(n))
-    except ImportError:
-        pass
+    """Use ``n`` threads in the Numba kernels and in BLAS (see device.set_num_threads)."""
+    from .device import set_num_threads
+    set_num_threads(n)
 
 
 # --------------------------------------------------------------------------
