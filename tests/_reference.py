@@ -103,31 +103,11 @@ def kink_margin(model, x):
 # PyTorch reference AlexNets (same module order as te.models.alexnet)
 # --------------------------------------------------------------------------
 def torch_alexnet(variant, num_classes=1000):
+    """The package's independent PyTorch AlexNet (tinygrad_explain.torch_reference):
+    module ``i`` of the Sequential is te layer ``i``, so ``seq[:i + 1]`` is a prefix net."""
     import torch.nn as tnn
-    if variant == "torchvision":
-        mods = [tnn.Conv2d(3, 64, 11, 4, 2), tnn.ReLU(), tnn.MaxPool2d(3, 2),
-                tnn.Conv2d(64, 192, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(3, 2),
-                tnn.Conv2d(192, 384, 3, padding=1), tnn.ReLU(),
-                tnn.Conv2d(384, 256, 3, padding=1), tnn.ReLU(),
-                tnn.Conv2d(256, 256, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(3, 2),
-                tnn.AdaptiveAvgPool2d(6), tnn.Flatten(),
-                tnn.Dropout(), tnn.Linear(9216, 4096), tnn.ReLU(),
-                tnn.Dropout(), tnn.Linear(4096, 4096), tnn.ReLU(),
-                tnn.Linear(4096, num_classes)]
-    elif variant == "caffe":
-        mods = [tnn.Conv2d(3, 96, 11, 4), tnn.ReLU(), tnn.LocalResponseNorm(5, 1e-4, 0.75, 1.0), tnn.MaxPool2d(3, 2),
-                tnn.Conv2d(96, 256, 5, padding=2, groups=2), tnn.ReLU(), tnn.LocalResponseNorm(5, 1e-4, 0.75, 1.0),
-                tnn.MaxPool2d(3, 2),
-                tnn.Conv2d(256, 384, 3, padding=1), tnn.ReLU(),
-                tnn.Conv2d(384, 384, 3, padding=1, groups=2), tnn.ReLU(),
-                tnn.Conv2d(384, 256, 3, padding=1, groups=2), tnn.ReLU(), tnn.MaxPool2d(3, 2),
-                tnn.Flatten(),
-                tnn.Linear(9216, 4096), tnn.ReLU(), tnn.Dropout(),
-                tnn.Linear(4096, 4096), tnn.ReLU(), tnn.Dropout(),
-                tnn.Linear(4096, num_classes)]
-    else:
-        raise ValueError(variant)
-    return tnn.Sequential(*mods).eval()
+    from tinygrad_explain.torch_reference import layers
+    return tnn.Sequential(*layers(variant, num_classes)).eval()
 
 
 def torch_state_dict(torch_model, layer_names):

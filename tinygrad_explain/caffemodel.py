@@ -213,6 +213,15 @@ def _parse_blob_shape(buf, start, stop):
     return tuple(dims)
 
 
+def _packed(buf, span, at, dtype, what):
+    """A packed repeated float/double field spanning bytes [a, b) as a NumPy view."""
+    a, b = span
+    size = np.dtype(dtype).itemsize
+    if (b - a) % size:
+        raise ValueError(f"packed {what} data at byte offset {at} has {b - a} bytes, not a multiple of {size}")
+    return np.frombuffer(buf, dtype=dtype, count=(b - a) // size, offset=a)
+
+
 def _parse_blob(buf, start, stop) -> np.ndarray:
     """BlobProto -> ndarray (float32, or float64 if only double_data is present)."""
     shape = None
@@ -226,21 +235,13 @@ def _parse_blob(buf, start, stop) -> np.ndarray:
         elif fnum == 5:
             _expect(wt, (LEN, I32), fnum, at, "BlobProto.data")
             if wt == LEN:
-                a, b = val
-                if (b - a) % 4:
-                    raise ValueError(f"packed float data at byte offset {at} has {b - a} bytes, "
-                                     "not a multiple of 4")
-                chunks.append(np.frombuffer(buf, dtype="<f4", count=(b - a) // 4, offset=a))
+                chunks.append(_packed(buf, val, at, "<f4", "float"))
             else:
                 scalars.append(val)
         elif fnum == 8:
             _expect(wt, (LEN, I64), fnum, at, "BlobProto.double_data")
             if wt == LEN:
-                a, b = val
-                if (b - a) % 8:
-                    raise ValueError(f"packed double data at byte offset {at} has {b - a} "
-                                     "bytes, not a multiple of 8")
-                dchunks.append(np.frombuffer(buf, dtype="<f8", count=(b - a) // 8, offset=a))
+                dchunks.append(_packed(buf, val, at, "<f8", "double"))
             else:
                 dscalars.append(val)
         elif fnum in (1, 2, 3, 4):

@@ -224,3 +224,27 @@ def convert_caffe(in_path, out_path, class_names=None):
     src = os.fspath(in_path)
     state = caffe_to_state_dict(load_caffemodel(src), source=src)
     return _build_and_save("caffe", state, out_path, CAFFE_PREPROCESSING, class_names, src)
+
+
+def cli(kind, doc, argv=None):
+    """The shared command line of scripts/convert_torchvision.py and convert_caffe.py:
+    ``INPUT OUTPUT``; expected problems print one line and return exit code 2."""
+    import argparse
+    import sys
+    convert, what, source = {
+        "torchvision": (convert_torchvision, "torchvision AlexNet",
+                        "torchvision AlexNet state dict saved by torch.save (zip format)"),
+        "caffe": (convert_caffe, "Caffe bvlc_alexnet", "bvlc_alexnet .caffemodel (binary NetParameter)"),
+    }[kind]
+    ap = argparse.ArgumentParser(description=doc.splitlines()[1])
+    ap.add_argument("input", help=source)
+    ap.add_argument("output", help=f"HDF5 model file to write, e.g. weights/alexnet_{kind}.h5")
+    args = ap.parse_args(argv)
+    try:
+        model = convert(args.input, args.output)
+    except (ValueError, KeyError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"convert_{kind}: error: {msg}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: {what}, input {model.input_shape}, {model.num_classes} classes")
+    return 0
