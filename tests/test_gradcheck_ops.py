@@ -143,6 +143,24 @@ def test_conv2d_batch_chunks(monkeypatch, budget):
     assert te.gradcheck(lambda x, w, b: te.conv2d(x, w, b, 1, 1, 2), [x, w, b], max_checks=60)
 
 
+@pytest.mark.parametrize("budget", [None, 6000])
+def test_conv2d_kept_col_equals_recomputed(monkeypatch, budget):
+    """Training keeps forward's im2col for the weight gradient; a second backward
+    (retain_graph) has to recompute it.  Both must give the same weight gradient."""
+    if budget is not None:
+        monkeypatch.setattr(ops.Conv2d, "COL_BUDGET", budget, raising=False)
+    x = te.Tensor(rng(1).standard_normal((9, 4, 10, 10)).astype(np.float32), requires_grad=True)
+    w = te.Tensor(rng(2).standard_normal((6, 4, 3, 3)).astype(np.float32), requires_grad=True)
+    y = te.conv2d(x, w, None, 2, 1)
+    g = rng(3).standard_normal(y.shape).astype(np.float32)
+    y.backward(g, retain_graph=True)
+    first_w, first_x = w.grad.copy(), x.grad.copy()
+    w.grad = x.grad = None
+    y.backward(g)
+    np.testing.assert_array_equal(w.grad, first_w)
+    np.testing.assert_array_equal(x.grad, first_x)
+
+
 # --------------------------------------------------------------------------
 # relu and its three backward rules
 # --------------------------------------------------------------------------

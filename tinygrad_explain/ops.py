@@ -51,8 +51,10 @@ class Conv2d(Function):
 
     The batch is processed in chunks of images whose ``col`` fits a few MB
     (reused scratch buffers, cache-friendly); for one image the GEMM writes
-    straight into the output.  ``col`` is not kept: when the weight gradient
-    is needed, backward recomputes it chunk by chunk (as Caffe does).  On the
+    straight into the output.  When the weight gradient will be needed
+    (training), each chunk's ``col`` is kept for backward; otherwise (input
+    gradients only, as the explainers need) it is not, and a backward that
+    still needs it recomputes it chunk by chunk (as Caffe does).  On the
     GPU the budget is larger (``GPU_COL_BUDGET``): a whole AlexNet batch of
     32 is one im2col and one cuBLAS GEMM per group.
     """
@@ -79,10 +81,17 @@ class Conv2d(Function):
         x = xp.ascontiguousarray(x)
         wg = w.reshape(G, Og, R).astype(x.dtype, copy=False)
         y = xp.empty((N, O, L), dtype=x.dtype)
+        # When the weight gradient will be needed (training), keep each chunk's
+        # col for backward instead of recomputing it there.
+        self.cols = [] if len(self.needs_grad) > 1 and self.needs_grad[1] else None
         for n0 in range(0, N, step):
             n1 = min(N, n0 + step)
+            shape = (G * R, (n1 - n0) * L)
             col = B.im2col.im2col(x[n0:n1], kh, kw, self.stride, self.padding,
-                                  out=B.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
+                                  out=B.workspace.get("col", shape, x.dtype) if self.cols is None
+                                  else xp.empty(shape, x.dtype))
+            if self.cols is not None:
+                self.cols.append(col)
             rows = y[n0].reshape(O, L) if n1 - n0 == 1 else B.workspace.get("rows", (O, (n1 - n0) * L), x.dtype)
             for g in range(G):
                 xp.matmul(wg[g], col[g * R:(g + 1) * R], out=rows[g * Og:(g + 1) * Og])
@@ -103,7 +112,8 @@ class Conv2d(Function):
         wg = w.reshape(G, Og, R).astype(g.dtype, copy=False)
         dx = xp.zeros(x.shape, dtype=g.dtype) if need_x else None
         dw = xp.zeros((G, Og, R), dtype=g.dtype) if need_w else None
-        for n0 in range(0, N, step):
+        cols, self.cols = self.cols, None
+        for k, n0 in enumerate(range(0, N, step)):
             n1 = min(N, n0 + step)
             grows = B.layout.nchw_to_rows(g[n0:n1], B.workspace.get("grows", (O, (n1 - n0) * L), g.dtype)
                                           if n1 - n0 > 1 else None)
@@ -113,8 +123,9 @@ class Conv2d(Function):
                     xp.matmul(wg[i].T, grows[i * Og:(i + 1) * Og], out=dcol[i * R:(i + 1) * R])
                 B.im2col.col2im(dcol, (n1 - n0,) + x.shape[1:], kh, kw, self.stride, self.padding, out=dx[n0:n1])
             if need_w:
-                col = B.im2col.im2col(x[n0:n1], kh, kw, self.stride, self.padding,
-                                      out=B.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
+                col = cols[k] if cols else B.im2col.im2col(
+                    x[n0:n1], kh, kw, self.stride, self.padding,
+                    out=B.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
                 for i in range(G):
                     dw[i] += grows[i * Og:(i + 1) * Og] @ col[i * R:(i + 1) * R].T
         db = B.layout.bias_grad(g) if need_b else None
