@@ -33,7 +33,6 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-
 def blas_info():
     try:
         from threadpoolctl import threadpool_info
@@ -237,19 +236,12 @@ def run_train_step(repeats):
     return statistics.median(ts) * 1e3
 
 
-BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-
-
 def main():
-    # Some machines set OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE to pin an old OpenBLAS
-    # to a conservative kernel; it slows a current NumPy's BLAS (e.g. Haswell
-    # instead of SkylakeX kernels).  Measure as a user's machine would run:
-    # re-run this script once without both, unless --keep-blas-env.
-    if "--keep-blas-env" not in sys.argv and any(k in os.environ for k in BLAS_ENV):
-        env = {k: v for k, v in os.environ.items() if k not in BLAS_ENV}
-        print(f"(re-running without {', '.join(k for k in BLAS_ENV if k in os.environ)}; --keep-blas-env keeps them)")
-        sys.stdout.flush()
-        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    # Measure as a user's machine would run: without this machine's OpenBLAS
+    # kernel pins, unless --keep-blas-env.
+    sys.path.insert(0, os.path.dirname(HERE))
+    from tinygrad_explain.device import rerun_without_blas_pins
+    rerun_without_blas_pins()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=["torchvision", "caffe"], choices=["torchvision", "caffe"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])

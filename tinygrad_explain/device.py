@@ -83,3 +83,29 @@ def set_num_threads(n: int):
         threadpool_limits(int(n))
     except ImportError:                     # a dependency; OPENBLAS_NUM_THREADS does it too
         pass
+
+
+#: Environment variables that pin OpenBLAS to one processor's kernels.
+BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def rerun_without_blas_pins(keep_flag: str = "--keep-blas-env"):
+    """Re-execute the running script without ``BLAS_PINS`` if any is set, unless
+    ``keep_flag`` is on its command line.
+
+    Some machines set OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) so that old
+    OpenBLAS builds, which computed wrong results or crashed on their
+    processors, pick a conservative kernel.  The OpenBLAS bundled with a
+    current NumPy does not need that, and the pinned kernel (e.g. Haswell's on
+    an AVX-512 processor) runs its matrix products ~1.6x slower.  The long CPU
+    jobs (the benchmark, training) therefore run as on a machine without the
+    pins, and say so; the library itself never touches the environment."""
+    import os
+    import sys
+    found = [k for k in BLAS_PINS if k in os.environ]
+    if not found or keep_flag in sys.argv:
+        return
+    print(f"(re-running without {', '.join(found)}, which pin OpenBLAS to a slower kernel; "
+          f"{keep_flag} keeps them)", flush=True)
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_PINS}
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
