@@ -238,14 +238,16 @@ def alexnet(variant="torchvision", num_classes=1000) -> Network:
     return Network(layers, shape)
 
 
-def scene_alexnet(num_classes=10, size=64, width=(32, 64, 96, 96, 64), fc=256, dropout=0.2,
+def scene_alexnet(num_classes=10, size=64, width=(64, 128, 192, 192, 128), fc=512, dropout=0.1,
                   conv1=(5, 2, 2)) -> Network:
     """The embedded model's AlexNet-style network, sized for 64x64 "Fashion-MNIST
     scenes": AlexNet's layer names and order (conv1-relu1-norm1-pool1, conv2-relu2-
     norm2-pool2, conv3..conv5, pool5, fc6-relu6-drop6, fc7-relu7-drop7, fc8), with
     overlapping 3x3/2 max-pooling and LRN, at a size a 2-core CPU trains in minutes.
-    ``dropout`` (drop6/drop7) is 0.2 rather than AlexNet's 0.5: with a budget
-    of a few epochs the small network underfits, and 0.5 slowed training down."""
+    ``dropout`` (drop6/drop7) is 0.1 rather than AlexNet's 0.5: trained on
+    freshly rendered scenes every epoch, the network underfits within its
+    40-minute budget (its training accuracy stays below its test accuracy),
+    and stronger dropout only slows it down."""
     C, R, M, L, D, F = nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm, nn.Dropout, nn.Linear
     w1, w2, w3, w4, w5 = width
     k1, s1, p1 = conv1

@@ -353,6 +353,25 @@ def set_threads(n):
     set_num_threads(n)
 
 
+def reuse_freed_memory():
+    """Ask glibc's malloc to keep freed blocks of up to 32 MB for reuse rather
+    than hand them back to the OS.
+
+    A training step allocates and frees the same large activations every time.
+    By default glibc serves each block over 128 kB with a fresh ``mmap`` and
+    unmaps it on free, so every step pays a page fault and the kernel's
+    zero-filling for every page it touches (the LRN forward at batch 64 ran 4x
+    faster without that).  A no-op where the C library is not glibc."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    except (OSError, AttributeError):
+        pass
+
+
 # --------------------------------------------------------------------------
 # initialisation and the training loop
 # --------------------------------------------------------------------------
@@ -387,6 +406,7 @@ def _worker_main(conn, model, threads):
     """A data-parallel helper process: receives (seed, step, images, labels,
     smoothing, flat parameters), returns (loss, correct, flat gradients)."""
     set_threads(threads)
+    reuse_freed_memory()
     params = model.parameters()
     model.requires_grad_(True).train()
     while True:
@@ -443,6 +463,7 @@ class DataParallel:
             self.conns.append(a)
             self.procs.append(p)
         set_threads(threads)
+        reuse_freed_memory()
 
     def grads(self, step, xb, yb, smoothing=0.0):
         """Gradients of the mean loss over the whole batch into ``.grad``;
