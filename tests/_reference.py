@@ -1,5 +1,7 @@
 """Shared helpers for the engine tests (not a test module itself).
 
+* ``rng``, ``away_from_zero``, ``distinct``: seeded test inputs (no ReLU kinks
+  near a sample, no max-pool ties).
 * ``numeric_grad``: central differences of a scalar function of an array,
   independent of ``te.gradcheck`` (used where gradcheck's random output
   direction would get in the way, e.g. the sign-dependent ReLU rules).
@@ -16,6 +18,22 @@ import pytest
 
 import tinygrad_explain as te
 from tinygrad_explain import nn
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def away_from_zero(shape, seed=0, lo=0.1):
+    """Standard normal values, pushed to |v| >= lo (no kinks within eps of a sample)."""
+    v = rng(seed).standard_normal(shape)
+    return np.where(v >= 0, v + lo, v - lo)
+
+
+def distinct(shape, seed=0, spacing=1e-2):
+    """Values all different by >= spacing (no max-pool ties), negative and positive."""
+    n = int(np.prod(shape))
+    return (rng(seed).permutation(n) - n / 2).reshape(shape) * spacing
 
 
 @pytest.fixture(scope="module")

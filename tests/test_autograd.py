@@ -7,13 +7,9 @@ import tinygrad_explain as te
 from tinygrad_explain import engine, ops
 from tinygrad_explain import kernels as K
 
-from _reference import serial_kernels, tiny_network  # noqa: F401 (fixture)
+from _reference import rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
-
-
-def rng(seed=0):
-    return np.random.default_rng(seed)
 
 
 # --------------------------------------------------------------------------

@@ -10,15 +10,11 @@ import tinygrad_explain as te
 from tinygrad_explain import nn
 from tinygrad_explain.models import Network, alexnet
 
-from _reference import serial_kernels, tiny_network  # noqa: F401 (fixture)
+from _reference import rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
 h5py = pytest.importorskip("h5py")
-
-
-def rng(seed=0):
-    return np.random.default_rng(seed)
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,10 @@ from tinygrad_explain import kernels as K  # noqa: E402
 from tinygrad_explain import ops  # noqa: E402
 from tinygrad_explain.kernels import gpu as G  # noqa: E402
 
+from _reference import away_from_zero, distinct, rng  # noqa: E402
+
 TOL = 1e-4
 DTYPES = [np.float32, np.float64]
-
-
-def rng(seed=0):
-    return np.random.default_rng(seed)
 
 
 def rel_err(a, ref):
@@ -56,16 +54,6 @@ def assert_close(gpu, cpu, tol=TOL, what=""):
 def assert_equal(gpu, cpu, what=""):
     assert device.of(gpu) == "gpu", f"{what}: expected a CuPy array, got {type(gpu)}"
     np.testing.assert_array_equal(gpu.get(), cpu, err_msg=what)
-
-
-def away_from_zero(shape, seed=0, lo=0.1):
-    v = rng(seed).standard_normal(shape)
-    return np.where(v >= 0, v + lo, v - lo)
-
-
-def distinct(shape, seed=0, spacing=1e-2):
-    n = int(np.prod(shape))
-    return (rng(seed).permutation(n) - n / 2).reshape(shape) * spacing
 
 
 def gpu(a):

@@ -11,25 +11,10 @@ import pytest
 import tinygrad_explain as te
 from tinygrad_explain import ops
 
-from _reference import kink_margin, numeric_grad, serial_kernels, tiny_network  # noqa: F401 (fixture)
+from _reference import (away_from_zero, distinct, kink_margin, numeric_grad, rng, serial_kernels,  # noqa: F401
+                        tiny_network)
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
-
-
-def rng(seed=0):
-    return np.random.default_rng(seed)
-
-
-def away_from_zero(shape, seed=0, lo=0.1):
-    """Standard normal values, pushed to |v| >= lo (no kinks within eps of a sample)."""
-    v = rng(seed).standard_normal(shape)
-    return np.where(v >= 0, v + lo, v - lo)
-
-
-def distinct(shape, seed=0, spacing=1e-2):
-    """Values all different by >= spacing (no max-pool ties), negative and positive."""
-    n = int(np.prod(shape))
-    return (rng(seed).permutation(n) - n / 2).reshape(shape) * spacing
 
 
 # --------------------------------------------------------------------------
