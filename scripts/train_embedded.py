@@ -9,7 +9,7 @@ tints, sizes and places; scene seed = epoch), learning rate warmed up
 linearly over the first half epoch to 2e-3 and then cosine-annealed to 0,
 label smoothing 0.1, random horizontal flips, dropout 0.1 in drop6/drop7,
 two single-threaded processes that share each batch (``--workers 2``).
-On this project's 2-core machine it takes ~38 minutes (docs/embedded_model.md).
+On this project's 2-core machine it takes ~35 minutes (docs/embedded_model.md).
 
 Checkpoints (``--checkpoint-dir``, one ``epoch_NNN.npz`` per finished epoch,
 no pickle) hold the weights, the optimiser state (Adam moments or SGD
