@@ -29,10 +29,9 @@ def main(argv=None):
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     ap.add_argument("--threads", type=int, default=1, help="Numba/BLAS threads (default 1; 0 = library default)")
     args = ap.parse_args(argv)
-    from tinygrad_explain.figures import set_threads
-    set_threads(args.threads)
 
     import tinygrad_explain as te
+    te.set_num_threads(args.threads)
     from tinygrad_explain import scenes
     from tinygrad_explain.explain import localization as L
     try:

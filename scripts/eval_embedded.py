@@ -53,7 +53,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     if args.threads:
-        train.set_threads(args.threads)
+        te.set_num_threads(args.threads)
     model = te.load_model(args.model)
     names = model.class_names or [str(i) for i in range(model.num_classes)]
     results = {"model": model.path}

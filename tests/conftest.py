@@ -19,7 +19,7 @@ if os.environ.get("TE_FAKE_CUPY"):
 def one_thread():
     """One Numba and one BLAS thread for a module of small-batch tests (the
     explainers): fastest there, and no fight with other processes (see
-    figures.set_threads); the previous limits are restored afterwards."""
+    te.set_num_threads); the previous limits are restored afterwards."""
     import numba
     prev = numba.get_num_threads()
     try:

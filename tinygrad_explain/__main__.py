@@ -132,8 +132,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import tinygrad_explain as te
     from tinygrad_explain import explain as X
-    from tinygrad_explain.figures import set_threads
-    set_threads(args.threads)
+    from tinygrad_explain.device import set_num_threads
+    set_num_threads(args.threads)
     from tinygrad_explain.device import DeviceUnavailable
     try:
         print(run(args))

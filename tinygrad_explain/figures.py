@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import explain as X
+from .device import set_num_threads
 from . import image as te_image
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
@@ -451,13 +452,6 @@ def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info=
 # --------------------------------------------------------------------------
 # command line (scripts/reproduce_figures.py)
 # --------------------------------------------------------------------------
-def set_threads(n: int):
-    """Limit Numba's and the BLAS's thread pools to ``n`` threads (0: leave them
-    alone); the scripts default to one -- see device.set_num_threads."""
-    from .device import set_num_threads
-    set_num_threads(n)
-
-
 EMBEDDED_SETTINGS = {                         # the library defaults, spelled out
     "class_model": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"]),
     "maximize": dict(steps=X.visualize.MAXIMIZE_DEFAULTS["steps"]),
@@ -496,7 +490,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for Numba and BLAS (default 1, fastest for these small batches; 0 = library default)")
     args = ap.parse_args(argv)
-    set_threads(args.threads)
+    set_num_threads(args.threads)
     import signal
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # a kill still removes the partial folder

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import engine, ops
+from .device import set_num_threads
 from .engine import Tensor, no_grad
 
 
@@ -347,12 +348,6 @@ def _jsonable(d):
     return out
 
 
-def set_threads(n):
-    """Use ``n`` threads in the Numba kernels and in BLAS (see device.set_num_threads)."""
-    from .device import set_num_threads
-    set_num_threads(n)
-
-
 def reuse_freed_memory():
     """Ask glibc's malloc to keep freed blocks of up to 32 MB for reuse rather
     than hand them back to the OS.
@@ -405,7 +400,7 @@ def _batch_grads(model, xb, yb, smoothing):
 def _worker_main(conn, model, threads):
     """A data-parallel helper process: receives (seed, step, images, labels,
     smoothing, flat parameters), returns (loss, correct, flat gradients)."""
-    set_threads(threads)
+    set_num_threads(threads)
     reuse_freed_memory()
     params = model.parameters()
     model.requires_grad_(True).train()
@@ -462,7 +457,7 @@ class DataParallel:
             b.close()
             self.conns.append(a)
             self.procs.append(p)
-        set_threads(threads)
+        set_num_threads(threads)
         reuse_freed_memory()
 
     def grads(self, step, xb, yb, smoothing=0.0):
