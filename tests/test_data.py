@@ -258,6 +258,9 @@ def test_scene_dataset_and_generate(tmp_path):
     assert np.array_equal(d["indices"], np.arange(5)) and int(d["seed"]) == 7
     other = sc.SceneDataset("train", seed=8, root=tmp_path).scene(3)[0]
     assert other.tobytes() != img.tobytes()
+    part = sc.render_images("train", 7, 2, 5, root=tmp_path)
+    assert part.shape == (3, 64, 64, 3) and part.dtype == np.uint8
+    assert np.array_equal(part, d["images"][2:5])
 
 
 # ----------------------------------------------------------------------------

@@ -390,3 +390,37 @@ def test_data_parallel_gradient_equals_the_single_process_one(sample):
     assert loss2 == pytest.approx(loss1, rel=1e-5) and correct1 == correct2
     for a, p in zip(g2, model.parameters()):
         np.testing.assert_allclose(a, p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_data_parallel_map_splits_work_between_processes_in_order():
+    """map() runs contiguous parts of the argument list in this process and
+    the helper, and returns the results in the order of the list."""
+    import os
+    model = tiny_model(seed=8, dropout=0.0)
+    with train.DataParallel(model, workers=2, threads=1, seed=0) as par:
+        out = par.map(np.arange, [(3,), (5,), (2,), (4,)])
+        pids = par.map(os.getpid, [(), ()])
+    assert [len(a) for a in out] == [3, 5, 2, 4]
+    assert pids[0] == os.getpid() and pids[1] != os.getpid()
+    with train.DataParallel(model, workers=1) as single:
+        assert single.map(np.arange, [(2,), (1,)])[1].tolist() == [0]
+
+
+def test_data_parallel_apply_sets_dropout_in_the_helper_too(sample):
+    """Early dropout switches dropout off between epochs in every process: with
+    p = 0 set through apply(), the two-process gradient is the one-process
+    gradient without dropout (a helper still at p = 0.5 would change it)."""
+    model = tiny_model(seed=8, dropout=0.5).requires_grad_(True).train()
+    model.preprocessing.update(mean=[0.5] * 3, std=[0.25] * 3)
+    xb, yb = sample["images"][:10], sample["labels"][:10].astype(np.int64)
+    with train.DataParallel(model, workers=2, threads=1, seed=0) as par:
+        par.apply(train.set_dropout, 0.0)
+        loss2, _ = par.grads(0, xb, yb)
+        g2 = [p.grad.copy() for p in model.parameters()]
+    assert [l.p for l in model.layers.values() if isinstance(l, te.nn.Dropout)] == [0.0, 0.0]
+    loss1, _ = train._batch_grads(model, xb, yb, 0.0)
+    assert loss2 == pytest.approx(loss1, rel=1e-5)
+    for a, p in zip(g2, model.parameters()):
+        np.testing.assert_allclose(a, p.grad, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="dropout probability"):
+        train.set_dropout(model, 1.0)

@@ -412,6 +412,22 @@ def generate(split: str, n: int | None = None, seed: int = 0, size: int = 64,
     return out
 
 
+def render_images(split: str, seed: int, start: int, stop: int, size: int = 64, root=None,
+                  progress: bool = False) -> np.ndarray:
+    """The images alone of scenes ``start..stop-1`` (uint8 (stop-start, size,
+    size, 3)), identical to :func:`generate`'s; a module-level function, so
+    ``train.DataParallel.map`` can render parts of a split in its helpers."""
+    ds = SceneDataset(split, seed=seed, size=size, root=root)
+    out = np.empty((stop - start, size, size, 3), np.uint8)
+    it = range(start, stop)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc=f"{split} scenes (seed {seed})", unit="scene")
+    for k, i in enumerate(it):
+        out[k] = ds.scene(i)[0]
+    return out
+
+
 def load_sample(path=None) -> dict:
     """Load the shipped sample of 500 test scenes (indices 0..499, seed 0, 64 px).
 

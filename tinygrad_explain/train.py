@@ -387,6 +387,18 @@ def he_init(model, rng=None, last_std=0.01, bias=0.0):
     return model
 
 
+def set_dropout(model, p):
+    """Set the probability of every Dropout layer of ``model`` to ``p``
+    (an early-dropout schedule switches it off after the first epochs)."""
+    from . import nn
+    for layer in model.layers.values():
+        if isinstance(layer, nn.Dropout):
+            if not 0 <= p < 1:
+                raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+            layer.p = float(p)
+    return model
+
+
 def _batch_grads(model, xb, yb, smoothing):
     """Forward + backward of one (part of a) batch; returns (loss, #correct);
     the gradients are left in the parameters' ``.grad``."""
@@ -398,8 +410,11 @@ def _batch_grads(model, xb, yb, smoothing):
 
 
 def _worker_main(conn, model, threads):
-    """A data-parallel helper process: receives (seed, step, images, labels,
-    smoothing, flat parameters), returns (loss, correct, flat gradients)."""
+    """A data-parallel helper process.  Messages: ``("grads", seed, images,
+    labels, smoothing, flat parameters)`` -> ``(loss, correct, flat
+    gradients)``; ``("call", fn, list of argument tuples)`` -> the list of
+    ``fn(*args)`` (:meth:`DataParallel.map`); ``("model", fn, args)`` ->
+    ``fn(model, *args)`` (:meth:`DataParallel.apply`); ``None`` ends it."""
     set_num_threads(threads)
     reuse_freed_memory()
     params = model.parameters()
@@ -408,7 +423,15 @@ def _worker_main(conn, model, threads):
         msg = conn.recv()
         if msg is None:
             break
-        seed, xb, yb, smoothing, flat = msg
+        if msg[0] == "call":
+            _, fn, arglist = msg
+            conn.send([fn(*a) for a in arglist])
+            continue
+        if msg[0] == "model":
+            _, fn, args = msg
+            conn.send(fn(model, *args))
+            continue
+        _, seed, xb, yb, smoothing, flat = msg
         _unflatten_into(flat, params, "data")
         engine.manual_seed(seed)
         loss, correct = _batch_grads(model, xb, yb, smoothing)
@@ -468,7 +491,7 @@ class DataParallel:
         flat = _flatten([p.data for p in params]) if self.conns else None
         for k, conn in enumerate(self.conns, start=1):
             idx = parts[k]
-            conn.send(([self.seed, step, k], xb[idx], yb[idx], smoothing, flat))
+            conn.send(("grads", [self.seed, step, k], xb[idx], yb[idx], smoothing, flat))
         engine.manual_seed([self.seed, step, 0])
         loss, correct = _batch_grads(self.model, xb[parts[0]], yb[parts[0]], smoothing)
         if not self.conns:
@@ -484,6 +507,32 @@ class DataParallel:
             correct += c
         _unflatten_into(total, params, "grad")
         return loss, correct
+
+    def map(self, fn, arglist):
+        """``[fn(*args) for args in arglist]``, the list split into one
+        contiguous part per process and the parts computed side by side (this
+        process takes the first).  ``fn`` must be a module-level function
+        (it is pickled by name).  Used to render each epoch's scenes on all
+        cores."""
+        arglist = list(arglist)
+        bounds = np.linspace(0, len(arglist), len(self.conns) + 2).astype(int)
+        for k, conn in enumerate(self.conns, start=1):
+            conn.send(("call", fn, arglist[bounds[k]:bounds[k + 1]]))
+        out = [fn(*a) for a in arglist[bounds[0]:bounds[1]]]
+        for conn in self.conns:
+            out += conn.recv()
+        return out
+
+    def apply(self, fn, *args):
+        """``fn(model, *args)`` on the model of every process (this one's
+        first), e.g. :func:`set_dropout` between epochs; returns this
+        process's result."""
+        for conn in self.conns:
+            conn.send(("model", fn, args))
+        out = fn(self.model, *args)
+        for conn in self.conns:
+            conn.recv()
+        return out
 
     def close(self):
         for conn in self.conns:
