@@ -2,14 +2,16 @@
 """Train the embedded model (weights/fashion_scenes_alexnet.h5) with this engine only.
 
 The network is ``te.models.scene_alexnet()`` (AlexNet-style, 64x64 RGB
-"Fashion-MNIST scenes", 10 classes).  Recipe (defaults): He initialisation,
-AdamW (Adam, decoupled weight decay 0.05), batch 64, 11 epochs over the 60,000
-training items, each epoch in freshly rendered scenes (new backgrounds,
-tints, sizes and places; scene seed = epoch), learning rate warmed up
-linearly over the first half epoch to 2e-3 and then cosine-annealed to 0,
-label smoothing 0.1, random horizontal flips, dropout 0.1 in drop6/drop7,
-two single-threaded processes that share each batch (``--workers 2``).
-On this project's 2-core machine it takes ~35 minutes (docs/embedded_model.md).
+"Fashion-MNIST scenes", 10 classes, conv2 3x3).  Recipe (defaults): He
+initialisation, AdamW (Adam, decoupled weight decay 0.05), batch 64, 16 epochs
+over the 60,000 training items, each epoch in freshly rendered scenes (new
+backgrounds, tints, sizes and places; scene seed = epoch), learning rate
+warmed up linearly over the first half epoch to 2e-3 and then cosine-annealed
+to 0, label smoothing 0.1, random horizontal flips, early dropout (0.1 in
+drop6/drop7 for the first 2 epochs, then off), two single-threaded processes
+that share each batch and render each epoch's scenes half each
+(``--workers 2``).  On this project's 2-core machine it takes ~38.5 minutes
+(docs/embedded_model.md).
 
 Checkpoints (``--checkpoint-dir``, one ``epoch_NNN.npz`` per finished epoch,
 no pickle) hold the weights, the optimiser state (Adam moments or SGD
@@ -22,7 +24,8 @@ weights as an uninterrupted run.
     python scripts/train_embedded.py --resume                 # after an interruption
 
 Needs Fashion-MNIST (Debian package ``dataset-fashion-mnist`` or
-``TGE_FASHION_MNIST``); the scenes are rendered on the fly (~15 s per epoch).
+``TGE_FASHION_MNIST``); the scenes are rendered on the fly (~8 s per epoch on
+two processes).
 """
 from __future__ import annotations
 
@@ -44,8 +47,9 @@ from tinygrad_explain.fashion_mnist import CLASS_NAMES  # noqa: E402
 from tinygrad_explain.modelfile import DEFAULT_WEIGHTS  # noqa: E402
 
 
-def load_split(split, n, cache_dir, seed=0, progress=True):
-    """Scenes of a split: rendered, or read from ``cache_dir`` (.npy) if given."""
+def load_split(split, n, cache_dir, seed=0, progress=True, parallel=None):
+    """Scenes of a split: rendered, or read from ``cache_dir`` (.npy) if given.
+    With a ``train.DataParallel`` of several processes, each renders a part."""
     if cache_dir:
         p = Path(cache_dir)
         tag = f"scenes_{split}" + (f"_seed{seed}" if seed else "")
@@ -54,7 +58,14 @@ def load_split(split, n, cache_dir, seed=0, progress=True):
             images, labels = np.load(fi, allow_pickle=False), np.load(fl, allow_pickle=False)
             if n is None or n <= len(images):
                 return images[:n], labels[:n]
-    d = scenes.generate(split, n=n, seed=seed, progress=progress)
+    if parallel is not None and parallel.workers > 1:
+        total = len(scenes.SceneDataset(split)) if n is None else n
+        cuts = np.linspace(0, total, parallel.workers + 1).astype(int)
+        parts = parallel.map(scenes.render_images, [(split, seed, a, b, 64, None, progress and k == 0)
+                                                     for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))])
+        d = {"images": np.concatenate(parts), "labels": scenes.SceneDataset(split).labels[:total].copy()}
+    else:
+        d = scenes.generate(split, n=n, seed=seed, progress=progress)
     if cache_dir:
         p.mkdir(parents=True, exist_ok=True)
         if n is None:
@@ -74,13 +85,15 @@ def build_model(args):
         kw["dropout"] = args.dropout
     if args.conv1:
         kw["conv1"] = tuple(int(v) for v in args.conv1.split(","))
+    if args.conv2:
+        kw["conv2"] = tuple(int(v) for v in args.conv2.split(","))
     return te.models.scene_alexnet(**kw)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--epochs", type=int, default=11)
+    ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     ap.add_argument("--momentum", type=float, default=0.9, help="sgd momentum (Nesterov)")
@@ -106,7 +119,11 @@ def main(argv=None):
     ap.add_argument("--width", default=None, help="conv widths, e.g. 64,128,192,192,128 (default: scene_alexnet's)")
     ap.add_argument("--fc", type=int, default=None, help="fc6/fc7 width (default: scene_alexnet's)")
     ap.add_argument("--dropout", type=float, default=None, help="drop6/drop7 probability (default: scene_alexnet's)")
+    ap.add_argument("--dropout-epochs", type=int, default=2,
+                    help="early dropout: dropout in the first N epochs only, then off (default 2; "
+                         "-1: in every epoch)")
     ap.add_argument("--conv1", default=None, help="conv1 kernel,stride,padding (default: scene_alexnet's)")
+    ap.add_argument("--conv2", default=None, help="conv2 kernel,stride,padding (default: scene_alexnet's)")
     ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     ap.add_argument("--checkpoint-dir", type=Path, default=ROOT / "checkpoints" / "embedded")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
@@ -167,7 +184,7 @@ def main(argv=None):
             history = extra.get("history", [])
             old = extra.get("config", {})
             for key in ("batch", "lr", "epochs", "seed", "train_size", "epoch_size", "width", "fc", "dropout",
-                        "conv1", "optimizer", "workers", "fresh_scenes"):
+                        "dropout_epochs", "conv1", "conv2", "optimizer", "workers", "fresh_scenes"):
                 if key in old and old[key] != config[key]:
                     print(f"warning: --{key.replace('_', '-')} is {config[key]!r}, the checkpoint was "
                           f"trained with {old[key]!r}", file=sys.stderr)
@@ -177,21 +194,25 @@ def main(argv=None):
           f"{steps_per_epoch} steps of {args.batch}", flush=True)
 
     t_train = time.perf_counter()
+    nominal_p = dropout_p(model)
     with train.DataParallel(model, workers=args.workers, threads=args.threads, seed=args.seed) as par:
         run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, lr_at, steps_per_epoch,
                    start_epoch, history, config, par)
-    return finish(args, model, t_start, t_train)
+    return finish(args, model, t_start, t_train, nominal_p)
 
 
 def run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, lr_at, steps_per_epoch,
                start_epoch, history, config, par):
+    nominal_p = dropout_p(model)
     for epoch in range(start_epoch, args.epochs):
         t0 = time.perf_counter()
+        if args.dropout_epochs >= 0:      # early dropout: on for the first epochs only
+            par.apply(train.set_dropout, nominal_p if epoch < args.dropout_epochs else 0.0)
         if args.fresh_scenes and epoch > 0:
             # the same training items in new scenes (scene seed = epoch): new
             # backgrounds, tints, sizes and places every epoch, labels unchanged
             images, _ = load_split("train", args.train_size, args.cache_dir, seed=epoch,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress, parallel=par)
         loss, acc = train.train_epoch(
             model, opt, images, labels, args.batch, rng, lr_at=lr_at, first_step=epoch * steps_per_epoch,
             smoothing=args.label_smoothing, flip=not args.no_flip, shift=args.shift, jitter=args.jitter,
@@ -209,7 +230,14 @@ def run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, 
             sys.exit(3)
 
 
-def finish(args, model, t_start, t_train):
+def dropout_p(model):
+    """The (one) probability of the model's Dropout layers."""
+    ps = {layer.p for layer in model.layers.values() if isinstance(layer, te.nn.Dropout)}
+    return max(ps, default=0.0)
+
+
+def finish(args, model, t_start, t_train, nominal_p):
+    train.set_dropout(model, nominal_p)      # the file records the architecture's rate
     model.eval()
     model.requires_grad_(False)
     args.out.parent.mkdir(parents=True, exist_ok=True)
