@@ -176,9 +176,18 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5):
         super().__init__()
+        self.p = p
+
+    @property
+    def p(self):
+        return self._p
+
+    @p.setter
+    def p(self, p):
+        """Checked on every change (training may switch dropout off between epochs)."""
         if not isinstance(p, (int, float)) or not 0 <= p < 1:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = float(p)
+        self._p = float(p)
 
     def spec(self):
         return {"type": self.type, "p": self.p}

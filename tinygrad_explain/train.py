@@ -389,13 +389,12 @@ def he_init(model, rng=None, last_std=0.01, bias=0.0):
 
 def set_dropout(model, p):
     """Set the probability of every Dropout layer of ``model`` to ``p``
-    (an early-dropout schedule switches it off after the first epochs)."""
+    (an early-dropout schedule switches it off after the first epochs);
+    ``nn.Dropout`` checks the value."""
     from . import nn
     for layer in model.layers.values():
         if isinstance(layer, nn.Dropout):
-            if not 0 <= p < 1:
-                raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-            layer.p = float(p)
+            layer.p = p
     return model
 
 
