@@ -59,11 +59,11 @@ def load_split(split, n, cache_dir, seed=0, progress=True, parallel=None):
             if n is None or n <= len(images):
                 return images[:n], labels[:n]
     if parallel is not None and parallel.workers > 1:
-        total = len(scenes.SceneDataset(split)) if n is None else n
-        cuts = np.linspace(0, total, parallel.workers + 1).astype(int)
-        parts = parallel.map(scenes.render_images, [(split, seed, a, b, 64, None, progress and k == 0)
+        labels = scenes.SceneDataset(split).labels[:n].copy()
+        cuts = np.linspace(0, len(labels), parallel.workers + 1).astype(int)
+        parts = parallel.map(scenes.render_images, [(split, seed, a, b, progress and k == 0)  # a bar for ours
                                                      for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))])
-        d = {"images": np.concatenate(parts), "labels": scenes.SceneDataset(split).labels[:total].copy()}
+        d = {"images": np.concatenate(parts), "labels": labels}
     else:
         d = scenes.generate(split, n=n, seed=seed, progress=progress)
     if cache_dir:
@@ -194,16 +194,15 @@ def main(argv=None):
           f"{steps_per_epoch} steps of {args.batch}", flush=True)
 
     t_train = time.perf_counter()
-    nominal_p = dropout_p(model)
     with train.DataParallel(model, workers=args.workers, threads=args.threads, seed=args.seed) as par:
         run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, lr_at, steps_per_epoch,
                    start_epoch, history, config, par)
-    return finish(args, model, t_start, t_train, nominal_p)
+    return finish(args, model, t_start, t_train)
 
 
 def run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, lr_at, steps_per_epoch,
                start_epoch, history, config, par):
-    nominal_p = dropout_p(model)
+    nominal_p = max((layer.p for layer in model.layers.values() if isinstance(layer, te.nn.Dropout)), default=0.0)
     for epoch in range(start_epoch, args.epochs):
         t0 = time.perf_counter()
         if args.dropout_epochs >= 0:      # early dropout: on for the first epochs only
@@ -228,16 +227,10 @@ def run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, 
         if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
             print(f"stopping after epoch {epoch + 1} (--stop-after-epoch)", flush=True)
             sys.exit(3)
+    par.apply(train.set_dropout, nominal_p)    # the saved file records the architecture's rate
 
 
-def dropout_p(model):
-    """The (one) probability of the model's Dropout layers."""
-    ps = {layer.p for layer in model.layers.values() if isinstance(layer, te.nn.Dropout)}
-    return max(ps, default=0.0)
-
-
-def finish(args, model, t_start, t_train, nominal_p):
-    train.set_dropout(model, nominal_p)      # the file records the architecture's rate
+def finish(args, model, t_start, t_train):
     model.eval()
     model.requires_grad_(False)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -412,8 +412,8 @@ def generate(split: str, n: int | None = None, seed: int = 0, size: int = 64,
     return out
 
 
-def render_images(split: str, seed: int, start: int, stop: int, size: int = 64, root=None,
-                  progress: bool = False) -> np.ndarray:
+def render_images(split: str, seed: int, start: int, stop: int, progress: bool = False, size: int = 64,
+                  root=None) -> np.ndarray:
     """The images alone of scenes ``start..stop-1`` (uint8 (stop-start, size,
     size, 3)), identical to :func:`generate`'s; a module-level function, so
     ``train.DataParallel.map`` can render parts of a split in its helpers."""
