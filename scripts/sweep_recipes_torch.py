@@ -93,29 +93,25 @@ CONFIGS = [
 def _render(task):
     split, seed, a, b = task
     from tinygrad_explain import scenes
-    ds = scenes.SceneDataset(split, seed=seed)
-    img, _, _, lab = ds.batch(np.arange(a, b))
-    return split, seed, a, img, lab
+    return split, seed, a, scenes.render_images(split, seed, a, b)
 
 
 def render():
     from multiprocessing import Pool
+    from tinygrad_explain import scenes
     SCRATCH.mkdir(parents=True, exist_ok=True)
     jobs = [("test", 0, NTEST)] + [("train", s, NTRAIN) for s in range(NSEEDS)]
     mm = {}
     tasks = []
     for split, seed, n in jobs:
         mm[(split, seed)] = np.lib.format.open_memmap(SCRATCH / f"{split}_{seed}.npy", "w+", np.uint8, (n, 64, 64, 3))
+        np.save(SCRATCH / f"{split}_labels.npy", scenes.SceneDataset(split).labels[:n])
         for a in range(0, n, 2500):
             tasks.append((split, seed, a, min(n, a + 2500)))
-    labels = {}
     t = time.time()
     with Pool(os.cpu_count()) as p:
-        for split, seed, a, img, lab in p.imap_unordered(_render, tasks):
+        for split, seed, a, img in p.imap_unordered(_render, tasks):
             mm[(split, seed)][a:a + len(img)] = img
-            labels.setdefault(split, {})[a] = lab
-    for split, d in labels.items():
-        np.save(SCRATCH / f"{split}_labels.npy", np.concatenate([d[k] for k in sorted(d)]))
     for m in mm.values():
         m.flush()
     print(f"rendered {len(tasks)} chunks in {time.time() - t:.1f} s", flush=True)
@@ -151,15 +147,9 @@ def build(cfg):
     return net
 
 
-def cosine_lr(step, total, base, warm, warmup_from=0.1):
-    if warm and step < warm:
-        return base * (warmup_from + (1 - warmup_from) * step / warm)
-    f = min(1.0, (step - warm) / max(1, total - warm))
-    return base * 0.5 * (1 + math.cos(math.pi * f))
-
-
 def train(cfg):
     import torch
+    from tinygrad_explain.train import cosine_lr      # the schedule train_embedded.py uses
     torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -206,7 +196,7 @@ def train(cfg):
                 xb = torch.where(fl.view(-1, 1, 1, 1), xb.flip(3), xb)
             yb = ytr[idx]
             for pg in opt.param_groups:
-                pg["lr"] = cosine_lr(step, total, cfg["lr"], warm)
+                pg["lr"] = cosine_lr(step, total, cfg["lr"], warmup_steps=warm)
             out = net(xb)
             loss = lossf(out, yb)
             opt.zero_grad(set_to_none=True)
