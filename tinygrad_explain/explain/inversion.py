@@ -16,7 +16,7 @@ Given a code phi0 = phi(x0) -- by default the fc7 output of an image -- find
   paper's objective, one or two of five random starts stay stuck at a normalised
   error of 0.10-0.13 even after 2000 momentum steps (a ReLU that should fire is
   dead and passes no gradient), while Adam's per-pixel step sizes bring all five
-  below 0.10.  2500 steps by default: on the current embedded model one start
+  below 0.10.  2500 steps by default: on an earlier embedded model one start
   of the figure's scene was still at 0.17 after 1500 (all five <= 0.075 after
   2500);
 * the random starts are *smooth* noise (Gaussian-blurred, ``init_smooth``): white
