@@ -6,11 +6,16 @@ threads) and a serial one (``prange`` runs as ``range``).  Each call picks by
 the size of its largest array: a parallel region costs a thread-pool round
 trip, which on small arrays (a 64x64 network at batch 1) costs far more than
 the work -- and on a busy 2-core machine, where a worker thread may have to
-wait for a time slice, hundreds of times more.  Both versions do the same
-arithmetic in the same order, so the results are bit-identical.
+wait for a time slice, hundreds of times more.  With one thread (the
+data-parallel training processes) the serial version always runs: there a
+parallel region is all overhead.  Both versions do the same arithmetic in the
+same order, so the results are bit-identical.
 
 All kernels: on-disk cache (a second process does not recompile), no
-fastmath (reproducible, exactly IEEE results).
+fastmath (reproducible, exactly IEEE results), NumPy's error model (a
+division by zero gives inf/nan as in NumPy instead of raising): Python's
+model puts a zero check before every division, which keeps loops such as
+LRN's from being vectorised (4x slower).
 """
 import functools
 import os
@@ -29,21 +34,27 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 PARALLEL_MIN = 1 << 18          # elements of the largest array from which a kernel runs in parallel
+FLAGS_TAG = "npe"               # names the compile flags below (NumPy error model) in the cache keys
 
 
 class kernel:
     """Decorator: the function compiled serial and parallel; calls dispatch by array size."""
 
     def __init__(self, fn):
-        # The serial twin needs its own name: Numba's on-disk cache is keyed by
-        # the function's qualified name and line, not by the compile flags.
-        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
-                                  fn.__defaults__, fn.__closure__)
-        twin.__qualname__ = fn.__qualname__ + "_serial"
-        self.parallel = njit(parallel=True, cache=True, nogil=True)(fn)
-        self.serial = njit(cache=True, nogil=True)(twin)
+        # Each version is compiled from a renamed twin of fn: Numba's on-disk
+        # cache is keyed by the function's qualified name and line, not by the
+        # compile flags, so a flag change must come with a new name
+        # (``FLAGS_TAG``) or old cache entries would still be loaded.
+        def twin(suffix):
+            f = types.FunctionType(fn.__code__, fn.__globals__, f"{fn.__name__}_{suffix}_{FLAGS_TAG}",
+                                   fn.__defaults__, fn.__closure__)
+            f.__qualname__ = f"{fn.__qualname__}_{suffix}_{FLAGS_TAG}"
+            return f
+        self.parallel = njit(parallel=True, cache=True, nogil=True, error_model="numpy")(twin("parallel"))
+        self.serial = njit(cache=True, nogil=True, error_model="numpy")(twin("serial"))
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args):
         work = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
-        return (self.parallel if work >= PARALLEL_MIN else self.serial)(*args)
+        parallel = work >= PARALLEL_MIN and numba.get_num_threads() > 1
+        return (self.parallel if parallel else self.serial)(*args)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import ops
+from tinygrad_explain import kernels as K, ops
 
 from _reference import (away_from_zero, distinct, kink_margin, numeric_grad, rng, serial_kernels,  # noqa: F401
                         tiny_network)
@@ -666,13 +666,27 @@ def test_gradcheck_accepts_correct_custom_function_and_rejects_float32():
 # --------------------------------------------------------------------------
 # the parallel kernels give the serial results, bit for bit
 # --------------------------------------------------------------------------
-def test_kernels_parallel_equals_serial():
+def test_kernels_parallel_equals_serial(monkeypatch):
     """Every kernel writes each output element from exactly one parallel
     iteration, so the thread count must not change a single bit (a race or
-    a reduction split across threads would)."""
+    a reduction split across threads would).  These arrays are small, so the
+    size threshold is lowered to 0 to make the parallel versions run."""
     numba = pytest.importorskip("numba")
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here")
+    from tinygrad_explain.kernels import _numba
+    monkeypatch.setattr(_numba, "PARALLEL_MIN", 0)
+    calls = {"parallel": 0}
+    for mod in (K.im2col, K.relu, K.maxpool, K.lrn, K.avgpool, K.layout):
+        for name in dir(mod):
+            k = getattr(mod, name)
+            if isinstance(k, _numba.kernel):
+                par = k.parallel
+
+                def counting(*a, _par=par):
+                    calls["parallel"] += 1
+                    return _par(*a)
+                monkeypatch.setattr(k, "parallel", counting)
     r = rng(11)
     x = r.standard_normal((3, 8, 15, 13)).astype(np.float32)
     w = r.standard_normal((6, 4, 3, 3)).astype(np.float32)
@@ -700,5 +714,6 @@ def test_kernels_parallel_equals_serial():
         parallel = run()
     finally:
         numba.set_num_threads(prev)
+    assert calls["parallel"] > 0, "the parallel kernels never ran"
     for i, (a, c) in enumerate(zip(serial, parallel)):
         assert a.tobytes() == c.tobytes(), f"output {i} differs between 1 and {numba.config.NUMBA_NUM_THREADS} threads"
