@@ -8,7 +8,8 @@ Matrix products are not here: they go through NumPy's BLAS (``np.matmul``).
 
 Modules: ``im2col`` (convolution data movement), ``layout`` (bias add and
 NCHW <-> rows transposition), ``relu``, ``maxpool``, ``lrn``, ``avgpool``,
-``workspace`` (reusable scratch buffers).
+``adam`` (the optimiser's update, for training), ``workspace`` (reusable
+scratch buffers).
 
 GPU kernels are their CUDA twins (``<op>.cu`` next to ``<op>.py``), wrapped
 with the same signatures in :mod:`.gpu`.  ``backend(array)`` returns the
@@ -19,7 +20,7 @@ tinygrad_explain never imports CuPy.
 """
 import sys
 
-from . import im2col, layout, relu, maxpool, lrn, avgpool, workspace  # noqa: F401
+from . import im2col, layout, relu, maxpool, lrn, avgpool, adam, workspace  # noqa: F401
 
 
 def backend(a):

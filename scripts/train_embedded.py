@@ -219,7 +219,7 @@ def run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, 
             parallel=par)
         rec = {"epoch": epoch + 1, "loss": loss, "train_acc": acc, "seconds": time.perf_counter() - t0}
         if test_images is not None:
-            rec["test_acc"] = train.evaluate(model, test_images, test_labels)
+            rec["test_acc"] = train.evaluate(model, test_images, test_labels, parallel=par)
         history.append(rec)
         print(json.dumps(rec), flush=True)
         ck = train.save_checkpoint(args.checkpoint_dir / f"epoch_{epoch + 1:03d}.npz", model, opt, epoch + 1,

@@ -424,3 +424,55 @@ def test_data_parallel_apply_sets_dropout_in_the_helper_too(sample):
         np.testing.assert_allclose(a, p.grad, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="dropout probability"):
         train.set_dropout(model, 1.0)
+
+
+def test_adam_kernel_equals_the_numpy_expressions_bit_for_bit():
+    """kernels/adam.py does in one pass what the NumPy form does in ~10: the same
+    float32 operations in the same order, so 30 steps agree to the last bit
+    (AdamW and L2 weight decay, a changing learning rate)."""
+    r = np.random.default_rng(3)
+    shapes = [(6, 3, 5, 5), (6,), (20, 54)]
+    for decoupled in (True, False):
+        params = [Tensor(r.standard_normal(s).astype(np.float32), requires_grad=True) for s in shapes]
+        ref = [p.data.copy() for p in params]
+        ms, vs = [np.zeros_like(a) for a in ref], [np.zeros_like(a) for a in ref]
+        opt = train.Adam(params, lr=2e-3, weight_decay=0.05, decoupled=decoupled)
+        for t in range(1, 31):
+            grads = [r.standard_normal(s).astype(np.float32) * 0.01 for s in shapes]
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.lr = 2e-3 * (1 - t / 40)
+            opt.step()
+            c1, c2 = 1 - 0.9 ** t, 1 - 0.999 ** t
+            for w, m, v, g in zip(ref, ms, vs, grads):
+                g = g.copy()
+                if not decoupled:
+                    g += np.float32(0.05) * w
+                m *= np.float32(0.9)
+                m += np.float32(1 - 0.9) * g
+                v *= np.float32(0.999)
+                v += np.float32(1 - 0.999) * g * g
+                if decoupled:
+                    w -= np.float32(opt.lr * 0.05) * w
+                w -= np.float32(opt.lr / c1) * m / (np.sqrt(v / np.float32(c2)) + np.float32(1e-8))
+        for p, w in zip(params, ref):
+            assert p.data.tobytes() == w.tobytes()
+
+
+def test_data_parallel_predict_uses_the_current_parameters(sample):
+    """predict() shares the images between the processes; the helper reads this
+    process's parameters as they are now (changed after the helper started),
+    and the scores are the single-process ones, in order."""
+    model = tiny_model(seed=8, dropout=0.5).train()
+    model.preprocessing.update(mean=[0.5] * 3, std=[0.25] * 3)
+    images = sample["images"][:11]
+    with train.DataParallel(model, workers=2, threads=1, seed=0) as par:
+        for p in model.parameters():
+            p.data *= np.float32(1.5)
+        scores2 = par.predict(images, batch=4)
+        acc2 = train.evaluate(model, images, sample["labels"][:11], parallel=par)
+    assert all(l.training for l in model.layers.values())     # predict() restores the mode
+    scores1 = train.predict(model, images, batch=4)
+    assert scores2.shape == scores1.shape == (11, 10)
+    np.testing.assert_allclose(scores2, scores1, rtol=1e-5, atol=1e-6)
+    assert acc2 == train.evaluate(model, images, sample["labels"][:11])

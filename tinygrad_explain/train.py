@@ -3,8 +3,9 @@
 Everything the embedded model's training script (``scripts/train_embedded.py``)
 needs, in plain NumPy on top of :mod:`tinygrad_explain.engine`:
 
-* :class:`SGD` (momentum, Nesterov, weight decay) and :class:`Adam`, each with
-  ``step()``, ``zero_grad()``, ``state_dict()`` / ``load_state_dict()``;
+* :class:`SGD` (momentum, Nesterov, weight decay) and :class:`Adam` (its
+  update one Numba pass, ``kernels/adam.py``), each with ``step()``,
+  ``zero_grad()``, ``state_dict()`` / ``load_state_dict()``;
 * learning-rate schedules (:func:`cosine_lr`, :func:`step_lr`) as functions of
   the step number;
 * :func:`preprocess` (uint8 NHWC -> normalised float32 NCHW, with the mean/std
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import engine, ops
+from . import kernels as K
 from .device import set_num_threads
 from .engine import Tensor, no_grad
 
@@ -118,29 +120,21 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.b1, self.b2 = map(float, betas)
         self.eps, self.weight_decay, self.decoupled = float(eps), float(weight_decay), bool(decoupled)
-        self.m = [np.zeros_like(p.data) for p in self.params]
-        self.v = [np.zeros_like(p.data) for p in self.params]
+        self.m = [np.zeros(p.data.shape, p.data.dtype) for p in self.params]
+        self.v = [np.zeros(p.data.shape, p.data.dtype) for p in self.params]
 
     def _buffers(self):
         return {"m": self.m, "v": self.v}
 
     def step(self):
         self.steps += 1
-        t = self.steps
-        c1, c2 = 1 - self.b1 ** t, 1 - self.b2 ** t
         for p, m, v in zip(self.params, self.m, self.v):
             if p.grad is None:
                 continue
-            g = p.grad.astype(p.data.dtype, copy=True)
-            if self.weight_decay and not self.decoupled:
-                g += np.float32(self.weight_decay) * p.data
-            m *= np.float32(self.b1)
-            m += np.float32(1 - self.b1) * g
-            v *= np.float32(self.b2)
-            v += np.float32(1 - self.b2) * g * g
-            if self.weight_decay and self.decoupled:
-                p.data -= np.float32(self.lr * self.weight_decay) * p.data
-            p.data -= np.float32(self.lr / c1) * m / (np.sqrt(v / np.float32(c2)) + np.float32(self.eps))
+            if not p.data.flags.c_contiguous:
+                p.data = np.ascontiguousarray(p.data)
+            K.adam.step(p.data, p.grad, m, v, self.lr, self.b1, self.b2, self.eps, self.weight_decay,
+                        self.decoupled, self.steps)
 
 
 # --------------------------------------------------------------------------
@@ -256,10 +250,13 @@ def predict(model, images_uint8, batch=256, progress=False):
     return np.concatenate(out) if out else np.zeros((0, model.num_classes), np.float32)
 
 
-def evaluate(model, images_uint8, labels, batch=256, progress=False):
+def evaluate(model, images_uint8, labels, batch=256, progress=False, parallel=None):
     """Top-1 accuracy (0..1) of ``model`` on uint8 NHWC images, preprocessed
-    with the mean/std stored in ``model.preprocessing``."""
-    scores = predict(model, images_uint8, batch, progress)
+    with the mean/std stored in ``model.preprocessing``.  ``parallel``: a
+    :class:`DataParallel` of ``model`` that shares the images between its
+    processes (no progress bar then)."""
+    scores = (parallel.predict(images_uint8, batch) if parallel is not None
+              else predict(model, images_uint8, batch, progress))
     return float((scores.argmax(1) == np.asarray(labels)).mean())
 
 
@@ -408,15 +405,19 @@ def _batch_grads(model, xb, yb, smoothing):
     return float(loss.data), int((scores.data.argmax(1) == yb).sum())
 
 
-def _worker_main(conn, model, threads):
-    """A data-parallel helper process.  Messages: ``("grads", seed, images,
-    labels, smoothing, flat parameters)`` -> ``(loss, correct, flat
-    gradients)``; ``("call", fn, list of argument tuples)`` -> the list of
-    ``fn(*args)`` (:meth:`DataParallel.map`); ``("model", fn, args)`` ->
-    ``fn(model, *args)`` (:meth:`DataParallel.apply`); ``None`` ends it."""
+def _worker_main(conn, model, threads, shared, k):
+    """A data-parallel helper process (number ``k``).  Messages: ``("grads",
+    seed, images, labels, smoothing)`` -> ``(loss, correct)``, with the
+    parameters read from row 0 of the shared buffer and the gradients written
+    to row ``k``; ``("predict", images, batch)`` -> their class scores, with
+    the parameters of row 0 (:meth:`DataParallel.predict`); ``("call", fn,
+    list of argument tuples)`` -> the list of ``fn(*args)``
+    (:meth:`DataParallel.map`); ``("model", fn, args)`` -> ``fn(model,
+    *args)`` (:meth:`DataParallel.apply`); ``None`` ends it."""
     set_num_threads(threads)
     reuse_freed_memory()
     params = model.parameters()
+    flat = np.frombuffer(shared, dtype=np.float32).reshape(-1, sum(p.data.size for p in params))
     model.requires_grad_(True).train()
     while True:
         msg = conn.recv()
@@ -430,19 +431,34 @@ def _worker_main(conn, model, threads):
             _, fn, args = msg
             conn.send(fn(model, *args))
             continue
-        _, seed, xb, yb, smoothing, flat = msg
-        _unflatten_into(flat, params, "data")
+        if msg[0] == "predict":
+            _, xb, batch = msg
+            _unflatten_into(flat[0], params, "data")
+            conn.send(predict(model, xb, batch))
+            continue
+        _, seed, xb, yb, smoothing = msg
+        _unflatten_into(flat[0], params, "data")
         engine.manual_seed(seed)
         loss, correct = _batch_grads(model, xb, yb, smoothing)
-        conn.send((loss, correct, _flatten([p.grad for p in params])))
+        _flatten([p.grad for p in params], out=flat[k])
+        conn.send((loss, correct))
     conn.close()
 
 
-def _flatten(arrays):
-    return np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in arrays])
+def _flatten(arrays, out=None):
+    """The arrays, as float32, one after the other in one vector (``out`` if given)."""
+    if out is None:
+        out = np.empty(sum(a.size for a in arrays), np.float32)
+    o = 0
+    for a in arrays:
+        out[o:o + a.size] = np.asarray(a).reshape(-1)
+        o += a.size
+    return out
 
 
 def _unflatten_into(flat, params, attr):
+    """Inverse of :func:`_flatten`: the vector's pieces into each parameter's
+    ``.data`` (in place) or, as new arrays, its ``.grad``."""
     o = 0
     for p in params:
         n = p.data.size
@@ -472,9 +488,15 @@ class DataParallel:
         self.model, self.workers, self.seed = model, int(workers), int(seed)
         self.conns, self.procs = [], []
         ctx = mp.get_context("spawn")
-        for _ in range(self.workers - 1):
+        # Parameters and gradients travel through shared memory, not the pipe:
+        # row 0 holds the parameters (written here before every step), row k
+        # helper k's gradient.  The pipe carries only the batch and two numbers.
+        n = sum(p.data.size for p in model.parameters())
+        shared = ctx.RawArray("f", n * self.workers) if self.workers > 1 else None
+        self.flat = np.frombuffer(shared, dtype=np.float32).reshape(self.workers, n) if shared else None
+        for k in range(1, self.workers):
             a, b = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(b, model, threads), daemon=True)
+            p = ctx.Process(target=_worker_main, args=(b, model, threads, shared, k), daemon=True)
             p.start()
             b.close()
             self.conns.append(a)
@@ -487,10 +509,11 @@ class DataParallel:
         returns (mean loss, #correct)."""
         parts = np.array_split(np.arange(len(yb)), self.workers)
         params = self.model.parameters()
-        flat = _flatten([p.data for p in params]) if self.conns else None
+        if self.conns:
+            _flatten([p.data for p in params], out=self.flat[0])
         for k, conn in enumerate(self.conns, start=1):
             idx = parts[k]
-            conn.send(("grads", [self.seed, step, k], xb[idx], yb[idx], smoothing, flat))
+            conn.send(("grads", [self.seed, step, k], xb[idx], yb[idx], smoothing))
         engine.manual_seed([self.seed, step, 0])
         loss, correct = _batch_grads(self.model, xb[parts[0]], yb[parts[0]], smoothing)
         if not self.conns:
@@ -499,13 +522,26 @@ class DataParallel:
         total = _flatten([p.grad for p in params]) * np.float32(len(parts[0]) / n)
         loss *= len(parts[0]) / n
         for k, conn in enumerate(self.conns, start=1):
-            l, c, g = conn.recv()
+            l, c = conn.recv()
             w = len(parts[k]) / n
-            total += g * np.float32(w)
+            total += self.flat[k] * np.float32(w)
             loss += l * w
             correct += c
         _unflatten_into(total, params, "grad")
         return loss, correct
+
+    def predict(self, images_uint8, batch=256):
+        """:func:`predict` with this process's current parameters, the images
+        split into one contiguous part per process (this one takes the first)."""
+        if not self.conns:
+            return predict(self.model, images_uint8, batch)
+        _flatten([p.data for p in self.model.parameters()], out=self.flat[0])
+        bounds = np.linspace(0, len(images_uint8), self.workers + 1).astype(int)
+        for k, conn in enumerate(self.conns, start=1):
+            conn.send(("predict", images_uint8[bounds[k]:bounds[k + 1]], batch))
+        out = [predict(self.model, images_uint8[:bounds[1]], batch)]
+        out += [conn.recv() for conn in self.conns]
+        return np.concatenate(out)
 
     def map(self, fn, arglist):
         """``[fn(*args) for args in arglist]``, the list split into one
@@ -593,7 +629,7 @@ def train_epoch(model, optimizer, images, labels, batch, rng, lr_at=None, first_
         seen += len(idx)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_correct / seen:.4f}",
+            bar.set_postfix(loss=f"{tot_loss / seen:.4f}", acc=f"{tot_correct / seen:.4f}", refresh=False,
                             lr=f"{optimizer.lr:.4g}")
     if bar is not None:
         bar.close()
