@@ -38,6 +38,9 @@ def step(w, g, m, v, lr, b1, b2, eps, weight_decay, decoupled, t):
     for a, name in ((w, "parameter"), (m, "first moment"), (v, "second moment")):
         if not a.flags.c_contiguous:
             raise ValueError(f"adam: the {name} array must be C-contiguous")
+    for a, name in ((g, "gradient"), (m, "first moment"), (v, "second moment")):
+        if a.shape != w.shape:
+            raise ValueError(f"adam: the {name} has shape {a.shape}, the parameter {w.shape}")
     g = np.ascontiguousarray(g, dtype=w.dtype)
     c1, c2 = 1 - b1 ** t, 1 - b2 ** t
     _step(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), f(b1), f(b2), f(1 - b1), f(1 - b2),

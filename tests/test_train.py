@@ -476,3 +476,12 @@ def test_data_parallel_predict_uses_the_current_parameters(sample):
     assert scores2.shape == scores1.shape == (11, 10)
     np.testing.assert_allclose(scores2, scores1, rtol=1e-5, atol=1e-6)
     assert acc2 == train.evaluate(model, images, sample["labels"][:11])
+
+
+def test_adam_refuses_a_gradient_of_the_wrong_shape():
+    """The kernel loops over the parameter's elements: a gradient of another
+    shape is refused by name instead of being read out of bounds."""
+    p = _param([1.0, 2.0, 3.0], [0.1, 0.2, 0.3])
+    p.grad = np.ones(2, np.float32)
+    with pytest.raises(ValueError, match=r"gradient has shape \(2,\), the parameter \(3,\)"):
+        train.Adam([p], lr=0.1).step()
