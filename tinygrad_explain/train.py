@@ -131,8 +131,6 @@ class Adam(Optimizer):
         for p, m, v in zip(self.params, self.m, self.v):
             if p.grad is None:
                 continue
-            if not p.data.flags.c_contiguous:
-                p.data = np.ascontiguousarray(p.data)
             K.adam.step(p.data, p.grad, m, v, self.lr, self.b1, self.b2, self.eps, self.weight_decay,
                         self.decoupled, self.steps)
 
@@ -433,22 +431,20 @@ def _worker_main(conn, model, threads, shared, k):
             continue
         if msg[0] == "predict":
             _, xb, batch = msg
-            _unflatten_into(flat[0], params, "data")
+            _unflatten_into(flat[0], params)
             conn.send(predict(model, xb, batch))
             continue
         _, seed, xb, yb, smoothing = msg
-        _unflatten_into(flat[0], params, "data")
+        _unflatten_into(flat[0], params)
         engine.manual_seed(seed)
         loss, correct = _batch_grads(model, xb, yb, smoothing)
-        _flatten([p.grad for p in params], out=flat[k])
+        _flatten([p.grad for p in params], flat[k])
         conn.send((loss, correct))
     conn.close()
 
 
-def _flatten(arrays, out=None):
-    """The arrays, as float32, one after the other in one vector (``out`` if given)."""
-    if out is None:
-        out = np.empty(sum(a.size for a in arrays), np.float32)
+def _flatten(arrays, out):
+    """The arrays, as float32, one after the other in the vector ``out``."""
     o = 0
     for a in arrays:
         out[o:o + a.size] = np.asarray(a).reshape(-1)
@@ -456,17 +452,12 @@ def _flatten(arrays, out=None):
     return out
 
 
-def _unflatten_into(flat, params, attr):
-    """Inverse of :func:`_flatten`: the vector's pieces into each parameter's
-    ``.data`` (in place) or, as new arrays, its ``.grad``."""
+def _unflatten_into(flat, params):
+    """Inverse of :func:`_flatten`: the vector's pieces into each parameter's ``.data``, in place."""
     o = 0
     for p in params:
         n = p.data.size
-        chunk = flat[o:o + n].reshape(p.data.shape)
-        if attr == "data":
-            p.data[...] = chunk
-        else:
-            p.grad = chunk.copy()
+        p.data[...] = flat[o:o + n].reshape(p.data.shape)
         o += n
 
 
@@ -504,30 +495,43 @@ class DataParallel:
         set_num_threads(threads)
         reuse_freed_memory()
 
+    def _parts(self, n):
+        """``n`` items as one contiguous slice per process (this one's first)."""
+        cuts = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(n), self.workers)])
+        return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+
     def grads(self, step, xb, yb, smoothing=0.0):
         """Gradients of the mean loss over the whole batch into ``.grad``;
-        returns (mean loss, #correct)."""
-        parts = np.array_split(np.arange(len(yb)), self.workers)
+        returns (mean loss, #correct).  Each part's gradient is weighted by
+        its share of the batch and added into this process's ``.grad``
+        arrays in place (``g0*w0 + g1*w1 + ...``, in that order)."""
+        parts = self._parts(len(yb))
         params = self.model.parameters()
         if self.conns:
-            _flatten([p.data for p in params], out=self.flat[0])
+            _flatten([p.data for p in params], self.flat[0])
         for k, conn in enumerate(self.conns, start=1):
-            idx = parts[k]
-            conn.send(("grads", [self.seed, step, k], xb[idx], yb[idx], smoothing))
+            conn.send(("grads", [self.seed, step, k], xb[parts[k]], yb[parts[k]], smoothing))
         engine.manual_seed([self.seed, step, 0])
         loss, correct = _batch_grads(self.model, xb[parts[0]], yb[parts[0]], smoothing)
         if not self.conns:
             return loss, correct
         n = len(yb)
-        total = _flatten([p.grad for p in params]) * np.float32(len(parts[0]) / n)
-        loss *= len(parts[0]) / n
+        w0 = len(yb[parts[0]]) / n
+        loss *= w0
         for k, conn in enumerate(self.conns, start=1):
             l, c = conn.recv()
-            w = len(parts[k]) / n
-            total += self.flat[k] * np.float32(w)
+            w = len(yb[parts[k]]) / n
+            self.flat[k] *= np.float32(w)          # the helper rewrites its row next step
             loss += l * w
             correct += c
-        _unflatten_into(total, params, "grad")
+        o = 0
+        for p in params:
+            g = p.grad.astype(np.float32, copy=False)
+            g *= np.float32(w0)
+            for k in range(1, self.workers):
+                g += self.flat[k, o:o + g.size].reshape(g.shape)
+            p.grad = g
+            o += g.size
         return loss, correct
 
     def predict(self, images_uint8, batch=256):
@@ -535,11 +539,11 @@ class DataParallel:
         split into one contiguous part per process (this one takes the first)."""
         if not self.conns:
             return predict(self.model, images_uint8, batch)
-        _flatten([p.data for p in self.model.parameters()], out=self.flat[0])
-        bounds = np.linspace(0, len(images_uint8), self.workers + 1).astype(int)
+        _flatten([p.data for p in self.model.parameters()], self.flat[0])
+        parts = self._parts(len(images_uint8))
         for k, conn in enumerate(self.conns, start=1):
-            conn.send(("predict", images_uint8[bounds[k]:bounds[k + 1]], batch))
-        out = [predict(self.model, images_uint8[:bounds[1]], batch)]
+            conn.send(("predict", images_uint8[parts[k]], batch))
+        out = [predict(self.model, images_uint8[parts[0]], batch)]
         out += [conn.recv() for conn in self.conns]
         return np.concatenate(out)
 
@@ -550,10 +554,10 @@ class DataParallel:
         (it is pickled by name).  Used to render each epoch's scenes on all
         cores."""
         arglist = list(arglist)
-        bounds = np.linspace(0, len(arglist), len(self.conns) + 2).astype(int)
+        parts = self._parts(len(arglist))
         for k, conn in enumerate(self.conns, start=1):
-            conn.send(("call", fn, arglist[bounds[k]:bounds[k + 1]]))
-        out = [fn(*a) for a in arglist[bounds[0]:bounds[1]]]
+            conn.send(("call", fn, arglist[parts[k]]))
+        out = [fn(*a) for a in arglist[parts[0]]]
         for conn in self.conns:
             out += conn.recv()
         return out
