@@ -6,6 +6,40 @@
     scores = model(x)                            # (1, classes) unnormalised scores
     scores[0, c].backward()                      # dS_c / dx  ->  x.grad
 """
+import importlib.util as _ilu
+import os as _os
+import sys as _sys
+
+
+def _map_checkout_kernels():
+    """Make ``tinygrad_explain.kernels`` importable from a source checkout.
+
+    The kernels live at the checkout's top level (``kernels/``, beside this
+    package) and an install maps them into the package.  Running from a clone
+    that was never installed (``PYTHONPATH=. python ...``), or from a second
+    checkout while another one is installed, must use *this* checkout's
+    kernels: map them here, before anything imports them."""
+    name = __name__ + ".kernels"
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    if name in _sys.modules or _os.path.isdir(_os.path.join(here, "kernels")):
+        return                                   # already imported, or an installed wheel
+    root = _os.path.join(_os.path.dirname(here), "kernels")
+    init = _os.path.join(root, "__init__.py")
+    if not _os.path.isfile(init):
+        raise ImportError("tinygrad_explain: the kernels package is missing; install the project with "
+                          "`pip install -e .` from its checkout")
+    spec = _ilu.spec_from_file_location(name, init, submodule_search_locations=[root])
+    module = _ilu.module_from_spec(spec)
+    _sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del _sys.modules[name]
+        raise
+
+
+_map_checkout_kernels()
+
 from .engine import Tensor, Function, no_grad, relu_backward, manual_seed, RELU_RULES  # noqa: F401
 from .device import set_num_threads  # noqa: F401
 from . import ops  # noqa: F401  (attaches Tensor operators)
