@@ -11,35 +11,52 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Tensor, relu_backward, RELU_RULES, _xp
-from ._common import ExplainError, as_batch, resolve_targets, to_host
+from ..engine import Tensor, no_grad, relu_backward, RELU_RULES, _xp
+from ._common import ExplainError, as_batch, resolve_layer, resolve_targets, to_host
 
 
-def gradient(model, x, target, rule: str = "backprop") -> np.ndarray:
-    """dS_target / dx for every image of a batch.
+def gradient(model, x, target, rule: str = "backprop", layer=None) -> np.ndarray:
+    """dS_target / dx for every image of a batch -- or, with ``layer``, dS_target / dh
+    where h is that layer's output ("what gradient reaches conv5?", what Grad-CAM uses).
 
     model   a te Network whose last layer gives unnormalised class scores S (N, K)
     x       images in model space, (N, C, H, W) or (C, H, W) (te.image.load output)
     target  a class index, a class name, or a list/array with one per image
     rule    "backprop" (the true gradient), "deconvnet" or "guided"
-    Returns float array (N, C, H, W), in model space (the gradient with respect
-    to the preprocessed input, not the raw pixels), on the host even for a model
-    on the GPU.  S is the score *before* softmax.
+    layer   None (the gradient at the image) or a layer name / index
+    Returns float array (N, C, H, W) -- or (N, *model.shapes[layer]) -- in model space
+    (the gradient with respect to the preprocessed input, not the raw pixels), on the
+    host even for a model on the GPU.  S is the score *before* softmax.
+
+    With ``layer`` the network runs up to that layer without a graph, and the rest
+    from a fresh leaf holding its output (``model(h, start=layer)``): the same
+    numbers as ``model(x, keep=(layer,))`` then ``outs[layer].grad``, without the
+    backward below the layer.
     """
     if rule not in RELU_RULES:
         raise ExplainError(f"unknown rule {rule!r}; expected one of {', '.join(RELU_RULES)}")
     x = as_batch(model, x)
     xp = _xp(x)
     targets = resolve_targets(model, target, x.shape[0])
-    xt = Tensor(x, requires_grad=True)
+    if layer is None:
+        leaf = Tensor(x, requires_grad=True)
+        run = {}
+    else:
+        layer = resolve_layer(model, layer)
+        if layer == model.layer_names[-1]:
+            raise ExplainError(f"layer {layer!r} is the class-score layer itself: its gradient is the one-hot target")
+        with no_grad():
+            h = model(x, until=layer).data
+        leaf = Tensor(h, requires_grad=True)
+        run = {"start": layer}
     with relu_backward(rule):
-        scores = model(xt)
+        scores = model(leaf, **run)
         if scores.ndim != 2:
             raise ExplainError(f"the model's output has shape {scores.shape}; expected class scores (N, K)")
         onehot = xp.zeros(scores.shape, dtype=scores.dtype)
         onehot[xp.arange(x.shape[0]), xp.asarray(targets)] = 1
         scores.backward(onehot)
-    return to_host(xt.grad if xt.grad is not None else xp.zeros_like(x))
+    return to_host(leaf.grad if leaf.grad is not None else xp.zeros_like(leaf.data))
 
 
 def saliency(model, x, target, rule: str = "backprop") -> np.ndarray:
@@ -50,7 +67,6 @@ def saliency(model, x, target, rule: str = "backprop") -> np.ndarray:
 
 def predict(model, x, batch_size: int = 128):
     """(scores (N, K), softmax probabilities (N, K)) for images in model space, without a graph."""
-    from ..engine import no_grad
     x = as_batch(model, x)
     out = []
     with no_grad():
