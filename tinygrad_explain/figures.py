@@ -352,6 +352,35 @@ def fig_rules(inp, out, summary):
                   "gives the cleanest picture.")
 
 
+def plot_benchmark(report: dict, path):
+    """scripts/bench_explainers.py's table as one bar chart per metric (matplotlib, PNG):
+    methods along x, baselines in grey, with the scenes and settings in the title."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .explain.benchmark import BASELINES, COLUMNS
+    rows = report["rows"]
+    names = list(rows)
+    cols = [c for c in COLUMNS if c[0] != "ms_per_image"] + [("ms_per_image", "ms / image (log)")]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.1 * len(cols), 3.6), constrained_layout=True)
+    colours = ["0.6" if n in BASELINES else "C0" for n in names]
+    for ax, (key, title) in zip(axes, cols):
+        vals = [max(rows[n][key], 1e-3) if key == "ms_per_image" else rows[n][key] for n in names]
+        ax.bar(range(len(names)), vals, color=colours)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+        better = " (lower better)" if key in ("deletion_auc", "ms_per_image") else ""
+        ax.set_title(title + better, fontsize=9)
+        if key == "ms_per_image":
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1)
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{report['n']} {report['scenes']} scenes ({report['hard']} hard), {report['target']} class; "
+                 f"grey: baselines", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
            ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion), ("rules", fig_rules)]
 
