@@ -293,7 +293,7 @@ def fig_grabcut(inp, out, summary):
     for i in range(len(inp.x)):
         mask, box = X.grabcut_mask(inp.pictures[i], sal[i])
         tb = inp.truth_boxes[i] if inp.truth_boxes is not None else None
-        iou = f"\nbox IoU {X.localization.box_iou(box, tb):.2f}" if tb is not None else ""
+        iou = f"\nbox IoU {X.metrics.box_iou(box, tb):.2f}" if tb is not None else ""
         tiles += [inp.pictures[i], heat(sal[i]), (mask * 255).astype(np.uint8), overlay(inp.pictures[i], mask, box, tb)]
         labels += [inp.names[i], f"saliency ({_cls(m, pred[i])})", "GrabCut mask", "box" + iou]
     grid(tiles, labels, ncol=4, title="Saliency -> GrabCut -> object mask and box").save(out / "grabcut.png")

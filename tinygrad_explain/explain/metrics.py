@@ -25,6 +25,7 @@ import numpy as np
 
 from .grabcut import largest_component, mask_box
 
+
 TORCHRAY_TOLERANCE = 15.0       # pixels, at TorchRay's 224-pixel input
 TORCHRAY_SIZE = 224
 
@@ -105,13 +106,21 @@ def box_mask(box, shape) -> np.ndarray:
 
 
 def threshold_mask(m, quantile: float = 0.80, smooth=None):
-    """The map alone, smoothed as for GrabCut, above a quantile; its largest component.
-    Returns (mask, box)."""
+    """Baseline for GrabCut: the map alone, smoothed as for GrabCut, above a quantile (80%:
+    about the average object area); its largest component.  Returns (mask, box)."""
     m = np.asarray(m, np.float64)
     smooth = max(m.shape) / 64.0 if smooth is None else smooth
     s = cv2.GaussianBlur(m, (0, 0), smooth, borderType=cv2.BORDER_REFLECT) if smooth > 0 else m
     mask = largest_component(s >= np.quantile(s, quantile))
     return mask, mask_box(mask)
+
+
+def centre_box(boxes, shape) -> np.ndarray:
+    """Baseline: one box of the boxes' average size, centred in an image of ``shape``."""
+    H, W = shape
+    boxes = np.asarray(boxes)
+    bw, bh = np.mean(boxes[:, 2] - boxes[:, 0]), np.mean(boxes[:, 3] - boxes[:, 1])
+    return np.array([round((W - bw) / 2), round((H - bh) / 2), round((W + bw) / 2), round((H + bh) / 2)], np.int64)
 
 
 # --------------------------------------------------------------------------
