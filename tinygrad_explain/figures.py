@@ -12,6 +12,11 @@ runs.  Figures (file names in the gallery order):
     inversion_fc7.png      an image and five reconstructions from its fc7 code
                            (Mahendran & Vedaldi 2015)
     rules.png              backprop vs deconvnet vs guided backprop, same image and class
+    methods.png            the methods that came next, beside the lecture's, on the same images:
+                           SmoothGrad, Grad-CAM, guided Grad-CAM, occlusion, gradient x input
+    explainer_benchmark.png  every method scored on the 500 shipped scenes (plotted from
+                           docs/bench_explainers.json, written by scripts/bench_explainers.py;
+                           embedded model only)
 
 Everything is written into a temporary folder beside ``out_dir`` which is
 renamed to ``out_dir`` only when complete (``index.html`` last), so an
@@ -36,6 +41,7 @@ from PIL import Image, ImageDraw, ImageFont
 from . import explain as X
 from .device import set_num_threads
 from . import image as te_image
+from .modelfile import DEFAULT_WEIGHTS
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
 def _say(text):
@@ -352,6 +358,53 @@ def fig_rules(inp, out, summary):
                   "gives the cleanest picture.")
 
 
+def fig_methods(inp, out, summary):
+    """Each method's map of the predicted class for the first four images, one row each."""
+    m = inp.model
+    x = inp.x[:4]
+    pred = X.predict(m, x)[1].argmax(1)
+    H = x.shape[2]
+    patch = max(1, H // 8)
+    maps = {"saliency": lambda: [heat(s) for s in X.saliency(m, x, pred)],
+            "guided backprop": lambda: [grad_picture(g) for g in X.gradient(m, x, pred, rule="guided")],
+            "SmoothGrad": lambda: [heat(s) for s in X.smoothgrad(m, x, pred)],
+            f"Grad-CAM ({X.attribution.default_cam_layer(m)})":
+                lambda: [cam_overlay(p, c) for p, c in zip(inp.pictures, X.gradcam(m, x, pred))],
+            "guided Grad-CAM": lambda: [grad_picture(g) for g in X.guided_gradcam(m, x, pred)],
+            f"occlusion ({patch} px, stride {patch})":
+                lambda: [heat(np.maximum(o, 0)) for o in X.occlusion(m, x, pred, patch=patch, stride=patch)],
+            "gradient x input": lambda: [signed_heat(g.sum(0)) for g in X.gradient_x_input(m, x, pred)]}
+    columns = {name: f() for name, f in maps.items()}
+    tiles, labels = [], []
+    for i in range(len(x)):
+        tiles.append(inp.pictures[i])
+        labels.append(f"{inp.names[i]}\nexplained: {_cls(m, pred[i])}")
+        for name, col in columns.items():
+            tiles.append(col[i])
+            labels.append(name)
+    grid(tiles, labels, ncol=len(columns) + 1, title="The methods that came next, on the same images").save(
+        out / "methods.png")
+    figs = [Figure("methods", "methods.png",
+                   "After the lecture's methods: SmoothGrad (Smilkov et al. 2017, 25 noisy copies at 15% of the "
+                   "image's range), Grad-CAM of the last conv layer and guided Grad-CAM (Selvaraju et al. 2017), "
+                   "occlusion (Zeiler &amp; Fergus 2014: the drop of the class probability when a grey square "
+                   "covers each pixel) and gradient x input (red: positive, blue: negative).  Which of them can "
+                   "be trusted is measured below.")]
+    bench = Path(__file__).resolve().parent.parent / "docs" / "bench_explainers.json"
+    if getattr(m, "path", None) and Path(m.path).resolve() == DEFAULT_WEIGHTS.resolve() and bench.exists():
+        report = json.loads(bench.read_text(encoding="utf-8"))
+        plot_benchmark(report, out / "explainer_benchmark.png")
+        figs.append(Figure("explainer benchmark", "explainer_benchmark.png",
+                           f"Every method on {report['n']} shipped scenes with known masks, measured by "
+                           "<code>python scripts/bench_explainers.py --json docs/bench_explainers.json</code> "
+                           f"({report['seconds'] / 60:.0f} min; numbers read from that file, not recomputed here): "
+                           "the pointing game (all scenes and the hard ones: small objects on cluttered "
+                           "backgrounds), mask IoU and box accuracy after GrabCut, deletion and insertion AUC "
+                           "(Petsiuk et al. 2018) and time per image.  Grey: the centre and random baselines.  "
+                           "The table and its reading are in docs/explainers.md."))
+    return figs
+
+
 def plot_benchmark(report: dict, path):
     """scripts/bench_explainers.py's table as one bar chart per metric (matplotlib, PNG):
     methods along x, baselines in grey, with the scenes and settings in the title."""
@@ -362,7 +415,9 @@ def plot_benchmark(report: dict, path):
     rows = report["rows"]
     names = list(rows)
     cols = [c for c in COLUMNS if c[0] != "ms_per_image"] + [("ms_per_image", "ms / image (log)")]
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.1 * len(cols), 3.6), constrained_layout=True)
+    fig, axes = plt.subplots(2, 4, figsize=(13, 7), constrained_layout=True)
+    axes = axes.reshape(-1)
+    axes[-1].axis("off")
     colours = ["0.6" if n in BASELINES else "C0" for n in names]
     for ax, (key, title) in zip(axes, cols):
         vals = [max(rows[n][key], 1e-3) if key == "ms_per_image" else rows[n][key] for n in names]
@@ -382,7 +437,8 @@ def plot_benchmark(report: dict, path):
 
 
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
-           ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion), ("rules", fig_rules)]
+           ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion), ("rules", fig_rules),
+           ("methods", fig_methods)]
 
 
 # --------------------------------------------------------------------------
