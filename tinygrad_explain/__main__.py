@@ -1,6 +1,6 @@
 """One explanation from the command line.
 
-    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX [--weights FILE] [--out PATH] [--device gpu]
+    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX|LAYER:C[:I:J] [--weights FILE] [--out PATH] [--device gpu]
 
 METHOD       what is written to --out (PNG)
 saliency     the image-specific class saliency map max_c |dS/dx| (grey)
@@ -13,7 +13,9 @@ invert       the image beside --inits reconstructions from its --layer code (def
 
 The image may be any size and greyscale or colour: it is converted to RGB and
 resized the model file's way (te.image.load: for the embedded model, warped to
-64x64).  --target defaults to the predicted class.  The model is the embedded
+64x64).  --target defaults to the predicted class; for saliency, guided, deconvnet
+and grabcut it may also be a channel, conv5:12 (its mean activation), or one
+neuron, conv5:12:3:4 (channel 12, row 3, column 4).  The model is the embedded
 one unless --weights names another model file.
 """
 from __future__ import annotations
@@ -57,7 +59,8 @@ def build_parser():
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("method", choices=METHODS)
     ap.add_argument("--image", help="image file (any size; resized as the model file says)")
-    ap.add_argument("--target", help="class name or index (default: the predicted class)")
+    ap.add_argument("--target", help="class name or index (default: the predicted class), or a channel "
+                    "LAYER:C / a neuron LAYER:C:I:J (saliency, guided, deconvnet, grabcut)")
     ap.add_argument("--weights", help="model file (default: the embedded model)")
     ap.add_argument("--out", help="output PNG (default: METHOD.png)")
     ap.add_argument("--layer", help="layer for maximize (required) / invert (default fc7)")
@@ -90,10 +93,12 @@ def run(args) -> str:
         _, probs = X.predict(model, x)
         pred = int(probs[0].argmax())
         msg.append(f"predicted: {names[pred]} (index {pred}, softmax {probs[0, pred]:.3f})")
-    target = X.resolve_class(model, args.target) if args.target is not None else (
-        pred if x is not None else None)
+    target = args.target if args.target is not None else (pred if x is not None else None)
     if args.method in ("saliency", "guided", "deconvnet", "grabcut"):
-        msg.append(f"target: {names[target]} (index {target})")
+        obj = X.resolve_objective(model, target, 1)       # a class, a channel (conv5:12) or a neuron (conv5:12:3:4)
+        msg.append(f"target: {obj.labels[0]}" + (f" (index {obj.classes[0]})" if obj.classes is not None else ""))
+    elif target is not None:
+        target = X.resolve_class(model, target)
     picture = te_image.to_display(x, model) if x is not None else None
 
     if args.method == "saliency":
