@@ -25,7 +25,8 @@ from .engine import Tensor, _xp, is_grad_enabled
 class Network:
     """An ordered stack of named layers.
 
-    ``input_shape`` (C, H, W) is what the first layer expects; the output
+    ``input_shape`` (C, H, W) -- or (F,) for a network of linear layers -- is what the
+    first layer expects; the output
     shape of every layer is checked when the network is built, so a wrong
     architecture fails here, naming the layer, not deep inside a kernel.
     ``class_names`` and ``preprocessing`` travel with the model file.
@@ -48,7 +49,10 @@ class Network:
     # ----- structure -----------------------------------------------------
     def _infer_shapes(self):
         shapes, s = {}, self.input_shape
+        maps = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm)
         for name, layer in self.layers.items():
+            if isinstance(layer, maps) and len(s) != 3:
+                raise ValueError(f"layer {name!r} ({layer.type}) needs a (C, H, W) map as input, gets shape {s}")
             if isinstance(layer, nn.Conv2d) and s[0] != layer.in_channels:
                 raise ValueError(f"layer {name!r} expects {layer.in_channels} input channels, gets {s[0]}")
             if isinstance(layer, nn.Linear) and (len(s) != 1 or s[0] != layer.in_features):
@@ -174,7 +178,7 @@ class Network:
                 which = "channels" if data.shape[1] != shape[0] else "size"
                 raise ValueError(f"input {which} mismatch: model expects {expected}, got {tuple(data.shape)}; "
                                  f"resize images to {shape[1]}x{shape[2]} (te.image.load does it)")
-            raise ValueError(f"{what} must have shape {expected}, got {tuple(data.shape)}")
+            raise ValueError(f"{what} must have shape {axes} = {expected}, got {tuple(data.shape)}")
         if not bool(_xp(data).isfinite(data).all()):
             raise ValueError(f"{what} contains NaN or Inf")
         return t if t is not None else Tensor(data)

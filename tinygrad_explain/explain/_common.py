@@ -42,10 +42,10 @@ def to_host(a):
 
 
 def as_batch(model, x):
-    """``x`` (N, C, H, W) or (C, H, W) -- (N, F) or (F,) for a network that takes vectors --,
-    ndarray or Tensor -> float array (N, *model.input_shape) on the model's device (NumPy for a CPU model, CuPy for a GPU model: a host
-    image is copied there once), checked against ``model.input_shape`` (clear
-    message on a mismatch)."""
+    """``x`` (N, C, H, W) or (C, H, W) -- (N, F) or (F,) for a network that takes
+    vectors --, ndarray or Tensor -> float array (N, *model.input_shape) on the model's
+    device (NumPy for a CPU model, CuPy for a GPU model: a host image is copied there
+    once), checked against ``model.input_shape`` (clear message on a mismatch)."""
     data = x.data if isinstance(x, Tensor) else x
     if not hasattr(data, "shape"):
         data = np.asarray(data)
