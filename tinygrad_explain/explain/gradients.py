@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import Tensor, no_grad, relu_backward, RELU_RULES, _xp
+from ..ops import softmax
 from ._common import ExplainError, as_batch, resolve_layer, resolve_objective, to_host
 
 
@@ -81,8 +82,7 @@ def predict(model, x, batch_size: int = 128):
         for s in range(0, x.shape[0], batch_size):
             out.append(model(x[s:s + batch_size]).numpy())
     scores = np.concatenate(out).astype(np.float64)
-    p = np.exp(scores - scores.max(1, keepdims=True))
-    return scores, p / p.sum(1, keepdims=True)
+    return scores, softmax(scores).numpy()
 
 
 def relu_toy_example(x=None, grad=None):
