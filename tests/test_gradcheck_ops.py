@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import kernels as K, ops
+from tinygrad_explain import kernels as K, naive, ops
 
 from _reference import (away_from_zero, distinct, kink_margin, numeric_grad, rng, serial_kernels,  # noqa: F401
                         tiny_network)
@@ -18,60 +18,17 @@ pytestmark = pytest.mark.usefixtures("serial_kernels")
 
 
 # --------------------------------------------------------------------------
-# naive NumPy references for the forward passes
+# the naive NumPy references for the forward passes live in the package
+# (tinygrad_explain/naive.py, forward and backward); tests/test_naive.py
+# checks their backward against the fast kernels
 # --------------------------------------------------------------------------
-def conv_ref(x, w, b, stride, padding, groups):
-    sh, sw = ops._pair(stride)
-    ph, pw = ops._pair(padding)
-    N, C, H, W = x.shape
-    O, Cg, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    oh, ow = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    y = np.zeros((N, O, oh, ow))
-    Og = O // groups
-    for o in range(O):
-        g = o // Og
-        for i in range(oh):
-            for j in range(ow):
-                patch = xp[:, g * Cg:(g + 1) * Cg, i * sh:i * sh + kh, j * sw:j * sw + kw]
-                y[:, o, i, j] = (patch * w[o]).sum(axis=(1, 2, 3))
-        if b is not None:
-            y[:, o] += b[o]
-    return y
+conv_ref = naive.conv2d_forward
+lrn_ref = naive.lrn_forward
+avgpool_ref = naive.adaptive_avg_pool2d_forward
 
 
 def maxpool_ref(x, k, s, p):
-    N, C, H, W = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
-    oh, ow = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
-    y = np.empty((N, C, oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            y[:, :, i, j] = xp[:, :, i * s:i * s + k, j * s:j * s + k].max(axis=(2, 3))
-    return y
-
-
-def lrn_ref(x, size, alpha, beta, k):
-    """PyTorch's / Caffe's across-channel LRN: window [c - size//2, c + (size-1)//2]."""
-    C = x.shape[1]
-    y = np.empty_like(x)
-    for c in range(C):
-        lo, hi = max(0, c - size // 2), min(C, c + (size - 1) // 2 + 1)
-        scale = k + alpha / size * (x[:, lo:hi] ** 2).sum(1)
-        y[:, c] = x[:, c] * scale ** -beta
-    return y
-
-
-def avgpool_ref(x, out_hw):
-    N, C, H, W = x.shape
-    OH, OW = out_hw
-    y = np.empty((N, C, OH, OW))
-    for i in range(OH):
-        h0, h1 = (i * H) // OH, -(-((i + 1) * H) // OH)
-        for j in range(OW):
-            w0, w1 = (j * W) // OW, -(-((j + 1) * W) // OW)
-            y[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
-    return y
+    return naive.max_pool2d_forward(x, k, s, p)[0]
 
 
 # --------------------------------------------------------------------------

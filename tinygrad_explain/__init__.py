@@ -49,6 +49,6 @@ from .gradcheck import gradcheck, GradcheckError  # noqa: F401
 from . import nn, models  # noqa: F401
 from .models import Network  # noqa: F401
 from .modelfile import save_model, load_model, ModelFileError  # noqa: F401
-from . import image, imagenet, explain  # noqa: F401
+from . import image, imagenet, explain, naive  # noqa: F401
 
 __version__ = "0.1.0"
