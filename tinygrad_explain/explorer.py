@@ -53,6 +53,7 @@ from PIL import Image
 STATIC_DIR = Path(__file__).resolve().parent / "explorer_static"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024       # a photo; the embedded model sees 64x64 anyway
 MAX_JSON_BYTES = 64 * 1024
+DRAIN_BYTES = 64 * 1024 * 1024           # a larger body is not read: the connection is closed
 MAX_UPLOADS_KEPT = 32                    # model-space arrays of recent uploads, oldest dropped
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
@@ -148,7 +149,7 @@ class Explorer:
         return {"classes": names, "layers": layers, "scenes": scenes,
                 "methods": [{"id": k, "label": v[0]} for k, v in self.methods.items()],
                 "input_shape": list(self.model.input_shape), "max_upload_bytes": MAX_UPLOAD_BYTES,
-                "model": getattr(self.model, "path", "")}
+                "model": Path(getattr(self.model, "path", "") or "model").name}
 
     # ----- images ----------------------------------------------------------
     def add_upload(self, data: bytes) -> str:
@@ -227,9 +228,10 @@ class Explorer:
         method = req.get("method", "saliency")
         if method not in self.methods:
             raise RequestError(f"unknown method {method!r}; expected one of {', '.join(self.methods)}")
-        x, picture, truth = self.image(req.get("image", "scene:0"))
+        ref = req.get("image", "scene:0")
+        x, picture, truth = self.image(ref)
         want_layers = bool(req.get("layers", True))
-        return self.run(self._explain, x, picture, truth, method, req.get("target"), want_layers)
+        return dict(self.run(self._explain, x, picture, truth, method, req.get("target"), want_layers), image=ref)
 
     def _explain(self, x, picture, truth, method, target_spec, want_layers):
         from . import explain as X
@@ -363,6 +365,11 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise RequestError("the request has no Content-Length") from None
         if n < 0 or n > limit:
+            if 0 < n <= DRAIN_BYTES:         # read and drop it, so that the client sees the answer
+                for start in range(0, n, 1 << 16):
+                    self.rfile.read(min(1 << 16, n - start))
+            else:
+                self.close_connection = True
             raise RequestError(f"the request body is {n} bytes; the limit is {limit}")
         return self.rfile.read(n)
 
@@ -389,9 +396,6 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(self.explorer.explain(req))
             return self._json({"error": f"not found: {path}"}, HTTPStatus.NOT_FOUND)
         except RequestError as e:
-            if path == "/api/upload" and self.headers.get("Content-Length", "").isdigit():
-                # a refused upload may leave its body unread: drop the connection afterwards
-                self.close_connection = True
             return self._json({"error": str(e)}, HTTPStatus.BAD_REQUEST)
         except Exception as e:  # noqa: BLE001 - one failed request must not stop the server
             self.log_error("error in %s: %r", path, e)
