@@ -1,6 +1,7 @@
 """One explanation from the command line.
 
     python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX|LAYER:C[:I:J] [--weights FILE] [--out PATH] [--device gpu]
+    python -m tinygrad_explain serve [--host 127.0.0.1] [--port 8000]   (the explorer: a local web page)
 
 METHOD          what is written to --out (PNG)
 saliency        the image-specific class saliency map max_c |dS/dx| (grey)
@@ -191,6 +192,10 @@ def run(args) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        from .explorer import main as serve
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     import tinygrad_explain as te
     from tinygrad_explain import explain as X
