@@ -61,6 +61,15 @@ def test_cli_gradient_methods(method, extra, model_file, scene_png, tmp_path, ca
         assert "box (x0, y0, x1, y1)" in so
 
 
+@pytest.mark.parametrize("target, label", [("conv5:12", "target: conv5[12]"), ("conv5:12:3:4", "target: conv5[12,3,4]")])
+def test_cli_channel_and_neuron_targets(target, label, model_file, scene_png, tmp_path, capsys):
+    out = tmp_path / "g.png"
+    rc, so, se = run_cli(capsys, "guided", "--image", str(scene_png / "scene.png"), "--target", target,
+                         "--weights", model_file, "--out", str(out))
+    assert rc == 0, se
+    assert label in so and out.exists()
+
+
 def test_cli_any_size_and_greyscale(model_file, scene_png, tmp_path, capsys):
     rc, so, se = run_cli(capsys, "saliency", "--image", str(scene_png / "grey_big.png"), "--weights", model_file,
                          "--out", str(tmp_path / "s.png"))
@@ -86,6 +95,10 @@ def test_cli_optimisation_methods(model_file, scene_png, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["saliency", "--target", "Sneakr"], "did you mean 'Sneaker'"),
     (["saliency", "--target", "12"], "out of range"),
+    (["guided", "--target", "conv9:1"], "unknown layer 'conv9'"),
+    (["guided", "--target", "conv5:16"], "channel 16 out of range for layer 'conv5'"),
+    (["guided", "--target", "conv5:1:7:0"], "row 7 out of range"),
+    (["guided", "--target", "conv5:1:x"], "integer indices"),
     (["maximize", "--layer", "conv9", "--unit", "1"], "unknown layer 'conv9'"),
     (["maximize", "--layer", "conv3", "--unit", "999"], "out of range"),
     (["maximize", "--layer", "conv3"], "needs --layer and --unit"),

@@ -1,6 +1,7 @@
 """One explanation from the command line.
 
-    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX [--weights FILE] [--out PATH] [--device gpu]
+    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX|LAYER:C[:I:J] [--weights FILE] [--out PATH] [--device gpu]
+    python -m tinygrad_explain serve [--host 127.0.0.1] [--port 8000]   (the explorer: a local web page)
 
 METHOD          what is written to --out (PNG)
 saliency        the image-specific class saliency map max_c |dS/dx| (grey)
@@ -20,7 +21,9 @@ invert          the image beside --inits reconstructions from its --layer code (
 
 The image may be any size and greyscale or colour: it is converted to RGB and
 resized the model file's way (te.image.load: for the embedded model, warped to
-64x64).  --target defaults to the predicted class.  The model is the embedded
+64x64).  --target defaults to the predicted class; for saliency, guided, deconvnet
+and grabcut it may also be a channel, conv5:12 (its mean activation), or one
+neuron, conv5:12:3:4 (channel 12, row 3, column 4).  The model is the embedded
 one unless --weights names another model file.
 """
 from __future__ import annotations
@@ -56,6 +59,7 @@ METHODS = {   # name: (one line for its --help, its own options beyond the commo
 }
 GRADIENT_MAPS = ("saliency", "guided", "deconvnet", "smoothgrad", "gradcam", "guided-gradcam", "occlusion",
                  "grad-x-input", "grabcut")
+OBJECTIVE_MAPS = ("saliency", "guided", "deconvnet", "grabcut")   # also take channel / neuron targets
 
 
 def _save_png(img, path: Path):
@@ -84,7 +88,8 @@ def _save_png(img, path: Path):
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--image", help="image file (any size; resized as the model file says)")
-    common.add_argument("--target", help="class name or index (default: the predicted class)")
+    common.add_argument("--target", help="class name or index (default: the predicted class), or for saliency, "
+                        "guided, deconvnet and grabcut also a channel LAYER:C or a neuron LAYER:C:I:J")
     common.add_argument("--weights", help="model file (default: the embedded model)")
     common.add_argument("--out", help="output PNG (default: METHOD.png)")
     common.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
@@ -133,10 +138,14 @@ def run(args) -> str:
         _, probs = X.predict(model, x)
         pred = int(probs[0].argmax())
         msg.append(f"predicted: {names[pred]} (index {pred}, softmax {probs[0, pred]:.3f})")
-    target = X.resolve_class(model, args.target) if args.target is not None else (
-        pred if x is not None else None)
-    if args.method in GRADIENT_MAPS:
-        msg.append(f"target: {names[target]} (index {target})")
+    target = args.target if args.target is not None else (pred if x is not None else None)
+    if args.method in OBJECTIVE_MAPS:
+        obj = X.resolve_objective(model, target, 1)       # a class, a channel (conv5:12) or a neuron (conv5:12:3:4)
+        msg.append(f"target: {obj.labels[0]}" + (f" (index {obj.classes[0]})" if obj.classes is not None else ""))
+    elif target is not None:
+        target = X.resolve_class(model, target)
+        if args.method in GRADIENT_MAPS:
+            msg.append(f"target: {names[target]} (index {target})")
     picture = te_image.to_display(x, model) if x is not None else None
 
     if args.method == "saliency":
@@ -183,6 +192,10 @@ def run(args) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        from .explorer import main as serve
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     import tinygrad_explain as te
     from tinygrad_explain import explain as X
