@@ -149,7 +149,7 @@ def test_cli_runs_as_module(model_file, tmp_path):
 # figures
 # --------------------------------------------------------------------------
 EXPECTED = {"toy_relu_rules.png", "class_models.png", "neurons_conv3.png", "neurons_fc7.png", "saliency.png",
-            "grabcut.png", "inversion_fc7.png", "rules.png", "index.html", "summary.json"}
+            "grabcut.png", "inversion_fc7.png", "rules.png", "methods.png", "index.html", "summary.json"}
 
 
 def test_reproduce_figures_small(model_file, tmp_path, capsys):
@@ -167,6 +167,15 @@ def test_reproduce_figures_small(model_file, tmp_path, capsys):
     rc = figures.main(["--out", str(out), "--weights", model_file, "--steps-scale", "0.02", "--units", "1",
                        "--only", "toy"])
     assert rc == 0 and {p.name for p in out.iterdir()} == {"toy_relu_rules.png", "index.html", "summary.json"}
+
+
+def test_plot_benchmark(tmp_path):
+    from tinygrad_explain.explain.benchmark import COLUMNS, METHODS
+    rows = {m: {c: 0.1 * k for c, _ in COLUMNS} for k, m in enumerate(METHODS)}
+    report = {"rows": rows, "n": 3, "scenes": "sample", "hard": 1, "target": "truth"}
+    figures.plot_benchmark(report, tmp_path / "b.png")
+    w, h = Image.open(tmp_path / "b.png").size
+    assert w > 800 and h > 400
 
 
 def test_reproduce_figures_from_image_files(model_file, scene_png, tmp_path, capsys):
