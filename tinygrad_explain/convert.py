@@ -23,10 +23,10 @@ torchvision's module indices ``features.{0,3,6,8,10}`` are the five convs
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
+from .safe_io import check_output
 from .imagenet import CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN, TORCHVISION_STD
 
 __all__ = [
@@ -182,9 +182,8 @@ def _build_and_save(variant, state, out_path, preprocessing, class_names, source
     except (KeyError, ValueError) as e:      # shapes were checked above; belt and braces
         msg = e.args[0] if e.args else str(e)
         raise ConversionError(f"{source}: {msg}") from None
-    out_path = Path(out_path)
-    if out_path.parent and not out_path.parent.exists():
-        out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path = check_output(out_path, inputs=[source], need_folder=False)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     pre = {k: (list(v) if isinstance(v, tuple) else v) for k, v in preprocessing.items()}
     save_model(model, out_path, class_names=list(class_names) if class_names is not None else None,
                **pre)
@@ -206,6 +205,7 @@ def convert_torchvision(in_path, out_path, class_names=None):
     """
     from .torch_checkpoint import load_torch_state_dict
     src = os.fspath(in_path)
+    check_output(out_path, inputs=[src], need_folder=False)      # before minutes of reading
     state = torchvision_to_state_dict(load_torch_state_dict(src), source=src)
     return _build_and_save("torchvision", state, out_path, TORCHVISION_PREPROCESSING,
                            class_names, src)
@@ -222,6 +222,7 @@ def convert_caffe(in_path, out_path, class_names=None):
     """
     from .caffemodel import load_caffemodel
     src = os.fspath(in_path)
+    check_output(out_path, inputs=[src], need_folder=False)      # before minutes of reading
     state = caffe_to_state_dict(load_caffemodel(src), source=src)
     return _build_and_save("caffe", state, out_path, CAFFE_PREPROCESSING, class_names, src)
 
