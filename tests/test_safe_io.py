@@ -146,13 +146,14 @@ def test_failed_conversion_leaves_no_temporary(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-# Direct writes that bypass atomic_write.  Exempt: safe_io itself, writes into a
-# fresh private temporary folder (check_cuda_sources' compile stubs), /proc control files.
+# Direct writes that bypass atomic_write.  Exempt: safe_io itself, scratch files in
+# private temporary folders (not outputs), /proc control files.
 _WRITE = re.compile(r"""\.write_(text|bytes)\(|open\([^)]*['"][wax]b?\+?['"]|np\.save(z|z_compressed)?\(\s*(?!f\b)"""
                     r"""|h5py\.File\([^)]*['"][wax]-?['"]|\.save\(\s*(?!f\b)[^)]*\.(png|jpg)""")
 _EXEMPT = {"tinygrad_explain/safe_io.py": "the helper itself",
            "scripts/check_cuda_sources.py": "compile stubs in a fresh temporary folder",
            "scripts/bench_cpu.py": "writes /proc/self/clear_refs",
+           "tinygrad_explain/explorer.py": "a private scratch copy of an upload, decoded and deleted at once",
            "scripts/sweep_recipes_torch.py": "scratch arrays of a torch-only sweep in its own scratch folder"}
 
 

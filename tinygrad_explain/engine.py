@@ -100,6 +100,7 @@ class Tensor:
         self._ctx = None        # the Function that produced this tensor (None for leaves)
         self._parents = ()      # that Function's tensor inputs
         self._released = False  # made by a Function whose graph a backward() has freed
+        self._retains_grad = False  # a non-leaf that keeps its .grad (retain_grad())
 
     # ----- array-like conveniences -------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -117,6 +118,15 @@ class Tensor:
         from .device import move
         data = move(self.data, device)
         return self if data is self.data else Tensor(data, requires_grad=self.requires_grad)
+
+    def retain_grad(self) -> "Tensor":
+        """Keep dL/d(self) in ``.grad`` after ``backward()`` although ``self`` is not a leaf
+        (an intermediate activation: "what gradient reaches conv3?").  Returns self."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad() on a tensor that does not require grad: "
+                               "nothing will flow back through it")
+        self._retains_grad = True
+        return self
 
     def detach(self) -> "Tensor":
         return Tensor(self.data)
@@ -170,11 +180,10 @@ class Tensor:
             if node._released:
                 raise RuntimeError("backward through a graph that an earlier backward() already freed; "
                                    "pass retain_graph=True to the first backward, or recompute the forward pass")
-            if node._ctx is None:                      # a leaf: keep its gradient (never aliasing another array)
-                if g is not None:
-                    node.grad = g.copy() if node.grad is None else node.grad + g
-                continue
-            if g is None:
+            if g is not None and (node._ctx is None or node._retains_grad):
+                # a leaf, or a tensor that asked to keep its gradient (never aliasing another array)
+                node.grad = g.copy() if node.grad is None else node.grad + g
+            if node._ctx is None or g is None:
                 continue
             in_grads = node._ctx.backward(g)
             if not isinstance(in_grads, tuple):

@@ -36,6 +36,13 @@ MAX_PARAMETERS = 300_000_000
 #: Largest number of values of one layer's output for one image (input included).
 MAX_ACTIVATIONS = 100_000_000
 _MAX_OBJECTS = 10_000            # groups + datasets walked when checking a file
+# model files shipped in weights/, loadable by name: te.load_model("random_labels")
+MODEL_NAMES = {
+    "embedded": DEFAULT_WEIGHTS,
+    # the same architecture trained on randomly permuted labels (scripts/train_random_labels.py),
+    # the data-randomisation test of Adebayo et al. 2018 (te.explain.sanity)
+    "random_labels": DEFAULT_WEIGHTS.with_name("fashion_scenes_alexnet_random_labels.h5"),
+}
 
 
 class ModelFileError(ValueError):
@@ -93,7 +100,9 @@ def _check_regular_file(path):
     except FileNotFoundError:
         raise FileNotFoundError(f"model file {path} does not exist"
                                 + (" (the embedded model is made by scripts/train_embedded.py)"
-                                   if Path(path) == DEFAULT_WEIGHTS else "")) from None
+                                   if Path(path) == DEFAULT_WEIGHTS else
+                                   " (made by scripts/train_random_labels.py)" if Path(path) == MODEL_NAMES["random_labels"]
+                                   else "")) from None
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None
     if not stat.S_ISREG(st.st_mode):
@@ -190,7 +199,8 @@ def load_model(path=None, device="cpu", max_parameters=None):
     """Read a model file written by :func:`save_model` (or by hand, following the schema).
 
     ``path=None`` loads the embedded default model shipped in ``weights/``
-    (override with the environment variable ``TGE_WEIGHTS``).  Everything is
+    (override with the environment variable ``TGE_WEIGHTS``); a name of
+    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``) loads that shipped file.  Everything is
     checked -- format, version, architecture, every weight's shape, dtype and
     finiteness -- and a problem raises :class:`ModelFileError` naming the
     file and the layer.  ``device="gpu"`` puts the weights on the GPU (a clear
@@ -208,6 +218,8 @@ def load_model(path=None, device="cpu", max_parameters=None):
         dev.require(device)
     if path is None:
         path = os.environ.get("TGE_WEIGHTS") or DEFAULT_WEIGHTS
+    elif isinstance(path, str) and path in MODEL_NAMES:
+        path = MODEL_NAMES[path]
     path = Path(path)
     limit = _max_parameters(max_parameters)
     _check_regular_file(path)
