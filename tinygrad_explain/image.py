@@ -74,6 +74,10 @@ def _as_str(v, default, key):
             raise ValueError(f"preprocessing {key} is not UTF-8 text: {v!r}") from None
     if not isinstance(v, str):
         raise ValueError(f"preprocessing {key} must be a string, got {v!r}")
+    try:
+        v.encode("utf-8")                      # h5py hands bad UTF-8 over as lone surrogates
+    except UnicodeEncodeError:
+        raise ValueError(f"preprocessing {key} is not UTF-8 text: {v!r}") from None
     return v
 
 

@@ -153,11 +153,18 @@ def _attr_str(f, key, path):
         except UnicodeDecodeError:
             raise ModelFileError(f"{path}: attribute {key!r} is not UTF-8 text") from None
     if isinstance(v, str):
+        try:
+            v.encode("utf-8")                  # h5py hands bad UTF-8 over as lone surrogates
+        except UnicodeEncodeError:
+            raise ModelFileError(f"{path}: attribute {key!r} is not UTF-8 text") from None
         return v
     raise ModelFileError(f"{path}: attribute {key!r} must be a string, got {type(v).__name__} {_short(v)}")
 
 
 def _short(v, n=60):
+    """A short readable form of a value from a file (NumPy scalars and arrays as plain Python)."""
+    if isinstance(v, (np.ndarray, np.generic)):
+        v = v.tolist()
     r = repr(v)
     return r if len(r) <= n else r[:n] + "..."
 

@@ -1,0 +1,255 @@
+"""Model files, images and inputs as an attacker or a careless user would make them:
+each gets one clear error line naming the file / layer / key / value, never a
+traceback, a hang, a huge allocation or a silently wrong answer (issue #15)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tinygrad_explain as te
+from tinygrad_explain import image as te_image
+
+from _reference import tiny_network
+
+h5py = pytest.importorskip("h5py")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_network(seed=1)
+
+
+@pytest.fixture
+def saved(tmp_path, model):
+    p = tmp_path / "tiny.h5"
+    te.save_model(model, p, class_names=["cat", "dog", "emu"])
+    return p
+
+
+def edit(path, fn):
+    with h5py.File(path, "r+") as f:
+        fn(f)
+    return path
+
+
+def load_error(path, match, **kw):
+    with pytest.raises(te.ModelFileError, match=match) as e:
+        te.load_model(path, **kw)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+    return str(e.value)
+
+
+# --------------------------------------------------------------------------
+# HDF5 features that reach outside the file
+# --------------------------------------------------------------------------
+def test_external_storage_refused(saved, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+
+    def fn(f):
+        del f["weights/conv1/bias"]
+        f["weights/conv1"].create_dataset("bias", shape=(4,), dtype=np.float32, external=[(str(secret), 0, 16)])
+    edit(saved, fn)
+    load_error(saved, r"weights/conv1/bias has external storage.*secret.*self-contained")
+
+
+def test_external_link_refused(saved, tmp_path):
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as g:
+        g.create_dataset("b", data=np.zeros(4, np.float32))
+
+    def fn(f):
+        del f["weights/conv1/bias"]
+        f["weights/conv1/bias"] = h5py.ExternalLink(str(other), "/b")
+    edit(saved, fn)
+    load_error(saved, r"weights/conv1/bias is an external link to .*other.h5")
+
+
+def test_virtual_dataset_refused(saved, tmp_path):
+    other = tmp_path / "src.h5"
+    with h5py.File(other, "w") as g:
+        g.create_dataset("b", data=np.zeros(4, np.float32))
+
+    def fn(f):
+        del f["weights/conv1/bias"]
+        layout = h5py.VirtualLayout(shape=(4,), dtype=np.float32)
+        layout[:] = h5py.VirtualSource(str(other), "b", shape=(4,))
+        f["weights/conv1"].create_virtual_dataset("bias", layout)
+    edit(saved, fn)
+    load_error(saved, r"weights/conv1/bias is a virtual dataset")
+
+
+def test_soft_link_refused(saved):
+    def fn(f):
+        del f["weights/conv1/bias"]
+        f["weights/conv1/bias"] = h5py.SoftLink("/weights/conv2/bias")
+    edit(saved, fn)
+    load_error(saved, r"soft link")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_refused_without_hanging(tmp_path):
+    """Run in a subprocess with a timeout: opening a FIFO for reading would block forever."""
+    fifo = tmp_path / "model.h5"
+    os.mkfifo(fifo)
+    code = textwrap.dedent(f"""
+        import tinygrad_explain as te
+        try:
+            te.load_model({str(fifo)!r})
+        except te.ModelFileError as e:
+            print("ERR", e)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       capture_output=True, text=True, timeout=120)
+    assert "not a regular file (a FIFO)" in r.stdout, r.stdout + r.stderr
+    with pytest.raises(te.ModelFileError, match="not a regular file \\(a folder\\)"):
+        te.load_model(tmp_path)
+
+
+# --------------------------------------------------------------------------
+# size limits before allocation
+# --------------------------------------------------------------------------
+def _tiny_file(tmp_path, arch, input_shape=(3, 8, 8)):
+    p = tmp_path / "huge.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["format"] = "tinygrad-explain-model"
+        f.attrs["format_version"] = 1
+        f.attrs["architecture"] = json.dumps(arch)
+        f.attrs["input_shape"] = np.asarray(input_shape)
+        f.create_group("weights")
+    return p
+
+
+def test_parameter_count_checked_before_allocation(tmp_path):
+    arch = [{"name": "conv1", "type": "conv", "in_channels": 3, "out_channels": 10 ** 9, "kernel_size": 3},
+            {"name": "flat", "type": "flatten"}]
+    p = _tiny_file(tmp_path, arch)
+    assert p.stat().st_size < 10_000
+    msg = load_error(p, r"asks for 28,000,000,000 parameters, more than the limit 300,000,000")
+    assert "max_parameters" in msg
+    small = [{"name": "fc", "type": "linear", "in_features": 192, "out_features": 10}]
+    p2 = _tiny_file(tmp_path, small)
+    load_error(p2, r"1,930 parameters, more than the limit 1,000", max_parameters=1000)
+
+
+def test_parameter_limit_from_environment(tmp_path, monkeypatch):
+    p = _tiny_file(tmp_path, [{"name": "fc", "type": "linear", "in_features": 192, "out_features": 10}])
+    monkeypatch.setenv("TGE_MAX_PARAMETERS", "100")
+    load_error(p, r"more than the limit 100 ")
+
+
+def test_huge_activations_refused(tmp_path):
+    arch = [{"name": "conv1", "type": "conv", "in_channels": 3, "out_channels": 64, "kernel_size": 1,
+             "padding": 100_000}]
+    load_error(_tiny_file(tmp_path, arch), r"layer 'conv1' would output .* values per image")
+    load_error(_tiny_file(tmp_path, [{"name": "f", "type": "flatten"}], input_shape=(3, 100_000, 100_000)),
+               r"input_shape .* more than")
+
+
+# --------------------------------------------------------------------------
+# values
+# --------------------------------------------------------------------------
+def test_weight_overflowing_float32_refused(saved):
+    def fn(f):
+        w = f["weights/fc1/weight"][()].astype(np.float64)
+        w[0, 0] = 1e300
+        del f["weights/fc1/weight"]
+        f["weights/fc1"].create_dataset("weight", data=w)
+    edit(saved, fn)
+    load_error(saved, r"layer 'fc1': weight contains NaN or Inf \(after the cast from float64 to float32\)")
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("std", np.array([0.0, 1.0]), "std must be at least"),
+    ("std", np.array([1e-30, 1.0]), "std must be at least"),
+    ("std", np.array([-1.0, 1.0]), "std must be at least"),
+    ("mean", np.array([np.nan, 0.0]), "mean must be finite"),
+    ("mean", "abc", "mean must be numbers"),
+    ("crop", "abc", "crop must be a whole number"),
+    ("crop", -3, "crop must be between 0 and"),
+    ("crop", 10 ** 9, "crop must be between 0 and"),
+    ("crop", 2.5, "crop must be a whole number"),
+    ("resize", np.array([1, 2, 3]), "resize must be an int or"),
+    ("pixel_scale", "x", "pixel_scale must be numbers"),
+    ("pixel_scale", -1.0, "pixel_scale must be positive"),
+    ("channel_order", 7, "channel_order must be a string"),
+    ("channel_order", b"\xff\xfe", "channel_order is not UTF-8"),
+])
+def test_bad_preprocessing_attributes(saved, key, value, match):
+    edit(saved, lambda f: f["preprocessing"].attrs.__setitem__(key, value))
+    load_error(saved, r"tiny.h5: .*" + match)
+
+
+@pytest.mark.parametrize("value,match", [
+    (1.0, "format_version' must be an integer, got 1.0"),
+    (1.9, "format_version' must be an integer"),
+    ("1", "format_version' must be an integer"),
+    (np.array([1, 1]), "format_version' must be an integer"),
+    (True, "format_version' must be an integer"),
+])
+def test_format_version_must_be_a_known_integer(saved, value, match):
+    edit(saved, lambda f: f.attrs.__setitem__("format_version", value))
+    load_error(saved, match)
+
+
+def test_empty_architecture(saved):
+    edit(saved, lambda f: f.attrs.__setitem__("architecture", "[]"))
+    load_error(saved, r"'architecture' is an empty list")
+
+
+def test_deeply_nested_architecture(saved):
+    edit(saved, lambda f: f.attrs.__setitem__("architecture", "[" * 100_000 + "]" * 100_000))
+    load_error(saved, r"'architecture' is not valid JSON")
+
+
+def test_weight_stored_as_group(saved):
+    def fn(f):
+        del f["weights/fc1/weight"]
+        f["weights/fc1"].create_group("weight")
+    edit(saved, fn)
+    load_error(saved, r"layer 'fc1': weights/fc1/weight is a group, expected a dataset")
+
+
+def test_layer_stored_as_dataset(saved):
+    def fn(f):
+        del f["weights/fc1"]
+        f["weights"].create_dataset("fc1", data=np.zeros(3, np.float32))
+    edit(saved, fn)
+    load_error(saved, r"layer 'fc1': missing weights/fc1/weight")
+
+
+def test_format_attribute_is_an_array(saved):
+    edit(saved, lambda f: f.attrs.__setitem__("format", np.array([1, 2, 3])))
+    load_error(saved, r"attribute 'format' must be a string, got ndarray")
+
+
+def test_class_names_not_utf8(saved):
+    def fn(f):
+        del f["class_names"]
+        f.create_dataset("class_names", data=np.array([b"cat", b"\xff\xfedog", b"emu"], dtype="S6"))
+    edit(saved, fn)
+    load_error(saved, r"class name 1 is not UTF-8")
+
+
+def test_class_names_not_strings(saved):
+    def fn(f):
+        del f["class_names"]
+        f.create_dataset("class_names", data=np.arange(3))
+    edit(saved, fn)
+    load_error(saved, r"'class_names' must be a 1-D dataset of strings")
+
+
+def test_good_file_still_loads(saved, model):
+    back = te.load_model(saved)
+    assert back.class_names == ["cat", "dog", "emu"]
+    x = np.random.default_rng(0).standard_normal((2, 2, 9, 9)).astype(np.float32)
+    np.testing.assert_array_equal(back(x).numpy(), model(x).numpy())
