@@ -253,3 +253,102 @@ def test_good_file_still_loads(saved, model):
     assert back.class_names == ["cat", "dog", "emu"]
     x = np.random.default_rng(0).standard_normal((2, 2, 9, 9)).astype(np.float32)
     np.testing.assert_array_equal(back(x).numpy(), model(x).numpy())
+
+
+# --------------------------------------------------------------------------
+# PyTorch checkpoints and caffemodels: bounded before decompression
+# --------------------------------------------------------------------------
+from test_convert import write_pth  # noqa: E402  (the torch-free .pth writer)
+from tinygrad_explain import torch_checkpoint as tc  # noqa: E402
+from tinygrad_explain.convert import ConversionError, convert_torchvision, convert_caffe  # noqa: E402
+
+
+def test_stride_zero_tensor_refused(tmp_path):
+    """A few hundred bytes claiming a (4096, 9216) tensor over ONE float (stride 0) would expand to 151 MB."""
+    p = write_pth(tmp_path / "s0.pth", {"classifier.1.weight": (np.ones(1, np.float32), 0, (4096, 9216), (0, 0))})
+    assert p.stat().st_size < 1000
+    with pytest.raises(ValueError, match=r"s0.pth: .*stride-0 or overlapping"):
+        tc.load_torch_state_dict(p)
+
+
+def test_storage_length_must_match_its_entry(tmp_path):
+    p = write_pth(tmp_path / "lie.pth", {"w": (np.ones(4, np.float32), 0, (4,), (1,))})
+    import zipfile
+    with zipfile.ZipFile(p) as src, zipfile.ZipFile(tmp_path / "lie2.pth", "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith("data.pkl"):                                   # numel 4 -> 2^28
+                data = data.replace(b"J\x04\x00\x00\x00", b"J\x00\x00\x00\x10", 1)
+            dst.writestr(name, data)
+    with pytest.raises(ValueError, match=r"lie2.pth: storage .* should hold 268435456 elements"):
+        tc.load_torch_state_dict(tmp_path / "lie2.pth")
+
+
+def test_zip_bomb_refused_before_decompression(tmp_path, monkeypatch):
+    import zipfile
+    p = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        body = (b"\x80\x02" + b"c" + b"collections\nOrderedDict\n" + b")R(" + b"X\x01\x00\x00\x00w"
+                + b"ctorch._utils\n_rebuild_tensor_v2\n" + b"((X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
+                + b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ\x00\x00\x40\x01tQK\x00(J\x00\x00\x40\x01tK\x01t"
+                + b"\x89)tRu.")
+        z.writestr("archive/data.pkl", body)
+        z.writestr("archive/data/0", bytes(80 << 20))                         # 80 MB of zeros, ~80 kB stored
+    assert p.stat().st_size < 200_000
+    monkeypatch.setattr(tc._RestrictedUnpickler, "_read_entry",
+                        lambda *a: pytest.fail("decompressed a storage before refusing the archive"))
+    with pytest.raises(ValueError, match=r"bomb.pth: archive entry .* would expand .* zip bomb"):
+        tc.load_torch_state_dict(p)
+
+
+def test_total_size_limit(tmp_path):
+    p = write_pth(tmp_path / "big.pth", {"w": (np.ones(1000, np.float32), 0, (1000,), (1,))})
+    with pytest.raises(ValueError, match=r"big.pth: the checkpoint's tensors hold 4,000 bytes, more than the limit 100"):
+        tc.load_torch_checkpoint(p, max_bytes=100)
+
+
+def test_converter_checks_shapes_before_reading_any_storage(tmp_path, monkeypatch):
+    p = write_pth(tmp_path / "notalex.pth", {
+        "features.0.weight": (np.ones(4, np.float32), 0, (2, 2), (2, 1)),
+        "classifier.6.weight": (np.ones(4096 * 10, np.float32), 0, (10, 4096), (4096, 1))})
+    monkeypatch.setattr(tc._RestrictedUnpickler, "_read_entry",
+                        lambda *a: pytest.fail("read a storage of a checkpoint with the wrong shapes"))
+    with pytest.raises(ConversionError, match=r"'features.0.weight' has shape \(2, 2\), torchvision AlexNet needs"):
+        convert_torchvision(p, tmp_path / "o.h5")
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_checkpoint_reader_refuses_fifo(tmp_path):
+    fifo = tmp_path / "x.pth"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"x.pth: not a regular file \(a FIFO\)"):
+        tc.load_torch_state_dict(fifo)
+    with pytest.raises(ValueError, match=r"x.pth: not a regular file \(a FIFO\)"):
+        convert_caffe(fifo, tmp_path / "o.h5")
+
+
+def test_deeply_nested_caffemodel(tmp_path):
+    from tinygrad_explain import caffemodel as cm
+    depth = 200_000                                        # far past Python's recursion limit
+    start, stop = cm._key(50, cm.SGROUP), cm._key(50, cm.EGROUP)
+    p = tmp_path / "deep.caffemodel"
+    p.write_bytes(start * depth + stop * depth)
+    assert cm.load_caffemodel(p) == {}                      # skipped like any unknown field: no RecursionError
+    with pytest.raises(ConversionError, match=r"deep.caffemodel: layers .* not found"):
+        convert_caffe(p, tmp_path / "o.h5")
+    p.write_bytes(start * depth + stop * (depth - 1))
+    with pytest.raises(ValueError, match=r"deep.caffemodel: not a valid caffemodel: unterminated group"):
+        cm.load_caffemodel(p)
+
+
+def test_caffemodel_blob_shape_overflow(tmp_path):
+    """dims whose int64 product wraps to 0 must not pass as an empty blob."""
+    from tinygrad_explain import caffemodel as cm
+    data = cm.encode_caffemodel([("conv1", "Convolution", [np.zeros(0, np.float32)])])
+    dims = cm._varint(1 << 32) * 2
+    blob = cm._len_field(7, cm._len_field(1, dims))
+    layer = cm._len_field(1, b"conv1") + cm._len_field(2, b"Convolution") + cm._len_field(7, blob)
+    p = tmp_path / "wrap.caffemodel"
+    p.write_bytes(data[:0] + cm._len_field(100, layer))
+    with pytest.raises(ValueError, match=r"wrap.caffemodel: .*shape \(4294967296, 4294967296\)"):
+        cm.load_caffemodel(p)

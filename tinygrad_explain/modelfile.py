@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +94,9 @@ def save_model(model, path, class_names=None, mean=None, std=None, channel_order
 
 def _check_regular_file(path):
     """Refuse a path that is not a regular file (a FIFO, a device, a folder) before opening it."""
+    from .safe_io import regular_file_problem
     try:
-        st = os.stat(path)
+        problem = regular_file_problem(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"model file {path} does not exist"
                                 + (" (the embedded model is made by scripts/train_embedded.py)"
@@ -105,10 +105,8 @@ def _check_regular_file(path):
                                    else "")) from None
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else \
-            "a device or socket"
-        raise ModelFileError(f"{path}: not a regular file ({kind})")
+    if problem:
+        raise ModelFileError(f"{path}: not a regular file ({problem})")
 
 
 def _check_self_contained(f, path):

@@ -17,6 +17,9 @@ write has the same guarantees:
 * **Normal permissions**: a new file gets ``0666 & ~umask`` like any file
   the user creates (``mkstemp`` alone would give 0600); replacing a file
   keeps that file's permission bits.
+* Reading: :func:`regular_file_problem` tells the readers (model files,
+  checkpoints, caffemodels, images) to refuse a FIFO or device before
+  opening it.
 * **Checked before the work**: :func:`check_output` refuses an output that
   is a directory, sits in a folder that does not exist, or is the same file
   as one of the inputs (``convert a.pth a.pth`` must not destroy the
@@ -35,7 +38,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["OutputPathError", "check_output", "atomic_write", "write_text", "write_bytes"]
+__all__ = ["OutputPathError", "check_output", "atomic_write", "write_text", "write_bytes", "regular_file_problem"]
 
 
 class OutputPathError(ValueError):
@@ -68,6 +71,17 @@ def check_output(path, inputs=(), need_folder: bool = True) -> Path:
                 raise OutputPathError(f"output {str(path)!r} is the input file {os.fspath(inp)!r}; "
                                       "refusing to overwrite it -- choose another output name")
     return path
+
+
+def regular_file_problem(path):
+    """Why ``path`` cannot be read as a file -- "a FIFO", "a folder", "a device or socket" --
+    or None for a regular file.  Checked before opening: reading a FIFO blocks forever.
+    A missing path raises FileNotFoundError."""
+    st = os.stat(path)
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+            else "a device or socket")
 
 
 _UMASK_LOCK = threading.Lock()
