@@ -111,7 +111,7 @@ def test_fifo_refused_without_hanging(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                        capture_output=True, text=True, timeout=120)
     assert "not a regular file (a FIFO)" in r.stdout, r.stdout + r.stderr
-    with pytest.raises(te.ModelFileError, match="not a regular file \\(a folder\\)"):
+    with pytest.raises(te.ModelFileError, match="not a regular file \\(a directory\\)"):
         te.load_model(tmp_path)
 
 
@@ -352,3 +352,102 @@ def test_caffemodel_blob_shape_overflow(tmp_path):
     p.write_bytes(data[:0] + cm._len_field(100, layer))
     with pytest.raises(ValueError, match=r"wrap.caffemodel: .*shape \(4294967296, 4294967296\)"):
         cm.load_caffemodel(p)
+
+
+# --------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------
+from types import SimpleNamespace  # noqa: E402
+
+TORCHVISION_LIKE = SimpleNamespace(input_shape=(3, 224, 224),
+                                   preprocessing=dict(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
+                                                      resize=256, crop=224))
+
+
+@pytest.mark.parametrize("w,h", [(2, 20000), (60000, 1)])
+def test_elongated_image_refused_before_resizing(tmp_path, w, h):
+    p = tmp_path / f"strip{w}x{h}.png"
+    Image.new("L", (w, h), 128).save(p)
+    assert p.stat().st_size < 200_000
+    with pytest.raises(ValueError, match=rf"strip{w}x{h}.png.*{w}x{h} is more elongated than .*MAX_ASPECT"):
+        te_image.load(p, TORCHVISION_LIKE)
+
+
+def test_pixel_limit(tmp_path, monkeypatch):
+    p = tmp_path / "big.png"
+    Image.new("RGB", (40, 30)).save(p)
+    monkeypatch.setattr(te_image, "MAX_PIXELS", 1000)
+    with pytest.raises(ValueError, match=r"big.png.*40x30 is 1,200 pixels, more than te.image.MAX_PIXELS = 1,000"):
+        te_image.load(p, TORCHVISION_LIKE)
+    monkeypatch.setattr(te_image, "MAX_PIXELS", 60_000)        # the file fits, its resize (256x341) does not
+    with pytest.raises(ValueError, match=r"resizing the 40x30 image to 341x256 would make"):
+        te_image.load(p, TORCHVISION_LIKE)
+
+
+def test_empty_images_refused():
+    with pytest.raises(ValueError, match=r"it is empty \(5x0 pixels\)"):
+        te_image.load(np.zeros((0, 5, 3), np.uint8), TORCHVISION_LIKE)
+    with pytest.raises(ValueError, match=r"it is empty \(0x0 pixels\)"):
+        te_image.load(Image.new("RGB", (0, 0)), TORCHVISION_LIKE)
+
+
+def test_float_tiff_converted_not_black(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.random((16, 16), dtype=np.float32)                      # a float image in [0, 1]
+    Image.fromarray(a, "F").save(tmp_path / "f.tif")
+    got = np.asarray(te_image.load_pil(tmp_path / "f.tif"))[:, :, 0].astype(int)
+    np.testing.assert_allclose(got, np.round(a * 255), atol=1)
+    assert got.max() > 200                                           # PIL's own convert: all 0 or 1
+
+
+def test_32bit_integer_tiff_scaled_not_saturated(tmp_path):
+    a = np.linspace(0, 60000, 256, dtype=np.int32).reshape(16, 16)  # a 16-bit range stored as 32-bit
+    Image.fromarray(a, "I").save(tmp_path / "i.tif")
+    got = np.asarray(te_image.load_pil(tmp_path / "i.tif"))[:, :, 0].astype(int)
+    np.testing.assert_allclose(got, np.round(a / 65535 * 255), atol=1)
+    assert (got < 255).mean() > 0.9                                  # PIL's own convert: almost all 255
+
+
+def test_nan_float_image_refused(tmp_path):
+    a = np.full((4, 4), np.nan, np.float32)
+    Image.fromarray(a, "F").save(tmp_path / "nan.tif")
+    with pytest.raises(ValueError, match=r"nan.tif.*NaN or Inf"):
+        te_image.load_pil(tmp_path / "nan.tif")
+
+
+def test_image_fifo_refused(tmp_path):
+    fifo = tmp_path / "pic.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"pic.png.*not a regular file \(a FIFO\)"):
+        te_image.load(fifo, TORCHVISION_LIKE)
+
+
+def test_non_numeric_crop_at_load_time():
+    bad = SimpleNamespace(input_shape=(3, 8, 8), preprocessing=dict(crop="eight"))
+    with pytest.raises(ValueError, match=r"preprocessing crop must be a whole number of pixels.*'eight'"):
+        te_image.load(np.zeros((8, 8, 3), np.uint8), bad)
+
+
+# --------------------------------------------------------------------------
+# inputs and targets
+# --------------------------------------------------------------------------
+def test_empty_batch(model):
+    with pytest.raises(ValueError, match=r"empty batch \(0 images\)"):
+        model(np.zeros((0, 2, 9, 9), np.float32))
+    with pytest.raises(ValueError, match=r"empty batch"):
+        te.explain.saliency(model, np.zeros((0, 2, 9, 9), np.float32), 0)
+
+
+def test_float16_input(model):
+    with pytest.raises(TypeError, match=r"input dtype float16 is not supported.*astype\(np.float32\)"):
+        model(np.zeros((1, 2, 9, 9), np.float16))
+
+
+@pytest.mark.parametrize("target", ["²", "½", "-²", "1²"])
+def test_unicode_digit_targets(target):
+    """str.isdigit() is True for '²' but int('²') fails: such a target is a (missing) class name."""
+    named = SimpleNamespace(num_classes=3, class_names=["cat", "dog", "emu"])
+    with pytest.raises(te.explain.ExplainError, match=f"unknown class name '{target}'"):
+        te.explain.resolve_class(named, target)
+    with pytest.raises(te.explain.ExplainError, match="no class names"):
+        te.explain.resolve_class(SimpleNamespace(num_classes=3, class_names=None), target)

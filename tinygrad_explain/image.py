@@ -58,6 +58,10 @@ _RESAMPLE = Image.Resampling.BILINEAR if hasattr(Image, "Resampling") else Image
 #: Bounds on the recipe's sizes (pixels per side) and on the standard deviation.
 MAX_SIDE = 8192
 MIN_STD = 1e-6
+#: Bounds on a decoded image: pixel count and the ratio of its longer to its shorter
+#: side (a 2 x 20000 strip resized to a shorter side of 256 would be 256 x 2.56 M).
+MAX_PIXELS = 100_000_000
+MAX_ASPECT = 50
 
 
 def _as_str(v, default, key):
@@ -163,9 +167,26 @@ def _describe(src):
     return type(src).__name__
 
 
+def _check_size(w: int, h: int, what: str):
+    """Refuse empty, huge or extremely elongated images before decoding / resizing them."""
+    if w <= 0 or h <= 0:
+        raise ValueError(f"cannot read image {what}: it is empty ({w}x{h} pixels)")
+    if w * h > MAX_PIXELS:
+        raise ValueError(f"cannot read image {what}: {w}x{h} is {w * h:,} pixels, more than "
+                         f"te.image.MAX_PIXELS = {MAX_PIXELS:,}")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ValueError(f"cannot read image {what}: {w}x{h} is more elongated than "
+                         f"te.image.MAX_ASPECT = {MAX_ASPECT}:1")
+
+
 def _open(src) -> Image.Image:
-    """File path / PIL image / uint8 array -> a loaded PIL image (any mode)."""
+    """File path / PIL image / uint8 array -> a loaded PIL image (any mode).
+
+    Size limits (:func:`_check_size`) are applied before the pixels are
+    decoded; a path that is not a regular file (a FIFO would block) is
+    refused before it is opened."""
     if isinstance(src, Image.Image):
+        _check_size(*src.size, what=type(src).__name__)
         return src
     if isinstance(src, np.ndarray):
         if src.dtype != np.uint8:
@@ -174,16 +195,22 @@ def _open(src) -> Image.Image:
         a = src
         if a.ndim == 3 and a.shape[2] == 1:
             a = a[:, :, 0]
+        if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+            raise ValueError(f"image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
+                             f"got shape {a.shape}")
+        _check_size(a.shape[1], a.shape[0], what=f"array of shape {src.shape}")
         if a.ndim == 2:
             return Image.fromarray(np.ascontiguousarray(a), "L")
-        if a.ndim == 3 and a.shape[2] in (3, 4):
-            return Image.fromarray(np.ascontiguousarray(a), "RGB" if a.shape[2] == 3 else "RGBA")
-        raise ValueError(f"image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
-                         f"got shape {a.shape}")
+        return Image.fromarray(np.ascontiguousarray(a), "RGB" if a.shape[2] == 3 else "RGBA")
     if isinstance(src, (str, bytes, os.PathLike)):
-        path = os.fsdecode(src)
+        from .safe_io import regular_file_problem
+        path = os.fsdecode(os.fspath(src))
         try:
+            problem = regular_file_problem(path)
+            if problem:
+                raise ValueError(f"cannot read image {path!r}: not a regular file ({problem})")
             with Image.open(path) as im:
+                _check_size(*im.size, what=repr(path))   # from the header, before decoding
                 im.load()                     # decode now: truncated files fail here
                 upright = ImageOps.exif_transpose(im)
                 return upright if upright is not None else im
@@ -194,9 +221,36 @@ def _open(src) -> Image.Image:
         except UnidentifiedImageError:
             raise ValueError(f"cannot read image {path!r}: not an image file "
                              "(or a format Pillow cannot decode)") from None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        except MemoryError:
+            raise ValueError(f"cannot read image {path!r}: not enough memory to decode it") from None
+        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ValueError(f"cannot read image {path!r}: {e}") from None
+        except ValueError as e:                    # ours already name the file; Pillow's do not
+            if str(e).startswith("cannot read image"):
+                raise
             raise ValueError(f"cannot read image {path!r}: {e}") from None
     raise TypeError(f"expected a file path, PIL image or uint8 array, got {type(src).__name__}")
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16/32-bit integer and 32-bit float greyscale -> "L", scaled rather than clipped.
+
+    PIL's own ``convert`` clips: a float image in [0, 1] would come out black,
+    a 16-bit one saturated.  Integers are read on the smallest of the
+    scales 0..255, 0..65535, 0..2^31-1 that holds their maximum; floats
+    in [0, 1] are taken as such, otherwise on the same integer scales.
+    Negative values clip to 0."""
+    a = np.asarray(im, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError("image contains NaN or Inf pixel values")
+    top = float(a.max()) if a.size else 0.0
+    if im.mode == "F" and top <= 1.0:
+        hi = 1.0
+    else:
+        hi = next(v for v in (255.0, 65535.0, 2147483647.0, np.inf) if top <= v)
+        if hi == np.inf:
+            hi = top
+    return Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 def load_pil(src, channels: int = 3) -> Image.Image:
@@ -205,11 +259,13 @@ def load_pil(src, channels: int = 3) -> Image.Image:
     mode = "L" if channels == 1 else "RGB"
     if im.mode == mode:
         return im
-    if im.mode in ("I;16", "I;16B", "I;16L", "I") and mode in ("L", "RGB"):
-        # 16/32-bit greyscale: PIL's convert clips instead of scaling; scale to 8 bits.
-        a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if a.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        try:
+            im = _to_8bit(im)
+        except ValueError as e:
+            raise ValueError(f"cannot read image {_describe(src)}: {e}") from None
+        if im.mode == mode:
+            return im
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         # Drop transparency the way .convert("RGB") does (colour under alpha kept).
         im = im.convert("RGBA")
@@ -230,6 +286,9 @@ def _resize_shorter(im: Image.Image, size) -> Image.Image:
         nh, nw = size, int(size * w / h)
     if (nw, nh) == (w, h):
         return im
+    if nw * nh > MAX_PIXELS:
+        raise ValueError(f"resizing the {w}x{h} image to {nw}x{nh} would make {nw * nh:,} pixels, more than "
+                         f"te.image.MAX_PIXELS = {MAX_PIXELS:,}")
     return im.resize((nw, nh), _RESAMPLE)
 
 

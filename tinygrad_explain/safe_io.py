@@ -74,13 +74,13 @@ def check_output(path, inputs=(), need_folder: bool = True) -> Path:
 
 
 def regular_file_problem(path):
-    """Why ``path`` cannot be read as a file -- "a FIFO", "a folder", "a device or socket" --
+    """Why ``path`` cannot be read as a file -- "a FIFO", "a directory", "a device or socket" --
     or None for a regular file.  Checked before opening: reading a FIFO blocks forever.
     A missing path raises FileNotFoundError."""
     st = os.stat(path)
     if stat.S_ISREG(st.st_mode):
         return None
-    return ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+    return ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
             else "a device or socket")
 
 
