@@ -24,7 +24,15 @@ import contextlib
 import numpy as np
 
 _GRAD_ENABLED = True
-RELU_RULES = ("backprop", "deconvnet", "guided")
+# The ReLU backward rules, in one table: name -> (mask by x, mask by g), where
+#     dx = g * [x > 0 if mask by x] * [g > 0 if mask by g]
+# The engine, the CPU kernel (kernels/relu.py) and the GPU kernel (kernels/relu.cu) all read it.
+RELU_MASKS = {
+    "backprop": (True, False),     # dx = g * [x > 0]               the true gradient
+    "deconvnet": (False, True),    # dx = g * [g > 0]               Zeiler & Fergus 2014
+    "guided": (True, True),        # dx = g * [x > 0] * [g > 0]     Springenberg et al. 2015
+}
+RELU_RULES = tuple(RELU_MASKS)
 _RELU_RULE = "backprop"
 
 
@@ -45,12 +53,8 @@ def is_grad_enabled() -> bool:
 
 @contextlib.contextmanager
 def relu_backward(rule: str):
-    """Choose what every ReLU passes back while ``.backward()`` runs.
-
-    ``"backprop"``  dx = dy * [x > 0]               (the true gradient)
-    ``"deconvnet"`` dx = dy * [dy > 0]              (Zeiler & Fergus 2014)
-    ``"guided"``    dx = dy * [x > 0] * [dy > 0]    (Springenberg et al. 2015)
-    """
+    """Choose what every ReLU passes back while ``.backward()`` runs: one of
+    ``RELU_RULES`` ("backprop", "deconvnet", "guided"), whose masks ``RELU_MASKS`` gives."""
     global _RELU_RULE
     if rule not in RELU_RULES:
         raise ValueError(f"unknown ReLU backward rule {rule!r}; expected one of {RELU_RULES}")

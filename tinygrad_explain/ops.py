@@ -155,8 +155,10 @@ class Linear(Function):
 
 
 class ReLU(Function):
-    """y = max(x, 0).  Backward follows the engine's current rule
-    (``te.relu_backward``): backprop g*[x>0], deconvnet g*[g>0], guided g*[x>0]*[g>0]."""
+    """y = max(x, 0) (NaN stays NaN).  Backward follows the engine's current rule
+    (``te.relu_backward``), looked up in the one table ``engine.RELU_MASKS``:
+        dx = g * [x > 0 if mask_x] * [g > 0 if mask_g]
+    backprop masks by x, deconvnet by g, guided by both."""
 
     def forward(self, x):
         y = K.backend(x).relu.forward(x)
@@ -164,7 +166,8 @@ class ReLU(Function):
         return y
 
     def backward(self, g):
-        return K.backend(g).relu.backward(self.y, g, engine.current_relu_rule())
+        mask_x, mask_g = engine.RELU_MASKS[engine.current_relu_rule()]
+        return K.backend(g).relu.backward(self.y, g, mask_x, mask_g)
 
 
 class MaxPool2d(Function):
