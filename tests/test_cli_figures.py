@@ -46,11 +46,14 @@ def run_cli(capsys, *argv):
     return rc, out.out, out.err
 
 
-@pytest.mark.parametrize("method", ["saliency", "guided", "deconvnet", "grabcut"])
-def test_cli_gradient_methods(method, model_file, scene_png, tmp_path, capsys):
+@pytest.mark.parametrize("method, extra", [
+    ("saliency", ()), ("guided", ()), ("deconvnet", ()), ("grabcut", ()), ("smoothgrad", ("--samples", "3")),
+    ("gradcam", ()), ("gradcam", ("--layer", "conv3")), ("guided-gradcam", ()),
+    ("occlusion", ("--patch", "16", "--stride", "16")), ("grad-x-input", ())])
+def test_cli_gradient_methods(method, extra, model_file, scene_png, tmp_path, capsys):
     out = tmp_path / f"{method}.png"
     rc, so, se = run_cli(capsys, method, "--image", str(scene_png / "scene.png"), "--target", "Bag",
-                         "--weights", model_file, "--out", str(out))
+                         "--weights", model_file, "--out", str(out), *extra)
     assert rc == 0, se
     assert "target: Bag" in so and out.exists()
     assert Image.open(out).size[0] >= 64
@@ -103,6 +106,9 @@ def test_cli_optimisation_methods(model_file, scene_png, tmp_path, capsys):
     (["saliency", "--image", "MISSING"], "no such file"),
     (["saliency", "--out", "/nonexistent-folder/x.png"], "cannot write"),
     (["class-model"], "needs --target"),
+    (["gradcam", "--layer", "fc7"], "needs a layer with feature maps"),
+    (["occlusion", "--patch", "99"], "need 1 <= patch <= 64"),
+    (["smoothgrad", "--samples", "0"], "samples must be an integer >= 1"),
 ])
 def test_cli_bad_input(argv, message, model_file, scene_png, tmp_path, capsys):
     argv = [a.replace("NOTES", str(scene_png / "notes.txt")).replace("MISSING", str(scene_png / "nope.png"))
@@ -115,6 +121,18 @@ def test_cli_bad_input(argv, message, model_file, scene_png, tmp_path, capsys):
     assert rc == 2
     assert message in se
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("method", list(cli.METHODS))
+def test_cli_help_of_each_method(method, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([method, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert cli.METHODS[method][0].split(" ")[0] in text                # its own description
+    for option in cli.METHODS[method][1]:
+        assert f"--{option}" in text
+    assert ("--noise" in text) == (method == "smoothgrad") and ("--patch" in text) == (method == "occlusion")
 
 
 def test_cli_missing_weights(tmp_path, capsys):
