@@ -51,7 +51,8 @@ def main(argv=None):
     verdict = "better than both baselines" if g > b and g > c else "NOT better than both baselines"
     print(f"saliency + GrabCut localisation accuracy {g:.3f} ({verdict}; target >= 0.80)")
     if args.json:
-        with open(args.json, "w") as f:
+        from tinygrad_explain.safe_io import atomic_write
+        with atomic_write(args.json, mode="w") as f:
             json.dump({"n": n, "classification_accuracy": acc,
                        "rows": [dict(method=t, mask_iou=m, box_iou=bi, accuracy=a) for t, m, bi, a in rows]}, f, indent=1)
     return 0

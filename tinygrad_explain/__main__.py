@@ -29,10 +29,7 @@ one unless --weights names another model file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -60,29 +57,6 @@ METHODS = {   # name: (one line for its --help, its own options beyond the commo
 GRADIENT_MAPS = ("saliency", "guided", "deconvnet", "smoothgrad", "gradcam", "guided-gradcam", "occlusion",
                  "grad-x-input", "grabcut")
 OBJECTIVE_MAPS = ("saliency", "guided", "deconvnet", "grabcut")   # also take channel / neuron targets
-
-
-def _save_png(img, path: Path):
-    """Write atomically (temp file + rename) so a failure never leaves a half-written PNG."""
-    from PIL import Image
-    path = Path(path)
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise PermissionError(f"cannot write {path}: folder {parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=parent)
-    except OSError as e:
-        raise PermissionError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(img).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def build_parser():
@@ -123,10 +97,9 @@ def build_parser():
 def run(args) -> str:
     import tinygrad_explain as te
     from tinygrad_explain import explain as X, figures as F, image as te_image
+    from tinygrad_explain.safe_io import check_output
+    out = check_output(args.out or f"{args.method}.png", inputs=[p for p in (args.image, args.weights) if p])
     model = te.load_model(args.weights, device=args.device)
-    out = Path(args.out or f"{args.method}.png")
-    if not out.resolve().parent.is_dir():
-        raise PermissionError(f"cannot write {out}: folder {out.resolve().parent} does not exist")
     opt = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
     needs_image = args.method not in ("class-model", "maximize")
     if needs_image and not args.image:
@@ -186,7 +159,7 @@ def run(args) -> str:
         img = np.asarray(F.grid([picture] + inv.display, ["original"] + [f"error {e:.3f}" for e in inv.errors]))
         msg.append("normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
         msg.append(f"mean pairwise |difference|: {inv.mean_pairwise_mad:.4f}")
-    _save_png(img, out)
+    F.save_png(img, out)
     msg.append(f"wrote {out}")
     return "\n".join(msg)
 
@@ -196,7 +169,16 @@ def main(argv=None) -> int:
     if argv[:1] == ["serve"]:
         from .explorer import main as serve
         return serve(argv[1:])
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    for name, lo in (("threads", 0), ("inits", 1), ("steps", 1)):
+        v = getattr(args, name, None)               # checked before any work
+        if v is not None and v < lo:
+            ap.error(f"--{name} must be at least {lo}, got {v}")
+    if args.lr is not None and not 0 < args.lr < float("inf"):
+        ap.error(f"--lr must be a positive number, got {args.lr}")
+    if args.noise is not None and not 0 <= args.noise < float("inf"):
+        ap.error(f"--noise must be a non-negative number, got {args.noise}")
     import tinygrad_explain as te
     from tinygrad_explain import explain as X
     from tinygrad_explain.device import set_num_threads

@@ -186,7 +186,7 @@ class Explorer:
         from . import image as te_image
         kind, _, key = str(ref).partition(":")
         if kind == "scene" and self.scenes is not None:
-            if not key.isdigit() or int(key) >= len(self.scenes["images"]):
+            if not key.isdecimal() or int(key) >= len(self.scenes["images"]):
                 raise RequestError(f"no scene {key!r}: scenes are 0..{len(self.scenes['images']) - 1}")
             i = int(key)
             pic = self.scenes["images"][i]

@@ -13,9 +13,12 @@ runs.  Figures (file names in the gallery order):
                            (Mahendran & Vedaldi 2015)
     rules.png              backprop vs deconvnet vs guided backprop, same image and class
 
-Everything is written into a temporary folder beside ``out_dir`` which is
-renamed to ``out_dir`` only when complete (``index.html`` last), so an
-interrupted run never leaves a gallery that looks finished.
+Everything is drawn into a private temporary folder (inside ``out_dir``, or
+beside it when it does not exist yet); only when every figure is done are
+the files moved into ``out_dir`` (``index.html`` last), each replacing just
+its namesake.  So an interrupted run leaves the old gallery as it was, and
+nothing else in ``out_dir`` -- notes, other figures, figures left out by
+``--only``, subfolders -- is ever removed (``--out .`` is safe).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from PIL import Image, ImageDraw, ImageFont
 from . import explain as X
 from .device import set_num_threads
 from . import image as te_image
+from .safe_io import atomic_write, write_text
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
 def _say(text):
@@ -214,7 +218,8 @@ def fig_toy(inp, out, summary):
     t = X.relu_toy_example()
     tables = [("input x", t["input"]), ("ReLU(x)", t["relu"]), ("gradient from above", t["grad_out"]),
               ("backprop", t["backprop"]), ("deconvnet", t["deconvnet"]), ("guided backprop", t["guided"])]
-    table_image(tables, "ReLU forward, then three ways to pass the gradient back").save(out / "toy_relu_rules.png")
+    save_png(table_image(tables, "ReLU forward, then three ways to pass the gradient back"),
+             out / "toy_relu_rules.png")
     text = "\n\n".join(f"{n}\n" + "\n".join(" ".join(f"{v:4g}" for v in row) for row in a) for n, a in tables)
     _say(text)
     rows = "".join("<td><b>{}</b><table class=m>{}</table></td>".format(
@@ -233,8 +238,8 @@ def fig_class_models(inp, out, summary):
     m, s = inp.model, inp.settings.get("class_model", {})
     v = X.class_model(m, inp.classes, **s)
     labels = [f"{lb}\nsoftmax {p:.3f}" for lb, p in zip(v.labels, v.probability)]
-    grid(v.display, labels, ncol=min(5, len(labels)), title="Class models: argmax_I S_c(I) - lambda |I|^2").save(
-        out / "class_models.png")
+    save_png(grid(v.display, labels, ncol=min(5, len(labels)), title="Class models: argmax_I S_c(I) - lambda |I|^2"),
+             out / "class_models.png")
     summary["class_models"] = {lb: float(p) for lb, p in zip(v.labels, v.probability)}
     summary["class_model_settings"] = {k: v_ for k, v_ in s.items() if k != "progress"}
     _say("class-model softmax per class:")
@@ -255,8 +260,8 @@ def fig_neurons(inp, out, summary):
         v = X.maximize(m, layer, units, **s)
         labels = [f"{lb}\nact {a:.2f}" for lb, a in zip(v.labels, v.final)]
         what = "channel (mean activation)" if len(m.shapes[layer]) == 3 else "neuron"
-        grid(v.display, labels, ncol=min(8, len(labels)),
-             title=f"Images maximising {layer} units (one {what} each)").save(out / f"neurons_{layer}.png")
+        save_png(grid(v.display, labels, ncol=min(8, len(labels)),
+                      title=f"Images maximising {layer} units (one {what} each)"), out / f"neurons_{layer}.png")
         summary[f"neurons_{layer}"] = {lb: float(a) for lb, a in zip(v.labels, v.final)}
         figs.append(Figure(f"neurons_{layer}", f"neurons_{layer}.png",
                            f"Neuron maximisation for {len(units)} units of <b>{layer}</b> (those most active on "
@@ -274,8 +279,8 @@ def fig_saliency(inp, out, summary):
     for i in range(len(inp.x)):
         tiles += [inp.pictures[i], heat(sal[i])]
         labels += [f"{inp.names[i]}", f"saliency: {_cls(m, pred[i])}\n(p={probs[i, pred[i]]:.2f})"]
-    grid(tiles, labels, ncol=min(len(tiles), 8), title="Image-specific class saliency: max_c |dS_c/dI|").save(
-        out / "saliency.png")
+    save_png(grid(tiles, labels, ncol=min(len(tiles), 8), title="Image-specific class saliency: max_c |dS_c/dI|"),
+             out / "saliency.png")
     inp.settings["_saliency"] = (pred, sal)
     return Figure("saliency", "saliency.png",
                   "Saliency maps (Simonyan et al. 2014): the magnitude of the gradient of the predicted class's "
@@ -296,7 +301,7 @@ def fig_grabcut(inp, out, summary):
         iou = f"\nbox IoU {X.localization.box_iou(box, tb):.2f}" if tb is not None else ""
         tiles += [inp.pictures[i], heat(sal[i]), (mask * 255).astype(np.uint8), overlay(inp.pictures[i], mask, box, tb)]
         labels += [inp.names[i], f"saliency ({_cls(m, pred[i])})", "GrabCut mask", "box" + iou]
-    grid(tiles, labels, ncol=4, title="Saliency -> GrabCut -> object mask and box").save(out / "grabcut.png")
+    save_png(grid(tiles, labels, ncol=4, title="Saliency -> GrabCut -> object mask and box"), out / "grabcut.png")
     gt = " (blue: ground-truth box)" if inp.truth_boxes is not None else ""
     return Figure("grabcut", "grabcut.png",
                   "Weakly supervised segmentation (Simonyan et al. 2014, section 6): pixels above the 95% "
@@ -310,8 +315,8 @@ def fig_inversion(inp, out, summary):
     i = int(inp.settings.get("invert_image", 0))
     inv = X.invert(m, inp.x[i], layer="fc7", inits=5, **s)
     labels = [f"original\n{inp.names[i]}"] + [f"init {k + 1}\nerror {e:.3f}" for k, e in enumerate(inv.errors)]
-    grid([inp.pictures[i]] + inv.display, labels, ncol=6, title="Reconstructions from the fc7 code").save(
-        out / "inversion_fc7.png")
+    save_png(grid([inp.pictures[i]] + inv.display, labels, ncol=6, title="Reconstructions from the fc7 code"),
+             out / "inversion_fc7.png")
     pair = inv.pairwise_mad
     summary["inversion"] = {"errors": inv.errors.tolist(), "pairwise_mean_abs_diff": pair.tolist(),
                             "mean_pairwise_mean_abs_diff": inv.mean_pairwise_mad,
@@ -343,8 +348,8 @@ def fig_rules(inp, out, summary):
             tiles.append(grad_picture(X.gradient(m, inp.x[i], int(pred[i]), rule=rule)[0]))
             labels.append({"backprop": "backprop (gradient)", "deconvnet": "deconvnet",
                            "guided": "guided backprop"}[rule])
-    grid(tiles, labels, ncol=4, title="The same image and class under the three backward rules").save(
-        out / "rules.png")
+    save_png(grid(tiles, labels, ncol=4, title="The same image and class under the three backward rules"),
+             out / "rules.png")
     return Figure("rules", "rules.png",
                   "Data gradient, deconvnet (Zeiler &amp; Fergus 2014) and guided backpropagation "
                   "(Springenberg et al. 2015) for the same image and class: only what the ReLUs pass back "
@@ -399,32 +404,49 @@ def file_inputs(model, paths):
 # --------------------------------------------------------------------------
 # the gallery
 # --------------------------------------------------------------------------
+def save_png(im, path):
+    """Write a PIL image (or uint8 array) as PNG through the one safe writer."""
+    if isinstance(im, np.ndarray):
+        im = Image.fromarray(im)
+    with atomic_write(path) as f:
+        im.save(f, format="PNG")
+
+
 def _prepare_out(out: Path) -> Path:
+    """Check ``out`` and make the private folder the figures are drawn into.
+
+    ``out`` may be missing (it is created), empty, or hold anything else
+    (``--out .``): only the files this run writes are replaced there, when
+    the run is complete.  The work folder lies inside ``out`` when it exists
+    (same file system, so each file is moved atomically), else beside it."""
     out = Path(out)
-    parent = out.resolve().parent
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {str(out)!r} exists and is not a folder")
+    where = out if out.is_dir() else out.resolve().parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+        if not out.exists():
+            where.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name or 'figures'}.partial-", dir=where))
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)                # mkdtemp's 0700 would hide the gallery from others
+        os.chmod(tmp, 0o777 & ~umask)                # mkdtemp's 0700 would hide a new gallery from others
     except OSError as e:
         raise PermissionError(f"cannot write to the output folder {out} ({e.strerror or e})") from None
-    if out.exists() and not out.is_dir():
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise FileExistsError(f"{out} exists and is not a folder")
     return tmp
 
 
-def _finish(tmp: Path, out: Path):
+def _finish(tmp: Path, out: Path, written):
+    """Move the files of this run (``written``, index.html last) from ``tmp`` into ``out``.
+
+    A missing ``out`` is the work folder renamed.  In an existing folder each
+    file replaces only its namesake; every other file or folder there is kept."""
     out = Path(out)
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    for name in written:
+        os.replace(tmp / name, out / name)
+    tmp.rmdir()
 
 
 def write_index(out: Path, figures, title, info):
@@ -437,12 +459,12 @@ def write_index(out: Path, figures, title, info):
     for f in figures:
         parts.append(f"<figure id={f.name}><img src=\"{f.file}\" alt=\"{html.escape(f.name)}\">"
                      f"<figcaption>{f.caption} <i>({f.seconds:.1f} s)</i>{f.extra_html}</figcaption></figure>")
-    (out / "index.html").write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_text(out / "index.html", "\n".join(parts) + "\n")
 
 
 def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info="", only=None, log=None):
-    """Make every figure into ``out`` (atomically: temp folder, index.html last, rename).
-    Returns (figures, summary dict, seconds)."""
+    """Make every figure into ``out``: drawn in a private folder, then moved in file by file
+    (index.html last), replacing only the files this run wrote.  Returns (figures, summary dict, seconds)."""
     from tqdm.auto import tqdm
     log = log or _say
     out = Path(out)
@@ -463,9 +485,10 @@ def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info=
             log(f"[{name}] {dt:.1f} s")
         summary["seconds"] = times
         summary["total_seconds"] = time.perf_counter() - t0
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        write_text(tmp / "summary.json", json.dumps(summary, indent=1))
         write_index(tmp, figures, title, info)
-        _finish(tmp, out)
+        files = sorted(p.name for p in tmp.iterdir() if p.name != "index.html") + ["index.html"]
+        _finish(tmp, out, files)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -495,7 +518,8 @@ def main(argv=None) -> int:
         description="Write every figure of the lecture 'Explaining CNNs: Early Methods' as PNG, plus index.html. "
                     "Default: the embedded Fashion-MNIST-scenes AlexNet and shipped sample scenes; "
                     "--weights FILE --images PHOTO... for real AlexNet (ImageNet preprocessing from the file).")
-    ap.add_argument("--out", required=True, help="output folder (replaced atomically when complete)")
+    ap.add_argument("--out", required=True, help="output folder (created if missing; when complete, the files of "
+                                                 "this run replace their namesakes there, nothing else is touched)")
     ap.add_argument("--weights", help="model file (default: the embedded weights/fashion_scenes_alexnet.h5)")
     ap.add_argument("--images", nargs="+", help="image files (default: sample scenes; required with --weights)")
     ap.add_argument("--classes", nargs="+", help="class-model targets (default: every class of the embedded "
@@ -513,6 +537,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for Numba and BLAS (default 1, fastest for these small batches; 0 = library default)")
     args = ap.parse_args(argv)
+    # Everything that can be checked before minutes of work is checked here.
+    if args.units < 1:
+        ap.error(f"--units must be at least 1, got {args.units}")
+    if not (args.steps_scale > 0 and np.isfinite(args.steps_scale)):
+        ap.error(f"--steps-scale must be a positive number, got {args.steps_scale}")
+    if args.threads < 0:
+        ap.error(f"--threads must be 0 (library default) or a positive count, got {args.threads}")
     set_num_threads(args.threads)
     import signal
     if threading.current_thread() is threading.main_thread():

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from . import engine, ops
 from . import kernels as K
 from .device import set_num_threads
 from .engine import Tensor, no_grad
+from .safe_io import atomic_write
 
 
 # --------------------------------------------------------------------------
@@ -279,8 +279,9 @@ def save_checkpoint(path, model, optimizer, epoch, rngs=None, extra=None):
     count), ``epoch``, the state of each generator in ``rngs`` (a dict name ->
     Generator; the engine's own generator -- dropout masks -- is always
     saved as ``engine``) as JSON, ``preprocessing`` as JSON, and ``extra``
-    (a JSON-able dict, e.g. the training history).  Written to a temporary
-    file and renamed, so an interruption never leaves a half-written checkpoint.
+    (a JSON-able dict, e.g. the training history).  Written through
+    :func:`~tinygrad_explain.safe_io.atomic_write`, so an interruption never
+    leaves a half-written checkpoint.
     """
     path = Path(path)
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
@@ -293,9 +294,8 @@ def save_checkpoint(path, model, optimizer, epoch, rngs=None, extra=None):
     arrays["preprocessing"] = np.asarray(json.dumps(_jsonable(model.preprocessing)))
     arrays["extra"] = np.asarray(json.dumps(extra or {}))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("tmp_" + path.name)      # ends in .npz, so np.savez keeps the name
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
     return path
 
 

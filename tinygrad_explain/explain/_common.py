@@ -113,7 +113,7 @@ def resolve_class(model, target) -> int:
         idx = int(target)
     elif isinstance(target, str):
         s = target.strip()
-        if s.lstrip("-").isdigit():
+        if s.lstrip("-").isdecimal():
             idx = int(s)
         else:
             if names is None:
@@ -182,7 +182,7 @@ def resolve_unit(model, layer: str, unit):
         raise ExplainError(f"unit must be an int or a tuple of ints, got {unit!r}")
     if isinstance(unit, (int, np.integer)):
         idx = (int(unit),)
-    elif isinstance(unit, str) and unit.strip().lstrip("-").isdigit():
+    elif isinstance(unit, str) and unit.strip().lstrip("-").isdecimal():
         idx = (int(unit),)
     elif isinstance(unit, str) and "," in unit:
         try:
@@ -244,7 +244,7 @@ def _unit_target(model, t):
         if ":" not in t or t.strip() in (getattr(model, "class_names", None) or ()):
             return None
         head, *rest = [v.strip() for v in t.split(":")]
-        if not all(v.lstrip("-").isdigit() for v in rest):
+        if not all(v.lstrip("-").isdecimal() for v in rest):
             return _bad_unit(t) if head in model.layer_names else None    # else a class name with a colon
         layer, unit = head, tuple(int(v) for v in rest)
     elif isinstance(t, tuple) and t and isinstance(t[0], str):
