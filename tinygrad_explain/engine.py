@@ -96,6 +96,7 @@ class Tensor:
         self._ctx = None        # the Function that produced this tensor (None for leaves)
         self._parents = ()      # that Function's tensor inputs
         self._released = False  # made by a Function whose graph a backward() has freed
+        self.version = 0        # bumped by mark_changed() after an in-place write to .data
 
     # ----- array-like conveniences -------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -113,6 +114,12 @@ class Tensor:
         from .device import move
         data = move(self.data, device)
         return self if data is self.data else Tensor(data, requires_grad=self.requires_grad)
+
+    def mark_changed(self):
+        """Say that ``.data`` was written in place (the optimisers call it after each
+        update).  Copies made from the old values -- ``nn.Linear``'s packed weight --
+        are remade at next use.  Assigning a new array to ``.data`` needs no call."""
+        self.version += 1
 
     def detach(self) -> "Tensor":
         return Tensor(self.data)
