@@ -110,6 +110,7 @@ class SGD(Optimizer):
                 v += g
                 g = g + mu * v if self.nesterov else v
             p.data -= lr * g
+            p.mark_changed()
 
 
 class Adam(Optimizer):
@@ -133,6 +134,7 @@ class Adam(Optimizer):
                 continue
             K.adam.step(p.data, p.grad, m, v, self.lr, self.b1, self.b2, self.eps, self.weight_decay,
                         self.decoupled, self.steps)
+            p.mark_changed()
 
 
 # --------------------------------------------------------------------------
@@ -466,6 +468,7 @@ def _unflatten_into(flat, params):
     for p in params:
         n = p.data.size
         p.data[...] = flat[o:o + n].reshape(p.data.shape)
+        p.mark_changed()
         o += n
 
 
