@@ -25,9 +25,9 @@ from ._common import ExplainError, OptimizationError, resolve_class, resolve_tar
 from .gradients import gradient, saliency, predict, relu_toy_example  # noqa: F401
 from .optimize import optimize, OptimizeResult, step_schedule  # noqa: F401
 from .visualize import class_model, maximize, Visualization  # noqa: F401
-from .inversion import invert, feature_code, Inversion  # noqa: F401
+from .inversion import invert, invert_layers, feature_code, Inversion, LayerInversions  # noqa: F401
 from .grabcut import grabcut_mask, largest_component, mask_box  # noqa: F401
-from . import regularizers, localization  # noqa: F401
+from . import regularizers, transforms, localization  # noqa: F401
 
-__all__ = ["gradient", "saliency", "predict", "class_model", "maximize", "invert", "feature_code",
+__all__ = ["gradient", "saliency", "predict", "class_model", "maximize", "invert", "invert_layers", "feature_code",
            "grabcut_mask", "optimize", "step_schedule", "relu_toy_example", "ExplainError", "OptimizationError"]
