@@ -5,12 +5,14 @@ runs.  Figures (file names in the gallery order):
 
     toy_relu_rules.png     the slide's 4x4 example: ReLU forward, then the gradient
                            passed back by backprop / deconvnet / guided backprop
-    class_models.png       a class model image per class (Simonyan et al. 2014, fig. 1)
+    class_models.png       a class model image per class (Simonyan et al. 2014, fig. 1): the
+                           paper's recipe beside the default natural-image priors
     neurons_<layer>.png    images maximising units of a conv layer and of fc7
     saliency.png           image-specific class saliency maps (Simonyan fig. 2)
     grabcut.png            image / saliency / GrabCut mask / box (Simonyan fig. 3)
     inversion_fc7.png      an image and five reconstructions from its fc7 code
                            (Mahendran & Vedaldi 2015)
+    inversion_layers.png   the same image reconstructed from each layer, conv1 ... fc8
     rules.png              backprop vs deconvnet vs guided backprop, same image and class
 
 Everything is drawn into a private temporary folder (inside ``out_dir``, or
@@ -235,22 +237,37 @@ def fig_toy(inp, out, summary):
 
 
 def fig_class_models(inp, out, summary):
+    """The paper's recipe (Simonyan et al. 2014) beside the default natural-image priors, same classes."""
     m, s = inp.model, inp.settings.get("class_model", {})
-    v = X.class_model(m, inp.classes, **s)
-    labels = [f"{lb}\nsoftmax {p:.3f}" for lb, p in zip(v.labels, v.probability)]
-    save_png(grid(v.display, labels, ncol=min(5, len(labels)), title="Class models: argmax_I S_c(I) - lambda |I|^2"),
-             out / "class_models.png")
+    tiles, labels = [], []
+    runs = {}
+    for recipe in ("simonyan2014", X.visualize.DEFAULT_RECIPE):
+        v = X.class_model(m, inp.classes, recipe=recipe, **s)
+        runs[recipe] = v
+        tiles += v.display
+        labels += [f"{lb}\n{recipe} p {p:.3f}" for lb, p in zip(v.labels, v.probability)]
+    n = len(runs["simonyan2014"].labels)
+    save_png(grid(tiles, labels, ncol=min(n, 10) if n <= 10 else 5,
+                  title="Class models argmax_I S_c(I) - priors(I): the paper's recipe (top) and natural-image "
+                        "priors (bottom)"), out / "class_models.png")
+    v = runs[X.visualize.DEFAULT_RECIPE]
     summary["class_models"] = {lb: float(p) for lb, p in zip(v.labels, v.probability)}
+    summary["class_models_simonyan2014"] = {lb: float(p) for lb, p in
+                                            zip(runs["simonyan2014"].labels, runs["simonyan2014"].probability)}
     summary["class_model_settings"] = {k: v_ for k, v_ in s.items() if k != "progress"}
-    _say("class-model softmax per class:")
-    for lb, p, sc in zip(v.labels, v.probability, v.final):
-        _say(f"  {lb:<20} softmax {p:.4f}   score {sc:.2f}")
+    _say("class-model softmax per class (simonyan2014 / natural):")
+    for lb, p0, p, sc in zip(v.labels, runs["simonyan2014"].probability, v.probability, v.final):
+        _say(f"  {lb:<20} softmax {p0:.4f} / {p:.4f}   score (natural) {sc:.2f}")
     return Figure("class_models", "class_models.png",
                   "Class model visualisation (Simonyan et al. 2014): gradient ascent on the unnormalised class "
-                  "score S<sub>c</sub>(I) &minus; &lambda;&Vert;I&Vert;<sup>2</sup>, starting from the zero (mean) "
-                  "image plus faint noise (the exact zero image is a dead point of this network), with Adam "
-                  "steps; the mean is added back and the contrast stretched for display. Under each image: the softmax probability the "
-                  "network gives it for that class.")
+                  "score S<sub>c</sub>(I) from the zero (mean) image plus faint noise (the exact zero image is a "
+                  "dead point of this network). <b>Top: the paper's recipe</b> -- plain gradient ascent with an "
+                  "L2 prior &minus;&lambda;&Vert;I&Vert;<sup>2</sup>: the network's score rises just as well, but "
+                  "through high-frequency patterns. <b>Bottom: natural-image priors</b> (the default) -- the image "
+                  "made from a decorrelated-colour Fourier spectrum, randomly shifted, scaled and rotated at every "
+                  "step, kept in the valid pixel range (Olah et al. 2017; Yosinski et al. 2015), Adam steps. "
+                  "The mean is added back and the contrast stretched for display. Under each image: the softmax "
+                  "probability the network gives it for that class.")
 
 
 def fig_neurons(inp, out, summary):
@@ -329,10 +346,28 @@ def fig_inversion(inp, out, summary):
                   "each optimised to match the original's fc7 code (normalised error "
                   "&Vert;&phi;(x)&minus;&phi;<sub>0</sub>&Vert;/&Vert;&phi;<sub>0</sub>&Vert; under each) with "
                   "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule (Adam steps, "
-                  "smooth random starts; see docs/explainers.md). Different starts give different images with "
-                  "the same code: what they share is what fc7 keeps.",
+                  "smooth random starts, jitter; see docs/explainers.md). Different starts give different images "
+                  "with the same code: what they share is what fc7 keeps.",
                   extra_html="<p>Pairwise mean absolute difference between reconstructions (model space):</p>"
                              f"<table class=m>{rows}</table>")
+
+
+def fig_inversion_layers(inp, out, summary):
+    m, s = inp.model, dict(inp.settings.get("invert_layers", {}))
+    i = int(inp.settings.get("invert_image", 0))
+    res = X.invert_layers(m, inp.x[i], **s)
+    labels = [f"original\n{inp.names[i]}"] + [f"{l}\nerror {e:.3f}" for l, e in zip(res.layers, res.errors)]
+    save_png(grid([inp.pictures[i]] + res.display, labels, ncol=min(6, len(labels)),
+                  title="Reconstructions of one image from each layer's code"), out / "inversion_layers.png")
+    summary["inversion_layers"] = {l: float(e) for l, e in zip(res.layers, res.errors)}
+    _say("inversion per layer, normalised errors: " + " ".join(f"{l} {e:.3f}" for l, e in zip(res.layers, res.errors)))
+    return Figure("inversion_layers", "inversion_layers.png",
+                  "Inverting each layer's code of the same image (Mahendran &amp; Vedaldi 2015, their figure of "
+                  "reconstructions layer by layer): one reconstruction per layer, all optimised as one batch "
+                  "with the same priors as the fc7 figure; the normalised error "
+                  "&Vert;&phi;<sub>l</sub>(x)&minus;&phi;<sub>l,0</sub>&Vert;/&Vert;&phi;<sub>l,0</sub>&Vert; "
+                  "under each. Early layers keep the picture almost exactly; deeper ones keep less of "
+                  "where and what colour things are.")
 
 
 def fig_rules(inp, out, summary):
@@ -358,7 +393,8 @@ def fig_rules(inp, out, summary):
 
 
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
-           ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion), ("rules", fig_rules)]
+           ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion),
+           ("inversion layers", fig_inversion_layers), ("rules", fig_rules)]
 
 
 # --------------------------------------------------------------------------
@@ -502,11 +538,13 @@ EMBEDDED_SETTINGS = {                         # the library defaults, spelled ou
     "class_model": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"]),
     "maximize": dict(steps=X.visualize.MAXIMIZE_DEFAULTS["steps"]),
     "invert": dict(steps=X.inversion.INVERT_DEFAULTS["steps"]),
+    "invert_layers": dict(steps=600),
 }
 IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet step costs ~25x more
     "class_model": dict(steps=100),
     "maximize": dict(steps=60),
     "invert": dict(steps=150),
+    "invert_layers": dict(steps=100),
 }
 
 
