@@ -409,7 +409,7 @@ def test_grabcut_mask_finds_the_object():
     iou = (mask & truth).sum() / (mask | truth).sum()
     assert iou > 0.8
     np.testing.assert_array_equal(box, te.explain.mask_box(mask))
-    assert te.explain.localization.box_iou(box, (10, 8, 26, 22)) > 0.8
+    assert te.explain.metrics.box_iou(box, (10, 8, 26, 22)) > 0.8
 
 
 def test_grabcut_is_deterministic():

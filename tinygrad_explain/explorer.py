@@ -277,7 +277,7 @@ class Explorer:
                      "mask": png_data_url((mask * 255).astype(np.uint8))}
             if truth is not None:
                 extra["truth_box"] = [int(v) for v in truth]
-                extra["box_iou"] = float(X.localization.box_iou(box, truth))
+                extra["box_iou"] = float(X.metrics.box_iou(box, truth))
             over = F.overlay(picture, mask, box, truth)
             return mask.astype(np.float32), over, extra
         a = np.asarray(getattr(X, method)(m, x, target))[0]          # an optional method

@@ -14,6 +14,11 @@ runs.  Figures (file names in the gallery order):
                            (Mahendran & Vedaldi 2015)
     inversion_layers.png   the same image reconstructed from each layer, conv1 ... fc8
     rules.png              backprop vs deconvnet vs guided backprop, same image and class
+    methods.png            the methods that came next, beside the lecture's, on the same images:
+                           SmoothGrad, Grad-CAM, guided Grad-CAM, occlusion, gradient x input
+    explainer_benchmark.png  every method scored on the 500 shipped scenes (plotted from
+                           docs/bench_explainers.json, written by scripts/bench_explainers.py;
+                           embedded model only)
 
 Everything is drawn into a private temporary folder (inside ``out_dir``, or
 beside it when it does not exist yet); only when every figure is done are
@@ -41,6 +46,7 @@ from PIL import Image, ImageDraw, ImageFont
 from . import explain as X
 from .device import set_num_threads
 from . import image as te_image
+from .modelfile import DEFAULT_WEIGHTS
 from .safe_io import atomic_write, write_text
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
@@ -315,7 +321,7 @@ def fig_grabcut(inp, out, summary):
     for i in range(len(inp.x)):
         mask, box = X.grabcut_mask(inp.pictures[i], sal[i])
         tb = inp.truth_boxes[i] if inp.truth_boxes is not None else None
-        iou = f"\nbox IoU {X.localization.box_iou(box, tb):.2f}" if tb is not None else ""
+        iou = f"\nbox IoU {X.metrics.box_iou(box, tb):.2f}" if tb is not None else ""
         tiles += [inp.pictures[i], heat(sal[i]), (mask * 255).astype(np.uint8), overlay(inp.pictures[i], mask, box, tb)]
         labels += [inp.names[i], f"saliency ({_cls(m, pred[i])})", "GrabCut mask", "box" + iou]
     save_png(grid(tiles, labels, ncol=4, title="Saliency -> GrabCut -> object mask and box"), out / "grabcut.png")
@@ -392,9 +398,88 @@ def fig_rules(inp, out, summary):
                   "gives the cleanest picture.")
 
 
+def fig_methods(inp, out, summary):
+    """Each method's map of the predicted class for the first four images, one row each."""
+    m = inp.model
+    x = inp.x[:4]
+    pred = X.predict(m, x)[1].argmax(1)
+    H = x.shape[2]
+    patch = max(1, H // 8)
+    maps = {"saliency": lambda: [heat(s) for s in X.saliency(m, x, pred)],
+            "guided backprop": lambda: [grad_picture(g) for g in X.gradient(m, x, pred, rule="guided")],
+            "SmoothGrad": lambda: [heat(s) for s in X.smoothgrad(m, x, pred)],
+            f"Grad-CAM ({X.attribution.default_cam_layer(m)})":
+                lambda: [cam_overlay(p, c) for p, c in zip(inp.pictures, X.gradcam(m, x, pred))],
+            "guided Grad-CAM": lambda: [grad_picture(g) for g in X.guided_gradcam(m, x, pred)],
+            f"occlusion ({patch} px, stride {patch})":
+                lambda: [heat(np.maximum(o, 0)) for o in X.occlusion(m, x, pred, patch=patch, stride=patch)],
+            "gradient x input": lambda: [signed_heat(g.sum(0)) for g in X.gradient_x_input(m, x, pred)]}
+    columns = {name: f() for name, f in maps.items()}
+    tiles, labels = [], []
+    for i in range(len(x)):
+        tiles.append(inp.pictures[i])
+        labels.append(f"{inp.names[i]}\nexplained: {_cls(m, pred[i])}")
+        for name, col in columns.items():
+            tiles.append(col[i])
+            labels.append(name)
+    save_png(grid(tiles, labels, ncol=len(columns) + 1, title="The methods that came next, on the same images"),
+             out / "methods.png")
+    figs = [Figure("methods", "methods.png",
+                   "After the lecture's methods: SmoothGrad (Smilkov et al. 2017, 25 noisy copies at 15% of the "
+                   "image's range), Grad-CAM of the last conv layer and guided Grad-CAM (Selvaraju et al. 2017), "
+                   "occlusion (Zeiler &amp; Fergus 2014: the drop of the class probability when a grey square "
+                   "covers each pixel) and gradient x input (red: positive, blue: negative).  Which of them can "
+                   "be trusted is measured below.")]
+    bench = Path(__file__).resolve().parent.parent / "docs" / "bench_explainers.json"
+    if getattr(m, "path", None) and Path(m.path).resolve() == DEFAULT_WEIGHTS.resolve() and bench.exists():
+        report = json.loads(bench.read_text(encoding="utf-8"))
+        plot_benchmark(report, out / "explainer_benchmark.png")
+        figs.append(Figure("explainer benchmark", "explainer_benchmark.png",
+                           f"Every method on {report['n']} shipped scenes with known masks, measured by "
+                           "<code>python scripts/bench_explainers.py --json docs/bench_explainers.json</code> "
+                           f"({report['seconds'] / 60:.0f} min; numbers read from that file, not recomputed here): "
+                           "the pointing game (all scenes and the hard ones: small objects on cluttered "
+                           "backgrounds), mask IoU and box accuracy after GrabCut, deletion and insertion AUC "
+                           "(Petsiuk et al. 2018) and time per image.  Grey: the centre and random baselines.  "
+                           "The table and its reading are in docs/explainers.md."))
+    return figs
+
+
+def plot_benchmark(report: dict, path):
+    """scripts/bench_explainers.py's table as one bar chart per metric (matplotlib, PNG):
+    methods along x, baselines in grey, with the scenes and settings in the title."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .explain.benchmark import BASELINES, COLUMNS
+    rows = report["rows"]
+    names = list(rows)
+    cols = [c for c in COLUMNS if c[0] != "ms_per_image"] + [("ms_per_image", "ms / image (log)")]
+    fig, axes = plt.subplots(2, 4, figsize=(13, 7), constrained_layout=True)
+    axes = axes.reshape(-1)
+    axes[-1].axis("off")
+    colours = ["0.6" if n in BASELINES else "C0" for n in names]
+    for ax, (key, title) in zip(axes, cols):
+        vals = [max(rows[n][key], 1e-3) if key == "ms_per_image" else rows[n][key] for n in names]
+        ax.bar(range(len(names)), vals, color=colours)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+        better = " (lower better)" if key in ("deletion_auc", "ms_per_image") else ""
+        ax.set_title(title + better, fontsize=9)
+        if key == "ms_per_image":
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1)
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{report['n']} {report['scenes']} scenes ({report['hard']} hard), {report['target']} class; "
+                 f"grey: baselines", fontsize=10)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
            ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion),
-           ("inversion layers", fig_inversion_layers), ("rules", fig_rules)]
+           ("inversion layers", fig_inversion_layers), ("rules", fig_rules), ("methods", fig_methods)]
 
 
 # --------------------------------------------------------------------------
