@@ -15,6 +15,7 @@
     te.explain.class_model(model, "Bag")                  # image maximising S_Bag
     te.explain.maximize(model, "conv3", 5)                # image maximising a channel
     te.explain.invert(model, x, layer="fc7", inits=5)     # 5 images with x's fc7 code
+    te.explain.sanity.run(model, x, "Bag")                # Adebayo et al.'s randomisation tests
 
 Spaces.  Every function takes and returns images in *model space*: float
 (N, C, H, W), the model file's preprocessing applied (mean subtracted, divided
@@ -34,7 +35,7 @@ from .inversion import invert, feature_code, Inversion  # noqa: F401
 from .grabcut import grabcut_mask, largest_component, mask_box  # noqa: F401
 from .attribution import (smoothgrad, smooth_gradient, gradcam, guided_gradcam, occlusion,  # noqa: F401
                           gradient_x_input, layer_gradient)
-from . import regularizers, localization  # noqa: F401
+from . import regularizers, localization, sanity  # noqa: F401
 
 __all__ = ["gradient", "saliency", "predict", "smoothgrad", "smooth_gradient", "gradcam", "guided_gradcam",
            "occlusion", "gradient_x_input", "class_model", "maximize", "invert", "feature_code",
