@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..engine import Tensor, no_grad, _xp
+from ..engine import no_grad
 from ._common import ExplainError, as_batch, pixel_bounds, resolve_layer, resolve_targets, to_host
 from .gradients import gradient
 
@@ -89,33 +89,6 @@ def default_cam_layer(model) -> str:
     return names[i]
 
 
-def layer_gradient(model, x, target, layer: str, rule: str = "backprop"):
-    """(A, dS_target/dA) for the output A of ``layer``, both (N, C_l, h, w) on the host.
-
-    The network runs in two parts: up to ``layer`` without a graph, then from A (a
-    leaf that requires grad) to the scores, so the backward stops at A -- no hook."""
-    layer = resolve_layer(model, layer)
-    xb = as_batch(model, x)
-    xp = _xp(xb)
-    targets = resolve_targets(model, target, xb.shape[0])
-    with no_grad():
-        a = model(xb, until=layer).data
-    names = model.layer_names
-    h = at = Tensor(a, requires_grad=True)
-    from ..engine import relu_backward
-    with relu_backward(rule):
-        for name in names[names.index(layer) + 1:]:
-            h = model.layers[name](h)
-        if h.ndim != 2:
-            raise ExplainError(f"the model's output has shape {h.shape}; expected class scores (N, K)")
-        if not h.requires_grad:
-            return to_host(a), np.zeros(a.shape, a.dtype)
-        onehot = xp.zeros(h.shape, dtype=h.dtype)
-        onehot[xp.arange(xb.shape[0]), xp.asarray(targets)] = 1
-        h.backward(onehot)
-    return to_host(a), to_host(at.grad if at.grad is not None else xp.zeros_like(a))
-
-
 def upsample(maps, size) -> np.ndarray:
     """Bilinear resize of (N, h, w) maps to (N, H, W) (pixel centres aligned, as
     cv2.INTER_LINEAR and torch's interpolate(mode="bilinear", align_corners=False))."""
@@ -137,7 +110,9 @@ def gradcam(model, x, target, layer: str | None = None, upsample_to_input: bool 
     if len(model.shapes[layer]) != 3:
         raise ExplainError(f"Grad-CAM needs a layer with feature maps (C, h, w); {layer!r} has shape "
                            f"{model.shapes[layer]}")
-    a, g = layer_gradient(model, x, target, layer)
+    with no_grad():
+        a = to_host(model(as_batch(model, x), until=layer).data)
+    g = gradient(model, x, target, layer=layer)                     # dS/dA, (N, K, h, w)
     cam = np.maximum((g.mean(axis=(2, 3), keepdims=True) * a).sum(axis=1), 0)
     return upsample(cam, model.input_shape[1:]) if upsample_to_input else cam
 
