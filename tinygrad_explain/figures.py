@@ -19,6 +19,8 @@ runs.  Figures (file names in the gallery order):
     explainer_benchmark.png  every method scored on the 500 shipped scenes (plotted from
                            docs/bench_explainers.json, written by scripts/bench_explainers.py;
                            embedded model only)
+    sanity_cascade.png     every method's map as the weights are randomised from fc8 down
+                           (Adebayo et al. 2018's cascading randomisation)
 
 Everything is drawn into a private temporary folder (inside ``out_dir``, or
 beside it when it does not exist yet); only when every figure is done are
@@ -477,9 +479,59 @@ def plot_benchmark(report: dict, path):
     plt.close(fig)
 
 
+SANITY_LABELS = {"gradient": "gradient", "saliency": "saliency", "deconvnet": "deconvnet", "guided": "guided backprop",
+                 "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM"}
+
+
+def fig_sanity(inp, out, summary):
+    """Adebayo et al. 2018, fig. 2: one scene's explanation by every method (rows) on
+    the trained model, then with the weights re-initialised from fc8 down, one more
+    layer per column (cascading randomisation), and -- for the embedded model -- on
+    the twin trained on permuted labels.  Under each map: the Spearman rank
+    correlation of its absolute values with the original's."""
+    from .explain import sanity
+    m = inp.model
+    _, probs = X.predict(m, inp.x[:1])
+    c = int(probs[0].argmax())
+    columns = [("original", m)] + [(f"{layer} and above\nrandom", r) for layer, r in sanity.cascade(m, seed=0)]
+    if inp.settings.get("sanity_twin"):
+        from .modelfile import load_model
+        columns.append(("trained on\nrandom labels", load_model("random_labels")))
+    maps = [sanity.explain(r, inp.x[:1], c) for _, r in columns]
+    tiles, labels, rho = [], [], {}
+    for meth in sanity.METHODS:
+        ref = maps[0][meth][1][0]
+        for k, (name, _) in enumerate(columns):
+            a = maps[k][meth][1][0]
+            tiles.append(heat(a))
+            if k == 0:
+                labels.append(f"{SANITY_LABELS[meth]}\n{name}")
+            else:
+                r = sanity.spearman(ref, a)
+                rho.setdefault(meth, {})[name.replace(chr(10), " ")] = r
+                labels.append(f"{name}\nrank|.| {r:.2f}")
+    tiles = [upscale(inp.pictures[0], 96)] + [np.full((96, 96, 3), 255, np.uint8)] * (len(columns) - 1) + tiles
+    labels = [f"{inp.names[0]}\ntarget {_cls(m, c)}"] + [""] * (len(columns) - 1) + labels
+    save_png(grid(tiles, labels, ncol=len(columns), min_side=96,
+                  title="Cascading randomisation: explanations as the weights are re-initialised from the top"),
+             out / "sanity_cascade.png")
+    summary["sanity_cascade_spearman_abs"] = rho
+    twin = (" The last column is the same architecture trained by this engine on randomly permuted labels "
+            "(the data-randomisation test)." if inp.settings.get("sanity_twin") else "")
+    return Figure("sanity", "sanity_cascade.png",
+                  "Sanity checks for saliency maps (Adebayo et al. 2018): each row is one method's map (absolute "
+                  "values) of the same scene and class; from the second column on, the layers from fc8 down to the "
+                  "one named are re-initialised with their training initialisation (cascading randomisation). "
+                  "An explanation of what the <i>trained</i> network does must change as its weights are "
+                  "destroyed; under each map is the Spearman rank correlation of its absolute values with the "
+                  "original's (1 = unchanged)." + twin + " Over 50 scenes: scripts/sanity_checks.py and "
+                  "docs/explainers.md.")
+
+
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
            ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion),
-           ("inversion layers", fig_inversion_layers), ("rules", fig_rules), ("methods", fig_methods)]
+           ("inversion layers", fig_inversion_layers), ("rules", fig_rules), ("methods", fig_methods),
+           ("sanity", fig_sanity)]
 
 
 # --------------------------------------------------------------------------
@@ -514,6 +566,12 @@ def most_active_units(model, x, layer, k):
         a = model(x, until=layer).numpy()
     score = a.reshape(a.shape[0], a.shape[1], -1).mean(-1).mean(0)
     return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
+
+
+def _shipped_models():
+    """Names of the model files of ``MODEL_NAMES`` that are present in weights/."""
+    from .modelfile import MODEL_NAMES
+    return [n for n, p in MODEL_NAMES.items() if p.exists()]
 
 
 def file_inputs(model, paths):
@@ -704,6 +762,7 @@ def main(argv=None) -> int:
         for s in settings.values():
             s["steps"] = max(1, int(round(s["steps"] * args.steps_scale)))
             s["seed"] = args.seed
+        settings["sanity_twin"] = embedded and "random_labels" in _shipped_models()
         inputs.settings = settings
         info = (f"Model: {html.escape(getattr(model, 'path', '?'))} (input {model.input_shape}, "
                 f"{model.num_classes} classes). Images: {len(inputs.x)}.")
