@@ -26,6 +26,7 @@ in issue order.  Matrix products are not here: ``ops`` calls ``cupy.matmul``
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -279,26 +280,35 @@ def _avgpool_backward(dy, x_shape):
 # --------------------------------------------------------------------------
 # workspace (twin of kernels/workspace.py): named scratch buffers in GPU memory
 # --------------------------------------------------------------------------
-_buffers = {}
+_ws_local = threading.local()        # one set of buffers per thread, as on the CPU
+
+
+def _ws_buffers():
+    bufs = getattr(_ws_local, "buffers", None)
+    if bufs is None:
+        bufs = _ws_local.buffers = {}
+    return bufs
 
 
 def _ws_get(name, shape, dtype):
-    """An uninitialised CuPy array of ``shape``/``dtype`` backed by the named buffer
-    (valid until the next call that asks for the same name; kernels run in stream
-    order, so reusing a buffer never races with an earlier kernel that reads it)."""
+    """An uninitialised CuPy array of ``shape``/``dtype`` backed by this thread's named
+    buffer (valid until the next call in the same thread that asks for the same name;
+    kernels run in stream order, so reusing a buffer never races with an earlier kernel
+    that reads it)."""
     import cupy
     dtype = np.dtype(dtype)
     n = int(np.prod(shape)) * dtype.itemsize
-    buf = _buffers.get(name)
+    bufs = _ws_buffers()
+    buf = bufs.get(name)
     if buf is None or buf.size < n:
-        _buffers.pop(name, None)
-        buf = _buffers[name] = cupy.empty(max(n, 1), dtype=np.uint8)
+        bufs.pop(name, None)
+        buf = bufs[name] = cupy.empty(max(n, 1), dtype=np.uint8)
     return buf[:n].view(dtype).reshape(shape)
 
 
 def _ws_clear():
-    """Free every scratch buffer (back to CuPy's memory pool)."""
-    _buffers.clear()
+    """Free this thread's scratch buffers (back to CuPy's memory pool)."""
+    _ws_buffers().clear()
 
 
 im2col = SimpleNamespace(out_size=_cpu_im2col.out_size, im2col=_im2col, col2im=_col2im)

@@ -46,16 +46,28 @@ def run_cli(capsys, *argv):
     return rc, out.out, out.err
 
 
-@pytest.mark.parametrize("method", ["saliency", "guided", "deconvnet", "grabcut"])
-def test_cli_gradient_methods(method, model_file, scene_png, tmp_path, capsys):
+@pytest.mark.parametrize("method, extra", [
+    ("saliency", ()), ("guided", ()), ("deconvnet", ()), ("grabcut", ()), ("smoothgrad", ("--samples", "3")),
+    ("gradcam", ()), ("gradcam", ("--layer", "conv3")), ("guided-gradcam", ()),
+    ("occlusion", ("--patch", "16", "--stride", "16")), ("grad-x-input", ())])
+def test_cli_gradient_methods(method, extra, model_file, scene_png, tmp_path, capsys):
     out = tmp_path / f"{method}.png"
     rc, so, se = run_cli(capsys, method, "--image", str(scene_png / "scene.png"), "--target", "Bag",
-                         "--weights", model_file, "--out", str(out))
+                         "--weights", model_file, "--out", str(out), *extra)
     assert rc == 0, se
     assert "target: Bag" in so and out.exists()
     assert Image.open(out).size[0] >= 64
     if method == "grabcut":
         assert "box (x0, y0, x1, y1)" in so
+
+
+@pytest.mark.parametrize("target, label", [("conv5:12", "target: conv5[12]"), ("conv5:12:3:4", "target: conv5[12,3,4]")])
+def test_cli_channel_and_neuron_targets(target, label, model_file, scene_png, tmp_path, capsys):
+    out = tmp_path / "g.png"
+    rc, so, se = run_cli(capsys, "guided", "--image", str(scene_png / "scene.png"), "--target", target,
+                         "--weights", model_file, "--out", str(out))
+    assert rc == 0, se
+    assert label in so and out.exists()
 
 
 def test_cli_any_size_and_greyscale(model_file, scene_png, tmp_path, capsys):
@@ -83,6 +95,10 @@ def test_cli_optimisation_methods(model_file, scene_png, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["saliency", "--target", "Sneakr"], "did you mean 'Sneaker'"),
     (["saliency", "--target", "12"], "out of range"),
+    (["guided", "--target", "conv9:1"], "unknown layer 'conv9'"),
+    (["guided", "--target", "conv5:16"], "channel 16 out of range for layer 'conv5'"),
+    (["guided", "--target", "conv5:1:7:0"], "row 7 out of range"),
+    (["guided", "--target", "conv5:1:x"], "integer indices"),
     (["maximize", "--layer", "conv9", "--unit", "1"], "unknown layer 'conv9'"),
     (["maximize", "--layer", "conv3", "--unit", "999"], "out of range"),
     (["maximize", "--layer", "conv3"], "needs --layer and --unit"),
@@ -90,6 +106,9 @@ def test_cli_optimisation_methods(model_file, scene_png, tmp_path, capsys):
     (["saliency", "--image", "MISSING"], "no such file"),
     (["saliency", "--out", "/nonexistent-folder/x.png"], "cannot write"),
     (["class-model"], "needs --target"),
+    (["gradcam", "--layer", "fc7"], "needs a layer with feature maps"),
+    (["occlusion", "--patch", "99"], "need 1 <= patch <= 64"),
+    (["smoothgrad", "--samples", "0"], "samples must be an integer >= 1"),
 ])
 def test_cli_bad_input(argv, message, model_file, scene_png, tmp_path, capsys):
     argv = [a.replace("NOTES", str(scene_png / "notes.txt")).replace("MISSING", str(scene_png / "nope.png"))
@@ -102,6 +121,18 @@ def test_cli_bad_input(argv, message, model_file, scene_png, tmp_path, capsys):
     assert rc == 2
     assert message in se
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("method", list(cli.METHODS))
+def test_cli_help_of_each_method(method, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([method, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert cli.METHODS[method][0].split(" ")[0] in text                # its own description
+    for option in cli.METHODS[method][1]:
+        assert f"--{option}" in text
+    assert ("--noise" in text) == (method == "smoothgrad") and ("--patch" in text) == (method == "occlusion")
 
 
 def test_cli_missing_weights(tmp_path, capsys):

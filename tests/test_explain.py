@@ -145,6 +145,88 @@ def test_bad_inputs(model, images):
         te.explain.gradient(model, np.full((1, 3, 12, 12), np.nan, np.float32), 0)
 
 
+# --------------------------------------------------------------------------
+# channel and neuron targets, gradients at a layer
+# --------------------------------------------------------------------------
+def _by_hand(model, x, layer, seed, rule, at=None):
+    """The lecture's procedure, spelled out: forward to ``layer``, put ``seed`` there
+    (zero except at the unit), backprop to the image (or to the output of ``at``)."""
+    xt = te.Tensor(x.copy(), requires_grad=True)
+    with te.relu_backward(rule):
+        if at is None:
+            a = model(xt, until=layer)
+        else:
+            with te.no_grad():
+                h = model(xt, until=at).data
+            xt = te.Tensor(h, requires_grad=True)
+            a = model(xt, start=at, until=layer)
+        a.backward(seed.astype(a.dtype))
+    return xt.grad
+
+
+@pytest.mark.parametrize("rule", ["backprop", "deconvnet", "guided"])
+def test_channel_and_neuron_targets(model, images, rule):
+    C, H, W = model.shapes["conv2"]
+    seed = np.zeros((3, C, H, W))
+    seed[0, 3] = 1.0 / (H * W)                  # image 0: the mean of channel 3
+    seed[1, 5, 1, 2] = 1.0                      # image 1: the neuron (5, 1, 2)
+    seed[2, 0, 4, 4] = 1.0
+    targets = [("conv2", 3), ("conv2", 5, 1, 2), "conv2:0:4:4"]
+    g = te.explain.gradient(model, images, targets, rule=rule)
+    np.testing.assert_array_equal(g, _by_hand(model, images, "conv2", seed, rule))
+    assert np.abs(g).max() > 0
+    # one target for the whole batch, as a tuple or as the CLI's string
+    np.testing.assert_array_equal(te.explain.gradient(model, images, ("conv2", 3), rule=rule),
+                                  te.explain.gradient(model, images, "conv2:3", rule=rule))
+    # a vector layer: ("fc7", k) is neuron k; a layer index names the layer too
+    seed = np.zeros((3, 16))
+    seed[:, 9] = 1.0
+    g = te.explain.gradient(model, images, ("fc7", 9), rule=rule)
+    np.testing.assert_array_equal(g, _by_hand(model, images, "fc7", seed, rule))
+    np.testing.assert_array_equal(te.explain.saliency(model, images, ("fc7", 9), rule=rule), np.abs(g).max(1))
+    # the gradient that reaches pool1 from a conv2 neuron
+    seed = np.zeros((3, C, H, W))
+    seed[:, 5, 1, 2] = 1.0
+    np.testing.assert_array_equal(te.explain.gradient(model, images, ("conv2", 5, 1, 2), rule=rule, layer="pool1"),
+                                  _by_hand(model, images, "conv2", seed, rule, at="pool1"))
+
+
+def test_class_target_equals_unit_of_the_last_layer(model, images):
+    np.testing.assert_array_equal(te.explain.gradient(model, images, "dog"),
+                                  te.explain.gradient(model, images, ("fc8", 1)))
+
+
+@pytest.mark.parametrize("target, message", [
+    (("conv9", 1), "unknown layer 'conv9'.*did you mean 'conv2'"),
+    ("conv9:1", "unknown layer 'conv9'"),
+    (("conv2", 8), "channel 8 out of range for layer 'conv2' of shape \\(8, 6, 6\\)"),
+    (("conv2", -1), "channel -1 out of range"),
+    (("conv2", 1, 6, 0), "row 6 out of range"),
+    (("conv2", 1, 0, 6), "column 6 out of range"),
+    (("conv2", 1, 2), "has 2 indices"),
+    (("fc7", 16), "unit 16 out of range for layer 'fc7'"),
+    (("conv2", 1.5), "integer indices"),
+    (("conv2",), "integer indices"),
+    ("conv2:x", "integer indices"),
+    ([("conv2", 1), ("fc7", 1), 0], "different layers"),
+    ([("conv2", 1)], "1 targets for 3 images"),
+])
+def test_bad_unit_targets(model, images, target, message):
+    with pytest.raises(ExplainError, match=message):
+        te.explain.gradient(model, images, target)
+
+
+def test_gradient_at_a_layer_checks(model, images):
+    with pytest.raises(ExplainError, match="unknown layer 'conv7'"):
+        te.explain.gradient(model, images, 0, layer="conv7")
+    with pytest.raises(ExplainError, match="'fc8' is not below the target's layer 'fc8'"):
+        te.explain.gradient(model, images, 0, layer="fc8")
+    with pytest.raises(ExplainError, match="'fc6' is not below the target's layer 'conv2'"):
+        te.explain.gradient(model, images, ("conv2", 1), layer="fc6")
+    g = te.explain.gradient(model, images, 0, layer="relu6")
+    assert g.shape == (3, 16)
+
+
 def test_relu_toy_example_matches_the_slide():
     t = te.explain.relu_toy_example()
     x, g = t["input"], t["grad_out"]

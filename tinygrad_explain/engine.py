@@ -16,34 +16,43 @@ Two details matter for explaining networks:
 * **The ReLU backward rule is engine state.**  ``with relu_backward("guided"):``
   changes what *every* ReLU passes back while that backward runs
   (see :mod:`tinygrad_explain.ops` ``ReLU``), however the model is written.
+
+Both switches (``no_grad`` and the ReLU rule) are **per thread** (context
+variables): a ``with relu_backward("guided"):`` or ``no_grad()`` in one
+thread never changes what another thread computes.  A new thread starts
+with the defaults (grad on, rule "backprop").
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 
 import numpy as np
 
-_GRAD_ENABLED = True
 RELU_RULES = ("backprop", "deconvnet", "guided")
-_RELU_RULE = "backprop"
+_GRAD_ENABLED = contextvars.ContextVar("tinygrad_explain_grad_enabled", default=True)
+_RELU_RULE = contextvars.ContextVar("tinygrad_explain_relu_rule", default="backprop")
 
 
 @contextlib.contextmanager
-def no_grad():
-    """Inside this block no graph is recorded (inference, finite differences)."""
-    global _GRAD_ENABLED
-    prev, _GRAD_ENABLED = _GRAD_ENABLED, False
+def _set(var, value):
+    """Set a context variable for the ``with`` block (this thread only)."""
+    token = var.set(value)
     try:
         yield
     finally:
-        _GRAD_ENABLED = prev
+        var.reset(token)
+
+
+def no_grad():
+    """Inside this block no graph is recorded (inference, finite differences)."""
+    return _set(_GRAD_ENABLED, False)
 
 
 def is_grad_enabled() -> bool:
-    return _GRAD_ENABLED
+    return _GRAD_ENABLED.get()
 
 
-@contextlib.contextmanager
 def relu_backward(rule: str):
     """Choose what every ReLU passes back while ``.backward()`` runs.
 
@@ -51,18 +60,13 @@ def relu_backward(rule: str):
     ``"deconvnet"`` dx = dy * [dy > 0]              (Zeiler & Fergus 2014)
     ``"guided"``    dx = dy * [x > 0] * [dy > 0]    (Springenberg et al. 2015)
     """
-    global _RELU_RULE
     if rule not in RELU_RULES:
         raise ValueError(f"unknown ReLU backward rule {rule!r}; expected one of {RELU_RULES}")
-    prev, _RELU_RULE = _RELU_RULE, rule
-    try:
-        yield
-    finally:
-        _RELU_RULE = prev
+    return _set(_RELU_RULE, rule)
 
 
 def current_relu_rule() -> str:
-    return _RELU_RULE
+    return _RELU_RULE.get()
 
 
 def _xp(a):
@@ -210,7 +214,7 @@ class Function:
         if len(tensors) > 1:
             _check_same_device(cls.__name__, tensors)
         ctx = cls()
-        ctx.needs_grad = tuple(t.requires_grad for t in tensors) if _GRAD_ENABLED else (False,) * len(tensors)
+        ctx.needs_grad = tuple(t.requires_grad for t in tensors) if _GRAD_ENABLED.get() else (False,) * len(tensors)
         out = Tensor(ctx.forward(*(t.data for t in tensors), **params))
         if any(ctx.needs_grad):
             out.requires_grad = True

@@ -136,6 +136,29 @@ def heat(sal: np.ndarray) -> np.ndarray:
     return te_image.normalize_display(sal, mode="abs", percentile=99)
 
 
+def signed_heat(m: np.ndarray) -> np.ndarray:
+    """A signed map (H, W) as colour: red where positive, blue where negative, white at 0
+    (scaled by the 99th percentile of |m|)."""
+    m = np.asarray(m, np.float64)
+    s = np.percentile(np.abs(m), 99) or 1.0
+    v = np.clip(m / s, -1, 1)[..., None]
+    out = 1 - np.abs(v) * np.where(v > 0, [0, 1, 1], [1, 1, 0])
+    return (out * 255 + 0.5).astype(np.uint8)
+
+
+def cam_overlay(img: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """A class activation map (H, W), >= 0, in the jet colours laid over the picture
+    (uint8 (H, W, 3)), as Grad-CAM's figures show it."""
+    jet = cv2.applyColorMap(normalize_cam(cam), cv2.COLORMAP_JET)[..., ::-1]
+    return (alpha * _rgb(img) + (1 - alpha) * jet + 0.5).astype(np.uint8)
+
+
+def normalize_cam(cam: np.ndarray) -> np.ndarray:
+    """(H, W) >= 0 -> uint8 0..255, divided by its maximum (an all-zero map stays 0)."""
+    cam = np.maximum(np.asarray(cam, np.float64), 0)
+    return (255 * cam / (cam.max() or 1.0) + 0.5).astype(np.uint8)
+
+
 def grad_picture(g: np.ndarray) -> np.ndarray:
     """A (C, H, W) input gradient as a colour picture (min-max, 0.5% clipped on each side)."""
     return te_image.normalize_display(g, mode="minmax", percentile=99.5)

@@ -23,6 +23,13 @@ import numpy as np
 FORMAT = "tinygrad-explain-model"
 VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "fashion_scenes_alexnet.h5"
+# model files shipped in weights/, loadable by name: te.load_model("random_labels")
+MODEL_NAMES = {
+    "embedded": DEFAULT_WEIGHTS,
+    # the same architecture trained on randomly permuted labels (scripts/train_random_labels.py),
+    # the data-randomisation test of Adebayo et al. 2018 (te.explain.sanity)
+    "random_labels": DEFAULT_WEIGHTS.with_name("fashion_scenes_alexnet_random_labels.h5"),
+}
 
 
 class ModelFileError(ValueError):
@@ -79,7 +86,8 @@ def load_model(path=None, device="cpu"):
     """Read a model file written by :func:`save_model` (or by hand, following the schema).
 
     ``path=None`` loads the embedded default model shipped in ``weights/``
-    (override with the environment variable ``TGE_WEIGHTS``).  Everything is
+    (override with the environment variable ``TGE_WEIGHTS``); a name of
+    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``) loads that shipped file.  Everything is
     checked -- format, version, architecture, every weight's shape, dtype and
     finiteness -- and a problem raises :class:`ModelFileError` naming the
     file and the layer.  ``device="gpu"`` puts the weights on the GPU (a clear
@@ -93,11 +101,15 @@ def load_model(path=None, device="cpu"):
         dev.require(device)
     if path is None:
         path = os.environ.get("TGE_WEIGHTS") or DEFAULT_WEIGHTS
+    elif isinstance(path, str) and path in MODEL_NAMES:
+        path = MODEL_NAMES[path]
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist"
                                 + (" (the embedded model is made by scripts/train_embedded.py)"
-                                   if path == DEFAULT_WEIGHTS else ""))
+                                   if path == DEFAULT_WEIGHTS else
+                                   " (made by scripts/train_random_labels.py)" if path == MODEL_NAMES["random_labels"]
+                                   else ""))
     try:
         f = h5py.File(path, "r")
     except OSError as e:

@@ -19,13 +19,14 @@ import numpy as np
 
 from . import device as _device
 from . import nn
-from .engine import Tensor, _xp
+from .engine import Tensor, _xp, is_grad_enabled
 
 
 class Network:
     """An ordered stack of named layers.
 
-    ``input_shape`` (C, H, W) is what the first layer expects; the output
+    ``input_shape`` (C, H, W) -- or (F,) for a network of linear layers -- is what the
+    first layer expects; the output
     shape of every layer is checked when the network is built, so a wrong
     architecture fails here, naming the layer, not deep inside a kernel.
     ``class_names`` and ``preprocessing`` travel with the model file.
@@ -48,7 +49,10 @@ class Network:
     # ----- structure -----------------------------------------------------
     def _infer_shapes(self):
         shapes, s = {}, self.input_shape
+        maps = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm)
         for name, layer in self.layers.items():
+            if isinstance(layer, maps) and len(s) != 3:
+                raise ValueError(f"layer {name!r} ({layer.type}) needs a (C, H, W) map as input, gets shape {s}")
             if isinstance(layer, nn.Conv2d) and s[0] != layer.in_channels:
                 raise ValueError(f"layer {name!r} expects {layer.in_channels} input channels, gets {s[0]}")
             if isinstance(layer, nn.Linear) and (len(s) != 1 or s[0] != layer.in_features):
@@ -174,7 +178,7 @@ class Network:
                 which = "channels" if data.shape[1] != shape[0] else "size"
                 raise ValueError(f"input {which} mismatch: model expects {expected}, got {tuple(data.shape)}; "
                                  f"resize images to {shape[1]}x{shape[2]} (te.image.load does it)")
-            raise ValueError(f"{what} must have shape {expected}, got {tuple(data.shape)}")
+            raise ValueError(f"{what} must have shape {axes} = {expected}, got {tuple(data.shape)}")
         if not bool(_xp(data).isfinite(data).all()):
             raise ValueError(f"{what} contains NaN or Inf")
         return t if t is not None else Tensor(data)
@@ -193,33 +197,45 @@ class Network:
         ``start``  run only the layers *after* this one: ``x`` is that layer's output,
                    (N, *model.shapes[start]) -- e.g. ``model(h, start="pool5")`` classifies
                    a pool5 code (inversion of intermediate codes, layer-wise experiments).
-        ``keep``   names of layers whose outputs to keep.  Then a :class:`LayerOutputs`
+        ``keep``   a layer name or names whose outputs to keep.  Then a :class:`LayerOutputs`
                    dict {name: Tensor} is returned, holding the kept layers and the last
-                   layer run, with ``.output`` the final output.  Each kept output that is
-                   part of the graph retains its gradient: after ``.backward()``,
-                   ``outs["conv3"].grad`` is dL/d(conv3 output), no hooks needed.
+                   layer run, with ``.output`` the final output.  Each kept output takes
+                   part in the backward pass and keeps its gradient: after ``.backward()``,
+                   ``outs["conv3"].grad`` is dL/d(conv3 output), no hooks needed.  If
+                   nothing below a kept layer needs a gradient (frozen weights, an input
+                   without ``requires_grad``), its output becomes a leaf that requires one,
+                   so the backward stops there.  Under ``no_grad()`` outputs are only kept.
         """
         names = self.layer_names
         first = 0 if start is None else names.index(self._layer_name(start, "start")) + 1
         last = len(names) - 1 if until is None else names.index(self._layer_name(until, "until"))
+        if first == len(names):
+            raise ValueError(f"start={start!r} is the last layer: no layer is left to run")
         if last < first:
-            raise ValueError(f"until={until!r} comes before the first layer run after start={start!r}")
+            raise ValueError(f"until={until!r} does not come after start={start!r}: no layer would run")
         run = names[first:last + 1]
-        if isinstance(keep, str):
-            keep = (keep,)
-        keep = [self._layer_name(k, "keep") for k in (keep or ())]
-        for k in keep:
-            if k not in run:
-                raise ValueError(f"keep: layer {k!r} is not run (the run goes from {run[0]!r} to {run[-1]!r})")
+        if keep is not None:
+            if isinstance(keep, str):
+                keep = (keep,)
+            try:
+                keep = [self._layer_name(k, "keep") for k in keep]
+            except TypeError:
+                raise TypeError(f"keep must be a layer name or a list of layer names, got {keep!r}") from None
+            for k in keep:
+                if k not in run:
+                    raise ValueError(f"keep: layer {k!r} is not run (this call runs {run[0]!r} .. {run[-1]!r})")
         x = self.check_input(x, after=start)
         kept = LayerOutputs()
         for name in run:
             x = self.layers[name](x)
-            if name in keep:
-                if x.requires_grad:
-                    x.retain_grad()
+            if keep is not None and name in keep:
+                if is_grad_enabled():
+                    if x.requires_grad:
+                        x.retain_grad()
+                    else:               # nothing below needs a gradient: x is a leaf, make it one that does
+                        x.requires_grad = True
                 kept[name] = x
-        if not keep:
+        if keep is None:
             return x
         kept[run[-1]] = x
         kept.output = x

@@ -374,12 +374,20 @@ def he_init(model, rng=None, last_std=0.01, bias=0.0):
     rng = engine.rng() if rng is None else rng
     layers = [l for l in model.layers.values() if isinstance(l, (nn.Conv2d, nn.Linear))]
     for i, l in enumerate(layers):
-        w = l.weight.data
-        fan_in = int(np.prod(w.shape[1:]))
-        std = last_std if i == len(layers) - 1 else math.sqrt(2.0 / fan_in)
-        l.weight.data = (rng.standard_normal(w.shape, dtype=np.float32) * np.float32(std))
-        l.bias.data = np.full(l.bias.data.shape, bias, np.float32)
+        he_init_layer(l, rng, last_std if i == len(layers) - 1 else None, bias)
     return model
+
+
+def he_init_layer(layer, rng, std=None, bias=0.0):
+    """He normal initialisation of one conv/linear layer in place: weight
+    ``N(0, std^2)`` with ``std = sqrt(2 / fan_in)`` unless given, bias ``bias``
+    (float32, on the host)."""
+    w = layer.weight.data
+    if std is None:
+        std = math.sqrt(2.0 / int(np.prod(w.shape[1:])))
+    layer.weight.data = rng.standard_normal(w.shape, dtype=np.float32) * np.float32(std)
+    layer.bias.data = np.full(layer.bias.data.shape, bias, np.float32)
+    return layer
 
 
 def set_dropout(model, p):

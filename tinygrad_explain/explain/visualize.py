@@ -141,13 +141,12 @@ def class_model(model, target=None, steps: int = CLASS_MODEL_DEFAULTS["steps"], 
 
     if objective not in ("score", "log_softmax"):
         raise ExplainError(f"unknown objective {objective!r}; expected 'score' or 'log_softmax'")
-    from ..ops import log_softmax
+    from ..ops import log_softmax, softmax
 
     def fn(x):
         s = model(x)
         sd = s.numpy().astype(np.float64)
-        p = np.exp(sd - sd.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
+        p = softmax(sd).numpy()
         f = s if objective == "score" else log_softmax(s)
         return f[(rows, idx)], {"probability": p[rows, idx], "score": sd[rows, idx]}
 
