@@ -335,7 +335,7 @@ def test_page_in_chromium(server, browser, sample, tmp_path):
     assert res4["box"] == [int(v) for v in box]
     assert "GrabCut box" in drv.find_element(By.ID, "map-info").text
     # the layer table is filled
-    rows = drv.find_elements(By.CSS_SELECTOR, "#flow tbody tr")
+    rows = drv.find_elements(By.CSS_SELECTOR, "#flow .layer")
     assert len(rows) == len(ex.model.layer_names) + 1
 
     # a bad file: a message on the page, the previous map stays, the server still answers
