@@ -178,6 +178,25 @@ def grad_picture(g: np.ndarray) -> np.ndarray:
     return te_image.normalize_display(g, mode="minmax", percentile=99.5)
 
 
+def method_picture(method: str, values: np.ndarray, picture: np.ndarray) -> np.ndarray:
+    """How the CLI and the explorer show one image's map of a gradient method (not upscaled).
+
+    ``values`` is what te.explain returned for that image: (C, H, W) for gradient, guided,
+    deconvnet, guided-gradcam, grad-x-input; (H, W) for saliency, smoothgrad, gradcam,
+    occlusion.  ``picture`` the image, uint8 (H, W, 3) (Grad-CAM is laid over it)."""
+    if method in ("saliency", "smoothgrad"):
+        return heat(values)
+    if method in ("gradient", "backprop", "guided", "deconvnet", "guided-gradcam"):
+        return grad_picture(values)
+    if method == "gradcam":
+        return cam_overlay(picture, values)
+    if method == "occlusion":
+        return heat(np.maximum(values, 0))           # where covering the pixel lowers the probability
+    if method == "grad-x-input":
+        return signed_heat(values.sum(0))
+    raise ValueError(f"no picture for method {method!r}")
+
+
 def overlay(img: np.ndarray, mask=None, box=None, truth_box=None) -> np.ndarray:
     out = _rgb(img).copy()
     if mask is not None:
