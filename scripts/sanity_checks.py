@@ -67,7 +67,8 @@ def main(argv=None):
     ap.add_argument("--twin", default="random_labels",
                     help="model file (or shipped name) trained on permuted labels, for the data test")
     ap.add_argument("--seed", type=int, default=0, help="re-initialisation seed")
-    ap.add_argument("--json", type=Path, default=Path("sanity_checks.json"), help="where to write every number")
+    ap.add_argument("--json", type=Path, default=ROOT / "out" / "sanity_checks.json",
+                    help="where to write every number (default out/sanity_checks.json)")
     ap.add_argument("--threads", type=int, default=1, help="threads for Numba and BLAS")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)

@@ -86,6 +86,8 @@ def build_parser():
     ap = argparse.ArgumentParser(prog="python -m tinygrad_explain", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="method", metavar="METHOD", required=True)
+    sub.add_parser("serve", help="The explorer: a local web page for every map above "
+                                 "(python -m tinygrad_explain serve --help; handled by tinygrad_explain.explorer).")
     for name, (text, options) in METHODS.items():
         p = sub.add_parser(name, parents=[common], help=text, description=text)
         for o in options:
@@ -122,20 +124,19 @@ def run(args) -> str:
     picture = te_image.to_display(x, model) if x is not None else None
 
     if args.method == "saliency":
-        img = F.upscale(F.heat(X.saliency(model, x, target)[0]))
+        values = X.saliency(model, x, target)[0]
     elif args.method in ("guided", "deconvnet"):
-        img = F.upscale(F.grad_picture(X.gradient(model, x, target, rule=args.method)[0]))
+        values = X.gradient(model, x, target, rule=args.method)[0]
     elif args.method == "smoothgrad":
-        img = F.upscale(F.heat(X.smoothgrad(model, x, target, noise=args.noise, samples=args.samples,
-                                            seed=args.seed)[0]))
+        values = X.smoothgrad(model, x, target, noise=args.noise, samples=args.samples, seed=args.seed)[0]
     elif args.method == "gradcam":
-        img = F.upscale(F.cam_overlay(picture, X.gradcam(model, x, target, layer=args.layer)[0]))
+        values = X.gradcam(model, x, target, layer=args.layer)[0]
     elif args.method == "guided-gradcam":
-        img = F.upscale(F.grad_picture(X.guided_gradcam(model, x, target, layer=args.layer)[0]))
+        values = X.guided_gradcam(model, x, target, layer=args.layer)[0]
     elif args.method == "occlusion":
-        img = F.upscale(F.heat(np.maximum(X.occlusion(model, x, target, patch=args.patch, stride=args.stride)[0], 0)))
+        values = X.occlusion(model, x, target, patch=args.patch, stride=args.stride)[0]
     elif args.method == "grad-x-input":
-        img = F.upscale(F.signed_heat(X.gradient_x_input(model, x, target)[0].sum(0)))
+        values = X.gradient_x_input(model, x, target)[0]
     elif args.method == "grabcut":
         mask, box = X.grabcut_mask(picture, X.saliency(model, x, target)[0])
         img = F.overlay(picture, mask, box)
@@ -159,6 +160,8 @@ def run(args) -> str:
         img = np.asarray(F.grid([picture] + inv.display, ["original"] + [f"error {e:.3f}" for e in inv.errors]))
         msg.append("normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
         msg.append(f"mean pairwise |difference|: {inv.mean_pairwise_mad:.4f}")
+    if args.method in GRADIENT_MAPS and args.method != "grabcut":
+        img = F.upscale(F.method_picture(args.method, values, picture))
     F.save_png(img, out)
     msg.append(f"wrote {out}")
     return "\n".join(msg)

@@ -5,13 +5,22 @@ runs.  Figures (file names in the gallery order):
 
     toy_relu_rules.png     the slide's 4x4 example: ReLU forward, then the gradient
                            passed back by backprop / deconvnet / guided backprop
-    class_models.png       a class model image per class (Simonyan et al. 2014, fig. 1)
+    class_models.png       a class model image per class (Simonyan et al. 2014, fig. 1): the
+                           paper's recipe beside the default natural-image priors
     neurons_<layer>.png    images maximising units of a conv layer and of fc7
     saliency.png           image-specific class saliency maps (Simonyan fig. 2)
     grabcut.png            image / saliency / GrabCut mask / box (Simonyan fig. 3)
     inversion_fc7.png      an image and five reconstructions from its fc7 code
                            (Mahendran & Vedaldi 2015)
+    inversion_layers.png   the same image reconstructed from each layer, conv1 ... fc8
     rules.png              backprop vs deconvnet vs guided backprop, same image and class
+    methods.png            the methods that came next, beside the lecture's, on the same images:
+                           SmoothGrad, Grad-CAM, guided Grad-CAM, occlusion, gradient x input
+    explainer_benchmark.png  every method scored on the 500 shipped scenes (plotted from
+                           docs/bench_explainers.json, written by scripts/bench_explainers.py;
+                           embedded model only)
+    sanity_cascade.png     every method's map as the weights are randomised from fc8 down
+                           (Adebayo et al. 2018's cascading randomisation)
 
 Everything is drawn into a private temporary folder (inside ``out_dir``, or
 beside it when it does not exist yet); only when every figure is done are
@@ -39,6 +48,7 @@ from PIL import Image, ImageDraw, ImageFont
 from . import explain as X
 from .device import set_num_threads
 from . import image as te_image
+from .modelfile import DEFAULT_WEIGHTS
 from .safe_io import atomic_write, write_text
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
@@ -168,6 +178,25 @@ def grad_picture(g: np.ndarray) -> np.ndarray:
     return te_image.normalize_display(g, mode="minmax", percentile=99.5)
 
 
+def method_picture(method: str, values: np.ndarray, picture: np.ndarray) -> np.ndarray:
+    """How the CLI and the explorer show one image's map of a gradient method (not upscaled).
+
+    ``values`` is what te.explain returned for that image: (C, H, W) for gradient, guided,
+    deconvnet, guided-gradcam, grad-x-input; (H, W) for saliency, smoothgrad, gradcam,
+    occlusion.  ``picture`` the image, uint8 (H, W, 3) (Grad-CAM is laid over it)."""
+    if method in ("saliency", "smoothgrad"):
+        return heat(values)
+    if method in ("gradient", "backprop", "guided", "deconvnet", "guided-gradcam"):
+        return grad_picture(values)
+    if method == "gradcam":
+        return cam_overlay(picture, values)
+    if method == "occlusion":
+        return heat(np.maximum(values, 0))           # where covering the pixel lowers the probability
+    if method == "grad-x-input":
+        return signed_heat(values.sum(0))
+    raise ValueError(f"no picture for method {method!r}")
+
+
 def overlay(img: np.ndarray, mask=None, box=None, truth_box=None) -> np.ndarray:
     out = _rgb(img).copy()
     if mask is not None:
@@ -235,22 +264,37 @@ def fig_toy(inp, out, summary):
 
 
 def fig_class_models(inp, out, summary):
+    """The paper's recipe (Simonyan et al. 2014) beside the default natural-image priors, same classes."""
     m, s = inp.model, inp.settings.get("class_model", {})
-    v = X.class_model(m, inp.classes, **s)
-    labels = [f"{lb}\nsoftmax {p:.3f}" for lb, p in zip(v.labels, v.probability)]
-    save_png(grid(v.display, labels, ncol=min(5, len(labels)), title="Class models: argmax_I S_c(I) - lambda |I|^2"),
-             out / "class_models.png")
+    tiles, labels = [], []
+    runs = {}
+    for recipe in ("simonyan2014", X.visualize.DEFAULT_RECIPE):
+        v = X.class_model(m, inp.classes, recipe=recipe, **s)
+        runs[recipe] = v
+        tiles += v.display
+        labels += [f"{lb}\n{recipe} p {p:.3f}" for lb, p in zip(v.labels, v.probability)]
+    n = len(runs["simonyan2014"].labels)
+    save_png(grid(tiles, labels, ncol=min(n, 10) if n <= 10 else 5,
+                  title="Class models argmax_I S_c(I) - priors(I): the paper's recipe (top) and natural-image "
+                        "priors (bottom)"), out / "class_models.png")
+    v = runs[X.visualize.DEFAULT_RECIPE]
     summary["class_models"] = {lb: float(p) for lb, p in zip(v.labels, v.probability)}
+    summary["class_models_simonyan2014"] = {lb: float(p) for lb, p in
+                                            zip(runs["simonyan2014"].labels, runs["simonyan2014"].probability)}
     summary["class_model_settings"] = {k: v_ for k, v_ in s.items() if k != "progress"}
-    _say("class-model softmax per class:")
-    for lb, p, sc in zip(v.labels, v.probability, v.final):
-        _say(f"  {lb:<20} softmax {p:.4f}   score {sc:.2f}")
+    _say("class-model softmax per class (simonyan2014 / natural):")
+    for lb, p0, p, sc in zip(v.labels, runs["simonyan2014"].probability, v.probability, v.final):
+        _say(f"  {lb:<20} softmax {p0:.4f} / {p:.4f}   score (natural) {sc:.2f}")
     return Figure("class_models", "class_models.png",
                   "Class model visualisation (Simonyan et al. 2014): gradient ascent on the unnormalised class "
-                  "score S<sub>c</sub>(I) &minus; &lambda;&Vert;I&Vert;<sup>2</sup>, starting from the zero (mean) "
-                  "image plus faint noise (the exact zero image is a dead point of this network), with Adam "
-                  "steps; the mean is added back and the contrast stretched for display. Under each image: the softmax probability the "
-                  "network gives it for that class.")
+                  "score S<sub>c</sub>(I) from the zero (mean) image plus faint noise (the exact zero image is a "
+                  "dead point of this network). <b>Top: the paper's recipe</b> -- plain gradient ascent with an "
+                  "L2 prior &minus;&lambda;&Vert;I&Vert;<sup>2</sup>: the network's score rises just as well, but "
+                  "through high-frequency patterns. <b>Bottom: natural-image priors</b> (the default) -- the image "
+                  "made from a decorrelated-colour Fourier spectrum, randomly shifted, scaled and rotated at every "
+                  "step, kept in the valid pixel range (Olah et al. 2017; Yosinski et al. 2015), Adam steps. "
+                  "The mean is added back and the contrast stretched for display. Under each image: the softmax "
+                  "probability the network gives it for that class.")
 
 
 def fig_neurons(inp, out, summary):
@@ -298,7 +342,7 @@ def fig_grabcut(inp, out, summary):
     for i in range(len(inp.x)):
         mask, box = X.grabcut_mask(inp.pictures[i], sal[i])
         tb = inp.truth_boxes[i] if inp.truth_boxes is not None else None
-        iou = f"\nbox IoU {X.localization.box_iou(box, tb):.2f}" if tb is not None else ""
+        iou = f"\nbox IoU {X.metrics.box_iou(box, tb):.2f}" if tb is not None else ""
         tiles += [inp.pictures[i], heat(sal[i]), (mask * 255).astype(np.uint8), overlay(inp.pictures[i], mask, box, tb)]
         labels += [inp.names[i], f"saliency ({_cls(m, pred[i])})", "GrabCut mask", "box" + iou]
     save_png(grid(tiles, labels, ncol=4, title="Saliency -> GrabCut -> object mask and box"), out / "grabcut.png")
@@ -329,10 +373,28 @@ def fig_inversion(inp, out, summary):
                   "each optimised to match the original's fc7 code (normalised error "
                   "&Vert;&phi;(x)&minus;&phi;<sub>0</sub>&Vert;/&Vert;&phi;<sub>0</sub>&Vert; under each) with "
                   "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule (Adam steps, "
-                  "smooth random starts; see docs/explainers.md). Different starts give different images with "
-                  "the same code: what they share is what fc7 keeps.",
+                  "smooth random starts, jitter; see docs/explainers.md). Different starts give different images "
+                  "with the same code: what they share is what fc7 keeps.",
                   extra_html="<p>Pairwise mean absolute difference between reconstructions (model space):</p>"
                              f"<table class=m>{rows}</table>")
+
+
+def fig_inversion_layers(inp, out, summary):
+    m, s = inp.model, dict(inp.settings.get("invert_layers", {}))
+    i = int(inp.settings.get("invert_image", 0))
+    res = X.invert_layers(m, inp.x[i], **s)
+    labels = [f"original\n{inp.names[i]}"] + [f"{l}\nerror {e:.3f}" for l, e in zip(res.layers, res.errors)]
+    save_png(grid([inp.pictures[i]] + res.display, labels, ncol=min(6, len(labels)),
+                  title="Reconstructions of one image from each layer's code"), out / "inversion_layers.png")
+    summary["inversion_layers"] = {l: float(e) for l, e in zip(res.layers, res.errors)}
+    _say("inversion per layer, normalised errors: " + " ".join(f"{l} {e:.3f}" for l, e in zip(res.layers, res.errors)))
+    return Figure("inversion_layers", "inversion_layers.png",
+                  "Inverting each layer's code of the same image (Mahendran &amp; Vedaldi 2015, their figure of "
+                  "reconstructions layer by layer): one reconstruction per layer, all optimised as one batch "
+                  "with the same priors as the fc7 figure; the normalised error "
+                  "&Vert;&phi;<sub>l</sub>(x)&minus;&phi;<sub>l,0</sub>&Vert;/&Vert;&phi;<sub>l,0</sub>&Vert; "
+                  "under each. Early layers keep the picture almost exactly; deeper ones keep less of "
+                  "where and what colour things are.")
 
 
 def fig_rules(inp, out, summary):
@@ -357,8 +419,138 @@ def fig_rules(inp, out, summary):
                   "gives the cleanest picture.")
 
 
+def fig_methods(inp, out, summary):
+    """Each method's map of the predicted class for the first four images, one row each."""
+    m = inp.model
+    x = inp.x[:4]
+    pred = X.predict(m, x)[1].argmax(1)
+    H = x.shape[2]
+    patch = max(1, H // 8)
+    maps = {"saliency": lambda: [heat(s) for s in X.saliency(m, x, pred)],
+            "guided backprop": lambda: [grad_picture(g) for g in X.gradient(m, x, pred, rule="guided")],
+            "SmoothGrad": lambda: [heat(s) for s in X.smoothgrad(m, x, pred)],
+            f"Grad-CAM ({X.attribution.default_cam_layer(m)})":
+                lambda: [cam_overlay(p, c) for p, c in zip(inp.pictures, X.gradcam(m, x, pred))],
+            "guided Grad-CAM": lambda: [grad_picture(g) for g in X.guided_gradcam(m, x, pred)],
+            f"occlusion ({patch} px, stride {patch})":
+                lambda: [heat(np.maximum(o, 0)) for o in X.occlusion(m, x, pred, patch=patch, stride=patch)],
+            "gradient x input": lambda: [signed_heat(g.sum(0)) for g in X.gradient_x_input(m, x, pred)]}
+    columns = {name: f() for name, f in maps.items()}
+    tiles, labels = [], []
+    for i in range(len(x)):
+        tiles.append(inp.pictures[i])
+        labels.append(f"{inp.names[i]}\nexplained: {_cls(m, pred[i])}")
+        for name, col in columns.items():
+            tiles.append(col[i])
+            labels.append(name)
+    save_png(grid(tiles, labels, ncol=len(columns) + 1, title="The methods that came next, on the same images"),
+             out / "methods.png")
+    figs = [Figure("methods", "methods.png",
+                   "After the lecture's methods: SmoothGrad (Smilkov et al. 2017, 25 noisy copies at 15% of the "
+                   "image's range), Grad-CAM of the last conv layer and guided Grad-CAM (Selvaraju et al. 2017), "
+                   "occlusion (Zeiler &amp; Fergus 2014: the drop of the class probability when a grey square "
+                   "covers each pixel) and gradient x input (red: positive, blue: negative).  Which of them can "
+                   "be trusted is measured below.")]
+    bench = Path(__file__).resolve().parent.parent / "docs" / "bench_explainers.json"
+    if getattr(m, "path", None) and Path(m.path).resolve() == DEFAULT_WEIGHTS.resolve() and bench.exists():
+        report = json.loads(bench.read_text(encoding="utf-8"))
+        plot_benchmark(report, out / "explainer_benchmark.png")
+        figs.append(Figure("explainer benchmark", "explainer_benchmark.png",
+                           f"Every method on {report['n']} shipped scenes with known masks, measured by "
+                           "<code>python scripts/bench_explainers.py --json docs/bench_explainers.json</code> "
+                           f"({report['seconds'] / 60:.0f} min; numbers read from that file, not recomputed here): "
+                           "the pointing game (all scenes and the hard ones: small objects on cluttered "
+                           "backgrounds), mask IoU and box accuracy after GrabCut, deletion and insertion AUC "
+                           "(Petsiuk et al. 2018) and time per image.  Grey: the centre and random baselines.  "
+                           "The table and its reading are in docs/explainers.md."))
+    return figs
+
+
+def plot_benchmark(report: dict, path):
+    """scripts/bench_explainers.py's table as one bar chart per metric (matplotlib, PNG):
+    methods along x, baselines in grey, with the scenes and settings in the title."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .explain.benchmark import BASELINES, COLUMNS
+    rows = report["rows"]
+    names = list(rows)
+    cols = [c for c in COLUMNS if c[0] != "ms_per_image"] + [("ms_per_image", "ms / image (log)")]
+    fig, axes = plt.subplots(2, 4, figsize=(13, 7), constrained_layout=True)
+    axes = axes.reshape(-1)
+    axes[-1].axis("off")
+    colours = ["0.6" if n in BASELINES else "C0" for n in names]
+    for ax, (key, title) in zip(axes, cols):
+        vals = [max(rows[n][key], 1e-3) if key == "ms_per_image" else rows[n][key] for n in names]
+        ax.bar(range(len(names)), vals, color=colours)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+        better = " (lower better)" if key in ("deletion_auc", "ms_per_image") else ""
+        ax.set_title(title + better, fontsize=9)
+        if key == "ms_per_image":
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1)
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{report['n']} {report['scenes']} scenes ({report['hard']} hard), {report['target']} class; "
+                 f"grey: baselines", fontsize=10)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+SANITY_LABELS = {"gradient": "gradient", "saliency": "saliency", "deconvnet": "deconvnet", "guided": "guided backprop",
+                 "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM"}
+
+
+def fig_sanity(inp, out, summary):
+    """Adebayo et al. 2018, fig. 2: one scene's explanation by every method (rows) on
+    the trained model, then with the weights re-initialised from fc8 down, one more
+    layer per column (cascading randomisation), and -- for the embedded model -- on
+    the twin trained on permuted labels.  Under each map: the Spearman rank
+    correlation of its absolute values with the original's."""
+    from .explain import sanity
+    m = inp.model
+    _, probs = X.predict(m, inp.x[:1])
+    c = int(probs[0].argmax())
+    columns = [("original", m)] + [(f"{layer} and above\nrandom", r) for layer, r in sanity.cascade(m, seed=0)]
+    if inp.settings.get("sanity_twin"):
+        from .modelfile import load_model
+        columns.append(("trained on\nrandom labels", load_model("random_labels")))
+    maps = [sanity.explain(r, inp.x[:1], c) for _, r in columns]
+    tiles, labels, rho = [], [], {}
+    for meth in sanity.METHODS:
+        ref = maps[0][meth][1][0]
+        for k, (name, _) in enumerate(columns):
+            a = maps[k][meth][1][0]
+            tiles.append(heat(a))
+            if k == 0:
+                labels.append(f"{SANITY_LABELS[meth]}\n{name}")
+            else:
+                r = sanity.spearman(ref, a)
+                rho.setdefault(meth, {})[name.replace(chr(10), " ")] = r
+                labels.append(f"{name}\nrank|.| {r:.2f}")
+    tiles = [upscale(inp.pictures[0], 96)] + [np.full((96, 96, 3), 255, np.uint8)] * (len(columns) - 1) + tiles
+    labels = [f"{inp.names[0]}\ntarget {_cls(m, c)}"] + [""] * (len(columns) - 1) + labels
+    save_png(grid(tiles, labels, ncol=len(columns), min_side=96,
+                  title="Cascading randomisation: explanations as the weights are re-initialised from the top"),
+             out / "sanity_cascade.png")
+    summary["sanity_cascade_spearman_abs"] = rho
+    twin = (" The last column is the same architecture trained by this engine on randomly permuted labels "
+            "(the data-randomisation test)." if inp.settings.get("sanity_twin") else "")
+    return Figure("sanity", "sanity_cascade.png",
+                  "Sanity checks for saliency maps (Adebayo et al. 2018): each row is one method's map (absolute "
+                  "values) of the same scene and class; from the second column on, the layers from fc8 down to the "
+                  "one named are re-initialised with their training initialisation (cascading randomisation). "
+                  "An explanation of what the <i>trained</i> network does must change as its weights are "
+                  "destroyed; under each map is the Spearman rank correlation of its absolute values with the "
+                  "original's (1 = unchanged)." + twin + " Over 50 scenes: scripts/sanity_checks.py and "
+                  "docs/explainers.md.")
+
+
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
-           ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion), ("rules", fig_rules)]
+           ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion),
+           ("inversion layers", fig_inversion_layers), ("rules", fig_rules), ("methods", fig_methods),
+           ("sanity", fig_sanity)]
 
 
 # --------------------------------------------------------------------------
@@ -393,6 +585,12 @@ def most_active_units(model, x, layer, k):
         a = model(x, until=layer).numpy()
     score = a.reshape(a.shape[0], a.shape[1], -1).mean(-1).mean(0)
     return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
+
+
+def _shipped_models():
+    """Names of the model files of ``MODEL_NAMES`` that are present in weights/."""
+    from .modelfile import MODEL_NAMES
+    return [n for n, p in MODEL_NAMES.items() if p.exists()]
 
 
 def file_inputs(model, paths):
@@ -502,11 +700,13 @@ EMBEDDED_SETTINGS = {                         # the library defaults, spelled ou
     "class_model": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"]),
     "maximize": dict(steps=X.visualize.MAXIMIZE_DEFAULTS["steps"]),
     "invert": dict(steps=X.inversion.INVERT_DEFAULTS["steps"]),
+    "invert_layers": dict(steps=600),
 }
 IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet step costs ~25x more
     "class_model": dict(steps=100),
     "maximize": dict(steps=60),
     "invert": dict(steps=150),
+    "invert_layers": dict(steps=100),
 }
 
 
@@ -581,6 +781,7 @@ def main(argv=None) -> int:
         for s in settings.values():
             s["steps"] = max(1, int(round(s["steps"] * args.steps_scale)))
             s["seed"] = args.seed
+        settings["sanity_twin"] = embedded and "random_labels" in _shipped_models()
         inputs.settings = settings
         info = (f"Model: {html.escape(getattr(model, 'path', '?'))} (input {model.input_shape}, "
                 f"{model.num_classes} classes). Images: {len(inputs.x)}.")
