@@ -91,7 +91,8 @@ def main(argv=None):
               "occlusion_stride": args.stride, "cam_layer": args.cam_layer or te.explain.attribution.default_cam_layer(model),
               "weights": getattr(model, "path", None), "threads": args.threads, "rows": rows}
     if args.json:
-        with open(args.json, "w") as f:
+        from tinygrad_explain.safe_io import atomic_write
+        with atomic_write(args.json, mode="w") as f:
             json.dump(report, f, indent=1)
         print(f"wrote {args.json}")
     if args.plot:
