@@ -11,8 +11,8 @@ import pytest
 import tinygrad_explain as te
 from tinygrad_explain import kernels as K, naive, ops
 
-from _reference import (away_from_zero, distinct, kink_margin, numeric_grad, rng, serial_kernels,  # noqa: F401
-                        tiny_network)
+from _reference import (away_from_zero, distinct, kink_margin, numeric_grad, one_and_all_threads,  # noqa: F401
+                        rng, serial_kernels, tiny_network)
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
@@ -800,14 +800,7 @@ def test_kernels_parallel_equals_serial(monkeypatch):
                 y.backward(g)
             out += [y.numpy().copy(), t.grad.copy()]
         return out
-    prev = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        serial = run()
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        parallel = run()
-    finally:
-        numba.set_num_threads(prev)
+    serial, parallel = one_and_all_threads(run)
     assert calls["parallel"] > 0, "the parallel kernels never ran"
     for i, (a, c) in enumerate(zip(serial, parallel)):
         assert a.tobytes() == c.tobytes(), f"output {i} differs between 1 and {numba.config.NUMBA_NUM_THREADS} threads"

@@ -105,6 +105,7 @@ class Tensor:
         self._parents = ()      # that Function's tensor inputs
         self._released = False  # made by a Function whose graph a backward() has freed
         self._retains_grad = False  # a non-leaf that keeps its .grad (retain_grad())
+        self.version = 0        # bumped by mark_changed() after an in-place write to .data
 
     # ----- array-like conveniences -------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -131,6 +132,12 @@ class Tensor:
                                "nothing will flow back through it")
         self._retains_grad = True
         return self
+
+    def mark_changed(self):
+        """Say that ``.data`` was written in place (the optimisers call it after each
+        update).  Copies made from the old values -- ``nn.Linear``'s packed weight --
+        are remade at next use.  Assigning a new array to ``.data`` needs no call."""
+        self.version += 1
 
     def detach(self) -> "Tensor":
         return Tensor(self.data)

@@ -136,19 +136,37 @@ class Conv2d(Function):
 
 class Linear(Function):
     """Fully connected layer.  x (N, in), w (out, in), b (out,) -> y = x @ w.T + b.
-    Chain rule:  dx = g @ w;   dw = g.T @ x;   db = sum_n g."""
+    Chain rule:  dx = g @ w;   dw = g.T @ x;   db = sum_n g.
 
-    def forward(self, x, w, b=None):
-        y = x @ w.T.astype(x.dtype, copy=False)
-        if b is not None:
-            y += b
+    Up to ``SKINNY_MAX_ROWS`` rows on the CPU, y and dx come from the kernel that
+    streams the weight once for all rows (kernels/linear.py; each sum in the
+    naive order).  Its forward reads the weight transposed: ``packed()``, if
+    given, returns that copy (``nn.Linear`` keeps one per weight version) or None
+    (then BLAS, as above the crossover and on the GPU).  dw stays a GEMM."""
+
+    SKINNY_MAX_ROWS = 32        # the measured BLAS crossover (scripts/bench_cpu.py --fc)
+
+    def _skinny(self, a):
+        return _xp(a) is np and a.ndim == 2 and a.shape[0] <= self.SKINNY_MAX_ROWS
+
+    def forward(self, x, w, b=None, packed=None):
+        wt = packed() if packed is not None and self._skinny(x) else None
+        if wt is not None and wt.dtype == x.dtype:
+            y = K.linear.forward(x, wt, b)
+        else:
+            y = x @ w.T.astype(x.dtype, copy=False)
+            if b is not None:
+                y += b
         if any(self.needs_grad):
             self.x = x if self.needs_grad[1] else None
             self.w = w
         return y
 
     def backward(self, g):
-        dx = g @ self.w.astype(g.dtype, copy=False) if self.needs_grad[0] else None
+        dx = None
+        if self.needs_grad[0]:
+            w = self.w.astype(g.dtype, copy=False)
+            dx = K.linear.backward(g, w) if self._skinny(g) else g @ w
         dw = (g.T @ self.x).astype(self.w.dtype, copy=False) if self.needs_grad[1] else None
         db = g.sum(0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return dx, dw, db
@@ -529,8 +547,9 @@ def conv2d(x, w, b=None, stride=1, padding=0, groups=1):
     return Conv2d.apply(*args, stride=stride, padding=padding, groups=groups)
 
 
-def linear(x, w, b=None):
-    return Linear.apply(*((x, w) if b is None else (x, w, b)))
+def linear(x, w, b=None, packed=None):
+    """``packed``: optional callable returning w in the forward kernel's layout (see ``Linear``)."""
+    return Linear.apply(*((x, w) if b is None else (x, w, b)), packed=packed)
 
 
 def relu(x):
