@@ -788,8 +788,7 @@ def main(argv=None) -> int:
         print(f"model {getattr(model, 'path', '?')}: input {model.input_shape}, {model.num_classes} classes; "
               f"{len(inputs.x)} images; writing {args.out}")
         figures, summary, secs = reproduce(args.out, inputs, info=info, only=args.only)
-    except (X.ExplainError, X.OptimizationError, ModelFileError, FileNotFoundError, PermissionError,
-            FileExistsError, ValueError, DeviceUnavailable) as e:
+    except (X.ExplainError, X.OptimizationError, ModelFileError, OSError, ValueError, DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {len(figures)} figures to {args.out}/index.html in {time.perf_counter() - t0:.1f} s "
