@@ -149,7 +149,7 @@ def test_cli_runs_as_module(model_file, tmp_path):
 # figures
 # --------------------------------------------------------------------------
 EXPECTED = {"toy_relu_rules.png", "class_models.png", "neurons_conv3.png", "neurons_fc7.png", "saliency.png",
-            "grabcut.png", "inversion_fc7.png", "rules.png", "index.html", "summary.json"}
+            "grabcut.png", "inversion_fc7.png", "rules.png", "zeiler_fergus.png", "index.html", "summary.json"}
 
 
 def test_reproduce_figures_small(model_file, tmp_path, capsys):

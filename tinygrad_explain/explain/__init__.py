@@ -38,7 +38,7 @@ from .inversion import invert, feature_code, Inversion  # noqa: F401
 from .grabcut import grabcut_mask, largest_component, mask_box  # noqa: F401
 from .attribution import (smoothgrad, smooth_gradient, gradcam, guided_gradcam, occlusion,  # noqa: F401
                           gradient_x_input)
-from . import regularizers, localization  # noqa: F401
+from . import regularizers, localization, features, quality  # noqa: F401
 
 __all__ = ["gradient", "saliency", "predict", "smoothgrad", "smooth_gradient", "gradcam", "guided_gradcam",
            "occlusion", "gradient_x_input", "class_model", "maximize", "invert", "feature_code",
