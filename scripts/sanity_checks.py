@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import tinygrad_explain as te  # noqa: E402
 from tinygrad_explain import scenes  # noqa: E402
 from tinygrad_explain.explain import sanity  # noqa: E402
+from tinygrad_explain.safe_io import write_text  # noqa: E402
 
 SHORT = {"spearman_abs": "rank|.|", "spearman": "rank", "ssim": "SSIM", "hog": "HOG"}
 
@@ -66,7 +67,8 @@ def main(argv=None):
     ap.add_argument("--twin", default="random_labels",
                     help="model file (or shipped name) trained on permuted labels, for the data test")
     ap.add_argument("--seed", type=int, default=0, help="re-initialisation seed")
-    ap.add_argument("--json", type=Path, default=Path("sanity_checks.json"), help="where to write every number")
+    ap.add_argument("--json", type=Path, default=ROOT / "out" / "sanity_checks.json",
+                    help="where to write every number (default out/sanity_checks.json)")
     ap.add_argument("--threads", type=int, default=1, help="threads for Numba and BLAS")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -92,7 +94,7 @@ def main(argv=None):
            "weights": str(args.weights or "embedded"), "twin": args.twin if "data" in args.tests else None,
            "seconds": round(seconds, 1), "summary": summary}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=1), encoding="utf-8")
+    write_text(args.json, json.dumps(out, indent=1))
     print(f"{n} scenes, {len(args.methods)} methods in {seconds:.0f} s; wrote {args.json}")
     return out
 

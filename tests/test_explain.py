@@ -315,7 +315,8 @@ def test_class_model_increases_the_target_score(model):
 
 
 def test_class_model_from_zero_image_and_clip(model):
-    one = te.explain.class_model(model, "cat", steps=1, lr=1.0, l2=0.0, init_noise=0, optimizer="sgd", progress=False)
+    one = te.explain.class_model(model, "cat", steps=1, lr=1.0, l2=0.0, init_noise=0, optimizer="sgd",
+                                 recipe="simonyan2014", progress=False)
     g = te.explain.gradient(model, np.zeros((1, 3, 12, 12), np.float32), "cat")
     B = te.explain._common.data_scale(model)
     assert B == pytest.approx(2.8)                                   # (1 - 0.3) / 0.25: the widest pixel range
@@ -352,7 +353,9 @@ def test_maximize_units(model):
     assert np.all(v.history["objective"][-1] > v.history["objective"][0])
     n = te.explain.maximize(model, "conv2", (5, 1, 2), steps=20, progress=False)
     assert n.final[0] > n.history["objective"][0, 0]
-    f = te.explain.maximize(model, "fc7", 4, steps=20, progress=False)
+    # the tiny network's fc units code the quadrant of a blob: random shifts / rotations of a 12x12
+    # image (the default recipe's transformation robustness) move it out, so the paper's recipe here
+    f = te.explain.maximize(model, "fc7", 4, steps=20, recipe="simonyan2014", progress=False)
     assert f.final[0] > f.history["objective"][0, 0]
     with pytest.raises(ExplainError, match="unknown layer 'conv7'"):
         te.explain.maximize(model, "conv7", 0)
@@ -406,7 +409,7 @@ def test_grabcut_mask_finds_the_object():
     iou = (mask & truth).sum() / (mask | truth).sum()
     assert iou > 0.8
     np.testing.assert_array_equal(box, te.explain.mask_box(mask))
-    assert te.explain.localization.box_iou(box, (10, 8, 26, 22)) > 0.8
+    assert te.explain.metrics.box_iou(box, (10, 8, 26, 22)) > 0.8
 
 
 def test_grabcut_is_deterministic():

@@ -58,22 +58,23 @@ MAX_UPLOADS_KEPT = 32                    # model-space arrays of recent uploads,
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 
-#: method -> (label, ReLU rule used for the layer view).  The three rules and the two
-#: maps built on them (saliency, GrabCut); ``_optional_methods`` adds what te.explain has.
-BASE_METHODS = {
-    "gradient": ("gradient (backprop)", "backprop"),
-    "saliency": ("saliency max_c |dS/dx|", "backprop"),
-    "deconvnet": ("deconvnet", "deconvnet"),
-    "guided": ("guided backprop", "guided"),
-    "grabcut": ("saliency -> GrabCut mask and box", "backprop"),
+#: method -> (label, the ReLU rule of its backward pass, shown in the layer view; the function
+#: of te.explain computing the map for a batch).  Names as in the CLI.
+METHODS = {
+    "gradient": ("gradient dS/dx (backprop)", "backprop", lambda X, m, x, t: X.gradient(m, x, t)),
+    "saliency": ("saliency max_c |dS/dx|", "backprop", lambda X, m, x, t: X.saliency(m, x, t)),
+    "deconvnet": ("deconvnet", "deconvnet", lambda X, m, x, t: X.gradient(m, x, t, rule="deconvnet")),
+    "guided": ("guided backprop", "guided", lambda X, m, x, t: X.gradient(m, x, t, rule="guided")),
+    "grabcut": ("saliency -> GrabCut mask and box", "backprop", lambda X, m, x, t: X.saliency(m, x, t)),
+    "smoothgrad": ("SmoothGrad (25 noisy copies)", "backprop", lambda X, m, x, t: X.smoothgrad(m, x, t)),
+    "grad-x-input": ("gradient x input", "backprop", lambda X, m, x, t: X.gradient_x_input(m, x, t)),
+    "gradcam": ("Grad-CAM (last conv layer)", "backprop", lambda X, m, x, t: X.gradcam(m, x, t)),
+    "guided-gradcam": ("guided Grad-CAM", "guided", lambda X, m, x, t: X.guided_gradcam(m, x, t)),
+    "occlusion": ("occlusion (8x8 grey patch, stride 8)", "backprop",
+                  lambda X, m, x, t: X.occlusion(m, x, t, patch=8, stride=8)),
 }
-OPTIONAL_METHODS = {                     # te.explain function name -> label
-    "smoothgrad": "SmoothGrad",
-    "gradient_x_input": "gradient x input",
-    "gradcam": "Grad-CAM",
-    "guided_gradcam": "guided Grad-CAM",
-    "occlusion": "occlusion",
-}
+#: the methods that explain a class score only (no channel / neuron targets)
+CLASS_ONLY = ("smoothgrad", "gradcam", "guided-gradcam", "occlusion")
 
 
 class RequestError(ValueError):
@@ -93,11 +94,6 @@ def array_payload(a: np.ndarray) -> dict:
     return {"shape": list(a.shape), "float32_base64": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
-def _optional_methods():
-    from . import explain as X
-    return {name: (label, "backprop") for name, label in OPTIONAL_METHODS.items() if callable(getattr(X, name, None))}
-
-
 class Explorer:
     """The model, the shipped scenes and the recent uploads; every model call on one thread.
 
@@ -111,7 +107,7 @@ class Explorer:
         from . import load_model, scenes as te_scenes
         from .device import set_num_threads
         self.model = load_model(weights)
-        self.methods = dict(BASE_METHODS, **_optional_methods())
+        self.methods = METHODS
         # one worker thread owns the model: requests are serialised, and Numba's
         # (thread-local) thread count is set once, in that thread
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="explorer-model",
@@ -186,7 +182,7 @@ class Explorer:
         from . import image as te_image
         kind, _, key = str(ref).partition(":")
         if kind == "scene" and self.scenes is not None:
-            if not key.isdigit() or int(key) >= len(self.scenes["images"]):
+            if not key.isdecimal() or int(key) >= len(self.scenes["images"]):
                 raise RequestError(f"no scene {key!r}: scenes are 0..{len(self.scenes['images']) - 1}")
             i = int(key)
             pic = self.scenes["images"][i]
@@ -242,6 +238,9 @@ class Explorer:
         p = probs[0]
         top = np.argsort(-p, kind="stable")[:5]
         target = int(top[0]) if target_spec is None else self.target(target_spec)
+        if method in CLASS_ONLY and isinstance(target, tuple):
+            raise RequestError(f"{self.methods[method][0]} explains a class score; for a channel or neuron "
+                               f"use one of {', '.join(k for k in self.methods if k not in CLASS_ONLY)}")
         t1 = time.perf_counter()
         try:
             values, img, extra = self._map(x, picture, truth, method, target)
@@ -262,28 +261,17 @@ class Explorer:
 
     def _map(self, x, picture, truth, method, target):
         """(the array te.explain returned for this image, its picture, extra JSON fields)."""
-        from . import explain as X, figures as F, image as te_image
-        m = self.model
-        if method in ("gradient", "deconvnet", "guided"):
-            g = X.gradient(m, x, target, rule={"gradient": "backprop"}.get(method, method))[0]
-            return g, F.grad_picture(g), {}
-        if method == "saliency":
-            s = X.saliency(m, x, target)[0]
-            return s, F.heat(s), {}
-        if method == "grabcut":
-            s = X.saliency(m, x, target)[0]
-            mask, box = X.grabcut_mask(picture, s)
-            extra = {"box": [int(v) for v in box], "mask_area": int(mask.sum()),
-                     "mask": png_data_url((mask * 255).astype(np.uint8))}
-            if truth is not None:
-                extra["truth_box"] = [int(v) for v in truth]
-                extra["box_iou"] = float(X.localization.box_iou(box, truth))
-            over = F.overlay(picture, mask, box, truth)
-            return mask.astype(np.float32), over, extra
-        a = np.asarray(getattr(X, method)(m, x, target))[0]          # an optional method
-        if a.ndim == 3:
-            return a, F.grad_picture(a), {}
-        return a, (F.heat(a) if a.min() >= 0 else te_image.normalize_display(a, mode="minmax")), {}
+        from . import explain as X, figures as F
+        values = self.methods[method][2](X, self.model, x, target)[0]
+        if method != "grabcut":
+            return values, F.method_picture(method, values, picture), {}
+        mask, box = X.grabcut_mask(picture, values)
+        extra = {"box": [int(v) for v in box], "mask_area": int(mask.sum()),
+                 "mask": png_data_url((mask * 255).astype(np.uint8))}
+        if truth is not None:
+            extra["truth_box"] = [int(v) for v in truth]
+            extra["box_iou"] = float(X.metrics.box_iou(box, truth))
+        return mask.astype(np.float32), F.overlay(picture, mask, box, truth), extra
 
     def layer_flow(self, x, target, rule: str) -> list:
         """The gradient flowing back, layer by layer: one forward pass keeping every layer's
@@ -292,25 +280,16 @@ class Explorer:
         is large (sum over channels of |grad|); per ReLU, the fraction of units active
         (x > 0) and the fraction of the gradient entries it passed back under ``rule``."""
         from .engine import Tensor, relu_backward
+        from .explain._common import resolve_objective
         from .figures import heat
         m = self.model
         names = m.layer_names
-        top = target[0] if isinstance(target, tuple) else names[-1]
-        run = names[:names.index(top) + 1]
+        obj = resolve_objective(m, target, 1)          # the seed te.explain.gradient starts from
+        run = names[:names.index(obj.layer) + 1]
         leaf = Tensor(np.array(x, copy=True), requires_grad=True)
         with relu_backward(rule):
-            outs = m(leaf, until=top, keep=run)
-            out = outs.output
-            seed = np.zeros(out.shape, out.dtype)
-            if isinstance(target, tuple):
-                if len(target) == 4:
-                    seed[(0, *target[1:])] = 1
-                else:                        # the channel's mean over positions
-                    c = seed[0, target[1]]
-                    c[...] = 1.0 / c.size if c.ndim else 1
-            else:
-                seed[0, target] = 1
-            out.backward(seed)
+            outs = m(leaf, until=obj.layer, keep=run)
+            outs.output.backward(obj.seed_like(outs.output))
         rows = []
         below = leaf
         for n in run:
@@ -329,9 +308,9 @@ class Explorer:
                     row["mask"] = png_data_url((255 * (gin[0] != 0).mean(0)).round().astype(np.uint8))
             rows.append(row)
             below = t
-        input_norm = float(np.linalg.norm(leaf.grad)) if leaf.grad is not None else 0.0
-        return [{"name": "input", "type": "image", "shape": list(x.shape[1:]), "grad_norm": input_norm,
-                 "map": png_data_url(heat(np.abs(leaf.grad[0]).max(0)))}] + rows
+        g = leaf.grad if leaf.grad is not None else np.zeros(leaf.shape, np.float32)
+        return [{"name": "input", "type": "image", "shape": list(x.shape[1:]), "grad_norm": float(np.linalg.norm(g)),
+                 "map": png_data_url(heat(np.abs(g[0]).max(0)))}] + rows
 
 
 # ---------------------------------------------------------------------------

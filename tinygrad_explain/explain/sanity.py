@@ -40,6 +40,7 @@ import numpy as np
 from .. import device as _device
 from ..models import from_architecture
 from ..nn import Conv2d, Linear
+from . import attribution, gradients
 from ._common import ExplainError, as_batch, resolve_targets, to_host
 
 # --------------------------------------------------------------------------
@@ -123,20 +124,14 @@ def _method_table():
     """name -> fn(model, x, targets, cache) -> (N, C, H, W) or (N, H, W) on the host.
     ``cache`` shares the gradients between methods that use the same one
     (saliency is max_c |gradient|; guided Grad-CAM is guided backprop * Grad-CAM)."""
-    from . import gradients
-
     def grad(model, x, t, cache, rule="backprop"):
         if rule not in cache:
             cache[rule] = gradients.gradient(model, x, t, rule=rule)
         return cache[rule]
 
-    def attribution():
-        from . import attribution as a          # SmoothGrad, Grad-CAM (te.explain.attribution)
-        return a
-
     def gradcam(model, x, t, cache):
         if "gradcam" not in cache:
-            cache["gradcam"] = attribution().gradcam(model, x, t)
+            cache["gradcam"] = attribution.gradcam(model, x, t)
         return cache["gradcam"]
 
     return {
@@ -144,7 +139,7 @@ def _method_table():
         "saliency": lambda m, x, t, c: np.abs(grad(m, x, t, c)).max(axis=1),
         "deconvnet": lambda m, x, t, c: grad(m, x, t, c, "deconvnet"),
         "guided": lambda m, x, t, c: grad(m, x, t, c, "guided"),
-        "smoothgrad": lambda m, x, t, c: attribution().smoothgrad(m, x, t, seed=0),
+        "smoothgrad": lambda m, x, t, c: attribution.smoothgrad(m, x, t, seed=0),
         "gradcam": gradcam,
         "guided_gradcam": lambda m, x, t, c: grad(m, x, t, c, "guided") * gradcam(m, x, t, c)[:, None],
     }
