@@ -151,6 +151,7 @@ def test_cli_runs_as_module(model_file, tmp_path):
 # --------------------------------------------------------------------------
 EXPECTED = {"toy_relu_rules.png", "class_models.png", "neurons_conv3.png", "neurons_fc7.png", "saliency.png",
             "grabcut.png", "inversion_fc7.png", "inversion_layers.png", "rules.png", "methods.png", "sanity_cascade.png",
+            "zeiler_fergus.png",
             "index.html", "summary.json"}
 
 
