@@ -177,6 +177,15 @@ def test_reproduce_figures_small(model_file, tmp_path, capsys):
     assert "saliency.png" not in (out / "index.html").read_text()
 
 
+def test_plot_benchmark(tmp_path):
+    from tinygrad_explain.explain.benchmark import COLUMNS, METHODS
+    rows = {m: {c: 0.1 * k for c, _ in COLUMNS} for k, m in enumerate(METHODS)}
+    report = {"rows": rows, "n": 3, "scenes": "sample", "hard": 1, "target": "truth"}
+    figures.plot_benchmark(report, tmp_path / "b.png")
+    w, h = Image.open(tmp_path / "b.png").size
+    assert w > 800 and h > 400
+
+
 def test_reproduce_figures_from_image_files(model_file, scene_png, tmp_path, capsys):
     out = tmp_path / "g"
     rc = figures.main(["--out", str(out), "--weights", model_file, "--only", "saliency", "grabcut", "rules",
