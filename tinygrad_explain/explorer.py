@@ -73,8 +73,6 @@ METHODS = {
     "occlusion": ("occlusion (8x8 grey patch, stride 8)", "backprop",
                   lambda X, m, x, t: X.occlusion(m, x, t, patch=8, stride=8)),
 }
-#: the methods that explain a class score only (no channel / neuron targets)
-CLASS_ONLY = ("smoothgrad", "gradcam", "guided-gradcam", "occlusion")
 
 
 class RequestError(ValueError):
@@ -238,14 +236,11 @@ class Explorer:
         p = probs[0]
         top = np.argsort(-p, kind="stable")[:5]
         target = int(top[0]) if target_spec is None else self.target(target_spec)
-        if method in CLASS_ONLY and isinstance(target, tuple):
-            raise RequestError(f"{self.methods[method][0]} explains a class score; for a channel or neuron "
-                               f"use one of {', '.join(k for k in self.methods if k not in CLASS_ONLY)}")
         t1 = time.perf_counter()
         try:
             values, img, extra = self._map(x, picture, truth, method, target)
         except X.ExplainError as e:
-            raise RequestError(str(e)) from None
+            raise RequestError(f"{self.methods[method][0]}: {e}") from None
         t2 = time.perf_counter()
         layers = self.layer_flow(x, target, self.methods[method][1]) if want_layers else []
         t3 = time.perf_counter()
