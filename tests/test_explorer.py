@@ -76,6 +76,17 @@ def png_bytes(img):
     return buf.getvalue()
 
 
+def png_header(width, height):
+    """A PNG that only claims its size (a decompression bomb's header): signature, IHDR, IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
 def reference(ex, picture, method, target):
     """What te.explain gives for this picture, method and target (computed here, not by the server)."""
     m, x = ex.model, te.image.load(picture, ex.model)
@@ -161,6 +172,91 @@ def test_neuron_targets(server, sample, target):
             assert_same_map(values(res), reference(ex, sample["images"][i], method, target)[0])
         else:
             assert status == 400 and "Grad-CAM" in res["error"] and "not below" in res["error"], res
+
+
+def test_layer_view(server, sample):
+    """Per layer the norm of dS/d(output) as model(x, keep=...) gives it; at the input it is
+    the norm of te.explain.gradient; ReLU rows count what the rule passed."""
+    url, ex = server
+    i, target = 11, 2
+    for rule_method, rule in (("saliency", "backprop"), ("guided", "guided")):
+        status, res = explain(url, image=f"scene:{i}", method=rule_method, target={"class": target})
+        assert status == 200
+        rows = {r["name"]: r for r in res["layers"]}
+        assert list(rows)[0] == "input" and list(rows)[1:] == ex.model.layer_names
+        x = te.image.load(sample["images"][i], ex.model)
+        g = X.gradient(ex.model, x, target, rule=rule)
+        assert rows["input"]["grad_norm"] == pytest.approx(float(np.linalg.norm(g)), rel=1e-5)
+        g5 = X.gradient(ex.model, x, target, rule=rule, layer="conv5")
+        assert rows["conv5"]["grad_norm"] == pytest.approx(float(np.linalg.norm(g5)), rel=1e-5)
+        assert rows[ex.model.layer_names[-1]]["grad_norm"] == pytest.approx(1.0)
+        r1 = rows["relu1"]
+        h = ex.model(x, until="conv1").numpy()
+        assert r1["active"] == pytest.approx(float((h > 0).mean()))
+        assert 0 < r1["passed"] <= r1["arrived"] <= 1
+        if rule == "backprop":
+            assert r1["passed"] <= r1["active"]
+
+
+def test_bad_requests_answer_400_and_the_server_lives_on(server):
+    url, _ = server
+    for data, ctype, want in [
+        (b"not an image at all", "application/octet-stream", "not an image"),
+        (b"", "application/octet-stream", "empty"),
+        (png_bytes(np.zeros((4, 4, 3), np.uint8))[:30], "image/png", "cannot read image"),   # truncated
+    ]:
+        status, res = http(url + "api/upload", data, ctype)
+        assert status == 400 and want in res["error"], res
+        assert "/tmp" not in res["error"] and "tge-explorer" not in res["error"]   # no server paths leak
+    # te.image's limits apply to uploads: checked from the header, before decoding
+    for data, want in [(png_header(20000, 20000), "pixels"), (png_bytes(np.zeros((10, 1000, 3), np.uint8)), "elongated")]:
+        status, res = http(url + "api/upload", data, "image/png")
+        assert status == 400 and want in res["error"], res
+    status, res = http(url + "api/upload", b"x" * (explorer.MAX_UPLOAD_BYTES + 1), "image/png")
+    assert status == 400 and "limit" in res["error"]
+    status, res = http(url + "api/explain", b"{nope", "application/json")
+    assert status == 400 and "not JSON" in res["error"]
+    for req, want in [({"image": "scene:0", "method": "bogus"}, "unknown method"),
+                      ({"image": "scene:999"}, "no scene"),
+                      ({"image": "/etc/passwd"}, "unknown image"),
+                      ({"image": "upload:nothere"}, "no longer kept"),
+                      ({"image": "scene:0", "target": {"class": 10}}, "out of range"),
+                      ({"image": "scene:0", "target": {"class": "Handbag"}}, "unknown class"),
+                      ({"image": "scene:0", "target": {"layer": "conv5", "channel": 999}}, "out of range"),
+                      ({"image": "scene:0", "target": {"layer": "conv9", "channel": 0}}, "unknown layer")]:
+        status, res = explain(url, **req)
+        assert status == 400 and want in res["error"], (req, res)
+    status, res = explain(url, image="scene:0")
+    assert status == 200
+
+
+def test_upload_then_explain(server, sample):
+    url, ex = server
+    big = np.asarray(Image.fromarray(sample["images"][5]).resize((150, 120)))     # any size: te.image.load's way
+    status, res = http(url + "api/upload", png_bytes(big), "image/png")
+    assert status == 200 and res["image"].startswith("upload:")
+    status, out = explain(url, image=res["image"], method="saliency", target={"class": 1})
+    assert status == 200
+    assert_same_map(values(out), X.saliency(ex.model, te.image.load(big, ex.model), 1)[0])
+    assert list(ex.tmp.iterdir()) == []                 # the upload's temp file is gone
+
+
+def test_serve_command_prints_the_address():
+    """The real command: binds 127.0.0.1 by default and prints where."""
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    p = subprocess.Popen([sys.executable, "-m", "tinygrad_explain", "serve", "--port", "0", "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("explorer: serving on http://127.0.0.1:"), line + p.stderr.read()
+        addr = line.split()[3]
+        status, info = http(addr + "api/info")
+        assert status == 200 and len(info["classes"]) == 10
+    finally:
+        p.terminate()
+        p.wait(30)
 
 
 # ---------------------------------------------------------------------------
