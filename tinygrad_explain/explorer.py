@@ -21,8 +21,10 @@ Safety:
   folder (removed on exit), decoded there by ``te.image.load`` -- the same checks
   as every image -- and deleted at once; a bad file is a 400 answer whose message
   the page shows, never a server crash;
-* every computation on the model runs on one worker thread (``Explorer.pool``),
-  so concurrent requests never use the model at the same time.
+* every computation on the model runs on one worker thread (``Explorer.pool``):
+  the engine is thread-safe (tests/test_threads.py), but on a small CPU two maps
+  computed at once only slow each other down, and one thread lets Numba's
+  (thread-local) thread count be set once.
 
 ``Explorer`` holds the model and does the work; the HTTP handler only parses
 requests and writes JSON, so the tests and ``scripts/bench_explorer.py`` call
