@@ -214,6 +214,8 @@ class Explorer:
     def describe_target(self, t) -> str:
         from .explain import _common
         if isinstance(t, tuple):
+            if len(self.model.shapes[t[0]]) == 1:
+                return f"{t[0]} neuron {t[1]}"
             return f"{t[0]} channel {t[1]}" + (f" at ({t[2]}, {t[3]})" if len(t) == 4 else " (mean over positions)")
         return f"class {_common.class_names(self.model)[t]} (score before softmax)"
 
