@@ -11,6 +11,15 @@ data-parallel training processes) the serial version always runs: there a
 parallel region is all overhead.  Both versions do the same arithmetic in the
 same order, so the results are bit-identical.
 
+Threads: Numba's thread pool runs one parallel region at a time -- two
+Python threads entering parallel kernels at once abort the process (the
+workqueue layer's "concurrent access" error).  The rule: **one parallel
+kernel at a time in the process**, guarded by ``_PARALLEL_LOCK``; a thread
+that finds it taken runs the serial version instead of waiting (the same
+arithmetic in the same order, so the same bits).  So any number of Python
+threads may call any kernel at any time, and each gets exactly the result
+it would get alone.
+
 All kernels: on-disk cache (a second process does not recompile), no
 fastmath (reproducible, exactly IEEE results), NumPy's error model (a
 division by zero gives inf/nan as in NumPy instead of raising): Python's
@@ -19,6 +28,7 @@ LRN's from being vectorised (4x slower).
 """
 import functools
 import os
+import threading
 import types
 
 import numba
@@ -35,6 +45,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 PARALLEL_MIN = 1 << 18          # elements of the largest array from which a kernel runs in parallel
 FLAGS_TAG = "npe"               # names the compile flags below (NumPy error model) in the cache keys
+_PARALLEL_LOCK = threading.Lock()   # held while a parallel kernel runs (see the module docstring)
 
 
 class kernel:
@@ -56,5 +67,9 @@ class kernel:
 
     def __call__(self, *args):
         work = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
-        parallel = work >= PARALLEL_MIN and numba.get_num_threads() > 1
-        return (self.parallel if parallel else self.serial)(*args)
+        if work >= PARALLEL_MIN and numba.get_num_threads() > 1 and _PARALLEL_LOCK.acquire(blocking=False):
+            try:
+                return self.parallel(*args)
+            finally:
+                _PARALLEL_LOCK.release()
+        return self.serial(*args)

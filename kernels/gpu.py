@@ -26,6 +26,7 @@ in issue order.  Matrix products are not here: ``ops`` calls ``cupy.matmul``
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,7 +49,6 @@ OPTIONS = ("--std=c++17", "--fmad=false")
 THREADS = 256
 MAX_BLOCKS = 1 << 20        # grid-stride loops cover anything larger
 REDUCE_THREADS = 256        # bias_grad: one block per channel (power of two <= 1024)
-RELU_RULES = {"backprop": 0, "deconvnet": 1, "guided": 2}
 
 
 def name_expressions(fname):
@@ -189,11 +189,12 @@ def _relu_forward(x):
     return y
 
 
-def _relu_backward(y, g, rule):
+def _relu_backward(y, g, mask_x, mask_g):
     import cupy
     g = _contig(g)
     dx = cupy.empty_like(g)
-    _launch("relu.cu", "relu_backward", g.dtype, g.size, (_contig(y), g, _ll(g.size), _i(RELU_RULES[rule]), dx))
+    _launch("relu.cu", "relu_backward", g.dtype, g.size,
+            (_contig(y), g, _ll(g.size), _i(bool(mask_x)), _i(bool(mask_g)), dx))
     return dx
 
 
@@ -279,31 +280,40 @@ def _avgpool_backward(dy, x_shape):
 # --------------------------------------------------------------------------
 # workspace (twin of kernels/workspace.py): named scratch buffers in GPU memory
 # --------------------------------------------------------------------------
-_buffers = {}
+_ws_local = threading.local()        # one set of buffers per thread, as on the CPU
+
+
+def _ws_buffers():
+    bufs = getattr(_ws_local, "buffers", None)
+    if bufs is None:
+        bufs = _ws_local.buffers = {}
+    return bufs
 
 
 def _ws_get(name, shape, dtype):
-    """An uninitialised CuPy array of ``shape``/``dtype`` backed by the named buffer
-    (valid until the next call that asks for the same name; kernels run in stream
-    order, so reusing a buffer never races with an earlier kernel that reads it)."""
+    """An uninitialised CuPy array of ``shape``/``dtype`` backed by this thread's named
+    buffer (valid until the next call in the same thread that asks for the same name;
+    kernels run in stream order, so reusing a buffer never races with an earlier kernel
+    that reads it)."""
     import cupy
     dtype = np.dtype(dtype)
     n = int(np.prod(shape)) * dtype.itemsize
-    buf = _buffers.get(name)
+    bufs = _ws_buffers()
+    buf = bufs.get(name)
     if buf is None or buf.size < n:
-        _buffers.pop(name, None)
-        buf = _buffers[name] = cupy.empty(max(n, 1), dtype=np.uint8)
+        bufs.pop(name, None)
+        buf = bufs[name] = cupy.empty(max(n, 1), dtype=np.uint8)
     return buf[:n].view(dtype).reshape(shape)
 
 
 def _ws_clear():
-    """Free every scratch buffer (back to CuPy's memory pool)."""
-    _buffers.clear()
+    """Free this thread's scratch buffers (back to CuPy's memory pool)."""
+    _ws_buffers().clear()
 
 
 im2col = SimpleNamespace(out_size=_cpu_im2col.out_size, im2col=_im2col, col2im=_col2im)
 layout = SimpleNamespace(rows_to_nchw=_rows_to_nchw, nchw_to_rows=_nchw_to_rows, bias_grad=_bias_grad)
-relu = SimpleNamespace(RULES=RELU_RULES, forward=_relu_forward, backward=_relu_backward)
+relu = SimpleNamespace(forward=_relu_forward, backward=_relu_backward)
 maxpool = SimpleNamespace(forward=_maxpool_forward, backward=_maxpool_backward)
 lrn = SimpleNamespace(forward=_lrn_forward, backward=_lrn_backward)
 avgpool = SimpleNamespace(forward=_avgpool_forward, backward=_avgpool_backward)

@@ -259,7 +259,8 @@ def main():
         except Exception as e:                      # noqa: BLE001 - keep the table above
             print(f"class model: failed ({e.__class__.__name__}: {e})")
     if args.json:
-        with open(args.json, "w") as f:
+        from tinygrad_explain.safe_io import atomic_write
+        with atomic_write(args.json, mode="w") as f:
             json.dump(results, f, indent=1)
     return 0
 

@@ -70,8 +70,10 @@ def load_split(split, n, cache_dir, seed=0, progress=True, parallel=None):
     if cache_dir:
         p.mkdir(parents=True, exist_ok=True)
         if n is None:
-            np.save(fi, d["images"])
-            np.save(fl, d["labels"])
+            from tinygrad_explain.safe_io import atomic_write
+            for path, arr in ((fi, d["images"]), (fl, d["labels"])):
+                with atomic_write(path) as f:
+                    np.save(f, arr)
     return d["images"], d["labels"]
 
 

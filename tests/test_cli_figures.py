@@ -3,6 +3,7 @@ random-weight scene model (mechanics and error messages, not quality)."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -46,16 +47,28 @@ def run_cli(capsys, *argv):
     return rc, out.out, out.err
 
 
-@pytest.mark.parametrize("method", ["saliency", "guided", "deconvnet", "grabcut"])
-def test_cli_gradient_methods(method, model_file, scene_png, tmp_path, capsys):
+@pytest.mark.parametrize("method, extra", [
+    ("saliency", ()), ("guided", ()), ("deconvnet", ()), ("grabcut", ()), ("smoothgrad", ("--samples", "3")),
+    ("gradcam", ()), ("gradcam", ("--layer", "conv3")), ("guided-gradcam", ()),
+    ("occlusion", ("--patch", "16", "--stride", "16")), ("grad-x-input", ())])
+def test_cli_gradient_methods(method, extra, model_file, scene_png, tmp_path, capsys):
     out = tmp_path / f"{method}.png"
     rc, so, se = run_cli(capsys, method, "--image", str(scene_png / "scene.png"), "--target", "Bag",
-                         "--weights", model_file, "--out", str(out))
+                         "--weights", model_file, "--out", str(out), *extra)
     assert rc == 0, se
     assert "target: Bag" in so and out.exists()
     assert Image.open(out).size[0] >= 64
     if method == "grabcut":
         assert "box (x0, y0, x1, y1)" in so
+
+
+@pytest.mark.parametrize("target, label", [("conv5:12", "target: conv5[12]"), ("conv5:12:3:4", "target: conv5[12,3,4]")])
+def test_cli_channel_and_neuron_targets(target, label, model_file, scene_png, tmp_path, capsys):
+    out = tmp_path / "g.png"
+    rc, so, se = run_cli(capsys, "guided", "--image", str(scene_png / "scene.png"), "--target", target,
+                         "--weights", model_file, "--out", str(out))
+    assert rc == 0, se
+    assert label in so and out.exists()
 
 
 def test_cli_any_size_and_greyscale(model_file, scene_png, tmp_path, capsys):
@@ -83,6 +96,10 @@ def test_cli_optimisation_methods(model_file, scene_png, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["saliency", "--target", "Sneakr"], "did you mean 'Sneaker'"),
     (["saliency", "--target", "12"], "out of range"),
+    (["guided", "--target", "conv9:1"], "unknown layer 'conv9'"),
+    (["guided", "--target", "conv5:16"], "channel 16 out of range for layer 'conv5'"),
+    (["guided", "--target", "conv5:1:7:0"], "row 7 out of range"),
+    (["guided", "--target", "conv5:1:x"], "integer indices"),
     (["maximize", "--layer", "conv9", "--unit", "1"], "unknown layer 'conv9'"),
     (["maximize", "--layer", "conv3", "--unit", "999"], "out of range"),
     (["maximize", "--layer", "conv3"], "needs --layer and --unit"),
@@ -90,6 +107,9 @@ def test_cli_optimisation_methods(model_file, scene_png, tmp_path, capsys):
     (["saliency", "--image", "MISSING"], "no such file"),
     (["saliency", "--out", "/nonexistent-folder/x.png"], "cannot write"),
     (["class-model"], "needs --target"),
+    (["gradcam", "--layer", "fc7"], "needs a layer with feature maps"),
+    (["occlusion", "--patch", "99"], "need 1 <= patch <= 64"),
+    (["smoothgrad", "--samples", "0"], "samples must be an integer >= 1"),
 ])
 def test_cli_bad_input(argv, message, model_file, scene_png, tmp_path, capsys):
     argv = [a.replace("NOTES", str(scene_png / "notes.txt")).replace("MISSING", str(scene_png / "nope.png"))
@@ -102,6 +122,18 @@ def test_cli_bad_input(argv, message, model_file, scene_png, tmp_path, capsys):
     assert rc == 2
     assert message in se
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("method", list(cli.METHODS))
+def test_cli_help_of_each_method(method, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([method, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert cli.METHODS[method][0].split(" ")[0] in text                # its own description
+    for option in cli.METHODS[method][1]:
+        assert f"--{option}" in text
+    assert ("--noise" in text) == (method == "smoothgrad") and ("--patch" in text) == (method == "occlusion")
 
 
 def test_cli_missing_weights(tmp_path, capsys):
@@ -118,7 +150,8 @@ def test_cli_runs_as_module(model_file, tmp_path):
 # figures
 # --------------------------------------------------------------------------
 EXPECTED = {"toy_relu_rules.png", "class_models.png", "neurons_conv3.png", "neurons_fc7.png", "saliency.png",
-            "grabcut.png", "inversion_fc7.png", "rules.png", "index.html", "summary.json"}
+            "grabcut.png", "inversion_fc7.png", "inversion_layers.png", "rules.png", "methods.png", "sanity_cascade.png",
+            "index.html", "summary.json"}
 
 
 def test_reproduce_figures_small(model_file, tmp_path, capsys):
@@ -132,10 +165,15 @@ def test_reproduce_figures_small(model_file, tmp_path, capsys):
         assert f in html
     assert "class-model softmax per class" in so and "[inversion]" in so
     assert [p.name for p in tmp_path.iterdir()] == ["gallery"]          # no partial folders left
-    # a second run replaces the folder
+    # a second run replaces only what it writes: the figures left out by --only stay
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     rc = figures.main(["--out", str(out), "--weights", model_file, "--steps-scale", "0.02", "--units", "1",
                        "--only", "toy"])
-    assert rc == 0 and {p.name for p in out.iterdir()} == {"toy_relu_rules.png", "index.html", "summary.json"}
+    assert rc == 0 and {p.name for p in out.iterdir()} == set(before)
+    assert (out / "saliency.png").read_bytes() == before["saliency.png"]
+    assert (out / "index.html").read_bytes() != before["index.html"]          # the new gallery: toy only
+    assert "toy_relu_rules.png" in (out / "index.html").read_text()
+    assert "saliency.png" not in (out / "index.html").read_text()
 
 
 def test_reproduce_figures_from_image_files(model_file, scene_png, tmp_path, capsys):
@@ -173,3 +211,91 @@ def test_reproduce_figures_unwritable(model_file, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     rc = figures.main(["--out", str(tmp_path / "afile" / "g"), "--weights", model_file])
     assert rc == 2 and "cannot write" in capsys.readouterr().err
+
+
+def test_reproduce_figures_keeps_unrelated_files(model_file, tmp_path, capsys, monkeypatch):
+    """--out may be a folder holding the user's files (even ``--out .``): they all survive, only
+    the run's own files are replaced, no work folder is left, and new files get normal permissions."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "deep.png").write_bytes(b"keep")
+    (tmp_path / "toy_relu_rules.png").write_bytes(b"old figure")
+    old_umask = os.umask(0o022)
+    try:
+        rc = figures.main(["--out", ".", "--weights", model_file, "--only", "toy"])
+    finally:
+        os.umask(old_umask)
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "sub" / "deep.png").read_bytes() == b"keep"
+    assert (tmp_path / "toy_relu_rules.png").read_bytes()[:4] == b"\x89PNG"
+    assert {p.name for p in tmp_path.iterdir()} == {"notes.txt", "sub", "toy_relu_rules.png", "index.html",
+                                                   "summary.json"}
+    for name in ("toy_relu_rules.png", "index.html", "summary.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_reproduce_figures_failure_keeps_old_gallery(model_file, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / "index.html").write_text("old gallery")
+    (out / "notes.txt").write_text("mine")
+
+    def boom(inp, out, summary):
+        raise te.explain.OptimizationError("NaN/Inf in the objective at step 3/10")
+
+    monkeypatch.setattr(figures, "FIGURES", [("toy", figures.fig_toy), ("class models", boom)])
+    assert figures.main(["--out", str(out), "--weights", model_file]) == 2
+    assert {p.name for p in out.iterdir()} == {"index.html", "notes.txt"}       # no work folder left
+    assert (out / "index.html").read_text() == "old gallery"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--units", "0"], "--units must be at least 1"),
+    (["--steps-scale", "-1"], "--steps-scale must be a positive number"),
+    (["--steps-scale", "nan"], "--steps-scale must be a positive number"),
+    (["--threads", "-1"], "--threads must be 0"),
+])
+def test_reproduce_figures_bad_options_fail_first(argv, message, tmp_path, capsys, monkeypatch):
+    """Bad options are refused before the model is even loaded (no minutes of work first)."""
+    monkeypatch.setattr(te, "load_model", lambda *a, **k: pytest.fail("loaded the model before checking options"))
+    with pytest.raises(SystemExit) as e:
+        figures.main(["--out", str(tmp_path / "g")] + argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+
+
+def test_reproduce_figures_out_is_a_file(model_file, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert figures.main(["--out", str(tmp_path / "afile"), "--weights", model_file]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "-1"], "--threads must be at least 0"),
+    (["--steps", "-3"], "--steps must be at least 1"),
+    (["--inits", "0"], "--inits must be at least 1"),
+])
+def test_cli_bad_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["invert", "--image", "x.png"] + argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_out_is_a_directory(model_file, tmp_path, capsys):
+    rc, _, se = run_cli(capsys, "class-model", "--target", "0", "--weights", model_file, "--out", str(tmp_path))
+    assert rc == 2 and "is a directory" in se
+
+
+def test_cli_png_permissions(model_file, tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        rc, _, se = run_cli(capsys, "class-model", "--target", "0", "--steps", "2", "--weights", model_file,
+                            "--out", str(tmp_path / "c.png"))
+    finally:
+        os.umask(old)
+    assert rc == 0, se
+    assert stat.S_IMODE((tmp_path / "c.png").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["c.png"]

@@ -1,7 +1,7 @@
 """Quality targets of the explainers on the embedded model (skipped without
 weights/fashion_scenes_alexnet.h5).  The full-size versions are printed by
 scripts/reproduce_figures.py (class models, inversion) and
-scripts/bench_localization.py (500 scenes)."""
+scripts/bench_explainers.py (500 scenes)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,7 @@ import pytest
 
 import tinygrad_explain as te
 from tinygrad_explain import figures, scenes
-from tinygrad_explain.explain import localization as L
+from tinygrad_explain.explain import benchmark as B
 from tinygrad_explain.modelfile import DEFAULT_WEIGHTS
 
 pytestmark = [pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason=f"{DEFAULT_WEIGHTS} is absent"),
@@ -39,7 +39,22 @@ def test_fc7_inversion_is_accurate_and_diverse(model):
 
 
 def test_localisation_beats_baselines_on_100_scenes(model):
+    """Saliency -> GrabCut boxes (Simonyan et al.) right on >= 80% of 100 scenes, better than
+    the saliency map thresholded without GrabCut and than one centred box of the average
+    size.  (A centred *map* through the same GrabCut step does about as well on these
+    scenes -- GrabCut segments the contrasting object from any central seed: see
+    docs/explainers.md -- but saliency points at the object more often on the hard scenes.)"""
+    from tinygrad_explain.explain import metrics as M
     d = scenes.load_sample()
-    res = L.evaluate(model, d["images"][:100], d["masks"][:100], d["boxes"][:100], progress=False)
-    (_, _, _, grab), (_, _, _, thresh), (_, _, _, centre) = L.summarize(res)
-    assert grab >= 0.80 and grab > thresh and grab > centre, L.format_table(L.summarize(res))
+    n = 100
+    res = B.evaluate(model, d["images"][:n], d["masks"][:n], d["boxes"][:n], d["labels"][:n],
+                     ["saliency", "centre"], steps=1, batch_size=50, progress=False)
+    rows = B.summarize(res)
+    grab = rows["saliency"]["box_accuracy"]
+    x = np.concatenate([te.image.load(im, model) for im in d["images"][:n]])
+    sal = te.explain.saliency(model, x, d["labels"][:n])
+    thresh = np.mean([M.box_iou(M.threshold_mask(s)[1], b) >= 0.5 for s, b in zip(sal, d["boxes"][:n])])
+    cbox = M.centre_box(d["boxes"][:n], sal.shape[1:])
+    centre = np.mean([M.box_iou(cbox, b) >= 0.5 for b in d["boxes"][:n]])
+    assert grab >= 0.80 and grab > thresh and grab > centre, (grab, thresh, centre)
+    assert rows["saliency"]["pointing_hard"] > rows["centre"]["pointing_hard"], B.format_table(rows)

@@ -134,9 +134,15 @@ def test_relu_kernels(rule, dt):
     x[0, 0, 0, :3] = 0                                         # exact zeros: [x > 0] is False there
     g = rng(2).standard_normal(x.shape).astype(dt)
     g[0, 1, 0, :3] = 0
+    x[1, 0, 0, :4] = [np.nan, np.nan, np.inf, -np.inf]       # NaN stays NaN; infinities are numbers
+    g[1, 0, 0, :2] = [1.0, -1.0]
+    g[1, 1, 0, :2] = np.nan                                    # a NaN gradient passes as NaN
+    x[1, 1, 0, :2] = [-1.0, 1.0]
     y = K.relu.forward(x)
+    assert np.isnan(y[1, 0, 0, :2]).all()
     assert_equal(G.relu.forward(gpu(x)), y, "relu forward")
-    assert_equal(G.relu.backward(gpu(y), gpu(g), rule), K.relu.backward(y, g, rule), f"relu backward {rule}")
+    masks = te.engine.RELU_MASKS[rule]
+    assert_equal(G.relu.backward(gpu(y), gpu(g), *masks), K.relu.backward(y, g, *masks), f"relu backward {rule}")
 
 
 MAXPOOL_CASES = [(3, 2, 0), (2, 2, 0), (3, 2, 1), (3, 1, 1), (5, 3, 2), (1, 1, 0)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import kernels as K, ops
+from tinygrad_explain import kernels as K, naive, ops
 
 from _reference import (away_from_zero, distinct, kink_margin, numeric_grad, one_and_all_threads,  # noqa: F401
                         rng, serial_kernels, tiny_network)
@@ -18,60 +18,17 @@ pytestmark = pytest.mark.usefixtures("serial_kernels")
 
 
 # --------------------------------------------------------------------------
-# naive NumPy references for the forward passes
+# the naive NumPy references for the forward passes live in the package
+# (tinygrad_explain/naive.py, forward and backward); tests/test_naive.py
+# checks their backward against the fast kernels
 # --------------------------------------------------------------------------
-def conv_ref(x, w, b, stride, padding, groups):
-    sh, sw = ops._pair(stride)
-    ph, pw = ops._pair(padding)
-    N, C, H, W = x.shape
-    O, Cg, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    oh, ow = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    y = np.zeros((N, O, oh, ow))
-    Og = O // groups
-    for o in range(O):
-        g = o // Og
-        for i in range(oh):
-            for j in range(ow):
-                patch = xp[:, g * Cg:(g + 1) * Cg, i * sh:i * sh + kh, j * sw:j * sw + kw]
-                y[:, o, i, j] = (patch * w[o]).sum(axis=(1, 2, 3))
-        if b is not None:
-            y[:, o] += b[o]
-    return y
+conv_ref = naive.conv2d_forward
+lrn_ref = naive.lrn_forward
+avgpool_ref = naive.adaptive_avg_pool2d_forward
 
 
 def maxpool_ref(x, k, s, p):
-    N, C, H, W = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
-    oh, ow = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
-    y = np.empty((N, C, oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            y[:, :, i, j] = xp[:, :, i * s:i * s + k, j * s:j * s + k].max(axis=(2, 3))
-    return y
-
-
-def lrn_ref(x, size, alpha, beta, k):
-    """PyTorch's / Caffe's across-channel LRN: window [c - size//2, c + (size-1)//2]."""
-    C = x.shape[1]
-    y = np.empty_like(x)
-    for c in range(C):
-        lo, hi = max(0, c - size // 2), min(C, c + (size - 1) // 2 + 1)
-        scale = k + alpha / size * (x[:, lo:hi] ** 2).sum(1)
-        y[:, c] = x[:, c] * scale ** -beta
-    return y
-
-
-def avgpool_ref(x, out_hw):
-    N, C, H, W = x.shape
-    OH, OW = out_hw
-    y = np.empty((N, C, OH, OW))
-    for i in range(OH):
-        h0, h1 = (i * H) // OH, -(-((i + 1) * H) // OH)
-        for j in range(OW):
-            w0, w1 = (j * W) // OW, -(-((j + 1) * W) // OW)
-            y[:, :, i, j] = x[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
-    return y
+    return naive.max_pool2d_forward(x, k, s, p)[0]
 
 
 # --------------------------------------------------------------------------
@@ -248,6 +205,39 @@ def test_relu_all_rules_equal_gradient_for_positive_input_and_upstream():
     g = rng(7).uniform(0.1, 2.0, (2, 4))
     for rule in te.RELU_RULES:
         np.testing.assert_array_equal(_relu_grad(x, g, rule), g)
+
+
+def test_relu_rules_read_the_one_table():
+    """Each rule's result is the formula dx = g * [x > 0 if mask_x] * [g > 0 if mask_g]
+    with its masks from te.engine.RELU_MASKS (the table the kernels are driven by)."""
+    assert te.engine.RELU_MASKS == {"backprop": (True, False), "deconvnet": (False, True), "guided": (True, True)}
+    assert te.RELU_RULES == ("backprop", "deconvnet", "guided")
+    x = away_from_zero((3, 7), seed=2)
+    g = away_from_zero((3, 7), seed=3)
+    for rule, (mask_x, mask_g) in te.engine.RELU_MASKS.items():
+        formula = g * ((x > 0) if mask_x else 1) * ((g > 0) if mask_g else 1)
+        np.testing.assert_array_equal(_relu_grad(x, g, rule), formula)
+
+
+def test_relu_propagates_nan():
+    """relu(NaN) = NaN (not 0), as in PyTorch; a NaN gradient comes back as NaN under every
+    rule, even where the masks would block a number; a NaN x lets g through (PyTorch's
+    threshold_backward does the same).  Infinities are numbers: masked like any other."""
+    x = np.array([np.nan, np.nan, -1.0, -1.0, 2.0, 2.0, np.inf, -np.inf, -0.0])
+    g = np.array([1.0, -1.0, np.nan, 1.0, np.nan, -np.inf, 1.0, 1.0, 1.0])
+    y = te.relu(te.Tensor(x)).numpy()
+    np.testing.assert_array_equal(y, [np.nan, np.nan, 0, 0, 2, 2, np.inf, 0, 0])
+    assert not np.signbit(y[-1])
+    expect = {"backprop": [1, -1, np.nan, 0, np.nan, -np.inf, 1, 0, 0],
+              "deconvnet": [1, 0, np.nan, 1, np.nan, 0, 1, 1, 1],
+              "guided": [1, 0, np.nan, 0, np.nan, 0, 1, 0, 0]}
+    for rule in te.RELU_RULES:
+        np.testing.assert_array_equal(_relu_grad(x, g, rule), expect[rule], err_msg=rule)
+    torch = pytest.importorskip("torch")
+    xt = torch.from_numpy(x).requires_grad_(True)
+    torch.relu(xt).backward(torch.from_numpy(np.nan_to_num(g, nan=5.0)))
+    assert torch.isnan(torch.relu(torch.from_numpy(x))[:2]).all()
+    np.testing.assert_array_equal(_relu_grad(x, np.nan_to_num(g, nan=5.0), "backprop"), xt.grad.numpy())
 
 
 def _guided_net(x, w1, b1, w2):
@@ -441,6 +431,110 @@ def test_cross_entropy():
     # composes: a scalar loss of a linear layer's output
     x, w = rng(2).standard_normal((4, 3)), rng(3).standard_normal((5, 3))
     assert te.gradcheck(lambda x, w: te.cross_entropy(te.linear(x, w), labels) * 2.0, [x, w])
+
+
+# --------------------------------------------------------------------------
+# exp, log, max, softmax, logsumexp; log_softmax and cross_entropy against them
+# --------------------------------------------------------------------------
+def test_exp_and_log():
+    x = rng(1).standard_normal((3, 4))
+    np.testing.assert_allclose(te.exp(te.Tensor(x)).numpy(), np.exp(x), rtol=1e-15)
+    assert te.gradcheck(te.exp, [x]) and te.gradcheck(lambda t: t.exp() * 2.0, [x])
+    pos = rng(2).uniform(0.2, 3.0, (3, 4))
+    np.testing.assert_allclose(te.log(te.Tensor(pos)).numpy(), np.log(pos), rtol=1e-15)
+    assert te.gradcheck(te.log, [pos]) and te.gradcheck(lambda t: t.log(), [pos])
+    np.testing.assert_allclose(te.log(te.exp(te.Tensor(x))).numpy(), x, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 2)])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_max_over_an_axis(axis, keepdims):
+    x = distinct((2, 3, 4), seed=1)                       # no ties: max is differentiable here
+    out = te.amax(te.Tensor(x), axis=axis, keepdims=keepdims)
+    np.testing.assert_array_equal(out.numpy(), x.max(axis=axis, keepdims=keepdims))
+    assert te.gradcheck(lambda t: t.max(axis=axis, keepdims=keepdims), [x])
+
+
+def test_max_ties_split_the_gradient_equally():
+    """The stated subgradient: k tied maxima get g/k each (PyTorch's amax does the same)."""
+    x = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [5.0, -1.0, 0.0]])
+    t = te.Tensor(x, requires_grad=True)
+    t.max(axis=1).backward(np.array([1.0, 3.0, 2.0]))
+    np.testing.assert_allclose(t.grad, [[0, 0.5, 0.5], [1, 1, 1], [2, 0, 0]], rtol=1e-15)
+    t = te.Tensor(x, requires_grad=True)
+    t.max().backward()                                    # one maximum over everything: 5
+    np.testing.assert_array_equal(t.grad, (x == 5.0).astype(float))
+    torch = pytest.importorskip("torch")
+    for axis in (0, 1):
+        tt = torch.from_numpy(x).requires_grad_(True)
+        torch.amax(tt, dim=axis).sum().backward()
+        t = te.Tensor(x, requires_grad=True)
+        t.max(axis=axis).sum().backward()
+        np.testing.assert_allclose(t.grad, tt.grad.numpy(), rtol=1e-15)
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax(axis):
+    s = 3 * rng(1).standard_normal((3, 5))
+    e = np.exp(s - s.max(axis, keepdims=True))
+    ref = e / e.sum(axis, keepdims=True)
+    p = te.softmax(te.Tensor(s), axis=axis).numpy()
+    np.testing.assert_allclose(p, ref, rtol=1e-14)
+    np.testing.assert_allclose(p.sum(axis), 1.0, rtol=1e-14)
+    assert te.gradcheck(lambda t: te.softmax(t, axis=axis), [s])
+    assert te.gradcheck(lambda t: t.softmax(axis=axis) * t, [s])
+    # an array in, no graph: the package's softmax of plain scores (te.explain.predict)
+    np.testing.assert_array_equal(te.softmax(s, axis=axis).numpy(), p)
+    big = te.softmax(te.Tensor(np.array([[1000.0, 0.0, -1000.0]]))).numpy()
+    np.testing.assert_allclose(big, [[1.0, 0.0, 0.0]], atol=1e-300)
+
+
+@pytest.mark.parametrize("axis, keepdims", [(-1, False), (-1, True), (0, False), ((0, 1), False)])
+def test_logsumexp(axis, keepdims):
+    s = 3 * rng(1).standard_normal((3, 5))
+    ref = np.log(np.exp(s).sum(axis=axis, keepdims=keepdims))
+    np.testing.assert_allclose(te.logsumexp(te.Tensor(s), axis=axis, keepdims=keepdims).numpy(), ref, rtol=1e-14)
+    assert te.gradcheck(lambda t: t.logsumexp(axis=axis, keepdims=keepdims), [s])
+    # its gradient is the softmax
+    t = te.Tensor(s, requires_grad=True)
+    te.logsumexp(t, axis=-1).sum().backward()
+    np.testing.assert_allclose(t.grad, te.softmax(s).numpy(), rtol=1e-14)
+
+
+def test_logsumexp_extremes():
+    s = np.array([[1000.0, 1000.0], [-np.inf, -np.inf], [np.inf, 0.0], [np.nan, 0.0]])
+    with np.errstate(divide="ignore", invalid="ignore"):     # log(0) and inf - inf, on purpose
+        y = te.logsumexp(te.Tensor(s)).numpy()
+    np.testing.assert_allclose(y[0], 1000.0 + np.log(2.0), rtol=1e-15)
+    assert y[1] == -np.inf and y[2] == np.inf and np.isnan(y[3])
+
+
+def test_log_softmax_is_scores_minus_logsumexp():
+    s = 3 * rng(2).standard_normal((4, 6))
+    for axis in (-1, 0):
+        composed = lambda t: t - te.logsumexp(t, axis=axis, keepdims=True)  # noqa: E731
+        np.testing.assert_allclose(te.log_softmax(te.Tensor(s), axis=axis).numpy(), composed(te.Tensor(s)).numpy(),
+                                   rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(te.exp(te.log_softmax(te.Tensor(s), axis=axis)).numpy(),
+                                   te.softmax(s, axis=axis).numpy(), rtol=1e-14)
+        v = rng(3).standard_normal(s.shape)
+        a, b = te.Tensor(s, requires_grad=True), te.Tensor(s, requires_grad=True)
+        te.log_softmax(a, axis=axis).backward(v)
+        composed(b).backward(v)
+        np.testing.assert_allclose(a.grad, b.grad, rtol=1e-13, atol=1e-14)
+        assert te.gradcheck(lambda t: te.log_softmax(t, axis=axis), [s])
+
+
+def test_cross_entropy_is_the_mean_negative_log_softmax_of_the_label():
+    s = 2 * rng(4).standard_normal((5, 4))
+    labels = np.array([0, 3, 3, 1, 2])
+    a, b = te.Tensor(s, requires_grad=True), te.Tensor(s, requires_grad=True)
+    loss = te.cross_entropy(a, labels)
+    composed = -te.log_softmax(b)[(np.arange(5), labels)].mean()
+    np.testing.assert_allclose(float(loss.data), float(composed.data), rtol=1e-15)
+    loss.backward()
+    composed.backward()
+    np.testing.assert_allclose(a.grad, b.grad, rtol=1e-14, atol=1e-16)
 
 
 # --------------------------------------------------------------------------

@@ -1,84 +1,107 @@
 """One explanation from the command line.
 
-    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX [--weights FILE] [--out PATH] [--device gpu]
+    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX|LAYER:C[:I:J] [--weights FILE] [--out PATH] [--device gpu]
+    python -m tinygrad_explain serve [--host 127.0.0.1] [--port 8000]   (the explorer: a local web page)
 
-METHOD       what is written to --out (PNG)
-saliency     the image-specific class saliency map max_c |dS/dx| (grey)
-guided       the guided-backprop gradient of the class score (colour)
-deconvnet    the deconvnet "gradient" of the class score (colour)
-grabcut      the image with the GrabCut mask (red) and its box (green); the box is printed
-class-model  the class model image of --target (no --image needed)
-maximize     the image maximising --unit of --layer (no --image needed)
-invert       the image beside --inits reconstructions from its --layer code (default fc7)
+METHOD          what is written to --out (PNG)
+saliency        the image-specific class saliency map max_c |dS/dx| (grey)
+guided          the guided-backprop gradient of the class score (colour)
+deconvnet       the deconvnet "gradient" of the class score (colour)
+smoothgrad      the saliency map averaged over --samples noisy copies (grey)
+gradcam         the Grad-CAM map of --layer (default: the last conv layer), over the image
+guided-gradcam  guided backprop times Grad-CAM (colour)
+occlusion       the drop of the class probability under a grey --patch slid by --stride (grey)
+grad-x-input    the image times its gradient, summed over channels (red +, blue -)
+grabcut         the image with the GrabCut mask (red) and its box (green); the box is printed
+class-model     the class model image of --target (no --image needed)
+maximize        the image maximising --unit of --layer (no --image needed)
+invert          the image beside --inits reconstructions from its --layer code (default fc7)
+
+`python -m tinygrad_explain METHOD --help` lists that method's options.
 
 The image may be any size and greyscale or colour: it is converted to RGB and
 resized the model file's way (te.image.load: for the embedded model, warped to
-64x64).  --target defaults to the predicted class.  The model is the embedded
+64x64).  --target defaults to the predicted class; for saliency, guided, deconvnet
+and grabcut it may also be a channel, conv5:12 (its mean activation), or one
+neuron, conv5:12:3:4 (channel 12, row 3, column 4).  The model is the embedded
 one unless --weights names another model file.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
-METHODS = ("saliency", "guided", "deconvnet", "grabcut", "class-model", "maximize", "invert")
-
-
-def _save_png(img, path: Path):
-    """Write atomically (temp file + rename) so a failure never leaves a half-written PNG."""
-    from PIL import Image
-    path = Path(path)
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise PermissionError(f"cannot write {path}: folder {parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=parent)
-    except OSError as e:
-        raise PermissionError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(img).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+METHODS = {   # name: (one line for its --help, its own options beyond the common ones)
+    "saliency": ("Simonyan et al. 2014's saliency map max_c |dS/dx| (grey).", ()),
+    "guided": ("The guided-backprop gradient of the class score (Springenberg et al. 2015), in colour.", ()),
+    "deconvnet": ("The deconvnet 'gradient' of the class score (Zeiler & Fergus 2014), in colour.", ()),
+    "smoothgrad": ("SmoothGrad (Smilkov et al. 2017): the saliency map averaged over noisy copies of the image.",
+                   ("noise", "samples", "seed")),
+    "gradcam": ("Grad-CAM (Selvaraju et al. 2017) of a conv layer, upsampled and laid over the image.", ("layer",)),
+    "guided-gradcam": ("Guided Grad-CAM (Selvaraju et al. 2017): guided backprop times Grad-CAM, in colour.",
+                       ("layer",)),
+    "occlusion": ("Occlusion sensitivity (Zeiler & Fergus 2014): how much the class probability drops when a "
+                  "grey square covers each pixel.", ("patch", "stride")),
+    "grad-x-input": ("Gradient x input (Shrikumar et al. 2016), summed over channels: red positive, blue negative.",
+                     ()),
+    "grabcut": ("Saliency -> GrabCut object mask (red) and box (green) (Simonyan et al. 2014, section 6).", ()),
+    "class-model": ("The class model image of --target (Simonyan et al. 2014); no --image needed.",
+                    ("steps", "lr", "seed")),
+    "maximize": ("The image maximising --unit of --layer (activation maximisation); no --image needed.",
+                 ("layer", "unit", "steps", "lr", "seed")),
+    "invert": ("The image beside --inits reconstructions from its --layer code (Mahendran & Vedaldi 2015).",
+               ("layer", "inits", "steps", "lr", "seed")),
+}
+GRADIENT_MAPS = ("saliency", "guided", "deconvnet", "smoothgrad", "gradcam", "guided-gradcam", "occlusion",
+                 "grad-x-input", "grabcut")
+OBJECTIVE_MAPS = ("saliency", "guided", "deconvnet", "grabcut")   # also take channel / neuron targets
 
 
 def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--image", help="image file (any size; resized as the model file says)")
+    common.add_argument("--target", help="class name or index (default: the predicted class), or for saliency, "
+                        "guided, deconvnet and grabcut also a channel LAYER:C or a neuron LAYER:C:I:J")
+    common.add_argument("--weights", help="model file (default: the embedded model)")
+    common.add_argument("--out", help="output PNG (default: METHOD.png)")
+    common.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="where the network runs (gpu: needs CuPy and a CUDA device; default cpu)")
+    common.add_argument("--threads", type=int, default=1,
+                        help="Numba/BLAS threads (default 1; 0 = library default)")
+    own = {
+        "layer": dict(help="layer: for maximize (required), invert (default fc7), gradcam / guided-gradcam "
+                           "(default: the last conv layer after its ReLU)"),
+        "unit": dict(help="unit for maximize: a channel/neuron index, or c,i,j"),
+        "inits": dict(type=int, default=5, help="reconstructions for invert (default 5)"),
+        "steps": dict(type=int, help="optimisation steps"),
+        "lr": dict(type=float, help="optimisation step size"),
+        "seed": dict(type=int, default=0, help="random seed (default 0)"),
+        "noise": dict(type=float, default=0.15, help="noise level, a fraction of the image's range (default 0.15)"),
+        "samples": dict(type=int, default=25, help="noisy copies averaged (default 25)"),
+        "patch": dict(type=int, help="side of the grey square in pixels (default 1/8 of the image side)"),
+        "stride": dict(type=int, help="step of the grey square in pixels (default half a patch)"),
+    }
     ap = argparse.ArgumentParser(prog="python -m tinygrad_explain", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("method", choices=METHODS)
-    ap.add_argument("--image", help="image file (any size; resized as the model file says)")
-    ap.add_argument("--target", help="class name or index (default: the predicted class)")
-    ap.add_argument("--weights", help="model file (default: the embedded model)")
-    ap.add_argument("--out", help="output PNG (default: METHOD.png)")
-    ap.add_argument("--layer", help="layer for maximize (required) / invert (default fc7)")
-    ap.add_argument("--unit", help="unit for maximize: a channel/neuron index, or c,i,j")
-    ap.add_argument("--inits", type=int, default=5, help="reconstructions for invert (default 5)")
-    ap.add_argument("--steps", type=int, help="optimisation steps (class-model, maximize, invert)")
-    ap.add_argument("--lr", type=float, help="optimisation step size")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                    help="where the network runs (gpu: needs CuPy and a CUDA device; default cpu)")
-    ap.add_argument("--threads", type=int, default=1, help="Numba/BLAS threads (default 1; 0 = library default)")
+    sub = ap.add_subparsers(dest="method", metavar="METHOD", required=True)
+    sub.add_parser("serve", help="The explorer: a local web page for every map above "
+                                 "(python -m tinygrad_explain serve --help; handled by tinygrad_explain.explorer).")
+    for name, (text, options) in METHODS.items():
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        for o in options:
+            p.add_argument(f"--{o}", **own[o])
+        p.set_defaults(**{o: own[o].get("default") for o in own if o not in options})
     return ap
 
 
 def run(args) -> str:
     import tinygrad_explain as te
     from tinygrad_explain import explain as X, figures as F, image as te_image
+    from tinygrad_explain.safe_io import check_output
+    out = check_output(args.out or f"{args.method}.png", inputs=[p for p in (args.image, args.weights) if p])
     model = te.load_model(args.weights, device=args.device)
-    out = Path(args.out or f"{args.method}.png")
-    if not out.resolve().parent.is_dir():
-        raise PermissionError(f"cannot write {out}: folder {out.resolve().parent} does not exist")
     opt = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
     needs_image = args.method not in ("class-model", "maximize")
     if needs_image and not args.image:
@@ -90,16 +113,30 @@ def run(args) -> str:
         _, probs = X.predict(model, x)
         pred = int(probs[0].argmax())
         msg.append(f"predicted: {names[pred]} (index {pred}, softmax {probs[0, pred]:.3f})")
-    target = X.resolve_class(model, args.target) if args.target is not None else (
-        pred if x is not None else None)
-    if args.method in ("saliency", "guided", "deconvnet", "grabcut"):
-        msg.append(f"target: {names[target]} (index {target})")
+    target = args.target if args.target is not None else (pred if x is not None else None)
+    if args.method in OBJECTIVE_MAPS:
+        obj = X.resolve_objective(model, target, 1)       # a class, a channel (conv5:12) or a neuron (conv5:12:3:4)
+        msg.append(f"target: {obj.labels[0]}" + (f" (index {obj.classes[0]})" if obj.classes is not None else ""))
+    elif target is not None:
+        target = X.resolve_class(model, target)
+        if args.method in GRADIENT_MAPS:
+            msg.append(f"target: {names[target]} (index {target})")
     picture = te_image.to_display(x, model) if x is not None else None
 
     if args.method == "saliency":
-        img = F.upscale(F.heat(X.saliency(model, x, target)[0]))
+        values = X.saliency(model, x, target)[0]
     elif args.method in ("guided", "deconvnet"):
-        img = F.upscale(F.grad_picture(X.gradient(model, x, target, rule=args.method)[0]))
+        values = X.gradient(model, x, target, rule=args.method)[0]
+    elif args.method == "smoothgrad":
+        values = X.smoothgrad(model, x, target, noise=args.noise, samples=args.samples, seed=args.seed)[0]
+    elif args.method == "gradcam":
+        values = X.gradcam(model, x, target, layer=args.layer)[0]
+    elif args.method == "guided-gradcam":
+        values = X.guided_gradcam(model, x, target, layer=args.layer)[0]
+    elif args.method == "occlusion":
+        values = X.occlusion(model, x, target, patch=args.patch, stride=args.stride)[0]
+    elif args.method == "grad-x-input":
+        values = X.gradient_x_input(model, x, target)[0]
     elif args.method == "grabcut":
         mask, box = X.grabcut_mask(picture, X.saliency(model, x, target)[0])
         img = F.overlay(picture, mask, box)
@@ -123,13 +160,28 @@ def run(args) -> str:
         img = np.asarray(F.grid([picture] + inv.display, ["original"] + [f"error {e:.3f}" for e in inv.errors]))
         msg.append("normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
         msg.append(f"mean pairwise |difference|: {inv.mean_pairwise_mad:.4f}")
-    _save_png(img, out)
+    if args.method in GRADIENT_MAPS and args.method != "grabcut":
+        img = F.upscale(F.method_picture(args.method, values, picture))
+    F.save_png(img, out)
     msg.append(f"wrote {out}")
     return "\n".join(msg)
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        from .explorer import main as serve
+        return serve(argv[1:])
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    for name, lo in (("threads", 0), ("inits", 1), ("steps", 1)):
+        v = getattr(args, name, None)               # checked before any work
+        if v is not None and v < lo:
+            ap.error(f"--{name} must be at least {lo}, got {v}")
+    if args.lr is not None and not 0 < args.lr < float("inf"):
+        ap.error(f"--lr must be a positive number, got {args.lr}")
+    if args.noise is not None and not 0 <= args.noise < float("inf"):
+        ap.error(f"--noise must be a non-negative number, got {args.noise}")
     import tinygrad_explain as te
     from tinygrad_explain import explain as X
     from tinygrad_explain.device import set_num_threads

@@ -16,53 +16,61 @@ Two details matter for explaining networks:
 * **The ReLU backward rule is engine state.**  ``with relu_backward("guided"):``
   changes what *every* ReLU passes back while that backward runs
   (see :mod:`tinygrad_explain.ops` ``ReLU``), however the model is written.
+
+Both switches (``no_grad`` and the ReLU rule) are **per thread** (context
+variables): a ``with relu_backward("guided"):`` or ``no_grad()`` in one
+thread never changes what another thread computes.  A new thread starts
+with the defaults (grad on, rule "backprop").
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 
 import numpy as np
 
-_GRAD_ENABLED = True
-RELU_RULES = ("backprop", "deconvnet", "guided")
-_RELU_RULE = "backprop"
+# The ReLU backward rules, in one table: name -> (mask by x, mask by g), where
+#     dx = g * [x > 0 if mask by x] * [g > 0 if mask by g]
+# The engine, the CPU kernel (kernels/relu.py) and the GPU kernel (kernels/relu.cu) all read it.
+RELU_MASKS = {
+    "backprop": (True, False),     # dx = g * [x > 0]               the true gradient
+    "deconvnet": (False, True),    # dx = g * [g > 0]               Zeiler & Fergus 2014
+    "guided": (True, True),        # dx = g * [x > 0] * [g > 0]     Springenberg et al. 2015
+}
+RELU_RULES = tuple(RELU_MASKS)
+_GRAD_ENABLED = contextvars.ContextVar("tinygrad_explain_grad_enabled", default=True)
+_RELU_RULE = contextvars.ContextVar("tinygrad_explain_relu_rule", default="backprop")
 
 
 @contextlib.contextmanager
-def no_grad():
-    """Inside this block no graph is recorded (inference, finite differences)."""
-    global _GRAD_ENABLED
-    prev, _GRAD_ENABLED = _GRAD_ENABLED, False
+def _set(var, value):
+    """Set a context variable for the ``with`` block (this thread only)."""
+    token = var.set(value)
     try:
         yield
     finally:
-        _GRAD_ENABLED = prev
+        var.reset(token)
+
+
+def no_grad():
+    """Inside this block no graph is recorded (inference, finite differences)."""
+    return _set(_GRAD_ENABLED, False)
 
 
 def is_grad_enabled() -> bool:
-    return _GRAD_ENABLED
+    return _GRAD_ENABLED.get()
 
 
-@contextlib.contextmanager
 def relu_backward(rule: str):
-    """Choose what every ReLU passes back while ``.backward()`` runs.
-
-    ``"backprop"``  dx = dy * [x > 0]               (the true gradient)
-    ``"deconvnet"`` dx = dy * [dy > 0]              (Zeiler & Fergus 2014)
-    ``"guided"``    dx = dy * [x > 0] * [dy > 0]    (Springenberg et al. 2015)
-    """
-    global _RELU_RULE
+    """Choose what every ReLU passes back while ``.backward()`` runs: one of
+    ``RELU_RULES`` ("backprop", "deconvnet", "guided"), whose masks ``RELU_MASKS`` gives."""
     if rule not in RELU_RULES:
         raise ValueError(f"unknown ReLU backward rule {rule!r}; expected one of {RELU_RULES}")
-    prev, _RELU_RULE = _RELU_RULE, rule
-    try:
-        yield
-    finally:
-        _RELU_RULE = prev
+    return _set(_RELU_RULE, rule)
 
 
 def current_relu_rule() -> str:
-    return _RELU_RULE
+    return _RELU_RULE.get()
 
 
 def _xp(a):
@@ -96,6 +104,7 @@ class Tensor:
         self._ctx = None        # the Function that produced this tensor (None for leaves)
         self._parents = ()      # that Function's tensor inputs
         self._released = False  # made by a Function whose graph a backward() has freed
+        self._retains_grad = False  # a non-leaf that keeps its .grad (retain_grad())
         self.version = 0        # bumped by mark_changed() after an in-place write to .data
 
     # ----- array-like conveniences -------------------------------------
@@ -114,6 +123,15 @@ class Tensor:
         from .device import move
         data = move(self.data, device)
         return self if data is self.data else Tensor(data, requires_grad=self.requires_grad)
+
+    def retain_grad(self) -> "Tensor":
+        """Keep dL/d(self) in ``.grad`` after ``backward()`` although ``self`` is not a leaf
+        (an intermediate activation: "what gradient reaches conv3?").  Returns self."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad() on a tensor that does not require grad: "
+                               "nothing will flow back through it")
+        self._retains_grad = True
+        return self
 
     def mark_changed(self):
         """Say that ``.data`` was written in place (the optimisers call it after each
@@ -173,11 +191,10 @@ class Tensor:
             if node._released:
                 raise RuntimeError("backward through a graph that an earlier backward() already freed; "
                                    "pass retain_graph=True to the first backward, or recompute the forward pass")
-            if node._ctx is None:                      # a leaf: keep its gradient (never aliasing another array)
-                if g is not None:
-                    node.grad = g.copy() if node.grad is None else node.grad + g
-                continue
-            if g is None:
+            if g is not None and (node._ctx is None or node._retains_grad):
+                # a leaf, or a tensor that asked to keep its gradient (never aliasing another array)
+                node.grad = g.copy() if node.grad is None else node.grad + g
+            if node._ctx is None or g is None:
                 continue
             in_grads = node._ctx.backward(g)
             if not isinstance(in_grads, tuple):
@@ -208,7 +225,7 @@ class Function:
         if len(tensors) > 1:
             _check_same_device(cls.__name__, tensors)
         ctx = cls()
-        ctx.needs_grad = tuple(t.requires_grad for t in tensors) if _GRAD_ENABLED else (False,) * len(tensors)
+        ctx.needs_grad = tuple(t.requires_grad for t in tensors) if _GRAD_ENABLED.get() else (False,) * len(tensors)
         out = Tensor(ctx.forward(*(t.data for t in tensors), **params))
         if any(ctx.needs_grad):
             out.requires_grad = True

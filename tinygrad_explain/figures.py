@@ -5,17 +5,29 @@ runs.  Figures (file names in the gallery order):
 
     toy_relu_rules.png     the slide's 4x4 example: ReLU forward, then the gradient
                            passed back by backprop / deconvnet / guided backprop
-    class_models.png       a class model image per class (Simonyan et al. 2014, fig. 1)
+    class_models.png       a class model image per class (Simonyan et al. 2014, fig. 1): the
+                           paper's recipe beside the default natural-image priors
     neurons_<layer>.png    images maximising units of a conv layer and of fc7
     saliency.png           image-specific class saliency maps (Simonyan fig. 2)
     grabcut.png            image / saliency / GrabCut mask / box (Simonyan fig. 3)
     inversion_fc7.png      an image and five reconstructions from its fc7 code
                            (Mahendran & Vedaldi 2015)
+    inversion_layers.png   the same image reconstructed from each layer, conv1 ... fc8
     rules.png              backprop vs deconvnet vs guided backprop, same image and class
+    methods.png            the methods that came next, beside the lecture's, on the same images:
+                           SmoothGrad, Grad-CAM, guided Grad-CAM, occlusion, gradient x input
+    explainer_benchmark.png  every method scored on the 500 shipped scenes (plotted from
+                           docs/bench_explainers.json, written by scripts/bench_explainers.py;
+                           embedded model only)
+    sanity_cascade.png     every method's map as the weights are randomised from fc8 down
+                           (Adebayo et al. 2018's cascading randomisation)
 
-Everything is written into a temporary folder beside ``out_dir`` which is
-renamed to ``out_dir`` only when complete (``index.html`` last), so an
-interrupted run never leaves a gallery that looks finished.
+Everything is drawn into a private temporary folder (inside ``out_dir``, or
+beside it when it does not exist yet); only when every figure is done are
+the files moved into ``out_dir`` (``index.html`` last), each replacing just
+its namesake.  So an interrupted run leaves the old gallery as it was, and
+nothing else in ``out_dir`` -- notes, other figures, figures left out by
+``--only``, subfolders -- is ever removed (``--out .`` is safe).
 """
 from __future__ import annotations
 
@@ -36,6 +48,8 @@ from PIL import Image, ImageDraw, ImageFont
 from . import explain as X
 from .device import set_num_threads
 from . import image as te_image
+from .modelfile import DEFAULT_WEIGHTS
+from .safe_io import atomic_write, write_text
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
 def _say(text):
@@ -136,9 +150,51 @@ def heat(sal: np.ndarray) -> np.ndarray:
     return te_image.normalize_display(sal, mode="abs", percentile=99)
 
 
+def signed_heat(m: np.ndarray) -> np.ndarray:
+    """A signed map (H, W) as colour: red where positive, blue where negative, white at 0
+    (scaled by the 99th percentile of |m|)."""
+    m = np.asarray(m, np.float64)
+    s = np.percentile(np.abs(m), 99) or 1.0
+    v = np.clip(m / s, -1, 1)[..., None]
+    out = 1 - np.abs(v) * np.where(v > 0, [0, 1, 1], [1, 1, 0])
+    return (out * 255 + 0.5).astype(np.uint8)
+
+
+def cam_overlay(img: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """A class activation map (H, W), >= 0, in the jet colours laid over the picture
+    (uint8 (H, W, 3)), as Grad-CAM's figures show it."""
+    jet = cv2.applyColorMap(normalize_cam(cam), cv2.COLORMAP_JET)[..., ::-1]
+    return (alpha * _rgb(img) + (1 - alpha) * jet + 0.5).astype(np.uint8)
+
+
+def normalize_cam(cam: np.ndarray) -> np.ndarray:
+    """(H, W) >= 0 -> uint8 0..255, divided by its maximum (an all-zero map stays 0)."""
+    cam = np.maximum(np.asarray(cam, np.float64), 0)
+    return (255 * cam / (cam.max() or 1.0) + 0.5).astype(np.uint8)
+
+
 def grad_picture(g: np.ndarray) -> np.ndarray:
     """A (C, H, W) input gradient as a colour picture (min-max, 0.5% clipped on each side)."""
     return te_image.normalize_display(g, mode="minmax", percentile=99.5)
+
+
+def method_picture(method: str, values: np.ndarray, picture: np.ndarray) -> np.ndarray:
+    """How the CLI and the explorer show one image's map of a gradient method (not upscaled).
+
+    ``values`` is what te.explain returned for that image: (C, H, W) for gradient, guided,
+    deconvnet, guided-gradcam, grad-x-input; (H, W) for saliency, smoothgrad, gradcam,
+    occlusion.  ``picture`` the image, uint8 (H, W, 3) (Grad-CAM is laid over it)."""
+    if method in ("saliency", "smoothgrad"):
+        return heat(values)
+    if method in ("gradient", "backprop", "guided", "deconvnet", "guided-gradcam"):
+        return grad_picture(values)
+    if method == "gradcam":
+        return cam_overlay(picture, values)
+    if method == "occlusion":
+        return heat(np.maximum(values, 0))           # where covering the pixel lowers the probability
+    if method == "grad-x-input":
+        return signed_heat(values.sum(0))
+    raise ValueError(f"no picture for method {method!r}")
 
 
 def overlay(img: np.ndarray, mask=None, box=None, truth_box=None) -> np.ndarray:
@@ -191,7 +247,8 @@ def fig_toy(inp, out, summary):
     t = X.relu_toy_example()
     tables = [("input x", t["input"]), ("ReLU(x)", t["relu"]), ("gradient from above", t["grad_out"]),
               ("backprop", t["backprop"]), ("deconvnet", t["deconvnet"]), ("guided backprop", t["guided"])]
-    table_image(tables, "ReLU forward, then three ways to pass the gradient back").save(out / "toy_relu_rules.png")
+    save_png(table_image(tables, "ReLU forward, then three ways to pass the gradient back"),
+             out / "toy_relu_rules.png")
     text = "\n\n".join(f"{n}\n" + "\n".join(" ".join(f"{v:4g}" for v in row) for row in a) for n, a in tables)
     _say(text)
     rows = "".join("<td><b>{}</b><table class=m>{}</table></td>".format(
@@ -207,22 +264,37 @@ def fig_toy(inp, out, summary):
 
 
 def fig_class_models(inp, out, summary):
+    """The paper's recipe (Simonyan et al. 2014) beside the default natural-image priors, same classes."""
     m, s = inp.model, inp.settings.get("class_model", {})
-    v = X.class_model(m, inp.classes, **s)
-    labels = [f"{lb}\nsoftmax {p:.3f}" for lb, p in zip(v.labels, v.probability)]
-    grid(v.display, labels, ncol=min(5, len(labels)), title="Class models: argmax_I S_c(I) - lambda |I|^2").save(
-        out / "class_models.png")
+    tiles, labels = [], []
+    runs = {}
+    for recipe in ("simonyan2014", X.visualize.DEFAULT_RECIPE):
+        v = X.class_model(m, inp.classes, recipe=recipe, **s)
+        runs[recipe] = v
+        tiles += v.display
+        labels += [f"{lb}\n{recipe} p {p:.3f}" for lb, p in zip(v.labels, v.probability)]
+    n = len(runs["simonyan2014"].labels)
+    save_png(grid(tiles, labels, ncol=min(n, 10) if n <= 10 else 5,
+                  title="Class models argmax_I S_c(I) - priors(I): the paper's recipe (top) and natural-image "
+                        "priors (bottom)"), out / "class_models.png")
+    v = runs[X.visualize.DEFAULT_RECIPE]
     summary["class_models"] = {lb: float(p) for lb, p in zip(v.labels, v.probability)}
+    summary["class_models_simonyan2014"] = {lb: float(p) for lb, p in
+                                            zip(runs["simonyan2014"].labels, runs["simonyan2014"].probability)}
     summary["class_model_settings"] = {k: v_ for k, v_ in s.items() if k != "progress"}
-    _say("class-model softmax per class:")
-    for lb, p, sc in zip(v.labels, v.probability, v.final):
-        _say(f"  {lb:<20} softmax {p:.4f}   score {sc:.2f}")
+    _say("class-model softmax per class (simonyan2014 / natural):")
+    for lb, p0, p, sc in zip(v.labels, runs["simonyan2014"].probability, v.probability, v.final):
+        _say(f"  {lb:<20} softmax {p0:.4f} / {p:.4f}   score (natural) {sc:.2f}")
     return Figure("class_models", "class_models.png",
                   "Class model visualisation (Simonyan et al. 2014): gradient ascent on the unnormalised class "
-                  "score S<sub>c</sub>(I) &minus; &lambda;&Vert;I&Vert;<sup>2</sup>, starting from the zero (mean) "
-                  "image plus faint noise (the exact zero image is a dead point of this network), with Adam "
-                  "steps; the mean is added back and the contrast stretched for display. Under each image: the softmax probability the "
-                  "network gives it for that class.")
+                  "score S<sub>c</sub>(I) from the zero (mean) image plus faint noise (the exact zero image is a "
+                  "dead point of this network). <b>Top: the paper's recipe</b> -- plain gradient ascent with an "
+                  "L2 prior &minus;&lambda;&Vert;I&Vert;<sup>2</sup>: the network's score rises just as well, but "
+                  "through high-frequency patterns. <b>Bottom: natural-image priors</b> (the default) -- the image "
+                  "made from a decorrelated-colour Fourier spectrum, randomly shifted, scaled and rotated at every "
+                  "step, kept in the valid pixel range (Olah et al. 2017; Yosinski et al. 2015), Adam steps. "
+                  "The mean is added back and the contrast stretched for display. Under each image: the softmax "
+                  "probability the network gives it for that class.")
 
 
 def fig_neurons(inp, out, summary):
@@ -232,8 +304,8 @@ def fig_neurons(inp, out, summary):
         v = X.maximize(m, layer, units, **s)
         labels = [f"{lb}\nact {a:.2f}" for lb, a in zip(v.labels, v.final)]
         what = "channel (mean activation)" if len(m.shapes[layer]) == 3 else "neuron"
-        grid(v.display, labels, ncol=min(8, len(labels)),
-             title=f"Images maximising {layer} units (one {what} each)").save(out / f"neurons_{layer}.png")
+        save_png(grid(v.display, labels, ncol=min(8, len(labels)),
+                      title=f"Images maximising {layer} units (one {what} each)"), out / f"neurons_{layer}.png")
         summary[f"neurons_{layer}"] = {lb: float(a) for lb, a in zip(v.labels, v.final)}
         figs.append(Figure(f"neurons_{layer}", f"neurons_{layer}.png",
                            f"Neuron maximisation for {len(units)} units of <b>{layer}</b> (those most active on "
@@ -251,8 +323,8 @@ def fig_saliency(inp, out, summary):
     for i in range(len(inp.x)):
         tiles += [inp.pictures[i], heat(sal[i])]
         labels += [f"{inp.names[i]}", f"saliency: {_cls(m, pred[i])}\n(p={probs[i, pred[i]]:.2f})"]
-    grid(tiles, labels, ncol=min(len(tiles), 8), title="Image-specific class saliency: max_c |dS_c/dI|").save(
-        out / "saliency.png")
+    save_png(grid(tiles, labels, ncol=min(len(tiles), 8), title="Image-specific class saliency: max_c |dS_c/dI|"),
+             out / "saliency.png")
     inp.settings["_saliency"] = (pred, sal)
     return Figure("saliency", "saliency.png",
                   "Saliency maps (Simonyan et al. 2014): the magnitude of the gradient of the predicted class's "
@@ -270,10 +342,10 @@ def fig_grabcut(inp, out, summary):
     for i in range(len(inp.x)):
         mask, box = X.grabcut_mask(inp.pictures[i], sal[i])
         tb = inp.truth_boxes[i] if inp.truth_boxes is not None else None
-        iou = f"\nbox IoU {X.localization.box_iou(box, tb):.2f}" if tb is not None else ""
+        iou = f"\nbox IoU {X.metrics.box_iou(box, tb):.2f}" if tb is not None else ""
         tiles += [inp.pictures[i], heat(sal[i]), (mask * 255).astype(np.uint8), overlay(inp.pictures[i], mask, box, tb)]
         labels += [inp.names[i], f"saliency ({_cls(m, pred[i])})", "GrabCut mask", "box" + iou]
-    grid(tiles, labels, ncol=4, title="Saliency -> GrabCut -> object mask and box").save(out / "grabcut.png")
+    save_png(grid(tiles, labels, ncol=4, title="Saliency -> GrabCut -> object mask and box"), out / "grabcut.png")
     gt = " (blue: ground-truth box)" if inp.truth_boxes is not None else ""
     return Figure("grabcut", "grabcut.png",
                   "Weakly supervised segmentation (Simonyan et al. 2014, section 6): pixels above the 95% "
@@ -287,8 +359,8 @@ def fig_inversion(inp, out, summary):
     i = int(inp.settings.get("invert_image", 0))
     inv = X.invert(m, inp.x[i], layer="fc7", inits=5, **s)
     labels = [f"original\n{inp.names[i]}"] + [f"init {k + 1}\nerror {e:.3f}" for k, e in enumerate(inv.errors)]
-    grid([inp.pictures[i]] + inv.display, labels, ncol=6, title="Reconstructions from the fc7 code").save(
-        out / "inversion_fc7.png")
+    save_png(grid([inp.pictures[i]] + inv.display, labels, ncol=6, title="Reconstructions from the fc7 code"),
+             out / "inversion_fc7.png")
     pair = inv.pairwise_mad
     summary["inversion"] = {"errors": inv.errors.tolist(), "pairwise_mean_abs_diff": pair.tolist(),
                             "mean_pairwise_mean_abs_diff": inv.mean_pairwise_mad,
@@ -301,10 +373,28 @@ def fig_inversion(inp, out, summary):
                   "each optimised to match the original's fc7 code (normalised error "
                   "&Vert;&phi;(x)&minus;&phi;<sub>0</sub>&Vert;/&Vert;&phi;<sub>0</sub>&Vert; under each) with "
                   "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule (Adam steps, "
-                  "smooth random starts; see docs/explainers.md). Different starts give different images with "
-                  "the same code: what they share is what fc7 keeps.",
+                  "smooth random starts, jitter; see docs/explainers.md). Different starts give different images "
+                  "with the same code: what they share is what fc7 keeps.",
                   extra_html="<p>Pairwise mean absolute difference between reconstructions (model space):</p>"
                              f"<table class=m>{rows}</table>")
+
+
+def fig_inversion_layers(inp, out, summary):
+    m, s = inp.model, dict(inp.settings.get("invert_layers", {}))
+    i = int(inp.settings.get("invert_image", 0))
+    res = X.invert_layers(m, inp.x[i], **s)
+    labels = [f"original\n{inp.names[i]}"] + [f"{l}\nerror {e:.3f}" for l, e in zip(res.layers, res.errors)]
+    save_png(grid([inp.pictures[i]] + res.display, labels, ncol=min(6, len(labels)),
+                  title="Reconstructions of one image from each layer's code"), out / "inversion_layers.png")
+    summary["inversion_layers"] = {l: float(e) for l, e in zip(res.layers, res.errors)}
+    _say("inversion per layer, normalised errors: " + " ".join(f"{l} {e:.3f}" for l, e in zip(res.layers, res.errors)))
+    return Figure("inversion_layers", "inversion_layers.png",
+                  "Inverting each layer's code of the same image (Mahendran &amp; Vedaldi 2015, their figure of "
+                  "reconstructions layer by layer): one reconstruction per layer, all optimised as one batch "
+                  "with the same priors as the fc7 figure; the normalised error "
+                  "&Vert;&phi;<sub>l</sub>(x)&minus;&phi;<sub>l,0</sub>&Vert;/&Vert;&phi;<sub>l,0</sub>&Vert; "
+                  "under each. Early layers keep the picture almost exactly; deeper ones keep less of "
+                  "where and what colour things are.")
 
 
 def fig_rules(inp, out, summary):
@@ -320,8 +410,8 @@ def fig_rules(inp, out, summary):
             tiles.append(grad_picture(X.gradient(m, inp.x[i], int(pred[i]), rule=rule)[0]))
             labels.append({"backprop": "backprop (gradient)", "deconvnet": "deconvnet",
                            "guided": "guided backprop"}[rule])
-    grid(tiles, labels, ncol=4, title="The same image and class under the three backward rules").save(
-        out / "rules.png")
+    save_png(grid(tiles, labels, ncol=4, title="The same image and class under the three backward rules"),
+             out / "rules.png")
     return Figure("rules", "rules.png",
                   "Data gradient, deconvnet (Zeiler &amp; Fergus 2014) and guided backpropagation "
                   "(Springenberg et al. 2015) for the same image and class: only what the ReLUs pass back "
@@ -329,8 +419,138 @@ def fig_rules(inp, out, summary):
                   "gives the cleanest picture.")
 
 
+def fig_methods(inp, out, summary):
+    """Each method's map of the predicted class for the first four images, one row each."""
+    m = inp.model
+    x = inp.x[:4]
+    pred = X.predict(m, x)[1].argmax(1)
+    H = x.shape[2]
+    patch = max(1, H // 8)
+    maps = {"saliency": lambda: [heat(s) for s in X.saliency(m, x, pred)],
+            "guided backprop": lambda: [grad_picture(g) for g in X.gradient(m, x, pred, rule="guided")],
+            "SmoothGrad": lambda: [heat(s) for s in X.smoothgrad(m, x, pred)],
+            f"Grad-CAM ({X.attribution.default_cam_layer(m)})":
+                lambda: [cam_overlay(p, c) for p, c in zip(inp.pictures, X.gradcam(m, x, pred))],
+            "guided Grad-CAM": lambda: [grad_picture(g) for g in X.guided_gradcam(m, x, pred)],
+            f"occlusion ({patch} px, stride {patch})":
+                lambda: [heat(np.maximum(o, 0)) for o in X.occlusion(m, x, pred, patch=patch, stride=patch)],
+            "gradient x input": lambda: [signed_heat(g.sum(0)) for g in X.gradient_x_input(m, x, pred)]}
+    columns = {name: f() for name, f in maps.items()}
+    tiles, labels = [], []
+    for i in range(len(x)):
+        tiles.append(inp.pictures[i])
+        labels.append(f"{inp.names[i]}\nexplained: {_cls(m, pred[i])}")
+        for name, col in columns.items():
+            tiles.append(col[i])
+            labels.append(name)
+    save_png(grid(tiles, labels, ncol=len(columns) + 1, title="The methods that came next, on the same images"),
+             out / "methods.png")
+    figs = [Figure("methods", "methods.png",
+                   "After the lecture's methods: SmoothGrad (Smilkov et al. 2017, 25 noisy copies at 15% of the "
+                   "image's range), Grad-CAM of the last conv layer and guided Grad-CAM (Selvaraju et al. 2017), "
+                   "occlusion (Zeiler &amp; Fergus 2014: the drop of the class probability when a grey square "
+                   "covers each pixel) and gradient x input (red: positive, blue: negative).  Which of them can "
+                   "be trusted is measured below.")]
+    bench = Path(__file__).resolve().parent.parent / "docs" / "bench_explainers.json"
+    if getattr(m, "path", None) and Path(m.path).resolve() == DEFAULT_WEIGHTS.resolve() and bench.exists():
+        report = json.loads(bench.read_text(encoding="utf-8"))
+        plot_benchmark(report, out / "explainer_benchmark.png")
+        figs.append(Figure("explainer benchmark", "explainer_benchmark.png",
+                           f"Every method on {report['n']} shipped scenes with known masks, measured by "
+                           "<code>python scripts/bench_explainers.py --json docs/bench_explainers.json</code> "
+                           f"({report['seconds'] / 60:.0f} min; numbers read from that file, not recomputed here): "
+                           "the pointing game (all scenes and the hard ones: small objects on cluttered "
+                           "backgrounds), mask IoU and box accuracy after GrabCut, deletion and insertion AUC "
+                           "(Petsiuk et al. 2018) and time per image.  Grey: the centre and random baselines.  "
+                           "The table and its reading are in docs/explainers.md."))
+    return figs
+
+
+def plot_benchmark(report: dict, path):
+    """scripts/bench_explainers.py's table as one bar chart per metric (matplotlib, PNG):
+    methods along x, baselines in grey, with the scenes and settings in the title."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .explain.benchmark import BASELINES, COLUMNS
+    rows = report["rows"]
+    names = list(rows)
+    cols = [c for c in COLUMNS if c[0] != "ms_per_image"] + [("ms_per_image", "ms / image (log)")]
+    fig, axes = plt.subplots(2, 4, figsize=(13, 7), constrained_layout=True)
+    axes = axes.reshape(-1)
+    axes[-1].axis("off")
+    colours = ["0.6" if n in BASELINES else "C0" for n in names]
+    for ax, (key, title) in zip(axes, cols):
+        vals = [max(rows[n][key], 1e-3) if key == "ms_per_image" else rows[n][key] for n in names]
+        ax.bar(range(len(names)), vals, color=colours)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+        better = " (lower better)" if key in ("deletion_auc", "ms_per_image") else ""
+        ax.set_title(title + better, fontsize=9)
+        if key == "ms_per_image":
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1)
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{report['n']} {report['scenes']} scenes ({report['hard']} hard), {report['target']} class; "
+                 f"grey: baselines", fontsize=10)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+SANITY_LABELS = {"gradient": "gradient", "saliency": "saliency", "deconvnet": "deconvnet", "guided": "guided backprop",
+                 "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM"}
+
+
+def fig_sanity(inp, out, summary):
+    """Adebayo et al. 2018, fig. 2: one scene's explanation by every method (rows) on
+    the trained model, then with the weights re-initialised from fc8 down, one more
+    layer per column (cascading randomisation), and -- for the embedded model -- on
+    the twin trained on permuted labels.  Under each map: the Spearman rank
+    correlation of its absolute values with the original's."""
+    from .explain import sanity
+    m = inp.model
+    _, probs = X.predict(m, inp.x[:1])
+    c = int(probs[0].argmax())
+    columns = [("original", m)] + [(f"{layer} and above\nrandom", r) for layer, r in sanity.cascade(m, seed=0)]
+    if inp.settings.get("sanity_twin"):
+        from .modelfile import load_model
+        columns.append(("trained on\nrandom labels", load_model("random_labels")))
+    maps = [sanity.explain(r, inp.x[:1], c) for _, r in columns]
+    tiles, labels, rho = [], [], {}
+    for meth in sanity.METHODS:
+        ref = maps[0][meth][1][0]
+        for k, (name, _) in enumerate(columns):
+            a = maps[k][meth][1][0]
+            tiles.append(heat(a))
+            if k == 0:
+                labels.append(f"{SANITY_LABELS[meth]}\n{name}")
+            else:
+                r = sanity.spearman(ref, a)
+                rho.setdefault(meth, {})[name.replace(chr(10), " ")] = r
+                labels.append(f"{name}\nrank|.| {r:.2f}")
+    tiles = [upscale(inp.pictures[0], 96)] + [np.full((96, 96, 3), 255, np.uint8)] * (len(columns) - 1) + tiles
+    labels = [f"{inp.names[0]}\ntarget {_cls(m, c)}"] + [""] * (len(columns) - 1) + labels
+    save_png(grid(tiles, labels, ncol=len(columns), min_side=96,
+                  title="Cascading randomisation: explanations as the weights are re-initialised from the top"),
+             out / "sanity_cascade.png")
+    summary["sanity_cascade_spearman_abs"] = rho
+    twin = (" The last column is the same architecture trained by this engine on randomly permuted labels "
+            "(the data-randomisation test)." if inp.settings.get("sanity_twin") else "")
+    return Figure("sanity", "sanity_cascade.png",
+                  "Sanity checks for saliency maps (Adebayo et al. 2018): each row is one method's map (absolute "
+                  "values) of the same scene and class; from the second column on, the layers from fc8 down to the "
+                  "one named are re-initialised with their training initialisation (cascading randomisation). "
+                  "An explanation of what the <i>trained</i> network does must change as its weights are "
+                  "destroyed; under each map is the Spearman rank correlation of its absolute values with the "
+                  "original's (1 = unchanged)." + twin + " Over 50 scenes: scripts/sanity_checks.py and "
+                  "docs/explainers.md.")
+
+
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
-           ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion), ("rules", fig_rules)]
+           ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion),
+           ("inversion layers", fig_inversion_layers), ("rules", fig_rules), ("methods", fig_methods),
+           ("sanity", fig_sanity)]
 
 
 # --------------------------------------------------------------------------
@@ -367,6 +587,12 @@ def most_active_units(model, x, layer, k):
     return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
 
 
+def _shipped_models():
+    """Names of the model files of ``MODEL_NAMES`` that are present in weights/."""
+    from .modelfile import MODEL_NAMES
+    return [n for n, p in MODEL_NAMES.items() if p.exists()]
+
+
 def file_inputs(model, paths):
     x = np.concatenate([te_image.load(p, model) for p in paths])
     return Inputs(model=model, x=x, pictures=[te_image.to_display(x[i], model) for i in range(len(x))],
@@ -376,32 +602,49 @@ def file_inputs(model, paths):
 # --------------------------------------------------------------------------
 # the gallery
 # --------------------------------------------------------------------------
+def save_png(im, path):
+    """Write a PIL image (or uint8 array) as PNG through the one safe writer."""
+    if isinstance(im, np.ndarray):
+        im = Image.fromarray(im)
+    with atomic_write(path) as f:
+        im.save(f, format="PNG")
+
+
 def _prepare_out(out: Path) -> Path:
+    """Check ``out`` and make the private folder the figures are drawn into.
+
+    ``out`` may be missing (it is created), empty, or hold anything else
+    (``--out .``): only the files this run writes are replaced there, when
+    the run is complete.  The work folder lies inside ``out`` when it exists
+    (same file system, so each file is moved atomically), else beside it."""
     out = Path(out)
-    parent = out.resolve().parent
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {str(out)!r} exists and is not a folder")
+    where = out if out.is_dir() else out.resolve().parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+        if not out.exists():
+            where.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name or 'figures'}.partial-", dir=where))
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)                # mkdtemp's 0700 would hide the gallery from others
+        os.chmod(tmp, 0o777 & ~umask)                # mkdtemp's 0700 would hide a new gallery from others
     except OSError as e:
         raise PermissionError(f"cannot write to the output folder {out} ({e.strerror or e})") from None
-    if out.exists() and not out.is_dir():
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise FileExistsError(f"{out} exists and is not a folder")
     return tmp
 
 
-def _finish(tmp: Path, out: Path):
+def _finish(tmp: Path, out: Path, written):
+    """Move the files of this run (``written``, index.html last) from ``tmp`` into ``out``.
+
+    A missing ``out`` is the work folder renamed.  In an existing folder each
+    file replaces only its namesake; every other file or folder there is kept."""
     out = Path(out)
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    for name in written:
+        os.replace(tmp / name, out / name)
+    tmp.rmdir()
 
 
 def write_index(out: Path, figures, title, info):
@@ -414,12 +657,12 @@ def write_index(out: Path, figures, title, info):
     for f in figures:
         parts.append(f"<figure id={f.name}><img src=\"{f.file}\" alt=\"{html.escape(f.name)}\">"
                      f"<figcaption>{f.caption} <i>({f.seconds:.1f} s)</i>{f.extra_html}</figcaption></figure>")
-    (out / "index.html").write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_text(out / "index.html", "\n".join(parts) + "\n")
 
 
 def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info="", only=None, log=None):
-    """Make every figure into ``out`` (atomically: temp folder, index.html last, rename).
-    Returns (figures, summary dict, seconds)."""
+    """Make every figure into ``out``: drawn in a private folder, then moved in file by file
+    (index.html last), replacing only the files this run wrote.  Returns (figures, summary dict, seconds)."""
     from tqdm.auto import tqdm
     log = log or _say
     out = Path(out)
@@ -440,9 +683,10 @@ def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info=
             log(f"[{name}] {dt:.1f} s")
         summary["seconds"] = times
         summary["total_seconds"] = time.perf_counter() - t0
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        write_text(tmp / "summary.json", json.dumps(summary, indent=1))
         write_index(tmp, figures, title, info)
-        _finish(tmp, out)
+        files = sorted(p.name for p in tmp.iterdir() if p.name != "index.html") + ["index.html"]
+        _finish(tmp, out, files)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -456,11 +700,13 @@ EMBEDDED_SETTINGS = {                         # the library defaults, spelled ou
     "class_model": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"]),
     "maximize": dict(steps=X.visualize.MAXIMIZE_DEFAULTS["steps"]),
     "invert": dict(steps=X.inversion.INVERT_DEFAULTS["steps"]),
+    "invert_layers": dict(steps=600),
 }
 IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet step costs ~25x more
     "class_model": dict(steps=100),
     "maximize": dict(steps=60),
     "invert": dict(steps=150),
+    "invert_layers": dict(steps=100),
 }
 
 
@@ -472,7 +718,8 @@ def main(argv=None) -> int:
         description="Write every figure of the lecture 'Explaining CNNs: Early Methods' as PNG, plus index.html. "
                     "Default: the embedded Fashion-MNIST-scenes AlexNet and shipped sample scenes; "
                     "--weights FILE --images PHOTO... for real AlexNet (ImageNet preprocessing from the file).")
-    ap.add_argument("--out", required=True, help="output folder (replaced atomically when complete)")
+    ap.add_argument("--out", required=True, help="output folder (created if missing; when complete, the files of "
+                                                 "this run replace their namesakes there, nothing else is touched)")
     ap.add_argument("--weights", help="model file (default: the embedded weights/fashion_scenes_alexnet.h5)")
     ap.add_argument("--images", nargs="+", help="image files (default: sample scenes; required with --weights)")
     ap.add_argument("--classes", nargs="+", help="class-model targets (default: every class of the embedded "
@@ -490,6 +737,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for Numba and BLAS (default 1, fastest for these small batches; 0 = library default)")
     args = ap.parse_args(argv)
+    # Everything that can be checked before minutes of work is checked here.
+    if args.units < 1:
+        ap.error(f"--units must be at least 1, got {args.units}")
+    if not (args.steps_scale > 0 and np.isfinite(args.steps_scale)):
+        ap.error(f"--steps-scale must be a positive number, got {args.steps_scale}")
+    if args.threads < 0:
+        ap.error(f"--threads must be 0 (library default) or a positive count, got {args.threads}")
     set_num_threads(args.threads)
     import signal
     if threading.current_thread() is threading.main_thread():
@@ -527,6 +781,7 @@ def main(argv=None) -> int:
         for s in settings.values():
             s["steps"] = max(1, int(round(s["steps"] * args.steps_scale)))
             s["seed"] = args.seed
+        settings["sanity_twin"] = embedded and "random_labels" in _shipped_models()
         inputs.settings = settings
         info = (f"Model: {html.escape(getattr(model, 'path', '?'))} (input {model.input_shape}, "
                 f"{model.num_classes} classes). Images: {len(inputs.x)}.")

@@ -19,13 +19,14 @@ import numpy as np
 
 from . import device as _device
 from . import nn
-from .engine import Tensor, _xp
+from .engine import Tensor, _xp, is_grad_enabled
 
 
 class Network:
     """An ordered stack of named layers.
 
-    ``input_shape`` (C, H, W) is what the first layer expects; the output
+    ``input_shape`` (C, H, W) -- or (F,) for a network of linear layers -- is what the
+    first layer expects; the output
     shape of every layer is checked when the network is built, so a wrong
     architecture fails here, naming the layer, not deep inside a kernel.
     ``class_names`` and ``preprocessing`` travel with the model file.
@@ -48,7 +49,10 @@ class Network:
     # ----- structure -----------------------------------------------------
     def _infer_shapes(self):
         shapes, s = {}, self.input_shape
+        maps = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm)
         for name, layer in self.layers.items():
+            if isinstance(layer, maps) and len(s) != 3:
+                raise ValueError(f"layer {name!r} ({layer.type}) needs a (C, H, W) map as input, gets shape {s}")
             if isinstance(layer, nn.Conv2d) and s[0] != layer.in_channels:
                 raise ValueError(f"layer {name!r} expects {layer.in_channels} input channels, gets {s[0]}")
             if isinstance(layer, nn.Linear) and (len(s) != 1 or s[0] != layer.in_features):
@@ -143,10 +147,12 @@ class Network:
         return self
 
     # ----- forward -------------------------------------------------------
-    def check_input(self, x):
-        """Validate an input batch (N, C, H, W) and return it as a Tensor.  It must be
-        on the model's device (a NumPy array for a CPU model, a CuPy array for a GPU
-        model): nothing is copied behind the caller's back."""
+    def check_input(self, x, after=None):
+        """Validate an input batch and return it as a Tensor: (N, C, H, W) for an image
+        network, (N, F) for one that starts with a vector (an MLP), or -- with ``after`` --
+        (N, *shape of that layer's output), to run the rest of the network from there.
+        It must be on the model's device (a NumPy array for a CPU model, a CuPy array for
+        a GPU model): nothing is copied behind the caller's back."""
         t = x if isinstance(x, Tensor) else None
         data = x.data if t is not None else x
         if not hasattr(data, "shape") or not hasattr(data, "dtype"):
@@ -160,36 +166,97 @@ class Network:
         if data.dtype.kind not in "f":
             raise TypeError(f"input dtype {data.dtype} is not floating point; images must be preprocessed "
                             "to float (te.image.load does it)")
-        if data.ndim != 4:
-            raise ValueError(f"input must have shape (N, C, H, W) = (N, {', '.join(map(str, self.input_shape))}), "
-                             f"got rank {data.ndim} shape {tuple(data.shape)}")
-        if tuple(data.shape[1:]) != self.input_shape:
-            C, H, W = self.input_shape
-            what = "channels" if data.shape[1] != C else "size"
-            raise ValueError(f"input {what} mismatch: model expects (N, {C}, {H}, {W}), got {tuple(data.shape)}; "
-                             f"resize images to {H}x{W} (te.image.load does it)")
+        if data.dtype not in (np.float32, np.float64):
+            raise TypeError(f"input dtype {data.dtype} is not supported: the kernels run in float32 (or float64 "
+                            "for checks); convert with x.astype(np.float32)")
+        shape = self.input_shape if after is None else self.shapes[after]
+        what = "input" if after is None else f"input after layer {after!r}"
+        axes = {1: "(N, F)", 3: "(N, C, H, W)"}.get(len(shape), "(N, ...)")
+        expected = f"(N, {', '.join(map(str, shape))})"
+        if data.ndim != len(shape) + 1:
+            raise ValueError(f"{what} must have shape {axes} = {expected}, got rank {data.ndim} "
+                             f"shape {tuple(data.shape)}")
+        if tuple(data.shape[1:]) != shape:
+            if len(shape) == 3 and after is None:
+                which = "channels" if data.shape[1] != shape[0] else "size"
+                raise ValueError(f"input {which} mismatch: model expects {expected}, got {tuple(data.shape)}; "
+                                 f"resize images to {shape[1]}x{shape[2]} (te.image.load does it)")
+            raise ValueError(f"{what} must have shape {axes} = {expected}, got {tuple(data.shape)}")
+        if data.shape[0] == 0:
+            raise ValueError(f"{what} is an empty batch (0 images); give at least one")
         if not bool(_xp(data).isfinite(data).all()):
-            raise ValueError("input contains NaN or Inf")
+            raise ValueError(f"{what} contains NaN or Inf")
         return t if t is not None else Tensor(data)
 
-    def __call__(self, x, until=None):
-        """Forward pass.  ``until``: name of the layer whose output to return."""
-        if until is not None and until not in self.layers:
-            near = difflib.get_close_matches(str(until), self.layer_names, n=3)
-            raise KeyError(f"unknown layer {until!r}" + (f" (did you mean {near}?)" if near else "")
+    def _layer_name(self, name, argument):
+        if name not in self.layers:
+            near = difflib.get_close_matches(str(name), self.layer_names, n=3)
+            raise KeyError(f"{argument}: unknown layer {name!r}" + (f" (did you mean {near}?)" if near else "")
                            + f"; layers: {self.layer_names}")
-        x = self.check_input(x)
-        for name, layer in self.layers.items():
-            x = layer(x)
-            if name == until:
-                break
-        return x
+        return name
+
+    def __call__(self, x, until=None, keep=None, start=None):
+        """Forward pass; returns the last layer's output (unnormalised class scores).
+
+        ``until``  name of the layer whose output to return (the rest is not run).
+        ``start``  run only the layers *after* this one: ``x`` is that layer's output,
+                   (N, *model.shapes[start]) -- e.g. ``model(h, start="pool5")`` classifies
+                   a pool5 code (inversion of intermediate codes, layer-wise experiments).
+        ``keep``   a layer name or names whose outputs to keep.  Then a :class:`LayerOutputs`
+                   dict {name: Tensor} is returned, holding the kept layers and the last
+                   layer run, with ``.output`` the final output.  Each kept output takes
+                   part in the backward pass and keeps its gradient: after ``.backward()``,
+                   ``outs["conv3"].grad`` is dL/d(conv3 output), no hooks needed.  If
+                   nothing below a kept layer needs a gradient (frozen weights, an input
+                   without ``requires_grad``), its output becomes a leaf that requires one,
+                   so the backward stops there.  Under ``no_grad()`` outputs are only kept.
+        """
+        names = self.layer_names
+        first = 0 if start is None else names.index(self._layer_name(start, "start")) + 1
+        last = len(names) - 1 if until is None else names.index(self._layer_name(until, "until"))
+        if first == len(names):
+            raise ValueError(f"start={start!r} is the last layer: no layer is left to run")
+        if last < first:
+            raise ValueError(f"until={until!r} does not come after start={start!r}: no layer would run")
+        run = names[first:last + 1]
+        if keep is not None:
+            if isinstance(keep, str):
+                keep = (keep,)
+            try:
+                keep = [self._layer_name(k, "keep") for k in keep]
+            except TypeError:
+                raise TypeError(f"keep must be a layer name or a list of layer names, got {keep!r}") from None
+            for k in keep:
+                if k not in run:
+                    raise ValueError(f"keep: layer {k!r} is not run (this call runs {run[0]!r} .. {run[-1]!r})")
+        x = self.check_input(x, after=start)
+        kept = LayerOutputs()
+        for name in run:
+            x = self.layers[name](x)
+            if keep is not None and name in keep:
+                if is_grad_enabled():
+                    if x.requires_grad:
+                        x.retain_grad()
+                    else:               # nothing below needs a gradient: x is a leaf, make it one that does
+                        x.requires_grad = True
+                kept[name] = x
+        if keep is None:
+            return x
+        kept[run[-1]] = x
+        kept.output = x
+        return kept
 
     def __repr__(self):
         lines = [f"Network(input {self.input_shape})"]
         for n, l in self.layers.items():
             lines.append(f"  {n:<8} {l.spec()} -> {self.shapes[n]}")
         return "\n".join(lines)
+
+
+class LayerOutputs(dict):
+    """``model(x, keep=(...))``'s answer: {layer name: output Tensor} in layer order,
+    the kept layers and the last layer run; ``.output`` is the final output."""
+    output = None
 
 
 def from_architecture(arch, input_shape, **kw) -> Network:

@@ -173,8 +173,10 @@ class Linear(Function):
 
 
 class ReLU(Function):
-    """y = max(x, 0).  Backward follows the engine's current rule
-    (``te.relu_backward``): backprop g*[x>0], deconvnet g*[g>0], guided g*[x>0]*[g>0]."""
+    """y = max(x, 0) (NaN stays NaN).  Backward follows the engine's current rule
+    (``te.relu_backward``), looked up in the one table ``engine.RELU_MASKS``:
+        dx = g * [x > 0 if mask_x] * [g > 0 if mask_g]
+    backprop masks by x, deconvnet by g, guided by both."""
 
     def forward(self, x):
         y = K.backend(x).relu.forward(x)
@@ -182,7 +184,8 @@ class ReLU(Function):
         return y
 
     def backward(self, g):
-        return K.backend(g).relu.backward(self.y, g, engine.current_relu_rule())
+        mask_x, mask_g = engine.RELU_MASKS[engine.current_relu_rule()]
+        return K.backend(g).relu.backward(self.y, g, mask_x, mask_g)
 
 
 class MaxPool2d(Function):
@@ -260,23 +263,115 @@ class Reshape(Function):
         return g.reshape(self.x_shape)
 
 
-class LogSoftmax(Function):
-    """y_i = s_i - log sum_j exp(s_j) over the last axis.  dx = g - softmax * sum(g)."""
+# --------------------------------------------------------------------------
+# exp, log, max, and the softmax family
+# --------------------------------------------------------------------------
+def _logsumexp(s, axis=-1):
+    """log sum_j exp(s_j) over ``axis`` (kept as size 1), as m + log sum_j exp(s_j - m)
+    with m = max_j s_j: every exp(s_j - m) <= 1, so nothing overflows.  The one home of
+    this formula (softmax, logsumexp, log_softmax and cross_entropy all use it).  A row
+    of -inf gives -inf, a row holding +inf gives +inf, a NaN gives NaN."""
+    xp = _xp(s)
+    m = s.max(axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    return m + xp.log(xp.exp(s - m).sum(axis=axis, keepdims=True))
 
-    def forward(self, s):
-        xp = _xp(s)
-        m = s.max(-1, keepdims=True)
-        y = s - m - xp.log(xp.exp(s - m).sum(-1, keepdims=True))
-        self.y = y
-        return y
+
+class Exp(Function):
+    """y = exp(x).  Chain rule: dx = g * exp(x) = g * y."""
+
+    def forward(self, x):
+        self.y = _xp(x).exp(x)
+        return self.y
 
     def backward(self, g):
-        return g - _xp(g).exp(self.y) * g.sum(-1, keepdims=True)
+        return g * self.y
+
+
+class Log(Function):
+    """y = log(x), natural logarithm (x <= 0 gives -inf / NaN, as NumPy).
+    Chain rule: dx = g / x."""
+
+    def forward(self, x):
+        self.x = x
+        return _xp(x).log(x)
+
+    def backward(self, g):
+        return g / self.x
+
+
+class Max(Function):
+    """y = max of x over ``axis`` (an int, a tuple, or None for all axes).
+    Chain rule, with the subgradient at ties stated: the maximum is a piecewise-linear
+    function whose derivative is 1 at the one maximal entry; where k entries tie for
+    the maximum, each gets 1/k of g (the average of the one-hot subgradients: the
+    result is symmetric in the tied entries, and summing over them gives g, as for
+    PyTorch's ``amax``):
+        dx = g * [x == y] / #{x == y}      (y and g broadcast back over ``axis``)"""
+
+    def forward(self, x, axis=None, keepdims=False):
+        self.x, self.axis, self.keepdims = x, axis, keepdims
+        self.y = x.max(axis=axis, keepdims=True)
+        return self.y if keepdims else self.y.reshape(_reduced_shape(x.shape, axis))
+
+    def backward(self, g):
+        tie = self.x == self.y
+        count = tie.sum(axis=self.axis, keepdims=True)
+        return tie * (g.reshape(self.y.shape) / count)
+
+
+def _reduced_shape(shape, axis):
+    """``shape`` without the ``axis`` axes (all of them for None)."""
+    if axis is None:
+        return ()
+    axes = {a % len(shape) for a in np.atleast_1d(axis)}
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
+class LogSumExp(Function):
+    """y = log sum_j exp(s_j) over ``axis`` (``_logsumexp``: the max subtracted first).
+    Chain rule: dy/ds_j = exp(s_j) / sum_k exp(s_k) = softmax(s)_j, so ds = g * softmax(s)."""
+
+    def forward(self, s, axis=-1, keepdims=False):
+        lse = _logsumexp(s, axis)
+        self.p, self.kept = _xp(s).exp(s - lse), lse.shape
+        return lse if keepdims else lse.reshape(_reduced_shape(s.shape, axis))
+
+    def backward(self, g):
+        return self.p * g.reshape(self.kept)
+
+
+class Softmax(Function):
+    """p_i = exp(s_i) / sum_j exp(s_j) = exp(s_i - logsumexp(s)) over ``axis``.
+    Chain rule: dp_i/ds_j = p_i ([i == j] - p_j), so ds = p * (g - sum_i g_i p_i)."""
+
+    def forward(self, s, axis=-1):
+        self.axis = axis
+        self.p = _xp(s).exp(s - _logsumexp(s, axis))
+        return self.p
+
+    def backward(self, g):
+        return self.p * (g - (g * self.p).sum(axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """y_i = s_i - logsumexp(s) over ``axis`` (log of the softmax, without its underflow).
+    Chain rule: dy_i/ds_j = [i == j] - softmax(s)_j, so ds = g - softmax(s) * sum_i g_i,
+    softmax(s) = exp(y)."""
+
+    def forward(self, s, axis=-1):
+        self.axis = axis
+        self.y = s - _logsumexp(s, axis)
+        return self.y
+
+    def backward(self, g):
+        return g - _xp(g).exp(self.y) * g.sum(axis=self.axis, keepdims=True)
 
 
 class CrossEntropy(Function):
     """Mean cross-entropy of log-softmax(scores) (N, K) against integer labels (N,).
-    L = -1/N sum_n log softmax(s_n)[y_n];  dL/ds = (softmax(s) - onehot(y)) / N.
+    L = -1/N sum_n log softmax(s_n)[y_n] = 1/N sum_n (logsumexp(s_n) - s_n[y_n]);
+    chain rule: dL/ds = (softmax(s) - onehot(y)) / N, times the incoming g.
     On the GPU, labels given as a host array are checked there and copied to the
     device once (N integers)."""
 
@@ -289,8 +384,7 @@ class CrossEntropy(Function):
         if labels.size and (labels.min() < 0 or labels.max() >= s.shape[1]):
             raise ValueError(f"labels must be in [0, {s.shape[1]}), got values {labels.min()}..{labels.max()}")
         labels = xp.asarray(labels)
-        m = s.max(-1, keepdims=True)
-        logp = s - m - xp.log(xp.exp(s - m).sum(-1, keepdims=True))
+        logp = s - _logsumexp(s, -1)
         n = s.shape[0]
         self.p, self.labels = xp.exp(logp), labels
         return xp.asarray(-logp[xp.arange(n), labels].mean(), dtype=s.dtype)
@@ -482,8 +576,31 @@ def flatten(x):
     return Reshape.apply(x, shape=(x.shape[0], -1))
 
 
-def log_softmax(x):
-    return LogSoftmax.apply(x)
+def exp(x):
+    return Exp.apply(x)
+
+
+def log(x):
+    return Log.apply(x)
+
+
+def amax(x, axis=None, keepdims=False):
+    """Maximum over ``axis``; ties share the gradient equally (see ``Max``)."""
+    return Max.apply(x, axis=axis, keepdims=keepdims)
+
+
+def logsumexp(x, axis=-1, keepdims=False):
+    return LogSumExp.apply(x, axis=axis, keepdims=keepdims)
+
+
+def softmax(x, axis=-1):
+    """Softmax over ``axis``.  Also the package's softmax of plain arrays:
+    ``softmax(scores).numpy()`` (an array input records no graph)."""
+    return Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    return LogSoftmax.apply(x, axis=axis)
 
 
 def cross_entropy(scores, labels):
@@ -511,6 +628,12 @@ Tensor.__rtruediv__ = lambda a, b: Mul.apply(_const(b, a), Pow.apply(a, p=-1.0))
 Tensor.__pow__ = lambda a, p: Pow.apply(a, p=float(p))
 Tensor.__getitem__ = lambda a, idx: Index.apply(a, idx=idx.data if isinstance(idx, Tensor) else idx)
 Tensor.abs = lambda a: Abs.apply(a)
+Tensor.exp = exp
+Tensor.log = log
+Tensor.max = amax
+Tensor.logsumexp = logsumexp
+Tensor.softmax = softmax
+Tensor.log_softmax = log_softmax
 Tensor.sum = lambda a, axis=None, keepdims=False: Sum.apply(a, axis=axis, keepdims=keepdims)
 Tensor.mean = lambda a, axis=None, keepdims=False: Sum.apply(a, axis=axis, keepdims=keepdims) * (
     1.0 / (a.data.size if axis is None else np.prod([a.shape[i] for i in np.atleast_1d(axis)])))

@@ -13,6 +13,7 @@ here, at the API boundary.  What they return is always on the host (NumPy).
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,18 +42,19 @@ def to_host(a):
 
 
 def as_batch(model, x):
-    """``x`` (N, C, H, W) or (C, H, W), ndarray or Tensor -> float array (N, C, H, W)
-    on the model's device (NumPy for a CPU model, CuPy for a GPU model: a host
-    image is copied there once), checked against ``model.input_shape`` (clear
-    message on a mismatch)."""
+    """``x`` (N, C, H, W) or (C, H, W) -- (N, F) or (F,) for a network that takes
+    vectors --, ndarray or Tensor -> float array (N, *model.input_shape) on the model's
+    device (NumPy for a CPU model, CuPy for a GPU model: a host image is copied there
+    once), checked against ``model.input_shape`` (clear message on a mismatch)."""
     data = x.data if isinstance(x, Tensor) else x
     if not hasattr(data, "shape"):
         data = np.asarray(data)
-    if getattr(data, "ndim", 0) == 3:
+    if getattr(data, "ndim", 0) == len(model.input_shape):
         data = data[None]
     if data.dtype.kind != "f":
-        raise ExplainError(f"images must be float arrays in model space (N, C, H, W), got dtype {data.dtype}; "
-                           "use te.image.load(path_or_array, model) to prepare them")
+        what = "images must be float arrays in model space (N, C, H, W)" if len(model.input_shape) == 3 else \
+            f"inputs must be float arrays (N, {', '.join(map(str, model.input_shape))})"
+        raise ExplainError(f"{what}, got dtype {data.dtype}; use te.image.load(path_or_array, model) to prepare images")
     data = _device.move(data, model_device(model))
     try:
         model.check_input(data)
@@ -111,7 +113,7 @@ def resolve_class(model, target) -> int:
         idx = int(target)
     elif isinstance(target, str):
         s = target.strip()
-        if s.lstrip("-").isdigit():
+        if s.lstrip("-").isdecimal():
             idx = int(s)
         else:
             if names is None:
@@ -180,7 +182,7 @@ def resolve_unit(model, layer: str, unit):
         raise ExplainError(f"unit must be an int or a tuple of ints, got {unit!r}")
     if isinstance(unit, (int, np.integer)):
         idx = (int(unit),)
-    elif isinstance(unit, str) and unit.strip().lstrip("-").isdigit():
+    elif isinstance(unit, str) and unit.strip().lstrip("-").isdecimal():
         idx = (int(unit),)
     elif isinstance(unit, str) and "," in unit:
         try:
@@ -200,3 +202,128 @@ def resolve_unit(model, layer: str, unit):
             what = ("channel", "row", "column")[k] if len(shape) == 3 else "unit"
             raise ExplainError(f"{what} {i} out of range for layer {layer!r} of shape {shape} (0..{n - 1})")
     return idx
+
+
+# --------------------------------------------------------------------------
+# targets: a class, a channel or a neuron
+# --------------------------------------------------------------------------
+@dataclass
+class Objective:
+    """What a gradient explainer differentiates, one scalar per image n:
+
+        S_n = sum_u seed[n, u] * a_layer(x_n)[u]        so  dS_n / d a_layer(x_n) = seed[n]
+
+    ``layer``  the layer whose output holds the targets (the last layer for classes)
+    ``seed``   float64 (N, *model.shapes[layer]): one-hot for a class or a neuron,
+               1/(H*W) over the whole channel for a channel (its mean activation)
+    ``labels`` one caption per image: the class name, or "conv5[12]" / "conv5[12,3,4]"
+    ``classes`` the class index per image (None unless every target is a class)
+    """
+    layer: str
+    seed: np.ndarray
+    labels: list
+    classes: np.ndarray | None = None
+
+    def seed_like(self, out):
+        """The seed as an array of ``out``'s dtype on its device (the gradient to pass
+        to ``out.backward``, ``out`` the layer's output Tensor or array)."""
+        data = out.data if isinstance(out, Tensor) else out
+        return _xp(data).asarray(self.seed, dtype=data.dtype)
+
+    def take(self, index) -> "Objective":
+        """The objective of the images ``index`` (an index array or slice): e.g.
+        ``obj.take(np.repeat(np.arange(N), k))`` repeats each image's target k times."""
+        return Objective(layer=self.layer, seed=self.seed[index], labels=list(np.asarray(self.labels, object)[index]),
+                         classes=None if self.classes is None else self.classes[index])
+
+    def value(self, out: Tensor) -> Tensor:
+        """S (N,) from the layer's output Tensor, differentiable: sum of seed * out per image."""
+        s = out * Tensor(self.seed_like(out))
+        return s.sum(axis=tuple(range(1, out.ndim))) if out.ndim > 1 else s
+
+
+def _unit_target(model, t):
+    """(layer name, unit index) if ``t`` names a unit -- a tuple (layer, c) / (layer, c, i, j)
+    whose first item is a string and whose others are integers, or a string "layer:c" /
+    "layer:c:i:j" that is not a class name -- else None (``t`` is a class)."""
+    if isinstance(t, str):
+        if ":" not in t or t.strip() in (getattr(model, "class_names", None) or ()):
+            return None
+        head, *rest = [v.strip() for v in t.split(":")]
+        if not all(v.lstrip("-").isdecimal() for v in rest):
+            return _bad_unit(t) if head in model.layer_names else None    # else a class name with a colon
+        layer, unit = head, tuple(int(v) for v in rest)
+    elif isinstance(t, tuple) and t and isinstance(t[0], str):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in t[1:]):
+            _bad_unit(t)
+        layer, unit = t[0], tuple(int(v) for v in t[1:])
+    else:
+        return None
+    if not unit:
+        _bad_unit(t)
+    try:
+        name = resolve_layer(model, layer)
+    except ExplainError as e:
+        raise ExplainError(f"target {t!r}: {e} (a tuple or 'layer:c' string whose first item is a string "
+                           "is a channel/neuron target; give one class per image as a list)") from None
+    return name, resolve_unit(model, name, unit[0] if len(unit) == 1 else unit)
+
+
+def _bad_unit(t):
+    raise ExplainError(f"target {t!r}: a channel or neuron target is (layer, c) or (layer, c, i, j) with integer "
+                       "indices, or the string 'layer:c' / 'layer:c:i:j'")
+
+
+def resolve_objective(model, target, n: int) -> Objective:
+    """The one target resolver of the gradient explainers.  ``target`` is
+
+    * a class: an index or a name (``resolve_class``) -- S is that class's score;
+    * a channel: ``("conv5", c)`` or ``"conv5:c"`` -- S is the mean of channel c of
+      conv5's output over its positions (for a vector layer such as fc7: neuron c);
+    * a neuron: ``("conv5", c, i, j)`` or ``"conv5:c:i:j"`` -- S is that one activation;
+    * or a list/array of those, one per image (all in the same layer).
+    Unknown layers, out-of-range channels and positions raise an ExplainError naming them
+    (``resolve_layer`` / ``resolve_unit``: the same checks as ``maximize``).
+    An ``Objective`` passes through (its number of images must be ``n``)."""
+    if isinstance(target, Objective):
+        if len(target.seed) != n:
+            raise ExplainError(f"an objective for {len(target.seed)} images given for {n} images")
+        return target
+    single = _unit_target(model, target) is not None or isinstance(target, (str, int, np.integer)) or (
+        isinstance(target, np.ndarray) and target.ndim == 0)
+    if single:
+        items = [target.item() if isinstance(target, np.ndarray) else target] * n
+    else:
+        try:
+            items = list(target)
+        except TypeError:
+            raise ExplainError(f"target must be a class index, a class name, a channel or neuron (layer, c[, i, j]), "
+                               f"or one of those per image; got {type(target).__name__}") from None
+        if len(items) != n:
+            raise ExplainError(f"{len(items)} targets for {n} images: give one target, or one per image")
+    last = model.layer_names[-1]
+    resolved = []                      # (layer, unit index) or (None, class index)
+    for t in items:
+        u = _unit_target(model, t)
+        resolved.append(u if u is not None else (None, resolve_class(model, t)))
+    layers = {layer or last for layer, _ in resolved}
+    if len(layers) > 1:
+        raise ExplainError(f"targets in different layers ({', '.join(sorted(layers))}) in one call: "
+                           "make one call per layer")
+    layer = layers.pop()
+    shape = model.shapes[layer]
+    seed = np.zeros((n,) + tuple(shape), np.float64)
+    names = class_names(model) if any(lay is None for lay, _ in resolved) else None
+    labels = []
+    for k, (lay, idx) in enumerate(resolved):
+        if lay is None:                # a class score
+            seed[k, idx] = 1.0
+            labels.append(names[idx])
+        else:
+            if len(idx) < len(shape):  # a whole channel of a map: its mean activation
+                seed[(k,) + idx] = 1.0 / int(np.prod(shape[len(idx):]))
+            else:
+                seed[(k,) + idx] = 1.0
+            labels.append(f"{lay}[{','.join(map(str, idx))}]")
+    classes = np.array([idx for _, idx in resolved], np.int64) if all(lay is None for lay, _ in resolved) else None
+    return Objective(layer=layer, seed=seed, labels=labels, classes=classes)

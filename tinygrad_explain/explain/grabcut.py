@@ -101,6 +101,9 @@ def grabcut_mask(image, saliency, fg_quantile: float = 0.95, bg_quantile: float 
         return mask, mask_box(mask)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
+        # GrabCut's k-means starts from OpenCV's global random generator: seed it, or the
+        # same image and saliency give different masks from one call to the next
+        cv2.setRNGSeed(0)
         cv2.grabCut(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), gc, None, bgd, fgd, int(iterations),
                     cv2.GC_INIT_WITH_MASK)
         mask = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)

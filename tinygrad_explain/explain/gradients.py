@@ -11,54 +11,78 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Tensor, relu_backward, RELU_RULES, _xp
-from ._common import ExplainError, as_batch, resolve_targets, to_host
+from ..engine import Tensor, no_grad, relu_backward, RELU_RULES, _xp
+from ..ops import softmax
+from ._common import ExplainError, as_batch, resolve_layer, resolve_objective, to_host
 
 
-def gradient(model, x, target, rule: str = "backprop") -> np.ndarray:
-    """dS_target / dx for every image of a batch.
+def gradient(model, x, target, rule: str = "backprop", layer=None) -> np.ndarray:
+    """dS/dx for every image of a batch -- or, with ``layer``, dS/dh where h is that
+    layer's output ("what gradient reaches conv5?", what Grad-CAM uses).
 
-    model   a te Network whose last layer gives unnormalised class scores S (N, K)
-    x       images in model space, (N, C, H, W) or (C, H, W) (te.image.load output)
-    target  a class index, a class name, or a list/array with one per image
+    model   a te Network (its last layer gives unnormalised class scores for class targets)
+    x       images in model space, (N, C, H, W) or (C, H, W) (te.image.load output);
+            for a network that takes vectors, (N, F) or (F,)
+    target  what S is (``resolve_objective``):
+            a class index or name -- S is that class's score, *before* softmax;
+            ``("conv5", c)`` or ``"conv5:c"`` -- the mean activation of channel c of conv5
+            (for a vector layer such as fc7, neuron c);
+            ``("conv5", c, i, j)`` or ``"conv5:c:i:j"`` -- one neuron;
+            or a list with one of those per image (all in the same layer).
+            The lecture's procedure: set the gradient at the layer to 0 except at the
+            unit, and backprop to the image.
     rule    "backprop" (the true gradient), "deconvnet" or "guided"
-    Returns float array (N, C, H, W), in model space (the gradient with respect
-    to the preprocessed input, not the raw pixels), on the host even for a model
-    on the GPU.  S is the score *before* softmax.
+    layer   None (the gradient at the image) or a layer name / index below the target's layer
+    Returns float array (N, C, H, W) -- or (N, *model.shapes[layer]) -- in model space
+    (the gradient with respect to the preprocessed input, not the raw pixels), on the
+    host even for a model on the GPU.
+
+    With ``layer`` the network runs with that layer's output kept
+    (``model(x, keep=layer)``): only the part above it is differentiated, and the
+    answer is that output's ``.grad``.
     """
     if rule not in RELU_RULES:
         raise ExplainError(f"unknown rule {rule!r}; expected one of {', '.join(RELU_RULES)}")
     x = as_batch(model, x)
     xp = _xp(x)
-    targets = resolve_targets(model, target, x.shape[0])
-    xt = Tensor(x, requires_grad=True)
+    obj = resolve_objective(model, target, x.shape[0])
+    if layer is not None:
+        layer = resolve_layer(model, layer)
+        names = model.layer_names
+        if names.index(layer) >= names.index(obj.layer):
+            raise ExplainError(f"layer {layer!r} is not below the target's layer {obj.layer!r}: "
+                               "the gradient there is the target's own seed (or zero)")
     with relu_backward(rule):
-        scores = model(xt)
-        if scores.ndim != 2:
-            raise ExplainError(f"the model's output has shape {scores.shape}; expected class scores (N, K)")
-        onehot = xp.zeros(scores.shape, dtype=scores.dtype)
-        onehot[xp.arange(x.shape[0]), xp.asarray(targets)] = 1
-        scores.backward(onehot)
-    return to_host(xt.grad if xt.grad is not None else xp.zeros_like(x))
+        if layer is None:
+            leaf = Tensor(x, requires_grad=True)
+            out = model(leaf, until=obj.layer)
+        else:
+            outs = model(x, until=obj.layer, keep=layer)
+            leaf, out = outs[layer], outs.output
+        if obj.classes is not None and out.ndim != 2:
+            raise ExplainError(f"the model's output has shape {out.shape}; expected class scores (N, K)")
+        out.backward(obj.seed_like(out))
+    return to_host(leaf.grad if leaf.grad is not None else xp.zeros_like(leaf.data))
 
 
 def saliency(model, x, target, rule: str = "backprop") -> np.ndarray:
-    """Simonyan et al.'s image-specific class saliency map: M_ij = max_c |dS_target/dx_cij|
-    (the maximum over colour channels, not a sum).  Returns (N, H, W), >= 0."""
-    return np.abs(gradient(model, x, target, rule)).max(axis=1)
+    """Simonyan et al.'s image-specific class saliency map: M_ij = max_c |dS/dx_cij|
+    (the maximum over colour channels, not a sum); ``target`` as in :func:`gradient`
+    (a class, a channel or a neuron).  Returns (N, H, W), >= 0 -- for a network that
+    takes vectors, |dS/dx| (N, F)."""
+    g = np.abs(gradient(model, x, target, rule))
+    return g.max(axis=1) if g.ndim == 4 else g
 
 
 def predict(model, x, batch_size: int = 128):
     """(scores (N, K), softmax probabilities (N, K)) for images in model space, without a graph."""
-    from ..engine import no_grad
     x = as_batch(model, x)
     out = []
     with no_grad():
         for s in range(0, x.shape[0], batch_size):
             out.append(model(x[s:s + batch_size]).numpy())
     scores = np.concatenate(out).astype(np.float64)
-    p = np.exp(scores - scores.max(1, keepdims=True))
-    return scores, p / p.sum(1, keepdims=True)
+    return scores, softmax(scores).numpy()
 
 
 def relu_toy_example(x=None, grad=None):

@@ -1,0 +1,113 @@
+"""Thread safety: several Python threads using one model at once get exactly
+the results they would get alone (engine state per thread, scratch buffers
+per thread, one parallel Numba kernel at a time -- see kernels/_numba.py).
+
+The work runs in a subprocess because Numba's thread count must be fixed
+before it is imported (NUMBA_NUM_THREADS), and because the failure this
+guards against (two threads in Numba's thread pool) aborts the process.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Each job: (rule or "no_grad", image index, class).  Run once sequentially,
+# then all at once from several threads, several rounds; every result must be
+# bit-identical to the sequential one.
+SCRIPT = textwrap.dedent(r"""
+    import sys, threading
+    import numpy as np
+    import numba
+    import tinygrad_explain as te
+    from tinygrad_explain.kernels import _numba
+    assert numba.get_num_threads() == int(sys.argv[1]), numba.get_num_threads()
+    _numba.PARALLEL_MIN = 1                 # every kernel is eligible to run in parallel: most contention
+    rng = np.random.default_rng(0)
+    te.manual_seed(0)
+    model = te.models.scene_alexnet(num_classes=10)     # random weights: plenty of negative pre-activations
+    x = rng.standard_normal((4, 3, 64, 64)).astype(np.float32)
+
+    def job(kind, i, c):
+        xb = x[i:i + 2]
+        if kind == "no_grad":
+            with te.no_grad():
+                return model(xb).numpy().copy()
+        xt = te.Tensor(xb, requires_grad=True)
+        with te.relu_backward(kind):
+            model(xt)[:, c].sum().backward()
+        return xt.grad.copy()
+
+    jobs = [(k, i, c) for i, (k, c) in enumerate([("backprop", 1), ("deconvnet", 2), ("guided", 3),
+                                                 ("no_grad", 0), ("guided", 5), ("backprop", 7)])]
+    jobs = [(k, i % 3, c) for k, i, c in jobs]
+    want = [job(*j) for j in jobs]
+    # the rules must differ here, or the test could not see one leaking into another
+    assert not np.array_equal(want[0], want[2]) and not np.array_equal(want[0], want[1])
+    bad = []
+    for rnd in range(int(sys.argv[2])):
+        got = [None] * len(jobs)
+        barrier = threading.Barrier(len(jobs))
+        def run(n):
+            barrier.wait()
+            for _ in range(2):
+                got[n] = job(*jobs[n])
+        ts = [threading.Thread(target=run, args=(n,)) for n in range(len(jobs))]
+        for t in ts: t.start()
+        for t in ts: t.join()
+        bad += [(rnd, jobs[n]) for n in range(len(jobs)) if not np.array_equal(got[n], want[n])]
+    print("MISMATCH", bad) if bad else print("OK")
+""")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_bit_identical_to_sequential(threads, tmp_path):
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT),
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    script = tmp_path / "threads.py"
+    script.write_text(SCRIPT)
+    r = subprocess.run([sys.executable, str(script), str(threads), "3"], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"subprocess died (rc {r.returncode}):\n{r.stderr[-3000:]}"
+    assert r.stdout.strip().endswith("OK"), r.stdout[-2000:]
+
+
+def test_engine_switches_are_per_thread():
+    """no_grad / relu_backward in one thread do not leak into another (direct check)."""
+    import threading
+    import tinygrad_explain as te
+    from tinygrad_explain import engine
+    inside, release, seen = threading.Event(), threading.Event(), {}
+
+    def other():
+        with te.no_grad(), te.relu_backward("guided"):
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert inside.wait(10)
+    seen["grad"], seen["rule"] = engine.is_grad_enabled(), engine.current_relu_rule()
+    release.set()
+    t.join()
+    assert seen == {"grad": True, "rule": "backprop"}
+
+
+def test_workspace_is_per_thread():
+    import threading
+    from tinygrad_explain.kernels import workspace
+    import numpy as np
+    mine = workspace.get("t", (4,), np.float32)
+    mine[:] = 1
+    def other():
+        workspace.get("t", (4,), np.float32)[:] = 2
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert (mine == 1).all()

@@ -1,0 +1,201 @@
+"""The attribution methods that came after the lecture's: SmoothGrad, Grad-CAM,
+guided Grad-CAM, occlusion and gradient x input.
+
+Same calling convention as ``te.explain.saliency``: ``method(model, x, target, ...)``
+with ``x`` images in model space (N, C, H, W) and ``target`` a class index, a
+name, or one per image; every map comes back on the host, one per image.  ``S``
+is the unnormalised class score (before softmax) unless said otherwise.
+
+    smoothgrad       (N, H, W)     Smilkov et al. 2017        mean over noisy copies, max over channels
+    gradcam          (N, H, W)     Selvaraju et al. 2017      ReLU(sum_k alpha_k A^k), upsampled
+    guided_gradcam   (N, C, H, W)  Selvaraju et al. 2017      guided backprop * Grad-CAM
+    occlusion        (N, H, W)     Zeiler & Fergus 2014       drop of p_target under a sliding grey patch
+    gradient_x_input (N, C, H, W)  Shrikumar et al. 2016      x * dS/dx
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..engine import no_grad
+from ._common import ExplainError, as_batch, pixel_bounds, resolve_layer, resolve_objective, to_host
+from .gradients import gradient
+
+
+# --------------------------------------------------------------------------
+# SmoothGrad
+# --------------------------------------------------------------------------
+def smoothgrad_noise(x, noise: float, samples: int, seed: int) -> np.ndarray:
+    """The noise SmoothGrad adds: (N, samples, C, H, W) float, N(0, sigma_n^2) with
+    sigma_n = noise * (max(x_n) - min(x_n)) for image n (Smilkov et al.'s "noise level"
+    relative to the image's range).  The same seed gives the same noise."""
+    x = np.asarray(to_host(x), np.float64)
+    if not noise >= 0 or not np.isfinite(noise):
+        raise ExplainError(f"noise must be a finite level >= 0 (a fraction of the image's range), got {noise}")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ExplainError(f"samples must be an integer >= 1, got {samples!r}")
+    sigma = noise * (x.reshape(len(x), -1).max(1) - x.reshape(len(x), -1).min(1))
+    eps = np.random.default_rng(seed).standard_normal((len(x), int(samples)) + x.shape[1:])
+    return eps * sigma[:, None, None, None, None]
+
+
+def smooth_gradient(model, x, target, noise: float = 0.15, samples: int = 25, seed: int = 0,
+                    rule: str = "backprop", absolute: bool = False, batch_size: int = 50) -> np.ndarray:
+    """SmoothGrad of the input gradient (Smilkov, Thorat, Kim, Viegas & Wattenberg 2017,
+    "SmoothGrad: removing noise by adding noise"):
+
+        G_n = 1/samples * sum_k g(x_n + eps_nk),   eps_nk ~ N(0, sigma_n^2)  (smoothgrad_noise)
+
+    with g = dS_target/dx under ``rule`` (or |dS/dx| with ``absolute``); ``target`` as in
+    ``gradient`` (a class, a channel or a neuron).  Returns
+    (N, C, H, W) in model space.  With rule="backprop" and absolute=False this is the
+    exact gradient of the smoothed score 1/samples * sum_k S(x + eps_k) for the
+    drawn noise.  The noisy copies go through the network ``batch_size`` at a time."""
+    xb = as_batch(model, x)
+    N = xb.shape[0]
+    eps = smoothgrad_noise(xb, noise, samples, seed)
+    noisy = (to_host(xb)[:, None].astype(np.float64) + eps).astype(xb.dtype).reshape((-1,) + xb.shape[1:])
+    obj = resolve_objective(model, target, N).take(np.repeat(np.arange(N), samples))   # one per noisy copy
+    grads = np.concatenate([gradient(model, noisy[s:s + batch_size], obj.take(slice(s, s + batch_size)), rule)
+                            for s in range(0, len(noisy), batch_size)])
+    if absolute:
+        np.abs(grads, out=grads)
+    return grads.reshape((N, samples) + xb.shape[1:]).mean(axis=1)
+
+
+def smoothgrad(model, x, target, noise: float = 0.15, samples: int = 25, seed: int = 0,
+               rule: str = "backprop", batch_size: int = 50) -> np.ndarray:
+    """The SmoothGrad saliency map: Simonyan et al.'s saliency max_c |dS/dx| with the
+    absolute gradient averaged over ``samples`` noisy copies of each image before the
+    maximum over colour channels (Smilkov et al. 2017; noise level 10-20% of the
+    image's range is their recommendation, 15% here).  Returns (N, H, W), >= 0."""
+    return smooth_gradient(model, x, target, noise, samples, seed, rule, absolute=True,
+                           batch_size=batch_size).max(axis=1)
+
+
+# --------------------------------------------------------------------------
+# Grad-CAM and guided Grad-CAM
+# --------------------------------------------------------------------------
+def default_cam_layer(model) -> str:
+    """The last convolutional layer's output after its ReLU (Selvaraju et al. use the last
+    conv layer's rectified feature maps): "relu5" for AlexNet."""
+    names = model.layer_names
+    convs = [i for i, n in enumerate(names) if model.layers[n].type == "conv"]
+    if not convs:
+        raise ExplainError("Grad-CAM needs a convolutional layer; this model has none")
+    i = convs[-1]
+    if i + 1 < len(names) and model.layers[names[i + 1]].type == "relu":
+        i += 1
+    return names[i]
+
+
+def upsample(maps, size) -> np.ndarray:
+    """Bilinear resize of (N, h, w) maps to (N, H, W) (pixel centres aligned, as
+    cv2.INTER_LINEAR and torch's interpolate(mode="bilinear", align_corners=False))."""
+    H, W = size
+    return np.stack([cv2.resize(np.asarray(m), (W, H), interpolation=cv2.INTER_LINEAR) for m in maps])
+
+
+def gradcam(model, x, target, layer: str | None = None, upsample_to_input: bool = True) -> np.ndarray:
+    """Grad-CAM (Selvaraju, Cogswell, Das, Vedantam, Parikh & Batra 2017, "Grad-CAM: Visual
+    Explanations from Deep Networks via Gradient-based Localization"):
+
+        alpha_k = 1/(h w) sum_ij dS_target/dA^k_ij      (global-average-pooled gradient)
+        L = ReLU(sum_k alpha_k A^k)                      (h, w)
+
+    for the feature maps A (N, K, h, w) of ``layer`` (any layer with a spatial output;
+    default: the last conv layer after its ReLU).  Returns (N, H, W), >= 0, bilinearly
+    upsampled to the input size (``upsample_to_input=False``: (N, h, w))."""
+    layer = default_cam_layer(model) if layer is None else resolve_layer(model, layer)
+    if len(model.shapes[layer]) != 3:
+        raise ExplainError(f"Grad-CAM needs a layer with feature maps (C, h, w); {layer!r} has shape "
+                           f"{model.shapes[layer]}")
+    with no_grad():
+        a = to_host(model(as_batch(model, x), until=layer).data)
+    g = gradient(model, x, target, layer=layer)                     # dS/dA, (N, K, h, w)
+    cam = np.maximum((g.mean(axis=(2, 3), keepdims=True) * a).sum(axis=1), 0)
+    return upsample(cam, model.input_shape[1:]) if upsample_to_input else cam
+
+
+def guided_gradcam(model, x, target, layer: str | None = None) -> np.ndarray:
+    """Guided Grad-CAM (Selvaraju et al. 2017): the guided-backprop gradient
+    (Springenberg et al. 2015) times the upsampled Grad-CAM map, pixel by pixel:
+    (N, C, H, W) = gradient(rule="guided") (N, C, H, W) * gradcam (N, 1, H, W)."""
+    return gradient(model, x, target, rule="guided") * gradcam(model, x, target, layer)[:, None]
+
+
+# --------------------------------------------------------------------------
+# occlusion
+# --------------------------------------------------------------------------
+def grey(model) -> np.ndarray:
+    """Mid-grey (pixel value half-way between black and white) in model space, (C, 1, 1)."""
+    lo, hi = pixel_bounds(model)
+    return (lo + hi) / 2
+
+
+def occlusion(model, x, target, patch: int | None = None, stride: int | None = None, fill=None,
+              output: str = "probability", batch_size: int = 64) -> np.ndarray:
+    """Occlusion sensitivity (Zeiler & Fergus 2014, "Visualizing and Understanding
+    Convolutional Networks", section 4.2): a grey square of side ``patch`` is slid over
+    the image with step ``stride``; for each position the network sees the occluded
+    image, and the map is how much the target's output drops,
+
+        M_ij = mean over the positions p whose square covers (i, j) of  f(x) - f(x occluded at p)
+
+    (each pixel averages the drops of every square over it, as Captum's Occlusion does;
+    pixels no square covers get 0).  f is the softmax probability of the target class
+    (Zeiler & Fergus's curve) or, with output="score", the unnormalised score -- or, for
+    a channel or neuron target (as in ``gradient``), its activation (Zeiler & Fergus's
+    figure 7 also follows a feature map).
+    Default patch: 1/8 of the image side, stride half a patch.  ``fill``: the
+    occluder's model-space value per channel (default mid-grey, ``grey(model)``).
+    All occluded copies go through the network in batches of ``batch_size``, without
+    a graph.  Returns (N, H, W); positive where hiding the pixels lowers f."""
+    from ..ops import softmax
+    if output not in ("probability", "score"):
+        raise ExplainError(f"output must be 'probability' or 'score', got {output!r}")
+    xb = to_host(as_batch(model, x))
+    N, C, H, W = xb.shape
+    obj = resolve_objective(model, target, N)
+    probability = output == "probability" and obj.classes is not None
+    patch = max(1, min(H, W) // 8) if patch is None else int(patch)
+    stride = max(1, patch // 2) if stride is None else int(stride)
+    if not 1 <= patch <= min(H, W) or stride < 1:
+        raise ExplainError(f"need 1 <= patch <= {min(H, W)} and stride >= 1, got patch={patch}, stride={stride}")
+    fill = grey(model) if fill is None else np.asarray(fill, xb.dtype).reshape(-1, 1, 1)
+    ys, xs = range(0, H - patch + 1, stride), range(0, W - patch + 1, stride)
+    pos = [(i, j) for i in ys for j in xs]
+    cover = np.zeros((H, W))
+    for i, j in pos:
+        cover[i:i + patch, j:j + patch] += 1
+    out = np.zeros((N, H, W))
+    for n in range(N):
+        def f(images):                             # f for image n's target on a batch of its copies
+            with no_grad():
+                a = to_host(model(as_batch(model, images), until=obj.layer).data).astype(np.float64)
+            if probability:
+                a = softmax(a, axis=1).numpy()
+            return (a * obj.seed[n]).reshape(len(a), -1).sum(axis=1)
+        base = f(xb[n:n + 1])[0]
+        drops = []
+        for s in range(0, len(pos), batch_size):
+            batch = np.repeat(xb[n:n + 1], len(pos[s:s + batch_size]), axis=0)
+            for b, (i, j) in enumerate(pos[s:s + batch_size]):
+                batch[b, :, i:i + patch, j:j + patch] = fill
+            drops.append(base - f(batch))
+        for d, (i, j) in zip(np.concatenate(drops), pos):
+            out[n, i:i + patch, j:j + patch] += d
+    return np.divide(out, cover, out=np.zeros_like(out), where=cover > 0)
+
+
+# --------------------------------------------------------------------------
+# gradient x input
+# --------------------------------------------------------------------------
+def gradient_x_input(model, x, target, rule: str = "backprop") -> np.ndarray:
+    """Gradient x input (Shrikumar, Greenside, Shcherbina & Kundaje 2016, "Not Just a
+    Black Box"; Ancona et al. 2018): x * dS_target/dx, element by element, (N, C, H, W).
+    In model space (mean-subtracted), so it is the first-order Taylor term of S around
+    the mean image x = 0; for a ReLU network without biases (S(a x) = a S(x) for a > 0)
+    the map sums exactly to S(x) (Euler's theorem)."""
+    xb = as_batch(model, x)
+    return to_host(xb) * gradient(model, xb, target, rule)

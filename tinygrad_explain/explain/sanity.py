@@ -1,0 +1,368 @@
+"""Sanity checks for explanations (Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim 2018,
+"Sanity Checks for Saliency Maps", NeurIPS).
+
+An explanation that is meant to show what the *trained network* relies on must
+change when the network's learnt weights are destroyed.  Two tests:
+
+* **model-parameter randomisation** -- re-initialise weights (with the same
+  random initialisation the model was trained from) and compare each method's
+  explanation with the one on the trained model:
+    - *cascading*: from the top layer (fc8) down, one more layer each step,
+      until every layer down to conv1 is random (:func:`cascade`);
+    - *independent*: one layer at a time, all others trained (:func:`independent`);
+* **data randomisation** -- the same architecture trained on randomly permuted
+  labels (``te.load_model("random_labels")``, made by
+  scripts/train_random_labels.py): it memorised noise, so an explanation that
+  looks the same on both does not depend on the relation between images and labels.
+
+Similarity of two maps of one image (:func:`similarity`), as in the paper:
+Spearman rank correlation of the absolute maps and of the signed maps, the
+structural similarity index (SSIM, Wang et al. 2004) and the Pearson
+correlation of histogram-of-gradients features (HOG, Dalal & Triggs 2005) of
+the absolute maps, each normalised to [0, 1] by its 99th percentile.  A method
+that passes the check has similarities that fall towards 0 as layers are
+randomised; one whose similarity stays high is insensitive to the weights.
+
+Maps per method (:data:`METHODS`): a method gives (N, C, H, W) (a gradient)
+or (N, H, W) (a saliency-like map); the *signed* map sums a gradient over
+colour channels, the *absolute* map sums |gradient| over colour channels (the
+paper's visualisation); a map that is already >= 0 is both.
+
+The loaded model is never modified: every randomised model is a copy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .. import device as _device
+from ..models import from_architecture
+from ..nn import Conv2d, Linear
+from . import attribution, gradients
+from ._common import ExplainError, as_batch, resolve_targets, to_host
+
+# --------------------------------------------------------------------------
+# randomised copies of a model
+# --------------------------------------------------------------------------
+
+
+def weight_layers(model) -> list:
+    """Names of the layers that have weights (conv / linear), input to output:
+    ``["conv1", ..., "conv5", "fc6", "fc7", "fc8"]`` for AlexNet."""
+    return [n for n, l in model.layers.items() if isinstance(l, (Conv2d, Linear))]
+
+
+def copy_model(model):
+    """An independent copy of ``model`` (architecture, weights, dtype, device,
+    class names, preprocessing): changing the copy never touches ``model``."""
+    arch = model.architecture()
+    out = from_architecture(arch, model.input_shape, class_names=model.class_names,
+                            preprocessing=dict(model.preprocessing))
+    state = {k: to_host(v) for k, v in model.state_dict().items()}
+    dtype = next(iter(state.values())).dtype
+    if dtype != np.float32:
+        out.astype(dtype)
+    out.load_state_dict(state)             # copies every array
+    out.eval()
+    if getattr(model, "device", "cpu") != "cpu":
+        out.to(model.device)
+    return out
+
+
+def he_reinit(layer, rng, last: bool):
+    """The initialisation every model of this project is trained from
+    (``train.he_init``): He normal weights, N(0, 0.01) for the top layer, zero bias."""
+    from ..train import he_init_layer
+    he_init_layer(layer, rng, 0.01 if last else None, 0.0)
+
+
+def randomize(model, layers, seed: int = 0, init=he_reinit):
+    """A copy of ``model`` with the weights and biases of ``layers`` re-initialised.
+
+    Layer ``L`` always gets the same random weights for the same ``seed``
+    (generator ``default_rng([seed, index of L in weight_layers])``), whichever
+    other layers are randomised with it: the cascade's fc8 at step "conv5" is
+    the fc8 of step "fc8" and of the independent test.  ``init(layer, rng,
+    last)`` re-initialises one layer in place (default :func:`he_reinit`).
+    ``model`` itself is not modified."""
+    names = weight_layers(model)
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    for name in layers:
+        if name not in names:
+            raise ExplainError(f"cannot randomise {name!r}: the layers with weights are {', '.join(names)}")
+    out = copy_model(model)
+    device = getattr(out, "device", "cpu")
+    for name in layers:
+        i = names.index(name)
+        layer = out.layers[name]
+        dtype = layer.weight.data.dtype
+        init(layer, np.random.default_rng([int(seed), i]), i == len(names) - 1)
+        layer.weight.data = _device.move(np.asarray(to_host(layer.weight.data), dtype), device)
+        layer.bias.data = _device.move(np.asarray(to_host(layer.bias.data), dtype), device)
+    return out
+
+
+def cascade(model, seed: int = 0, init=he_reinit):
+    """The cascading randomisation: ``[(layer, model with layer and every layer above
+    it randomised), ...]`` from the top layer (fc8) down to the first (conv1)."""
+    names = weight_layers(model)[::-1]
+    return [(name, randomize(model, names[:k + 1], seed, init)) for k, name in enumerate(names)]
+
+
+def independent(model, seed: int = 0, init=he_reinit):
+    """The independent randomisation: ``[(layer, model with only that layer
+    randomised), ...]`` from the top layer down."""
+    return [(name, randomize(model, [name], seed, init)) for name in weight_layers(model)[::-1]]
+
+
+# --------------------------------------------------------------------------
+# the methods compared
+# --------------------------------------------------------------------------
+def _method_table():
+    """name -> fn(model, x, targets, cache) -> (N, C, H, W) or (N, H, W) on the host.
+    ``cache`` shares the gradients between methods that use the same one
+    (saliency is max_c |gradient|; guided Grad-CAM is guided backprop * Grad-CAM)."""
+    def grad(model, x, t, cache, rule="backprop"):
+        if rule not in cache:
+            cache[rule] = gradients.gradient(model, x, t, rule=rule)
+        return cache[rule]
+
+    def gradcam(model, x, t, cache):
+        if "gradcam" not in cache:
+            cache["gradcam"] = attribution.gradcam(model, x, t)
+        return cache["gradcam"]
+
+    return {
+        "gradient": lambda m, x, t, c: grad(m, x, t, c),
+        "saliency": lambda m, x, t, c: np.abs(grad(m, x, t, c)).max(axis=1),
+        "deconvnet": lambda m, x, t, c: grad(m, x, t, c, "deconvnet"),
+        "guided": lambda m, x, t, c: grad(m, x, t, c, "guided"),
+        "smoothgrad": lambda m, x, t, c: attribution.smoothgrad(m, x, t, seed=0),
+        "gradcam": gradcam,
+        "guided_gradcam": lambda m, x, t, c: grad(m, x, t, c, "guided") * gradcam(m, x, t, c)[:, None],
+    }
+
+
+#: the methods checked, in the order of the figure's rows
+METHODS = ("gradient", "saliency", "deconvnet", "guided", "smoothgrad", "gradcam", "guided_gradcam")
+
+
+def explain(model, x, target, methods=METHODS) -> dict:
+    """``{method: (signed, absolute)}``, two (N, H, W) float64 maps per method
+    for images ``x`` (model space) and ``target`` (one class, or one per image).
+    SmoothGrad's noise is drawn with a fixed seed, the same for every model."""
+    table = _method_table()
+    unknown = [m for m in methods if m not in table]
+    if unknown:
+        raise ExplainError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(table)}")
+    x = as_batch(model, x)
+    targets = resolve_targets(model, target, x.shape[0])
+    cache, out = {}, {}
+    for m in methods:
+        raw = np.asarray(table[m](model, x, targets, cache), np.float64)
+        if raw.ndim == 4:
+            out[m] = (raw.sum(axis=1), np.abs(raw).sum(axis=1))
+        else:
+            out[m] = (raw, np.abs(raw))
+    return out
+
+
+# --------------------------------------------------------------------------
+# similarity measures
+# --------------------------------------------------------------------------
+def rankdata(a) -> np.ndarray:
+    """Ranks 1..n of the values of ``a`` (flattened), ties given their average rank."""
+    a = np.asarray(a, np.float64).ravel()
+    order = np.argsort(a, kind="mergesort")
+    s = a[order]
+    starts = np.r_[0, np.flatnonzero(s[1:] != s[:-1]) + 1]        # first index of each run of equal values
+    ends = np.r_[starts[1:], len(s)]
+    avg = (starts + ends + 1) / 2.0                                # mean of ranks starts+1 .. ends
+    ranks = np.empty(len(a))
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def pearson(a, b) -> float:
+    """Pearson correlation of two flattened arrays; NaN if either is constant."""
+    a = np.asarray(a, np.float64).ravel() - np.mean(a)
+    b = np.asarray(b, np.float64).ravel() - np.mean(b)
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (Pearson correlation of the tie-averaged ranks);
+    NaN if either map is constant."""
+    return pearson(rankdata(a), rankdata(b))
+
+
+def normalize(m, percentile: float = 99.0) -> np.ndarray:
+    """A map >= 0 scaled to [0, 1]: divided by its ``percentile``-th percentile and
+    clipped (Adebayo et al.'s visualisation); an all-zero map stays zero."""
+    m = np.asarray(m, np.float64)
+    top = np.percentile(m, percentile)
+    if not top > 0:
+        top = m.max()
+    return np.clip(m / top, 0, 1) if top > 0 else np.zeros_like(m)
+
+
+def ssim(a, b, data_range: float = 1.0, sigma: float = 1.5) -> float:
+    """Structural similarity of two (H, W) images (Wang, Bovik, Sheikh & Simoncelli 2004):
+    the mean over pixels of
+
+        (2 mu_a mu_b + C1)(2 s_ab + C2) / ((mu_a^2 + mu_b^2 + C1)(s_a^2 + s_b^2 + C2)),
+
+    local means, variances and covariance under a Gaussian window (``sigma`` 1.5,
+    11 x 11, mirrored borders), C1 = (0.01 L)^2, C2 = (0.03 L)^2, L = ``data_range``;
+    the mean leaves out the 5-pixel border where the window leaves the image.
+    (scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False)``.)"""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ExplainError(f"ssim needs two (H, W) maps of one shape, got {a.shape} and {b.shape}")
+    r = int(3.5 * sigma + 0.5)
+
+    def blur(m):
+        return cv2.GaussianBlur(m, (2 * r + 1, 2 * r + 1), sigma, borderType=cv2.BORDER_REFLECT)
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a ** 2
+    var_b = blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(s[r:-r, r:-r].mean())
+
+
+def hog(m, orientations: int = 9, cell: int = 8, block: int = 2) -> np.ndarray:
+    """Histogram-of-oriented-gradients features of an (H, W) map (Dalal & Triggs 2005):
+
+    1. gradients by central differences (0 on the border rows/columns),
+       magnitude and unsigned orientation in [0, 180) degrees;
+    2. per ``cell`` x ``cell`` cell, the mean magnitude per orientation bin
+       (each pixel votes into the bin of its orientation);
+    3. per ``block`` x ``block`` cells (sliding by one cell), L2-Hys
+       normalisation: v / ||v||, clipped at 0.2, renormalised.
+
+    Returns the flat feature vector (scikit-image's ``hog`` with the same settings)."""
+    m = np.asarray(m, np.float64)
+    gr, gc = np.zeros_like(m), np.zeros_like(m)
+    gr[1:-1] = m[2:] - m[:-2]
+    gc[:, 1:-1] = m[:, 2:] - m[:, :-2]
+    mag = np.hypot(gr, gc)
+    ori = np.rad2deg(np.arctan2(gr, gc)) % 180
+    bins = np.minimum((ori / (180 / orientations)).astype(int), orientations - 1)
+    cy, cx = m.shape[0] // cell, m.shape[1] // cell
+    mag, bins = mag[:cy * cell, :cx * cell], bins[:cy * cell, :cx * cell]
+    cell_of = (np.arange(cy * cell)[:, None] // cell) * cx + np.arange(cx * cell)[None, :] // cell
+    hist = np.zeros((cy * cx, orientations))
+    np.add.at(hist, (cell_of.ravel(), bins.ravel()), mag.ravel())
+    hist = hist.reshape(cy, cx, orientations) / (cell * cell)
+    eps = 1e-5
+    out = []
+    for i in range(cy - block + 1):
+        for j in range(cx - block + 1):
+            v = hist[i:i + block, j:j + block]
+            v = v / np.sqrt((v * v).sum() + eps ** 2)
+            v = np.minimum(v, 0.2)
+            out.append(v / np.sqrt((v * v).sum() + eps ** 2))
+    return np.stack(out).ravel()
+
+
+#: the similarity measures, in the order of the tables
+MEASURES = ("spearman_abs", "spearman", "ssim", "hog")
+
+
+def similarity(signed_a, abs_a, signed_b, abs_b) -> dict:
+    """The four similarities of two explanations of one image ((H, W) maps):
+    ``spearman_abs`` (absolute maps), ``spearman`` (signed maps), ``ssim`` and
+    ``hog`` (Pearson correlation of HOG features) of the absolute maps, each
+    normalised to [0, 1] (:func:`normalize`).  NaN where a map is constant."""
+    na, nb = normalize(abs_a), normalize(abs_b)
+    return {"spearman_abs": spearman(abs_a, abs_b), "spearman": spearman(signed_a, signed_b),
+            "ssim": ssim(na, nb), "hog": pearson(hog(na), hog(nb))}
+
+
+# --------------------------------------------------------------------------
+# the tests
+# --------------------------------------------------------------------------
+@dataclass
+class SanityResult:
+    """Per-image similarities: ``scores[test][step][method][measure]`` is an (N,) array
+    (test "cascade" / "independent" with step = randomised layer name, or
+    "data" with step "random_labels").  :meth:`summary` gives mean, std and the
+    number of images where the measure is defined."""
+    scores: dict = field(default_factory=dict)
+    methods: tuple = METHODS
+    images: int = 0
+
+    def add(self, test, step, method, sims: dict):
+        d = self.scores.setdefault(test, {}).setdefault(step, {}).setdefault(method, {})
+        for k, v in sims.items():
+            d.setdefault(k, []).append(v)
+
+    def summary(self) -> dict:
+        out = {}
+        for test, steps in self.scores.items():
+            for step, methods in steps.items():
+                for method, measures in methods.items():
+                    for measure, vals in measures.items():
+                        v = np.asarray(vals, np.float64)
+                        ok = v[np.isfinite(v)]
+                        out.setdefault(test, {}).setdefault(step, {}).setdefault(method, {})[measure] = {
+                            "mean": float(ok.mean()) if ok.size else None,
+                            "std": float(ok.std()) if ok.size else None,
+                            "n": int(ok.size)}
+        return out
+
+
+def compare(reference: dict, other: dict, result: SanityResult, test: str, step: str):
+    """Add the similarities of every image's explanations ``other`` (from
+    :func:`explain`) to those of ``reference`` to ``result``."""
+    for m, (s_ref, a_ref) in reference.items():
+        s_o, a_o = other[m]
+        for i in range(len(s_ref)):
+            result.add(test, step, m, similarity(s_ref[i], a_ref[i], s_o[i], a_o[i]))
+
+
+def run(model, x, target, methods=METHODS, tests=("cascade", "independent", "data"), twin=None,
+        seed: int = 0, batch: int = 10, progress: bool = False) -> SanityResult:
+    """All sanity checks of Adebayo et al. 2018 on images ``x`` (model space, (N, C, H, W))
+    and ``target`` (a class or one per image; the paper explains the predicted or the
+    true class -- the script uses the true label).
+
+    tests    any of "cascade", "independent" (model-parameter randomisation, weights
+             re-initialised with ``seed``) and "data" (``twin``: the same architecture
+             trained on permuted labels, default ``load_model("random_labels")``)
+    batch    images explained together (memory: SmoothGrad runs 25 noisy copies each)
+    Returns a :class:`SanityResult` (per image, per test, step, method and measure).
+    """
+    from ..modelfile import load_model
+    x = np.asarray(to_host(as_batch(model, x)))
+    targets = resolve_targets(model, target, x.shape[0])
+    models = []
+    if "cascade" in tests:
+        models += [("cascade", step, m) for step, m in cascade(model, seed)]
+    if "independent" in tests:
+        models += [("independent", step, m) for step, m in independent(model, seed)]
+    if "data" in tests:
+        models.append(("data", "random_labels", load_model("random_labels") if twin is None else twin))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=x.shape[0] * (1 + len(models)), desc="sanity checks", unit="image x model")
+    result = SanityResult(methods=tuple(methods), images=x.shape[0])
+    for s in range(0, x.shape[0], batch):
+        xb, tb = x[s:s + batch], targets[s:s + batch]
+        ref = explain(model, xb, tb, methods)
+        if bar is not None:
+            bar.update(len(xb))
+        for test, step, m in models:
+            compare(ref, explain(m, xb, tb, methods), result, test, step)
+            if bar is not None:
+                bar.update(len(xb))
+    if bar is not None:
+        bar.close()
+    return result
