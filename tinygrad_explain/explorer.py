@@ -21,8 +21,10 @@ Safety:
   folder (removed on exit), decoded there by ``te.image.load`` -- the same checks
   as every image -- and deleted at once; a bad file is a 400 answer whose message
   the page shows, never a server crash;
-* every computation on the model runs on one worker thread (``Explorer.pool``),
-  so concurrent requests never use the model at the same time.
+* every computation on the model runs on one worker thread (``Explorer.pool``):
+  the engine is thread-safe (tests/test_threads.py), but on a small CPU two maps
+  computed at once only slow each other down, and one thread lets Numba's
+  (thread-local) thread count be set once.
 
 ``Explorer`` holds the model and does the work; the HTTP handler only parses
 requests and writes JSON, so the tests and ``scripts/bench_explorer.py`` call
@@ -73,8 +75,6 @@ METHODS = {
     "occlusion": ("occlusion (8x8 grey patch, stride 8)", "backprop",
                   lambda X, m, x, t: X.occlusion(m, x, t, patch=8, stride=8)),
 }
-#: the methods that explain a class score only (no channel / neuron targets)
-CLASS_ONLY = ("smoothgrad", "gradcam", "guided-gradcam", "occlusion")
 
 
 class RequestError(ValueError):
@@ -214,6 +214,8 @@ class Explorer:
     def describe_target(self, t) -> str:
         from .explain import _common
         if isinstance(t, tuple):
+            if len(self.model.shapes[t[0]]) == 1:
+                return f"{t[0]} neuron {t[1]}"
             return f"{t[0]} channel {t[1]}" + (f" at ({t[2]}, {t[3]})" if len(t) == 4 else " (mean over positions)")
         return f"class {_common.class_names(self.model)[t]} (score before softmax)"
 
@@ -238,14 +240,11 @@ class Explorer:
         p = probs[0]
         top = np.argsort(-p, kind="stable")[:5]
         target = int(top[0]) if target_spec is None else self.target(target_spec)
-        if method in CLASS_ONLY and isinstance(target, tuple):
-            raise RequestError(f"{self.methods[method][0]} explains a class score; for a channel or neuron "
-                               f"use one of {', '.join(k for k in self.methods if k not in CLASS_ONLY)}")
         t1 = time.perf_counter()
         try:
             values, img, extra = self._map(x, picture, truth, method, target)
         except X.ExplainError as e:
-            raise RequestError(str(e)) from None
+            raise RequestError(f"{self.methods[method][0]}: {e}") from None
         t2 = time.perf_counter()
         layers = self.layer_flow(x, target, self.methods[method][1]) if want_layers else []
         t3 = time.perf_counter()
