@@ -485,7 +485,7 @@ def fig_zeiler_fergus(inp, out, summary):
         d.multiline_text((4, y + 2), label, fill="black", font=font, spacing=2)
         for c, b in enumerate(blocks):
             canvas.paste(Image.fromarray(b), (lab_w + c * (bw + 12), y))
-    canvas.save(out / "zeiler_fergus.png")
+    save_png(canvas, out / "zeiler_fergus.png")
     summary["zeiler_fergus"] = info
     return Figure("zeiler_fergus", "zeiler_fergus.png",
                   "Feature visualisation after Zeiler &amp; Fergus (2014, fig. 2): for the most active channels of "
