@@ -191,6 +191,22 @@ def test_channel_and_neuron_targets(model, images, rule):
                                   _by_hand(model, images, "conv2", seed, rule, at="pool1"))
 
 
+def test_objective_value_is_what_gradient_differentiates(model, images):
+    """resolve_objective's S (what other explainers build on): its values are the channel
+    mean / the neuron / the class score, and its gradient is te.explain.gradient's."""
+    targets = [("conv2", 3), ("conv2", 5, 1, 2), ("conv2", 0)]
+    obj = te.explain.resolve_objective(model, targets, 3)
+    assert obj.layer == "conv2" and obj.labels == ["conv2[3]", "conv2[5,1,2]", "conv2[0]"] and obj.classes is None
+    xt = te.Tensor(images.copy(), requires_grad=True)
+    a = model(xt, until="conv2")
+    s = obj.value(a)
+    np.testing.assert_allclose(s.numpy(), [a.data[0, 3].mean(), a.data[1, 5, 1, 2], a.data[2, 0].mean()], rtol=1e-6)
+    s.sum().backward()
+    np.testing.assert_allclose(xt.grad, te.explain.gradient(model, images, targets), rtol=1e-5, atol=1e-7)
+    obj = te.explain.resolve_objective(model, "goose", 3)
+    assert obj.layer == "fc8" and obj.labels == ["goose"] * 3 and list(obj.classes) == [3, 3, 3]
+
+
 def test_class_target_equals_unit_of_the_last_layer(model, images):
     np.testing.assert_array_equal(te.explain.gradient(model, images, "dog"),
                                   te.explain.gradient(model, images, ("fc8", 1)))

@@ -365,6 +365,12 @@ def test_gradcheck_on_gpu_losses_and_regularizers():
     s = gpu(2 * rng(1).standard_normal((4, 5)))
     assert te.gradcheck(te.log_softmax, [s])
     assert te.gradcheck(lambda t: te.cross_entropy(t, np.array([0, 3, 3, 1])), [s])
+    for f in (te.exp, te.softmax, te.logsumexp, lambda t: te.amax(t, axis=1), lambda t: t.max(axis=(0, 1))):
+        assert te.gradcheck(f, [s])
+    assert te.gradcheck(te.log, [gpu(rng(4).uniform(0.2, 3.0, (4, 5)))])
+    t = te.Tensor(gpu(np.array([[1.0, 3.0, 3.0]])), requires_grad=True)
+    t.max(axis=1).backward(gpu(np.array([1.0])))                 # ties split the gradient, on the GPU too
+    np.testing.assert_array_equal(t.grad.get(), [[0.0, 0.5, 0.5]])
     x = gpu(rng(2).standard_normal((2, 2, 5, 4)))
     assert te.gradcheck(lambda t: R.alpha_norm(t, 6.0, 2.0), [x], max_checks=40)
     assert te.gradcheck(lambda t: R.total_variation(t, 1.0, 0.5), [x], max_checks=40)

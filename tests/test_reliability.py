@@ -451,3 +451,72 @@ def test_unicode_digit_targets(target):
         te.explain.resolve_class(named, target)
     with pytest.raises(te.explain.ExplainError, match="no class names"):
         te.explain.resolve_class(SimpleNamespace(num_classes=3, class_names=None), target)
+
+
+# --------------------------------------------------------------------------
+# non-finite numbers never become finite answers
+# --------------------------------------------------------------------------
+def _mlp(w1, w2, w3=None):
+    """fc1 -> relu1 -> fc2 [-> relu2 -> fc3]: a vector network with chosen weights."""
+    from tinygrad_explain import nn
+    layers = [("fc1", nn.Linear(4, 4)), ("relu1", nn.ReLU()), ("fc2", nn.Linear(4, len(w2)))]
+    if w3 is not None:
+        layers += [("relu2", nn.ReLU()), ("fc3", nn.Linear(len(w2), len(w3)))]
+    m = te.Network(layers, (4,), class_names=[f"c{i}" for i in range(len(w3 if w3 is not None else w2))])
+    for name, w in (("fc1", w1), ("fc2", w2), ("fc3", w3)):
+        if w is not None:
+            m.layers[name].weight.data[...] = np.asarray(w, np.float32)
+            m.layers[name].bias.data[...] = 0
+    return m
+
+
+X4 = np.ones((1, 4), np.float32)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_scores_overflowing_in_the_last_linear_layer():
+    m = _mlp(np.eye(4), np.full((3, 4), 3e38))                      # scores = 4 * 3e38 -> inf
+    for explain in (lambda: te.explain.saliency(m, X4, 0), lambda: te.explain.gradient(m, X4, 1, rule="guided"),
+                    lambda: te.explain.predict(m, X4), lambda: te.explain.gradient_x_input(m, X4, 0)):
+        with pytest.raises(te.explain.ExplainError, match=r"contains NaN or Inf: the network overflowed"):
+            explain()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_gradient_overflowing():
+    """Finite scores (about 2e20), but the gradient at fc2's input, 4 * 3e38, overflows."""
+    m = _mlp(np.full((4, 4), 1e-20), np.ones((4, 4)), np.full((3, 4), 3e38))
+    assert np.isfinite(m(X4).numpy()).all()
+    with pytest.raises(te.explain.ExplainError, match=r"the gradient contains NaN or Inf"):
+        te.explain.saliency(m, X4, 0)
+
+
+def _relu_propagates_nan():
+    from tinygrad_explain.kernels import relu
+    return bool(np.isnan(relu.forward(np.array([np.nan], np.float32))[0]))
+
+
+@pytest.mark.skipif(not _relu_propagates_nan(), reason="the ReLU kernel still maps NaN to 0 (issue #13)")
+def test_nan_inside_the_network_is_not_hidden_by_relu():
+    """fc1 gives +inf and -inf, fc2 adds them (NaN), ReLU must pass the NaN on, so the
+    plausible-looking finite scores a NaN->0 ReLU would give never reach the user."""
+    w1 = [[1e38] * 4, [-1e38] * 4, [0] * 4, [0] * 4]
+    m = _mlp(w1, np.ones((4, 4)), np.ones((3, 4)))
+    with pytest.raises(te.explain.ExplainError, match=r"NaN or Inf"):
+        te.explain.saliency(m, X4, 0)
+    with pytest.raises(te.explain.ExplainError, match=r"NaN or Inf"):
+        te.explain.predict(m, X4)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_cli_reports_overflow_in_one_line(tmp_path, capsys):
+    from tinygrad_explain import __main__ as cli
+    m = te.models.scene_alexnet(width=(8, 16, 16, 16, 16), fc=32)
+    m.layers["fc8"].weight.data[...] = 3e38
+    p = te.save_model(m, tmp_path / "m.h5", class_names=[f"c{i}" for i in range(10)])
+    Image.new("RGB", (64, 64), (200, 100, 50)).save(tmp_path / "x.png")
+    rc = cli.main(["saliency", "--image", str(tmp_path / "x.png"), "--weights", str(p),
+                   "--out", str(tmp_path / "s.png")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "NaN or Inf" in err, err
+    assert not (tmp_path / "s.png").exists()

@@ -189,8 +189,8 @@ def main(argv=None) -> int:
     from tinygrad_explain.device import DeviceUnavailable
     try:
         print(run(args))
-    except (X.ExplainError, X.OptimizationError, te.ModelFileError, FileNotFoundError, PermissionError,
-            ValueError, KeyError, DeviceUnavailable) as e:
+    except (X.ExplainError, X.OptimizationError, te.ModelFileError, OSError, ValueError, KeyError,
+            DeviceUnavailable) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     return 0

@@ -21,6 +21,9 @@ runs.  Figures (file names in the gallery order):
                            embedded model only)
     sanity_cascade.png     every method's map as the weights are randomised from fc8 down
                            (Adebayo et al. 2018's cascading randomisation)
+    zeiler_fergus.png      conv1..conv5 units: the 9 strongest patches (receptive fields) of the
+                           shipped scenes, each activation projected back by deconvnet and guided
+                           backprop (Zeiler & Fergus 2014, fig. 2)
 
 Everything is drawn into a private temporary folder (inside ``out_dir``, or
 beside it when it does not exist yet); only when every figure is done are
@@ -237,6 +240,9 @@ class Inputs:
     conv_units: list = field(default_factory=lambda: list(range(8)))
     fc_units: list = field(default_factory=lambda: list(range(8)))
     settings: dict = field(default_factory=dict)
+    pool_x: np.ndarray | None = None      # images to search for the strongest activations (Zeiler & Fergus)
+    pool_pictures: list | None = None
+    zf_units: int = 2                     # channels per conv layer in the Zeiler & Fergus figure
 
 
 def _cls(model, i):
@@ -419,6 +425,78 @@ def fig_rules(inp, out, summary):
                   "gives the cleanest picture.")
 
 
+def fig_zeiler_fergus(inp, out, summary):
+    """Zeiler & Fergus 2014, fig. 2: for units of conv1..conv5, the 9 images (of the pool:
+    the shipped scenes, or the given images) with the strongest single activation, cropped to
+    the neuron's receptive field, and that one activation projected back to pixels by the
+    deconvnet (through the image's own pooling switches) and by guided backprop."""
+    from .explain import features as ZF
+    m = inp.model
+    x = inp.pool_x if inp.pool_x is not None else inp.x
+    pics = inp.pool_pictures if inp.pool_pictures is not None else inp.pictures
+    layers = [n for n in ("conv1", "conv2", "conv3", "conv4", "conv5") if n in m.layers]
+    k = min(9, len(x))
+    side = int(np.ceil(np.sqrt(k)))
+    tile, pad, font = 44, 2, _font(12)
+
+    def block(tiles):
+        """Up to 9 tiles (uint8 HxWx3, any size) resized to tile x tile, in a side x side square."""
+        b = np.full((side * (tile + pad) - pad,) * 2 + (3,), 255, np.uint8)
+        for n, t in enumerate(tiles):
+            r, c = divmod(n, side)
+            t = _rgb(t)
+            t = cv2.resize(t, (tile, tile), interpolation=cv2.INTER_NEAREST if t.shape[0] < tile else cv2.INTER_AREA)
+            b[r * (tile + pad):r * (tile + pad) + tile, c * (tile + pad):c * (tile + pad) + tile] = t
+        return b
+
+    rows, info = [], {}
+    maps = ZF.activation_maps(m, x, layers)
+    for layer in layers:
+        mean = maps[layer].mean(axis=(0, 2, 3))              # the most active channels, as in fig_neurons
+        chans = [int(c) for c in np.argsort(-mean, kind="stable")[:inp.zf_units]]
+        picks = [ZF.top_activations(maps[layer][:, ch], k) for ch in chans]
+        # every unit of the layer in one backward pass per rule: one target neuron per image
+        flat = [(p, ch) for ch, ps in zip(chans, picks) for p in ps]
+        targets = [(layer, ch, p[1], p[2]) for p, ch in flat]
+        xs = x[[p[0] for p, _ in flat]]
+        g_d = X.gradient(m, xs, targets, rule="deconvnet")
+        g_g = X.gradient(m, xs, targets, rule="guided")
+        for u, ch in enumerate(chans):
+            crops, deconv, guided = [], [], []
+            for n, (idx, i, j, _) in enumerate(picks[u]):
+                y0, y1, x0, x1 = ZF.receptive_field(m, layer, i, j)
+                crops.append(np.asarray(pics[idx])[y0:y1, x0:x1])
+                deconv.append(grad_picture(g_d[u * k + n][:, y0:y1, x0:x1]))
+                guided.append(grad_picture(g_g[u * k + n][:, y0:y1, x0:x1]))
+            top = picks[u][0]
+            rf = ZF.receptive_field(m, layer, top[1], top[2])
+            rows.append((f"{layer}[{ch}]\nfield {rf[1] - rf[0]}x{rf[3] - rf[2]}\nmax {top[3]:.2f}",
+                         [block(crops), block(deconv), block(guided)]))
+            info[f"{layer}[{ch}]"] = [{"image": p[0], "i": p[1], "j": p[2], "activation": p[3]} for p in picks[u]]
+    bw, lab_w, head = rows[0][1][0].shape[1], 110, 22
+    W = lab_w + 3 * (bw + 12)
+    H = head + len(rows) * (bw + 10)
+    canvas = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(canvas)
+    for c, title in enumerate(("top 9 patches", "deconvnet", "guided backprop")):
+        d.text((lab_w + c * (bw + 12), 4), title, fill="black", font=font)
+    for r, (label, blocks) in enumerate(rows):
+        y = head + r * (bw + 10)
+        d.multiline_text((4, y + 2), label, fill="black", font=font, spacing=2)
+        for c, b in enumerate(blocks):
+            canvas.paste(Image.fromarray(b), (lab_w + c * (bw + 12), y))
+    canvas.save(out / "zeiler_fergus.png")
+    summary["zeiler_fergus"] = info
+    return Figure("zeiler_fergus", "zeiler_fergus.png",
+                  "Feature visualisation after Zeiler &amp; Fergus (2014, fig. 2): for the most active channels of "
+                  "conv1..conv5, the 9 images with the strongest single activation of that channel, each cropped to "
+                  "the receptive field of the neuron at its strongest position (left; searched among the first "
+                  f"{len(x)} shipped scenes); that one activation projected "
+                  "back to pixel space with the deconvnet rule through the image's own max-pooling switches "
+                  "(middle) and with guided backprop (right), cropped the same way. Deep units see most of the "
+                  "64-pixel scene, so their patches are nearly whole scenes.")
+
+
 def fig_methods(inp, out, summary):
     """Each method's map of the predicted class for the first four images, one row each."""
     m = inp.model
@@ -550,23 +628,26 @@ def fig_sanity(inp, out, summary):
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
            ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion),
            ("inversion layers", fig_inversion_layers), ("rules", fig_rules), ("methods", fig_methods),
-           ("sanity", fig_sanity)]
+           ("sanity", fig_sanity), ("zeiler fergus", fig_zeiler_fergus)]
 
 
 # --------------------------------------------------------------------------
 # inputs
 # --------------------------------------------------------------------------
+ZF_POOL = 250     # shipped scenes searched for the Zeiler & Fergus figure's strongest activations
+
+
 def embedded_inputs(model, n=6):
     """Sample scenes shipped with the package: the first correctly classified scene of
     ``n`` different classes, with their ground-truth boxes."""
     from . import scenes
     data = scenes.load_sample()
-    x_all = np.concatenate([te_image.load(im, model) for im in data["images"][:200]])
-    _, probs = X.predict(model, x_all)
+    x_all = np.concatenate([te_image.load(im, model) for im in data["images"][:ZF_POOL]])
+    _, probs = X.predict(model, x_all[:200])
     pred = probs.argmax(1)
     picked, seen = [], set()
     for want_correct in (True, False):          # prefer scenes the model gets right
-        for i in range(len(x_all)):
+        for i in range(len(probs)):
             c = int(data["labels"][i])
             if len(picked) < n and c not in seen and (pred[i] == c or not want_correct):
                 picked.append(i)
@@ -574,7 +655,8 @@ def embedded_inputs(model, n=6):
     names = X._common.class_names(model)
     return Inputs(model=model, x=x_all[picked], pictures=[data["images"][i] for i in picked],
                   names=[f"scene {i}: {names[int(data['labels'][i])]}" for i in picked],
-                  truth_boxes=[data["boxes"][i] for i in picked], classes=None)
+                  truth_boxes=[data["boxes"][i] for i in picked], classes=None,
+                  pool_x=x_all, pool_pictures=list(data["images"][:ZF_POOL]))
 
 
 def most_active_units(model, x, layer, k):
@@ -788,8 +870,7 @@ def main(argv=None) -> int:
         print(f"model {getattr(model, 'path', '?')}: input {model.input_shape}, {model.num_classes} classes; "
               f"{len(inputs.x)} images; writing {args.out}")
         figures, summary, secs = reproduce(args.out, inputs, info=info, only=args.only)
-    except (X.ExplainError, X.OptimizationError, ModelFileError, FileNotFoundError, PermissionError,
-            FileExistsError, ValueError, DeviceUnavailable) as e:
+    except (X.ExplainError, X.OptimizationError, ModelFileError, OSError, ValueError, DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {len(figures)} figures to {args.out}/index.html in {time.perf_counter() - t0:.1f} s "

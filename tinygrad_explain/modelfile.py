@@ -297,7 +297,7 @@ def load_model(path=None, device="cpu", max_parameters=None):
                 need(ds.shape == own.shape, f"layer {layer!r}: {p} has shape {ds.shape}, architecture needs {own.shape}")
                 need(ds.dtype.kind == "f", f"layer {layer!r}: {p} has dtype {ds.dtype}, expected float")
                 with np.errstate(over="ignore", invalid="ignore"):
-                    arr = np.asarray(ds[()]).astype(np.float32)   # the check is on what the network will use
+                    arr = np.asarray(ds[()]).astype(np.float32, copy=False)   # checked as the network will use it
                 need(np.isfinite(arr).all(), f"layer {layer!r}: {p} contains NaN or Inf"
                      + ("" if ds.dtype == np.float32 else f" (after the cast from {ds.dtype} to float32)"))
                 state[key] = arr

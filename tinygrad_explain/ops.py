@@ -310,7 +310,7 @@ class Max(Function):
         dx = g * [x == y] / #{x == y}      (y and g broadcast back over ``axis``)"""
 
     def forward(self, x, axis=None, keepdims=False):
-        self.x, self.axis, self.keepdims = x, axis, keepdims
+        self.x, self.axis = x, axis
         self.y = x.max(axis=axis, keepdims=True)
         return self.y if keepdims else self.y.reshape(_reduced_shape(x.shape, axis))
 

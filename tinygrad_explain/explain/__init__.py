@@ -39,7 +39,7 @@ from .inversion import invert, invert_layers, feature_code, Inversion, LayerInve
 from .grabcut import grabcut_mask, largest_component, mask_box  # noqa: F401
 from .attribution import (smoothgrad, smooth_gradient, gradcam, guided_gradcam, occlusion,  # noqa: F401
                           gradient_x_input)
-from . import regularizers, transforms, metrics, benchmark, sanity  # noqa: F401
+from . import regularizers, transforms, metrics, benchmark, sanity, features, quality  # noqa: F401
 
 __all__ = ["gradient", "saliency", "predict", "smoothgrad", "smooth_gradient", "gradcam", "guided_gradcam",
            "occlusion", "gradient_x_input", "class_model", "maximize", "invert", "invert_layers", "feature_code",

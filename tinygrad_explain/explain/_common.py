@@ -29,6 +29,14 @@ class OptimizationError(FloatingPointError):
     """An optimisation diverged (NaN or Inf appeared)."""
 
 
+def check_finite(a, what: str):
+    """Refuse NaN / Inf in scores or gradients: an explanation computed from them would be
+    meaningless (a network that overflows must never give plausible maps)."""
+    if not bool(_xp(a).isfinite(a).all()):
+        raise ExplainError(f"{what} contains NaN or Inf: the network overflowed on this input (or has "
+                           "extreme weights); no explanation can be computed from it")
+
+
 # --------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------
