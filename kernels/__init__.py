@@ -22,7 +22,7 @@ tinygrad_explain never imports CuPy.
 """
 import sys
 
-from . import im2col, layout, relu, maxpool, lrn, avgpool, adam, workspace, linear  # noqa: F401
+from . import adam, avgpool, im2col, layout, linear, lrn, maxpool, relu, workspace  # noqa: F401
 
 
 def backend(a):

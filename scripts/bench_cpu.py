@@ -29,7 +29,6 @@ training step of the embedded model at batch 128.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -78,6 +77,7 @@ def te_setup(variant, batch):
 
 def torch_setup(variant, batch, te_model):
     import torch
+
     from tinygrad_explain.torch_reference import build
     tm = build(variant, te_model.state_dict())
     for p in tm.parameters():                # input gradient only, as in this engine
@@ -138,7 +138,6 @@ def run_speed(args, have_torch):
         for batch in args.batches:
             model, fwd, gb, gg = te_setup(variant, batch)
             if have_torch:
-                import torch
                 tfwd, tgb, tgrad = torch_setup(variant, batch, model)
                 rows.append((variant, batch) + compare("forward", fwd, tfwd, args.repeats))
                 rows.append((variant, batch) + compare("fwd+grad backprop", gb, tgb, args.repeats))
@@ -216,6 +215,7 @@ def profile_layers(variant, batch, repeats):
     layer output for torch), with a random upstream gradient, to the layer
     input only (frozen weights).  Dropout and flatten (views) are left out."""
     import torch
+
     import tinygrad_explain as te
     from tinygrad_explain.torch_reference import build
     te.manual_seed(0)

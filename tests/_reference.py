@@ -138,6 +138,7 @@ def torch_alexnet(variant, num_classes=1000):
     """The package's independent PyTorch AlexNet (tinygrad_explain.torch_reference):
     module ``i`` of the Sequential is te layer ``i``, so ``seq[:i + 1]`` is a prefix net."""
     import torch.nn as tnn
+
     from tinygrad_explain.torch_reference import layers
     return tnn.Sequential(*layers(variant, num_classes)).eval()
 

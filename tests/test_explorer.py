@@ -22,7 +22,9 @@ import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import explain as X, explorer, figures as F, scenes
+from tinygrad_explain import explain as X
+from tinygrad_explain import explorer, scenes
+from tinygrad_explain import figures as F
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

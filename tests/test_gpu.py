@@ -25,12 +25,12 @@ _OK, _WHY = device.gpu_available()
 if not _OK:
     pytest.skip(f"no usable GPU: {_WHY}", allow_module_level=True)
 
+from _reference import away_from_zero, distinct, rng  # noqa: E402
+
 import tinygrad_explain as te  # noqa: E402
 from tinygrad_explain import kernels as K  # noqa: E402
 from tinygrad_explain import ops  # noqa: E402
 from tinygrad_explain.kernels import gpu as G  # noqa: E402
-
-from _reference import away_from_zero, distinct, rng  # noqa: E402
 
 TOL = 1e-4
 DTYPES = [np.float32, np.float64]

@@ -7,12 +7,20 @@ backward would pass gradcheck.
 """
 import numpy as np
 import pytest
+from _reference import (  # noqa: F401
+    away_from_zero,
+    distinct,
+    kink_margin,
+    numeric_grad,
+    one_and_all_threads,
+    rng,
+    serial_kernels,
+    tiny_network,
+)
 
 import tinygrad_explain as te
-from tinygrad_explain import kernels as K, naive, ops
-
-from _reference import (away_from_zero, distinct, kink_margin, numeric_grad, one_and_all_threads,  # noqa: F401
-                        rng, serial_kernels, tiny_network)
+from tinygrad_explain import kernels as K
+from tinygrad_explain import naive, ops
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 

@@ -8,12 +8,12 @@ import pickle
 
 import numpy as np
 import pytest
+from _reference import one_and_all_threads, rng, serial_kernels  # noqa: F401 (fixture)
 
 import tinygrad_explain as te
-from tinygrad_explain import kernels as K, nn, ops, train
+from tinygrad_explain import kernels as K
+from tinygrad_explain import nn, ops, train
 from tinygrad_explain.kernels import _numba
-
-from _reference import one_and_all_threads, rng, serial_kernels  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 

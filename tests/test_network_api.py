@@ -12,11 +12,10 @@ input shape (an MLP):
 """
 import numpy as np
 import pytest
+from _reference import serial_kernels, tiny_network  # noqa: F401
 
 import tinygrad_explain as te
 from tinygrad_explain import nn
-
-from _reference import serial_kernels, tiny_network  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _reference import tiny_network
 from PIL import Image
 
 import tinygrad_explain as te
 from tinygrad_explain import image as te_image
-
-from _reference import tiny_network
 
 h5py = pytest.importorskip("h5py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,8 +258,9 @@ def test_good_file_still_loads(saved, model):
 # PyTorch checkpoints and caffemodels: bounded before decompression
 # --------------------------------------------------------------------------
 from test_convert import write_pth  # noqa: E402  (the torch-free .pth writer)
+
 from tinygrad_explain import torch_checkpoint as tc  # noqa: E402
-from tinygrad_explain.convert import ConversionError, convert_torchvision, convert_caffe  # noqa: E402
+from tinygrad_explain.convert import ConversionError, convert_caffe, convert_torchvision  # noqa: E402
 
 
 def test_stride_zero_tensor_refused(tmp_path):

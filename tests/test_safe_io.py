@@ -6,14 +6,12 @@ import re
 import stat
 from pathlib import Path
 
-import numpy as np
 import pytest
+from _reference import tiny_network
 
 import tinygrad_explain as te
 from tinygrad_explain import safe_io
 from tinygrad_explain.safe_io import OutputPathError, atomic_write, check_output, write_text
-
-from _reference import tiny_network
 
 ROOT = Path(__file__).resolve().parents[1]
 

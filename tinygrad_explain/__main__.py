@@ -98,7 +98,9 @@ def build_parser():
 
 def run(args) -> str:
     import tinygrad_explain as te
-    from tinygrad_explain import explain as X, figures as F, image as te_image
+    from tinygrad_explain import explain as X
+    from tinygrad_explain import figures as F
+    from tinygrad_explain import image as te_image
     from tinygrad_explain.safe_io import check_output
     out = check_output(args.out or f"{args.method}.png", inputs=[p for p in (args.image, args.weights) if p])
     model = te.load_model(args.weights, device=args.device)

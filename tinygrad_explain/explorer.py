@@ -104,7 +104,8 @@ class Explorer:
     layer-by-layer view, timings in ms)."""
 
     def __init__(self, weights=None, threads: int = 1, scenes: int | None = None):
-        from . import load_model, scenes as te_scenes
+        from . import load_model
+        from . import scenes as te_scenes
         from .device import set_num_threads
         self.model = load_model(weights)
         self.methods = METHODS
@@ -260,7 +261,8 @@ class Explorer:
 
     def _map(self, x, picture, truth, method, target):
         """(the array te.explain returned for this image, its picture, extra JSON fields)."""
-        from . import explain as X, figures as F
+        from . import explain as X
+        from . import figures as F
         values = self.methods[method][2](X, self.model, x, target)[0]
         if method != "grabcut":
             return values, F.method_picture(method, values, picture), {}

@@ -49,10 +49,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import explain as X
-from .device import set_num_threads
 from . import image as te_image
+from .device import set_num_threads
 from .modelfile import DEFAULT_WEIGHTS
 from .safe_io import atomic_write, write_text
+
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
 def _say(text):
@@ -554,6 +555,7 @@ def plot_benchmark(report: dict, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from .explain.benchmark import BASELINES, COLUMNS
     rows = report["rows"]
     names = list(rows)
@@ -835,7 +837,7 @@ def main(argv=None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # a kill still removes the partial folder
 
-    from . import load_model, ModelFileError
+    from . import ModelFileError, load_model
     from .device import DeviceUnavailable
     t0 = time.perf_counter()
     try:

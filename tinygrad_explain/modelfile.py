@@ -221,6 +221,7 @@ def load_model(path=None, device="cpu", max_parameters=None):
     count, checked before any weight is allocated or read.
     """
     import h5py
+
     from .models import from_architecture
     if device != "cpu":
         from . import device as dev
@@ -326,8 +327,10 @@ def load_model(path=None, device="cpu", max_parameters=None):
 def _read_preprocessing(f, path, input_shape) -> dict:
     """The /preprocessing attributes as plain Python values, checked by the one
     reader of the recipe (:func:`tinygrad_explain.image.preprocessing_of`)."""
-    import h5py
     from types import SimpleNamespace
+
+    import h5py
+
     from .image import preprocessing_of
     pre = {}
     if "preprocessing" not in f:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import engine
-from .engine import Function, Tensor, _xp
 from . import kernels as K
+from .engine import Function, Tensor, _xp
 
 
 def _pair(v):
@@ -75,7 +75,7 @@ class Conv2d(Function):
     def forward(self, x, w, b=None, stride=1, padding=0, groups=1):
         xp, B = _xp(x), K.backend(x)
         self.stride, self.padding, self.groups = _pair(stride), _pair(padding), int(groups)
-        N, G, (O, Cg, kh, kw) = x.shape[0], self.groups, w.shape
+        N, G, (O, _, kh, kw) = x.shape[0], self.groups, w.shape
         oh, ow, R, Og, step = self._geometry(x.shape, w.shape, xp)
         L = oh * ow
         x = xp.ascontiguousarray(x)
@@ -103,7 +103,7 @@ class Conv2d(Function):
     def backward(self, g):
         xp, B = _xp(g), K.backend(g)
         x, w, G = self.x, self.w, self.groups
-        N, (O, Cg, kh, kw) = x.shape[0], w.shape
+        N, (O, _, kh, kw) = x.shape[0], w.shape
         oh, ow, R, Og, step = self._geometry(x.shape, w.shape, xp)
         L = oh * ow
         g = xp.ascontiguousarray(g).reshape(N, O, L)

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._common import (ExplainError, class_names, data_scale, pixel_bounds, resolve_class, resolve_layer,
-                      resolve_unit)
-from .optimize import optimize, recipe as _recipe_settings, step_schedule
+from ._common import ExplainError, class_names, data_scale, pixel_bounds, resolve_class, resolve_layer, resolve_unit
+from .optimize import optimize, step_schedule
+from .optimize import recipe as _recipe_settings
 
 # Named recipes (``recipe=``).  lr is in units of B per step for Adam, B^2 for SGD (B the
 # range of natural images in model space), l2 in units of 1/B^2, so that they suit
@@ -111,7 +111,8 @@ def natural_colour(model) -> np.ndarray:
     are only a stand-in for photographs."""
     key = id(model)
     if key not in _COLOURS:
-        from .. import image as te_image, scenes
+        from .. import image as te_image
+        from .. import scenes
         from .transforms import colour_sqrt
         imgs = scenes.load_sample()["images"][:100]
         x = np.concatenate([te_image.load(im, model) for im in imgs])
