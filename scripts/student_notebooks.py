@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--drop-checks", action="store_true", help="remove the solution-check cells too")
     args = ap.parse_args(argv)
     import nbformat
+
     from tinygrad_explain.safe_io import atomic_write
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     out = args.out.resolve()
