@@ -101,7 +101,8 @@ def main(argv=None):
     results["file_bytes"] = size
     print(f"model file {model.path}: {size / 1e6:.2f} MB")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        from tinygrad_explain.safe_io import write_text
+        write_text(args.json, json.dumps(results, indent=1))
     return results
 
 

@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import tinygrad_explain as te  # noqa: E402
 from tinygrad_explain import scenes  # noqa: E402
 from tinygrad_explain.explain import sanity  # noqa: E402
+from tinygrad_explain.safe_io import write_text  # noqa: E402
 
 SHORT = {"spearman_abs": "rank|.|", "spearman": "rank", "ssim": "SSIM", "hog": "HOG"}
 
@@ -94,7 +95,7 @@ def main(argv=None):
            "weights": str(args.weights or "embedded"), "twin": args.twin if "data" in args.tests else None,
            "seconds": round(seconds, 1), "summary": summary}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=1), encoding="utf-8")
+    write_text(args.json, json.dumps(out, indent=1))
     print(f"{n} scenes, {len(args.methods)} methods in {seconds:.0f} s; wrote {args.json}")
     return out
 

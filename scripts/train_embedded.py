@@ -70,8 +70,10 @@ def load_split(split, n, cache_dir, seed=0, progress=True, parallel=None):
     if cache_dir:
         p.mkdir(parents=True, exist_ok=True)
         if n is None:
-            np.save(fi, d["images"])
-            np.save(fl, d["labels"])
+            from tinygrad_explain.safe_io import atomic_write
+            for path, arr in ((fi, d["images"]), (fl, d["labels"])):
+                with atomic_write(path) as f:
+                    np.save(f, arr)
     return d["images"], d["labels"]
 
 
@@ -223,8 +225,8 @@ def run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, 
             rec["test_acc"] = train.evaluate(model, test_images, test_labels, parallel=par)
         history.append(rec)
         print(json.dumps(rec), flush=True)
-        ck = train.save_checkpoint(args.checkpoint_dir / f"epoch_{epoch + 1:03d}.npz", model, opt, epoch + 1,
-                                   rngs={"data": rng}, extra={"history": history, "config": config})
+        train.save_checkpoint(args.checkpoint_dir / f"epoch_{epoch + 1:03d}.npz", model, opt, epoch + 1,
+                              rngs={"data": rng}, extra={"history": history, "config": config})
         if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
             print(f"stopping after epoch {epoch + 1} (--stop-after-epoch)", flush=True)
             sys.exit(3)

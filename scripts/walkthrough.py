@@ -3,9 +3,10 @@
 
 1. Build a tiny CNN (conv - ReLU - max-pool - conv - ReLU - max-pool - fc - ReLU - fc).
 2. Run one forward pass on a random image and print every layer's output shape.
-3. Start from dS_c/dS = one-hot(c) at the scores and walk back layer by layer,
-   printing the gradient's shape and norm at each step, and at each ReLU how
-   many entries the rule let through (backprop, then deconvnet and guided).
+3. Keep every layer's output (``model(x, keep=...)``), backprop once from
+   dS_c/dS = one-hot(c), and walk back layer by layer reading the gradient that
+   reached each layer (``outs[layer].grad``): its shape and norm, and at each
+   ReLU how many entries the rule let through (backprop, then deconvnet and guided).
 4. Check the input gradient dS_c/dx against central finite differences
    (te.gradcheck, float64).
 
@@ -32,43 +33,44 @@ def tiny_network(seed=0, dtype=np.float32):
 
 
 def walk(model, x, target, rule, verbose=True):
-    """Forward layer by layer (each output kept as a leaf), then backward layer by layer.
+    """One forward pass that keeps every layer's output (``model(x, keep=...)``: each
+    kept output retains its gradient), one backward pass from dS_c/dS = one-hot(c),
+    then the gradient that reached each layer read off layer by layer.
     Returns dS_target/dx."""
-    acts, graphs = [te.Tensor(x, requires_grad=True)], []
+    names = model.layer_names
+    xt = te.Tensor(x, requires_grad=True)
+    outs = model(xt, keep=names)
     if verbose:
         print(f"\nforward pass: input {tuple(x.shape)}")
-    for name, layer in model.layers.items():
-        out = layer(acts[-1])
-        graphs.append(out)
-        acts.append(te.Tensor(out.data, requires_grad=True))
-        if verbose:
-            print(f"  {name:<8} {type(layer).__name__:<18} -> {tuple(out.shape)}")
-    scores = acts[-1].data
+        for name, layer in model.layers.items():
+            print(f"  {name:<8} {type(layer).__name__:<18} -> {tuple(outs[name].shape)}")
+    scores = outs.output
     if verbose:
-        print(f"scores S = {np.array2string(scores[0], precision=3)}; target c = {target} "
+        print(f"scores S = {np.array2string(scores.numpy()[0], precision=3)}; target c = {target} "
               f"({model.class_names[target]})")
         print(f"\nbackward pass ({rule}): start with dS_c/dS = one-hot(c)")
-    g = np.zeros_like(scores)
-    g[0, target] = 1
-    names = list(model.layers)
+    onehot = np.zeros(scores.shape, scores.dtype)
+    onehot[0, target] = 1
+    with te.relu_backward(rule):
+        scores.backward(onehot)
+    # the input of layer k is the output of layer k - 1 (the image for k = 0)
+    inputs = [xt] + [outs[n] for n in names[:-1]]
     for k in range(len(names) - 1, -1, -1):
         name, layer = names[k], model.layers[names[k]]
-        with te.relu_backward(rule):
-            graphs[k].backward(g)
-        g_in = acts[k].grad
+        g_out = outs[name].grad if k < len(names) - 1 else onehot
+        g_in = inputs[k].grad
         if verbose:
             note = ""
             if isinstance(layer, nn.ReLU):
-                xin = acts[k].data
+                xin = inputs[k].data
                 passed = int((g_in != 0).sum())
                 rule_txt = {"backprop": "dx = dy*[x>0]", "deconvnet": "dx = dy*[dy>0]",
                             "guided": "dx = dy*[x>0]*[dy>0]"}[rule]
-                note = (f"  ReLU rule {rule_txt}: {passed}/{g.size} entries passed "
-                        f"(x>0: {int((xin > 0).sum())}, dy>0: {int((g > 0).sum())})")
+                note = (f"  ReLU rule {rule_txt}: {passed}/{g_out.size} entries passed "
+                        f"(x>0: {int((xin > 0).sum())}, dy>0: {int((g_out > 0).sum())})")
             print(f"  d S_c / d(input of {name:<7}) shape {str(tuple(g_in.shape)):<14} "
                   f"norm {np.linalg.norm(g_in):9.5f}{note}")
-        g = g_in
-    return g
+    return xt.grad
 
 
 def main(argv=None):

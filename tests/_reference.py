@@ -2,6 +2,7 @@
 
 * ``rng``, ``away_from_zero``, ``distinct``: seeded test inputs (no ReLU kinks
   near a sample, no max-pool ties).
+* ``one_and_all_threads``: a function's results serial and parallel.
 * ``numeric_grad``: central differences of a scalar function of an array,
   independent of ``te.gradcheck`` (used where gradcheck's random output
   direction would get in the way, e.g. the sign-dependent ReLU rules).
@@ -54,6 +55,19 @@ def serial_kernels():
     numba.set_num_threads(1)
     try:
         yield
+    finally:
+        numba.set_num_threads(prev)
+
+
+def one_and_all_threads(run):
+    """(run() on one Numba thread, run() on all of them), the thread count restored after."""
+    import numba
+    prev = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        serial = run()
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        return serial, run()
     finally:
         numba.set_num_threads(prev)
 
@@ -124,6 +138,7 @@ def torch_alexnet(variant, num_classes=1000):
     """The package's independent PyTorch AlexNet (tinygrad_explain.torch_reference):
     module ``i`` of the Sequential is te layer ``i``, so ``seq[:i + 1]`` is a prefix net."""
     import torch.nn as tnn
+
     from tinygrad_explain.torch_reference import layers
     return tnn.Sequential(*layers(variant, num_classes)).eval()
 

@@ -5,12 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from _reference import rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
 
 import tinygrad_explain as te
 from tinygrad_explain import nn
 from tinygrad_explain.models import Network, alexnet
-
-from _reference import rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 

@@ -7,12 +7,20 @@ backward would pass gradcheck.
 """
 import numpy as np
 import pytest
+from _reference import (  # noqa: F401
+    away_from_zero,
+    distinct,
+    kink_margin,
+    numeric_grad,
+    one_and_all_threads,
+    rng,
+    serial_kernels,
+    tiny_network,
+)
 
 import tinygrad_explain as te
-from tinygrad_explain import kernels as K, naive, ops
-
-from _reference import (away_from_zero, distinct, kink_margin, numeric_grad, rng, serial_kernels,  # noqa: F401
-                        tiny_network)
+from tinygrad_explain import kernels as K
+from tinygrad_explain import naive, ops
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
@@ -205,6 +213,39 @@ def test_relu_all_rules_equal_gradient_for_positive_input_and_upstream():
     g = rng(7).uniform(0.1, 2.0, (2, 4))
     for rule in te.RELU_RULES:
         np.testing.assert_array_equal(_relu_grad(x, g, rule), g)
+
+
+def test_relu_rules_read_the_one_table():
+    """Each rule's result is the formula dx = g * [x > 0 if mask_x] * [g > 0 if mask_g]
+    with its masks from te.engine.RELU_MASKS (the table the kernels are driven by)."""
+    assert te.engine.RELU_MASKS == {"backprop": (True, False), "deconvnet": (False, True), "guided": (True, True)}
+    assert te.RELU_RULES == ("backprop", "deconvnet", "guided")
+    x = away_from_zero((3, 7), seed=2)
+    g = away_from_zero((3, 7), seed=3)
+    for rule, (mask_x, mask_g) in te.engine.RELU_MASKS.items():
+        formula = g * ((x > 0) if mask_x else 1) * ((g > 0) if mask_g else 1)
+        np.testing.assert_array_equal(_relu_grad(x, g, rule), formula)
+
+
+def test_relu_propagates_nan():
+    """relu(NaN) = NaN (not 0), as in PyTorch; a NaN gradient comes back as NaN under every
+    rule, even where the masks would block a number; a NaN x lets g through (PyTorch's
+    threshold_backward does the same).  Infinities are numbers: masked like any other."""
+    x = np.array([np.nan, np.nan, -1.0, -1.0, 2.0, 2.0, np.inf, -np.inf, -0.0])
+    g = np.array([1.0, -1.0, np.nan, 1.0, np.nan, -np.inf, 1.0, 1.0, 1.0])
+    y = te.relu(te.Tensor(x)).numpy()
+    np.testing.assert_array_equal(y, [np.nan, np.nan, 0, 0, 2, 2, np.inf, 0, 0])
+    assert not np.signbit(y[-1])
+    expect = {"backprop": [1, -1, np.nan, 0, np.nan, -np.inf, 1, 0, 0],
+              "deconvnet": [1, 0, np.nan, 1, np.nan, 0, 1, 1, 1],
+              "guided": [1, 0, np.nan, 0, np.nan, 0, 1, 0, 0]}
+    for rule in te.RELU_RULES:
+        np.testing.assert_array_equal(_relu_grad(x, g, rule), expect[rule], err_msg=rule)
+    torch = pytest.importorskip("torch")
+    xt = torch.from_numpy(x).requires_grad_(True)
+    torch.relu(xt).backward(torch.from_numpy(np.nan_to_num(g, nan=5.0)))
+    assert torch.isnan(torch.relu(torch.from_numpy(x))[:2]).all()
+    np.testing.assert_array_equal(_relu_grad(x, np.nan_to_num(g, nan=5.0), "backprop"), xt.grad.numpy())
 
 
 def _guided_net(x, w1, b1, w2):
@@ -767,14 +808,7 @@ def test_kernels_parallel_equals_serial(monkeypatch):
                 y.backward(g)
             out += [y.numpy().copy(), t.grad.copy()]
         return out
-    prev = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        serial = run()
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        parallel = run()
-    finally:
-        numba.set_num_threads(prev)
+    serial, parallel = one_and_all_threads(run)
     assert calls["parallel"] > 0, "the parallel kernels never ran"
     for i, (a, c) in enumerate(zip(serial, parallel)):
         assert a.tobytes() == c.tobytes(), f"output {i} differs between 1 and {numba.config.NUMBA_NUM_THREADS} threads"

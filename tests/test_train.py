@@ -436,6 +436,7 @@ def test_adam_kernel_equals_the_numpy_expressions_bit_for_bit():
         params = [Tensor(r.standard_normal(s).astype(np.float32), requires_grad=True) for s in shapes]
         ref = [p.data.copy() for p in params]
         ms, vs = [np.zeros_like(a) for a in ref], [np.zeros_like(a) for a in ref]
+        arr = [(a.copy(), np.zeros_like(a), np.zeros_like(a)) for a in ref]     # the GPU path's array form
         opt = train.Adam(params, lr=2e-3, weight_decay=0.05, decoupled=decoupled)
         for t in range(1, 31):
             grads = [r.standard_normal(s).astype(np.float32) * 0.01 for s in shapes]
@@ -443,6 +444,8 @@ def test_adam_kernel_equals_the_numpy_expressions_bit_for_bit():
                 p.grad = g
             opt.lr = 2e-3 * (1 - t / 40)
             opt.step()
+            for (w2, m2, v2), g in zip(arr, grads):
+                train._adam_step_xp(w2, g, m2, v2, opt.lr, 0.9, 0.999, 1e-8, 0.05, decoupled, t)
             c1, c2 = 1 - 0.9 ** t, 1 - 0.999 ** t
             for w, m, v, g in zip(ref, ms, vs, grads):
                 g = g.copy()
@@ -455,8 +458,9 @@ def test_adam_kernel_equals_the_numpy_expressions_bit_for_bit():
                 if decoupled:
                     w -= np.float32(opt.lr * 0.05) * w
                 w -= np.float32(opt.lr / c1) * m / (np.sqrt(v / np.float32(c2)) + np.float32(1e-8))
-        for p, w in zip(params, ref):
+        for p, w, (w2, _, _) in zip(params, ref, arr):
             assert p.data.tobytes() == w.tobytes()
+            np.testing.assert_allclose(w2, w, rtol=1e-6, atol=1e-7)
 
 
 def test_data_parallel_predict_uses_the_current_parameters(sample):

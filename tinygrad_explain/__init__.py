@@ -26,8 +26,9 @@ def _map_checkout_kernels():
     root = _os.path.join(_os.path.dirname(here), "kernels")
     init = _os.path.join(root, "__init__.py")
     if not _os.path.isfile(init):
-        raise ImportError("tinygrad_explain: the kernels package is missing; install the project with "
-                          "`pip install -e .` from its checkout")
+        raise ImportError(f"tinygrad_explain: the kernels package is missing: no {init} beside the package "
+                          "(in a checkout it is the top-level kernels/ folder); restore it, or install the "
+                          "project with `pip install -e .` from a complete checkout")
     spec = _ilu.spec_from_file_location(name, init, submodule_search_locations=[root])
     module = _ilu.module_from_spec(spec)
     _sys.modules[name] = module
@@ -36,6 +37,7 @@ def _map_checkout_kernels():
     except BaseException:
         del _sys.modules[name]
         raise
+    _sys.modules[__name__].kernels = module      # te.kernels, as an ordinary import would set it
 
 
 _map_checkout_kernels()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import Tensor, no_grad, _xp
+from .engine import Tensor, _xp, no_grad
 
 
 class GradcheckError(AssertionError):

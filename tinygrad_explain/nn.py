@@ -9,11 +9,13 @@ for training -- explaining a network only needs gradients for the image.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
+from . import kernels as K
 from . import ops
-from .engine import Tensor, rng
+from .engine import Tensor, _xp, rng
 
 
 class Layer:
@@ -85,6 +87,16 @@ class Conv2d(Layer):
 
 
 class Linear(Layer):
+    """Fully connected layer, weight (out, in).
+
+    For a few rows (``ops.Linear.SKINNY_MAX_ROWS``) the forward product reads the
+    weight transposed (kernels/linear.py).  The layer keeps that packed copy of
+    a frozen CPU weight (as much memory again), made at its first use and remade
+    when the weight changes: a new array assigned to ``weight.data`` (loading,
+    ``load_state_dict``, ``astype``, ``to``) or ``weight.mark_changed()`` after an
+    in-place write (the optimisers call it; so must code that edits a frozen
+    weight in place).  A trainable weight (``requires_grad``) is never packed:
+    its forward uses BLAS.  The copy is not pickled (it is remade)."""
     type = "linear"
     params = ("weight", "bias")
 
@@ -94,6 +106,7 @@ class Linear(Layer):
         bound = 1 / math.sqrt(in_features)
         self.weight = Tensor(_uniform((out_features, in_features), bound))
         self.bias = Tensor(_uniform((out_features,), bound))
+        self._packed = None             # (weakref to the weight array, its version, packed copy)
 
     def spec(self):
         return {"type": self.type, "in_features": self.in_features, "out_features": self.out_features}
@@ -101,8 +114,28 @@ class Linear(Layer):
     def out_shape(self, s):
         return (self.out_features,)
 
+    def packed_weight(self):
+        """weight.data transposed (in, out), contiguous -- or None for a trainable or GPU weight."""
+        w = self.weight
+        if w.requires_grad or _xp(w.data) is not np:
+            self._packed = None
+            return None
+        p = self._packed
+        if p is None or p[0]() is not w.data or p[1] != w.version:
+            self._packed = None                 # free the old copy before making the new one
+            self._packed = p = (weakref.ref(w.data), w.version, K.linear.pack(w.data))
+        return p[2]
+
+    def __getstate__(self):
+        return dict(self.__dict__, _packed=None)
+
+    @property
+    def packed_nbytes(self):
+        """Bytes held by the packed copy (0 when there is none)."""
+        return 0 if self._packed is None else self._packed[2].nbytes
+
     def __call__(self, x):
-        return ops.linear(x, self.weight, self.bias)
+        return ops.linear(x, self.weight, self.bias, packed=self.packed_weight)
 
 
 class ReLU(Layer):

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import engine
-from .engine import Function, Tensor, _xp
 from . import kernels as K
+from .engine import Function, Tensor, _xp
 
 
 def _pair(v):
@@ -75,7 +75,7 @@ class Conv2d(Function):
     def forward(self, x, w, b=None, stride=1, padding=0, groups=1):
         xp, B = _xp(x), K.backend(x)
         self.stride, self.padding, self.groups = _pair(stride), _pair(padding), int(groups)
-        N, G, (O, Cg, kh, kw) = x.shape[0], self.groups, w.shape
+        N, G, (O, _, kh, kw) = x.shape[0], self.groups, w.shape
         oh, ow, R, Og, step = self._geometry(x.shape, w.shape, xp)
         L = oh * ow
         x = xp.ascontiguousarray(x)
@@ -103,7 +103,7 @@ class Conv2d(Function):
     def backward(self, g):
         xp, B = _xp(g), K.backend(g)
         x, w, G = self.x, self.w, self.groups
-        N, (O, Cg, kh, kw) = x.shape[0], w.shape
+        N, (O, _, kh, kw) = x.shape[0], w.shape
         oh, ow, R, Og, step = self._geometry(x.shape, w.shape, xp)
         L = oh * ow
         g = xp.ascontiguousarray(g).reshape(N, O, L)
@@ -136,27 +136,47 @@ class Conv2d(Function):
 
 class Linear(Function):
     """Fully connected layer.  x (N, in), w (out, in), b (out,) -> y = x @ w.T + b.
-    Chain rule:  dx = g @ w;   dw = g.T @ x;   db = sum_n g."""
+    Chain rule:  dx = g @ w;   dw = g.T @ x;   db = sum_n g.
 
-    def forward(self, x, w, b=None):
-        y = x @ w.T.astype(x.dtype, copy=False)
-        if b is not None:
-            y += b
+    Up to ``SKINNY_MAX_ROWS`` rows on the CPU, y and dx come from the kernel that
+    streams the weight once for all rows (kernels/linear.py; each sum in the
+    naive order).  Its forward reads the weight transposed: ``packed()``, if
+    given, returns that copy (``nn.Linear`` keeps one per weight version) or None
+    (then BLAS, as above the crossover and on the GPU).  dw stays a GEMM."""
+
+    SKINNY_MAX_ROWS = 32        # the measured BLAS crossover (scripts/bench_cpu.py --fc)
+
+    def _skinny(self, a):
+        return _xp(a) is np and a.ndim == 2 and a.shape[0] <= self.SKINNY_MAX_ROWS
+
+    def forward(self, x, w, b=None, packed=None):
+        wt = packed() if packed is not None and self._skinny(x) else None
+        if wt is not None and wt.dtype == x.dtype:
+            y = K.linear.forward(x, wt, b)
+        else:
+            y = x @ w.T.astype(x.dtype, copy=False)
+            if b is not None:
+                y += b
         if any(self.needs_grad):
             self.x = x if self.needs_grad[1] else None
             self.w = w
         return y
 
     def backward(self, g):
-        dx = g @ self.w.astype(g.dtype, copy=False) if self.needs_grad[0] else None
+        dx = None
+        if self.needs_grad[0]:
+            w = self.w.astype(g.dtype, copy=False)
+            dx = K.linear.backward(g, w) if self._skinny(g) else g @ w
         dw = (g.T @ self.x).astype(self.w.dtype, copy=False) if self.needs_grad[1] else None
         db = g.sum(0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return dx, dw, db
 
 
 class ReLU(Function):
-    """y = max(x, 0).  Backward follows the engine's current rule
-    (``te.relu_backward``): backprop g*[x>0], deconvnet g*[g>0], guided g*[x>0]*[g>0]."""
+    """y = max(x, 0) (NaN stays NaN).  Backward follows the engine's current rule
+    (``te.relu_backward``), looked up in the one table ``engine.RELU_MASKS``:
+        dx = g * [x > 0 if mask_x] * [g > 0 if mask_g]
+    backprop masks by x, deconvnet by g, guided by both."""
 
     def forward(self, x):
         y = K.backend(x).relu.forward(x)
@@ -164,7 +184,8 @@ class ReLU(Function):
         return y
 
     def backward(self, g):
-        return K.backend(g).relu.backward(self.y, g, engine.current_relu_rule())
+        mask_x, mask_g = engine.RELU_MASKS[engine.current_relu_rule()]
+        return K.backend(g).relu.backward(self.y, g, mask_x, mask_g)
 
 
 class MaxPool2d(Function):
@@ -289,7 +310,7 @@ class Max(Function):
         dx = g * [x == y] / #{x == y}      (y and g broadcast back over ``axis``)"""
 
     def forward(self, x, axis=None, keepdims=False):
-        self.x, self.axis, self.keepdims = x, axis, keepdims
+        self.x, self.axis = x, axis
         self.y = x.max(axis=axis, keepdims=True)
         return self.y if keepdims else self.y.reshape(_reduced_shape(x.shape, axis))
 
@@ -526,8 +547,9 @@ def conv2d(x, w, b=None, stride=1, padding=0, groups=1):
     return Conv2d.apply(*args, stride=stride, padding=padding, groups=groups)
 
 
-def linear(x, w, b=None):
-    return Linear.apply(*((x, w) if b is None else (x, w, b)))
+def linear(x, w, b=None, packed=None):
+    """``packed``: optional callable returning w in the forward kernel's layout (see ``Linear``)."""
+    return Linear.apply(*((x, w) if b is None else (x, w, b)), packed=packed)
 
 
 def relu(x):

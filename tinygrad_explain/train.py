@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from . import engine, ops
 from . import kernels as K
 from .device import set_num_threads
 from .engine import Tensor, no_grad
+from .safe_io import atomic_write
 
 
 # --------------------------------------------------------------------------
@@ -91,7 +91,7 @@ class SGD(Optimizer):
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
-        self.velocity = [np.zeros_like(p.data) for p in self.params]
+        self.velocity = [engine._xp(p.data).zeros_like(p.data) for p in self.params]
 
     def _buffers(self):
         return {"velocity": self.velocity} if self.momentum else {}
@@ -110,6 +110,7 @@ class SGD(Optimizer):
                 v += g
                 g = g + mu * v if self.nesterov else v
             p.data -= lr * g
+            p.mark_changed()
 
 
 class Adam(Optimizer):
@@ -120,8 +121,8 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.b1, self.b2 = map(float, betas)
         self.eps, self.weight_decay, self.decoupled = float(eps), float(weight_decay), bool(decoupled)
-        self.m = [np.zeros(p.data.shape, p.data.dtype) for p in self.params]
-        self.v = [np.zeros(p.data.shape, p.data.dtype) for p in self.params]
+        self.m = [engine._xp(p.data).zeros(p.data.shape, p.data.dtype) for p in self.params]
+        self.v = [engine._xp(p.data).zeros(p.data.shape, p.data.dtype) for p in self.params]
 
     def _buffers(self):
         return {"m": self.m, "v": self.v}
@@ -131,8 +132,28 @@ class Adam(Optimizer):
         for p, m, v in zip(self.params, self.m, self.v):
             if p.grad is None:
                 continue
-            K.adam.step(p.data, p.grad, m, v, self.lr, self.b1, self.b2, self.eps, self.weight_decay,
-                        self.decoupled, self.steps)
+            if engine._xp(p.data) is np:
+                K.adam.step(p.data, p.grad, m, v, self.lr, self.b1, self.b2, self.eps, self.weight_decay,
+                            self.decoupled, self.steps)
+            else:                                   # a GPU (CuPy) array: the same formula, element-wise
+                _adam_step_xp(p.data, p.grad, m, v, self.lr, self.b1, self.b2, self.eps, self.weight_decay,
+                              self.decoupled, self.steps)
+            p.mark_changed()
+
+
+def _adam_step_xp(w, g, m, v, lr, b1, b2, eps, weight_decay, decoupled, t):
+    """``kernels/adam.py``'s update written with array operations (for CuPy arrays)."""
+    f = w.dtype.type
+    g = g.astype(w.dtype, copy=False)
+    if weight_decay and not decoupled:
+        g = g + f(weight_decay) * w
+    m *= f(b1)
+    m += f(1 - b1) * g
+    v *= f(b2)
+    v += f(1 - b2) * g * g
+    if weight_decay and decoupled:
+        w -= f(lr * weight_decay) * w
+    w -= f(lr / (1 - b1 ** t)) * m / (engine._xp(w).sqrt(v / f(1 - b2 ** t)) + f(eps))
 
 
 # --------------------------------------------------------------------------
@@ -279,8 +300,9 @@ def save_checkpoint(path, model, optimizer, epoch, rngs=None, extra=None):
     count), ``epoch``, the state of each generator in ``rngs`` (a dict name ->
     Generator; the engine's own generator -- dropout masks -- is always
     saved as ``engine``) as JSON, ``preprocessing`` as JSON, and ``extra``
-    (a JSON-able dict, e.g. the training history).  Written to a temporary
-    file and renamed, so an interruption never leaves a half-written checkpoint.
+    (a JSON-able dict, e.g. the training history).  Written through
+    :func:`~tinygrad_explain.safe_io.atomic_write`, so an interruption never
+    leaves a half-written checkpoint.
     """
     path = Path(path)
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
@@ -293,9 +315,8 @@ def save_checkpoint(path, model, optimizer, epoch, rngs=None, extra=None):
     arrays["preprocessing"] = np.asarray(json.dumps(_jsonable(model.preprocessing)))
     arrays["extra"] = np.asarray(json.dumps(extra or {}))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("tmp_" + path.name)      # ends in .npz, so np.savez keeps the name
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
     return path
 
 
@@ -466,6 +487,7 @@ def _unflatten_into(flat, params):
     for p in params:
         n = p.data.size
         p.data[...] = flat[o:o + n].reshape(p.data.shape)
+        p.mark_changed()
         o += n
 
 

@@ -35,12 +35,12 @@ from ._common import (ExplainError, OptimizationError, Objective, resolve_class,
 from .gradients import gradient, saliency, predict, relu_toy_example  # noqa: F401
 from .optimize import optimize, OptimizeResult, step_schedule  # noqa: F401
 from .visualize import class_model, maximize, Visualization  # noqa: F401
-from .inversion import invert, feature_code, Inversion  # noqa: F401
+from .inversion import invert, invert_layers, feature_code, Inversion, LayerInversions  # noqa: F401
 from .grabcut import grabcut_mask, largest_component, mask_box  # noqa: F401
 from .attribution import (smoothgrad, smooth_gradient, gradcam, guided_gradcam, occlusion,  # noqa: F401
                           gradient_x_input)
-from . import regularizers, localization, sanity  # noqa: F401
+from . import regularizers, transforms, metrics, benchmark, sanity, features, quality  # noqa: F401
 
 __all__ = ["gradient", "saliency", "predict", "smoothgrad", "smooth_gradient", "gradcam", "guided_gradcam",
-           "occlusion", "gradient_x_input", "class_model", "maximize", "invert", "feature_code",
+           "occlusion", "gradient_x_input", "class_model", "maximize", "invert", "invert_layers", "feature_code",
            "grabcut_mask", "optimize", "step_schedule", "relu_toy_example", "ExplainError", "OptimizationError"]

@@ -29,6 +29,14 @@ class OptimizationError(FloatingPointError):
     """An optimisation diverged (NaN or Inf appeared)."""
 
 
+def check_finite(a, what: str):
+    """Refuse NaN / Inf in scores or gradients: an explanation computed from them would be
+    meaningless (a network that overflows must never give plausible maps)."""
+    if not bool(_xp(a).isfinite(a).all()):
+        raise ExplainError(f"{what} contains NaN or Inf: the network overflowed on this input (or has "
+                           "extreme weights); no explanation can be computed from it")
+
+
 # --------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------
@@ -113,7 +121,7 @@ def resolve_class(model, target) -> int:
         idx = int(target)
     elif isinstance(target, str):
         s = target.strip()
-        if s.lstrip("-").isdigit():
+        if s.lstrip("-").isdecimal():
             idx = int(s)
         else:
             if names is None:
@@ -182,7 +190,7 @@ def resolve_unit(model, layer: str, unit):
         raise ExplainError(f"unit must be an int or a tuple of ints, got {unit!r}")
     if isinstance(unit, (int, np.integer)):
         idx = (int(unit),)
-    elif isinstance(unit, str) and unit.strip().lstrip("-").isdigit():
+    elif isinstance(unit, str) and unit.strip().lstrip("-").isdecimal():
         idx = (int(unit),)
     elif isinstance(unit, str) and "," in unit:
         try:
@@ -230,6 +238,12 @@ class Objective:
         data = out.data if isinstance(out, Tensor) else out
         return _xp(data).asarray(self.seed, dtype=data.dtype)
 
+    def take(self, index) -> "Objective":
+        """The objective of the images ``index`` (an index array or slice): e.g.
+        ``obj.take(np.repeat(np.arange(N), k))`` repeats each image's target k times."""
+        return Objective(layer=self.layer, seed=self.seed[index], labels=list(np.asarray(self.labels, object)[index]),
+                         classes=None if self.classes is None else self.classes[index])
+
     def value(self, out: Tensor) -> Tensor:
         """S (N,) from the layer's output Tensor, differentiable: sum of seed * out per image."""
         s = out * Tensor(self.seed_like(out))
@@ -244,7 +258,7 @@ def _unit_target(model, t):
         if ":" not in t or t.strip() in (getattr(model, "class_names", None) or ()):
             return None
         head, *rest = [v.strip() for v in t.split(":")]
-        if not all(v.lstrip("-").isdigit() for v in rest):
+        if not all(v.lstrip("-").isdecimal() for v in rest):
             return _bad_unit(t) if head in model.layer_names else None    # else a class name with a colon
         layer, unit = head, tuple(int(v) for v in rest)
     elif isinstance(t, tuple) and t and isinstance(t[0], str):
@@ -277,7 +291,12 @@ def resolve_objective(model, target, n: int) -> Objective:
     * a neuron: ``("conv5", c, i, j)`` or ``"conv5:c:i:j"`` -- S is that one activation;
     * or a list/array of those, one per image (all in the same layer).
     Unknown layers, out-of-range channels and positions raise an ExplainError naming them
-    (``resolve_layer`` / ``resolve_unit``: the same checks as ``maximize``)."""
+    (``resolve_layer`` / ``resolve_unit``: the same checks as ``maximize``).
+    An ``Objective`` passes through (its number of images must be ``n``)."""
+    if isinstance(target, Objective):
+        if len(target.seed) != n:
+            raise ExplainError(f"an objective for {len(target.seed)} images given for {n} images")
+        return target
     single = _unit_target(model, target) is not None or isinstance(target, (str, int, np.integer)) or (
         isinstance(target, np.ndarray) and target.ndim == 0)
     if single:

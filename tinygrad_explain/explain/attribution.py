@@ -3,8 +3,9 @@ guided Grad-CAM, occlusion and gradient x input.
 
 Same calling convention as ``te.explain.saliency``: ``method(model, x, target, ...)``
 with ``x`` images in model space (N, C, H, W) and ``target`` a class index, a
-name, or one per image; every map comes back on the host, one per image.  ``S``
-is the unnormalised class score (before softmax) unless said otherwise.
+name, a channel or neuron (``("conv5", c[, i, j])``, see ``te.explain.gradient``),
+or one per image; every map comes back on the host, one per image.  ``S`` is the
+unnormalised class score (before softmax) unless said otherwise.
 
     smoothgrad       (N, H, W)     Smilkov et al. 2017        mean over noisy copies, max over channels
     gradcam          (N, H, W)     Selvaraju et al. 2017      ReLU(sum_k alpha_k A^k), upsampled
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..engine import no_grad
-from ._common import ExplainError, as_batch, pixel_bounds, resolve_layer, resolve_targets, to_host
+from ._common import ExplainError, as_batch, pixel_bounds, resolve_layer, resolve_objective, to_host
 from .gradients import gradient
 
 
@@ -46,17 +47,17 @@ def smooth_gradient(model, x, target, noise: float = 0.15, samples: int = 25, se
 
         G_n = 1/samples * sum_k g(x_n + eps_nk),   eps_nk ~ N(0, sigma_n^2)  (smoothgrad_noise)
 
-    with g = dS_target/dx under ``rule`` (or |dS/dx| with ``absolute``).  Returns
+    with g = dS_target/dx under ``rule`` (or |dS/dx| with ``absolute``); ``target`` as in
+    ``gradient`` (a class, a channel or a neuron).  Returns
     (N, C, H, W) in model space.  With rule="backprop" and absolute=False this is the
     exact gradient of the smoothed score 1/samples * sum_k S(x + eps_k) for the
     drawn noise.  The noisy copies go through the network ``batch_size`` at a time."""
     xb = as_batch(model, x)
     N = xb.shape[0]
-    targets = resolve_targets(model, target, N)
     eps = smoothgrad_noise(xb, noise, samples, seed)
     noisy = (to_host(xb)[:, None].astype(np.float64) + eps).astype(xb.dtype).reshape((-1,) + xb.shape[1:])
-    tgt = np.repeat(targets, samples)
-    grads = np.concatenate([gradient(model, noisy[s:s + batch_size], tgt[s:s + batch_size], rule)
+    obj = resolve_objective(model, target, N).take(np.repeat(np.arange(N), samples))   # one per noisy copy
+    grads = np.concatenate([gradient(model, noisy[s:s + batch_size], obj.take(slice(s, s + batch_size)), rule)
                             for s in range(0, len(noisy), batch_size)])
     if absolute:
         np.abs(grads, out=grads)
@@ -143,18 +144,21 @@ def occlusion(model, x, target, patch: int | None = None, stride: int | None = N
         M_ij = mean over the positions p whose square covers (i, j) of  f(x) - f(x occluded at p)
 
     (each pixel averages the drops of every square over it, as Captum's Occlusion does;
-    pixels no square covers get 0).  f is the softmax probability of the target
-    (Zeiler & Fergus's curve) or, with output="score", the unnormalised score.
+    pixels no square covers get 0).  f is the softmax probability of the target class
+    (Zeiler & Fergus's curve) or, with output="score", the unnormalised score -- or, for
+    a channel or neuron target (as in ``gradient``), its activation (Zeiler & Fergus's
+    figure 7 also follows a feature map).
     Default patch: 1/8 of the image side, stride half a patch.  ``fill``: the
     occluder's model-space value per channel (default mid-grey, ``grey(model)``).
     All occluded copies go through the network in batches of ``batch_size``, without
     a graph.  Returns (N, H, W); positive where hiding the pixels lowers f."""
-    from .gradients import predict
+    from ..ops import softmax
     if output not in ("probability", "score"):
         raise ExplainError(f"output must be 'probability' or 'score', got {output!r}")
     xb = to_host(as_batch(model, x))
     N, C, H, W = xb.shape
-    targets = resolve_targets(model, target, N)
+    obj = resolve_objective(model, target, N)
+    probability = output == "probability" and obj.classes is not None
     patch = max(1, min(H, W) // 8) if patch is None else int(patch)
     stride = max(1, patch // 2) if stride is None else int(stride)
     if not 1 <= patch <= min(H, W) or stride < 1:
@@ -167,9 +171,12 @@ def occlusion(model, x, target, patch: int | None = None, stride: int | None = N
         cover[i:i + patch, j:j + patch] += 1
     out = np.zeros((N, H, W))
     for n in range(N):
-        def f(images):
-            scores, probs = predict(model, images, batch_size)
-            return (probs if output == "probability" else scores)[:, targets[n]]
+        def f(images):                             # f for image n's target on a batch of its copies
+            with no_grad():
+                a = to_host(model(as_batch(model, images), until=obj.layer).data).astype(np.float64)
+            if probability:
+                a = softmax(a, axis=1).numpy()
+            return (a * obj.seed[n]).reshape(len(a), -1).sum(axis=1)
         base = f(xb[n:n + 1])[0]
         drops = []
         for s in range(0, len(pos), batch_size):
