@@ -528,3 +528,12 @@ def test_optimising_explainers_on_gpu_match_cpu():
     ig = X.invert(m_gpu, x, layer="fc1", inits=2, steps=5, progress=False)
     assert isinstance(ig.images, np.ndarray)
     assert rel_err(ig.images, ic.images) <= 1e-3 and rel_err(ig.errors, ic.errors) <= 1e-3
+    layers = [l for l in m_cpu.layer_names if l.startswith(("conv", "fc"))][:2]
+    lc = X.invert_layers(m_cpu, x, layers, steps=5, progress=False)
+    lg = X.invert_layers(m_gpu, x, layers, steps=5, progress=False)
+    assert rel_err(lg.images, lc.images) <= 1e-3 and rel_err(lg.errors, lc.errors) <= 1e-3
+    # every prior of the shared optimiser on the device: octaves, scaling/rotation, blur schedule, clipping
+    kw = dict(steps=6, recipe="simonyan2014", octaves=(2, 1), scales=(0.9, 1.1), angles=(-5, 5), jitter=1,
+              blur_every=2, blur_sigma=(0.8, 0.3), clip=True, optimizer="adam", lr=0.05)
+    oc, og = X.class_model(m_cpu, "b", progress=False, **kw), X.class_model(m_gpu, "b", progress=False, **kw)
+    assert rel_err(og.image, oc.image) <= 1e-3

@@ -117,7 +117,7 @@ class Explorer:
         self.uploads = collections.OrderedDict()
         self._uploads_lock = threading.Lock()
         self.scenes = None
-        if tuple(self.model.input_shape) == (3, 64, 64) and weights is None:
+        if tuple(self.model.input_shape) == (3, 64, 64):          # the shipped scenes fit this model
             data = te_scenes.load_sample()
             n = len(data["images"]) if scenes is None else min(scenes, len(data["images"]))
             self.scenes = {k: data[k][:n] for k in ("images", "labels", "boxes", "masks")}
@@ -412,7 +412,8 @@ def main(argv=None) -> int:
     ap.add_argument("--host", default="127.0.0.1",
                     help="address to bind (default 127.0.0.1: only this machine; 0.0.0.0 exposes it to the network)")
     ap.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    ap.add_argument("--weights", help="model file (default: the embedded model and its shipped scenes)")
+    ap.add_argument("--weights", help="model file or shipped name such as random_labels (default: the embedded "
+                                      "model); the shipped scenes are offered to any 3x64x64 model")
     ap.add_argument("--threads", type=int, default=1, help="Numba/BLAS threads (default 1)")
     ap.add_argument("--quiet", action="store_true", help="do not log every request")
     args = ap.parse_args(argv)

@@ -245,9 +245,10 @@ def fig_inversion(inp, out, summary):
                   "Inverting the fc7 representation (Mahendran &amp; Vedaldi 2015): five random initialisations, "
                   "each optimised to match the original's fc7 code (normalised error "
                   "&Vert;&phi;(x)&minus;&phi;<sub>0</sub>&Vert;/&Vert;&phi;<sub>0</sub>&Vert; under each) with "
-                  "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule (Adam steps, "
-                  "smooth random starts, jitter; see docs/explainers.md). Different starts give different images "
-                  "with the same code: what they share is what fc7 keeps.",
+                  "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule, the image made "
+                  "from a decorrelated-colour Fourier spectrum and jittered at every step, Adam steps from "
+                  "faint random starts (the default recipe; see docs/explainers.md). Different starts give "
+                  "different images with the same code: what they share is what fc7 keeps.",
                   extra_html="<p>Pairwise mean absolute difference between reconstructions (model space):</p>"
                              f"<table class=m>{rows}</table>")
 
@@ -266,8 +267,11 @@ def fig_inversion_layers(inp, out, summary):
                   "reconstructions layer by layer): one reconstruction per layer, all optimised as one batch "
                   "with the same priors as the fc7 figure; the normalised error "
                   "&Vert;&phi;<sub>l</sub>(x)&minus;&phi;<sub>l,0</sub>&Vert;/&Vert;&phi;<sub>l,0</sub>&Vert; "
-                  "under each. Early layers keep the picture almost exactly; deeper ones keep less of "
-                  "where and what colour things are.")
+                  "under each. Up to conv5 the reconstructions show the scene (blurred grey correlation with "
+                  "the original about 0.9 and more); from pool5 on they keep the object's outline and place "
+                  "but not its brightness or colour -- this network was trained on randomly tinted items, "
+                  "and its deep codes hardly change when the object turns from light to dark "
+                  "(scripts/measure_invariances.py; docs/explainers.md).")
 
 
 def fig_rules(inp, out, summary):
@@ -352,7 +356,7 @@ def fig_zeiler_fergus(inp, out, summary):
         d.multiline_text((4, y + 2), label, fill="black", font=font, spacing=2)
         for c, b in enumerate(blocks):
             canvas.paste(Image.fromarray(b), (lab_w + c * (bw + 12), y))
-    canvas.save(out / "zeiler_fergus.png")
+    save_png(canvas, out / "zeiler_fergus.png")
     summary["zeiler_fergus"] = info
     return Figure("zeiler_fergus", "zeiler_fergus.png",
                   "Feature visualisation after Zeiler &amp; Fergus (2014, fig. 2): for the most active channels of "
@@ -642,7 +646,7 @@ EMBEDDED_SETTINGS = {                         # the library defaults, spelled ou
     "class_model": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"]),
     "maximize": dict(steps=X.visualize.MAXIMIZE_DEFAULTS["steps"]),
     "invert": dict(steps=X.inversion.INVERT_DEFAULTS["steps"]),
-    "invert_layers": dict(steps=600),
+    "invert_layers": dict(steps=500),
 }
 IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet step costs ~25x more
     "class_model": dict(steps=100),

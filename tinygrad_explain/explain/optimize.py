@@ -153,7 +153,8 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
                 (decorrelated colour; see transforms.colour_sqrt); None = off.
     octaves     grid divisors, coarse to fine, ending in 1 (e.g. (4, 2, 1)): the pixel
                 parameter lives on an H/d x W/d grid, bilinearly upsampled, for an equal
-                share of the steps each, then is carried to the next grid; None = off.
+                share of the steps each, then is carried to the next grid (area-resized;
+                the optimiser's momentum / moments start afresh); None = off.
     seed        seeds the random transformations (runs are reproducible).
     progress    show a tqdm bar named ``desc``.
     callback    f(step, x) called after every step (x the image, on the device).
