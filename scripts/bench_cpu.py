@@ -340,10 +340,10 @@ def run_startup():
 
 def run_train_step(repeats):
     import tinygrad_explain as te
-    from tinygrad_explain import train
+    from tinygrad_explain import optim
     te.manual_seed(0)
     model = te.models.scene_alexnet().requires_grad_(True).train()
-    opt = train.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = np.random.default_rng(0).standard_normal((128,) + model.input_shape).astype(np.float32)
     y = np.random.default_rng(1).integers(0, model.num_classes, 128)
 

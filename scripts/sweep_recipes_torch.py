@@ -151,7 +151,7 @@ def build(cfg):
 def train(cfg):
     import torch
 
-    from tinygrad_explain.train import cosine_lr  # the schedule train_embedded.py uses
+    from tinygrad_explain.optim import cosine_lr  # the schedule train_embedded.py uses
     torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -378,6 +378,7 @@ def _torch_alexnet(torch):
     return AlexNet().eval()
 
 
+@pytest.mark.slow
 def test_torchvision_end_to_end_scores_match_torch(tmp_path):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
@@ -496,6 +497,7 @@ def _caffe_layers(sd):
              else []) for name, ltype in _CAFFE_GRAPH]
 
 
+@pytest.mark.slow
 def test_caffe_v1_end_to_end_scores_match_direct_load(tmp_path, caffe_weights):
     path = tmp_path / "bvlc_alexnet.caffemodel"
     path.write_bytes(cm.encode_caffemodel(_caffe_layers(caffe_weights), v1=True, legacy_shape=True))
@@ -520,6 +522,7 @@ def test_caffe_v1_end_to_end_scores_match_direct_load(tmp_path, caffe_weights):
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
+@pytest.mark.slow
 def test_caffe_v2_converts_to_identical_weights(tmp_path, caffe_weights):
     path = tmp_path / "v2.caffemodel"
     path.write_bytes(cm.encode_caffemodel(_caffe_layers(caffe_weights), v1=False))

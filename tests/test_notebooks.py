@@ -41,6 +41,7 @@ def test_stored_without_outputs(path):
                 f"{path.name} cell {k} has outputs: strip them (jupyter nbconvert --clear-output --inplace)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_top_to_bottom(path):
     _need_extra()

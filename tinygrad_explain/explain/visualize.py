@@ -99,11 +99,7 @@ def _display(model, x, stretch=False):
     out = []
     for i in range(x.shape[0]):
         if stretch:
-            from ._common import _recipe
-            mean, std, scale = _recipe(model)
-            px = (x[i] * std[:, None, None] + mean[:, None, None]) * (255.0 / scale)     # pixel units, mean back
-            if str((model.preprocessing or {}).get("channel_order", "RGB")).upper() == "BGR" and px.shape[0] == 3:
-                px = px[::-1]
+            px = te_image.model_to_pixels(x[i], model)          # pixel units, RGB, mean back
             out.append(te_image.normalize_display(px, mode="minmax", percentile=99.5))
         else:
             out.append(te_image.to_display(x[i], model))
