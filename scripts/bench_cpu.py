@@ -247,6 +247,7 @@ def run_reduced(args, have_torch):
             ts, tg = float("nan"), float("nan")
             if have_torch:
                 import torch
+
                 from tinygrad_explain.torch_reference import build
                 tm = build(variant, model.state_dict())
                 xt = torch.tensor(x, requires_grad=True)
