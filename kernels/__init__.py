@@ -4,12 +4,18 @@ CPU kernels are Numba functions (``@njit(cache=True)``, compiled on first
 use and cached on disk, so a second process does not recompile).  Each
 module's plain-Python wrappers allocate the outputs and call the compiled
 loop; the ops in :mod:`tinygrad_explain.ops` only call these wrappers.
-Matrix products are not here: they go through NumPy's BLAS (``np.matmul``).
+Matrix products go through NumPy's BLAS (``np.matmul``), except the fully
+connected layers' products for a few rows (``linear``).
 
 Modules: ``im2col`` (convolution data movement), ``layout`` (bias add and
 NCHW <-> rows transposition), ``relu``, ``maxpool``, ``lrn``, ``avgpool``,
+``linear`` (fully connected products for a few rows),
 ``adam`` (the optimiser's update, for training), ``workspace`` (reusable
 scratch buffers).
+
+What a backend must offer -- namespaces, functions, signatures, which
+arrays they allocate or write into -- is declared in :mod:`.interface`;
+``tests/test_kernel_interface.py`` checks both backends against it.
 
 GPU kernels are their CUDA twins (``<op>.cu`` next to ``<op>.py``), wrapped
 with the same signatures in :mod:`.gpu`.  ``backend(array)`` returns the
@@ -20,7 +26,7 @@ tinygrad_explain never imports CuPy.
 """
 import sys
 
-from . import im2col, layout, relu, maxpool, lrn, avgpool, adam, workspace  # noqa: F401
+from . import adam, avgpool, im2col, layout, linear, lrn, maxpool, relu, workspace  # noqa: F401
 
 
 def backend(a):

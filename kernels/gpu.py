@@ -49,7 +49,6 @@ OPTIONS = ("--std=c++17", "--fmad=false")
 THREADS = 256
 MAX_BLOCKS = 1 << 20        # grid-stride loops cover anything larger
 REDUCE_THREADS = 256        # bias_grad: one block per channel (power of two <= 1024)
-RELU_RULES = {"backprop": 0, "deconvnet": 1, "guided": 2}
 
 
 def name_expressions(fname):
@@ -190,11 +189,12 @@ def _relu_forward(x):
     return y
 
 
-def _relu_backward(y, g, rule):
+def _relu_backward(y, g, mask_x, mask_g):
     import cupy
     g = _contig(g)
     dx = cupy.empty_like(g)
-    _launch("relu.cu", "relu_backward", g.dtype, g.size, (_contig(y), g, _ll(g.size), _i(RELU_RULES[rule]), dx))
+    _launch("relu.cu", "relu_backward", g.dtype, g.size,
+            (_contig(y), g, _ll(g.size), _i(bool(mask_x)), _i(bool(mask_g)), dx))
     return dx
 
 
@@ -313,7 +313,7 @@ def _ws_clear():
 
 im2col = SimpleNamespace(out_size=_cpu_im2col.out_size, im2col=_im2col, col2im=_col2im)
 layout = SimpleNamespace(rows_to_nchw=_rows_to_nchw, nchw_to_rows=_nchw_to_rows, bias_grad=_bias_grad)
-relu = SimpleNamespace(RULES=RELU_RULES, forward=_relu_forward, backward=_relu_backward)
+relu = SimpleNamespace(forward=_relu_forward, backward=_relu_backward)
 maxpool = SimpleNamespace(forward=_maxpool_forward, backward=_maxpool_backward)
 lrn = SimpleNamespace(forward=_lrn_forward, backward=_lrn_backward)
 avgpool = SimpleNamespace(forward=_avgpool_forward, backward=_avgpool_backward)

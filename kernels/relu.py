@@ -1,36 +1,39 @@
-"""ReLU forward and its three backward rules.
+"""ReLU forward and backward.  The backward rules are one table,
+``tinygrad_explain.engine.RELU_MASKS``: rule name -> (mask_x, mask_g), read as
 
-Forward:    y = max(x, 0)
-Backward, with g = dL/dy:
-    rule 0 "backprop"   dx = g * [x > 0]              (the true gradient)
-    rule 1 "deconvnet"  dx = g * [g > 0]              (Zeiler & Fergus 2014)
-    rule 2 "guided"     dx = g * [x > 0] * [g > 0]    (Springenberg et al. 2015)
-[x > 0] is read off the saved output: y > 0 exactly where x > 0.
+    dx = g * [x > 0 if mask_x] * [g > 0 if mask_g]        (g = dL/dy)
+
+    backprop   (True,  False)   dx = g * [x > 0]              the true gradient
+    deconvnet  (False, True)    dx = g * [g > 0]              Zeiler & Fergus 2014
+    guided     (True,  True)    dx = g * [x > 0] * [g > 0]    Springenberg et al. 2015
+
+so this kernel (and its CUDA twin, kernels/relu.cu) takes the two switches, not a
+rule name.  [x > 0] is read off the saved output: y > 0 exactly where x > 0.
+
+NaN is never turned into a number (as in PyTorch): relu(NaN) = NaN forward; a mask
+blocks only values known to be <= 0, so a NaN x lets g through, and a NaN g comes
+back as NaN under every rule -- a network that overflows gives NaN, not plausible
+numbers.
 """
 import numpy as np
 
 from ._numba import kernel, prange
-
-RULES = {"backprop": 0, "deconvnet": 1, "guided": 2}
 
 
 @kernel
 def _forward(x, y):
     for i in prange(x.size):
         v = x[i]
-        y[i] = v if v > 0 else 0
+        y[i] = 0 if v <= 0 else v                    # NaN is not <= 0: it stays NaN
 
 
 @kernel
-def _backward(y, g, dx, rule):
+def _backward(y, g, dx, mask_x, mask_g):
     for i in prange(g.size):
         gi = g[i]
-        keep = True
-        if rule != 1 and not (y[i] > 0):
-            keep = False
-        if rule != 0 and not (gi > 0):
-            keep = False
-        dx[i] = gi if keep else 0
+        x_passes = not mask_x or not y[i] <= 0       # [x > 0], a NaN x passes
+        g_passes = not mask_g or not gi <= 0         # [g > 0], a NaN g passes
+        dx[i] = gi if (x_passes and g_passes) or gi != gi else 0
 
 
 def forward(x):
@@ -40,8 +43,9 @@ def forward(x):
     return y
 
 
-def backward(y, g, rule):
+def backward(y, g, mask_x, mask_g):
+    """dx for the saved output ``y`` and the gradient ``g``, masked by x and/or by g."""
     g = np.ascontiguousarray(g)
     dx = np.empty_like(g)
-    _backward(y.reshape(-1), g.reshape(-1), dx.reshape(-1), RULES[rule])
+    _backward(np.ascontiguousarray(y).reshape(-1), g.reshape(-1), dx.reshape(-1), bool(mask_x), bool(mask_g))
     return dx

@@ -9,6 +9,15 @@ For each AlexNet variant and batch size it alternates the two engines
     fwd+grad backprop     dS_c/dx with the true gradient
     fwd+grad guided       dS_c/dx with guided backpropagation
 
+``--fc`` times the fully connected kernel against BLAS at growing batch (the
+crossover, ``ops.Linear.SKINNY_MAX_ROWS``) and fc6's batch-8 forward against
+one read of its weights.  ``--reduced`` prints the score and gradient error of bfloat16 fully connected
+weights (an option, ``nn.Linear.storage``) against float32, beside float32's
+error against torch, and their times.  ``--profile`` adds a per-layer table for each variant and batch: every layer's
+forward and its backward to the layer input, this engine against the same
+torch module, timed alternately on the same recorded input (the layers of the
+two AlexNets correspond one to one, see ``torch_reference``).
+
 It also reports peak memory of batch-8 forward+input-gradient (each engine in
 a fresh child process), cold and warm start-up to a first input gradient
 (a child process with an empty / a filled Numba cache), and the time of one
@@ -16,11 +25,13 @@ training step of the embedded model at batch 128.
 
     python scripts/bench_cpu.py                       # everything
     python scripts/bench_cpu.py --variants torchvision --batches 1 --no-memory --no-startup
+    python scripts/bench_cpu.py --profile --variants torchvision --batches 8 --no-memory --no-startup --no-train
+    python scripts/bench_cpu.py --fc --no-speed --no-memory --no-startup --no-train
+    python scripts/bench_cpu.py --reduced --no-speed --batches 1 8 --no-memory --no-startup --no-train
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -69,6 +80,7 @@ def te_setup(variant, batch):
 
 def torch_setup(variant, batch, te_model):
     import torch
+
     from tinygrad_explain.torch_reference import build
     tm = build(variant, te_model.state_dict())
     for p in tm.parameters():                # input gradient only, as in this engine
@@ -129,7 +141,6 @@ def run_speed(args, have_torch):
         for batch in args.batches:
             model, fwd, gb, gg = te_setup(variant, batch)
             if have_torch:
-                import torch
                 tfwd, tgb, tgrad = torch_setup(variant, batch, model)
                 rows.append((variant, batch) + compare("forward", fwd, tfwd, args.repeats))
                 rows.append((variant, batch) + compare("fwd+grad backprop", gb, tgb, args.repeats))
@@ -142,6 +153,168 @@ def run_speed(args, have_torch):
             del model
             print_row(rows[-3:])
     return rows
+
+
+def read_once_ms(w, repeats):
+    """Median time of one pass over the array ``w`` that reads every element
+    (rows summed into one row, the rows split over Numba's threads): what
+    reading the weights once costs on this machine now."""
+    from numba import njit, prange
+
+    @njit(parallel=True, nogil=True)
+    def read(a, parts):
+        R, C = a.shape
+        out = np.zeros((parts, C), a.dtype)
+        for p in prange(parts):
+            acc = out[p]
+            for r in range(p * R // parts, (p + 1) * R // parts):
+                row = a[r]
+                for c in range(C):
+                    acc[c] += row[c]
+        return out
+    import numba
+    parts = numba.get_num_threads()
+    read(w[:8], parts)
+    return compare("read", lambda: read(w, parts), None, repeats)[1]
+
+
+def run_fc(args):
+    """Fully connected products, the streaming kernel against BLAS, forward
+    (x @ W.T, from the packed W.T) and backward to the input (g @ W), for
+    fc6's and fc7's shapes at growing batch; and fc6's forward at batch 8
+    against one pass over its weights."""
+    from tinygrad_explain import kernels as K
+    r = np.random.default_rng(0)
+    print("\nfully connected products: streaming kernel vs BLAS, median ms "
+          "(inputs half zero, as after a ReLU; 'dense' = no zeros)")
+    print(f"{'layer':<6} {'batch':>5}  {'fwd kernel':>10} {'BLAS':>8} {'ratio':>6}   {'bwd kernel':>10} {'BLAS':>8} {'ratio':>6}")
+    for name, (O, I) in (("fc6", (4096, 9216)), ("fc7", (4096, 4096))):
+        w = r.standard_normal((O, I), dtype=np.float32)
+        wt = K.linear.pack(w)
+        for n in args.fc_batches:
+            x = np.maximum(r.standard_normal((n, I), dtype=np.float32), 0)
+            g = np.maximum(r.standard_normal((n, O), dtype=np.float32), 0)
+            _, fa, fb = compare("fwd", lambda: K.linear.rows_times(x, wt), lambda: x @ w.T, args.repeats)
+            _, ba, bb = compare("bwd", lambda: K.linear.rows_times(g, w), lambda: g @ w, args.repeats)
+            print(f"{name:<6} {n:>5}  {fa:10.2f} {fb:8.2f} {fa / fb:5.2f}x   {ba:10.2f} {bb:8.2f} {ba / bb:5.2f}x",
+                  flush=True)
+        if name == "fc6":
+            x8 = r.standard_normal((8, I), dtype=np.float32)
+            _, k8, b8 = compare("fc6 b8", lambda: K.linear.rows_times(x8, wt), lambda: x8 @ w.T, args.repeats)
+            rd = read_once_ms(w, args.repeats)
+            print(f"fc6 forward, batch 8, dense input: kernel {k8:.2f} ms, BLAS {b8:.2f} ms; one read of its "
+                  f"151 MB weights {rd:.2f} ms: kernel {k8 / rd:.2f}x, BLAS {b8 / rd:.2f}x the read", flush=True)
+
+
+def run_reduced(args, have_torch):
+    """bfloat16 storage of the fully connected weights (nn.Linear.storage)
+    against float32: scores' and input gradient's relative error (max |diff| /
+    max |float32|), beside float32's own error against float64 (this engine)
+    and against torch, and the time of fwd+grad with each, alternately."""
+    import tinygrad_explain as te
+    print("\nbfloat16 fc weights vs float32 (fwd + backprop gradient): relative errors "
+          "(max |diff| / max |ref|), median ms")
+    print(f"{'variant':<12} {'batch':>5}  {'scores bf16':>11} {'grad bf16':>10}   {'f32 vs f64':>10} {'grad':>9}   "
+          f"{'f32 vs torch':>12} {'grad':>9}   {'f32 ms':>7} {'bf16 ms':>7} {'ratio':>6}")
+    for variant in args.variants:
+        for batch in args.batches:
+            model, _, grad32, _ = te_setup(variant, batch)
+            x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
+            onehot = np.zeros((batch, 1000), np.float32)
+            onehot[:, 3] = 1
+            fcs = [l for l in model.layers.values() if isinstance(l, te.nn.Linear)]
+
+            def run(storage):
+                for l in fcs:
+                    l.storage = storage
+                xt = te.Tensor(x, requires_grad=True)
+                s = model(xt)
+                s.backward(onehot)
+                return s.numpy().copy(), xt.grad
+
+            def err(a, b):
+                return float(np.abs(a - b).max() / np.abs(b).max())
+            s32, g32 = run(None)
+            s16, g16 = run("bfloat16")
+            m64 = te.models.alexnet(variant)
+            m64.load_state_dict(model.state_dict())
+            m64.astype(np.float64)
+            x64 = te.Tensor(x.astype(np.float64), requires_grad=True)
+            s64 = m64(x64)
+            s64.backward(onehot.astype(np.float64))
+            s64, g64 = s64.numpy(), x64.grad
+            del m64
+            ts, tg = float("nan"), float("nan")
+            if have_torch:
+                import torch
+
+                from tinygrad_explain.torch_reference import build
+                tm = build(variant, model.state_dict())
+                xt = torch.tensor(x, requires_grad=True)
+                sc = tm(xt)
+                sc.backward(torch.from_numpy(onehot))
+                ts, tg = err(s32, sc.detach().numpy()), err(g32, xt.grad.numpy())
+            _, a, b = compare("bf16", lambda: run(None), lambda: run("bfloat16"), args.repeats)
+            for l in fcs:
+                l.storage = None
+            print(f"{variant:<12} {batch:>5}  {err(s16, s32):11.2e} {err(g16, g32):10.2e}   {err(s32, s64):10.2e} "
+                  f"{err(g32, g64):9.2e}   {ts:12.2e} {tg:9.2e}   {a:7.1f} {b:7.1f} {b / a:5.2f}x", flush=True)
+
+
+TRIVIAL = ("flatten", "dropout")
+
+
+def profile_layers(variant, batch, repeats):
+    """Per-layer times, this engine against torch: (name, fwd te, fwd torch, bwd te, bwd torch) in ms.
+
+    Each layer runs on the input it gets in the network (recorded once).  The
+    forward is timed as ``layer(x)``; the backward as that layer's own backward
+    alone (``Function.backward`` for this engine, ``torch.autograd.grad`` of the
+    layer output for torch), with a random upstream gradient, to the layer
+    input only (frozen weights).  Dropout and flatten (views) are left out."""
+    import torch
+
+    import tinygrad_explain as te
+    from tinygrad_explain.torch_reference import build
+    te.manual_seed(0)
+    model = te.models.alexnet(variant)
+    seq = build(variant, model.state_dict())
+    for p in seq.parameters():
+        p.requires_grad_(False)
+    x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
+    rows = []
+    for (name, layer), tmod in zip(model.layers.items(), seq):
+        xt = te.Tensor(x, requires_grad=True)
+        y = layer(xt)
+        if layer.type not in TRIVIAL and y._ctx is not None:
+            g = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+            ctx = y._ctx
+            tx = torch.from_numpy(x).requires_grad_(True)
+            ty = tmod(tx)
+            tg = torch.from_numpy(g)
+
+            def te_fwd():
+                return layer(te.Tensor(x, requires_grad=True))
+
+            def torch_fwd():
+                return tmod(torch.from_numpy(x).requires_grad_(True))
+            _, fa, fb = compare(name, te_fwd, torch_fwd, repeats)
+            _, ba, bb = compare(name, lambda: ctx.backward(g),
+                                lambda: torch.autograd.grad(ty, tx, tg, retain_graph=True), repeats)
+            rows.append((name, fa, fb, ba, bb))
+        x = y.data
+    return rows
+
+
+def print_profile(variant, batch, rows):
+    print(f"\nper-layer profile, {variant} batch {batch}: median ms (te / torch)")
+    print(f"{'layer':<9} {'fwd te':>8} {'torch':>8} {'ratio':>6}   {'bwd te':>8} {'torch':>8} {'ratio':>6}")
+    tot = np.zeros(4)
+    for name, fa, fb, ba, bb in rows:
+        print(f"{name:<9} {fa:8.2f} {fb:8.2f} {fa / fb:5.2f}x   {ba:8.2f} {bb:8.2f} {ba / bb:5.2f}x")
+        tot += (fa, fb, ba, bb)
+    fa, fb, ba, bb = tot
+    print(f"{'sum':<9} {fa:8.2f} {fb:8.2f} {fa / fb:5.2f}x   {ba:8.2f} {bb:8.2f} {ba / bb:5.2f}x", flush=True)
 
 
 def print_row(rows):
@@ -179,7 +352,10 @@ with open('/proc/self/clear_refs', 'w') as f:
     f.write('5')                           # reset the peak RSS (VmHWM) to the current RSS
 base = status('VmRSS')
 g = step(batch)
-print(status('VmHWM') - base)
+# the packed copies of the fully connected weights (made at the batch-1 step
+# above, so inside base) count as this engine's memory: add them
+packed = sum(getattr(l, 'packed_nbytes', 0) for l in m.layers.values()) if engine == 'te' else 0
+print(status('VmHWM') - base + packed, packed)
 """
 
 
@@ -192,7 +368,9 @@ def run_memory(variant, batch, threads):
             out[engine] = None
             print(f"memory child ({engine}) failed: {r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode}")
         else:
-            out[engine] = int(r.stdout.strip().splitlines()[-1])
+            peak, packed = map(int, r.stdout.strip().splitlines()[-1].split())
+            out[engine] = peak
+            out[engine + " packed"] = packed
     return out
 
 
@@ -220,10 +398,10 @@ def run_startup():
 
 def run_train_step(repeats):
     import tinygrad_explain as te
-    from tinygrad_explain import train
+    from tinygrad_explain import optim
     te.manual_seed(0)
     model = te.models.scene_alexnet().requires_grad_(True).train()
-    opt = train.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = np.random.default_rng(0).standard_normal((128,) + model.input_shape).astype(np.float32)
     y = np.random.default_rng(1).integers(0, model.num_classes, 128)
 
@@ -244,9 +422,14 @@ def main():
     rerun_without_blas_pins()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=["torchvision", "caffe"], choices=["torchvision", "caffe"])
-    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    ap.add_argument("--profile", action="store_true", help="per-layer forward/backward table against torch")
+    ap.add_argument("--no-speed", action="store_true", help="skip the whole-network ratio table")
+    ap.add_argument("--fc", action="store_true", help="fully connected kernel vs BLAS by batch (the crossover)")
+    ap.add_argument("--reduced", action="store_true", help="bfloat16 fc weights: error and time against float32")
+    ap.add_argument("--fc-batches", nargs="+", type=int, default=[1, 2, 4, 8, 16, 24, 32, 64])
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-startup", action="store_true")
     ap.add_argument("--no-train", action="store_true")
@@ -266,15 +449,24 @@ def main():
           f"({numba.config.NUMBA_NUM_THREADS} threads, layer {numba.config.THREADING_LAYER})")
     print(f"reference:   {tinfo}")
     print(f"\nmedian of {args.repeats} runs, milliseconds (te / torch)\n")
-    print(f"{'variant':<12} {'batch':>5}  {'measure':<18} {'te':>9} {'torch':>9}   {'ratio':>6}")
-    run_speed(args, have_torch)
+    if not args.no_speed:
+        print(f"{'variant':<12} {'batch':>5}  {'measure':<18} {'te':>9} {'torch':>9}   {'ratio':>6}")
+        run_speed(args, have_torch)
+    if args.fc:
+        run_fc(args)
+    if args.reduced:
+        run_reduced(args, have_torch)
+    if args.profile and have_torch:
+        for variant in args.variants:
+            for batch in args.batches:
+                print_profile(variant, batch, profile_layers(variant, batch, args.repeats))
 
     if not args.no_memory and have_torch:
         mem = run_memory("torchvision", 8, args.threads)
         if None not in mem.values():
             print(f"\npeak memory, batch-8 fwd+grad (torchvision), above the loaded model: "
-                  f"te {mem['te'] / 2**20:.0f} MiB, torch {mem['torch'] / 2**20:.0f} MiB, "
-                  f"ratio {mem['te'] / mem['torch']:.2f}x")
+                  f"te {mem['te'] / 2**20:.0f} MiB (with {mem['te packed'] / 2**20:.0f} MiB of packed fc weights), "
+                  f"torch {mem['torch'] / 2**20:.0f} MiB, ratio {mem['te'] / mem['torch']:.2f}x")
     if not args.no_startup:
         cold, warm = run_startup()
         print(f"\nstart-up to first input gradient (new process): cold cache {cold:.1f} s, warm cache {warm:.1f} s")

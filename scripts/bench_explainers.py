@@ -62,7 +62,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import tinygrad_explain as te
-    from tinygrad_explain import scenes, figures
+    from tinygrad_explain import figures, scenes
     from tinygrad_explain.explain import benchmark as B
     te.set_num_threads(args.threads)
     try:
@@ -111,7 +111,8 @@ def main(argv=None):
               "weights": args.weights or "embedded (weights/fashion_scenes_alexnet.h5)", "threads": args.threads,
               "rows": rows}
     if args.json:
-        with open(args.json, "w") as f:
+        from tinygrad_explain.safe_io import atomic_write
+        with atomic_write(args.json, mode="w") as f:
             json.dump(report, f, indent=1)
         print(f"wrote {args.json}")
     if args.plot:

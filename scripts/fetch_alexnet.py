@@ -17,7 +17,6 @@ Exit codes: 0 ok, 1 network failure (no connection, timeout, HTTP error),
 """
 import argparse
 import hashlib
-import os
 import socket
 import sys
 import threading
@@ -78,46 +77,43 @@ def _open_url(url: str, timeout: float):
 
 def download(url: str, dest: Path, timeout: float = 15.0, expected_sha256: str = SHA256,
              progress: bool = True) -> Path:
-    """Stream ``url`` to ``dest`` (via ``dest.part``), hashing as it goes.
+    """Stream ``url`` to ``dest`` (through a temporary file beside it), hashing as it goes.
 
     Raises FetchError on network trouble, BadFileError on a checksum
     mismatch; ``dest`` only ever appears complete and verified.
     """
     from tqdm import tqdm
+
+    from tinygrad_explain.safe_io import atomic_write
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     resp = _open_url(url, timeout)
     total = resp.headers.get("Content-Length")
     total = int(total) if total and total.isdigit() else None
     h = hashlib.sha256()
-    try:
-        with resp, open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True,
-                                               unit_divisor=1024, desc=dest.name,
-                                               disable=not progress) as bar:
-            while True:
-                try:
-                    chunk = resp.read(CHUNK)
-                except (socket.timeout, TimeoutError):
-                    raise FetchError(f"download stalled for {timeout:g} s: {url}") from None
-                except OSError as e:
-                    raise FetchError(f"download of {url} failed: {e}") from None
-                if not chunk:
-                    break
-                f.write(chunk)
-                h.update(chunk)
-                bar.update(len(chunk))
-        if total is not None and part.stat().st_size != total:
-            raise FetchError(f"download of {url} ended early: got {part.stat().st_size} of "
-                             f"{total} bytes")
+    got = 0
+    # atomic_write: a temporary file beside dest, removed if anything below raises
+    with resp, atomic_write(dest) as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                             desc=dest.name, disable=not progress) as bar:
+        while True:
+            try:
+                chunk = resp.read(CHUNK)
+            except (socket.timeout, TimeoutError):
+                raise FetchError(f"download stalled for {timeout:g} s: {url}") from None
+            except OSError as e:
+                raise FetchError(f"download of {url} failed: {e}") from None
+            if not chunk:
+                break
+            f.write(chunk)
+            h.update(chunk)
+            got += len(chunk)
+            bar.update(len(chunk))
+        if total is not None and got != total:
+            raise FetchError(f"download of {url} ended early: got {got} of {total} bytes")
         digest = h.hexdigest()
         if expected_sha256 and digest != expected_sha256:
             raise BadFileError(f"checksum mismatch for {url}: SHA-256 {digest}, expected "
                                f"{expected_sha256} (corrupt download or the file changed)")
-        os.replace(part, dest)
-    finally:
-        if part.exists():
-            part.unlink()
     return dest
 
 

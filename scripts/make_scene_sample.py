@@ -36,7 +36,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     d = generate("test", n=args.n, seed=args.seed, size=64, progress=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **d)
+    from tinygrad_explain.safe_io import atomic_write
+    with atomic_write(args.out) as f:
+        np.savez_compressed(f, **d)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB, {args.n} scenes)")
 
 

@@ -10,6 +10,8 @@ its explanation on
 * the model with one layer at a time re-initialised (independent randomisation);
 * the same architecture trained on randomly permuted labels
   (``te.load_model("random_labels")``: the data-randomisation test);
+* and, as the floor to read these against, its explanation of the next scene
+  (``other_scene``: what explanations of unrelated images share);
 
 by the Spearman rank correlation of the absolute and of the signed maps, SSIM
 and the correlation of HOG features (``te.explain.sanity``).  Prints one table
@@ -36,6 +38,7 @@ import numpy as np  # noqa: E402
 import tinygrad_explain as te  # noqa: E402
 from tinygrad_explain import scenes  # noqa: E402
 from tinygrad_explain.explain import sanity  # noqa: E402
+from tinygrad_explain.safe_io import write_text  # noqa: E402
 
 SHORT = {"spearman_abs": "rank|.|", "spearman": "rank", "ssim": "SSIM", "hog": "HOG"}
 
@@ -60,13 +63,13 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--scenes", type=int, default=50, help="sample scenes to explain (the first N of 500)")
     ap.add_argument("--methods", nargs="+", default=list(sanity.METHODS), choices=sanity.METHODS)
-    ap.add_argument("--tests", nargs="+", default=["cascade", "independent", "data"],
-                    choices=["cascade", "independent", "data"])
+    ap.add_argument("--tests", nargs="+", default=list(sanity.TESTS), choices=sanity.TESTS)
     ap.add_argument("--weights", default=None, help="model file (default: the embedded model)")
     ap.add_argument("--twin", default="random_labels",
                     help="model file (or shipped name) trained on permuted labels, for the data test")
     ap.add_argument("--seed", type=int, default=0, help="re-initialisation seed")
-    ap.add_argument("--json", type=Path, default=Path("sanity_checks.json"), help="where to write every number")
+    ap.add_argument("--json", type=Path, default=ROOT / "out" / "sanity_checks.json",
+                    help="where to write every number (default out/sanity_checks.json)")
     ap.add_argument("--threads", type=int, default=1, help="threads for Numba and BLAS")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -92,7 +95,7 @@ def main(argv=None):
            "weights": str(args.weights or "embedded"), "twin": args.twin if "data" in args.tests else None,
            "seconds": round(seconds, 1), "summary": summary}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=1), encoding="utf-8")
+    write_text(args.json, json.dumps(out, indent=1))
     print(f"{n} scenes, {len(args.methods)} methods in {seconds:.0f} s; wrote {args.json}")
     return out
 

@@ -3,9 +3,10 @@
 
 1. Build a tiny CNN (conv - ReLU - max-pool - conv - ReLU - max-pool - fc - ReLU - fc).
 2. Run one forward pass on a random image and print every layer's output shape.
-3. Start from dS_c/dS = one-hot(c) at the scores and walk back layer by layer,
-   printing the gradient's shape and norm at each step, and at each ReLU how
-   many entries the rule let through (backprop, then deconvnet and guided).
+3. Keep every layer's output (``model(x, keep=...)``), backprop once from
+   dS_c/dS = one-hot(c), and walk back layer by layer reading the gradient that
+   reached each layer (``outs[layer].grad``): its shape and norm, and at each
+   ReLU how many entries the rule let through (backprop, then deconvnet and guided).
 4. Check the input gradient dS_c/dx against central finite differences
    (te.gradcheck, float64).
 
@@ -32,43 +33,60 @@ def tiny_network(seed=0, dtype=np.float32):
 
 
 def walk(model, x, target, rule, verbose=True):
-    """Forward layer by layer (each output kept as a leaf), then backward layer by layer.
+    """One forward pass that keeps every layer's output (``model(x, keep=...)``: each
+    kept output retains its gradient), one backward pass from dS_c/dS = one-hot(c),
+    then the gradient that reached each layer read off layer by layer.
     Returns dS_target/dx."""
-    acts, graphs = [te.Tensor(x, requires_grad=True)], []
+    names = model.layer_names
+    xt = te.Tensor(x, requires_grad=True)
+    outs = model(xt, keep=names)
     if verbose:
         print(f"\nforward pass: input {tuple(x.shape)}")
-    for name, layer in model.layers.items():
-        out = layer(acts[-1])
-        graphs.append(out)
-        acts.append(te.Tensor(out.data, requires_grad=True))
-        if verbose:
-            print(f"  {name:<8} {type(layer).__name__:<18} -> {tuple(out.shape)}")
-    scores = acts[-1].data
+        for name, layer in model.layers.items():
+            print(f"  {name:<8} {type(layer).__name__:<18} -> {tuple(outs[name].shape)}")
+    scores = outs.output
     if verbose:
-        print(f"scores S = {np.array2string(scores[0], precision=3)}; target c = {target} "
+        print(f"scores S = {np.array2string(scores.numpy()[0], precision=3)}; target c = {target} "
               f"({model.class_names[target]})")
         print(f"\nbackward pass ({rule}): start with dS_c/dS = one-hot(c)")
-    g = np.zeros_like(scores)
-    g[0, target] = 1
-    names = list(model.layers)
+    onehot = np.zeros(scores.shape, scores.dtype)
+    onehot[0, target] = 1
+    with te.relu_backward(rule):
+        scores.backward(onehot)
+    # the input of layer k is the output of layer k - 1 (the image for k = 0)
+    inputs = [xt] + [outs[n] for n in names[:-1]]
     for k in range(len(names) - 1, -1, -1):
         name, layer = names[k], model.layers[names[k]]
-        with te.relu_backward(rule):
-            graphs[k].backward(g)
-        g_in = acts[k].grad
+        g_out = outs[name].grad if k < len(names) - 1 else onehot
+        g_in = inputs[k].grad
         if verbose:
             note = ""
             if isinstance(layer, nn.ReLU):
-                xin = acts[k].data
+                xin = inputs[k].data
                 passed = int((g_in != 0).sum())
                 rule_txt = {"backprop": "dx = dy*[x>0]", "deconvnet": "dx = dy*[dy>0]",
                             "guided": "dx = dy*[x>0]*[dy>0]"}[rule]
-                note = (f"  ReLU rule {rule_txt}: {passed}/{g.size} entries passed "
-                        f"(x>0: {int((xin > 0).sum())}, dy>0: {int((g > 0).sum())})")
+                note = (f"  ReLU rule {rule_txt}: {passed}/{g_out.size} entries passed "
+                        f"(x>0: {int((xin > 0).sum())}, dy>0: {int((g_out > 0).sum())})")
             print(f"  d S_c / d(input of {name:<7}) shape {str(tuple(g_in.shape)):<14} "
                   f"norm {np.linalg.norm(g_in):9.5f}{note}")
-        g = g_in
-    return g
+    return xt.grad
+
+
+def fast_vs_naive(model, x):
+    """conv1 through the fast path (im2col + GEMM, kernels/) and through the naive
+    loops of te.naive (one output position at a time): the same numbers."""
+    conv = model.layers["conv1"]
+    w, b = conv.weight.data, conv.bias.data
+    xt = te.Tensor(x, requires_grad=True)
+    y = te.conv2d(xt, te.Tensor(w), te.Tensor(b), conv.stride, conv.padding, conv.groups)
+    g = np.random.default_rng(1).standard_normal(y.shape)
+    y.backward(g)
+    y_naive = te.naive.conv2d_forward(x, w, b, conv.stride, conv.padding, conv.groups)
+    dx_naive = te.naive.conv2d_backward(g, x, w, conv.stride, conv.padding, conv.groups)[0]
+    print("\nthe fast conv1 (im2col + GEMM) against te.naive's loop over output positions:")
+    print(f"  forward  max |fast - naive| = {np.abs(y.numpy() - y_naive).max():.2e}")
+    print(f"  backward max |fast - naive| = {np.abs(xt.grad - dx_naive).max():.2e} (dS/dx for a random dS/dy)")
 
 
 def main(argv=None):
@@ -94,21 +112,17 @@ def main(argv=None):
             print(f"input-gradient norm {np.linalg.norm(go):.5f} (vs {np.linalg.norm(g):.5f} for {args.rule}); "
                   f"cosine with {args.rule}: {float((go * g).sum() / (np.linalg.norm(go) * np.linalg.norm(g) + 1e-30)):.3f}")
 
+    fast_vs_naive(model, x)
+
     print("\nfinite-difference check of dS_c/dx (te.gradcheck, float64, every input element):")
     ok = te.gradcheck(lambda t: model(t)[:, target], [x], eps=1e-6, atol=1e-7, rtol=1e-5)
     print("  passed" if ok else "  FAILED")
+    def score():
+        with te.no_grad():
+            return float(model(x).data[0, target])
     num = np.zeros_like(x)
-    flat, eps = x.reshape(-1), 1e-6
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        with te.no_grad():
-            fp = model(x).data[0, target]
-        flat[i] = old - eps
-        with te.no_grad():
-            fm = model(x).data[0, target]
-        flat[i] = old
-        num.reshape(-1)[i] = (fp - fm) / (2 * eps)
+    for i, v in te.central_differences(score, x, eps=1e-6).items():
+        num.reshape(-1)[i] = v
     bp = te.explain.gradient(model, x, target)
     print(f"  max |analytic - numeric| = {np.abs(bp - num).max():.2e} (max |gradient| {np.abs(num).max():.3f})")
     if args.rule != "backprop":

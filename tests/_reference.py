@@ -2,6 +2,7 @@
 
 * ``rng``, ``away_from_zero``, ``distinct``: seeded test inputs (no ReLU kinks
   near a sample, no max-pool ties).
+* ``one_and_all_threads``: a function's results serial and parallel.
 * ``numeric_grad``: central differences of a scalar function of an array,
   independent of ``te.gradcheck`` (used where gradcheck's random output
   direction would get in the way, e.g. the sign-dependent ReLU rules).
@@ -58,22 +59,38 @@ def serial_kernels():
         numba.set_num_threads(prev)
 
 
-def numeric_grad(f, arr, eps=1e-6, idx=None):
-    """d f / d arr by central differences, f a scalar function of ``arr``
-    (perturbed in place, restored).  ``idx``: flat indices to check (default all)."""
-    flat = arr.reshape(-1)
-    assert np.shares_memory(flat, arr)
-    idx = range(flat.size) if idx is None else idx
-    out = {}
-    for i in idx:
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        out[int(i)] = (fp - fm) / (2 * eps)
-    return out
+def one_and_all_threads(run):
+    """(run() on one Numba thread, run() on all of them), the thread count restored after."""
+    import numba
+    prev = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        serial = run()
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        return serial, run()
+    finally:
+        numba.set_num_threads(prev)
+
+
+def edit(path, fn):
+    """Open an HDF5 file for writing, let ``fn(f)`` change it, return the path."""
+    import h5py
+    with h5py.File(path, "r+") as f:
+        fn(f)
+    return path
+
+
+def forward_difference(t, axis=-1):
+    """y = t[..., 1:] - t[..., :-1] along ``axis``, by indexing (what total variation
+    sums): its gradient is indexing's scatter, dx[..., 1:] += g, dx[..., :-1] -= g."""
+    hi = [slice(None)] * t.ndim
+    lo = list(hi)
+    hi[axis], lo[axis] = slice(1, None), slice(0, -1)
+    return t[tuple(hi)] - t[tuple(lo)]
+
+
+# d f / d arr by central differences: the package's one finite-difference loop
+numeric_grad = te.central_differences
 
 
 def tiny_network(seed=0, lrn_alpha=1e-4, dropout=True):
@@ -124,6 +141,7 @@ def torch_alexnet(variant, num_classes=1000):
     """The package's independent PyTorch AlexNet (tinygrad_explain.torch_reference):
     module ``i`` of the Sequential is te layer ``i``, so ``seq[:i + 1]`` is a prefix net."""
     import torch.nn as tnn
+
     from tinygrad_explain.torch_reference import layers
     return tnn.Sequential(*layers(variant, num_classes)).eval()
 

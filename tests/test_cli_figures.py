@@ -3,19 +3,17 @@ random-weight scene model (mechanics and error messages, not quality)."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import figures
 from tinygrad_explain import __main__ as cli
+from tinygrad_explain import figures
 from tinygrad_explain.fashion_mnist import CLASS_NAMES
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -149,7 +147,9 @@ def test_cli_runs_as_module(model_file, tmp_path):
 # figures
 # --------------------------------------------------------------------------
 EXPECTED = {"toy_relu_rules.png", "class_models.png", "neurons_conv3.png", "neurons_fc7.png", "saliency.png",
-            "grabcut.png", "inversion_fc7.png", "rules.png", "methods.png", "index.html", "summary.json"}
+            "grabcut.png", "inversion_fc7.png", "inversion_layers.png", "rules.png", "methods.png", "sanity_cascade.png",
+            "zeiler_fergus.png",
+            "index.html", "summary.json"}
 
 
 def test_reproduce_figures_small(model_file, tmp_path, capsys):
@@ -163,10 +163,15 @@ def test_reproduce_figures_small(model_file, tmp_path, capsys):
         assert f in html
     assert "class-model softmax per class" in so and "[inversion]" in so
     assert [p.name for p in tmp_path.iterdir()] == ["gallery"]          # no partial folders left
-    # a second run replaces the folder
+    # a second run replaces only what it writes: the figures left out by --only stay
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     rc = figures.main(["--out", str(out), "--weights", model_file, "--steps-scale", "0.02", "--units", "1",
                        "--only", "toy"])
-    assert rc == 0 and {p.name for p in out.iterdir()} == {"toy_relu_rules.png", "index.html", "summary.json"}
+    assert rc == 0 and {p.name for p in out.iterdir()} == set(before)
+    assert (out / "saliency.png").read_bytes() == before["saliency.png"]
+    assert (out / "index.html").read_bytes() != before["index.html"]          # the new gallery: toy only
+    assert "toy_relu_rules.png" in (out / "index.html").read_text()
+    assert "saliency.png" not in (out / "index.html").read_text()
 
 
 def test_plot_benchmark(tmp_path):
@@ -213,3 +218,91 @@ def test_reproduce_figures_unwritable(model_file, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     rc = figures.main(["--out", str(tmp_path / "afile" / "g"), "--weights", model_file])
     assert rc == 2 and "cannot write" in capsys.readouterr().err
+
+
+def test_reproduce_figures_keeps_unrelated_files(model_file, tmp_path, capsys, monkeypatch):
+    """--out may be a folder holding the user's files (even ``--out .``): they all survive, only
+    the run's own files are replaced, no work folder is left, and new files get normal permissions."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "deep.png").write_bytes(b"keep")
+    (tmp_path / "toy_relu_rules.png").write_bytes(b"old figure")
+    old_umask = os.umask(0o022)
+    try:
+        rc = figures.main(["--out", ".", "--weights", model_file, "--only", "toy"])
+    finally:
+        os.umask(old_umask)
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "sub" / "deep.png").read_bytes() == b"keep"
+    assert (tmp_path / "toy_relu_rules.png").read_bytes()[:4] == b"\x89PNG"
+    assert {p.name for p in tmp_path.iterdir()} == {"notes.txt", "sub", "toy_relu_rules.png", "index.html",
+                                                   "summary.json"}
+    for name in ("toy_relu_rules.png", "index.html", "summary.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_reproduce_figures_failure_keeps_old_gallery(model_file, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / "index.html").write_text("old gallery")
+    (out / "notes.txt").write_text("mine")
+
+    def boom(inp, out, summary):
+        raise te.explain.OptimizationError("NaN/Inf in the objective at step 3/10")
+
+    monkeypatch.setattr(figures, "FIGURES", [("toy", figures.fig_toy), ("class models", boom)])
+    assert figures.main(["--out", str(out), "--weights", model_file]) == 2
+    assert {p.name for p in out.iterdir()} == {"index.html", "notes.txt"}       # no work folder left
+    assert (out / "index.html").read_text() == "old gallery"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--units", "0"], "--units must be at least 1"),
+    (["--steps-scale", "-1"], "--steps-scale must be a positive number"),
+    (["--steps-scale", "nan"], "--steps-scale must be a positive number"),
+    (["--threads", "-1"], "--threads must be 0"),
+])
+def test_reproduce_figures_bad_options_fail_first(argv, message, tmp_path, capsys, monkeypatch):
+    """Bad options are refused before the model is even loaded (no minutes of work first)."""
+    monkeypatch.setattr(te, "load_model", lambda *a, **k: pytest.fail("loaded the model before checking options"))
+    with pytest.raises(SystemExit) as e:
+        figures.main(["--out", str(tmp_path / "g")] + argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+
+
+def test_reproduce_figures_out_is_a_file(model_file, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert figures.main(["--out", str(tmp_path / "afile"), "--weights", model_file]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "-1"], "--threads must be at least 0"),
+    (["--steps", "-3"], "--steps must be at least 1"),
+    (["--inits", "0"], "--inits must be at least 1"),
+])
+def test_cli_bad_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["invert", "--image", "x.png"] + argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_out_is_a_directory(model_file, tmp_path, capsys):
+    rc, _, se = run_cli(capsys, "class-model", "--target", "0", "--weights", model_file, "--out", str(tmp_path))
+    assert rc == 2 and "is a directory" in se
+
+
+def test_cli_png_permissions(model_file, tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        rc, _, se = run_cli(capsys, "class-model", "--target", "0", "--steps", "2", "--weights", model_file,
+                            "--out", str(tmp_path / "c.png"))
+    finally:
+        os.umask(old)
+    assert rc == 0, se
+    assert stat.S_IMODE((tmp_path / "c.png").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["c.png"]

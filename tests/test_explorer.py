@@ -22,7 +22,9 @@ import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import explain as X, explorer, figures as F, scenes
+from tinygrad_explain import draw as D
+from tinygrad_explain import explain as X
+from tinygrad_explain import explorer, scenes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -76,16 +78,33 @@ def png_bytes(img):
     return buf.getvalue()
 
 
+def png_header(width, height):
+    """A PNG that only claims its size (a decompression bomb's header): signature, IHDR, IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
 def reference(ex, picture, method, target):
     """What te.explain gives for this picture, method and target (computed here, not by the server)."""
-    x = te.image.load(picture, ex.model)
+    m, x = ex.model, te.image.load(picture, ex.model)
     if method == "grabcut":
-        mask, box = X.grabcut_mask(picture, X.saliency(ex.model, x, target)[0])
+        mask, box = X.grabcut_mask(picture, X.saliency(m, x, target)[0])
         return mask.astype(np.float32), box
-    if method == "saliency":
-        return X.saliency(ex.model, x, target)[0], None
-    rule = {"gradient": "backprop"}.get(method, method)
-    return X.gradient(ex.model, x, target, rule=rule)[0], None
+    maps = {"gradient": lambda: X.gradient(m, x, target),
+            "saliency": lambda: X.saliency(m, x, target),
+            "deconvnet": lambda: X.gradient(m, x, target, rule="deconvnet"),
+            "guided": lambda: X.gradient(m, x, target, rule="guided"),
+            "smoothgrad": lambda: X.smoothgrad(m, x, target),
+            "grad-x-input": lambda: X.gradient_x_input(m, x, target),
+            "gradcam": lambda: X.gradcam(m, x, target),
+            "guided-gradcam": lambda: X.guided_gradcam(m, x, target),
+            "occlusion": lambda: X.occlusion(m, x, target, patch=8, stride=8)}
+    return maps[method]()[0], None
 
 
 def assert_same_map(got, want):
@@ -101,7 +120,8 @@ def test_info_and_static(server):
     status, info = http(url + "api/info")
     assert status == 200
     assert info["classes"] == list(ex.model.class_names)
-    assert {"gradient", "saliency", "deconvnet", "guided", "grabcut"} <= {m["id"] for m in info["methods"]}
+    assert {m["id"] for m in info["methods"]} == {"gradient", "saliency", "deconvnet", "guided", "grabcut", "smoothgrad",
+                                                  "grad-x-input", "gradcam", "guided-gradcam", "occlusion"}
     assert len(info["scenes"]) == 50 and info["scenes"][3]["id"] == "scene:3"
     status, page = http(url)
     assert status == 200 and b"<script src=\"/app.js\">" in page
@@ -112,7 +132,7 @@ def test_info_and_static(server):
         assert status == 404, bad
 
 
-@pytest.mark.parametrize("method", ["gradient", "saliency", "deconvnet", "guided", "grabcut"])
+@pytest.mark.parametrize("method", list(explorer.METHODS))
 def test_maps_match_te_explain(server, sample, method):
     url, ex = server
     i, target = 7, 4
@@ -123,16 +143,37 @@ def test_maps_match_te_explain(server, sample, method):
     if method == "grabcut":
         assert res["box"] == [int(v) for v in box]
         assert res["truth_box"] == [int(v) for v in sample["boxes"][i]]
+    else:       # the map picture is the CLI's picture of these values
+        assert np.array_equal(png(res["map"]), D.method_picture(method, values(res), sample["images"][i]))
     assert res["target"]["value"] == target
     # prediction: the model's softmax for this scene
     _, p = X.predict(ex.model, te.image.load(sample["images"][i], ex.model))
     assert res["prediction"][0]["index"] == int(p[0].argmax())
     assert abs(res["prediction"][0]["p"] - p[0].max()) < 1e-6
-    # the map picture is the figures' picture of these values
-    if method == "saliency":
-        assert np.array_equal(png(res["map"]), F.heat(values(res)))
-    elif method != "grabcut":
-        assert np.array_equal(png(res["map"]), F.grad_picture(values(res)))
+
+
+@pytest.mark.parametrize("target", [("conv5", 3), ("conv3", 7, 2, 4), ("fc7", 11)])
+def test_neuron_targets(server, sample, target):
+    """A channel (its mean over positions) or one neuron: te.explain.gradient's targets."""
+    url, ex = server
+    i = 12
+    spec = {"layer": target[0], "channel": target[1]}
+    if len(target) == 4:
+        spec.update(row=target[2], col=target[3])
+    for method in ("guided", "saliency", "smoothgrad", "occlusion"):
+        status, res = explain(url, image=f"scene:{i}", method=method, target=spec)
+        assert status == 200, res
+        assert res["target"]["value"] == list(target)
+        assert_same_map(values(res), reference(ex, sample["images"][i], method, target)[0])
+        rows = [r["name"] for r in res["layers"]]
+        assert rows[-1] == target[0]                       # the layer view stops at the target's layer
+    for method in ("gradcam", "guided-gradcam"):          # Grad-CAM needs a target above its layer (relu5)
+        status, res = explain(url, image=f"scene:{i}", method=method, target=spec)
+        if target[0] == "fc7":
+            assert status == 200 and res["target"]["value"] == list(target)
+            assert_same_map(values(res), reference(ex, sample["images"][i], method, target)[0])
+        else:
+            assert status == 400 and "Grad-CAM" in res["error"] and "not below" in res["error"], res
 
 
 def test_layer_view(server, sample):
@@ -169,6 +210,10 @@ def test_bad_requests_answer_400_and_the_server_lives_on(server):
         status, res = http(url + "api/upload", data, ctype)
         assert status == 400 and want in res["error"], res
         assert "/tmp" not in res["error"] and "tge-explorer" not in res["error"]   # no server paths leak
+    # te.image's limits apply to uploads: checked from the header, before decoding
+    for data, want in [(png_header(20000, 20000), "pixels"), (png_bytes(np.zeros((10, 1000, 3), np.uint8)), "elongated")]:
+        status, res = http(url + "api/upload", data, "image/png")
+        assert status == 400 and want in res["error"], res
     status, res = http(url + "api/upload", b"x" * (explorer.MAX_UPLOAD_BYTES + 1), "image/png")
     assert status == 400 and "limit" in res["error"]
     status, res = http(url + "api/explain", b"{nope", "application/json")
@@ -179,6 +224,7 @@ def test_bad_requests_answer_400_and_the_server_lives_on(server):
                       ({"image": "upload:nothere"}, "no longer kept"),
                       ({"image": "scene:0", "target": {"class": 10}}, "out of range"),
                       ({"image": "scene:0", "target": {"class": "Handbag"}}, "unknown class"),
+                      ({"image": "scene:0", "target": {"layer": "conv5", "channel": 999}}, "out of range"),
                       ({"image": "scene:0", "target": {"layer": "conv9", "channel": 0}}, "unknown layer")]:
         status, res = explain(url, **req)
         assert status == 400 and want in res["error"], (req, res)
@@ -296,13 +342,22 @@ def test_page_in_chromium(server, browser, sample, tmp_path):
     assert_same_map(values(res3), reference(ex, sample["images"][i], "guided", other)[0])
     assert drv.find_element(By.ID, "map").get_attribute("src") == res3["map"]
 
+    # a neuron target: channel 3 of conv5 (its mean), as te.explain.gradient takes it
+    act(drv, lambda: drv.find_element(By.ID, "kind-neuron").click())
+    act(drv, lambda: Select(drv.find_element(By.ID, "layer")).select_by_value("conv5"))
+    resn = act(drv, lambda: drv.execute_script(
+        "const c = document.getElementById('channel'); c.value = '3'; c.dispatchEvent(new Event('change'));"))
+    assert resn["target"]["value"] == ["conv5", 3] and resn["map"] != res3["map"]
+    assert_same_map(values(resn), reference(ex, sample["images"][i], "guided", ("conv5", 3))[0])
+    act(drv, lambda: drv.find_element(By.ID, "kind-class").click())
+
     # GrabCut: the box on the page is te.explain's box
     res4 = act(drv, lambda: drv.find_element(By.CSS_SELECTOR, "input[name=method][value=grabcut]").click())
     _, box = reference(ex, sample["images"][i], "grabcut", other)
     assert res4["box"] == [int(v) for v in box]
     assert "GrabCut box" in drv.find_element(By.ID, "map-info").text
     # the layer table is filled
-    rows = drv.find_elements(By.CSS_SELECTOR, "#flow tbody tr")
+    rows = drv.find_elements(By.CSS_SELECTOR, "#flow .layer")
     assert len(rows) == len(ex.model.layer_names) + 1
 
     # a bad file: a message on the page, the previous map stays, the server still answers

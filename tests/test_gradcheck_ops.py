@@ -7,12 +7,21 @@ backward would pass gradcheck.
 """
 import numpy as np
 import pytest
+from _reference import (  # noqa: F401
+    away_from_zero,
+    distinct,
+    forward_difference,
+    kink_margin,
+    numeric_grad,
+    one_and_all_threads,
+    rng,
+    serial_kernels,
+    tiny_network,
+)
 
 import tinygrad_explain as te
-from tinygrad_explain import kernels as K, naive, ops
-
-from _reference import (away_from_zero, distinct, kink_margin, numeric_grad, rng, serial_kernels,  # noqa: F401
-                        tiny_network)
+from tinygrad_explain import kernels as K
+from tinygrad_explain import naive, ops
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
@@ -205,6 +214,39 @@ def test_relu_all_rules_equal_gradient_for_positive_input_and_upstream():
     g = rng(7).uniform(0.1, 2.0, (2, 4))
     for rule in te.RELU_RULES:
         np.testing.assert_array_equal(_relu_grad(x, g, rule), g)
+
+
+def test_relu_rules_read_the_one_table():
+    """Each rule's result is the formula dx = g * [x > 0 if mask_x] * [g > 0 if mask_g]
+    with its masks from te.engine.RELU_MASKS (the table the kernels are driven by)."""
+    assert te.engine.RELU_MASKS == {"backprop": (True, False), "deconvnet": (False, True), "guided": (True, True)}
+    assert te.RELU_RULES == ("backprop", "deconvnet", "guided")
+    x = away_from_zero((3, 7), seed=2)
+    g = away_from_zero((3, 7), seed=3)
+    for rule, (mask_x, mask_g) in te.engine.RELU_MASKS.items():
+        formula = g * ((x > 0) if mask_x else 1) * ((g > 0) if mask_g else 1)
+        np.testing.assert_array_equal(_relu_grad(x, g, rule), formula)
+
+
+def test_relu_propagates_nan():
+    """relu(NaN) = NaN (not 0), as in PyTorch; a NaN gradient comes back as NaN under every
+    rule, even where the masks would block a number; a NaN x lets g through (PyTorch's
+    threshold_backward does the same).  Infinities are numbers: masked like any other."""
+    x = np.array([np.nan, np.nan, -1.0, -1.0, 2.0, 2.0, np.inf, -np.inf, -0.0])
+    g = np.array([1.0, -1.0, np.nan, 1.0, np.nan, -np.inf, 1.0, 1.0, 1.0])
+    y = te.relu(te.Tensor(x)).numpy()
+    np.testing.assert_array_equal(y, [np.nan, np.nan, 0, 0, 2, 2, np.inf, 0, 0])
+    assert not np.signbit(y[-1])
+    expect = {"backprop": [1, -1, np.nan, 0, np.nan, -np.inf, 1, 0, 0],
+              "deconvnet": [1, 0, np.nan, 1, np.nan, 0, 1, 1, 1],
+              "guided": [1, 0, np.nan, 0, np.nan, 0, 1, 0, 0]}
+    for rule in te.RELU_RULES:
+        np.testing.assert_array_equal(_relu_grad(x, g, rule), expect[rule], err_msg=rule)
+    torch = pytest.importorskip("torch")
+    xt = torch.from_numpy(x).requires_grad_(True)
+    torch.relu(xt).backward(torch.from_numpy(np.nan_to_num(g, nan=5.0)))
+    assert torch.isnan(torch.relu(torch.from_numpy(x))[:2]).all()
+    np.testing.assert_array_equal(_relu_grad(x, np.nan_to_num(g, nan=5.0), "backprop"), xt.grad.numpy())
 
 
 def _guided_net(x, w1, b1, w2):
@@ -557,13 +599,13 @@ def test_sum_and_mean(axis, keepdims):
 
 
 # --------------------------------------------------------------------------
-# shift_diff (total variation) and indexing
+# forward differences by indexing (total variation) and indexing
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("axis", [-1, -2, 3, 2])
-def test_shift_diff(axis):
+def test_forward_difference(axis):
     x = rng(1).standard_normal((2, 3, 4, 5))
-    np.testing.assert_allclose(te.shift_diff(te.Tensor(x), axis).numpy(), np.diff(x, axis=axis), rtol=1e-14)
-    assert te.gradcheck(lambda t: te.shift_diff(t, axis), [x])
+    np.testing.assert_allclose(forward_difference(te.Tensor(x), axis).numpy(), np.diff(x, axis=axis), rtol=1e-14)
+    assert te.gradcheck(lambda t: forward_difference(t, axis), [x])
 
 
 def test_total_variation_loss():
@@ -571,11 +613,11 @@ def test_total_variation_loss():
     x = rng(1).standard_normal((1, 3, 5, 6))
 
     def tv(t):
-        return (te.shift_diff(t, -1) ** 2).sum() + (te.shift_diff(t, -2) ** 2).sum()
+        return (forward_difference(t, -1) ** 2).sum() + (forward_difference(t, -2) ** 2).sum()
     ref = (np.diff(x, axis=-1) ** 2).sum() + (np.diff(x, axis=-2) ** 2).sum()
     np.testing.assert_allclose(float(tv(te.Tensor(x)).data), ref, rtol=1e-13)
     assert te.gradcheck(tv, [x])
-    assert te.gradcheck(lambda t: (te.shift_diff(t, -1) ** 2 + 1e-2).__pow__(0.5).sum(), [x])
+    assert te.gradcheck(lambda t: (forward_difference(t, -1) ** 2 + 1e-2).__pow__(0.5).sum(), [x])
 
 
 @pytest.mark.parametrize("idx", [
@@ -767,14 +809,7 @@ def test_kernels_parallel_equals_serial(monkeypatch):
                 y.backward(g)
             out += [y.numpy().copy(), t.grad.copy()]
         return out
-    prev = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        serial = run()
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        parallel = run()
-    finally:
-        numba.set_num_threads(prev)
+    serial, parallel = one_and_all_threads(run)
     assert calls["parallel"] > 0, "the parallel kernels never ran"
     for i, (a, c) in enumerate(zip(serial, parallel)):
         assert a.tobytes() == c.tobytes(), f"output {i} differs between 1 and {numba.config.NUMBA_NUM_THREADS} threads"

@@ -10,13 +10,14 @@ input shape (an MLP):
 * an MLP (``input_shape=(F,)``) takes (N, F), says so when given anything else, and
   one training step gives PyTorch's loss, gradients and updated weights (float64).
 """
+import re
+
 import numpy as np
 import pytest
+from _reference import serial_kernels, tiny_network  # noqa: F401
 
 import tinygrad_explain as te
 from tinygrad_explain import nn
-
-from _reference import serial_kernels, tiny_network  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
@@ -215,3 +216,20 @@ def test_mlp_training_step_matches_pytorch():
     with torch.no_grad():
         tafter = torch.nn.functional.cross_entropy(tm(torch.from_numpy(x)), torch.from_numpy(y)).item()
     assert after < float(loss.data) and abs(after - tafter) <= 1e-12 * abs(tafter)
+
+
+def test_walkthrough_script(capsys):
+    """scripts/walkthrough.py reads every layer's gradient off one keep= pass: the input
+    gradient it walks to equals te.explain.gradient exactly, and passes the finite-difference check."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "walkthrough.py"
+    spec = importlib.util.spec_from_file_location("walkthrough", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--rule", "guided"]) == 0
+    out = capsys.readouterr().out
+    assert "te.explain.gradient gives the same: max |difference| = 0.00e+00" in out
+    assert "d S_c / d(input of relu2  )" in out and "ReLU rule dx = dy*[x>0]*[dy>0]" in out
+    fast_naive = re.findall(r"(forward|backward) +max \|fast - naive\| = (\S+)", out)
+    assert [k for k, _ in fast_naive] == ["forward", "backward"] and all(float(v) < 1e-12 for _, v in fast_naive)

@@ -26,8 +26,9 @@ def _map_checkout_kernels():
     root = _os.path.join(_os.path.dirname(here), "kernels")
     init = _os.path.join(root, "__init__.py")
     if not _os.path.isfile(init):
-        raise ImportError("tinygrad_explain: the kernels package is missing; install the project with "
-                          "`pip install -e .` from its checkout")
+        raise ImportError(f"tinygrad_explain: the kernels package is missing: no {init} beside the package "
+                          "(in a checkout it is the top-level kernels/ folder); restore it, or install the "
+                          "project with `pip install -e .` from a complete checkout")
     spec = _ilu.spec_from_file_location(name, init, submodule_search_locations=[root])
     module = _ilu.module_from_spec(spec)
     _sys.modules[name] = module
@@ -36,6 +37,7 @@ def _map_checkout_kernels():
     except BaseException:
         del _sys.modules[name]
         raise
+    _sys.modules[__name__].kernels = module      # te.kernels, as an ordinary import would set it
 
 
 _map_checkout_kernels()
@@ -44,9 +46,8 @@ from .engine import Tensor, Function, no_grad, relu_backward, manual_seed, RELU_
 from .device import set_num_threads  # noqa: F401
 from . import ops  # noqa: F401  (attaches Tensor operators)
 from .ops import (conv2d, linear, relu, max_pool2d, local_response_norm, adaptive_avg_pool2d,  # noqa: F401
-                  dropout, flatten, exp, log, amax, softmax, logsumexp, log_softmax, cross_entropy,
-                  shift_diff)
-from .gradcheck import gradcheck, GradcheckError  # noqa: F401
+                  dropout, flatten, exp, log, amax, softmax, logsumexp, log_softmax, cross_entropy)
+from .gradcheck import gradcheck, GradcheckError, central_differences  # noqa: F401
 from . import nn, models  # noqa: F401
 from .models import Network  # noqa: F401
 from .modelfile import save_model, load_model, ModelFileError  # noqa: F401

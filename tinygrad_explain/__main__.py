@@ -29,10 +29,7 @@ one unless --weights names another model file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -62,29 +59,6 @@ GRADIENT_MAPS = ("saliency", "guided", "deconvnet", "smoothgrad", "gradcam", "gu
 OBJECTIVE_MAPS = ("saliency", "guided", "deconvnet", "grabcut")   # also take channel / neuron targets
 
 
-def _save_png(img, path: Path):
-    """Write atomically (temp file + rename) so a failure never leaves a half-written PNG."""
-    from PIL import Image
-    path = Path(path)
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise PermissionError(f"cannot write {path}: folder {parent} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=parent)
-    except OSError as e:
-        raise PermissionError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(img).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--image", help="image file (any size; resized as the model file says)")
@@ -112,6 +86,8 @@ def build_parser():
     ap = argparse.ArgumentParser(prog="python -m tinygrad_explain", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="method", metavar="METHOD", required=True)
+    sub.add_parser("serve", help="The explorer: a local web page for every map above "
+                                 "(python -m tinygrad_explain serve --help; handled by tinygrad_explain.explorer).")
     for name, (text, options) in METHODS.items():
         p = sub.add_parser(name, parents=[common], help=text, description=text)
         for o in options:
@@ -122,17 +98,18 @@ def build_parser():
 
 def run(args) -> str:
     import tinygrad_explain as te
-    from tinygrad_explain import explain as X, figures as F, image as te_image
+    from tinygrad_explain import draw as D
+    from tinygrad_explain import explain as X
+    from tinygrad_explain import image as te_image
+    from tinygrad_explain.safe_io import check_output
+    out = check_output(args.out or f"{args.method}.png", inputs=[p for p in (args.image, args.weights) if p])
     model = te.load_model(args.weights, device=args.device)
-    out = Path(args.out or f"{args.method}.png")
-    if not out.resolve().parent.is_dir():
-        raise PermissionError(f"cannot write {out}: folder {out.resolve().parent} does not exist")
     opt = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
     needs_image = args.method not in ("class-model", "maximize")
     if needs_image and not args.image:
         raise X.ExplainError(f"{args.method} needs --image")
     x = te_image.load(args.image, model) if args.image else None
-    names = X._common.class_names(model)
+    names = X.class_names(model)
     msg = []
     if x is not None:
         _, probs = X.predict(model, x)
@@ -149,29 +126,28 @@ def run(args) -> str:
     picture = te_image.to_display(x, model) if x is not None else None
 
     if args.method == "saliency":
-        img = F.upscale(F.heat(X.saliency(model, x, target)[0]))
+        values = X.saliency(model, x, target)[0]
     elif args.method in ("guided", "deconvnet"):
-        img = F.upscale(F.grad_picture(X.gradient(model, x, target, rule=args.method)[0]))
+        values = X.gradient(model, x, target, rule=args.method)[0]
     elif args.method == "smoothgrad":
-        img = F.upscale(F.heat(X.smoothgrad(model, x, target, noise=args.noise, samples=args.samples,
-                                            seed=args.seed)[0]))
+        values = X.smoothgrad(model, x, target, noise=args.noise, samples=args.samples, seed=args.seed)[0]
     elif args.method == "gradcam":
-        img = F.upscale(F.cam_overlay(picture, X.gradcam(model, x, target, layer=args.layer)[0]))
+        values = X.gradcam(model, x, target, layer=args.layer)[0]
     elif args.method == "guided-gradcam":
-        img = F.upscale(F.grad_picture(X.guided_gradcam(model, x, target, layer=args.layer)[0]))
+        values = X.guided_gradcam(model, x, target, layer=args.layer)[0]
     elif args.method == "occlusion":
-        img = F.upscale(F.heat(np.maximum(X.occlusion(model, x, target, patch=args.patch, stride=args.stride)[0], 0)))
+        values = X.occlusion(model, x, target, patch=args.patch, stride=args.stride)[0]
     elif args.method == "grad-x-input":
-        img = F.upscale(F.signed_heat(X.gradient_x_input(model, x, target)[0].sum(0)))
+        values = X.gradient_x_input(model, x, target)[0]
     elif args.method == "grabcut":
         mask, box = X.grabcut_mask(picture, X.saliency(model, x, target)[0])
-        img = F.overlay(picture, mask, box)
+        img = D.overlay(picture, mask, box)
         msg.append(f"box (x0, y0, x1, y1): {tuple(int(v) for v in box)}; mask area {int(mask.sum())} px")
     elif args.method == "class-model":
         if target is None:
             raise X.ExplainError("class-model needs --target (a class name or index)")
         v = X.class_model(model, target, seed=args.seed, **opt)
-        img = F.upscale(v.display[0])
+        img = D.upscale(v.display[0])
         msg.append(f"class model of {v.labels[0]}: score {v.final[0]:.2f}, softmax {v.probability[0]:.4f}")
     elif args.method == "maximize":
         if args.layer is None or args.unit is None:
@@ -179,14 +155,16 @@ def run(args) -> str:
         layer = X.resolve_layer(model, args.layer)
         unit = X.resolve_unit(model, layer, args.unit)
         v = X.maximize(model, layer, unit, seed=args.seed, **opt)
-        img = F.upscale(v.display[0])
+        img = D.upscale(v.display[0])
         msg.append(f"{v.labels[0]}: activation {v.final[0]:.3f}")
     else:  # invert
         inv = X.invert(model, x, layer=args.layer or "fc7", inits=args.inits, seed=args.seed, **opt)
-        img = np.asarray(F.grid([picture] + inv.display, ["original"] + [f"error {e:.3f}" for e in inv.errors]))
+        img = np.asarray(D.grid([picture] + inv.display, ["original"] + [f"error {e:.3f}" for e in inv.errors]))
         msg.append("normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
         msg.append(f"mean pairwise |difference|: {inv.mean_pairwise_mad:.4f}")
-    _save_png(img, out)
+    if args.method in GRADIENT_MAPS and args.method != "grabcut":
+        img = D.upscale(D.method_picture(args.method, values, picture))
+    D.save_png(img, out)
     msg.append(f"wrote {out}")
     return "\n".join(msg)
 
@@ -196,7 +174,16 @@ def main(argv=None) -> int:
     if argv[:1] == ["serve"]:
         from .explorer import main as serve
         return serve(argv[1:])
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    for name, lo in (("threads", 0), ("inits", 1), ("steps", 1)):
+        v = getattr(args, name, None)               # checked before any work
+        if v is not None and v < lo:
+            ap.error(f"--{name} must be at least {lo}, got {v}")
+    if args.lr is not None and not 0 < args.lr < float("inf"):
+        ap.error(f"--lr must be a positive number, got {args.lr}")
+    if args.noise is not None and not 0 <= args.noise < float("inf"):
+        ap.error(f"--noise must be a non-negative number, got {args.noise}")
     import tinygrad_explain as te
     from tinygrad_explain import explain as X
     from tinygrad_explain.device import set_num_threads
@@ -204,8 +191,8 @@ def main(argv=None) -> int:
     from tinygrad_explain.device import DeviceUnavailable
     try:
         print(run(args))
-    except (X.ExplainError, X.OptimizationError, te.ModelFileError, FileNotFoundError, PermissionError,
-            ValueError, KeyError, DeviceUnavailable) as e:
+    except (X.ExplainError, X.OptimizationError, te.ModelFileError, OSError, ValueError, KeyError,
+            DeviceUnavailable) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     return 0

@@ -56,10 +56,13 @@ Public API: :func:`load_caffemodel`, :func:`read_caffemodel_layers`,
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .safe_io import regular_file_problem
 
 __all__ = [
     "CaffeLayer",
@@ -154,18 +157,23 @@ def _iter_fields(buf, pos: int, end: int):
 
 
 def _skip_group(buf, pos, end, fnum, key_at):
-    """Skip a (deprecated) group: fields until the matching END_GROUP key."""
-    while True:
+    """Skip a (deprecated) group: fields until the matching END_GROUP key.
+
+    Iterative (a stack of open groups), so a file of a million nested
+    groups is a clear error or a skip, never Python's recursion limit."""
+    open_groups = [(fnum, key_at)]
+    while open_groups:
         if pos >= end:
-            raise ValueError(f"unterminated group {fnum} starting at byte offset {key_at}")
+            raise ValueError(f"unterminated group {open_groups[-1][0]} starting at byte offset "
+                             f"{open_groups[-1][1]}")
         k_at = pos
         key, pos = _read_varint(buf, pos, end)
         f, wt = key >> 3, key & 7
         if wt == EGROUP:
-            if f != fnum:
+            if f != open_groups[-1][0]:
                 raise ValueError(f"mismatched end-group at byte offset {k_at}")
-            return pos
-        # Reuse the field iterator for one field by bounding nothing: handle inline.
+            open_groups.pop()
+            continue
         if wt == VARINT:
             _, pos = _read_varint(buf, pos, end)
         elif wt == I64:
@@ -176,11 +184,13 @@ def _skip_group(buf, pos, end, fnum, key_at):
             n, pos = _read_varint(buf, pos, end)
             pos += n
         elif wt == SGROUP:
-            pos = _skip_group(buf, pos, end, f, k_at)
+            open_groups.append((f, k_at))
         else:
             raise ValueError(f"invalid wire type {wt} at byte offset {k_at}")
         if pos > end:
-            raise ValueError(f"truncated group {fnum} starting at byte offset {key_at}")
+            raise ValueError(f"truncated group {open_groups[-1][0] if open_groups else fnum} starting at "
+                             f"byte offset {key_at}")
+    return pos
 
 
 def _expect(wt, want, fnum, at, what):
@@ -228,22 +238,20 @@ def _parse_blob(buf, start, stop) -> np.ndarray:
     legacy = {}
     chunks, scalars = [], []          # float data: packed chunks / unpacked values
     dchunks, dscalars = [], []        # double data
+    # field -> (name, wire type of one unpacked value, dtype, what, packed chunks, unpacked values)
+    values = {5: ("data", I32, "<f4", "float", chunks, scalars),
+              8: ("double_data", I64, "<f8", "double", dchunks, dscalars)}
     for fnum, wt, val, at in _iter_fields(buf, start, stop):
         if fnum == 7:
             _expect(wt, (LEN,), fnum, at, "BlobProto.shape")
             shape = _parse_blob_shape(buf, *val)
-        elif fnum == 5:
-            _expect(wt, (LEN, I32), fnum, at, "BlobProto.data")
+        elif fnum in values:
+            name, one, dtype, what, packed, unpacked = values[fnum]
+            _expect(wt, (LEN, one), fnum, at, f"BlobProto.{name}")
             if wt == LEN:
-                chunks.append(_packed(buf, val, at, "<f4", "float"))
+                packed.append(_packed(buf, val, at, dtype, what))
             else:
-                scalars.append(val)
-        elif fnum == 8:
-            _expect(wt, (LEN, I64), fnum, at, "BlobProto.double_data")
-            if wt == LEN:
-                dchunks.append(_packed(buf, val, at, "<f8", "double"))
-            else:
-                dscalars.append(val)
+                unpacked.append(val)
         elif fnum in (1, 2, 3, 4):
             _expect(wt, (VARINT,), fnum, at, "BlobProto legacy dim")
             legacy[fnum] = _signed64(val)
@@ -264,9 +272,9 @@ def _parse_blob(buf, start, stop) -> np.ndarray:
             shape = tuple(legacy.get(i, 1) for i in (1, 2, 3, 4))
         else:
             shape = (data.size,)
-    if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.int64)) != data.size:
-        raise ValueError(f"blob at byte offset {start} has shape {shape} "
-                         f"({int(np.prod(shape, dtype=np.int64))} values) but {data.size} "
+    count = math.prod(shape)                              # exact (Python ints): no int64 wrap-around
+    if any(d < 0 for d in shape) or count != data.size:
+        raise ValueError(f"blob at byte offset {start} has shape {shape} ({count} values) but {data.size} "
                          "data values")
     return data.reshape(shape)
 
@@ -317,6 +325,9 @@ def parse_caffemodel(data) -> list[CaffeLayer]:
 def read_caffemodel_layers(path) -> list[CaffeLayer]:
     """Read a ``.caffemodel`` file into a list of :class:`CaffeLayer`."""
     path = os.fspath(path)
+    problem = regular_file_problem(path)                 # FileNotFoundError names the path
+    if problem:
+        raise ValueError(f"{path}: not a regular file ({problem})")
     with open(path, "rb") as f:
         data = f.read()
     if not data:

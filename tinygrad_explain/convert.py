@@ -23,11 +23,11 @@ torchvision's module indices ``features.{0,3,6,8,10}`` are the five convs
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from .imagenet import CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN, TORCHVISION_STD
+from .safe_io import check_output
 
 __all__ = [
     "ConversionError",
@@ -35,6 +35,7 @@ __all__ = [
     "CAFFE_LAYERS",
     "TORCHVISION_PREPROCESSING",
     "CAFFE_PREPROCESSING",
+    "check_torchvision_shapes",
     "torchvision_to_state_dict",
     "caffe_to_state_dict",
     "convert_torchvision",
@@ -74,19 +75,13 @@ def _num_classes(shape: tuple, source: str) -> int:
     return int(shape[0])
 
 
-def torchvision_to_state_dict(sd: dict, source: str = "checkpoint") -> dict[str, np.ndarray]:
-    """torchvision AlexNet keys (``features.0.weight`` ...) -> ``conv1.weight`` ...
-
-    Every key must be known and every shape must match torchvision's
-    AlexNet; otherwise :class:`ConversionError` names the key.  The number of
-    classes is taken from ``classifier.6.weight`` (1000 for ImageNet).
-    """
+def check_torchvision_shapes(sd: dict, source: str = "checkpoint") -> dict[str, tuple]:
+    """Names and shapes only (nothing read: works on unread checkpoint tensors):
+    every key known, every shape torchvision AlexNet's; returns ``{our key: shape}``."""
     if "classifier.6.weight" not in sd:
         raise ConversionError(f"{source}: no 'classifier.6.weight' -- not a torchvision AlexNet "
                               f"state dict (keys: {_preview(sd)})")
-    ref = _reference_shapes("torchvision",
-                            _num_classes(np.shape(sd["classifier.6.weight"]), source))
-    out = {}
+    ref = _reference_shapes("torchvision", _num_classes(tuple(sd["classifier.6.weight"].shape), source))
     for key, arr in sd.items():
         mod, _, param = key.rpartition(".")
         if mod not in TORCHVISION_TO_TE or param not in ("weight", "bias"):
@@ -94,14 +89,30 @@ def torchvision_to_state_dict(sd: dict, source: str = "checkpoint") -> dict[str,
                                   f"(expected {sorted(k + '.weight' for k in TORCHVISION_TO_TE)} "
                                   "and the matching .bias keys)")
         te_key = f"{TORCHVISION_TO_TE[mod]}.{param}"
-        arr = np.asarray(arr)
-        if arr.shape != ref[te_key]:
-            raise ConversionError(f"{source}: {key!r} has shape {arr.shape}, torchvision AlexNet "
+        if tuple(arr.shape) != ref[te_key]:
+            raise ConversionError(f"{source}: {key!r} has shape {tuple(arr.shape)}, torchvision AlexNet "
                                   f"needs {ref[te_key]} -- wrong architecture")
-        out[te_key] = _as_float32(arr, key, source)
-    missing = [tv for tv, te in _inverse_keys().items() if te in ref and te not in out]
+        if np.dtype(arr.dtype).kind != "f":
+            raise ConversionError(f"{source}: {key!r} has dtype {arr.dtype}, expected floating point")
+    missing = [tv for tv, te in _inverse_keys().items() if te in ref and tv not in sd]
     if missing:
         raise ConversionError(f"{source}: missing {missing} -- incomplete or not an AlexNet")
+    return ref
+
+
+def torchvision_to_state_dict(sd: dict, source: str = "checkpoint") -> dict[str, np.ndarray]:
+    """torchvision AlexNet keys (``features.0.weight`` ...) -> ``conv1.weight`` ...
+
+    Every key must be known and every shape must match torchvision's
+    AlexNet (:func:`check_torchvision_shapes`, run first); otherwise
+    :class:`ConversionError` names the key.  The number of classes is taken
+    from ``classifier.6.weight`` (1000 for ImageNet).
+    """
+    check_torchvision_shapes(sd, source)
+    out = {}
+    for key, arr in sd.items():
+        mod, _, param = key.rpartition(".")
+        out[f"{TORCHVISION_TO_TE[mod]}.{param}"] = _as_float32(np.asarray(arr), key, source)
     return out
 
 
@@ -157,9 +168,10 @@ def _strip_ones(shape) -> tuple:
 def _as_float32(arr, key, source):
     if arr.dtype.kind != "f":
         raise ConversionError(f"{source}: {key!r} has dtype {arr.dtype}, expected floating point")
-    arr = arr.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = arr.astype(np.float32)                 # checked after the cast: 1e300 in float64 is inf here
     if not np.isfinite(arr).all():
-        raise ConversionError(f"{source}: {key!r} contains NaN or Inf")
+        raise ConversionError(f"{source}: {key!r} contains NaN or Inf (as float32)")
     return arr
 
 
@@ -182,9 +194,8 @@ def _build_and_save(variant, state, out_path, preprocessing, class_names, source
     except (KeyError, ValueError) as e:      # shapes were checked above; belt and braces
         msg = e.args[0] if e.args else str(e)
         raise ConversionError(f"{source}: {msg}") from None
-    out_path = Path(out_path)
-    if out_path.parent and not out_path.parent.exists():
-        out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path = check_output(out_path, inputs=[source], need_folder=False)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     pre = {k: (list(v) if isinstance(v, tuple) else v) for k, v in preprocessing.items()}
     save_model(model, out_path, class_names=list(class_names) if class_names is not None else None,
                **pre)
@@ -206,7 +217,10 @@ def convert_torchvision(in_path, out_path, class_names=None):
     """
     from .torch_checkpoint import load_torch_state_dict
     src = os.fspath(in_path)
-    state = torchvision_to_state_dict(load_torch_state_dict(src), source=src)
+    check_output(out_path, inputs=[src], need_folder=False)      # before minutes of reading
+    # names and shapes are checked before any storage is decompressed
+    sd = load_torch_state_dict(src, check=lambda sd: check_torchvision_shapes(sd, src))
+    state = torchvision_to_state_dict(sd, source=src)
     return _build_and_save("torchvision", state, out_path, TORCHVISION_PREPROCESSING,
                            class_names, src)
 
@@ -222,6 +236,7 @@ def convert_caffe(in_path, out_path, class_names=None):
     """
     from .caffemodel import load_caffemodel
     src = os.fspath(in_path)
+    check_output(out_path, inputs=[src], need_folder=False)      # before minutes of reading
     state = caffe_to_state_dict(load_caffemodel(src), source=src)
     return _build_and_save("caffe", state, out_path, CAFFE_PREPROCESSING, class_names, src)
 

@@ -29,7 +29,15 @@ import contextvars
 
 import numpy as np
 
-RELU_RULES = ("backprop", "deconvnet", "guided")
+# The ReLU backward rules, in one table: name -> (mask by x, mask by g), where
+#     dx = g * [x > 0 if mask by x] * [g > 0 if mask by g]
+# The engine, the CPU kernel (kernels/relu.py) and the GPU kernel (kernels/relu.cu) all read it.
+RELU_MASKS = {
+    "backprop": (True, False),     # dx = g * [x > 0]               the true gradient
+    "deconvnet": (False, True),    # dx = g * [g > 0]               Zeiler & Fergus 2014
+    "guided": (True, True),        # dx = g * [x > 0] * [g > 0]     Springenberg et al. 2015
+}
+RELU_RULES = tuple(RELU_MASKS)
 _GRAD_ENABLED = contextvars.ContextVar("tinygrad_explain_grad_enabled", default=True)
 _RELU_RULE = contextvars.ContextVar("tinygrad_explain_relu_rule", default="backprop")
 
@@ -54,12 +62,8 @@ def is_grad_enabled() -> bool:
 
 
 def relu_backward(rule: str):
-    """Choose what every ReLU passes back while ``.backward()`` runs.
-
-    ``"backprop"``  dx = dy * [x > 0]               (the true gradient)
-    ``"deconvnet"`` dx = dy * [dy > 0]              (Zeiler & Fergus 2014)
-    ``"guided"``    dx = dy * [x > 0] * [dy > 0]    (Springenberg et al. 2015)
-    """
+    """Choose what every ReLU passes back while ``.backward()`` runs: one of
+    ``RELU_RULES`` ("backprop", "deconvnet", "guided"), whose masks ``RELU_MASKS`` gives."""
     if rule not in RELU_RULES:
         raise ValueError(f"unknown ReLU backward rule {rule!r}; expected one of {RELU_RULES}")
     return _set(_RELU_RULE, rule)
@@ -101,6 +105,7 @@ class Tensor:
         self._parents = ()      # that Function's tensor inputs
         self._released = False  # made by a Function whose graph a backward() has freed
         self._retains_grad = False  # a non-leaf that keeps its .grad (retain_grad())
+        self.version = 0        # bumped by mark_changed() after an in-place write to .data
 
     # ----- array-like conveniences -------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -127,6 +132,12 @@ class Tensor:
                                "nothing will flow back through it")
         self._retains_grad = True
         return self
+
+    def mark_changed(self):
+        """Say that ``.data`` was written in place (the optimisers call it after each
+        update).  Copies made from the old values -- ``nn.Linear``'s packed weight --
+        are remade at next use.  Assigning a new array to ``.data`` needs no call."""
+        self.version += 1
 
     def detach(self) -> "Tensor":
         return Tensor(self.data)
@@ -246,4 +257,14 @@ def manual_seed(seed: int):
 
 
 def rng() -> np.random.Generator:
+    """The engine's random generator (dropout masks, initialisation)."""
     return _RNG
+
+
+def set_rng(generator: np.random.Generator):
+    """Make ``generator`` the engine's generator (a training checkpoint restores
+    the saved one, so a resumed run draws the same dropout masks)."""
+    global _RNG
+    if not isinstance(generator, np.random.Generator):
+        raise TypeError(f"set_rng needs a numpy.random.Generator, got {type(generator).__name__}")
+    _RNG = generator

@@ -21,8 +21,10 @@ Safety:
   folder (removed on exit), decoded there by ``te.image.load`` -- the same checks
   as every image -- and deleted at once; a bad file is a 400 answer whose message
   the page shows, never a server crash;
-* every computation on the model runs on one worker thread (``Explorer.pool``),
-  so concurrent requests never use the model at the same time.
+* every computation on the model runs on one worker thread (``Explorer.pool``):
+  the engine is thread-safe (tests/test_threads.py), but on a small CPU two maps
+  computed at once only slow each other down, and one thread lets Numba's
+  (thread-local) thread count be set once.
 
 ``Explorer`` holds the model and does the work; the HTTP handler only parses
 requests and writes JSON, so the tests and ``scripts/bench_explorer.py`` call
@@ -58,21 +60,20 @@ MAX_UPLOADS_KEPT = 32                    # model-space arrays of recent uploads,
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 
-#: method -> (label, ReLU rule used for the layer view).  The three rules and the two
-#: maps built on them (saliency, GrabCut); ``_optional_methods`` adds what te.explain has.
-BASE_METHODS = {
-    "gradient": ("gradient (backprop)", "backprop"),
-    "saliency": ("saliency max_c |dS/dx|", "backprop"),
-    "deconvnet": ("deconvnet", "deconvnet"),
-    "guided": ("guided backprop", "guided"),
-    "grabcut": ("saliency -> GrabCut mask and box", "backprop"),
-}
-OPTIONAL_METHODS = {                     # te.explain function name -> label
-    "smoothgrad": "SmoothGrad",
-    "gradient_x_input": "gradient x input",
-    "gradcam": "Grad-CAM",
-    "guided_gradcam": "guided Grad-CAM",
-    "occlusion": "occlusion",
+#: method -> (label, the ReLU rule of its backward pass, shown in the layer view; the function
+#: of te.explain computing the map for a batch).  Names as in the CLI.
+METHODS = {
+    "gradient": ("gradient dS/dx (backprop)", "backprop", lambda X, m, x, t: X.gradient(m, x, t)),
+    "saliency": ("saliency max_c |dS/dx|", "backprop", lambda X, m, x, t: X.saliency(m, x, t)),
+    "deconvnet": ("deconvnet", "deconvnet", lambda X, m, x, t: X.gradient(m, x, t, rule="deconvnet")),
+    "guided": ("guided backprop", "guided", lambda X, m, x, t: X.gradient(m, x, t, rule="guided")),
+    "grabcut": ("saliency -> GrabCut mask and box", "backprop", lambda X, m, x, t: X.saliency(m, x, t)),
+    "smoothgrad": ("SmoothGrad (25 noisy copies)", "backprop", lambda X, m, x, t: X.smoothgrad(m, x, t)),
+    "grad-x-input": ("gradient x input", "backprop", lambda X, m, x, t: X.gradient_x_input(m, x, t)),
+    "gradcam": ("Grad-CAM (last conv layer)", "backprop", lambda X, m, x, t: X.gradcam(m, x, t)),
+    "guided-gradcam": ("guided Grad-CAM", "guided", lambda X, m, x, t: X.guided_gradcam(m, x, t)),
+    "occlusion": ("occlusion (8x8 grey patch, stride 8)", "backprop",
+                  lambda X, m, x, t: X.occlusion(m, x, t, patch=8, stride=8)),
 }
 
 
@@ -93,11 +94,6 @@ def array_payload(a: np.ndarray) -> dict:
     return {"shape": list(a.shape), "float32_base64": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
-def _optional_methods():
-    from . import explain as X
-    return {name: (label, "backprop") for name, label in OPTIONAL_METHODS.items() if callable(getattr(X, name, None))}
-
-
 class Explorer:
     """The model, the shipped scenes and the recent uploads; every model call on one thread.
 
@@ -108,10 +104,11 @@ class Explorer:
     layer-by-layer view, timings in ms)."""
 
     def __init__(self, weights=None, threads: int = 1, scenes: int | None = None):
-        from . import load_model, scenes as te_scenes
+        from . import load_model
+        from . import scenes as te_scenes
         from .device import set_num_threads
         self.model = load_model(weights)
-        self.methods = dict(BASE_METHODS, **_optional_methods())
+        self.methods = METHODS
         # one worker thread owns the model: requests are serialised, and Numba's
         # (thread-local) thread count is set once, in that thread
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="explorer-model",
@@ -120,7 +117,7 @@ class Explorer:
         self.uploads = collections.OrderedDict()
         self._uploads_lock = threading.Lock()
         self.scenes = None
-        if tuple(self.model.input_shape) == (3, 64, 64) and weights is None:
+        if tuple(self.model.input_shape) == (3, 64, 64):          # the shipped scenes fit this model
             data = te_scenes.load_sample()
             n = len(data["images"]) if scenes is None else min(scenes, len(data["images"]))
             self.scenes = {k: data[k][:n] for k in ("images", "labels", "boxes", "masks")}
@@ -138,8 +135,8 @@ class Explorer:
 
     # ----- what the page needs to build its menus -------------------------
     def info(self) -> dict:
-        from .explain import _common
-        names = _common.class_names(self.model)
+        from .explain import class_names
+        names = class_names(self.model)
         layers = [{"name": n, "type": self.model.layers[n].type, "shape": list(self.model.shapes[n])}
                   for n in self.model.layer_names[:-1]]
         scenes = []
@@ -186,7 +183,7 @@ class Explorer:
         from . import image as te_image
         kind, _, key = str(ref).partition(":")
         if kind == "scene" and self.scenes is not None:
-            if not key.isdigit() or int(key) >= len(self.scenes["images"]):
+            if not key.isdecimal() or int(key) >= len(self.scenes["images"]):
                 raise RequestError(f"no scene {key!r}: scenes are 0..{len(self.scenes['images']) - 1}")
             i = int(key)
             pic = self.scenes["images"][i]
@@ -216,10 +213,12 @@ class Explorer:
         return (layer, *unit)
 
     def describe_target(self, t) -> str:
-        from .explain import _common
+        from .explain import class_names
         if isinstance(t, tuple):
+            if len(self.model.shapes[t[0]]) == 1:
+                return f"{t[0]} neuron {t[1]}"
             return f"{t[0]} channel {t[1]}" + (f" at ({t[2]}, {t[3]})" if len(t) == 4 else " (mean over positions)")
-        return f"class {_common.class_names(self.model)[t]} (score before softmax)"
+        return f"class {class_names(self.model)[t]} (score before softmax)"
 
     # ----- the computation ----------------------------------------------------
     def explain(self, req: dict) -> dict:
@@ -235,9 +234,9 @@ class Explorer:
 
     def _explain(self, x, picture, truth, method, target_spec, want_layers):
         from . import explain as X
-        from .explain import _common
+        from .explain import class_names
         t0 = time.perf_counter()
-        names = _common.class_names(self.model)
+        names = class_names(self.model)
         _, probs = X.predict(self.model, x)
         p = probs[0]
         top = np.argsort(-p, kind="stable")[:5]
@@ -246,7 +245,7 @@ class Explorer:
         try:
             values, img, extra = self._map(x, picture, truth, method, target)
         except X.ExplainError as e:
-            raise RequestError(str(e)) from None
+            raise RequestError(f"{self.methods[method][0]}: {e}") from None
         t2 = time.perf_counter()
         layers = self.layer_flow(x, target, self.methods[method][1]) if want_layers else []
         t3 = time.perf_counter()
@@ -262,28 +261,18 @@ class Explorer:
 
     def _map(self, x, picture, truth, method, target):
         """(the array te.explain returned for this image, its picture, extra JSON fields)."""
-        from . import explain as X, figures as F, image as te_image
-        m = self.model
-        if method in ("gradient", "deconvnet", "guided"):
-            g = X.gradient(m, x, target, rule={"gradient": "backprop"}.get(method, method))[0]
-            return g, F.grad_picture(g), {}
-        if method == "saliency":
-            s = X.saliency(m, x, target)[0]
-            return s, F.heat(s), {}
-        if method == "grabcut":
-            s = X.saliency(m, x, target)[0]
-            mask, box = X.grabcut_mask(picture, s)
-            extra = {"box": [int(v) for v in box], "mask_area": int(mask.sum()),
-                     "mask": png_data_url((mask * 255).astype(np.uint8))}
-            if truth is not None:
-                extra["truth_box"] = [int(v) for v in truth]
-                extra["box_iou"] = float(X.metrics.box_iou(box, truth))
-            over = F.overlay(picture, mask, box, truth)
-            return mask.astype(np.float32), over, extra
-        a = np.asarray(getattr(X, method)(m, x, target))[0]          # an optional method
-        if a.ndim == 3:
-            return a, F.grad_picture(a), {}
-        return a, (F.heat(a) if a.min() >= 0 else te_image.normalize_display(a, mode="minmax")), {}
+        from . import draw as D
+        from . import explain as X
+        values = self.methods[method][2](X, self.model, x, target)[0]
+        if method != "grabcut":
+            return values, D.method_picture(method, values, picture), {}
+        mask, box = X.grabcut_mask(picture, values)
+        extra = {"box": [int(v) for v in box], "mask_area": int(mask.sum()),
+                 "mask": png_data_url((mask * 255).astype(np.uint8))}
+        if truth is not None:
+            extra["truth_box"] = [int(v) for v in truth]
+            extra["box_iou"] = float(X.metrics.box_iou(box, truth))
+        return mask.astype(np.float32), D.overlay(picture, mask, box, truth), extra
 
     def layer_flow(self, x, target, rule: str) -> list:
         """The gradient flowing back, layer by layer: one forward pass keeping every layer's
@@ -291,26 +280,17 @@ class Explorer:
         from the target, then per layer the norm of dS/d(output) and, for a map, where it
         is large (sum over channels of |grad|); per ReLU, the fraction of units active
         (x > 0) and the fraction of the gradient entries it passed back under ``rule``."""
+        from .draw import heat
         from .engine import Tensor, relu_backward
-        from .figures import heat
+        from .explain._common import resolve_objective
         m = self.model
         names = m.layer_names
-        top = target[0] if isinstance(target, tuple) else names[-1]
-        run = names[:names.index(top) + 1]
+        obj = resolve_objective(m, target, 1)          # the seed te.explain.gradient starts from
+        run = names[:names.index(obj.layer) + 1]
         leaf = Tensor(np.array(x, copy=True), requires_grad=True)
         with relu_backward(rule):
-            outs = m(leaf, until=top, keep=run)
-            out = outs.output
-            seed = np.zeros(out.shape, out.dtype)
-            if isinstance(target, tuple):
-                if len(target) == 4:
-                    seed[(0, *target[1:])] = 1
-                else:                        # the channel's mean over positions
-                    c = seed[0, target[1]]
-                    c[...] = 1.0 / c.size if c.ndim else 1
-            else:
-                seed[0, target] = 1
-            out.backward(seed)
+            outs = m(leaf, until=obj.layer, keep=run)
+            outs.output.backward(obj.seed_like(outs.output))
         rows = []
         below = leaf
         for n in run:
@@ -329,9 +309,9 @@ class Explorer:
                     row["mask"] = png_data_url((255 * (gin[0] != 0).mean(0)).round().astype(np.uint8))
             rows.append(row)
             below = t
-        input_norm = float(np.linalg.norm(leaf.grad)) if leaf.grad is not None else 0.0
-        return [{"name": "input", "type": "image", "shape": list(x.shape[1:]), "grad_norm": input_norm,
-                 "map": png_data_url(heat(np.abs(leaf.grad[0]).max(0)))}] + rows
+        g = leaf.grad if leaf.grad is not None else np.zeros(leaf.shape, np.float32)
+        return [{"name": "input", "type": "image", "shape": list(x.shape[1:]), "grad_norm": float(np.linalg.norm(g)),
+                 "map": png_data_url(heat(np.abs(g[0]).max(0)))}] + rows
 
 
 # ---------------------------------------------------------------------------
@@ -432,7 +412,8 @@ def main(argv=None) -> int:
     ap.add_argument("--host", default="127.0.0.1",
                     help="address to bind (default 127.0.0.1: only this machine; 0.0.0.0 exposes it to the network)")
     ap.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    ap.add_argument("--weights", help="model file (default: the embedded model and its shipped scenes)")
+    ap.add_argument("--weights", help="model file or shipped name such as random_labels (default: the embedded "
+                                      "model); the shipped scenes are offered to any 3x64x64 model")
     ap.add_argument("--threads", type=int, default=1, help="Numba/BLAS threads (default 1)")
     ap.add_argument("--quiet", action="store_true", help="do not log every request")
     args = ap.parse_args(argv)

@@ -5,22 +5,32 @@ runs.  Figures (file names in the gallery order):
 
     toy_relu_rules.png     the slide's 4x4 example: ReLU forward, then the gradient
                            passed back by backprop / deconvnet / guided backprop
-    class_models.png       a class model image per class (Simonyan et al. 2014, fig. 1)
+    class_models.png       a class model image per class (Simonyan et al. 2014, fig. 1): the
+                           paper's recipe beside the default natural-image priors
     neurons_<layer>.png    images maximising units of a conv layer and of fc7
     saliency.png           image-specific class saliency maps (Simonyan fig. 2)
     grabcut.png            image / saliency / GrabCut mask / box (Simonyan fig. 3)
     inversion_fc7.png      an image and five reconstructions from its fc7 code
                            (Mahendran & Vedaldi 2015)
+    inversion_layers.png   the same image reconstructed from each layer, conv1 ... fc8
     rules.png              backprop vs deconvnet vs guided backprop, same image and class
     methods.png            the methods that came next, beside the lecture's, on the same images:
                            SmoothGrad, Grad-CAM, guided Grad-CAM, occlusion, gradient x input
     explainer_benchmark.png  every method scored on the 500 shipped scenes (plotted from
                            docs/bench_explainers.json, written by scripts/bench_explainers.py;
                            embedded model only)
+    sanity_cascade.png     every method's map as the weights are randomised from fc8 down
+                           (Adebayo et al. 2018's cascading randomisation)
+    zeiler_fergus.png      conv1..conv5 units: the 9 strongest patches (receptive fields) of the
+                           shipped scenes, each activation projected back by deconvnet and guided
+                           backprop (Zeiler & Fergus 2014, fig. 2)
 
-Everything is written into a temporary folder beside ``out_dir`` which is
-renamed to ``out_dir`` only when complete (``index.html`` last), so an
-interrupted run never leaves a gallery that looks finished.
+Everything is drawn into a private temporary folder (inside ``out_dir``, or
+beside it when it does not exist yet); only when every figure is done are
+the files moved into ``out_dir`` (``index.html`` last), each replacing just
+its namesake.  So an interrupted run leaves the old gallery as it was, and
+nothing else in ``out_dir`` -- notes, other figures, figures left out by
+``--only``, subfolders -- is ever removed (``--out .`` is safe).
 """
 from __future__ import annotations
 
@@ -36,12 +46,27 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from . import explain as X
-from .device import set_num_threads
 from . import image as te_image
+from .device import set_num_threads
+from .draw import (
+    as_rgb,
+    cam_overlay,
+    grad_picture,
+    grid,
+    heat,
+    overlay,
+    pil_font,
+    save_png,
+    signed_heat,
+    table_image,
+    upscale,
+)
 from .modelfile import DEFAULT_WEIGHTS
+from .safe_io import atomic_write, write_text
+
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
 def _say(text):
@@ -51,137 +76,6 @@ def _say(text):
 
 
 LECTURE_IMAGENET_CLASSES = ["washer", "goose", "ostrich", "limousine", "computer keyboard", "dalmatian"]
-
-
-# --------------------------------------------------------------------------
-# drawing helpers (PIL only)
-# --------------------------------------------------------------------------
-def _font(size=12):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:                                    # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def upscale(img: np.ndarray, min_side: int = 160) -> np.ndarray:
-    """Nearest-neighbour upscaling of small images so that pixels stay visible."""
-    h, w = img.shape[:2]
-    k = max(1, int(np.ceil(min_side / max(h, w))))
-    return np.repeat(np.repeat(img, k, 0), k, 1) if k > 1 else img
-
-
-def _rgb(img):
-    img = np.asarray(img)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    return img.astype(np.uint8)
-
-
-def grid(tiles, labels=None, ncol=None, title=None, min_side=160, pad=6) -> Image.Image:
-    """Tiles (uint8 HxW or HxWx3) in a grid, each with a label underneath."""
-    tiles = [upscale(_rgb(t), min_side) for t in tiles]
-    labels = labels or [""] * len(tiles)
-    n = len(tiles)
-    ncol = ncol or n
-    nrow = (n + ncol - 1) // ncol
-    th = max(t.shape[0] for t in tiles)
-    tw = max(t.shape[1] for t in tiles)
-    font, tfont = _font(12), _font(15)
-    lab_h = 16 * max(1, max(len(str(lb).split("\n")) for lb in labels))
-    top = 24 if title else 0
-    W = pad + ncol * (tw + pad)
-    H = top + pad + nrow * (th + lab_h + pad)
-    canvas = Image.new("RGB", (W, H), "white")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((pad, 4), title, fill="black", font=tfont)
-    for i, (t, lb) in enumerate(zip(tiles, labels)):
-        r, c = divmod(i, ncol)
-        x0, y0 = pad + c * (tw + pad), top + pad + r * (th + lab_h + pad)
-        canvas.paste(Image.fromarray(t), (x0, y0))
-        draw.multiline_text((x0, y0 + th + 2), str(lb), fill="black", font=font, spacing=2)
-    return canvas
-
-
-def table_image(tables, title=None, cell=44) -> Image.Image:
-    """Small integer matrices side by side, values printed in coloured cells
-    (red negative, green positive, grey zero) -- the slide's ReLU tables."""
-    font = _font(14)
-    pad, head = 14, 22
-    blocks = []
-    for name, a in tables:
-        a = np.asarray(a)
-        h, w = a.shape
-        im = Image.new("RGB", (w * cell, h * cell + head), "white")
-        d = ImageDraw.Draw(im)
-        d.text((2, 2), name, fill="black", font=font)
-        for i in range(h):
-            for j in range(w):
-                v = float(a[i, j])
-                col = (250, 200, 200) if v < 0 else ((200, 240, 200) if v > 0 else (225, 225, 225))
-                box = (j * cell, head + i * cell, (j + 1) * cell - 1, head + (i + 1) * cell - 1)
-                d.rectangle(box, fill=col, outline="black")
-                s = f"{v:g}"
-                d.text((box[0] + cell // 2 - 4 * len(s), box[1] + cell // 2 - 8), s, fill="black", font=font)
-        blocks.append(im)
-    top = 26 if title else 0
-    W = pad + sum(b.width + pad for b in blocks)
-    H = top + pad + max(b.height for b in blocks) + pad
-    canvas = Image.new("RGB", (W, H), "white")
-    if title:
-        ImageDraw.Draw(canvas).text((pad, 6), title, fill="black", font=_font(15))
-    x = pad
-    for b in blocks:
-        canvas.paste(b, (x, top + pad))
-        x += b.width + pad
-    return canvas
-
-
-def heat(sal: np.ndarray) -> np.ndarray:
-    """A saliency map (H, W) as a grey picture, brightest = most salient (99th percentile clip)."""
-    return te_image.normalize_display(sal, mode="abs", percentile=99)
-
-
-def signed_heat(m: np.ndarray) -> np.ndarray:
-    """A signed map (H, W) as colour: red where positive, blue where negative, white at 0
-    (scaled by the 99th percentile of |m|)."""
-    m = np.asarray(m, np.float64)
-    s = np.percentile(np.abs(m), 99) or 1.0
-    v = np.clip(m / s, -1, 1)[..., None]
-    out = 1 - np.abs(v) * np.where(v > 0, [0, 1, 1], [1, 1, 0])
-    return (out * 255 + 0.5).astype(np.uint8)
-
-
-def cam_overlay(img: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """A class activation map (H, W), >= 0, in the jet colours laid over the picture
-    (uint8 (H, W, 3)), as Grad-CAM's figures show it."""
-    jet = cv2.applyColorMap(normalize_cam(cam), cv2.COLORMAP_JET)[..., ::-1]
-    return (alpha * _rgb(img) + (1 - alpha) * jet + 0.5).astype(np.uint8)
-
-
-def normalize_cam(cam: np.ndarray) -> np.ndarray:
-    """(H, W) >= 0 -> uint8 0..255, divided by its maximum (an all-zero map stays 0)."""
-    cam = np.maximum(np.asarray(cam, np.float64), 0)
-    return (255 * cam / (cam.max() or 1.0) + 0.5).astype(np.uint8)
-
-
-def grad_picture(g: np.ndarray) -> np.ndarray:
-    """A (C, H, W) input gradient as a colour picture (min-max, 0.5% clipped on each side)."""
-    return te_image.normalize_display(g, mode="minmax", percentile=99.5)
-
-
-def overlay(img: np.ndarray, mask=None, box=None, truth_box=None) -> np.ndarray:
-    out = _rgb(img).copy()
-    if mask is not None:
-        tint = out.astype(np.float32)
-        tint[mask] = 0.5 * tint[mask] + 0.5 * np.array([255, 40, 40])
-        out = tint.astype(np.uint8)
-    out = upscale(out)
-    k = out.shape[0] // img.shape[0]
-    for b, col in ((truth_box, (40, 90, 255)), (box, (0, 220, 0))):
-        if b is not None and b[2] > b[0]:
-            cv2.rectangle(out, (int(b[0]) * k, int(b[1]) * k), (int(b[2]) * k - 1, int(b[3]) * k - 1), col, 2)
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -210,17 +104,31 @@ class Inputs:
     conv_units: list = field(default_factory=lambda: list(range(8)))
     fc_units: list = field(default_factory=lambda: list(range(8)))
     settings: dict = field(default_factory=dict)
+    pool_x: np.ndarray | None = None      # images to search for the strongest activations (Zeiler & Fergus)
+    pool_pictures: list | None = None
+    zf_units: int = 2                     # channels per conv layer in the Zeiler & Fergus figure
+    _saliency: tuple | None = field(default=None, repr=False, compare=False)
+
+    def saliency(self):
+        """(class probabilities (N, K), predicted classes (N,), saliency maps (N, H, W)) of the
+        sample images, computed once and shared by the saliency and GrabCut figures."""
+        if self._saliency is None:
+            _, probs = X.predict(self.model, self.x)
+            pred = probs.argmax(1)
+            self._saliency = (probs, pred, X.saliency(self.model, self.x, pred))
+        return self._saliency
 
 
 def _cls(model, i):
-    return X._common.class_names(model)[i]
+    return X.class_names(model)[i]
 
 
 def fig_toy(inp, out, summary):
     t = X.relu_toy_example()
     tables = [("input x", t["input"]), ("ReLU(x)", t["relu"]), ("gradient from above", t["grad_out"]),
               ("backprop", t["backprop"]), ("deconvnet", t["deconvnet"]), ("guided backprop", t["guided"])]
-    table_image(tables, "ReLU forward, then three ways to pass the gradient back").save(out / "toy_relu_rules.png")
+    save_png(table_image(tables, "ReLU forward, then three ways to pass the gradient back"),
+             out / "toy_relu_rules.png")
     text = "\n\n".join(f"{n}\n" + "\n".join(" ".join(f"{v:4g}" for v in row) for row in a) for n, a in tables)
     _say(text)
     rows = "".join("<td><b>{}</b><table class=m>{}</table></td>".format(
@@ -236,22 +144,37 @@ def fig_toy(inp, out, summary):
 
 
 def fig_class_models(inp, out, summary):
+    """The paper's recipe (Simonyan et al. 2014) beside the default natural-image priors, same classes."""
     m, s = inp.model, inp.settings.get("class_model", {})
-    v = X.class_model(m, inp.classes, **s)
-    labels = [f"{lb}\nsoftmax {p:.3f}" for lb, p in zip(v.labels, v.probability)]
-    grid(v.display, labels, ncol=min(5, len(labels)), title="Class models: argmax_I S_c(I) - lambda |I|^2").save(
-        out / "class_models.png")
+    tiles, labels = [], []
+    runs = {}
+    for recipe in ("simonyan2014", X.visualize.DEFAULT_RECIPE):
+        v = X.class_model(m, inp.classes, recipe=recipe, **s)
+        runs[recipe] = v
+        tiles += v.display
+        labels += [f"{lb}\n{recipe} p {p:.3f}" for lb, p in zip(v.labels, v.probability)]
+    n = len(runs["simonyan2014"].labels)
+    save_png(grid(tiles, labels, ncol=min(n, 10) if n <= 10 else 5,
+                  title="Class models argmax_I S_c(I) - priors(I): the paper's recipe (top) and natural-image "
+                        "priors (bottom)"), out / "class_models.png")
+    v = runs[X.visualize.DEFAULT_RECIPE]
     summary["class_models"] = {lb: float(p) for lb, p in zip(v.labels, v.probability)}
+    summary["class_models_simonyan2014"] = {lb: float(p) for lb, p in
+                                            zip(runs["simonyan2014"].labels, runs["simonyan2014"].probability)}
     summary["class_model_settings"] = {k: v_ for k, v_ in s.items() if k != "progress"}
-    _say("class-model softmax per class:")
-    for lb, p, sc in zip(v.labels, v.probability, v.final):
-        _say(f"  {lb:<20} softmax {p:.4f}   score {sc:.2f}")
+    _say("class-model softmax per class (simonyan2014 / natural):")
+    for lb, p0, p, sc in zip(v.labels, runs["simonyan2014"].probability, v.probability, v.final):
+        _say(f"  {lb:<20} softmax {p0:.4f} / {p:.4f}   score (natural) {sc:.2f}")
     return Figure("class_models", "class_models.png",
                   "Class model visualisation (Simonyan et al. 2014): gradient ascent on the unnormalised class "
-                  "score S<sub>c</sub>(I) &minus; &lambda;&Vert;I&Vert;<sup>2</sup>, starting from the zero (mean) "
-                  "image plus faint noise (the exact zero image is a dead point of this network), with Adam "
-                  "steps; the mean is added back and the contrast stretched for display. Under each image: the softmax probability the "
-                  "network gives it for that class.")
+                  "score S<sub>c</sub>(I) from the zero (mean) image plus faint noise (the exact zero image is a "
+                  "dead point of this network). <b>Top: the paper's recipe</b> -- plain gradient ascent with an "
+                  "L2 prior &minus;&lambda;&Vert;I&Vert;<sup>2</sup>: the network's score rises just as well, but "
+                  "through high-frequency patterns. <b>Bottom: natural-image priors</b> (the default) -- the image "
+                  "made from a decorrelated-colour Fourier spectrum, randomly shifted, scaled and rotated at every "
+                  "step, kept in the valid pixel range (Olah et al. 2017; Yosinski et al. 2015), Adam steps. "
+                  "The mean is added back and the contrast stretched for display. Under each image: the softmax "
+                  "probability the network gives it for that class.")
 
 
 def fig_neurons(inp, out, summary):
@@ -261,8 +184,8 @@ def fig_neurons(inp, out, summary):
         v = X.maximize(m, layer, units, **s)
         labels = [f"{lb}\nact {a:.2f}" for lb, a in zip(v.labels, v.final)]
         what = "channel (mean activation)" if len(m.shapes[layer]) == 3 else "neuron"
-        grid(v.display, labels, ncol=min(8, len(labels)),
-             title=f"Images maximising {layer} units (one {what} each)").save(out / f"neurons_{layer}.png")
+        save_png(grid(v.display, labels, ncol=min(8, len(labels)),
+                      title=f"Images maximising {layer} units (one {what} each)"), out / f"neurons_{layer}.png")
         summary[f"neurons_{layer}"] = {lb: float(a) for lb, a in zip(v.labels, v.final)}
         figs.append(Figure(f"neurons_{layer}", f"neurons_{layer}.png",
                            f"Neuron maximisation for {len(units)} units of <b>{layer}</b> (those most active on "
@@ -273,16 +196,13 @@ def fig_neurons(inp, out, summary):
 
 def fig_saliency(inp, out, summary):
     m = inp.model
-    _, probs = X.predict(m, inp.x)
-    pred = probs.argmax(1)
-    sal = X.saliency(m, inp.x, pred)
+    probs, pred, sal = inp.saliency()
     tiles, labels = [], []
     for i in range(len(inp.x)):
         tiles += [inp.pictures[i], heat(sal[i])]
         labels += [f"{inp.names[i]}", f"saliency: {_cls(m, pred[i])}\n(p={probs[i, pred[i]]:.2f})"]
-    grid(tiles, labels, ncol=min(len(tiles), 8), title="Image-specific class saliency: max_c |dS_c/dI|").save(
-        out / "saliency.png")
-    inp.settings["_saliency"] = (pred, sal)
+    save_png(grid(tiles, labels, ncol=min(len(tiles), 8), title="Image-specific class saliency: max_c |dS_c/dI|"),
+             out / "saliency.png")
     return Figure("saliency", "saliency.png",
                   "Saliency maps (Simonyan et al. 2014): the magnitude of the gradient of the predicted class's "
                   "score with respect to the input, maximum over colour channels -- one backward pass per image.")
@@ -290,11 +210,7 @@ def fig_saliency(inp, out, summary):
 
 def fig_grabcut(inp, out, summary):
     m = inp.model
-    pred, sal = inp.settings.get("_saliency") or (None, None)
-    if sal is None:
-        _, probs = X.predict(m, inp.x)
-        pred = probs.argmax(1)
-        sal = X.saliency(m, inp.x, pred)
+    _, pred, sal = inp.saliency()
     tiles, labels = [], []
     for i in range(len(inp.x)):
         mask, box = X.grabcut_mask(inp.pictures[i], sal[i])
@@ -302,7 +218,7 @@ def fig_grabcut(inp, out, summary):
         iou = f"\nbox IoU {X.metrics.box_iou(box, tb):.2f}" if tb is not None else ""
         tiles += [inp.pictures[i], heat(sal[i]), (mask * 255).astype(np.uint8), overlay(inp.pictures[i], mask, box, tb)]
         labels += [inp.names[i], f"saliency ({_cls(m, pred[i])})", "GrabCut mask", "box" + iou]
-    grid(tiles, labels, ncol=4, title="Saliency -> GrabCut -> object mask and box").save(out / "grabcut.png")
+    save_png(grid(tiles, labels, ncol=4, title="Saliency -> GrabCut -> object mask and box"), out / "grabcut.png")
     gt = " (blue: ground-truth box)" if inp.truth_boxes is not None else ""
     return Figure("grabcut", "grabcut.png",
                   "Weakly supervised segmentation (Simonyan et al. 2014, section 6): pixels above the 95% "
@@ -316,8 +232,8 @@ def fig_inversion(inp, out, summary):
     i = int(inp.settings.get("invert_image", 0))
     inv = X.invert(m, inp.x[i], layer="fc7", inits=5, **s)
     labels = [f"original\n{inp.names[i]}"] + [f"init {k + 1}\nerror {e:.3f}" for k, e in enumerate(inv.errors)]
-    grid([inp.pictures[i]] + inv.display, labels, ncol=6, title="Reconstructions from the fc7 code").save(
-        out / "inversion_fc7.png")
+    save_png(grid([inp.pictures[i]] + inv.display, labels, ncol=6, title="Reconstructions from the fc7 code"),
+             out / "inversion_fc7.png")
     pair = inv.pairwise_mad
     summary["inversion"] = {"errors": inv.errors.tolist(), "pairwise_mean_abs_diff": pair.tolist(),
                             "mean_pairwise_mean_abs_diff": inv.mean_pairwise_mad,
@@ -329,11 +245,33 @@ def fig_inversion(inp, out, summary):
                   "Inverting the fc7 representation (Mahendran &amp; Vedaldi 2015): five random initialisations, "
                   "each optimised to match the original's fc7 code (normalised error "
                   "&Vert;&phi;(x)&minus;&phi;<sub>0</sub>&Vert;/&Vert;&phi;<sub>0</sub>&Vert; under each) with "
-                  "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule (Adam steps, "
-                  "smooth random starts; see docs/explainers.md). Different starts give different images with "
-                  "the same code: what they share is what fc7 keeps.",
+                  "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule, the image made "
+                  "from a decorrelated-colour Fourier spectrum and jittered at every step, Adam steps from "
+                  "faint random starts (the default recipe; see docs/explainers.md). Different starts give "
+                  "different images with the same code: what they share is what fc7 keeps.",
                   extra_html="<p>Pairwise mean absolute difference between reconstructions (model space):</p>"
                              f"<table class=m>{rows}</table>")
+
+
+def fig_inversion_layers(inp, out, summary):
+    m, s = inp.model, dict(inp.settings.get("invert_layers", {}))
+    i = int(inp.settings.get("invert_image", 0))
+    res = X.invert_layers(m, inp.x[i], **s)
+    labels = [f"original\n{inp.names[i]}"] + [f"{l}\nerror {e:.3f}" for l, e in zip(res.layers, res.errors)]
+    save_png(grid([inp.pictures[i]] + res.display, labels, ncol=min(6, len(labels)),
+                  title="Reconstructions of one image from each layer's code"), out / "inversion_layers.png")
+    summary["inversion_layers"] = {l: float(e) for l, e in zip(res.layers, res.errors)}
+    _say("inversion per layer, normalised errors: " + " ".join(f"{l} {e:.3f}" for l, e in zip(res.layers, res.errors)))
+    return Figure("inversion_layers", "inversion_layers.png",
+                  "Inverting each layer's code of the same image (Mahendran &amp; Vedaldi 2015, their figure of "
+                  "reconstructions layer by layer): one reconstruction per layer, all optimised as one batch "
+                  "with the same priors as the fc7 figure; the normalised error "
+                  "&Vert;&phi;<sub>l</sub>(x)&minus;&phi;<sub>l,0</sub>&Vert;/&Vert;&phi;<sub>l,0</sub>&Vert; "
+                  "under each. Up to conv5 the reconstructions show the scene (blurred grey correlation with "
+                  "the original about 0.9 and more); from pool5 on they keep the object's outline and place "
+                  "but not its brightness or colour -- this network was trained on randomly tinted items, "
+                  "and its deep codes hardly change when the object turns from light to dark "
+                  "(scripts/measure_invariances.py; docs/explainers.md).")
 
 
 def fig_rules(inp, out, summary):
@@ -349,13 +287,85 @@ def fig_rules(inp, out, summary):
             tiles.append(grad_picture(X.gradient(m, inp.x[i], int(pred[i]), rule=rule)[0]))
             labels.append({"backprop": "backprop (gradient)", "deconvnet": "deconvnet",
                            "guided": "guided backprop"}[rule])
-    grid(tiles, labels, ncol=4, title="The same image and class under the three backward rules").save(
-        out / "rules.png")
+    save_png(grid(tiles, labels, ncol=4, title="The same image and class under the three backward rules"),
+             out / "rules.png")
     return Figure("rules", "rules.png",
                   "Data gradient, deconvnet (Zeiler &amp; Fergus 2014) and guided backpropagation "
                   "(Springenberg et al. 2015) for the same image and class: only what the ReLUs pass back "
                   "differs. Guided backprop, which blocks negative gradients as well as inactive units, "
                   "gives the cleanest picture.")
+
+
+def fig_zeiler_fergus(inp, out, summary):
+    """Zeiler & Fergus 2014, fig. 2: for units of conv1..conv5, the 9 images (of the pool:
+    the shipped scenes, or the given images) with the strongest single activation, cropped to
+    the neuron's receptive field, and that one activation projected back to pixels by the
+    deconvnet (through the image's own pooling switches) and by guided backprop."""
+    from .explain import features as ZF
+    m = inp.model
+    x = inp.pool_x if inp.pool_x is not None else inp.x
+    pics = inp.pool_pictures if inp.pool_pictures is not None else inp.pictures
+    layers = [n for n in ("conv1", "conv2", "conv3", "conv4", "conv5") if n in m.layers]
+    k = min(9, len(x))
+    side = int(np.ceil(np.sqrt(k)))
+    tile, pad, font = 44, 2, pil_font(12)
+
+    def block(tiles):
+        """Up to 9 tiles (uint8 HxWx3, any size) resized to tile x tile, in a side x side square."""
+        b = np.full((side * (tile + pad) - pad,) * 2 + (3,), 255, np.uint8)
+        for n, t in enumerate(tiles):
+            r, c = divmod(n, side)
+            t = as_rgb(t)
+            t = cv2.resize(t, (tile, tile), interpolation=cv2.INTER_NEAREST if t.shape[0] < tile else cv2.INTER_AREA)
+            b[r * (tile + pad):r * (tile + pad) + tile, c * (tile + pad):c * (tile + pad) + tile] = t
+        return b
+
+    rows, info = [], {}
+    maps = ZF.activation_maps(m, x, layers)
+    for layer in layers:
+        mean = maps[layer].mean(axis=(0, 2, 3))              # the most active channels, as in fig_neurons
+        chans = [int(c) for c in np.argsort(-mean, kind="stable")[:inp.zf_units]]
+        picks = [ZF.top_activations(maps[layer][:, ch], k) for ch in chans]
+        # every unit of the layer in one backward pass per rule: one target neuron per image
+        flat = [(p, ch) for ch, ps in zip(chans, picks) for p in ps]
+        targets = [(layer, ch, p[1], p[2]) for p, ch in flat]
+        xs = x[[p[0] for p, _ in flat]]
+        g_d = X.gradient(m, xs, targets, rule="deconvnet")
+        g_g = X.gradient(m, xs, targets, rule="guided")
+        for u, ch in enumerate(chans):
+            crops, deconv, guided = [], [], []
+            for n, (idx, i, j, _) in enumerate(picks[u]):
+                y0, y1, x0, x1 = ZF.receptive_field(m, layer, i, j)
+                crops.append(np.asarray(pics[idx])[y0:y1, x0:x1])
+                deconv.append(grad_picture(g_d[u * k + n][:, y0:y1, x0:x1]))
+                guided.append(grad_picture(g_g[u * k + n][:, y0:y1, x0:x1]))
+            top = picks[u][0]
+            rf = ZF.receptive_field(m, layer, top[1], top[2])
+            rows.append((f"{layer}[{ch}]\nfield {rf[1] - rf[0]}x{rf[3] - rf[2]}\nmax {top[3]:.2f}",
+                         [block(crops), block(deconv), block(guided)]))
+            info[f"{layer}[{ch}]"] = [{"image": p[0], "i": p[1], "j": p[2], "activation": p[3]} for p in picks[u]]
+    bw, lab_w, head = rows[0][1][0].shape[1], 110, 22
+    W = lab_w + 3 * (bw + 12)
+    H = head + len(rows) * (bw + 10)
+    canvas = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(canvas)
+    for c, title in enumerate(("top 9 patches", "deconvnet", "guided backprop")):
+        d.text((lab_w + c * (bw + 12), 4), title, fill="black", font=font)
+    for r, (label, blocks) in enumerate(rows):
+        y = head + r * (bw + 10)
+        d.multiline_text((4, y + 2), label, fill="black", font=font, spacing=2)
+        for c, b in enumerate(blocks):
+            canvas.paste(Image.fromarray(b), (lab_w + c * (bw + 12), y))
+    save_png(canvas, out / "zeiler_fergus.png")
+    summary["zeiler_fergus"] = info
+    return Figure("zeiler_fergus", "zeiler_fergus.png",
+                  "Feature visualisation after Zeiler &amp; Fergus (2014, fig. 2): for the most active channels of "
+                  "conv1..conv5, the 9 images with the strongest single activation of that channel, each cropped to "
+                  "the receptive field of the neuron at its strongest position (left; searched among the first "
+                  f"{len(x)} shipped scenes); that one activation projected "
+                  "back to pixel space with the deconvnet rule through the image's own max-pooling switches "
+                  "(middle) and with guided backprop (right), cropped the same way. Deep units see most of the "
+                  "64-pixel scene, so their patches are nearly whole scenes.")
 
 
 def fig_methods(inp, out, summary):
@@ -382,8 +392,8 @@ def fig_methods(inp, out, summary):
         for name, col in columns.items():
             tiles.append(col[i])
             labels.append(name)
-    grid(tiles, labels, ncol=len(columns) + 1, title="The methods that came next, on the same images").save(
-        out / "methods.png")
+    save_png(grid(tiles, labels, ncol=len(columns) + 1, title="The methods that came next, on the same images"),
+             out / "methods.png")
     figs = [Figure("methods", "methods.png",
                    "After the lecture's methods: SmoothGrad (Smilkov et al. 2017, 25 noisy copies at 15% of the "
                    "image's range), Grad-CAM of the last conv layer and guided Grad-CAM (Selvaraju et al. 2017), "
@@ -411,6 +421,7 @@ def plot_benchmark(report: dict, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from .explain.benchmark import BASELINES, COLUMNS
     rows = report["rows"]
     names = list(rows)
@@ -432,37 +443,92 @@ def plot_benchmark(report: dict, path):
             ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{report['n']} {report['scenes']} scenes ({report['hard']} hard), {report['target']} class; "
                  f"grey: baselines", fontsize=10)
-    fig.savefig(path, dpi=110)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
 
+SANITY_LABELS = {"gradient": "gradient", "saliency": "saliency", "deconvnet": "deconvnet", "guided": "guided backprop",
+                 "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM"}
+
+
+def fig_sanity(inp, out, summary):
+    """Adebayo et al. 2018, fig. 2: one scene's explanation by every method (rows) on
+    the trained model, then with the weights re-initialised from fc8 down, one more
+    layer per column (cascading randomisation), and -- for the embedded model -- on
+    the twin trained on permuted labels.  Under each map: the Spearman rank
+    correlation of its absolute values with the original's."""
+    from .explain import sanity
+    m = inp.model
+    _, probs = X.predict(m, inp.x[:1])
+    c = int(probs[0].argmax())
+    columns = [("original", m)] + [(f"{layer} and above\nrandom", r) for layer, r in sanity.cascade(m, seed=0)]
+    if inp.settings.get("sanity_twin"):
+        from .modelfile import load_model
+        columns.append(("trained on\nrandom labels", load_model("random_labels")))
+    maps = [sanity.explain(r, inp.x[:1], c) for _, r in columns]
+    tiles, labels, rho = [], [], {}
+    for meth in sanity.METHODS:
+        ref = maps[0][meth][1][0]
+        for k, (name, _) in enumerate(columns):
+            a = maps[k][meth][1][0]
+            tiles.append(heat(a))
+            if k == 0:
+                labels.append(f"{SANITY_LABELS[meth]}\n{name}")
+            else:
+                r = sanity.spearman(ref, a)
+                rho.setdefault(meth, {})[name.replace(chr(10), " ")] = r
+                labels.append(f"{name}\nrank|.| {r:.2f}")
+    tiles = [upscale(inp.pictures[0], 96)] + [np.full((96, 96, 3), 255, np.uint8)] * (len(columns) - 1) + tiles
+    labels = [f"{inp.names[0]}\ntarget {_cls(m, c)}"] + [""] * (len(columns) - 1) + labels
+    save_png(grid(tiles, labels, ncol=len(columns), min_side=96,
+                  title="Cascading randomisation: explanations as the weights are re-initialised from the top"),
+             out / "sanity_cascade.png")
+    summary["sanity_cascade_spearman_abs"] = rho
+    twin = (" The last column is the same architecture trained by this engine on randomly permuted labels "
+            "(the data-randomisation test)." if inp.settings.get("sanity_twin") else "")
+    return Figure("sanity", "sanity_cascade.png",
+                  "Sanity checks for saliency maps (Adebayo et al. 2018): each row is one method's map (absolute "
+                  "values) of the same scene and class; from the second column on, the layers from fc8 down to the "
+                  "one named are re-initialised with their training initialisation (cascading randomisation). "
+                  "An explanation of what the <i>trained</i> network does must change as its weights are "
+                  "destroyed; under each map is the Spearman rank correlation of its absolute values with the "
+                  "original's (1 = unchanged)." + twin + " Over 50 scenes: scripts/sanity_checks.py and "
+                  "docs/explainers.md.")
+
+
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
-           ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion), ("rules", fig_rules),
-           ("methods", fig_methods)]
+           ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion),
+           ("inversion layers", fig_inversion_layers), ("rules", fig_rules), ("methods", fig_methods),
+           ("sanity", fig_sanity), ("zeiler fergus", fig_zeiler_fergus)]
 
 
 # --------------------------------------------------------------------------
 # inputs
 # --------------------------------------------------------------------------
+ZF_POOL = 250     # shipped scenes searched for the Zeiler & Fergus figure's strongest activations
+
+
 def embedded_inputs(model, n=6):
     """Sample scenes shipped with the package: the first correctly classified scene of
     ``n`` different classes, with their ground-truth boxes."""
     from . import scenes
     data = scenes.load_sample()
-    x_all = np.concatenate([te_image.load(im, model) for im in data["images"][:200]])
-    _, probs = X.predict(model, x_all)
+    x_all = np.concatenate([te_image.load(im, model) for im in data["images"][:ZF_POOL]])
+    _, probs = X.predict(model, x_all[:200])
     pred = probs.argmax(1)
     picked, seen = [], set()
     for want_correct in (True, False):          # prefer scenes the model gets right
-        for i in range(len(x_all)):
+        for i in range(len(probs)):
             c = int(data["labels"][i])
             if len(picked) < n and c not in seen and (pred[i] == c or not want_correct):
                 picked.append(i)
                 seen.add(c)
-    names = X._common.class_names(model)
+    names = X.class_names(model)
     return Inputs(model=model, x=x_all[picked], pictures=[data["images"][i] for i in picked],
                   names=[f"scene {i}: {names[int(data['labels'][i])]}" for i in picked],
-                  truth_boxes=[data["boxes"][i] for i in picked], classes=None)
+                  truth_boxes=[data["boxes"][i] for i in picked], classes=None,
+                  pool_x=x_all, pool_pictures=list(data["images"][:ZF_POOL]))
 
 
 def most_active_units(model, x, layer, k):
@@ -475,6 +541,12 @@ def most_active_units(model, x, layer, k):
     return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
 
 
+def _shipped_models():
+    """Names of the model files of ``MODEL_NAMES`` that are present in weights/."""
+    from .modelfile import MODEL_NAMES
+    return [n for n, p in MODEL_NAMES.items() if p.exists()]
+
+
 def file_inputs(model, paths):
     x = np.concatenate([te_image.load(p, model) for p in paths])
     return Inputs(model=model, x=x, pictures=[te_image.to_display(x[i], model) for i in range(len(x))],
@@ -485,31 +557,40 @@ def file_inputs(model, paths):
 # the gallery
 # --------------------------------------------------------------------------
 def _prepare_out(out: Path) -> Path:
+    """Check ``out`` and make the private folder the figures are drawn into.
+
+    ``out`` may be missing (it is created), empty, or hold anything else
+    (``--out .``): only the files this run writes are replaced there, when
+    the run is complete.  The work folder lies inside ``out`` when it exists
+    (same file system, so each file is moved atomically), else beside it."""
     out = Path(out)
-    parent = out.resolve().parent
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {str(out)!r} exists and is not a folder")
+    where = out if out.is_dir() else out.resolve().parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+        if not out.exists():
+            where.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name or 'figures'}.partial-", dir=where))
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)                # mkdtemp's 0700 would hide the gallery from others
+        os.chmod(tmp, 0o777 & ~umask)                # mkdtemp's 0700 would hide a new gallery from others
     except OSError as e:
         raise PermissionError(f"cannot write to the output folder {out} ({e.strerror or e})") from None
-    if out.exists() and not out.is_dir():
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise FileExistsError(f"{out} exists and is not a folder")
     return tmp
 
 
-def _finish(tmp: Path, out: Path):
+def _finish(tmp: Path, out: Path, written):
+    """Move the files of this run (``written``, index.html last) from ``tmp`` into ``out``.
+
+    A missing ``out`` is the work folder renamed.  In an existing folder each
+    file replaces only its namesake; every other file or folder there is kept."""
     out = Path(out)
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    for name in written:
+        os.replace(tmp / name, out / name)
+    tmp.rmdir()
 
 
 def write_index(out: Path, figures, title, info):
@@ -522,12 +603,12 @@ def write_index(out: Path, figures, title, info):
     for f in figures:
         parts.append(f"<figure id={f.name}><img src=\"{f.file}\" alt=\"{html.escape(f.name)}\">"
                      f"<figcaption>{f.caption} <i>({f.seconds:.1f} s)</i>{f.extra_html}</figcaption></figure>")
-    (out / "index.html").write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_text(out / "index.html", "\n".join(parts) + "\n")
 
 
 def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info="", only=None, log=None):
-    """Make every figure into ``out`` (atomically: temp folder, index.html last, rename).
-    Returns (figures, summary dict, seconds)."""
+    """Make every figure into ``out``: drawn in a private folder, then moved in file by file
+    (index.html last), replacing only the files this run wrote.  Returns (figures, summary dict, seconds)."""
     from tqdm.auto import tqdm
     log = log or _say
     out = Path(out)
@@ -548,9 +629,10 @@ def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info=
             log(f"[{name}] {dt:.1f} s")
         summary["seconds"] = times
         summary["total_seconds"] = time.perf_counter() - t0
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        write_text(tmp / "summary.json", json.dumps(summary, indent=1))
         write_index(tmp, figures, title, info)
-        _finish(tmp, out)
+        files = sorted(p.name for p in tmp.iterdir() if p.name != "index.html") + ["index.html"]
+        _finish(tmp, out, files)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -564,11 +646,13 @@ EMBEDDED_SETTINGS = {                         # the library defaults, spelled ou
     "class_model": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"]),
     "maximize": dict(steps=X.visualize.MAXIMIZE_DEFAULTS["steps"]),
     "invert": dict(steps=X.inversion.INVERT_DEFAULTS["steps"]),
+    "invert_layers": dict(steps=500),
 }
 IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet step costs ~25x more
     "class_model": dict(steps=100),
     "maximize": dict(steps=60),
     "invert": dict(steps=150),
+    "invert_layers": dict(steps=100),
 }
 
 
@@ -580,7 +664,8 @@ def main(argv=None) -> int:
         description="Write every figure of the lecture 'Explaining CNNs: Early Methods' as PNG, plus index.html. "
                     "Default: the embedded Fashion-MNIST-scenes AlexNet and shipped sample scenes; "
                     "--weights FILE --images PHOTO... for real AlexNet (ImageNet preprocessing from the file).")
-    ap.add_argument("--out", required=True, help="output folder (replaced atomically when complete)")
+    ap.add_argument("--out", required=True, help="output folder (created if missing; when complete, the files of "
+                                                 "this run replace their namesakes there, nothing else is touched)")
     ap.add_argument("--weights", help="model file (default: the embedded weights/fashion_scenes_alexnet.h5)")
     ap.add_argument("--images", nargs="+", help="image files (default: sample scenes; required with --weights)")
     ap.add_argument("--classes", nargs="+", help="class-model targets (default: every class of the embedded "
@@ -598,12 +683,19 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for Numba and BLAS (default 1, fastest for these small batches; 0 = library default)")
     args = ap.parse_args(argv)
+    # Everything that can be checked before minutes of work is checked here.
+    if args.units < 1:
+        ap.error(f"--units must be at least 1, got {args.units}")
+    if not (args.steps_scale > 0 and np.isfinite(args.steps_scale)):
+        ap.error(f"--steps-scale must be a positive number, got {args.steps_scale}")
+    if args.threads < 0:
+        ap.error(f"--threads must be 0 (library default) or a positive count, got {args.threads}")
     set_num_threads(args.threads)
     import signal
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # a kill still removes the partial folder
 
-    from . import load_model, ModelFileError
+    from . import ModelFileError, load_model
     from .device import DeviceUnavailable
     t0 = time.perf_counter()
     try:
@@ -618,7 +710,7 @@ def main(argv=None) -> int:
             ap.error("--images is required with --weights (photos to explain)")
         if len(inputs.x) == 0:
             raise ValueError("no input images")
-        names = X._common.class_names(model)
+        names = X.class_names(model)
         if args.classes:
             inputs.classes = [X.resolve_class(model, c) for c in args.classes]
         elif model.num_classes <= 20:
@@ -635,14 +727,14 @@ def main(argv=None) -> int:
         for s in settings.values():
             s["steps"] = max(1, int(round(s["steps"] * args.steps_scale)))
             s["seed"] = args.seed
+        settings["sanity_twin"] = embedded and "random_labels" in _shipped_models()
         inputs.settings = settings
         info = (f"Model: {html.escape(getattr(model, 'path', '?'))} (input {model.input_shape}, "
                 f"{model.num_classes} classes). Images: {len(inputs.x)}.")
         print(f"model {getattr(model, 'path', '?')}: input {model.input_shape}, {model.num_classes} classes; "
               f"{len(inputs.x)} images; writing {args.out}")
         figures, summary, secs = reproduce(args.out, inputs, info=info, only=args.only)
-    except (X.ExplainError, X.OptimizationError, ModelFileError, FileNotFoundError, PermissionError,
-            FileExistsError, ValueError, DeviceUnavailable) as e:
+    except (X.ExplainError, X.OptimizationError, ModelFileError, OSError, ValueError, DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {len(figures)} figures to {args.out}/index.html in {time.perf_counter() - t0:.1f} s "

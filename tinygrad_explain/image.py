@@ -47,7 +47,8 @@ import os
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["load", "load_pil", "to_display", "normalize_display", "preprocessing_of"]
+__all__ = ["load", "load_pil", "to_display", "normalize_display", "preprocessing_of", "pixels_to_model", "to_model",
+           "model_to_pixels", "channel_stats"]
 
 _RESAMPLE = Image.Resampling.BILINEAR if hasattr(Image, "Resampling") else Image.BILINEAR
 
@@ -55,32 +56,68 @@ _RESAMPLE = Image.Resampling.BILINEAR if hasattr(Image, "Resampling") else Image
 # ---------------------------------------------------------------------------
 # Reading the recipe
 # ---------------------------------------------------------------------------
-def _as_str(v, default):
+#: Bounds on the recipe's sizes (pixels per side) and on the standard deviation.
+MAX_SIDE = 8192
+MIN_STD = 1e-6
+#: Bounds on a decoded image: pixel count and the ratio of its longer to its shorter
+#: side (a 2 x 20000 strip resized to a shorter side of 256 would be 256 x 2.56 M).
+MAX_PIXELS = 100_000_000
+MAX_ASPECT = 50
+
+
+def _as_str(v, default, key):
     if v is None:
         return default
-    if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, np.ndarray):
-        v = v.item()
-        if isinstance(v, bytes):
-            v = v.decode()
-    return str(v)
+    if isinstance(v, np.ndarray) and v.size == 1:
+        v = v.reshape(-1)[0]
+    if isinstance(v, np.str_):
+        v = str(v)
+    if isinstance(v, (bytes, np.bytes_)):
+        try:
+            v = bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"preprocessing {key} is not UTF-8 text: {v!r}") from None
+    if not isinstance(v, str):
+        raise ValueError(f"preprocessing {key} must be a string, got {v!r}")
+    try:
+        v.encode("utf-8")                      # h5py hands bad UTF-8 over as lone surrogates
+    except UnicodeEncodeError:
+        raise ValueError(f"preprocessing {key} is not UTF-8 text: {v!r}") from None
+    return v
 
 
-def _as_size(v):
-    """``resize``/``crop`` value -> None (absent), an int, or an (h, w) pair."""
+def _numbers(v, key) -> np.ndarray:
+    """A flat float64 array of finite numbers (not strings, not booleans)."""
+    a = np.asarray(v)
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"preprocessing {key} must be numbers, got {v!r}")
+    a = a.astype(np.float64).reshape(-1)
+    if not np.isfinite(a).all():
+        raise ValueError(f"preprocessing {key} must be finite, got {v!r}")
+    return a
+
+
+def _as_size(v, key="size"):
+    """``resize``/``crop`` value -> None (absent or 0), an int, or an (h, w) pair, each in 1..MAX_SIDE."""
     if v is None:
         return None
-    a = np.asarray(v).reshape(-1)
+    a = np.asarray(v)
+    if a.dtype.kind not in "iu" and not (a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all()):
+        raise ValueError(f"preprocessing {key} must be a whole number of pixels or (h, w), got {v!r}")
+    a = a.reshape(-1)
     if a.size == 0:
         return None
+    if a.size > 2:
+        raise ValueError(f"preprocessing {key} must be an int or (h, w), got {v!r}")
+    if (a < 0).any() or (a > MAX_SIDE).any():
+        raise ValueError(f"preprocessing {key} must be between 0 and {MAX_SIDE} pixels, got {v!r}")
     if a.size == 1:
         n = int(a[0])
         return n if n > 0 else None
-    if a.size == 2:
-        h, w = (int(a[0]), int(a[1]))
-        return (h, w) if h > 0 and w > 0 else None
-    raise ValueError(f"preprocessing size must be an int or (h, w), got {v!r}")
+    h, w = (int(a[0]), int(a[1]))
+    if (h > 0) != (w > 0):
+        raise ValueError(f"preprocessing {key} must have both sides positive (or both 0), got {v!r}")
+    return (h, w) if h > 0 and w > 0 else None
 
 
 def preprocessing_of(model) -> dict:
@@ -89,31 +126,92 @@ def preprocessing_of(model) -> dict:
     Returns ``dict(mean=ndarray[C], std=ndarray[C], channel_order=str,
     pixel_scale=float, resize=None|int|(h, w), crop=None|int|(h, w))``.
     Only ``model.preprocessing`` and ``model.input_shape`` are read, so any
-    object with those two attributes works (handy in tests).
+    object with those two attributes works (handy in tests).  Every value is
+    checked -- numbers where numbers belong, finite, ``std >= MIN_STD``,
+    sizes whole and in 1..MAX_SIDE -- and a bad one raises ``ValueError``
+    naming the key and the value.
     """
     C = int(model.input_shape[0])
     pre = dict(getattr(model, "preprocessing", None) or {})
-    mean = np.asarray(pre.get("mean") if pre.get("mean") is not None else [0.0] * C,
-                      np.float64).reshape(-1)
-    std = np.asarray(pre.get("std") if pre.get("std") is not None else [1.0] * C,
-                     np.float64).reshape(-1)
+    mean = _numbers(pre.get("mean") if pre.get("mean") is not None else [0.0] * C, "mean")
+    std = _numbers(pre.get("std") if pre.get("std") is not None else [1.0] * C, "std")
     if mean.size == 1:
         mean = np.repeat(mean, C)
     if std.size == 1:
         std = np.repeat(std, C)
-    if mean.shape != (C,) or std.shape != (C,):
-        raise ValueError(f"preprocessing mean/std must have {C} values, got {mean.size}/{std.size}")
-    if np.any(std == 0):
-        raise ValueError("preprocessing std must be non-zero")
-    order = _as_str(pre.get("channel_order"), "RGB").upper()
+    for key, a in (("mean", mean), ("std", std)):
+        if a.shape != (C,):
+            raise ValueError(f"preprocessing {key} must have {C} values (one per input channel), got {a.size}")
+    if not (std >= MIN_STD).all():
+        raise ValueError(f"preprocessing std must be at least {MIN_STD} (it divides the image), got {std.tolist()}")
+    order = _as_str(pre.get("channel_order"), "RGB", "channel_order").upper()
     if C == 3 and order not in ("RGB", "BGR"):
         raise ValueError(f"channel_order must be 'RGB' or 'BGR' for a 3-channel model, got {order!r}")
     scale = pre.get("pixel_scale")
-    scale = 1.0 if scale is None else float(np.asarray(scale).reshape(-1)[0])
-    if not scale > 0:
-        raise ValueError(f"pixel_scale must be positive, got {scale}")
+    scale = 1.0 if scale is None else _numbers(scale, "pixel_scale")
+    if not isinstance(scale, float):
+        if scale.size != 1:
+            raise ValueError(f"preprocessing pixel_scale must be one number, got {pre.get('pixel_scale')!r}")
+        scale = float(scale[0])
+    if not 0 < scale <= 65535:
+        raise ValueError(f"pixel_scale must be positive (at most 65535), got {scale}")
     return dict(mean=mean, std=std, channel_order=order, pixel_scale=scale,
-                resize=_as_size(pre.get("resize")), crop=_as_size(pre.get("crop")))
+                resize=_as_size(pre.get("resize"), "resize"), crop=_as_size(pre.get("crop"), "crop"))
+
+
+# ---------------------------------------------------------------------------
+# Values: pixels <-> model space (the one place this mapping is written)
+# ---------------------------------------------------------------------------
+def pixels_to_model(pixels, mean, std, pixel_scale=1.0, channel_order="RGB") -> np.ndarray:
+    """RGB pixels 0..255, (N, H, W, C) or (H, W, C), uint8 or float -> float32
+    (N, C, H, W) model space, for a single image or a batch:
+
+        x = pixel * pixel_scale / 255;  channels to ``channel_order``;  x = (x - mean) / std
+
+    (in float32, in that order).  ``mean``/``std`` per channel, in ``channel_order``."""
+    x = np.asarray(pixels)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise ValueError(f"expected images (N, H, W, C), got shape {x.shape}")
+    out = x.transpose(0, 3, 1, 2).astype(np.float32)
+    out *= np.float32(pixel_scale / 255.0)
+    if out.shape[1] == 3 and str(channel_order).upper() == "BGR":
+        out = out[:, ::-1]
+    out -= np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+    out /= np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray(out)
+
+
+def to_model(pixels, model) -> np.ndarray:
+    """:func:`pixels_to_model` with the model's recipe (:func:`preprocessing_of`):
+    uint8 RGB (N, H, W, C) or (H, W, C) already at the input size -> float32
+    (N, C, H, W).  :func:`load` adds decoding and geometry for files."""
+    pre = preprocessing_of(model)
+    return pixels_to_model(pixels, pre["mean"], pre["std"], pre["pixel_scale"], pre["channel_order"])
+
+
+def model_to_pixels(x, model) -> np.ndarray:
+    """The inverse value mapping: model space (C, H, W) -> float64 pixels (C, H, W),
+    RGB order, 0..255 scale, neither rounded nor clipped (an optimised image may leave
+    the range): ``(x * std + mean) * 255 / pixel_scale``, channels back to RGB."""
+    a = _to_numpy(x).astype(np.float64)
+    pre = preprocessing_of(model)
+    C = a.shape[0]
+    if C != pre["mean"].size:
+        raise ValueError(f"input has {C} channels, model preprocessing has {pre['mean'].size}")
+    a = a * pre["std"][:, None, None] + pre["mean"][:, None, None]
+    a = a * (255.0 / pre["pixel_scale"])
+    if C == 3 and pre["channel_order"] == "BGR":
+        a = a[::-1]
+    return a
+
+
+def channel_stats(images_uint8, pixel_scale=1.0, max_images=10000):
+    """Per-channel mean and std of uint8 NHWC images, with pixels scaled to
+    [0, ``pixel_scale``] (the values the model file's preprocessing stores)."""
+    x = np.asarray(images_uint8[:max_images], np.float64) * (pixel_scale / 255.0)
+    return x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
 
 
 # ---------------------------------------------------------------------------
@@ -125,9 +223,26 @@ def _describe(src):
     return type(src).__name__
 
 
+def _check_size(w: int, h: int, what: str):
+    """Refuse empty, huge or extremely elongated images before decoding / resizing them."""
+    if w <= 0 or h <= 0:
+        raise ValueError(f"cannot read image {what}: it is empty ({w}x{h} pixels)")
+    if w * h > MAX_PIXELS:
+        raise ValueError(f"cannot read image {what}: {w}x{h} is {w * h:,} pixels, more than "
+                         f"te.image.MAX_PIXELS = {MAX_PIXELS:,}")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ValueError(f"cannot read image {what}: {w}x{h} is more elongated than "
+                         f"te.image.MAX_ASPECT = {MAX_ASPECT}:1")
+
+
 def _open(src) -> Image.Image:
-    """File path / PIL image / uint8 array -> a loaded PIL image (any mode)."""
+    """File path / PIL image / uint8 array -> a loaded PIL image (any mode).
+
+    Size limits (:func:`_check_size`) are applied before the pixels are
+    decoded; a path that is not a regular file (a FIFO would block) is
+    refused before it is opened."""
     if isinstance(src, Image.Image):
+        _check_size(*src.size, what=type(src).__name__)
         return src
     if isinstance(src, np.ndarray):
         if src.dtype != np.uint8:
@@ -136,16 +251,22 @@ def _open(src) -> Image.Image:
         a = src
         if a.ndim == 3 and a.shape[2] == 1:
             a = a[:, :, 0]
+        if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+            raise ValueError(f"image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
+                             f"got shape {a.shape}")
+        _check_size(a.shape[1], a.shape[0], what=f"array of shape {src.shape}")
         if a.ndim == 2:
             return Image.fromarray(np.ascontiguousarray(a), "L")
-        if a.ndim == 3 and a.shape[2] in (3, 4):
-            return Image.fromarray(np.ascontiguousarray(a), "RGB" if a.shape[2] == 3 else "RGBA")
-        raise ValueError(f"image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
-                         f"got shape {a.shape}")
+        return Image.fromarray(np.ascontiguousarray(a), "RGB" if a.shape[2] == 3 else "RGBA")
     if isinstance(src, (str, bytes, os.PathLike)):
-        path = os.fsdecode(src)
+        from .safe_io import regular_file_problem
+        path = os.fsdecode(os.fspath(src))
         try:
+            problem = regular_file_problem(path)
+            if problem:
+                raise ValueError(f"cannot read image {path!r}: not a regular file ({problem})")
             with Image.open(path) as im:
+                _check_size(*im.size, what=repr(path))   # from the header, before decoding
                 im.load()                     # decode now: truncated files fail here
                 upright = ImageOps.exif_transpose(im)
                 return upright if upright is not None else im
@@ -156,9 +277,36 @@ def _open(src) -> Image.Image:
         except UnidentifiedImageError:
             raise ValueError(f"cannot read image {path!r}: not an image file "
                              "(or a format Pillow cannot decode)") from None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        except MemoryError:
+            raise ValueError(f"cannot read image {path!r}: not enough memory to decode it") from None
+        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ValueError(f"cannot read image {path!r}: {e}") from None
+        except ValueError as e:                    # ours already name the file; Pillow's do not
+            if str(e).startswith("cannot read image"):
+                raise
             raise ValueError(f"cannot read image {path!r}: {e}") from None
     raise TypeError(f"expected a file path, PIL image or uint8 array, got {type(src).__name__}")
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16/32-bit integer and 32-bit float greyscale -> "L", scaled rather than clipped.
+
+    PIL's own ``convert`` clips: a float image in [0, 1] would come out black,
+    a 16-bit one saturated.  Integers are read on the smallest of the
+    scales 0..255, 0..65535, 0..2^31-1 that holds their maximum; floats
+    in [0, 1] are taken as such, otherwise on the same integer scales.
+    Negative values clip to 0."""
+    a = np.asarray(im, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError("image contains NaN or Inf pixel values")
+    top = float(a.max()) if a.size else 0.0
+    if im.mode == "F" and top <= 1.0:
+        hi = 1.0
+    else:
+        hi = next(v for v in (255.0, 65535.0, 2147483647.0, np.inf) if top <= v)
+        if hi == np.inf:
+            hi = top
+    return Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 def load_pil(src, channels: int = 3) -> Image.Image:
@@ -167,11 +315,13 @@ def load_pil(src, channels: int = 3) -> Image.Image:
     mode = "L" if channels == 1 else "RGB"
     if im.mode == mode:
         return im
-    if im.mode in ("I;16", "I;16B", "I;16L", "I") and mode in ("L", "RGB"):
-        # 16/32-bit greyscale: PIL's convert clips instead of scaling; scale to 8 bits.
-        a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if a.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        try:
+            im = _to_8bit(im)
+        except ValueError as e:
+            raise ValueError(f"cannot read image {_describe(src)}: {e}") from None
+        if im.mode == mode:
+            return im
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         # Drop transparency the way .convert("RGB") does (colour under alpha kept).
         im = im.convert("RGBA")
@@ -192,6 +342,9 @@ def _resize_shorter(im: Image.Image, size) -> Image.Image:
         nh, nw = size, int(size * w / h)
     if (nw, nh) == (w, h):
         return im
+    if nw * nh > MAX_PIXELS:
+        raise ValueError(f"resizing the {w}x{h} image to {nw}x{nh} would make {nw * nh:,} pixels, more than "
+                         f"te.image.MAX_PIXELS = {MAX_PIXELS:,}")
     return im.resize((nw, nh), _RESAMPLE)
 
 
@@ -245,11 +398,7 @@ def load(src, model) -> np.ndarray:
     a = np.asarray(im, dtype=np.float32)                   # (H, W, 3) or (H, W), 0..255
     if a.ndim == 2:
         a = a[:, :, None]
-    a = a * np.float32(pre["pixel_scale"] / 255.0)
-    if C == 3 and pre["channel_order"] == "BGR":
-        a = a[:, :, ::-1]
-    a = (a - pre["mean"].astype(np.float32)) / pre["std"].astype(np.float32)
-    return np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
+    return pixels_to_model(a, pre["mean"], pre["std"], pre["pixel_scale"], pre["channel_order"])
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -278,15 +427,8 @@ def to_display(x, model) -> np.ndarray:
         a = a[0]
     if a.ndim != 3:
         raise ValueError(f"expected (1, C, H, W) or (C, H, W), got shape {a.shape}")
-    pre = preprocessing_of(model)
-    C = a.shape[0]
-    if C != pre["mean"].size:
-        raise ValueError(f"input has {C} channels, model preprocessing has {pre['mean'].size}")
-    a = a * pre["std"][:, None, None] + pre["mean"][:, None, None]
-    a = a * (255.0 / pre["pixel_scale"])
-    if C == 3 and pre["channel_order"] == "BGR":
-        a = a[::-1]
-    if C == 1:
+    a = model_to_pixels(a, model)
+    if a.shape[0] == 1:
         a = np.repeat(a, 3, axis=0)
     return np.clip(np.round(a), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
 

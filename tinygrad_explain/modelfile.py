@@ -11,6 +11,12 @@
     /class_names            UTF-8 strings, one per output unit (optional)
 
 No pickle anywhere: only numeric datasets, strings and JSON.
+
+A model file is *data*: :func:`load_model` refuses every HDF5 feature that
+reaches outside the file (external storage, external links, virtual
+datasets), a path that is not a regular file (a FIFO would hang), and an
+architecture whose parameter count exceeds ``max_parameters`` (checked
+before anything is allocated: a 10 kB file can ask for 10^9 channels).
 """
 from __future__ import annotations
 
@@ -23,12 +29,21 @@ import numpy as np
 FORMAT = "tinygrad-explain-model"
 VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "fashion_scenes_alexnet.h5"
+#: Largest parameter count load_model accepts unless told otherwise (AlexNet has 61 M;
+#: 300 M float32 weights are 1.2 GB).  Override per call or with TGE_MAX_PARAMETERS.
+MAX_PARAMETERS = 300_000_000
+#: Largest number of values of one layer's output for one image (input included).
+MAX_ACTIVATIONS = 100_000_000
+_MAX_OBJECTS = 10_000            # groups + datasets walked when checking a file
 # model files shipped in weights/, loadable by name: te.load_model("random_labels")
 MODEL_NAMES = {
     "embedded": DEFAULT_WEIGHTS,
     # the same architecture trained on randomly permuted labels (scripts/train_random_labels.py),
     # the data-randomisation test of Adebayo et al. 2018 (te.explain.sanity)
     "random_labels": DEFAULT_WEIGHTS.with_name("fashion_scenes_alexnet_random_labels.h5"),
+    # the independent judge of visualisations (scripts/train_judge.py): a VGG-style classifier of the
+    # same scenes, a measuring instrument only (te.explain.quality)
+    "judge": DEFAULT_WEIGHTS.with_name("judge_vgg.h5"),
 }
 
 
@@ -62,9 +77,8 @@ def save_model(model, path, class_names=None, mean=None, std=None, channel_order
     names = class_names if class_names is not None else model.class_names
     if names is not None and len(names) != model.num_classes:
         raise ValueError(f"{len(names)} class names for {model.num_classes} outputs")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    from .safe_io import atomic_write
+    with atomic_write(path) as fobj, h5py.File(fobj, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = VERSION
         f.attrs["architecture"] = json.dumps(model.architecture())
@@ -78,23 +92,136 @@ def save_model(model, path, class_names=None, mean=None, std=None, channel_order
             g.attrs[k] = v
         if names is not None:
             f.create_dataset("class_names", data=[str(n) for n in names], dtype=h5py.string_dtype("utf-8"))
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
-def load_model(path=None, device="cpu"):
+def _check_regular_file(path):
+    """Refuse a path that is not a regular file (a FIFO, a device, a folder) before opening it."""
+    from .safe_io import regular_file_problem
+    try:
+        problem = regular_file_problem(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"model file {path} does not exist"
+                                + (" (the embedded model is made by scripts/train_embedded.py)"
+                                   if Path(path) == DEFAULT_WEIGHTS else
+                                   " (made by scripts/train_random_labels.py)" if Path(path) == MODEL_NAMES["random_labels"]
+                                   else " (made by scripts/train_judge.py)" if Path(path) == MODEL_NAMES["judge"]
+                                   else "")) from None
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None
+    if problem:
+        raise ModelFileError(f"{path}: not a regular file ({problem})")
+
+
+def _check_self_contained(f, path):
+    """Walk every group and dataset without following links; refuse anything that
+    makes HDF5 read outside this file (external links, external storage, virtual
+    datasets).  Soft links inside the file are refused too: nothing here needs them."""
+    import h5py
+    todo, seen = [("", f)], 0
+    while todo:
+        prefix, group = todo.pop()
+        for name in group:
+            seen += 1
+            if seen > _MAX_OBJECTS:
+                raise ModelFileError(f"{path}: more than {_MAX_OBJECTS} objects; not a model file")
+            where = f"{prefix}/{name}"
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise ModelFileError(f"{path}: {where} is an external link to {link.filename!r}; "
+                                     "model files must be self-contained")
+            if isinstance(link, h5py.SoftLink):
+                raise ModelFileError(f"{path}: {where} is a soft link to {link.path!r}; not allowed in a model file")
+            obj = group[name]
+            if isinstance(obj, h5py.Group):
+                todo.append((where, obj))
+            elif isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    raise ModelFileError(f"{path}: dataset {where} is a virtual dataset (its data lives in other "
+                                         "files); model files must be self-contained")
+                if obj.external:
+                    raise ModelFileError(f"{path}: dataset {where} has external storage "
+                                         f"({obj.external[0][0]!r}); model files must be self-contained")
+
+
+def _attr_str(f, key, path):
+    """A string attribute (str or bytes, UTF-8), or None when absent; anything else is an error."""
+    v = f.attrs.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bytes):
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelFileError(f"{path}: attribute {key!r} is not UTF-8 text") from None
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")                  # h5py hands bad UTF-8 over as lone surrogates
+        except UnicodeEncodeError:
+            raise ModelFileError(f"{path}: attribute {key!r} is not UTF-8 text") from None
+        return v
+    raise ModelFileError(f"{path}: attribute {key!r} must be a string, got {type(v).__name__} {_short(v)}")
+
+
+def _short(v, n=60):
+    """A short readable form of a value from a file (NumPy scalars and arrays as plain Python)."""
+    if isinstance(v, (np.ndarray, np.generic)):
+        v = v.tolist()
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "..."
+
+
+def parameter_count(arch) -> int:
+    """Number of weights the architecture asks for, computed from the specs alone
+    (nothing allocated): conv O*(I/groups)*k*k + O, linear out*in + out."""
+    from .nn import _positive
+    total = 0
+    for spec in arch:
+        name = spec.get("name")
+        t = spec.get("type")
+        try:
+            if t == "conv":
+                i, o, k, g = _positive("conv", in_channels=spec.get("in_channels"), out_channels=spec.get("out_channels"),
+                                       kernel_size=spec.get("kernel_size"), groups=spec.get("groups", 1))
+                total += o * (i // g) * k * k + o
+            elif t == "linear":
+                i, o = _positive("linear", in_features=spec.get("in_features"), out_features=spec.get("out_features"))
+                total += o * i + o
+        except ValueError as e:
+            raise ValueError(f"layer {name!r}: {e}") from None
+    return total
+
+
+def _max_parameters(limit):
+    if limit is not None:
+        return int(limit)
+    env = os.environ.get("TGE_MAX_PARAMETERS")
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise ValueError(f"TGE_MAX_PARAMETERS must be an integer, got {env!r}") from None
+    return MAX_PARAMETERS
+
+
+def load_model(path=None, device="cpu", max_parameters=None):
     """Read a model file written by :func:`save_model` (or by hand, following the schema).
 
     ``path=None`` loads the embedded default model shipped in ``weights/``
     (override with the environment variable ``TGE_WEIGHTS``); a name of
-    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``) loads that shipped file.  Everything is
+    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``, ``"judge"``) loads that shipped file.  Everything is
     checked -- format, version, architecture, every weight's shape, dtype and
     finiteness -- and a problem raises :class:`ModelFileError` naming the
     file and the layer.  ``device="gpu"`` puts the weights on the GPU (a clear
     error first if CuPy or a CUDA device is missing); inputs must then be CuPy
     arrays (``model.check_input``).
+
+    ``max_parameters`` (default :data:`MAX_PARAMETERS`, or the environment
+    variable ``TGE_MAX_PARAMETERS``) bounds the architecture's parameter
+    count, checked before any weight is allocated or read.
     """
     import h5py
+
     from .models import from_architecture
     if device != "cpu":
         from . import device as dev
@@ -104,12 +231,8 @@ def load_model(path=None, device="cpu"):
     elif isinstance(path, str) and path in MODEL_NAMES:
         path = MODEL_NAMES[path]
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model file {path} does not exist"
-                                + (" (the embedded model is made by scripts/train_embedded.py)"
-                                   if path == DEFAULT_WEIGHTS else
-                                   " (made by scripts/train_random_labels.py)" if path == MODEL_NAMES["random_labels"]
-                                   else ""))
+    limit = _max_parameters(max_parameters)
+    _check_regular_file(path)
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -119,63 +242,135 @@ def load_model(path=None, device="cpu"):
             if not cond:
                 raise ModelFileError(f"{path}: {msg}")
         try:
-            need(f.attrs.get("format") == FORMAT, f"not a {FORMAT} file (attribute 'format' is {f.attrs.get('format')!r})")
-            try:
-                version = int(f.attrs.get("format_version", -1))
-            except (TypeError, ValueError):
-                raise ModelFileError(f"{path}: attribute 'format_version' is not an integer: "
-                                     f"{f.attrs.get('format_version')!r}") from None
-            need(version == VERSION, f"format_version {version} is not supported (this reader knows {VERSION})")
+            fmt = _attr_str(f, "format", path)
+            need(fmt == FORMAT, f"not a {FORMAT} file (attribute 'format' is {fmt!r})")
+            version = f.attrs.get("format_version")
+            if not (isinstance(version, (int, np.integer)) and not isinstance(version, (bool, np.bool_))):
+                raise ModelFileError(f"{path}: attribute 'format_version' must be an integer, got {_short(version)}")
+            need(int(version) == VERSION, f"format_version {int(version)} is not supported (this reader knows {VERSION})")
+            _check_self_contained(f, path)
             need("architecture" in f.attrs and "input_shape" in f.attrs, "missing 'architecture' or 'input_shape' attribute")
             try:
-                arch = json.loads(f.attrs["architecture"])
-            except (TypeError, ValueError) as e:
+                arch = json.loads(_attr_str(f, "architecture", path))
+            except (TypeError, ValueError, RecursionError) as e:
+                if isinstance(e, ModelFileError):
+                    raise
                 raise ModelFileError(f"{path}: 'architecture' is not valid JSON ({e})") from None
             need(isinstance(arch, list) and all(isinstance(a, dict) for a in arch), "'architecture' must be a list of layer objects")
+            need(len(arch) > 0, "'architecture' is an empty list (a network needs at least one layer)")
             try:
-                input_shape = tuple(int(v) for v in np.asarray(f.attrs["input_shape"]).reshape(-1))
-            except (TypeError, ValueError):
+                raw_shape = np.asarray(f.attrs["input_shape"])
+                need(raw_shape.dtype.kind in "iu", f"attribute 'input_shape' must be three integers [C, H, W], "
+                                                   f"got {_short(f.attrs['input_shape'])}")
+                input_shape = tuple(int(v) for v in raw_shape.reshape(-1))
+            except (TypeError, ValueError) as e:
+                if isinstance(e, ModelFileError):
+                    raise
                 raise ModelFileError(f"{path}: attribute 'input_shape' must be three integers [C, H, W], "
-                                     f"got {f.attrs['input_shape']!r}") from None
+                                     f"got {_short(f.attrs['input_shape'])}") from None
             need(all(v > 0 for v in input_shape), f"input_shape must be positive, got {list(input_shape)}")
             need(len(input_shape) == 3, f"input_shape must be [C, H, W], got {list(input_shape)}")
-            pre = {}
-            if "preprocessing" in f:
-                for k, v in f["preprocessing"].attrs.items():
-                    pre[k] = v.tolist() if isinstance(v, np.ndarray) else (v.item() if isinstance(v, np.generic) else v)
-            names = None
-            if "class_names" in f:
-                names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["class_names"][()]]
+            need(int(np.prod(input_shape, dtype=np.float64)) <= MAX_ACTIVATIONS,
+                 f"input_shape {list(input_shape)} has more than {MAX_ACTIVATIONS} values per image")
+            try:
+                n_params = parameter_count(arch)
+            except ValueError as e:
+                raise ModelFileError(f"{path}: {e}") from None
+            need(n_params <= limit, f"the architecture asks for {n_params:,} parameters, more than the limit "
+                                    f"{limit:,} (pass max_parameters= to load_model or set TGE_MAX_PARAMETERS "
+                                    "to allow it)")
+            pre = _read_preprocessing(f, path, input_shape)
+            names = _read_class_names(f, path)
             try:
                 model = from_architecture(arch, input_shape, class_names=names, preprocessing=pre)
             except ValueError as e:
                 raise ModelFileError(f"{path}: {e}") from None
+            big = max(model.shapes.items(), key=lambda kv: int(np.prod(kv[1], dtype=np.float64)))
+            need(int(np.prod(big[1], dtype=np.float64)) <= MAX_ACTIVATIONS,
+                 f"layer {big[0]!r} would output {list(big[1])} ({int(np.prod(big[1], dtype=np.float64)):,} values "
+                 f"per image, more than {MAX_ACTIVATIONS:,})")
             need(names is None or len(names) == model.num_classes,
                  f"{len(names or [])} class names for {model.num_classes} outputs")
-            for k in ("mean", "std"):
-                if k in pre:
-                    need(np.asarray(pre[k]).shape == (input_shape[0],), f"preprocessing {k} must have {input_shape[0]} values")
-            need("weights" in f, "no 'weights' group")
+            need("weights" in f and isinstance(f["weights"], h5py.Group), "no 'weights' group")
             state = {}
             for key, own in model.state_dict().items():
                 layer, p = key.rsplit(".", 1)
-                need(layer in f["weights"] and p in f["weights"][layer], f"layer {layer!r}: missing weights/{layer}/{p}")
+                need(layer in f["weights"] and isinstance(f["weights"][layer], h5py.Group)
+                     and p in f["weights"][layer], f"layer {layer!r}: missing weights/{layer}/{p}")
                 ds = f["weights"][layer][p]
+                need(isinstance(ds, h5py.Dataset), f"layer {layer!r}: weights/{layer}/{p} is a group, expected a dataset")
                 need(ds.shape == own.shape, f"layer {layer!r}: {p} has shape {ds.shape}, architecture needs {own.shape}")
                 need(ds.dtype.kind == "f", f"layer {layer!r}: {p} has dtype {ds.dtype}, expected float")
-                arr = ds[()]
-                need(np.isfinite(arr).all(), f"layer {layer!r}: {p} contains NaN or Inf")
+                with np.errstate(over="ignore", invalid="ignore"):
+                    arr = np.asarray(ds[()]).astype(np.float32, copy=False)   # checked as the network will use it
+                need(np.isfinite(arr).all(), f"layer {layer!r}: {p} contains NaN or Inf"
+                     + ("" if ds.dtype == np.float32 else f" (after the cast from {ds.dtype} to float32)"))
                 state[key] = arr
             extra = [l for l in f["weights"] if l not in model.layers]
             need(not extra, f"weights for layers not in the architecture: {extra}")
             for l in f["weights"]:
                 params = getattr(model.layers[l], "params", ())
+                need(isinstance(f["weights"][l], h5py.Group), f"weights/{l} is a dataset, expected a group of weights")
                 unknown = [p for p in f["weights"][l] if p not in params]
                 need(not unknown, f"layer {l!r}: unexpected weights {unknown} (this layer has {list(params)})")
         except ModelFileError:
             raise
         except (OSError, KeyError, RuntimeError) as e:   # truncated or damaged datasets
             raise ModelFileError(f"{path}: damaged file ({e})") from None
+        except (TypeError, ValueError, IndexError, AttributeError, RecursionError, MemoryError) as e:
+            raise ModelFileError(f"{path}: malformed model file ({type(e).__name__}: {e})") from None
     model.load_state_dict(state)
     model.path = str(path)
     return model.to(device) if device != "cpu" else model
+
+
+def _read_preprocessing(f, path, input_shape) -> dict:
+    """The /preprocessing attributes as plain Python values, checked by the one
+    reader of the recipe (:func:`tinygrad_explain.image.preprocessing_of`)."""
+    from types import SimpleNamespace
+
+    import h5py
+
+    from .image import preprocessing_of
+    pre = {}
+    if "preprocessing" not in f:
+        return pre
+    g = f["preprocessing"]
+    if not isinstance(g, h5py.Group):
+        raise ModelFileError(f"{path}: 'preprocessing' must be a group (with attributes), got a dataset")
+    for k, v in g.attrs.items():
+        if isinstance(v, bytes):
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ModelFileError(f"{path}: preprocessing {k} is not UTF-8 text") from None
+        pre[k] = v.tolist() if isinstance(v, np.ndarray) else (v.item() if isinstance(v, np.generic) else v)
+    try:
+        preprocessing_of(SimpleNamespace(preprocessing=pre, input_shape=input_shape))
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(f"{path}: {e}") from None
+    return pre
+
+
+def _read_class_names(f, path):
+    """/class_names: a 1-D dataset of UTF-8 strings, or None when absent."""
+    import h5py
+    if "class_names" not in f:
+        return None
+    ds = f["class_names"]
+    if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype.kind not in "OSU":
+        raise ModelFileError(f"{path}: 'class_names' must be a 1-D dataset of strings"
+                             + (f", got dtype {ds.dtype} shape {ds.shape}" if isinstance(ds, h5py.Dataset) else ", got a group"))
+    if ds.size > 1_000_000:
+        raise ModelFileError(f"{path}: 'class_names' has {ds.size} entries")
+    names = []
+    for i, n in enumerate(ds[()]):
+        if isinstance(n, bytes):
+            try:
+                n = n.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ModelFileError(f"{path}: class name {i} is not UTF-8 text ({_short(n)})") from None
+        elif not isinstance(n, str):
+            raise ModelFileError(f"{path}: class name {i} is not a string ({_short(n)})")
+        names.append(n)
+    return names

@@ -166,6 +166,9 @@ class Network:
         if data.dtype.kind not in "f":
             raise TypeError(f"input dtype {data.dtype} is not floating point; images must be preprocessed "
                             "to float (te.image.load does it)")
+        if data.dtype not in (np.float32, np.float64):
+            raise TypeError(f"input dtype {data.dtype} is not supported: the kernels run in float32 (or float64 "
+                            "for checks); convert with x.astype(np.float32)")
         shape = self.input_shape if after is None else self.shapes[after]
         what = "input" if after is None else f"input after layer {after!r}"
         axes = {1: "(N, F)", 3: "(N, C, H, W)"}.get(len(shape), "(N, ...)")
@@ -179,6 +182,8 @@ class Network:
                 raise ValueError(f"input {which} mismatch: model expects {expected}, got {tuple(data.shape)}; "
                                  f"resize images to {shape[1]}x{shape[2]} (te.image.load does it)")
             raise ValueError(f"{what} must have shape {axes} = {expected}, got {tuple(data.shape)}")
+        if data.shape[0] == 0:
+            raise ValueError(f"{what} is an empty batch (0 images); give at least one")
         if not bool(_xp(data).isfinite(data).all()):
             raise ValueError(f"{what} contains NaN or Inf")
         return t if t is not None else Tensor(data)

@@ -33,20 +33,38 @@ names that tensor rebuilding needs, and returns **our own stand-in
 functions** for them -- never the real torch objects.  Everything else raises
 :class:`UnsafeCheckpointError` before anything is called.
 
+Bounded before anything is decompressed
+---------------------------------------
+The pickle is small; the storages are not.  So unpickling only *describes*
+each tensor (:class:`TensorRef`: storage entry, dtype, offset, size,
+stride) and checks it against the archive's own directory -- the declared
+storage length must equal the entry's size, a tensor must lie inside its
+storage and must not overlap itself (a stride-0 tensor of a few bytes would
+expand to gigabytes), an entry may not be compressed more than
+:data:`MAX_COMPRESSION` to 1 (a zip bomb), and all tensors together must fit
+``max_bytes``.  A caller that knows what it expects (the AlexNet converter)
+checks the names and shapes next; only then are the bytes read, and only
+the bytes each tensor spans.
+
 Public API: :func:`load_torch_state_dict` (and :func:`load_torch_checkpoint`
 for the raw unpickled object).
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import os
 import pickle
 import zipfile
+import zlib
 
 import numpy as np
 
+from .safe_io import regular_file_problem
+
 __all__ = [
+    "TensorRef",
     "UnsafeCheckpointError",
     "load_torch_checkpoint",
     "load_torch_state_dict",
@@ -55,6 +73,17 @@ __all__ = [
 
 class UnsafeCheckpointError(ValueError):
     """The checkpoint's pickle asked for a global that is not on the allow-list."""
+
+
+#: Default bound on the bytes of all tensors of one checkpoint (AlexNet: 244 MB).
+MAX_BYTES = 4 << 30
+#: Largest ratio of an entry's size to its compressed size (torch.save stores, 1:1).
+MAX_COMPRESSION = 100
+_MAX_PICKLE_BYTES = 64 << 20
+# what zipfile raises on a damaged archive: bad headers, unsupported versions or
+# compression methods, encrypted entries, corrupt deflate streams
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError,
+               RuntimeError, ValueError, zlib.error)
 
 
 # ---------------------------------------------------------------------------
@@ -129,12 +158,13 @@ def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
 # Stand-ins for torch._utils rebuild functions
 # ---------------------------------------------------------------------------
 class _Storage(_NoBuild):
-    """A resolved persistent id: the flat 1-D array of one ``data/<key>`` entry."""
+    """A resolved persistent id: one ``data/<key>`` entry of the archive, not read yet."""
 
-    __slots__ = ("key", "type", "array")
+    __slots__ = ("key", "type", "entry", "numel", "dtype", "reader")
 
-    def __init__(self, key, stype, array):
-        self.key, self.type, self.array = key, stype, array
+    def __init__(self, key, stype, entry, numel, dtype, reader):
+        self.key, self.type, self.entry, self.numel, self.dtype, self.reader = \
+            key, stype, entry, numel, dtype, reader
 
 
 def _as_int_tuple(x, what):
@@ -144,14 +174,62 @@ def _as_int_tuple(x, what):
         raise ValueError(f"tensor {what} must be a tuple of ints, got {x!r}") from None
 
 
+class TensorRef(_NoBuild):
+    """A tensor described by the checkpoint, its bytes not read yet.
+
+    ``shape`` and ``dtype`` (bfloat16 is reported as float32, what
+    :meth:`read` returns) are known from the pickle alone; :meth:`read`
+    (or ``np.asarray(ref)``) reads just the bytes the tensor spans and
+    returns a C-contiguous array that aliases nothing.
+    """
+
+    __slots__ = ("storage", "offset", "shape", "stride")
+
+    def __init__(self, storage, offset, shape, stride):
+        self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float32) if self.storage.type.name == "BFloat16Storage" else self.storage.dtype.newbyteorder("=")
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.storage.dtype.itemsize
+
+    def read(self) -> np.ndarray:
+        st = self.storage
+        if 0 in self.shape:
+            out = np.empty(self.shape, dtype=st.dtype.newbyteorder("="))
+        else:
+            span = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride)) + 1
+            flat = st.reader(st.entry, span * st.dtype.itemsize, st.dtype)
+            view = np.lib.stride_tricks.as_strided(
+                flat[self.offset:], shape=self.shape, strides=tuple(s * flat.itemsize for s in self.stride),
+                writeable=False)
+            out = np.array(view, copy=True, order="C")
+        if not out.dtype.isnative:
+            out = out.astype(out.dtype.newbyteorder("="))
+        if st.type.name == "BFloat16Storage":
+            out = _bf16_to_f32(out)
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.read()
+        return a if dtype is None else a.astype(dtype)
+
+    def __repr__(self):
+        return f"<tensor {self.shape} {self.dtype} in storage {self.storage.key!r}>"
+
+
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
                        backward_hooks=None, metadata=None):
-    """Build the numpy array that ``torch._utils._rebuild_tensor_v2`` would.
+    """Describe the tensor that ``torch._utils._rebuild_tensor_v2`` would build.
 
-    ``as_strided`` views the flat storage with the tensor's strides (in
-    elements; numpy wants bytes), then ``copy`` gives a compact C-ordered
-    array that no longer aliases the storage -- two tensors may share one
-    storage (e.g. a view and its base), and the caller may mutate either.
+    The tensor is the strided view ``storage[offset + sum(i_k * stride_k)]``.
+    Checked here, before any byte is read: it lies inside the storage, and
+    no two of its elements share a storage element (no stride-0 or
+    overlapping view: a state dict never needs one, and a tiny file could
+    otherwise expand to gigabytes).
     """
     if not isinstance(storage, _Storage):
         raise ValueError(f"tensor storage is not a checkpoint storage: {storage!r}")
@@ -161,25 +239,24 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     if len(size) != len(stride):
         raise ValueError(f"tensor size {size} and stride {stride} differ in length "
                          f"(storage {storage.key!r})")
-    flat = storage.array
     if any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
         raise ValueError(f"negative size/stride/offset in tensor over storage {storage.key!r}")
-    if 0 in size:
-        out = np.empty(size, dtype=flat.dtype)
-    else:
+    if 0 not in size:
         # Highest element index touched must lie inside the storage.
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-        if last >= flat.size:
+        if last >= storage.numel:
             raise ValueError(
                 f"tensor (offset {offset}, size {size}, stride {stride}) reads past the end "
-                f"of storage {storage.key!r} ({flat.size} elements): file truncated or corrupt")
-        item = flat.itemsize
-        view = np.lib.stride_tricks.as_strided(
-            flat[offset:], shape=size, strides=tuple(s * item for s in stride), writeable=False)
-        out = np.array(view, copy=True, order="C")
-    if storage.type.name == "BFloat16Storage":
-        out = _bf16_to_f32(out)
-    return out
+                f"of storage {storage.key!r} ({storage.numel} elements): file truncated or corrupt")
+        # Each stride (smallest first) must step past every offset the smaller ones reach:
+        # true for every view made by slicing, transposing or permuting, false for stride 0.
+        reach = 0
+        for s, n in sorted((s, n) for n, s in zip(size, stride) if n > 1):
+            if s <= reach:
+                raise ValueError(f"tensor (size {size}, stride {stride}) over storage {storage.key!r} "
+                                 "can repeat storage elements (a stride-0 or overlapping view); refusing it")
+            reach += (n - 1) * s
+    return TensorRef(storage, offset, size, stride)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
@@ -224,7 +301,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._byteorder = byteorder
         self._path = path
         self._storages: dict[str, _Storage] = {}
-        self._names = set(zf.namelist())
+        self._infos = {i.filename: i for i in zf.infolist()}
 
     def find_class(self, module, name):
         try:
@@ -245,26 +322,46 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if key in self._storages:
             return self._storages[key]
         entry = f"{self._prefix}data/{key}"
-        if entry not in self._names:
+        info = self._infos.get(entry)
+        if info is None:
             raise ValueError(f"{self._path}: storage {entry!r} is missing from the archive "
                              "(truncated or corrupt checkpoint)")
-        try:
-            raw = self._zf.read(entry)
-        except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as e:
-            raise ValueError(f"{self._path}: cannot read storage {entry!r}: {e}") from None
         dt = stype.dtype.newbyteorder("<" if self._byteorder == "little" else ">")
-        if len(raw) % dt.itemsize:
-            raise ValueError(f"{self._path}: storage {entry!r} has {len(raw)} bytes, not a "
+        try:
+            numel = int(numel)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self._path}: storage {entry!r} has a non-integer length {numel!r}") from None
+        if info.file_size % dt.itemsize:
+            raise ValueError(f"{self._path}: storage {entry!r} has {info.file_size} bytes, not a "
                              f"multiple of {dt.itemsize} ({stype.name})")
-        arr = np.frombuffer(raw, dtype=dt)
-        if int(numel) > arr.size:
-            raise ValueError(f"{self._path}: storage {entry!r} should hold {int(numel)} "
-                             f"elements but has {arr.size} (truncated?)")
-        if not dt.isnative:
-            arr = arr.astype(dt.newbyteorder("="))
-        st = _Storage(key, stype, arr)
+        if numel < 0 or numel * dt.itemsize != info.file_size:
+            raise ValueError(f"{self._path}: storage {entry!r} should hold {numel} elements "
+                             f"({numel * dt.itemsize} bytes) but the archive entry has {info.file_size} bytes "
+                             "(truncated or corrupt checkpoint)")
+        _check_compression(info, self._path)
+        st = _Storage(key, stype, entry, numel, dt, self._read_entry)
         self._storages[key] = st
         return st
+
+    def _read_entry(self, entry, nbytes, dtype):
+        """The first ``nbytes`` of an archive entry as a flat array (only those are decompressed)."""
+        try:
+            with self._zf.open(entry) as fh:
+                raw = fh.read(nbytes)
+        except _ZIP_ERRORS as e:
+            raise ValueError(f"{self._path}: cannot read storage {entry!r}: {e}") from None
+        if len(raw) != nbytes:
+            raise ValueError(f"{self._path}: storage {entry!r} ends after {len(raw)} of {nbytes} bytes "
+                             "(truncated?)")
+        return np.frombuffer(raw, dtype=dtype)
+
+
+def _check_compression(info: zipfile.ZipInfo, path):
+    """Refuse an entry that decompresses to more than MAX_COMPRESSION times its stored size."""
+    if info.file_size > MAX_COMPRESSION * max(info.compress_size, 1) and info.file_size > 1 << 20:
+        raise ValueError(f"{path}: archive entry {info.filename!r} would expand {info.compress_size} bytes to "
+                         f"{info.file_size} (more than {MAX_COMPRESSION}:1; a zip bomb?); torch.save stores "
+                         "entries uncompressed")
 
 
 # ---------------------------------------------------------------------------
@@ -275,24 +372,14 @@ _LEGACY_HINT = ("re-save it with torch >= 1.6 (which writes the zip format): "
                 "torch.save(torch.load(OLD, map_location='cpu'), NEW)")
 
 
-def load_torch_checkpoint(path) -> object:
-    """Unpickle a zip-format ``torch.save`` file with tensors as numpy arrays.
-
-    Returns whatever object was saved (typically an ``OrderedDict`` of
-    arrays), with every tensor/Parameter replaced by a C-contiguous
-    ``np.ndarray`` of the same shape and dtype (bfloat16 becomes float32).
-
-    Raises
-    ------
-    UnsafeCheckpointError
-        the pickle references any global other than tensor rebuilding.
-    ValueError
-        not a zip checkpoint (legacy pre-1.6 format, or not a checkpoint at
-        all), truncated/corrupt archive, missing ``data.pkl`` or storage.
-    FileNotFoundError
-        ``path`` does not exist.
-    """
+@contextlib.contextmanager
+def _open_checkpoint(path, max_bytes):
+    """Yield the unpickled object with every tensor as an unread :class:`TensorRef`;
+    the archive stays open (for :meth:`TensorRef.read`) until the block ends."""
     path = os.fspath(path)
+    problem = regular_file_problem(path)                 # FileNotFoundError names the path
+    if problem:
+        raise ValueError(f"{path}: not a regular file ({problem})")
     with open(path, "rb") as f:
         head = f.read(8)
     if not head:
@@ -305,7 +392,7 @@ def load_torch_checkpoint(path) -> object:
                          "by torch.save)")
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
+    except _ZIP_ERRORS as e:
         raise ValueError(f"{path}: truncated or corrupt checkpoint archive ({e})") from None
     with zf:
         names = zf.namelist()
@@ -317,18 +404,30 @@ def load_torch_checkpoint(path) -> object:
                              "or truncated")
         pkl_name = pkls[0]
         prefix = pkl_name[: -len("data.pkl")]
-        byteorder = "little"
-        if prefix + "byteorder" in names:
-            byteorder = zf.read(prefix + "byteorder").decode("ascii", "replace").strip()
-            if byteorder not in ("little", "big"):
-                raise ValueError(f"{path}: unknown byteorder {byteorder!r}")
         try:
-            pkl = zf.read(pkl_name)
-        except (zipfile.BadZipFile, EOFError, OSError) as e:
+            byteorder = "little"
+            if prefix + "byteorder" in names:
+                info = zf.getinfo(prefix + "byteorder")
+                if info.file_size > 16:
+                    raise ValueError(f"{path}: byteorder entry has {info.file_size} bytes")
+                byteorder = zf.read(info).decode("ascii", "replace").strip()
+                if byteorder not in ("little", "big"):
+                    raise ValueError(f"{path}: unknown byteorder {byteorder!r}")
+            info = zf.getinfo(pkl_name)
+            if info.file_size > _MAX_PICKLE_BYTES:
+                raise ValueError(f"{path}: {pkl_name!r} is {info.file_size} bytes; a state dict's pickle is "
+                                 f"far smaller (limit {_MAX_PICKLE_BYTES})")
+            _check_compression(info, path)
+            pkl = zf.read(info)
+        except ValueError as e:
+            if path in str(e):
+                raise
+            raise ValueError(f"{path}: cannot read {pkl_name!r}: {e}") from None
+        except _ZIP_ERRORS as e:
             raise ValueError(f"{path}: cannot read {pkl_name!r}: {e}") from None
         up = _RestrictedUnpickler(io.BytesIO(pkl), zf, prefix, byteorder, path)
         try:
-            return up.load()
+            obj = up.load()
         except UnsafeCheckpointError as e:
             if path in str(e):
                 raise
@@ -338,9 +437,73 @@ def load_torch_checkpoint(path) -> object:
                 raise
             raise ValueError(f"{path}: {e}") from None
         except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError,
-                KeyError, MemoryError, OverflowError) as e:
+                KeyError, MemoryError, OverflowError, RecursionError) as e:
             raise ValueError(f"{path}: malformed checkpoint pickle ({type(e).__name__}: {e})") \
                 from None
+        total = sum(t.nbytes for t in _tensors(obj))
+        if total > max_bytes:
+            raise ValueError(f"{path}: the checkpoint's tensors hold {total:,} bytes, more than the limit "
+                             f"{max_bytes:,} (max_bytes)")
+        try:
+            yield obj
+        except ValueError:
+            raise
+        except _ZIP_ERRORS as e:
+            raise ValueError(f"{path}: corrupt storage ({type(e).__name__}: {e})") from None
+
+
+def _tensors(obj, depth=0):
+    """Every TensorRef in a nest of dicts / lists / tuples."""
+    if depth > 100:
+        return
+    if isinstance(obj, TensorRef):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v, depth + 1)
+
+
+def _materialize(obj, depth=0):
+    if isinstance(obj, TensorRef):
+        return obj.read()
+    if depth > 100:
+        return obj
+    if isinstance(obj, dict):
+        out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+        for k, v in obj.items():
+            out[k] = _materialize(v, depth + 1)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_materialize(v, depth + 1) for v in obj)
+    return obj
+
+
+def load_torch_checkpoint(path, max_bytes: int = MAX_BYTES) -> object:
+    """Unpickle a zip-format ``torch.save`` file with tensors as numpy arrays.
+
+    Returns whatever object was saved (typically an ``OrderedDict`` of
+    arrays), with every tensor/Parameter replaced by a C-contiguous
+    ``np.ndarray`` of the same shape and dtype (bfloat16 becomes float32).
+    ``max_bytes`` bounds the tensors' total size, checked before any
+    storage is read.
+
+    Raises
+    ------
+    UnsafeCheckpointError
+        the pickle references any global other than tensor rebuilding.
+    ValueError
+        not a zip checkpoint (legacy pre-1.6 format, or not a checkpoint at
+        all), truncated/corrupt archive, missing ``data.pkl`` or storage,
+        a storage or tensor that does not fit its archive entry, a zip bomb,
+        more than ``max_bytes`` of tensors.
+    FileNotFoundError
+        ``path`` does not exist.
+    """
+    with _open_checkpoint(path, max_bytes) as obj:
+        return _materialize(obj)
 
 
 def _looks_like_tar(path) -> bool:
@@ -354,36 +517,42 @@ def _looks_like_tar(path) -> bool:
 
 
 def _find_state_dict(obj, path):
-    """Return the dict of arrays inside a checkpoint.
+    """Return the dict of tensors inside a checkpoint.
 
     Accepts a bare state dict, or a training checkpoint that nests one under
     ``"state_dict"`` / ``"model_state_dict"`` / ``"model"``.
     """
+    def is_sd(d):
+        return isinstance(d, dict) and d and all(isinstance(v, (TensorRef, np.ndarray)) for v in d.values())
     if isinstance(obj, dict):
-        if obj and all(isinstance(v, np.ndarray) for v in obj.values()):
+        if is_sd(obj):
             return obj
         for key in ("state_dict", "model_state_dict", "model"):
-            inner = obj.get(key)
-            if isinstance(inner, dict) and inner and all(
-                    isinstance(v, np.ndarray) for v in inner.values()):
-                return inner
+            if is_sd(obj.get(key)):
+                return obj[key]
     raise ValueError(f"{path}: checkpoint does not contain a state dict (a mapping of "
                      f"parameter names to tensors); found {type(obj).__name__}")
 
 
-def load_torch_state_dict(path) -> dict[str, np.ndarray]:
+def load_torch_state_dict(path, check=None, max_bytes: int = MAX_BYTES) -> dict[str, np.ndarray]:
     """Load ``{name: ndarray}`` from a zip-format ``.pth`` without torch.
 
     A ``"module."`` prefix on every key (left by ``nn.DataParallel``) is
-    removed.  See :func:`load_torch_checkpoint` for the errors raised.
+    removed.  ``check``, if given, is called with ``{name: TensorRef}``
+    (names, shapes and dtypes known, no data read yet) and may raise to
+    refuse the checkpoint before any storage is decompressed.  See
+    :func:`load_torch_checkpoint` for the errors raised.
 
     >>> sd = load_torch_state_dict("alexnet-owt-7be5be79.pth")   # doctest: +SKIP
     >>> sd["features.0.weight"].shape                              # doctest: +SKIP
     (64, 3, 11, 11)
     """
     path = os.fspath(path)
-    sd = _find_state_dict(load_torch_checkpoint(path), path)
-    out = {str(k): v for k, v in sd.items()}
-    if out and all(k.startswith("module.") for k in out):
-        out = {k[len("module."):]: v for k, v in out.items()}
-    return out
+    with _open_checkpoint(path, max_bytes) as obj:
+        sd = _find_state_dict(obj, path)
+        out = {str(k): v for k, v in sd.items()}
+        if out and all(k.startswith("module.") for k in out):
+            out = {k[len("module."):]: v for k, v in out.items()}
+        if check is not None:
+            check(out)
+        return {k: _materialize(v) for k, v in out.items()}

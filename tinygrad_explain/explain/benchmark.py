@@ -27,8 +27,8 @@ import numpy as np
 
 from . import attribution as A
 from . import metrics as M
-from .gradients import gradient, saliency, predict
 from .grabcut import grabcut_mask
+from .gradients import gradient, predict, saliency
 
 METHODS = ("gradient", "saliency", "deconvnet", "guided", "smoothgrad", "gradcam", "guided-gradcam",
            "occlusion", "grad-x-input", "centre", "random")
@@ -69,6 +69,7 @@ def evaluate(model, images, masks, boxes, labels, methods=METHODS, *, indices=No
     "insertion_auc": (N,), "seconds": map time in all}}, "hard": (N,) bool,
     "predicted": (N,), "targets": (N,), "tolerance", "steps", "blur_sigma"}."""
     from tqdm.auto import tqdm
+
     from .. import image as te_image
     N = len(images)
     indices = np.arange(N) if indices is None else np.asarray(indices)

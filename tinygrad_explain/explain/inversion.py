@@ -10,22 +10,34 @@ Given a code phi0 = phi(x0) -- by default the fc7 output of an image -- find
   of natural images (B: that range in model space);
 * R_TV^beta = 1/(HW) sum ((dh^2 + dv^2)/V^2)^(beta/2), beta = 2, V = B/6.5, prefers
   piecewise-smooth images;
-* the paper's step schedule -- the step size held, then divided by 10 twice --
-  with Adam steps by default; ``optimizer="sgd"`` gives the paper's momentum SGD
-  (m = 0.9).  Why not momentum SGD by default: on the embedded model, with the
-  paper's objective, one or two of five random starts stay stuck at a normalised
-  error of 0.10-0.13 even after 2000 momentum steps (a ReLU that should fire is
-  dead and passes no gradient), while Adam's per-pixel step sizes bring all five
-  below 0.10.  2500 steps by default: on an earlier embedded model one start
-  of the figure's scene was still at 0.17 after 1500 (all five <= 0.075 after
-  2500);
-* the random starts are *smooth* noise (Gaussian-blurred, ``init_smooth``): white
-  noise wastes most of the run on removing noise that the code cannot see, and
-  with the TV prior strong enough to remove it the data term cannot get below
-  0.10.  Smooth random starts keep the solutions different from one another (the
-  colours and shapes the code does not constrain stay where each start put them);
-* several random initialisations give several different solutions: the
-  code does not determine the image, and the differences show what it throws away.
+* the paper's step schedule -- the step size held, then divided by 10 twice.
+
+Named recipes (``recipe=``, INVERT_RECIPES):
+
+* ``"mahendran2015"``: the paper -- momentum SGD (m = 0.9), alpha-norm + TV^beta,
+  white-noise starts.  On the embedded model one or two of five starts stay
+  stuck at a normalised error of 0.10-0.13 after 2000 momentum steps (a ReLU
+  that should fire is dead and passes no gradient);
+* ``"natural"`` (default): the same objective with Adam steps (per-pixel step
+  sizes: with momentum one or two of five starts stay stuck), the image made
+  from a decorrelated-colour Fourier spectrum (Olah et al. 2017) from a faint
+  random start, and jitter (transformation robustness, as in Mahendran &
+  Vedaldi 2016).  With pixel steps every colour that the code does not pin
+  down stays where the random start put it, and deep codes pin down little
+  colour; the Fourier image starts at the mean grey and changes mostly low
+  frequencies and natural colours, so what the code leaves open stays grey.
+  Blurred grey reconstructions from conv1-conv5 correlate 0.9-0.98 with the
+  original (0.2-0.9 with pixel steps; docs/explainers.md).  The earlier
+  default -- pixel steps from *smooth* random starts (``param="pixel",
+  colour=None, jitter=0, init_std=0.3, init_smooth=0.06``) -- reaches lower
+  fc7 errors (<= 0.10) with more colourful pictures;
+* ``"simonyan2014"``: plain gradient descent with an L2 prior only, from the
+  zero image plus faint noise -- what inversion looks like without image priors.
+
+Several random initialisations give several different solutions: the
+code does not determine the image, and the differences show what it throws away.
+:func:`invert_layers` inverts one image from many layers at once (Mahendran &
+Vedaldi's figure: one reconstruction per layer).
 
 All initialisations are optimised together as one batch.
 """
@@ -35,13 +47,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import device as _device
 from ..engine import Tensor, no_grad
-from ._common import ExplainError, as_batch, data_scale, resolve_layer
+from ._common import ExplainError, as_batch, data_scale, pixel_bounds, resolve_layer
 from .optimize import optimize, step_schedule
+from .optimize import recipe as _recipe_settings
 from .regularizers import gaussian_blur
 
-INVERT_DEFAULTS = dict(steps=2500, lr=0.03, momentum=0.9, alpha=6.0, beta=2.0, alpha_norm=1e-5, tv=3e-3,
-                       milestones=(0.7, 0.9), init_std=0.3, init_smooth=0.06, optimizer="adam")
+# lr: Adam in units of B per step, SGD in the paper's normalised units (the optimisation
+# runs on x / B: a model-space step of lr * B^2); l2 in units of 1/B^2; init_std in units of B;
+# init_smooth a fraction of the image side (0 = white noise).
+INVERT_RECIPES = {
+    "mahendran2015": dict(steps=2500, lr=0.03, optimizer="sgd", momentum=0.9, milestones=(0.7, 0.9), alpha=6.0,
+                          beta=2.0, alpha_norm=1e-5, tv=3e-3, init_std=0.3, init_smooth=0.0),
+    "natural": dict(steps=2500, lr=0.03, optimizer="adam", milestones=(0.7, 0.9), alpha=6.0, beta=2.0,
+                    alpha_norm=1e-5, tv=3e-3, init_std=0.03, init_smooth=0.0, jitter=0.0625, param="fourier",
+                    colour="natural"),
+    "simonyan2014": dict(steps=2500, lr=0.03, optimizer="sgd", momentum=0.0, l2=1e-4, init_std=0.01,
+                         init_smooth=0.0),
+}
+DEFAULT_RECIPE = "natural"
+INVERT_DEFAULTS = INVERT_RECIPES[DEFAULT_RECIPE]
+SETTINGS = ("steps", "lr", "optimizer", "momentum", "milestones", "alpha", "beta", "alpha_norm", "tv", "l2",
+            "init_std", "init_smooth", "jitter", "scales", "angles", "blur_every", "blur_sigma", "clip", "param",
+            "decay", "colour", "octaves")
+# the layers of Mahendran & Vedaldi's figure that exist in AlexNet-style models
+FIGURE_LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
 
 
 @dataclass
@@ -79,45 +110,15 @@ def feature_code(model, x, layer="fc7") -> np.ndarray:
         return model(x, until=name).numpy().reshape(-1).astype(np.float32)
 
 
-def invert(model, x=None, layer: str = "fc7", inits: int = 5, *, code=None,
-           steps: int = INVERT_DEFAULTS["steps"], lr: float = INVERT_DEFAULTS["lr"],
-           momentum: float = INVERT_DEFAULTS["momentum"], alpha: float = INVERT_DEFAULTS["alpha"],
-           beta: float = INVERT_DEFAULTS["beta"], alpha_norm: float = INVERT_DEFAULTS["alpha_norm"],
-           tv: float = INVERT_DEFAULTS["tv"], milestones=INVERT_DEFAULTS["milestones"],
-           init_std: float = INVERT_DEFAULTS["init_std"], init_smooth: float = INVERT_DEFAULTS["init_smooth"],
-           optimizer: str = INVERT_DEFAULTS["optimizer"], seed: int = 0,
-           progress: bool = True) -> Inversion:
-    """Reconstruct images from the code of ``layer``.
+def _settings(recipe, overrides):
+    unknown = sorted(set(overrides) - set(SETTINGS))
+    if unknown:
+        raise ExplainError(f"unknown setting(s) {', '.join(unknown)}; a recipe holds {', '.join(SETTINGS)}")
+    return _recipe_settings(recipe, INVERT_RECIPES, **overrides)
 
-    x        one image in model space ((1, C, H, W) or (C, H, W)) whose code is
-             inverted -- or the code itself (an array with the layer's number of
-             elements), or pass ``code=`` explicitly.
-    layer    layer name (default "fc7", the output of the 7th, fully connected layer).
-    inits    number of random initialisations (independent solutions).
-    steps, lr, momentum, milestones   SGD with momentum; lr is divided by 10 at
-             each milestone (fraction of the run).  lr is in the paper's normalised
-             units -- the optimisation runs on x / B -- so the model-space step is
-             lr * B^2 and the same lr suits [0,1]/std and [0,255]-mean models.
-    alpha, alpha_norm   exponent and weight of the alpha-norm prior (alpha = 6).
-    beta, tv            exponent and weight of the TV prior (beta = 2).
-    init_std  std of the Gaussian random initialisation, in units of B (the range
-             of natural images in model space).
-    init_smooth  if > 0, the random initialisation is Gaussian-blurred noise with std
-             init_smooth * image side (then rescaled to init_std): random but smooth.
-    optimizer "adam" (default; lr in units of B per step) or "sgd" (the paper's momentum
-             SGD; lr in the normalised units above).  Both use the step schedule.
-    Returns an :class:`Inversion` (unpacks as ``images, errors``).
-    """
-    name = resolve_layer(model, layer)
+
+def _check_code(model, name, code):
     D = int(np.prod(model.shapes[name]))
-    if code is None and x is None:
-        raise ExplainError("give an image x (model space) or a code to invert")
-    if code is None:
-        arr = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
-        if arr.size == D and arr.shape[-3:] != tuple(model.input_shape):
-            code = arr
-        else:
-            code = feature_code(model, arr, name)
     code = np.asarray(code, np.float32).reshape(-1)
     if code.size != D:
         raise ExplainError(f"a code of layer {name!r} has {D} values (shape {model.shapes[name]}), got {code.size}")
@@ -127,9 +128,71 @@ def invert(model, x=None, layer: str = "fc7", inits: int = 5, *, code=None,
     if norm2 == 0:
         raise ExplainError(f"the code of layer {name!r} is all zeros: nothing to invert "
                            "(try the layer before the ReLU)")
+    return code, norm2
+
+
+def _reconstruct(model, objective, n, s, seed, progress, desc):
+    """Minimise ``objective`` (N,) from ``n`` random starts with the settings ``s``."""
+    B = data_scale(model)
+    rng = np.random.default_rng(seed)
+    C, H, W = model.input_shape
+    x0 = rng.standard_normal((n, C, H, W)).astype(np.float32)
+    if s.get("init_smooth", 0) > 0:             # low-frequency noise: random, but already image-like
+        x0 = gaussian_blur(x0, s["init_smooth"] * max(H, W))
+        x0 /= x0.std(axis=(1, 2, 3), keepdims=True) + 1e-12
+    x0 = (s["init_std"] * B * x0).astype(np.float32)
+    optimizer = s.get("optimizer", "adam")
+    rate = s["lr"] * B * B if optimizer == "sgd" else s["lr"] * B
+    colour = s.get("colour")
+    if isinstance(colour, str):
+        from .visualize import natural_colour
+        colour = natural_colour(model)
+    kw = {k: s[k] for k in ("momentum", "alpha_norm", "alpha", "tv", "beta", "jitter", "scales", "angles",
+                            "blur_every", "blur_sigma", "param", "decay", "octaves") if k in s}
+    return optimize(objective, x0, steps=s["steps"], lr=rate, maximize=False, optimizer=optimizer,
+                    schedule=step_schedule(s["milestones"], 0.1) if s.get("milestones") else None,
+                    l2=s.get("l2", 0.0) / (B * B), scale=B, colour=colour,
+                    bounds=pixel_bounds(model) if s.get("clip") else None,
+                    seed=seed, progress=progress, desc=desc, device=getattr(model, "device", "cpu"), **kw)
+
+
+def invert(model, x=None, layer: str = "fc7", inits: int = 5, *, code=None, recipe: str = DEFAULT_RECIPE,
+           seed: int = 0, progress: bool = True, **settings) -> Inversion:
+    """Reconstruct images from the code of ``layer``.
+
+    x        one image in model space ((1, C, H, W) or (C, H, W)) whose code is
+             inverted -- or the code itself (an array with the layer's number of
+             elements), or pass ``code=`` explicitly.
+    layer    layer name (default "fc7", the output of the 7th, fully connected layer).
+    inits    number of random initialisations (independent solutions).
+    recipe   "natural" (default), "mahendran2015" or "simonyan2014" (module docstring;
+             INVERT_RECIPES holds the settings).
+    **settings  override the recipe (names in SETTINGS): ``steps``; ``lr`` (Adam: in units
+             of B per step; SGD: the paper's normalised units -- the optimisation runs on
+             x / B, so the model-space step is lr * B^2); ``optimizer`` "adam" / "sgd" with
+             ``momentum``; ``milestones`` (lr divided by 10 at each fraction of the run);
+             ``alpha``, ``alpha_norm`` (the alpha-norm prior), ``beta``, ``tv`` (TV^beta),
+             ``l2``; ``init_std`` (std of the random start, in units of B) and
+             ``init_smooth`` (> 0: Gaussian-blurred noise of std init_smooth * image side,
+             rescaled to init_std); ``jitter``, ``scales``, ``angles``, ``blur_every`` /
+             ``blur_sigma``, ``clip``, ``param``, ``decay``, ``colour``, ``octaves``: the
+             shared optimiser's priors (optimize.optimize).
+    Returns an :class:`Inversion` (unpacks as ``images, errors``).
+    """
+    name = resolve_layer(model, layer)
+    D = int(np.prod(model.shapes[name]))
+    s = _settings(recipe, settings)
+    if code is None and x is None:
+        raise ExplainError("give an image x (model space) or a code to invert")
+    if code is None:
+        arr = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+        if arr.size == D and arr.shape[-3:] != tuple(model.input_shape):
+            code = arr
+        else:
+            code = feature_code(model, arr, name)
+    code, norm2 = _check_code(model, name, code)
     if inits < 1:
         raise ExplainError(f"inits must be >= 1, got {inits}")
-    B = data_scale(model)
     target = Tensor(code.reshape((1,) + tuple(model.shapes[name]))).to(getattr(model, "device", "cpu"))
     inv_norm = 1.0 / norm2
 
@@ -138,18 +201,7 @@ def invert(model, x=None, layer: str = "fc7", inits: int = 5, *, code=None,
         axes = tuple(range(1, d.ndim))
         return (d * d).sum(axis=axes) * inv_norm
 
-    rng = np.random.default_rng(seed)
-    C, H, W = model.input_shape
-    x0 = rng.standard_normal((inits, C, H, W)).astype(np.float32)
-    if init_smooth > 0:                         # low-frequency noise: random, but already image-like
-        x0 = gaussian_blur(x0, init_smooth * max(H, W))
-        x0 /= x0.std(axis=(1, 2, 3), keepdims=True) + 1e-12
-    x0 = (init_std * B * x0).astype(np.float32)
-    rate = lr * B * B if optimizer == "sgd" else lr * B
-    res = optimize(objective, x0, steps=steps, lr=rate, maximize=False, optimizer=optimizer, momentum=momentum,
-                   schedule=step_schedule(milestones, 0.1), alpha_norm=alpha_norm, alpha=alpha, tv=tv, beta=beta,
-                   scale=B, seed=seed, progress=progress, desc=f"invert {name}",
-                   device=getattr(model, "device", "cpu"))
+    res = _reconstruct(model, objective, inits, s, seed, progress, f"invert {name}")
     with no_grad():
         feats = model(as_batch(model, res.x), until=name).numpy().reshape(inits, -1).astype(np.float64)
     errors = np.sqrt(((feats - code) ** 2).sum(1) / norm2)
@@ -158,3 +210,79 @@ def invert(model, x=None, layer: str = "fc7", inits: int = 5, *, code=None,
     from .visualize import _display
     return Inversion(images=res.x, errors=errors, history=res.history, pairwise_mad=mad, code=code, layer=name,
                      display=_display(model, res.x), seconds=res.seconds)
+
+
+@dataclass
+class LayerInversions:
+    """One reconstruction of the same image per layer: ``images`` (L, C, H, W) model space,
+    ``layers`` their names, ``errors`` (L,) normalised errors ||phi_l(x*) - phi_l(x0)|| /
+    ||phi_l(x0)||, ``display`` uint8 pictures, ``history`` per-step arrays (steps, L)."""
+    images: np.ndarray
+    layers: list
+    errors: np.ndarray
+    history: dict
+    display: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def invert_layers(model, x, layers=None, *, recipe: str = DEFAULT_RECIPE, seed: int = 0, progress: bool = True,
+                  **settings) -> LayerInversions:
+    """Reconstruct the image ``x`` from its code at each of ``layers`` (default: those of
+    FIGURE_LAYERS the model has, conv1 ... fc8), all as one batch: row l of the batch is
+    matched to layer l's code only (one forward pass serves every row).  Settings as in
+    :func:`invert`."""
+    layers = [l for l in FIGURE_LAYERS if l in model.layer_names] if layers is None else \
+        [resolve_layer(model, l) for l in layers]
+    if not layers:
+        raise ExplainError("no layers to invert")
+    s = _settings(recipe, settings)
+    x = as_batch(model, x)
+    if x.shape[0] != 1:
+        raise ExplainError(f"invert_layers takes one image, got {x.shape[0]}")
+    with no_grad():
+        codes = {}
+        h = Tensor(x)
+        for name, layer in model.layers.items():
+            h = layer(h)
+            if name in layers:
+                codes[name] = h
+            if len(codes) == len(layers):
+                break
+    norms = {l: float((codes[l].numpy().astype(np.float64) ** 2).sum()) for l in layers}
+    for l in layers:
+        _check_code(model, l, codes[l].numpy())
+    L = len(layers)
+    last = max(layers, key=model.layer_names.index)
+    weights = {}                                 # per layer: 1/||phi0||^2 on its own rows, 0 elsewhere
+    for name in set(layers):
+        w = np.array([1.0 / norms[name] if l == name else 0.0 for l in layers], np.float32)
+        weights[name] = Tensor(_device.move(w, getattr(model, "device", "cpu")))
+
+    def objective(xt):
+        total, h = None, xt
+        for name, layer in model.layers.items():
+            h = layer(h)
+            if name in weights:                  # every row's error at this layer, counted for its own rows
+                d = h - codes[name]
+                e = (d * d).sum(axis=tuple(range(1, d.ndim))) * weights[name]
+                total = e if total is None else total + e
+            if name == last:
+                break
+        return total
+
+    res = _reconstruct(model, objective, L, s, seed, progress, "invert layers")
+    errors = np.empty(L)
+    with no_grad():
+        h = Tensor(as_batch(model, res.x))
+        for name, layer in model.layers.items():
+            h = layer(h)
+            if name in weights:
+                a = h.numpy().reshape(L, -1).astype(np.float64)
+                c = codes[name].numpy().reshape(-1).astype(np.float64)
+                for k in (k for k, l in enumerate(layers) if l == name):
+                    errors[k] = np.sqrt(((a[k] - c) ** 2).sum() / norms[name])
+            if name == last:
+                break
+    from .visualize import _display
+    return LayerInversions(images=res.x, layers=layers, errors=errors, history=res.history,
+                           display=_display(model, res.x), seconds=res.seconds)

@@ -2,22 +2,53 @@
 
 Class models, neuron maximisation and feature inversion all solve
 
-    x* = argmax_x  sign * f(x) - l2 ||x||^2 - lambda_alpha R_alpha(x) - lambda_V R_TV(x)
+    x* = argmax_x  sign * f(T(x)) - l2 ||x||^2 - lambda_alpha R_alpha(x) - lambda_V R_TV(x),   x = P(p)
 
-over a batch of images in model space, by gradient steps on ``x`` (the
+over a batch of images in model space, by gradient steps on ``p`` (the
 network's weights never change).  ``f`` is what the explainer cares about:
 a class score, a neuron's activation, or minus a reconstruction error.  This
-module owns everything else: the regularisers, the update rule (plain
-gradient ascent, momentum, or Adam), the step-size schedule, optional jitter,
-blur and clipping, NaN detection, a tqdm progress bar, a per-step history,
-and seeding.
+module owns everything else, and every piece is a switch:
 
-On the GPU (``device="gpu"``, or ``x0`` a CuPy array) the image, the update
-and the regularisers stay on the device for the whole run; per step only the
+==========================  ==========================================  =================================
+prior / choice              argument                                    paper
+==========================  ==========================================  =================================
+L2 decay                    ``l2``                                      Simonyan et al. 2014
+alpha-norm, TV^beta          ``alpha_norm, alpha, tv, beta, scale`` (B)   Mahendran & Vedaldi 2015 (their
+                                                                        normalisation by B and V = B/6.5)
+jitter                      ``jitter`` (pixels)                         Mordvintsev et al. 2015
+random scaling / rotation   ``scales``, ``angles`` (degrees)             Olah et al. 2017 (transformation
+                                                                        robustness)
+blur schedule, clipping     ``blur_every, blur_sigma``, ``bounds``       Yosinski et al. 2015
+multi-scale (octaves)       ``octaves`` (grid divisors, e.g. (4, 2, 1))  Mordvintsev et al. 2015;
+                                                                        Mahendran & Vedaldi 2016
+decorrelated colour,        ``param="fourier", decay, colour``           Olah et al. 2017
+Fourier-space image
+update rule                 ``optimizer`` "sgd" (``momentum``) / "adam"  Simonyan (plain ascent),
+                                                                        Mahendran & Vedaldi (momentum)
+step schedule               ``schedule`` (see :func:`step_schedule`)     Mahendran & Vedaldi 2015
+==========================  ==========================================  =================================
+
+``T`` (jitter, scale, rotation) and ``P`` (octave upsampling, Fourier
+spectrum, colour mix) are linear maps with exact adjoints
+(:mod:`.transforms`); the regularisers act on the image ``x`` itself.  One
+graph per step: ``p -> x -> T(x) -> f`` plus ``x -> R(x)``, one backward.
+Blur and clipping act on the image between steps (for a Fourier parameter:
+the image is made, blurred / clipped, and turned back into its parameter).
+
+The update rule is the training code's (:class:`tinygrad_explain.optim.SGD`
+/ :class:`~tinygrad_explain.optim.Adam`, the image parameter being the one
+"weight"): one optimiser in the project.  Also here: NaN detection, a tqdm
+progress bar, a per-step history, and seeding.
+
+On the GPU (``device="gpu"``, or ``x0`` a CuPy array) the parameter, the update
+and the priors stay on the device for the whole run; per step only the
 objective and regulariser values (N numbers each, for the history and the
-NaN check) come back to the host.  Jitter is a roll on the device; blur
-(off by default) is OpenCV's on the host, a round trip every ``blur_every``
-steps.  The result ``x`` is a host (NumPy) array.
+NaN check) come back to the host.  Blur (off by default) is OpenCV's on the
+host, a round trip every ``blur_every`` steps.  The result ``x`` is a host
+(NumPy) array.
+
+:func:`recipe` holds the named presets ("simonyan2014", "mahendran2015",
+"natural") that the explainers take as ``recipe=``.
 """
 from __future__ import annotations
 
@@ -29,7 +60,8 @@ import numpy as np
 from .. import device as _device
 from ..engine import Tensor, _xp
 from . import regularizers as R
-from ._common import OptimizationError
+from . import transforms as T
+from ._common import ExplainError, OptimizationError
 
 
 @dataclass
@@ -54,11 +86,43 @@ def step_schedule(milestones=(0.5, 0.75), factor=0.1):
     return schedule
 
 
+def recipe(name: str, table: dict, **overrides) -> dict:
+    """The settings of the named recipe in ``table`` (an explainer's presets), with the
+    caller's ``overrides`` (those not None) on top.  Unknown names list the valid ones."""
+    if name not in table:
+        raise ExplainError(f"unknown recipe {name!r}; expected one of {', '.join(repr(k) for k in table)}")
+    out = dict(table[name])
+    out.update({k: v for k, v in overrides.items() if v is not None})
+    return out
+
+
+def _octave_plan(octaves, steps, hw):
+    """[(first step, grid size)] for the octaves (grid divisors, coarse first): the
+    steps split evenly, the remainder to the last (finest) octave."""
+    if not octaves:
+        return [(0, tuple(hw))]
+    divs = [int(o) for o in octaves]
+    if any(d < 1 for d in divs) or divs[-1] != 1:
+        raise ValueError(f"octaves are grid divisors >= 1 ending with 1 (full size), got {octaves}")
+    per = steps // len(divs)
+    return [(k * per, (max(1, round(hw[0] / d)), max(1, round(hw[1] / d)))) for k, d in enumerate(divs)]
+
+
+def _blur_sigma_at(blur_sigma, step, steps):
+    """A constant sigma, or (start, end) interpolated linearly over the run (a blur schedule)."""
+    if isinstance(blur_sigma, (tuple, list)):
+        a, b = (float(v) for v in blur_sigma)
+        return a + (b - a) * step / max(steps - 1, 1)
+    return float(blur_sigma)
+
+
 def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool = True,
              optimizer: str = "sgd", momentum: float = 0.0, schedule=None,
              l2: float = 0.0, alpha_norm: float = 0.0, alpha: float = 6.0,
              tv: float = 0.0, beta: float = 2.0, scale: float = 1.0,
-             jitter: int = 0, blur_every: int = 0, blur_sigma: float = 0.0, bounds=None,
+             jitter: int = 0, scales=(1.0,), angles=(0.0,),
+             blur_every: int = 0, blur_sigma=0.0, bounds=None,
+             param: str = "pixel", decay: float = 1.0, colour=None, octaves=None,
              seed=0, progress: bool = True, desc: str = "optimise", callback=None,
              device=None) -> OptimizeResult:
     """Gradient steps on a batch of images.
@@ -67,26 +131,40 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
         the per-image quantity to maximise (``maximize=True``) or minimise; extra
         metrics returned in the dict are recorded in the history.
     x0          starting images (N, C, H, W), model space (not modified).
-    steps, lr   number of steps and base step size.
+    steps, lr   number of steps and base step size (on the parameter ``p``).
     optimizer   "sgd" (``momentum`` 0 = plain gradient ascent, as Simonyan et al.;
-                0.9 = Mahendran & Vedaldi's momentum) or "adam".
+                0.9 = Mahendran & Vedaldi's momentum) or "adam"; optim.SGD / optim.Adam.
     schedule    None (constant) or ``f(step, steps) -> lr multiplier`` (see step_schedule).
     l2          weight of sum x^2 (Simonyan's lambda).
     alpha_norm, alpha   weight and exponent of R_alpha (normalised by ``scale`` = B).
     tv, beta    weight and exponent of R_TV (normalised by V = scale / 6.5).
-    jitter      shift the image by up to this many pixels (random, per step) before
-                the forward pass (Mordvintsev et al.); 0 = off.
-    blur_every, blur_sigma  Gaussian-blur the image every k steps (Yosinski et al.); 0 = off.
+                Each weight is a number or one per image (N,).
+    jitter      shift the image by up to this many pixels (an int; a float < 1: that
+                fraction of the image side) at random, per step, before the forward pass
+                (Mordvintsev et al.); 0 = off.
+    scales, angles  per step, a random scale factor from ``scales`` and a rotation (degrees)
+                from ``angles`` (Olah et al. 2017); (1.0,) and (0.0,) = off.
+    blur_every, blur_sigma  Gaussian-blur the image every k steps (Yosinski et al.);
+                ``blur_sigma`` a constant or (start, end), linear over the run; 0 = off.
     bounds      (lo, hi) arrays broadcastable to x: clip after every step; None = off.
-    seed        seeds the jitter (runs are reproducible).
+    param       "pixel" (step on the image) or "fourier" (step on a spectrum scaled by
+                1/f^``decay``; Olah et al. 2017).
+    colour      (C, C) matrix: the image is ``colour @`` the parameter's channels
+                (decorrelated colour; see transforms.colour_sqrt); None = off.
+    octaves     grid divisors, coarse to fine, ending in 1 (e.g. (4, 2, 1)): the pixel
+                parameter lives on an H/d x W/d grid, bilinearly upsampled, for an equal
+                share of the steps each, then is carried to the next grid (area-resized;
+                the optimiser's momentum / moments start afresh); None = off.
+    seed        seeds the random transformations (runs are reproducible).
     progress    show a tqdm bar named ``desc``.
-    callback    f(step, x) called after every step (x is the live array, on the device).
+    callback    f(step, x) called after every step (x the image, on the device).
     device      "cpu" or "gpu": where the optimisation runs (x0 is copied there once);
                 None: where x0 is.  Returns ``x`` on the host either way.
 
     Raises OptimizationError if the objective, the gradient or the image stops
     being finite -- with the step and a hint, rather than returning garbage.
     """
+    from ..optim import SGD, Adam
     if device is not None:
         x0 = _device.move(x0 if hasattr(x0, "dtype") else np.asarray(x0), device)
     xp = _xp(x0)
@@ -97,65 +175,77 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
         raise ValueError(f"need steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd' or 'adam'")
+    hw = x.shape[2:]
+    plan = _octave_plan(octaves, steps, hw)
+    if param != "pixel" and len(plan) > 1:
+        raise ValueError("octaves are for the pixel parameterisation (param='pixel')")
+    if isinstance(jitter, float) and 0 < jitter < 1:      # a fraction of the image side
+        jitter = max(1, int(round(jitter * max(hw))))
+    transform = T.RandomTransform(jitter, scales, angles)
     rng = np.random.default_rng(seed)
     sign = -1.0 if maximize else 1.0                  # we minimise sign * f + regularisers
     lo, hi = (None, None) if bounds is None else (_device.move(np.asarray(b, x.dtype), _device.of(x)) for b in bounds)
-    vel = xp.zeros_like(x)
-    m2 = xp.zeros_like(x) if optimizer == "adam" else None
     hist: dict[str, list] = {}
     t0 = time.perf_counter()
 
+    def start_octave(k, image):
+        P = T.Parameterization(param, hw, size=plan[k][1], decay=decay, colour=colour)
+        p = Tensor(P.from_image(image), requires_grad=True)
+        opt = Adam([p], lr=lr) if optimizer == "adam" else SGD([p], lr=lr, momentum=momentum)
+        return P, p, opt
+
+    weight = lambda w: np.broadcast_to(np.asarray(w, np.float64), (x.shape[0],))          # noqa: E731
+    priors = [(name, weight(w), fn) for name, w, fn in (
+        ("l2", l2, lambda t: R.l2(t)),
+        ("alpha_norm", alpha_norm, lambda t: R.alpha_norm(t, alpha, scale)),
+        ("tv", tv, lambda t: R.total_variation(t, beta, scale / R.TV_RATIO))) if np.any(weight(w))]
+
+    P, p, opt = start_octave(0, x)
+    octave = 0
     from tqdm.auto import tqdm
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for step in bar:
-        # 1. the explainer's objective, on a jittered copy of the image
-        dy, dx = R.jitter_shift(rng, jitter)
-        xt = Tensor(R.roll(x, dy, dx), requires_grad=True)
-        out = objective(xt)
+        if octave + 1 < len(plan) and step == plan[octave + 1][0]:
+            octave += 1
+            P, p, opt = start_octave(octave, P.to_image(p.data))
+        # 1. one graph: the parameter -> the image -> (a random transformation -> the objective) + priors
+        p.grad = None
+        xt = P.image(p)
+        out = objective(transform.apply(xt, *transform.sample(rng)) if transform.active else xt)
         f, extra = (out if isinstance(out, tuple) else (out, {}))
         fval = f.numpy().astype(np.float64)
-        f.backward(xp.full(f.shape, sign, dtype=f.dtype))
-        grad = R.roll(xt.grad, -dy, -dx) if xt.grad is not None else xp.zeros_like(x)
-
-        # 2. the regularisers, on the image itself
+        total_t = f * sign
         reg_total = np.zeros(x.shape[0])
-        terms = []
-        xr = Tensor(x, requires_grad=True)
-        if l2:
-            terms.append(("l2", l2, R.l2(xr)))
-        if alpha_norm:
-            terms.append(("alpha_norm", alpha_norm, R.alpha_norm(xr, alpha, scale)))
-        if tv:
-            terms.append(("tv", tv, R.total_variation(xr, beta, scale / R.TV_RATIO)))
-        for name, w, t in terms:
-            v = t.numpy().astype(np.float64)
+        for name, w, fn in priors:
+            r = fn(xt)
+            v = r.numpy().astype(np.float64)
             hist.setdefault(name, []).append(v)
             reg_total += w * v
-            t.backward(xp.full(t.shape, w, dtype=t.dtype))
-        if terms:
-            grad = grad + xr.grad
+            total_t = total_t + r * (float(w[0]) if np.all(w == w[0]) else xp.asarray(w.astype(r.dtype)))
+        if total_t.requires_grad:
+            total_t.backward(xp.ones(total_t.shape, dtype=total_t.dtype))
+        grad = p.grad
 
         total = sign * fval + reg_total
-        if not (np.all(np.isfinite(total)) and bool(xp.isfinite(grad).all())):
+        if not (np.all(np.isfinite(total)) and (grad is None or bool(xp.isfinite(grad).all()))):
             bad = "objective" if not np.all(np.isfinite(fval)) else ("regulariser" if not np.all(np.isfinite(reg_total)) else "gradient")
             raise OptimizationError(f"{desc}: NaN/Inf in the {bad} at step {step + 1}/{steps} "
                                     f"(lr={lr:g}); try a smaller learning rate or a stronger regulariser")
 
-        # 3. the update
+        # 2. the update (optim.SGD / optim.Adam on the parameter), then blur and clip the image
         rate = lr * (schedule(step, steps) if schedule is not None else 1.0)
-        if optimizer == "sgd":
-            vel = momentum * vel - rate * grad if momentum else -rate * grad
-            x += vel
-        else:
-            b1, b2, k = 0.9, 0.999, step + 1
-            vel = b1 * vel + (1 - b1) * grad
-            m2 = b2 * m2 + (1 - b2) * grad * grad
-            x -= rate * (vel / (1 - b1 ** k)) / (xp.sqrt(m2 / (1 - b2 ** k)) + 1e-8)
-        if blur_every and blur_sigma > 0 and (step + 1) % blur_every == 0:
-            x[...] = R.gaussian_blur(x, blur_sigma)
-        if lo is not None:
-            xp.clip(x, lo, hi, out=x)
-        if not bool(xp.isfinite(x).all()):
+        opt.lr = rate
+        opt.step()
+        sigma = _blur_sigma_at(blur_sigma, step, steps) if blur_every else 0.0
+        blur = sigma > 0 and (step + 1) % blur_every == 0
+        if blur or lo is not None:
+            img = P.to_image(p.data)
+            if blur:
+                img = R.gaussian_blur(img, sigma)
+            if lo is not None:
+                img = xp.clip(img, lo, hi)
+            p.data[...] = img if P.identity else P.from_image(img)
+        if not bool(xp.isfinite(p.data).all()):
             raise OptimizationError(f"{desc}: the image became NaN/Inf at step {step + 1}/{steps} "
                                     f"(lr={lr:g}); try a smaller learning rate")
 
@@ -167,7 +257,9 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
         if progress and (step % 10 == 0 or step == steps - 1):
             bar.set_postfix_str(f"objective {np.mean(fval):.4g}")
         if callback is not None:
-            callback(step, x)
+            callback(step, P.to_image(p.data))
     bar.close()
-    return OptimizeResult(x=_device.move(x, "cpu"), history={k: np.asarray(v) for k, v in hist.items()}, steps=steps,
+    x = P.to_image(p.data)
+    return OptimizeResult(x=_device.move(xp.array(x, copy=True) if x is p.data else x, "cpu"),
+                          history={k: np.asarray(v) for k, v in hist.items()}, steps=steps,
                           seconds=time.perf_counter() - t0)

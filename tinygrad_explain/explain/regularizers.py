@@ -15,8 +15,10 @@ written out as Functions with their closed-form backward (checked by
 ``te.gradcheck`` in the tests) rather than as chains of elementwise ops:
 one pass each way, no intermediate tensors.
 
-Non-differentiable operations that act on the image between steps (random
-jitter, Gaussian blur, clipping) are plain NumPy/OpenCV helpers at the end.
+The Gaussian blur that acts on the image between steps (Yosinski et al.
+2015) is a plain OpenCV helper at the end; the differentiable priors that
+transform or reparameterise the image (jitter, scaling, rotation, octaves,
+Fourier / decorrelated colour) are in :mod:`.transforms`.
 
 The same code runs on NumPy and CuPy arrays (``xp``): on the GPU each
 regulariser is a few CuPy element-wise kernels and one reduction.
@@ -101,20 +103,8 @@ def total_variation(x: Tensor, beta: float = 2.0, scale: float = 1.0) -> Tensor:
 
 
 # --------------------------------------------------------------------------
-# non-differentiable image operations applied between steps
+# a non-differentiable image operation applied between steps
 # --------------------------------------------------------------------------
-def jitter_shift(rng: np.random.Generator, amount: int):
-    """A random (dy, dx) shift with |dy|, |dx| <= amount."""
-    if amount <= 0:
-        return 0, 0
-    dy, dx = rng.integers(-amount, amount + 1, size=2)
-    return int(dy), int(dx)
-
-
-def roll(x, dy: int, dx: int):
-    return _xp(x).roll(x, (dy, dx), axis=(2, 3)) if (dy or dx) else x
-
-
 def gaussian_blur(x, sigma: float):
     """Blur every channel of every image (N, C, H, W) with a Gaussian of std ``sigma`` px.
     OpenCV's, on the host: a CuPy array is copied there and the result back."""

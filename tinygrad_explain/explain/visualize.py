@@ -18,9 +18,18 @@ starts.  ``init_noise=0`` gives the paper's exact start (and a warning if
 it is stuck).
 
 Neuron maximisation is the same with S_c replaced by one neuron, or the mean
-of one channel, of any layer.  The paper used neither jitter, nor blur, nor
-clipping: they are available (off by default) because they make pictures
-that look more natural (Yosinski et al. 2015; Mordvintsev et al. 2015).
+of one channel, of any layer.
+
+Recipes (``recipe=``).  ``"simonyan2014"`` is the paper: plain gradient
+ascent with the L2 prior.  It raises the network's score just as well as
+anything else, through high-frequency patterns that neither a person nor
+another network recognises.  The default, ``"natural"``, keeps the objective
+and adds natural-image priors: the image is made from a decorrelated-colour
+Fourier spectrum and shown to the network randomly shifted, scaled and
+rotated at every step, clipped to the valid pixel range, with Adam steps
+(Olah et al. 2017; Yosinski et al. 2015; Mordvintsev et al. 2015).
+``"mahendran2015"`` uses alpha-norm and TV^beta priors with momentum and the
+step schedule.  Any setting can be overridden by keyword (``SETTINGS``).
 """
 from __future__ import annotations
 
@@ -29,14 +38,38 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._common import (ExplainError, class_names, data_scale, pixel_bounds, resolve_class, resolve_layer,
-                      resolve_unit)
-from .optimize import optimize
+from ._common import ExplainError, class_names, data_scale, pixel_bounds, resolve_class, resolve_layer, resolve_unit
+from .optimize import optimize, step_schedule
+from .optimize import recipe as _recipe_settings
 
-CLASS_MODEL_DEFAULTS = dict(steps=300, lr=0.1, l2=3e-3, init_noise=0.01, optimizer="adam")
+# Named recipes (``recipe=``).  lr is in units of B per step for Adam, B^2 for SGD (B the
+# range of natural images in model space), l2 in units of 1/B^2, so that they suit
+# [0,1]/std and [0,255]-mean models alike; alpha_norm / tv are Mahendran & Vedaldi's
+# normalised priors (weights relative to the score); see optimize.py for the others.
+CLASS_MODEL_RECIPES = {
+    # Simonyan et al. 2014: plain gradient ascent on S_c - lambda ||I||^2 from the zero image
+    "simonyan2014": dict(steps=300, lr=0.3, l2=3e-3, optimizer="sgd", momentum=0.0, init_noise=0.01),
+    # Mahendran & Vedaldi 2015/2016: alpha-norm + TV^beta, momentum 0.9, the step schedule
+    "mahendran2015": dict(steps=300, lr=0.3, optimizer="sgd", momentum=0.9, milestones=(0.7, 0.9),
+                          alpha_norm=1.0, alpha=6.0, tv=1.0, beta=2.0, init_noise=0.01, clip=True),
+    # natural-image priors (Olah et al. 2017): decorrelated-colour Fourier image, transformation
+    # robustness, Adam; the settings the independent judge scores best (docs/explainers.md)
+    "natural": dict(steps=300, lr=0.05, l2=3e-3, optimizer="adam", init_noise=0.01, param="fourier",
+                    colour="natural", jitter=0.0625, scales=(0.9, 0.95, 1.0, 1.05, 1.1), angles=(-10, -5, 0, 5, 10),
+                    clip=True),
+}
 # a single unit's activation is far smaller than a class score (0.1-10 against 10-100), so the
-# same lambda would pin the image to zero: neuron maximisation uses a 10x weaker L2 prior
-MAXIMIZE_DEFAULTS = dict(CLASS_MODEL_DEFAULTS, l2=3e-4)
+# same priors would pin the image to zero: neuron maximisation weighs them 10x less
+MAXIMIZE_RECIPES = {k: dict(v, **{p: v[p] / 10 for p in ("l2", "alpha_norm", "tv") if p in v})
+                    for k, v in CLASS_MODEL_RECIPES.items()}
+DEFAULT_RECIPE = "natural"
+CLASS_MODEL_DEFAULTS = CLASS_MODEL_RECIPES[DEFAULT_RECIPE]
+MAXIMIZE_DEFAULTS = MAXIMIZE_RECIPES[DEFAULT_RECIPE]
+
+# every setting a recipe may hold (and a caller may override by keyword)
+SETTINGS = ("steps", "lr", "l2", "optimizer", "momentum", "milestones", "init_noise", "clip", "jitter", "scales",
+            "angles", "blur_every", "blur_sigma", "alpha_norm", "alpha", "tv", "beta", "param", "decay",
+            "colour", "octaves")
 
 
 @dataclass
@@ -66,62 +99,94 @@ def _display(model, x, stretch=False):
     out = []
     for i in range(x.shape[0]):
         if stretch:
-            from ._common import _recipe
-            mean, std, scale = _recipe(model)
-            px = (x[i] * std[:, None, None] + mean[:, None, None]) * (255.0 / scale)     # pixel units, mean back
-            if str((model.preprocessing or {}).get("channel_order", "RGB")).upper() == "BGR" and px.shape[0] == 3:
-                px = px[::-1]
+            px = te_image.model_to_pixels(x[i], model)          # pixel units, RGB, mean back
             out.append(te_image.normalize_display(px, mode="minmax", percentile=99.5))
         else:
             out.append(te_image.to_display(x[i], model))
     return out
 
 
-def _run(model, objective, n, *, steps, lr, l2, seed, jitter, blur_every, blur_sigma, clip, optimizer,
-         momentum, init_noise, progress, desc, **extra):
+_COLOURS = {}
+
+
+def natural_colour(model) -> np.ndarray:
+    """The decorrelating colour matrix for ``param="fourier"`` / ``colour="natural"``: the square
+    root of the channel covariance of the shipped sample scenes in this model's space
+    (transforms.colour_sqrt), computed once per model.  For ImageNet models these scenes
+    are only a stand-in for photographs."""
+    key = id(model)
+    if key not in _COLOURS:
+        from .. import image as te_image
+        from .. import scenes
+        from .transforms import colour_sqrt
+        imgs = scenes.load_sample()["images"][:100]
+        x = np.concatenate([te_image.load(im, model) for im in imgs])
+        _COLOURS[key] = colour_sqrt(x) if x.shape[1] > 1 else None
+    return _COLOURS[key]
+
+
+def _settings(table, recipe, overrides):
+    unknown = sorted(set(overrides) - set(SETTINGS))
+    if unknown:
+        raise ExplainError(f"unknown setting(s) {', '.join(unknown)}; a recipe holds {', '.join(SETTINGS)}")
+    return _recipe_settings(recipe, table, **overrides)
+
+
+def _run(model, objective, n, s, *, seed, progress, desc):
+    """Gradient ascent with the settings ``s`` (a recipe plus overrides) from the zero
+    image plus faint noise, in the units of CLASS_MODEL_RECIPES."""
     C, H, W = model.input_shape
+    init_noise = s.get("init_noise", 0.0)
     if not init_noise >= 0:
         raise ExplainError(f"init_noise must be >= 0, got {init_noise}")
     x0 = np.zeros((n, C, H, W), np.float32)
     if init_noise:
         x0 += (init_noise * data_scale(model) * np.random.default_rng(seed).standard_normal(x0.shape)).astype(np.float32)
-    bounds = pixel_bounds(model) if clip else None
     B = data_scale(model)          # lr and l2 are in units of the image divided by B (see class_model)
-    rate = lr * B if optimizer == "adam" else lr * B * B
-    res = optimize(objective, x0, steps=steps, lr=rate, maximize=True, optimizer=optimizer, momentum=momentum,
-                   l2=l2 / (B * B), jitter=jitter, blur_every=blur_every, blur_sigma=blur_sigma, bounds=bounds,
-                   seed=seed, progress=progress, desc=desc, device=getattr(model, "device", "cpu"), **extra)
+    optimizer = s.get("optimizer", "adam")
+    rate = s["lr"] * B if optimizer == "adam" else s["lr"] * B * B
+    colour = s.get("colour")
+    if isinstance(colour, str):
+        if colour != "natural":
+            raise ExplainError(f"colour must be 'natural', a (C, C) matrix or None, got {colour!r}")
+        colour = natural_colour(model)
+    kw = {k: s[k] for k in ("momentum", "jitter", "scales", "angles", "blur_every", "blur_sigma", "alpha_norm",
+                            "alpha", "tv", "beta", "param", "decay", "octaves") if k in s}
+    res = optimize(objective, x0, steps=s["steps"], lr=rate, maximize=True, optimizer=optimizer,
+                   l2=s.get("l2", 0.0) / (B * B), scale=B, colour=colour,
+                   schedule=step_schedule(s["milestones"], 0.1) if s.get("milestones") else None,
+                   bounds=pixel_bounds(model) if s.get("clip") else None,
+                   seed=seed, progress=progress, desc=desc, device=getattr(model, "device", "cpu"), **kw)
     stuck = [i for i in range(n) if np.array_equal(res.x[i], x0[i])]
-    if stuck and steps > 0:
+    if stuck and s["steps"] > 0:
         warnings.warn(f"{desc}: the gradient was exactly zero for image(s) {stuck} -- the start image is a dead "
                       "point of the network (no ReLU fires); use init_noise > 0", RuntimeWarning, stacklevel=3)
     return res
 
 
-def class_model(model, target=None, steps: int = CLASS_MODEL_DEFAULTS["steps"], lr: float = CLASS_MODEL_DEFAULTS["lr"],
-                l2: float = CLASS_MODEL_DEFAULTS["l2"], seed: int = 0, *, jitter: int = 0, blur_every: int = 0,
-                blur_sigma: float = 0.0, clip: bool = False, optimizer: str = CLASS_MODEL_DEFAULTS["optimizer"],
-                momentum: float = 0.0,
-                init_noise: float = CLASS_MODEL_DEFAULTS["init_noise"], objective: str = "score",
-                progress: bool = True) -> Visualization:
-    """Class model visualisation by gradient ascent on S_c(I) - l2 ||I||^2 from the zero image.
+def class_model(model, target=None, steps: int | None = None, lr: float | None = None, l2: float | None = None,
+                seed: int = 0, *, recipe: str = DEFAULT_RECIPE, objective: str = "score", progress: bool = True,
+                **settings) -> Visualization:
+    """Class model visualisation: gradient ascent on S_c(I) - priors(I) from the zero image.
 
     target   a class index or name, a list of them (one image each, optimised as
              one batch), or None for every class of the model.
-    steps, lr, l2   iterations, step size and Simonyan's lambda.  Both are in units of
-             the image divided by B (the range of natural images in model space), so
-             the defaults suit [0,1]/std and [0,255]-mean models alike: the model-space
-             step is lr*B (Adam) or lr*B^2 (SGD), the model-space weight l2/B^2.
-    optimizer  "adam" (default) or "sgd" (plain gradient ascent as in the paper; with
-             ``momentum`` > 0, momentum SGD).  The step direction is the gradient of
-             the same objective either way; Adam's per-pixel step sizes matter because
-             the gradient at the near-zero start is tiny for some classes (plain ascent
-             with a step that suits one class leaves another stuck for hundreds of steps).
-    jitter, blur_every/blur_sigma, clip (to the valid pixel range): optional
-             regularisers, off by default as in the paper.
-    init_noise  std of the faint noise added to the zero start image, in units of B
-             (see the module docstring; 0 = exactly the zero image).
-    seed     seeds the start noise and the jitter.
+    recipe   "natural" (default: decorrelated-colour Fourier image, jitter / scale /
+             rotation robustness, Adam -- what the independent judge recognises best),
+             "simonyan2014" (the paper: plain gradient ascent on S_c - lambda ||I||^2) or
+             "mahendran2015" (alpha-norm + TV^beta priors, momentum, step schedule);
+             CLASS_MODEL_RECIPES holds their settings.
+    steps, lr, l2, **settings   override the recipe's settings (names in SETTINGS):
+             lr and l2 are in units of the image divided by B (the range of natural
+             images in model space), so they suit [0,1]/std and [0,255]-mean models
+             alike: the model-space step is lr*B (Adam) or lr*B^2 (SGD), the model-space
+             weight l2/B^2.  ``optimizer`` "adam" or "sgd" (with ``momentum``); ``jitter``,
+             ``scales``, ``angles``, ``blur_every`` / ``blur_sigma``, ``clip`` (to the valid
+             pixel range), ``alpha_norm`` / ``tv``, ``param`` ("pixel" / "fourier"), ``colour``
+             ("natural" / matrix / None), ``octaves``, ``milestones``: see optimize.optimize.
+             ``init_noise``: std of the faint noise added to the zero start image, in units
+             of B (see the module docstring; 0 = exactly the zero image).
+    seed     seeds the start noise and the random transformations.
     objective  "score" (the paper: the unnormalised score S_c) or "log_softmax" (the log
              class posterior log P_c, which Simonyan et al. tried and set aside: it can
              also grow by lowering the other classes' scores).
@@ -130,6 +195,7 @@ def class_model(model, target=None, steps: int = CLASS_MODEL_DEFAULTS["steps"], 
     ``history["probability"]`` (softmax of the target per step), ``probability``
     (final softmax of the target).
     """
+    s = _settings(CLASS_MODEL_RECIPES, recipe, dict(settings, steps=steps, lr=lr, l2=l2))
     K = model.num_classes
     targets = list(range(K)) if target is None else (
         [target] if isinstance(target, (str, int, np.integer)) else list(target))
@@ -150,9 +216,7 @@ def class_model(model, target=None, steps: int = CLASS_MODEL_DEFAULTS["steps"], 
         f = s if objective == "score" else log_softmax(s)
         return f[(rows, idx)], {"probability": p[rows, idx], "score": sd[rows, idx]}
 
-    res = _run(model, fn, n, steps=steps, lr=lr, l2=l2, seed=seed, jitter=jitter, blur_every=blur_every,
-               blur_sigma=blur_sigma, clip=clip, optimizer=optimizer, momentum=momentum, init_noise=init_noise,
-               progress=progress, desc="class model")
+    res = _run(model, fn, n, s, seed=seed, progress=progress, desc="class model")
     from .gradients import predict
     scores, probs = predict(model, res.x)
     names = class_names(model)
@@ -172,21 +236,20 @@ def _unit_list(unit):
         raise ExplainError(f"unit must be an int, a tuple (c, i, j), or a list of those; got {unit!r}") from None
 
 
-def maximize(model, layer, unit, steps: int = MAXIMIZE_DEFAULTS["steps"], lr: float = MAXIMIZE_DEFAULTS["lr"],
-             l2: float = MAXIMIZE_DEFAULTS["l2"], seed: int = 0, *,
-             jitter: int = 0, blur_every: int = 0, blur_sigma: float = 0.0, clip: bool = False,
-             optimizer: str = CLASS_MODEL_DEFAULTS["optimizer"], momentum: float = 0.0, init_noise: float = CLASS_MODEL_DEFAULTS["init_noise"],
-             progress: bool = True) -> Visualization:
-    """Gradient ascent on one unit of any layer: a_u(I) - l2 ||I||^2 from the zero image.
+def maximize(model, layer, unit, steps: int | None = None, lr: float | None = None, l2: float | None = None,
+             seed: int = 0, *, recipe: str = DEFAULT_RECIPE, progress: bool = True, **settings) -> Visualization:
+    """Gradient ascent on one unit of any layer: a_u(I) - priors(I) from the zero image.
 
     layer  a layer name (``model.layer_names``) or index
     unit   an int -- a channel of a conv map (its spatial *mean* is maximised) or a
            neuron of a vector layer -- or a tuple (c, i, j) for a single conv neuron,
            or a *list* of those (one image each, optimised as one batch).
-    Other arguments and the result as in :func:`class_model` (no "probability").
+    recipe, settings  as in :func:`class_model` (MAXIMIZE_RECIPES: the class-model
+           recipes with 10x weaker priors); the result likewise (no "probability").
     If the layer is a ReLU output and the unit is inactive at the start, its
     gradient is zero: use the layer before the ReLU, or a larger ``init_noise``.
     """
+    s = _settings(MAXIMIZE_RECIPES, recipe, dict(settings, steps=steps, lr=lr, l2=l2))
     name = resolve_layer(model, layer)
     units, _ = _unit_list(unit)
     if not units:
@@ -208,9 +271,7 @@ def maximize(model, layer, unit, steps: int = MAXIMIZE_DEFAULTS["steps"], lr: fl
         cols = tuple(np.array([i[k] for i in idxs]) for k in range(len(shape)))
         return a[(rows,) + cols]
 
-    res = _run(model, objective, n, steps=steps, lr=lr, l2=l2, seed=seed, jitter=jitter, blur_every=blur_every,
-               blur_sigma=blur_sigma, clip=clip, optimizer=optimizer, momentum=momentum, init_noise=init_noise,
-               progress=progress, desc=f"maximise {name}")
+    res = _run(model, objective, n, s, seed=seed, progress=progress, desc=f"maximise {name}")
     from ..engine import Tensor, no_grad
     with no_grad():
         final = objective(Tensor(res.x).to(getattr(model, "device", "cpu"))).numpy()

@@ -36,13 +36,6 @@ function method() {
   return m ? m.value : "saliency";
 }
 
-function cell(row, text, cls) {
-  const td = row.insertCell();
-  if (cls) td.className = cls;
-  if (text instanceof Node) td.appendChild(text); else td.textContent = text;
-  return td;
-}
-
 function img(src, title) {
   if (!src) return "";
   const i = document.createElement("img");
@@ -74,17 +67,29 @@ function render(res) {
   const ms = res.ms;
   $("timing").textContent = `server: prediction ${ms.predict.toFixed(0)} ms, map ${ms.map.toFixed(0)} ms, ` +
     `layer view ${ms.layers.toFixed(0)} ms, total ${ms.total.toFixed(0)} ms`;
-  const body = $("flow").tBodies[0];
-  body.innerHTML = "";
+  const flow = $("flow");
+  flow.innerHTML = "";
   for (const l of res.layers) {
-    const row = body.insertRow();
-    cell(row, l.name);
-    cell(row, l.type);
-    cell(row, "(" + l.shape.join(", ") + ")");
-    cell(row, l.grad_norm.toExponential(3), "num");
-    cell(row, img(l.map, "sum over channels of |dS/d output|"));
-    cell(row, l.active === undefined ? "" : `${pct(l.active)} / ${pct(l.arrived)} / ${pct(l.passed)}`, "num");
-    cell(row, img(l.mask, "fraction of channels passing the gradient back"));
+    const card = document.createElement("div");
+    card.className = "layer " + l.type;
+    const line = (text, cls) => {
+      const d = document.createElement("div");
+      if (cls) d.className = cls;
+      d.textContent = text;
+      card.appendChild(d);
+    };
+    const name = document.createElement("b");
+    name.textContent = l.name;
+    card.appendChild(name);
+    line(`${l.type} (${l.shape.join("x")})`);
+    line(`|dS/d out| ${l.grad_norm.toExponential(2)}`, "num");
+    if (l.active !== undefined)
+      line(`act ${pct(l.active)} in ${pct(l.arrived)} out ${pct(l.passed)}`, "num");
+    const pics = document.createElement("div");
+    if (l.map) pics.appendChild(img(l.map, "where |dS/d output| is large (sum over channels)"));
+    if (l.mask) pics.appendChild(img(l.mask, "ReLU mask: fraction of channels passing the gradient back"));
+    card.appendChild(pics);
+    flow.appendChild(card);
   }
 }
 

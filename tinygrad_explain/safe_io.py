@@ -1,0 +1,141 @@
+"""The one way this project writes a file: :func:`atomic_write`.
+
+Every file the package and its scripts write (model files, checkpoints,
+PNGs, the gallery's index.html, JSON results) goes through it, so each
+write has the same guarantees:
+
+* **All or nothing.**  The data goes to a temporary file in the target's
+  own folder (same file system, so the final ``os.replace`` is atomic);
+  the target appears complete or not at all, and the old file stays
+  intact until then.
+* **No redirection.**  The temporary name is unpredictable and created with
+  ``O_CREAT | O_EXCL`` (``tempfile.mkstemp``), which never follows a symlink
+  planted at that path -- unlike a fixed ``<out>.tmp``.  The data is written
+  through the descriptor that created it, never by reopening the name.
+* **Cleaned up on any failure** (an exception, Ctrl-C): the temporary file
+  is removed, so a failed 244 MB conversion leaves nothing behind.
+* **Normal permissions**: a new file gets ``0666 & ~umask`` like any file
+  the user creates (``mkstemp`` alone would give 0600); replacing a file
+  keeps that file's permission bits.
+* Reading: :func:`regular_file_problem` tells the readers (model files,
+  checkpoints, caffemodels, images) to refuse a FIFO or device before
+  opening it.
+* **Checked before the work**: :func:`check_output` refuses an output that
+  is a directory, sits in a folder that does not exist, or is the same file
+  as one of the inputs (``convert a.pth a.pth`` must not destroy the
+  checkpoint).  Call it early -- before minutes of computation -- and
+  :func:`atomic_write` calls it again when it starts.
+
+>>> with atomic_write("out.png") as f:            # doctest: +SKIP
+...     Image.fromarray(img).save(f, format="PNG")
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+import threading
+from pathlib import Path
+
+__all__ = ["OutputPathError", "check_output", "atomic_write", "write_text", "regular_file_problem"]
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot or must not be written (directory, missing folder, an input file)."""
+
+
+def check_output(path, inputs=(), need_folder: bool = True) -> Path:
+    """Refuse an unusable output path before any work is done; return it as a Path.
+
+    Raises :class:`OutputPathError` when ``path`` is a directory, when its
+    folder does not exist (unless ``need_folder=False``: the caller will
+    create it) or is not a folder, or when it is the same file as any of
+    ``inputs`` (also through symlinks or hard links).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"cannot write {str(path)!r}: it is a directory; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise OutputPathError(f"cannot write {str(path)!r}: {str(parent)!r} is not a folder")
+    if need_folder and not parent.is_dir():
+        raise OutputPathError(f"cannot write {str(path)!r}: folder {str(parent)!r} does not exist")
+    if path.exists():
+        for inp in inputs:
+            try:
+                same = inp is not None and os.path.samefile(path, inp)
+            except OSError:
+                same = False
+            if same:
+                raise OutputPathError(f"output {str(path)!r} is the input file {os.fspath(inp)!r}; "
+                                      "refusing to overwrite it -- choose another output name")
+    return path
+
+
+def regular_file_problem(path):
+    """Why ``path`` cannot be read as a file -- "a FIFO", "a directory", "a device or socket" --
+    or None for a regular file.  Checked before opening: reading a FIFO blocks forever.
+    A missing path raises FileNotFoundError."""
+    st = os.stat(path)
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+            else "a device or socket")
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; the lock keeps that atomic here)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_write(path, inputs=(), mode: str = "wb"):
+    """Open a temporary file beside ``path``; on success it replaces ``path``.
+
+    Yields a file object (binary and readable, as h5py needs, unless
+    ``mode="w"``: then UTF-8 text).  On any exception the temporary file is
+    removed and ``path`` is untouched.
+    ``inputs``: files that ``path`` must not be (see :func:`check_output`).
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+    path = check_output(path, inputs)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise OutputPathError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
+    try:
+        try:
+            old = os.stat(path)
+            perm = stat.S_IMODE(old.st_mode) if stat.S_ISREG(old.st_mode) else 0o666 & ~_umask()
+        except FileNotFoundError:
+            perm = 0o666 & ~_umask()
+        os.fchmod(fd, perm)
+        with (os.fdopen(fd, "w", encoding="utf-8") if mode == "w" else os.fdopen(fd, "w+b")) as f:
+            fd = None                              # the file object owns it now
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def write_text(path, text: str, inputs=()) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_write`."""
+    with atomic_write(path, inputs, mode="w") as f:
+        f.write(text)
+    return Path(path)
