@@ -32,7 +32,6 @@ training step of the embedded model at batch 128.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -81,6 +80,7 @@ def te_setup(variant, batch):
 
 def torch_setup(variant, batch, te_model):
     import torch
+
     from tinygrad_explain.torch_reference import build
     tm = build(variant, te_model.state_dict())
     for p in tm.parameters():                # input gradient only, as in this engine
@@ -141,7 +141,6 @@ def run_speed(args, have_torch):
         for batch in args.batches:
             model, fwd, gb, gg = te_setup(variant, batch)
             if have_torch:
-                import torch
                 tfwd, tgb, tgrad = torch_setup(variant, batch, model)
                 rows.append((variant, batch) + compare("forward", fwd, tfwd, args.repeats))
                 rows.append((variant, batch) + compare("fwd+grad backprop", gb, tgb, args.repeats))
@@ -248,6 +247,7 @@ def run_reduced(args, have_torch):
             ts, tg = float("nan"), float("nan")
             if have_torch:
                 import torch
+
                 from tinygrad_explain.torch_reference import build
                 tm = build(variant, model.state_dict())
                 xt = torch.tensor(x, requires_grad=True)
@@ -273,6 +273,7 @@ def profile_layers(variant, batch, repeats):
     layer output for torch), with a random upstream gradient, to the layer
     input only (frozen weights).  Dropout and flatten (views) are left out."""
     import torch
+
     import tinygrad_explain as te
     from tinygrad_explain.torch_reference import build
     te.manual_seed(0)
@@ -397,10 +398,10 @@ def run_startup():
 
 def run_train_step(repeats):
     import tinygrad_explain as te
-    from tinygrad_explain import train
+    from tinygrad_explain import optim
     te.manual_seed(0)
     model = te.models.scene_alexnet().requires_grad_(True).train()
-    opt = train.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = np.random.default_rng(0).standard_normal((128,) + model.input_shape).astype(np.float32)
     y = np.random.default_rng(1).integers(0, model.num_classes, 128)
 

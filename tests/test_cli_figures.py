@@ -6,17 +6,14 @@ import os
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import figures
 from tinygrad_explain import __main__ as cli
+from tinygrad_explain import figures
 from tinygrad_explain.fashion_mnist import CLASS_NAMES
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -151,6 +148,7 @@ def test_cli_runs_as_module(model_file, tmp_path):
 # --------------------------------------------------------------------------
 EXPECTED = {"toy_relu_rules.png", "class_models.png", "neurons_conv3.png", "neurons_fc7.png", "saliency.png",
             "grabcut.png", "inversion_fc7.png", "inversion_layers.png", "rules.png", "methods.png", "sanity_cascade.png",
+            "zeiler_fergus.png",
             "index.html", "summary.json"}
 
 
@@ -174,6 +172,15 @@ def test_reproduce_figures_small(model_file, tmp_path, capsys):
     assert (out / "index.html").read_bytes() != before["index.html"]          # the new gallery: toy only
     assert "toy_relu_rules.png" in (out / "index.html").read_text()
     assert "saliency.png" not in (out / "index.html").read_text()
+
+
+def test_plot_benchmark(tmp_path):
+    from tinygrad_explain.explain.benchmark import COLUMNS, METHODS
+    rows = {m: {c: 0.1 * k for c, _ in COLUMNS} for k, m in enumerate(METHODS)}
+    report = {"rows": rows, "n": 3, "scenes": "sample", "hard": 1, "target": "truth"}
+    figures.plot_benchmark(report, tmp_path / "b.png")
+    w, h = Image.open(tmp_path / "b.png").size
+    assert w > 800 and h > 400
 
 
 def test_reproduce_figures_from_image_files(model_file, scene_png, tmp_path, capsys):

@@ -8,12 +8,12 @@ import pickle
 
 import numpy as np
 import pytest
+from _reference import one_and_all_threads, rng, serial_kernels  # noqa: F401 (fixture)
 
 import tinygrad_explain as te
-from tinygrad_explain import kernels as K, nn, ops, train
+from tinygrad_explain import kernels as K
+from tinygrad_explain import nn, ops, optim
 from tinygrad_explain.kernels import _numba
-
-from _reference import one_and_all_threads, rng, serial_kernels  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
@@ -167,7 +167,7 @@ def test_optimiser_steps_remake_the_packed_copy(opt):
     x = sparse((3, 23), 13)
     layer(x)
     before = layer.packed_weight()[0].copy()
-    make = {"sgd": lambda p: train.SGD(p, lr=0.1, momentum=0.9), "adam": lambda p: train.Adam(p, lr=0.1)}[opt]
+    make = {"sgd": lambda p: optim.SGD(p, lr=0.1, momentum=0.9), "adam": lambda p: optim.Adam(p, lr=0.1)}[opt]
     params = [layer.weight, layer.bias]
     o = make(params)
     for p in params:
