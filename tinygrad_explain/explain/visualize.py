@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._common import (ExplainError, class_names, data_scale, pixel_bounds, resolve_class, resolve_layer,
-                      resolve_unit)
-from .optimize import optimize, recipe as _recipe_settings, step_schedule
+from ._common import ExplainError, class_names, data_scale, pixel_bounds, resolve_class, resolve_layer, resolve_unit
+from .optimize import optimize, step_schedule
+from .optimize import recipe as _recipe_settings
 
 # Named recipes (``recipe=``).  lr is in units of B per step for Adam, B^2 for SGD (B the
 # range of natural images in model space), l2 in units of 1/B^2, so that they suit
@@ -99,11 +99,7 @@ def _display(model, x, stretch=False):
     out = []
     for i in range(x.shape[0]):
         if stretch:
-            from ._common import _recipe
-            mean, std, scale = _recipe(model)
-            px = (x[i] * std[:, None, None] + mean[:, None, None]) * (255.0 / scale)     # pixel units, mean back
-            if str((model.preprocessing or {}).get("channel_order", "RGB")).upper() == "BGR" and px.shape[0] == 3:
-                px = px[::-1]
+            px = te_image.model_to_pixels(x[i], model)          # pixel units, RGB, mean back
             out.append(te_image.normalize_display(px, mode="minmax", percentile=99.5))
         else:
             out.append(te_image.to_display(x[i], model))
@@ -120,7 +116,8 @@ def natural_colour(model) -> np.ndarray:
     are only a stand-in for photographs."""
     key = id(model)
     if key not in _COLOURS:
-        from .. import image as te_image, scenes
+        from .. import image as te_image
+        from .. import scenes
         from .transforms import colour_sqrt
         imgs = scenes.load_sample()["images"][:100]
         x = np.concatenate([te_image.load(im, model) for im in imgs])
