@@ -22,8 +22,9 @@ import argparse
 import numpy as np
 
 import tinygrad_explain as te
-from tinygrad_explain import image as te_image, scenes
-from tinygrad_explain.engine import no_grad, Tensor
+from tinygrad_explain import image as te_image
+from tinygrad_explain import scenes
+from tinygrad_explain.engine import Tensor, no_grad
 from tinygrad_explain.explain.inversion import FIGURE_LAYERS
 
 

@@ -6,17 +6,14 @@ import os
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import figures
 from tinygrad_explain import __main__ as cli
+from tinygrad_explain import figures
 from tinygrad_explain.fashion_mnist import CLASS_NAMES
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -124,12 +124,9 @@ def test_saliency_is_max_over_channels_of_abs_gradient(model, images):
     assert not np.allclose(s, np.abs(g).sum(axis=1))
 
 
-@pytest.mark.parametrize("target, message", [
+BAD_CLASS_TARGETS = [
     ("dgo", "did you mean 'dog'"), ("zebra", "unknown class name 'zebra'"), (7, "out of range"),
-    (-1, "out of range"), ([0, 1], "2 targets for 3 images"), (1.5, "class index, a class name")])
-def test_bad_targets(model, images, target, message):
-    with pytest.raises(ExplainError, match=message):
-        te.explain.gradient(model, images, target)
+    (-1, "out of range"), ([0, 1], "2 targets for 3 images"), (1.5, "class index, a class name")]
 
 
 def test_bad_inputs(model, images):
@@ -212,7 +209,7 @@ def test_class_target_equals_unit_of_the_last_layer(model, images):
                                   te.explain.gradient(model, images, ("fc8", 1)))
 
 
-@pytest.mark.parametrize("target, message", [
+BAD_UNIT_TARGETS = [
     (("conv9", 1), "unknown layer 'conv9'.*did you mean 'conv2'"),
     ("conv9:1", "unknown layer 'conv9'"),
     (("conv2", 8), "channel 8 out of range for layer 'conv2' of shape \\(8, 6, 6\\)"),
@@ -226,8 +223,11 @@ def test_class_target_equals_unit_of_the_last_layer(model, images):
     ("conv2:x", "integer indices"),
     ([("conv2", 1), ("fc7", 1), 0], "different layers"),
     ([("conv2", 1)], "1 targets for 3 images"),
-])
-def test_bad_unit_targets(model, images, target, message):
+]
+
+
+@pytest.mark.parametrize("target, message", BAD_CLASS_TARGETS + BAD_UNIT_TARGETS)
+def test_bad_targets(model, images, target, message):
     with pytest.raises(ExplainError, match=message):
         te.explain.gradient(model, images, target)
 

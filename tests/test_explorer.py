@@ -22,7 +22,9 @@ import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import explain as X, explorer, figures as F, scenes
+from tinygrad_explain import draw as D
+from tinygrad_explain import explain as X
+from tinygrad_explain import explorer, scenes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -142,7 +144,7 @@ def test_maps_match_te_explain(server, sample, method):
         assert res["box"] == [int(v) for v in box]
         assert res["truth_box"] == [int(v) for v in sample["boxes"][i]]
     else:       # the map picture is the CLI's picture of these values
-        assert np.array_equal(png(res["map"]), F.method_picture(method, values(res), sample["images"][i]))
+        assert np.array_equal(png(res["map"]), D.method_picture(method, values(res), sample["images"][i]))
     assert res["target"]["value"] == target
     # prediction: the model's softmax for this scene
     _, p = X.predict(ex.model, te.image.load(sample["images"][i], ex.model))

@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from _reference import tiny_network  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 import tinygrad_explain as te  # noqa: E402
 from tinygrad_explain import caffemodel as cm  # noqa: E402
 from tinygrad_explain import image as te_image  # noqa: E402
 from tinygrad_explain import torch_checkpoint as tc  # noqa: E402
 from tinygrad_explain.convert import torchvision_to_state_dict  # noqa: E402
-
-from _reference import tiny_network  # noqa: E402
 
 h5py = pytest.importorskip("h5py")
 

@@ -15,9 +15,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 def _need_extra():
     try:
+        import ipykernel  # noqa: F401
         import nbclient  # noqa: F401
         import nbformat  # noqa: F401
-        import ipykernel  # noqa: F401
     except ImportError as e:
         why = f"the notebooks need the 'notebook' extra ({e.name} is missing): pip install -e \".[notebook]\""
         if os.environ.get("CI", "").lower() == "true":
@@ -41,6 +41,7 @@ def test_stored_without_outputs(path):
                 f"{path.name} cell {k} has outputs: strip them (jupyter nbconvert --clear-output --inplace)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_top_to_bottom(path):
     _need_extra()
@@ -84,6 +85,7 @@ def test_student_copies_drop_the_solutions(tmp_path):
     _need_extra()
     import subprocess
     import sys
+
     import nbformat
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "student_notebooks.py"), "--out", str(tmp_path)],
                        capture_output=True, text=True)

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _reference import edit, tiny_network
 from PIL import Image
 
 import tinygrad_explain as te
 from tinygrad_explain import image as te_image
-
-from _reference import tiny_network
 
 h5py = pytest.importorskip("h5py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,17 +27,7 @@ def model():
     return tiny_network(seed=1)
 
 
-@pytest.fixture
-def saved(tmp_path, model):
-    p = tmp_path / "tiny.h5"
-    te.save_model(model, p, class_names=["cat", "dog", "emu"])
-    return p
-
-
-def edit(path, fn):
-    with h5py.File(path, "r+") as f:
-        fn(f)
-    return path
+# ``saved`` (the module's ``model`` written to tiny.h5) is a fixture of conftest.py
 
 
 def load_error(path, match, **kw):
@@ -62,10 +51,15 @@ def test_external_storage_refused(saved, tmp_path):
     load_error(saved, r"weights/conv1/bias has external storage.*secret.*self-contained")
 
 
-def test_external_link_refused(saved, tmp_path):
-    other = tmp_path / "other.h5"
-    with h5py.File(other, "w") as g:
+def _file_with_b(path):
+    """A second HDF5 file holding a dataset "b" of four float32 zeros."""
+    with h5py.File(path, "w") as g:
         g.create_dataset("b", data=np.zeros(4, np.float32))
+    return path
+
+
+def test_external_link_refused(saved, tmp_path):
+    other = _file_with_b(tmp_path / "other.h5")
 
     def fn(f):
         del f["weights/conv1/bias"]
@@ -75,9 +69,7 @@ def test_external_link_refused(saved, tmp_path):
 
 
 def test_virtual_dataset_refused(saved, tmp_path):
-    other = tmp_path / "src.h5"
-    with h5py.File(other, "w") as g:
-        g.create_dataset("b", data=np.zeros(4, np.float32))
+    other = _file_with_b(tmp_path / "src.h5")
 
     def fn(f):
         del f["weights/conv1/bias"]
@@ -259,8 +251,9 @@ def test_good_file_still_loads(saved, model):
 # PyTorch checkpoints and caffemodels: bounded before decompression
 # --------------------------------------------------------------------------
 from test_convert import write_pth  # noqa: E402  (the torch-free .pth writer)
+
 from tinygrad_explain import torch_checkpoint as tc  # noqa: E402
-from tinygrad_explain.convert import ConversionError, convert_torchvision, convert_caffe  # noqa: E402
+from tinygrad_explain.convert import ConversionError, convert_caffe, convert_torchvision  # noqa: E402
 
 
 def test_stride_zero_tensor_refused(tmp_path):

@@ -218,6 +218,7 @@ def test_twin_is_shipped_and_knows_nothing_of_the_classes(model):
     assert (p.argmax(1) == d["labels"][:200]).mean() < 0.25     # chance is 0.1; the trained model gets ~0.9
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have_fashion_mnist(), reason="needs Fashion-MNIST (dataset-fashion-mnist)")
 def test_twin_memorised_its_permuted_labels():
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -233,6 +234,7 @@ def test_twin_memorised_its_permuted_labels():
     assert train.evaluate(twin, data["images"], labels) >= 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have_fashion_mnist(), reason="needs Fashion-MNIST (dataset-fashion-mnist)")
 def test_train_random_labels_script(tmp_path):
     out = tmp_path / "r.h5"

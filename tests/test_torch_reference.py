@@ -19,9 +19,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import tinygrad_explain as te  # noqa: E402
-
 from _reference import rel_err, serial_kernels, torch_alexnet, torch_state_dict  # noqa: E402,F401
+
+import tinygrad_explain as te  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 

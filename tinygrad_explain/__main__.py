@@ -98,7 +98,9 @@ def build_parser():
 
 def run(args) -> str:
     import tinygrad_explain as te
-    from tinygrad_explain import explain as X, figures as F, image as te_image
+    from tinygrad_explain import draw as D
+    from tinygrad_explain import explain as X
+    from tinygrad_explain import image as te_image
     from tinygrad_explain.safe_io import check_output
     out = check_output(args.out or f"{args.method}.png", inputs=[p for p in (args.image, args.weights) if p])
     model = te.load_model(args.weights, device=args.device)
@@ -107,7 +109,7 @@ def run(args) -> str:
     if needs_image and not args.image:
         raise X.ExplainError(f"{args.method} needs --image")
     x = te_image.load(args.image, model) if args.image else None
-    names = X._common.class_names(model)
+    names = X.class_names(model)
     msg = []
     if x is not None:
         _, probs = X.predict(model, x)
@@ -139,13 +141,13 @@ def run(args) -> str:
         values = X.gradient_x_input(model, x, target)[0]
     elif args.method == "grabcut":
         mask, box = X.grabcut_mask(picture, X.saliency(model, x, target)[0])
-        img = F.overlay(picture, mask, box)
+        img = D.overlay(picture, mask, box)
         msg.append(f"box (x0, y0, x1, y1): {tuple(int(v) for v in box)}; mask area {int(mask.sum())} px")
     elif args.method == "class-model":
         if target is None:
             raise X.ExplainError("class-model needs --target (a class name or index)")
         v = X.class_model(model, target, seed=args.seed, **opt)
-        img = F.upscale(v.display[0])
+        img = D.upscale(v.display[0])
         msg.append(f"class model of {v.labels[0]}: score {v.final[0]:.2f}, softmax {v.probability[0]:.4f}")
     elif args.method == "maximize":
         if args.layer is None or args.unit is None:
@@ -153,16 +155,16 @@ def run(args) -> str:
         layer = X.resolve_layer(model, args.layer)
         unit = X.resolve_unit(model, layer, args.unit)
         v = X.maximize(model, layer, unit, seed=args.seed, **opt)
-        img = F.upscale(v.display[0])
+        img = D.upscale(v.display[0])
         msg.append(f"{v.labels[0]}: activation {v.final[0]:.3f}")
     else:  # invert
         inv = X.invert(model, x, layer=args.layer or "fc7", inits=args.inits, seed=args.seed, **opt)
-        img = np.asarray(F.grid([picture] + inv.display, ["original"] + [f"error {e:.3f}" for e in inv.errors]))
+        img = np.asarray(D.grid([picture] + inv.display, ["original"] + [f"error {e:.3f}" for e in inv.errors]))
         msg.append("normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
         msg.append(f"mean pairwise |difference|: {inv.mean_pairwise_mad:.4f}")
     if args.method in GRADIENT_MAPS and args.method != "grabcut":
-        img = F.upscale(F.method_picture(args.method, values, picture))
-    F.save_png(img, out)
+        img = D.upscale(D.method_picture(args.method, values, picture))
+    D.save_png(img, out)
     msg.append(f"wrote {out}")
     return "\n".join(msg)
 

@@ -104,7 +104,8 @@ class Explorer:
     layer-by-layer view, timings in ms)."""
 
     def __init__(self, weights=None, threads: int = 1, scenes: int | None = None):
-        from . import load_model, scenes as te_scenes
+        from . import load_model
+        from . import scenes as te_scenes
         from .device import set_num_threads
         self.model = load_model(weights)
         self.methods = METHODS
@@ -134,8 +135,8 @@ class Explorer:
 
     # ----- what the page needs to build its menus -------------------------
     def info(self) -> dict:
-        from .explain import _common
-        names = _common.class_names(self.model)
+        from .explain import class_names
+        names = class_names(self.model)
         layers = [{"name": n, "type": self.model.layers[n].type, "shape": list(self.model.shapes[n])}
                   for n in self.model.layer_names[:-1]]
         scenes = []
@@ -212,12 +213,12 @@ class Explorer:
         return (layer, *unit)
 
     def describe_target(self, t) -> str:
-        from .explain import _common
+        from .explain import class_names
         if isinstance(t, tuple):
             if len(self.model.shapes[t[0]]) == 1:
                 return f"{t[0]} neuron {t[1]}"
             return f"{t[0]} channel {t[1]}" + (f" at ({t[2]}, {t[3]})" if len(t) == 4 else " (mean over positions)")
-        return f"class {_common.class_names(self.model)[t]} (score before softmax)"
+        return f"class {class_names(self.model)[t]} (score before softmax)"
 
     # ----- the computation ----------------------------------------------------
     def explain(self, req: dict) -> dict:
@@ -233,9 +234,9 @@ class Explorer:
 
     def _explain(self, x, picture, truth, method, target_spec, want_layers):
         from . import explain as X
-        from .explain import _common
+        from .explain import class_names
         t0 = time.perf_counter()
-        names = _common.class_names(self.model)
+        names = class_names(self.model)
         _, probs = X.predict(self.model, x)
         p = probs[0]
         top = np.argsort(-p, kind="stable")[:5]
@@ -260,17 +261,18 @@ class Explorer:
 
     def _map(self, x, picture, truth, method, target):
         """(the array te.explain returned for this image, its picture, extra JSON fields)."""
-        from . import explain as X, figures as F
+        from . import draw as D
+        from . import explain as X
         values = self.methods[method][2](X, self.model, x, target)[0]
         if method != "grabcut":
-            return values, F.method_picture(method, values, picture), {}
+            return values, D.method_picture(method, values, picture), {}
         mask, box = X.grabcut_mask(picture, values)
         extra = {"box": [int(v) for v in box], "mask_area": int(mask.sum()),
                  "mask": png_data_url((mask * 255).astype(np.uint8))}
         if truth is not None:
             extra["truth_box"] = [int(v) for v in truth]
             extra["box_iou"] = float(X.metrics.box_iou(box, truth))
-        return mask.astype(np.float32), F.overlay(picture, mask, box, truth), extra
+        return mask.astype(np.float32), D.overlay(picture, mask, box, truth), extra
 
     def layer_flow(self, x, target, rule: str) -> list:
         """The gradient flowing back, layer by layer: one forward pass keeping every layer's
@@ -278,9 +280,9 @@ class Explorer:
         from the target, then per layer the norm of dS/d(output) and, for a map, where it
         is large (sum over channels of |grad|); per ReLU, the fraction of units active
         (x > 0) and the fraction of the gradient entries it passed back under ``rule``."""
+        from .draw import heat
         from .engine import Tensor, relu_backward
         from .explain._common import resolve_objective
-        from .figures import heat
         m = self.model
         names = m.layer_names
         obj = resolve_objective(m, target, 1)          # the seed te.explain.gradient starts from

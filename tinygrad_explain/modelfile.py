@@ -41,6 +41,9 @@ MODEL_NAMES = {
     # the same architecture trained on randomly permuted labels (scripts/train_random_labels.py),
     # the data-randomisation test of Adebayo et al. 2018 (te.explain.sanity)
     "random_labels": DEFAULT_WEIGHTS.with_name("fashion_scenes_alexnet_random_labels.h5"),
+    # the independent judge of visualisations (scripts/train_judge.py): a VGG-style classifier of the
+    # same scenes, a measuring instrument only (te.explain.quality)
+    "judge": DEFAULT_WEIGHTS.with_name("judge_vgg.h5"),
 }
 
 
@@ -102,6 +105,7 @@ def _check_regular_file(path):
                                 + (" (the embedded model is made by scripts/train_embedded.py)"
                                    if Path(path) == DEFAULT_WEIGHTS else
                                    " (made by scripts/train_random_labels.py)" if Path(path) == MODEL_NAMES["random_labels"]
+                                   else " (made by scripts/train_judge.py)" if Path(path) == MODEL_NAMES["judge"]
                                    else "")) from None
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None
@@ -205,7 +209,7 @@ def load_model(path=None, device="cpu", max_parameters=None):
 
     ``path=None`` loads the embedded default model shipped in ``weights/``
     (override with the environment variable ``TGE_WEIGHTS``); a name of
-    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``) loads that shipped file.  Everything is
+    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``, ``"judge"``) loads that shipped file.  Everything is
     checked -- format, version, architecture, every weight's shape, dtype and
     finiteness -- and a problem raises :class:`ModelFileError` naming the
     file and the layer.  ``device="gpu"`` puts the weights on the GPU (a clear
@@ -217,6 +221,7 @@ def load_model(path=None, device="cpu", max_parameters=None):
     count, checked before any weight is allocated or read.
     """
     import h5py
+
     from .models import from_architecture
     if device != "cpu":
         from . import device as dev
@@ -322,8 +327,10 @@ def load_model(path=None, device="cpu", max_parameters=None):
 def _read_preprocessing(f, path, input_shape) -> dict:
     """The /preprocessing attributes as plain Python values, checked by the one
     reader of the recipe (:func:`tinygrad_explain.image.preprocessing_of`)."""
-    import h5py
     from types import SimpleNamespace
+
+    import h5py
+
     from .image import preprocessing_of
     pre = {}
     if "preprocessing" not in f:

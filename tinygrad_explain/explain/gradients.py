@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Tensor, no_grad, relu_backward, RELU_RULES, _xp
+from ..engine import RELU_RULES, Tensor, _xp, no_grad, relu_backward
 from ..ops import softmax
 from ._common import ExplainError, as_batch, check_finite, resolve_layer, resolve_objective, to_host
 

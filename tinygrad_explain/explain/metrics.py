@@ -25,7 +25,6 @@ import numpy as np
 
 from .grabcut import largest_component, mask_box
 
-
 TORCHRAY_TOLERANCE = 15.0       # pixels, at TorchRay's 224-pixel input
 TORCHRAY_SIZE = 224
 

@@ -31,8 +31,9 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import ExplainError, resolve_class
+from .sanity import pearson
 
-__all__ = ["as_pictures", "judge_probabilities", "recognised", "grey_blur", "pearson",
+__all__ = ["as_pictures", "judge_probabilities", "recognised", "grey_blur",
            "reconstruction_correlation", "normalised_error", "high_frequency_fraction", "high_frequency_ratio",
            "BLUR_SIGMA", "HF_CUTOFF"]
 
@@ -99,21 +100,10 @@ def grey_blur(pictures, sigma: float = BLUR_SIGMA) -> np.ndarray:
     return gaussian_blur(g[:, None], sigma)[:, 0] if sigma > 0 else g
 
 
-def pearson(a, b) -> float:
-    """Pearson correlation of two arrays of the same size (0.0 if either is constant)."""
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    if a.size != b.size:
-        raise ExplainError(f"pearson: sizes differ ({a.size} vs {b.size})")
-    a = a - a.mean()
-    b = b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else 0.0
-
-
 def reconstruction_correlation(reconstruction, original, unrelated=None, sigma: float = BLUR_SIGMA) -> dict:
     """Pearson correlation of the blurred grey ``reconstruction`` with the blurred grey
-    ``original`` (``"original"``) and, if given, with an ``unrelated`` scene (``"unrelated"``).
+    ``original`` (``"original"``) and, if given, with an ``unrelated`` scene (``"unrelated"``)
+    (``te.explain.sanity.pearson``: NaN if a blurred picture is constant).
 
     All three are uint8 (H, W, 3) pictures.  A reconstruction that shows its scene
     correlates clearly more with the original than with the unrelated scene."""
