@@ -11,7 +11,9 @@ For each AlexNet variant and batch size it alternates the two engines
 
 ``--fc`` times the fully connected kernel against BLAS at growing batch (the
 crossover, ``ops.Linear.SKINNY_MAX_ROWS``) and fc6's batch-8 forward against
-one read of its weights.  ``--profile`` adds a per-layer table for each variant and batch: every layer's
+one read of its weights.  ``--reduced`` prints the score and gradient error of bfloat16 fully connected
+weights (an option, ``nn.Linear.storage``) against float32, beside float32's
+error against torch, and their times.  ``--profile`` adds a per-layer table for each variant and batch: every layer's
 forward and its backward to the layer input, this engine against the same
 torch module, timed alternately on the same recorded input (the layers of the
 two AlexNets correspond one to one, see ``torch_reference``).
@@ -25,6 +27,7 @@ training step of the embedded model at batch 128.
     python scripts/bench_cpu.py --variants torchvision --batches 1 --no-memory --no-startup
     python scripts/bench_cpu.py --profile --variants torchvision --batches 8 --no-memory --no-startup --no-train
     python scripts/bench_cpu.py --fc --no-speed --no-memory --no-startup --no-train
+    python scripts/bench_cpu.py --reduced --no-speed --batches 1 8 --no-memory --no-startup --no-train
 """
 from __future__ import annotations
 
@@ -204,6 +207,61 @@ def run_fc(args):
                   f"151 MB weights {rd:.2f} ms: kernel {k8 / rd:.2f}x, BLAS {b8 / rd:.2f}x the read", flush=True)
 
 
+def run_reduced(args, have_torch):
+    """bfloat16 storage of the fully connected weights (nn.Linear.storage)
+    against float32: scores' and input gradient's relative error (max |diff| /
+    max |float32|), beside float32's own error against float64 (this engine)
+    and against torch, and the time of fwd+grad with each, alternately."""
+    import tinygrad_explain as te
+    print("\nbfloat16 fc weights vs float32 (fwd + backprop gradient): relative errors "
+          "(max |diff| / max |ref|), median ms")
+    print(f"{'variant':<12} {'batch':>5}  {'scores bf16':>11} {'grad bf16':>10}   {'f32 vs f64':>10} {'grad':>9}   "
+          f"{'f32 vs torch':>12} {'grad':>9}   {'f32 ms':>7} {'bf16 ms':>7} {'ratio':>6}")
+    for variant in args.variants:
+        for batch in args.batches:
+            model, _, grad32, _ = te_setup(variant, batch)
+            x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
+            onehot = np.zeros((batch, 1000), np.float32)
+            onehot[:, 3] = 1
+            fcs = [l for l in model.layers.values() if isinstance(l, te.nn.Linear)]
+
+            def run(storage):
+                for l in fcs:
+                    l.storage = storage
+                xt = te.Tensor(x, requires_grad=True)
+                s = model(xt)
+                s.backward(onehot)
+                return s.numpy().copy(), xt.grad
+
+            def err(a, b):
+                return float(np.abs(a - b).max() / np.abs(b).max())
+            s32, g32 = run(None)
+            s16, g16 = run("bfloat16")
+            m64 = te.models.alexnet(variant)
+            m64.load_state_dict(model.state_dict())
+            m64.astype(np.float64)
+            x64 = te.Tensor(x.astype(np.float64), requires_grad=True)
+            s64 = m64(x64)
+            s64.backward(onehot.astype(np.float64))
+            s64, g64 = s64.numpy(), x64.grad
+            del m64
+            ts, tg = float("nan"), float("nan")
+            if have_torch:
+                import torch
+
+                from tinygrad_explain.torch_reference import build
+                tm = build(variant, model.state_dict())
+                xt = torch.tensor(x, requires_grad=True)
+                sc = tm(xt)
+                sc.backward(torch.from_numpy(onehot))
+                ts, tg = err(s32, sc.detach().numpy()), err(g32, xt.grad.numpy())
+            _, a, b = compare("bf16", lambda: run(None), lambda: run("bfloat16"), args.repeats)
+            for l in fcs:
+                l.storage = None
+            print(f"{variant:<12} {batch:>5}  {err(s16, s32):11.2e} {err(g16, g32):10.2e}   {err(s32, s64):10.2e} "
+                  f"{err(g32, g64):9.2e}   {ts:12.2e} {tg:9.2e}   {a:7.1f} {b:7.1f} {b / a:5.2f}x", flush=True)
+
+
 TRIVIAL = ("flatten", "dropout")
 
 
@@ -372,6 +430,7 @@ def main():
     ap.add_argument("--profile", action="store_true", help="per-layer forward/backward table against torch")
     ap.add_argument("--no-speed", action="store_true", help="skip the whole-network ratio table")
     ap.add_argument("--fc", action="store_true", help="fully connected kernel vs BLAS by batch (the crossover)")
+    ap.add_argument("--reduced", action="store_true", help="bfloat16 fc weights: error and time against float32")
     ap.add_argument("--fc-batches", nargs="+", type=int, default=[1, 2, 4, 8, 16, 24, 32, 64])
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-startup", action="store_true")
@@ -398,6 +457,8 @@ def main():
         run_speed(args, have_torch)
     if args.fc:
         run_fc(args)
+    if args.reduced:
+        run_reduced(args, have_torch)
     if args.profile and have_torch:
         for variant in args.variants:
             for batch in args.batches:

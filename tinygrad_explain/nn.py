@@ -97,7 +97,13 @@ class Linear(Layer):
     ``load_state_dict``, ``astype``, ``to``) or ``weight.mark_changed()`` after an
     in-place write (the optimisers call it; so must code that edits a frozen
     weight in place).  A trainable weight (``requires_grad``) is never packed:
-    its forward uses BLAS.  The copy is not pickled (it is remade)."""
+    its forward uses BLAS.  The copy is not pickled (it is remade).
+
+    ``storage = "bfloat16"`` (an explicit option, off by default) keeps the
+    copies for both products in bfloat16 instead -- half the bytes to read,
+    float32 arithmetic, each weight rounded to 8 significant bits; the product
+    error is printed by ``scripts/bench_cpu.py --reduced``.  It applies to
+    float32 inputs of up to SKINNY_MAX_ROWS rows."""
     type = "linear"
     params = ("weight", "bias")
 
@@ -107,7 +113,8 @@ class Linear(Layer):
         bound = 1 / math.sqrt(in_features)
         self.weight = Tensor(_uniform((out_features, in_features), bound))
         self.bias = Tensor(_uniform((out_features,), bound))
-        self._packed = None             # (weakref to the weight array, its version, packed copy)
+        self._packed = None             # (weakref to the weight array, its version, storage, copies)
+        self.storage = None
 
     def spec(self) -> dict:
         return {"type": self.type, "in_features": self.in_features, "out_features": self.out_features}
@@ -115,17 +122,35 @@ class Linear(Layer):
     def out_shape(self, s: tuple) -> tuple:
         return (self.out_features,)
 
+    @property
+    def storage(self):
+        """None (the weight's own dtype) or "bfloat16": how the packed copies are stored."""
+        return self._storage
+
+    @storage.setter
+    def storage(self, value):
+        if value not in (None, "bfloat16"):
+            raise ValueError(f"linear: storage must be None or 'bfloat16', got {value!r}")
+        self._storage = value
+
     def packed_weight(self):
-        """weight.data transposed (in, out), contiguous -- or None for a trainable or GPU weight."""
+        """(forward matrix, backward matrix or None) for ``ops.Linear``: weight.data
+        transposed (in, out), contiguous, and None (the backward reads the weight
+        itself); with bfloat16 storage both in bfloat16 bits.  None for a trainable
+        or GPU weight."""
         w = self.weight
         if w.requires_grad or _xp(w.data) is not np:
             self._packed = None
             return None
         p = self._packed
-        if p is None or p[0]() is not w.data or p[1] != w.version:
+        if p is None or p[0]() is not w.data or p[1] != w.version or p[2] != self.storage:
             self._packed = None                 # free the old copy before making the new one
-            self._packed = p = (weakref.ref(w.data), w.version, K.linear.pack(w.data))
-        return p[2]
+            if self.storage == "bfloat16":
+                copies = (K.linear.pack(w.data, "bfloat16"), K.linear.to_bfloat16(w.data))
+            else:
+                copies = (K.linear.pack(w.data), None)
+            self._packed = p = (weakref.ref(w.data), w.version, self.storage, copies)
+        return p[3]
 
     def __getstate__(self):
         return dict(self.__dict__, _packed=None)
@@ -133,7 +158,7 @@ class Linear(Layer):
     @property
     def packed_nbytes(self):
         """Bytes held by the packed copy (0 when there is none)."""
-        return 0 if self._packed is None else self._packed[2].nbytes
+        return 0 if self._packed is None else sum(c.nbytes for c in self._packed[3] if c is not None)
 
     def __call__(self, x: Tensor) -> Tensor:
         return ops.linear(x, self.weight, self.bias, packed=self.packed_weight)

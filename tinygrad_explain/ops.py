@@ -183,8 +183,10 @@ class Linear(Function):
     Up to ``SKINNY_MAX_ROWS`` rows on the CPU, y and dx come from the kernel that
     streams the weight once for all rows (kernels/linear.py; each sum in the
     naive order).  Its forward reads the weight transposed: ``packed()``, if
-    given, returns that copy (``nn.Linear`` keeps one per weight version) or None
-    (then BLAS, as above the crossover and on the GPU).  dw stays a GEMM."""
+    given, returns (that copy, None) -- or, for bfloat16 storage, (that copy,
+    the weight) in bfloat16 bits (``nn.Linear`` keeps them per weight version)
+    -- or None (then BLAS, as above the crossover and on the GPU).  dw stays a
+    GEMM."""
 
     SKINNY_MAX_ROWS = 32        # the measured BLAS crossover (scripts/bench_cpu.py --fc)
 
@@ -192,8 +194,11 @@ class Linear(Function):
         return _xp(a) is np and a.ndim == 2 and a.shape[0] <= self.SKINNY_MAX_ROWS
 
     def forward(self, x, w, b=None, packed=None):
-        wt = packed() if packed is not None and self._skinny(x) else None
-        if wt is not None and wt.dtype == x.dtype:
+        copies = packed() if packed is not None and self._skinny(x) else None
+        wt, self.wb = copies if copies is not None else (None, None)
+        if wt is not None and not (wt.dtype == x.dtype or (wt.dtype == np.uint16 and x.dtype == np.float32)):
+            wt = self.wb = None
+        if wt is not None:
             y = K.linear.forward(x, wt, b)
         else:
             y = x @ w.T.astype(x.dtype, copy=False)
@@ -207,8 +212,11 @@ class Linear(Function):
     def backward(self, g):
         dx = None
         if self.needs_grad[0]:
-            w = self.w.astype(g.dtype, copy=False)
-            dx = K.linear.backward(g, w) if self._skinny(g) else g @ w
+            if self.wb is not None and self._skinny(g):
+                dx = K.linear.backward(g, self.wb)
+            else:
+                w = self.w.astype(g.dtype, copy=False)
+                dx = K.linear.backward(g, w) if self._skinny(g) else g @ w
         dw = (g.T @ self.x).astype(self.w.dtype, copy=False) if self.needs_grad[1] else None
         db = g.sum(0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return dx, dw, db
@@ -567,7 +575,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Size2 = 1, pad
 
 
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None, packed=None) -> Tensor:
-    """``packed``: optional callable returning w in the forward kernel's layout (see ``Linear``)."""
+    """``packed``: optional callable returning w's copies for the kernel (see ``Linear``)."""
     return Linear.apply(*((x, w) if b is None else (x, w, b)), packed=packed)
 
 

@@ -18,9 +18,18 @@ starts.  ``init_noise=0`` gives the paper's exact start (and a warning if
 it is stuck).
 
 Neuron maximisation is the same with S_c replaced by one neuron, or the mean
-of one channel, of any layer.  The paper used neither jitter, nor blur, nor
-clipping: they are available (off by default) because they make pictures
-that look more natural (Yosinski et al. 2015; Mordvintsev et al. 2015).
+of one channel, of any layer.
+
+Recipes (``recipe=``).  ``"simonyan2014"`` is the paper: plain gradient
+ascent with the L2 prior.  It raises the network's score just as well as
+anything else, through high-frequency patterns that neither a person nor
+another network recognises.  The default, ``"natural"``, keeps the objective
+and adds natural-image priors: the image is made from a decorrelated-colour
+Fourier spectrum and shown to the network randomly shifted, scaled and
+rotated at every step, clipped to the valid pixel range, with Adam steps
+(Olah et al. 2017; Yosinski et al. 2015; Mordvintsev et al. 2015).
+``"mahendran2015"`` uses alpha-norm and TV^beta priors with momentum and the
+step schedule.  Any setting can be overridden by keyword (``SETTINGS``).
 """
 from __future__ import annotations
 
