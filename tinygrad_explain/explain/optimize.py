@@ -75,7 +75,7 @@ class OptimizeResult:
     seconds: float = 0.0
 
 
-def step_schedule(milestones=(0.5, 0.75), factor=0.1):
+def step_schedule(milestones: tuple = (0.5, 0.75), factor: float = 0.1):
     """Learning-rate multiplier that drops by ``factor`` at each milestone
     (fractions of the run): the step schedule of Mahendran & Vedaldi."""
     milestones = tuple(sorted(float(m) for m in milestones))
