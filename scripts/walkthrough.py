@@ -110,7 +110,8 @@ def main(argv=None):
             print(f"\n--- the same walk under the {other} rule (summary) ---")
             go = walk(model, x, target, other, verbose=False)
             print(f"input-gradient norm {np.linalg.norm(go):.5f} (vs {np.linalg.norm(g):.5f} for {args.rule}); "
-                  f"cosine with {args.rule}: {float((go * g).sum() / (np.linalg.norm(go) * np.linalg.norm(g) + 1e-30)):.3f}")
+                  f"cosine with {args.rule}: "
+                  f"{float((go * g).sum() / (np.linalg.norm(go) * np.linalg.norm(g) + 1e-30)):.3f}")
 
     fast_vs_naive(model, x)
 
