@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 import tinygrad_explain as te  # noqa: E402
+from tinygrad_explain.safe_io import atomic_write, write_text  # noqa: E402
 from tinygrad_explain import scenes  # noqa: E402
 from tinygrad_explain.explain import quality as q  # noqa: E402
 
@@ -273,7 +274,9 @@ def main(argv=None):
         bar.close()
         if args.pictures:
             arrays = {f"{r}:{k}": v for r, m in made.items() for k, v in m.items()}
-            np.savez_compressed(args.pictures, config=np.asarray(json.dumps(config)), **arrays)
+            pictures = str(args.pictures) if str(args.pictures).endswith(".npz") else f"{args.pictures}.npz"
+            with atomic_write(pictures) as f:
+                np.savez_compressed(f, config=np.asarray(json.dumps(config)), **arrays)
     judge = te.load_model(args.judge)
     chosen, unrelated = np.asarray(config["chosen"]), np.asarray(config["unrelated"])
     results = {}
@@ -289,7 +292,7 @@ def main(argv=None):
         results[recipe] = res
     config.update(judge=judge.path, blur_sigma=q.BLUR_SIGMA, hf_cutoff=q.HF_CUTOFF)
     report = {"config": config, "results": results, "seconds": time.time() - t0}
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_text(args.out, json.dumps(report, indent=1))
     print_table(results)
     print(f"\nwrote {args.out} ({time.time() - t0:.0f} s)")
 
