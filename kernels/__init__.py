@@ -13,6 +13,10 @@ NCHW <-> rows transposition), ``relu``, ``maxpool``, ``lrn``, ``avgpool``,
 ``adam`` (the optimiser's update, for training), ``workspace`` (reusable
 scratch buffers).
 
+What a backend must offer -- namespaces, functions, signatures, which
+arrays they allocate or write into -- is declared in :mod:`.interface`;
+``tests/test_kernel_interface.py`` checks both backends against it.
+
 GPU kernels are their CUDA twins (``<op>.cu`` next to ``<op>.py``), wrapped
 with the same signatures in :mod:`.gpu`.  ``backend(array)`` returns the
 namespace that owns an array -- this package for a NumPy array, ``gpu`` for
@@ -22,7 +26,7 @@ tinygrad_explain never imports CuPy.
 """
 import sys
 
-from . import im2col, layout, relu, maxpool, lrn, avgpool, adam, workspace, linear  # noqa: F401
+from . import adam, avgpool, im2col, layout, linear, lrn, maxpool, relu, workspace  # noqa: F401
 
 
 def backend(a):

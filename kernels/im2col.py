@@ -16,12 +16,22 @@ Rows of ``col`` are ordered (c, ki, kj) -- the same order as a weight
 """
 import numpy as np
 
-from ._numba import kernel, prange
+from ._numba import kernel, njit, prange
 
 
 def out_size(size, k, s, p):
     """Output length of a window of size k, stride s, padding p (floor mode)."""
     return (size + 2 * p - k) // s + 1
+
+
+@njit(cache=True, inline="always")
+def _valid(n_out, stride, offset, size):
+    """The range [lo, hi) of output positions j whose input position
+    j*stride + offset lies inside [0, size): the others read padding."""
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    hi = 0 if size - offset <= 0 else (size - offset + stride - 1) // stride
+    hi = min(max(hi, lo), n_out)
+    return min(lo, hi), hi
 
 
 @kernel
@@ -32,18 +42,23 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, col):
         c = r // (kh * kw)
         ki = (r // kw) % kh
         kj = r % kw
+        j0, j1 = _valid(ow, sw, kj - pw, W)     # padding columns: j < j0 and j >= j1
         for n in range(N):
             base = n * L
             for i in range(oh):
                 h = i * sh - ph + ki
-                row = base + i * ow
+                out = col[r, base + i * ow:base + (i + 1) * ow]
                 if h < 0 or h >= H:
-                    for j in range(ow):
-                        col[r, row + j] = 0
-                else:
-                    for j in range(ow):
-                        w = j * sw - pw + kj
-                        col[r, row + j] = x[n, c, h, w] if (w >= 0 and w < W) else 0
+                    out[:] = 0
+                    continue
+                src = x[n, c, h]
+                off = kj - pw
+                for j in range(j0):
+                    out[j] = 0
+                for j in range(j0, j1):             # no bounds test: a plain (strided) copy
+                    out[j] = src[j * sw + off]
+                for j in range(j1, ow):
+                    out[j] = 0
 
 
 @kernel
@@ -56,15 +71,16 @@ def _col2im(col, kh, kw, sh, sw, ph, pw, oh, ow, dx):
         for ki in range(kh):
             for kj in range(kw):
                 r = (c * kh + ki) * kw + kj
+                off = kj - pw
+                j0, j1 = _valid(ow, sw, off, W)
                 for i in range(oh):
                     h = i * sh - ph + ki
                     if h < 0 or h >= H:
                         continue
-                    row = n * L + i * ow
-                    for j in range(ow):
-                        w = j * sw - pw + kj
-                        if w >= 0 and w < W:
-                            dx[n, c, h, w] += col[r, row + j]
+                    src = col[r, n * L + i * ow:n * L + (i + 1) * ow]
+                    dst = dx[n, c, h]
+                    for j in range(j0, j1):
+                        dst[j * sw + off] += src[j]
 
 
 def im2col(x, kh, kw, stride, padding, out=None):

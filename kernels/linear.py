@@ -23,6 +23,13 @@ M are combined per pass over an output block (one load and store of each
 partial sum per eight terms); every row of M is read once for all rows of the
 batch.  Threads take column blocks of M (``_block``).
 
+Reduced-precision storage (optional, never the default): M may be bfloat16
+values stored as uint16 (``to_bfloat16``), the upper half of a float32; each
+row piece is widened to float32 (a shift, exact) before the same loop, so the
+arithmetic stays float32 and only the weights are rounded (to 8 significant
+bits).  Half the bytes to read.  (float16 would keep 3 more bits, but Numba
+has no float16 on the CPU.)
+
 Terms whose a[n, j] is zero for every row n are skipped (``active``): after a
 ReLU most of them are (half or more), and a batch-1 product then reads only
 the rows of M it needs.  Skipping them changes no bit of the result for
@@ -30,10 +37,29 @@ finite M: a partial sum starts at +0, can never become -0, and s + (+-0) == s.
 """
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from ._numba import kernel, njit, prange
 
 MIN_BLOCK = 256         # outputs per thread block at least (long contiguous runs of M for the prefetcher)
+
+
+def _row(m, j, c0, c1, buf):
+    """m[j, c0:c1] as floats: the row piece itself, or (bfloat16 in uint16) widened into ``buf``."""
+
+
+@overload(_row, inline="always")
+def _row_impl(m, j, c0, c1, buf):
+    if m.dtype == types.uint16:
+        def widen(m, j, c0, c1, buf):
+            src = m[j, c0:c1]
+            bits = buf.view(np.uint32)
+            for c in range(c1 - c0):
+                bits[c] = np.uint32(src[c]) << 16
+            return buf[:c1 - c0]
+        return widen
+    return lambda m, j, c0, c1, buf: m[j, c0:c1]
 
 
 @kernel
@@ -46,12 +72,15 @@ def _rows_times(a, m, rows, block, out):
         c0 = blk * block
         c1 = min(C, c0 + block)
         acc = np.zeros((N, c1 - c0), out.dtype)
+        buf = np.empty((8, c1 - c0), out.dtype)     # widened rows (reduced-precision M only)
         i = 0
         while i + 8 <= J:
             j0, j1, j2, j3 = rows[i], rows[i + 1], rows[i + 2], rows[i + 3]
             j4, j5, j6, j7 = rows[i + 4], rows[i + 5], rows[i + 6], rows[i + 7]
-            m0, m1, m2, m3 = m[j0, c0:c1], m[j1, c0:c1], m[j2, c0:c1], m[j3, c0:c1]
-            m4, m5, m6, m7 = m[j4, c0:c1], m[j5, c0:c1], m[j6, c0:c1], m[j7, c0:c1]
+            m0, m1 = _row(m, j0, c0, c1, buf[0]), _row(m, j1, c0, c1, buf[1])
+            m2, m3 = _row(m, j2, c0, c1, buf[2]), _row(m, j3, c0, c1, buf[3])
+            m4, m5 = _row(m, j4, c0, c1, buf[4]), _row(m, j5, c0, c1, buf[5])
+            m6, m7 = _row(m, j6, c0, c1, buf[6]), _row(m, j7, c0, c1, buf[7])
             for n in range(N):
                 a0, a1, a2, a3 = a[n, j0], a[n, j1], a[n, j2], a[n, j3]
                 a4, a5, a6, a7 = a[n, j4], a[n, j5], a[n, j6], a[n, j7]
@@ -70,7 +99,7 @@ def _rows_times(a, m, rows, block, out):
             i += 8
         while i < J:
             j = rows[i]
-            mj = m[j, c0:c1]
+            mj = _row(m, j, c0, c1, buf[0])
             for n in range(N):
                 aj = a[n, j]
                 s = acc[n]
@@ -105,10 +134,13 @@ def active(a):
 
 
 def rows_times(a, m, out=None):
-    """a (N, J) @ m (J, C) -> (N, C), each sum in the naive order (zero terms skipped)."""
+    """a (N, J) @ m (J, C) -> (N, C), each sum in the naive order (zero terms skipped).
+    m float (a's dtype) or bfloat16 in uint16 (then a must be float32)."""
     a, m = np.ascontiguousarray(a), np.ascontiguousarray(m)
+    if m.dtype == np.uint16 and a.dtype != np.float32:
+        raise TypeError(f"bfloat16 weights need float32 inputs, got {a.dtype}")
     if out is None:
-        out = np.empty((a.shape[0], m.shape[1]), dtype=np.result_type(a, m))
+        out = np.empty((a.shape[0], m.shape[1]), dtype=a.dtype if m.dtype == np.uint16 else np.result_type(a, m))
     _rows_times(a, m, active(a), _block(m.shape[1]), out)
     return out
 
@@ -129,8 +161,23 @@ def _transpose(src, dst):
                     d[r] = src[r, c]
 
 
+def to_bfloat16(w):
+    """float32 -> bfloat16 bits (uint16), rounded to nearest, ties to even (finite w)."""
+    u = np.ascontiguousarray(w, dtype=np.float32).view(np.uint32)
+    return ((u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)).astype(np.uint16)
+
+
+def from_bfloat16(h):
+    """bfloat16 bits (uint16) -> float32, exact."""
+    return (h.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
 def pack(w, dtype=None):
-    """The forward layout of a weight W (O, K): W.T (K, O), contiguous, in ``dtype`` (default W's)."""
+    """The forward layout of a weight W (O, K): W.T (K, O), contiguous, in ``dtype``
+    (default W's; "bfloat16" gives bfloat16 bits in uint16)."""
+    if dtype == "bfloat16":
+        w = to_bfloat16(w)
+        dtype = None
     w = np.ascontiguousarray(w)
     out = np.empty(w.shape[::-1], dtype=dtype or w.dtype)
     _transpose(w if w.dtype == out.dtype else w.astype(out.dtype), out)
@@ -146,5 +193,5 @@ def forward(x, wt, b=None):
 
 
 def backward(g, w):
-    """dx = g @ W from the weight W (O, K) as it is; g (N, O) -> (N, K)."""
+    """dx = g @ W from the weight W (O, K) as it is (or its bfloat16 bits); g (N, O) -> (N, K)."""
     return rows_times(g, w)

@@ -11,7 +11,9 @@ For each AlexNet variant and batch size it alternates the two engines
 
 ``--fc`` times the fully connected kernel against BLAS at growing batch (the
 crossover, ``ops.Linear.SKINNY_MAX_ROWS``) and fc6's batch-8 forward against
-one read of its weights.  ``--profile`` adds a per-layer table for each variant and batch: every layer's
+one read of its weights.  ``--reduced`` prints the score and gradient error of bfloat16 fully connected
+weights (an option, ``nn.Linear.storage``) against float32, beside float32's
+error against torch, and their times.  ``--profile`` adds a per-layer table for each variant and batch: every layer's
 forward and its backward to the layer input, this engine against the same
 torch module, timed alternately on the same recorded input (the layers of the
 two AlexNets correspond one to one, see ``torch_reference``).
@@ -25,11 +27,11 @@ training step of the embedded model at batch 128.
     python scripts/bench_cpu.py --variants torchvision --batches 1 --no-memory --no-startup
     python scripts/bench_cpu.py --profile --variants torchvision --batches 8 --no-memory --no-startup --no-train
     python scripts/bench_cpu.py --fc --no-speed --no-memory --no-startup --no-train
+    python scripts/bench_cpu.py --reduced --no-speed --batches 1 8 --no-memory --no-startup --no-train
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -78,6 +80,7 @@ def te_setup(variant, batch):
 
 def torch_setup(variant, batch, te_model):
     import torch
+
     from tinygrad_explain.torch_reference import build
     tm = build(variant, te_model.state_dict())
     for p in tm.parameters():                # input gradient only, as in this engine
@@ -138,7 +141,6 @@ def run_speed(args, have_torch):
         for batch in args.batches:
             model, fwd, gb, gg = te_setup(variant, batch)
             if have_torch:
-                import torch
                 tfwd, tgb, tgrad = torch_setup(variant, batch, model)
                 rows.append((variant, batch) + compare("forward", fwd, tfwd, args.repeats))
                 rows.append((variant, batch) + compare("fwd+grad backprop", gb, tgb, args.repeats))
@@ -185,7 +187,8 @@ def run_fc(args):
     r = np.random.default_rng(0)
     print("\nfully connected products: streaming kernel vs BLAS, median ms "
           "(inputs half zero, as after a ReLU; 'dense' = no zeros)")
-    print(f"{'layer':<6} {'batch':>5}  {'fwd kernel':>10} {'BLAS':>8} {'ratio':>6}   {'bwd kernel':>10} {'BLAS':>8} {'ratio':>6}")
+    print(f"{'layer':<6} {'batch':>5}  {'fwd kernel':>10} {'BLAS':>8} {'ratio':>6}   "
+          f"{'bwd kernel':>10} {'BLAS':>8} {'ratio':>6}")
     for name, (O, I) in (("fc6", (4096, 9216)), ("fc7", (4096, 4096))):
         w = r.standard_normal((O, I), dtype=np.float32)
         wt = K.linear.pack(w)
@@ -204,6 +207,61 @@ def run_fc(args):
                   f"151 MB weights {rd:.2f} ms: kernel {k8 / rd:.2f}x, BLAS {b8 / rd:.2f}x the read", flush=True)
 
 
+def run_reduced(args, have_torch):
+    """bfloat16 storage of the fully connected weights (nn.Linear.storage)
+    against float32: scores' and input gradient's relative error (max |diff| /
+    max |float32|), beside float32's own error against float64 (this engine)
+    and against torch, and the time of fwd+grad with each, alternately."""
+    import tinygrad_explain as te
+    print("\nbfloat16 fc weights vs float32 (fwd + backprop gradient): relative errors "
+          "(max |diff| / max |ref|), median ms")
+    print(f"{'variant':<12} {'batch':>5}  {'scores bf16':>11} {'grad bf16':>10}   {'f32 vs f64':>10} {'grad':>9}   "
+          f"{'f32 vs torch':>12} {'grad':>9}   {'f32 ms':>7} {'bf16 ms':>7} {'ratio':>6}")
+    for variant in args.variants:
+        for batch in args.batches:
+            model, _, grad32, _ = te_setup(variant, batch)
+            x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
+            onehot = np.zeros((batch, 1000), np.float32)
+            onehot[:, 3] = 1
+            fcs = [l for l in model.layers.values() if isinstance(l, te.nn.Linear)]
+
+            def run(storage):
+                for l in fcs:
+                    l.storage = storage
+                xt = te.Tensor(x, requires_grad=True)
+                s = model(xt)
+                s.backward(onehot)
+                return s.numpy().copy(), xt.grad
+
+            def err(a, b):
+                return float(np.abs(a - b).max() / np.abs(b).max())
+            s32, g32 = run(None)
+            s16, g16 = run("bfloat16")
+            m64 = te.models.alexnet(variant)
+            m64.load_state_dict(model.state_dict())
+            m64.astype(np.float64)
+            x64 = te.Tensor(x.astype(np.float64), requires_grad=True)
+            s64 = m64(x64)
+            s64.backward(onehot.astype(np.float64))
+            s64, g64 = s64.numpy(), x64.grad
+            del m64
+            ts, tg = float("nan"), float("nan")
+            if have_torch:
+                import torch
+
+                from tinygrad_explain.torch_reference import build
+                tm = build(variant, model.state_dict())
+                xt = torch.tensor(x, requires_grad=True)
+                sc = tm(xt)
+                sc.backward(torch.from_numpy(onehot))
+                ts, tg = err(s32, sc.detach().numpy()), err(g32, xt.grad.numpy())
+            _, a, b = compare("bf16", lambda: run(None), lambda: run("bfloat16"), args.repeats)
+            for l in fcs:
+                l.storage = None
+            print(f"{variant:<12} {batch:>5}  {err(s16, s32):11.2e} {err(g16, g32):10.2e}   {err(s32, s64):10.2e} "
+                  f"{err(g32, g64):9.2e}   {ts:12.2e} {tg:9.2e}   {a:7.1f} {b:7.1f} {b / a:5.2f}x", flush=True)
+
+
 TRIVIAL = ("flatten", "dropout")
 
 
@@ -216,6 +274,7 @@ def profile_layers(variant, batch, repeats):
     layer output for torch), with a random upstream gradient, to the layer
     input only (frozen weights).  Dropout and flatten (views) are left out."""
     import torch
+
     import tinygrad_explain as te
     from tinygrad_explain.torch_reference import build
     te.manual_seed(0)
@@ -287,7 +346,8 @@ else:
     tm = build(variant, m.state_dict()); del m
     for p in tm.parameters(): p.requires_grad_(False)
     def step(b):
-        xt = torch.tensor(np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)).requires_grad_(True)
+        x0 = np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)
+        xt = torch.tensor(x0).requires_grad_(True)
         tm(xt)[:, 3].sum().backward(); return xt.grad
 step(1); gc.collect()                      # compile / load kernels at batch 1 only
 with open('/proc/self/clear_refs', 'w') as f:
@@ -340,10 +400,10 @@ def run_startup():
 
 def run_train_step(repeats):
     import tinygrad_explain as te
-    from tinygrad_explain import train
+    from tinygrad_explain import optim
     te.manual_seed(0)
     model = te.models.scene_alexnet().requires_grad_(True).train()
-    opt = train.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = np.random.default_rng(0).standard_normal((128,) + model.input_shape).astype(np.float32)
     y = np.random.default_rng(1).integers(0, model.num_classes, 128)
 
@@ -370,6 +430,7 @@ def main():
     ap.add_argument("--profile", action="store_true", help="per-layer forward/backward table against torch")
     ap.add_argument("--no-speed", action="store_true", help="skip the whole-network ratio table")
     ap.add_argument("--fc", action="store_true", help="fully connected kernel vs BLAS by batch (the crossover)")
+    ap.add_argument("--reduced", action="store_true", help="bfloat16 fc weights: error and time against float32")
     ap.add_argument("--fc-batches", nargs="+", type=int, default=[1, 2, 4, 8, 16, 24, 32, 64])
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-startup", action="store_true")
@@ -382,7 +443,8 @@ def main():
         import torch
         torch.set_num_threads(args.threads)
         have_torch = True
-        tinfo = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.mkldnn.is_available() and 'oneDNN' or 'no oneDNN'}"
+        onednn = "oneDNN" if torch.backends.mkldnn.is_available() else "no oneDNN"
+        tinfo = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {onednn}"
     except ImportError:
         have_torch, tinfo = False, "torch not installed: this engine's numbers only"
     import numba
@@ -395,6 +457,8 @@ def main():
         run_speed(args, have_torch)
     if args.fc:
         run_fc(args)
+    if args.reduced:
+        run_reduced(args, have_torch)
     if args.profile and have_torch:
         for variant in args.variants:
             for batch in args.batches:

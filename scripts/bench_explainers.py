@@ -22,6 +22,8 @@ centre and random baselines), one map of the ground-truth class, scored by
     python scripts/bench_explainers.py --limit 50               # a quick look
     python scripts/bench_explainers.py --scenes test --limit 2000   # test scenes (needs dataset-fashion-mnist)
     python scripts/bench_explainers.py --json out.json --plot out.png
+    python scripts/bench_explainers.py --first 250 --limit 250 --save b.npz   # one part (saved after every batch)
+    python scripts/bench_explainers.py --merge a.npz b.npz --json out.json    # the parts' table
 """
 from __future__ import annotations
 
@@ -38,13 +40,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenes", choices=("sample", "test"), default="sample",
                     help="the 500 shipped scenes (default) or the 10,000 test scenes (needs the data set)")
-    ap.add_argument("--limit", type=int, help="only the first N scenes")
+    ap.add_argument("--limit", type=int, help="only N scenes (from --first)")
+    ap.add_argument("--first", type=int, default=0, help="the first scene (default 0)")
+    ap.add_argument("--save", help="write the per-scene scores to this .npz after every batch (for --merge)")
+    ap.add_argument("--merge", nargs="+", metavar="NPZ", help="no run: the table of runs saved with --save")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     ap.add_argument("--weights", help="model file (default: the embedded model)")
     ap.add_argument("--target", choices=("truth", "predicted"), default="truth",
                     help="explain the ground-truth class (default, as TorchRay) or the predicted one")
-    ap.add_argument("--steps", type=int, default=8, help="deletion / insertion steps (default 8: 1/8 of the pixels each)")
-    ap.add_argument("--blur", type=float, help="deletion / insertion baseline blur sigma in px (default 1/8 of the side)")
+    ap.add_argument("--steps", type=int, default=8,
+                    help="deletion / insertion steps (default 8: 1/8 of the pixels each)")
+    ap.add_argument("--blur", type=float,
+                    help="deletion / insertion baseline blur sigma in px (default 1/8 of the side)")
     ap.add_argument("--samples", type=int, default=25, help="SmoothGrad samples (default 25)")
     ap.add_argument("--patch", type=int, default=10, help="occlusion patch (default 10 px)")
     ap.add_argument("--stride", type=int, default=6, help="occlusion stride (default 6 px: 10 x 10 positions)")
@@ -57,29 +64,43 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import tinygrad_explain as te
-    from tinygrad_explain import scenes, figures
+    from tinygrad_explain import figures, scenes
     from tinygrad_explain.explain import benchmark as B
     te.set_num_threads(args.threads)
     try:
         model = te.load_model(args.weights)
-        if args.scenes == "sample":
+        if args.merge:
+            res = B.concat([B.load(f) for f in args.merge])
+            labels = np.asarray(res["targets"]) if args.target == "truth" else None
+        elif args.scenes == "sample":
             data = scenes.load_sample()
-            n = len(data["images"]) if args.limit is None else max(1, min(args.limit, len(data["images"])))
-            data = {k: v[:n] for k, v in data.items() if k != "seed"}
+            N = len(data["images"])
+            stop = N if args.limit is None else min(N, args.first + max(1, args.limit))
+            data = {k: v[args.first:stop] for k, v in data.items() if k != "seed"}
         else:
-            n = 10000 if args.limit is None else max(1, min(args.limit, 10000))
-            data = scenes.generate("test", n)
-    except (FileNotFoundError, te.ModelFileError, ValueError) as e:
+            stop = 10000 if args.limit is None else min(10000, args.first + max(1, args.limit))
+            data = scenes.generate("test", stop)
+            data = {k: v[args.first:stop] for k, v in data.items() if k != "seed"}
+    except (FileNotFoundError, te.ModelFileError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    res = B.evaluate(model, data["images"], data["masks"], data["boxes"], data["labels"], args.methods,
-                     indices=data["indices"], target=args.target, steps=args.steps, blur_sigma=args.blur,
-                     batch_size=args.batch_size, seed=args.seed, smoothgrad_samples=args.samples,
-                     occlusion_patch=args.patch, occlusion_stride=args.stride, cam_layer=args.cam_layer)
-    seconds = time.perf_counter() - t0
+    if not args.merge:
+        labels, parts, b = np.asarray(data["labels"]), [], args.batch_size
+        for s in range(0, len(labels), b):       # part by part, so that --save keeps what is done
+            parts.append(B.evaluate(model, data["images"][s:s + b], data["masks"][s:s + b], data["boxes"][s:s + b],
+                                    labels[s:s + b], args.methods, indices=data["indices"][s:s + b],
+                                    target=args.target, steps=args.steps, blur_sigma=args.blur, batch_size=b,
+                                    seed=args.seed, smoothgrad_samples=args.samples, occlusion_patch=args.patch,
+                                    occlusion_stride=args.stride, cam_layer=args.cam_layer, progress=False))
+            if args.save:
+                B.save(B.concat(parts), args.save)
+            print(f"{s + len(parts[-1]['hard'])} / {len(labels)} scenes, {time.perf_counter() - t0:.0f} s", flush=True)
+        res = B.concat(parts)
+    seconds = time.perf_counter() - t0 if not args.merge else sum(r["seconds"] for r in res["methods"].values())
+    n = len(res["hard"])
     rows = B.summarize(res)
-    acc = float((res["predicted"] == np.asarray(data["labels"])).mean())
+    acc = float((res["predicted"] == labels).mean()) if labels is not None else float("nan")
     hard = int(res["hard"].sum())
     print(f"{n} {args.scenes} scenes ({hard} hard), classification accuracy {acc:.3f}, {seconds:.0f} s in all; "
           f"target: {args.target} class; pointing tolerance {res['tolerance']:.2f} px; deletion / insertion: "
@@ -88,10 +109,13 @@ def main(argv=None):
     report = {"scenes": args.scenes, "n": n, "hard": hard, "classification_accuracy": acc, "seconds": seconds,
               "target": args.target, "tolerance_px": res["tolerance"], "steps": args.steps,
               "blur_sigma": res["blur_sigma"], "smoothgrad_samples": args.samples, "occlusion_patch": args.patch,
-              "occlusion_stride": args.stride, "cam_layer": args.cam_layer or te.explain.attribution.default_cam_layer(model),
-              "weights": getattr(model, "path", None), "threads": args.threads, "rows": rows}
+              "occlusion_stride": args.stride,
+              "cam_layer": args.cam_layer or te.explain.attribution.default_cam_layer(model),
+              "weights": args.weights or "embedded (weights/fashion_scenes_alexnet.h5)", "threads": args.threads,
+              "rows": rows}
     if args.json:
-        with open(args.json, "w") as f:
+        from tinygrad_explain.safe_io import atomic_write
+        with atomic_write(args.json, mode="w") as f:
             json.dump(report, f, indent=1)
         print(f"wrote {args.json}")
     if args.plot:

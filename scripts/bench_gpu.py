@@ -63,6 +63,7 @@ def compare(fa, fb, repeats, warm=2):
 def setups(variant, batch, tf32):
     import cupy
     import torch
+
     import tinygrad_explain as te
     from tinygrad_explain.torch_reference import build
     te.manual_seed(0)
@@ -106,6 +107,7 @@ def check_agreement(te_grad, torch_grad):
 
 def class_model_pair(model, tm, steps, lr=0.01, l2=1e-3, target=3):
     import torch
+
     import tinygrad_explain as te
     from tinygrad_explain.explain._common import data_scale
     from tinygrad_explain.explain.visualize import CLASS_MODEL_DEFAULTS
@@ -137,6 +139,7 @@ def layer_times(model, tm, x, xt_t, repeats):
     """Per layer: forward (sync after each layer) for both engines; te's backward per layer too."""
     import cupy
     import torch
+
     import tinygrad_explain as te
     names = model.layer_names
     mods = list(tm)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Time the embedded model's training step as ``train_embedded.py`` runs it:
 ``scene_alexnet()``, AdamW, a batch of 64 shared by two single-threaded
-processes (``train.DataParallel``), random uint8 scenes.
+processes (``parallel.DataParallel``), random uint8 scenes.
 
 With ``--against DIR`` (another checkout of this project, e.g. an older
 commit from ``git worktree add /tmp/old <commit>``) the two code trees are
@@ -35,7 +35,8 @@ root, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 sys.path.insert(0, root)
 import numpy as np
 import tinygrad_explain as te
-from tinygrad_explain import kernels as K, train
+from tinygrad_explain import kernels as K
+from tinygrad_explain import optim, parallel, scenes, train
 from pathlib import Path
 kdir = Path(K.__file__).resolve().parent
 if Path(root).resolve() not in kdir.parents:
@@ -47,18 +48,18 @@ def main():
     train.he_init(model)
     model.requires_grad_(True).train()
     model.preprocessing.update(mean=[0.5] * 3, std=[0.25] * 3, pixel_scale=1.0)
-    opt = train.Adam(model.parameters(), lr=1e-3, weight_decay=0.05)
+    opt = optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.05)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch * 4, 64, 64, 3), dtype=np.uint8)
     y = rng.integers(0, 10, batch * 4)
-    with train.DataParallel(model, workers=2, threads=1) as par:
+    with parallel.DataParallel(model, workers=2, threads=1) as par:
         for i in range(3):                                  # warm-up: compile, allocate
             par.grads(i, x[:batch], y[:batch], 0.1)
             opt.step()
         t = time.perf_counter()
         for i in range(steps):
             b = (i % 4) * batch
-            xb = train.augment(x[b:b + batch], rng, flip=True, shift=0)
+            xb = scenes.augment(x[b:b + batch], rng, flip=True, shift=0)
             par.grads(i, xb, y[b:b + batch], 0.1)
             opt.step()
         print(json.dumps({"ms": (time.perf_counter() - t) / steps * 1e3}))

@@ -190,7 +190,8 @@ def print_table(results):
             print(f"{'invert':8} {'judge agr':>10} {'r(orig)':>8} {'r(unrel)':>9} {'err^2':>8} {'err^2 max':>10}")
         for layer, v in r.get("inversion", {}).items():
             print(f"{layer:8} {v['judge_agreement']:>10.2f} {v['corr_original_mean']:>8.3f} "
-                  f"{v['corr_unrelated_mean']:>9.3f} {v['normalised_error2_mean']:>8.3f} {v['normalised_error2_max']:>10.3f}")
+                  f"{v['corr_unrelated_mean']:>9.3f} {v['normalised_error2_mean']:>8.3f} "
+                  f"{v['normalised_error2_max']:>10.3f}")
 
 
 def main(argv=None):

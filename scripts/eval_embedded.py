@@ -7,7 +7,7 @@ Prints top-1 accuracy on
 * the 10,000 test scenes (seed 0), rendered on the fly;
 * plain Fashion-MNIST test images as background-free 64x64 "scenes": each
   grey 28x28 item upscaled (bilinear) to 48 px, centred on black, replicated
-  to RGB (``tinygrad_explain.train.plain_scenes``).
+  to RGB (``tinygrad_explain.scenes.plain_scenes``).
 
 The last two need Fashion-MNIST (Debian package ``dataset-fashion-mnist`` or
 ``TGE_FASHION_MNIST``) and are skipped with a note when it is absent.
@@ -90,7 +90,7 @@ def main(argv=None):
             print("  per class:", per_class(sc, lab, names))
 
         t = time.perf_counter()
-        plain = train.plain_scenes(items[:args.n])
+        plain = scenes.plain_scenes(items[:args.n])
         sc = train.predict(model, plain, args.batch, progress=True)
         results["plain_fashion_mnist_acc"] = float((sc.argmax(1) == lab).mean())
         print(f"plain Fashion-MNIST test ({len(lab)}, grey item upscaled to 48 px, centred on black, RGB): "

@@ -83,6 +83,7 @@ def download(url: str, dest: Path, timeout: float = 15.0, expected_sha256: str =
     mismatch; ``dest`` only ever appears complete and verified.
     """
     from tqdm import tqdm
+
     from tinygrad_explain.safe_io import atomic_write
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

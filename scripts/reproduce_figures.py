@@ -6,7 +6,8 @@
 
 Writes PNGs and an index.html gallery with captions (see tinygrad_explain/figures.py),
 prints the time of each figure, the class models' softmax per class and the
-fc7 inversion errors.  The folder appears only when complete.
+fc7 inversion errors.  When every figure is done, its files replace their namesakes
+in the --out folder; nothing else there is touched (--out . is safe).
 """
 import sys
 

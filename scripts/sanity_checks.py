@@ -10,6 +10,8 @@ its explanation on
 * the model with one layer at a time re-initialised (independent randomisation);
 * the same architecture trained on randomly permuted labels
   (``te.load_model("random_labels")``: the data-randomisation test);
+* and, as the floor to read these against, its explanation of the next scene
+  (``other_scene``: what explanations of unrelated images share);
 
 by the Spearman rank correlation of the absolute and of the signed maps, SSIM
 and the correlation of HOG features (``te.explain.sanity``).  Prints one table
@@ -61,8 +63,7 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--scenes", type=int, default=50, help="sample scenes to explain (the first N of 500)")
     ap.add_argument("--methods", nargs="+", default=list(sanity.METHODS), choices=sanity.METHODS)
-    ap.add_argument("--tests", nargs="+", default=["cascade", "independent", "data"],
-                    choices=["cascade", "independent", "data"])
+    ap.add_argument("--tests", nargs="+", default=list(sanity.TESTS), choices=sanity.TESTS)
     ap.add_argument("--weights", default=None, help="model file (default: the embedded model)")
     ap.add_argument("--twin", default="random_labels",
                     help="model file (or shipped name) trained on permuted labels, for the data test")

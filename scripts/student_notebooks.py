@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--drop-checks", action="store_true", help="remove the solution-check cells too")
     args = ap.parse_args(argv)
     import nbformat
+
+    from tinygrad_explain.safe_io import atomic_write
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     out = args.out.resolve()
     if any(p.resolve().parent == out for p in paths):
@@ -39,7 +41,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for p in paths:
         nb = student_copy(nbformat.read(p, as_version=4), args.drop_checks)
-        nbformat.write(nb, out / p.name)
+        with atomic_write(out / p.name, mode="w") as f:
+            nbformat.write(nb, f)
         print(f"wrote {out / p.name} ({len(nb.cells)} cells)")
     return 0
 

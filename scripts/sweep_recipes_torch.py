@@ -98,6 +98,7 @@ def _render(task):
 
 def render():
     from multiprocessing import Pool
+
     from tinygrad_explain import scenes
     SCRATCH.mkdir(parents=True, exist_ok=True)
     jobs = [("test", 0, NTEST)] + [("train", s, NTRAIN) for s in range(NSEEDS)]
@@ -149,7 +150,8 @@ def build(cfg):
 
 def train(cfg):
     import torch
-    from tinygrad_explain.train import cosine_lr      # the schedule train_embedded.py uses
+
+    from tinygrad_explain.optim import cosine_lr  # the schedule train_embedded.py uses
     torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -43,14 +43,14 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 import tinygrad_explain as te  # noqa: E402
-from tinygrad_explain import scenes, train  # noqa: E402
+from tinygrad_explain import checkpoint, image, optim, parallel, scenes, train  # noqa: E402
 from tinygrad_explain.fashion_mnist import CLASS_NAMES  # noqa: E402
 from tinygrad_explain.modelfile import DEFAULT_WEIGHTS  # noqa: E402
 
 
 def load_split(split, n, cache_dir, seed=0, progress=True, parallel=None):
     """Scenes of a split: rendered, or read from ``cache_dir`` (.npy) if given.
-    With a ``train.DataParallel`` of several processes, each renders a part."""
+    With a ``parallel.DataParallel`` of several processes, each renders a part."""
     if cache_dir:
         p = Path(cache_dir)
         tag = f"scenes_{split}" + (f"_seed{seed}" if seed else "")
@@ -159,30 +159,30 @@ def main(argv=None):
     model = build_model(args)
     train.he_init(model)
     model.requires_grad_(True)
-    mean, std = train.channel_stats(images)
+    mean, std = image.channel_stats(images)
     model.preprocessing.update(mean=mean.tolist(), std=std.tolist(), pixel_scale=1.0, channel_order="RGB")
     model.class_names = list(CLASS_NAMES)
     if args.optimizer == "sgd":
-        opt = train.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+        opt = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                         weight_decay=args.weight_decay, nesterov=args.momentum > 0)
     else:
-        opt = train.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        opt = optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     rng = np.random.default_rng([args.seed, 1])          # shuffling and augmentation
 
     per_epoch = args.epoch_size or len(images)
     steps_per_epoch = per_epoch // args.batch
     total = steps_per_epoch * args.epochs
     warm = int(args.warmup * steps_per_epoch)
-    lr_at = lambda s: train.cosine_lr(s, total, args.lr, warmup_steps=warm)  # noqa: E731
+    lr_at = lambda s: optim.cosine_lr(s, total, args.lr, warmup_steps=warm)  # noqa: E731
 
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     history, start_epoch = [], 0
     if args.resume:
-        ck = train.latest_checkpoint(args.checkpoint_dir)
+        ck = checkpoint.latest_checkpoint(args.checkpoint_dir)
         if ck is None:
             print(f"--resume: no checkpoint in {args.checkpoint_dir}, starting from scratch")
         else:
-            start_epoch, rngs, extra = train.load_checkpoint(ck, model, opt)
+            start_epoch, rngs, extra = checkpoint.load_checkpoint(ck, model, opt)
             rng = rngs["data"]
             history = extra.get("history", [])
             old = extra.get("config", {})
@@ -197,7 +197,7 @@ def main(argv=None):
           f"{steps_per_epoch} steps of {args.batch}", flush=True)
 
     t_train = time.perf_counter()
-    with train.DataParallel(model, workers=args.workers, threads=args.threads, seed=args.seed) as par:
+    with parallel.DataParallel(model, workers=args.workers, threads=args.threads, seed=args.seed) as par:
         run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, lr_at, steps_per_epoch,
                    start_epoch, history, config, par)
     return finish(args, model, t_start, t_train)
@@ -225,8 +225,8 @@ def run_epochs(args, model, opt, images, labels, test_images, test_labels, rng, 
             rec["test_acc"] = train.evaluate(model, test_images, test_labels, parallel=par)
         history.append(rec)
         print(json.dumps(rec), flush=True)
-        ck = train.save_checkpoint(args.checkpoint_dir / f"epoch_{epoch + 1:03d}.npz", model, opt, epoch + 1,
-                                   rngs={"data": rng}, extra={"history": history, "config": config})
+        checkpoint.save_checkpoint(args.checkpoint_dir / f"epoch_{epoch + 1:03d}.npz", model, opt, epoch + 1,
+                              rngs={"data": rng}, extra={"history": history, "config": config})
         if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
             print(f"stopping after epoch {epoch + 1} (--stop-after-epoch)", flush=True)
             sys.exit(3)

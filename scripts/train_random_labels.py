@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 import tinygrad_explain as te  # noqa: E402
-from tinygrad_explain import scenes, train  # noqa: E402
+from tinygrad_explain import optim, parallel, scenes, train  # noqa: E402
 from tinygrad_explain.fashion_mnist import CLASS_NAMES  # noqa: E402
 from tinygrad_explain.modelfile import DEFAULT_WEIGHTS, MODEL_NAMES  # noqa: E402
 
@@ -72,7 +72,7 @@ def main(argv=None):
     ap.add_argument("--max-minutes", type=float, default=30.0, help="stop after this many minutes of training")
     ap.add_argument("--seed", type=int, default=0, help="label permutation, initialisation and batch order")
     ap.add_argument("--out", type=Path, default=MODEL_NAMES["random_labels"])
-    ap.add_argument("--workers", type=int, default=2, help="data-parallel processes (train.DataParallel)")
+    ap.add_argument("--workers", type=int, default=2, help="data-parallel processes (parallel.DataParallel)")
     ap.add_argument("--threads", type=int, default=1, help="threads per process")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -96,7 +96,7 @@ def main(argv=None):
     model.requires_grad_(True)
     model.preprocessing.update(reference.preprocessing)
     model.class_names = list(CLASS_NAMES)
-    opt = train.Adam(model.parameters(), lr=args.lr, weight_decay=0.0)
+    opt = optim.Adam(model.parameters(), lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng([args.seed, 1])
 
     steps_per_epoch = len(images) // args.batch
@@ -104,7 +104,7 @@ def main(argv=None):
     lr_at = lambda s: args.lr * min(1.0, (s + 1) / max(warm, 1))  # noqa: E731
     history, acc = [], 0.0
     t_train = time.perf_counter()
-    with train.DataParallel(model, workers=args.workers, threads=args.threads, seed=args.seed) as par:
+    with parallel.DataParallel(model, workers=args.workers, threads=args.threads, seed=args.seed) as par:
         par.apply(train.set_dropout, 0.0)
         for epoch in range(args.max_epochs):
             t0 = time.perf_counter()

@@ -32,3 +32,12 @@ def one_thread():
     numba.set_num_threads(prev)
     if blas is not None:
         blas.restore_original_limits()
+
+
+@pytest.fixture
+def saved(tmp_path, model):
+    """The requesting module's ``model`` fixture saved as tmp_path/tiny.h5 (classes cat, dog, emu)."""
+    import tinygrad_explain as te
+    p = tmp_path / "tiny.h5"
+    te.save_model(model, p, class_names=["cat", "dog", "emu"])
+    return p

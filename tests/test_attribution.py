@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _reference import tiny_network
 
 import tinygrad_explain as te
 from tinygrad_explain import nn
 from tinygrad_explain.explain import attribution as A
-from _reference import tiny_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TARGETS = [0, 3, 4, 1]
@@ -34,7 +34,6 @@ def test_smoothgrad_noise_level_and_seed():
 def test_gradient_x_input_sums_to_the_score_without_biases(x64):
     """Euler: a bias-free ReLU/max-pool/linear network is positively homogeneous of degree 1,
     so sum(x * dS/dx) = S(x).  (LRN is not homogeneous: the net here has none.)"""
-    from tinygrad_explain import nn
     te.manual_seed(0)
     m = te.Network([("conv1", nn.Conv2d(3, 5, 3, 1, 1)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(3, 2)),
                     ("flatten", nn.Flatten()), ("fc", nn.Linear(5 * 6 * 6, 5))], (3, 13, 13)).astype(np.float64)

@@ -2,12 +2,11 @@
 the ReLU-rule context manager, and reproducible dropout."""
 import numpy as np
 import pytest
+from _reference import rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
 
 import tinygrad_explain as te
 from tinygrad_explain import engine, ops
 from tinygrad_explain import kernels as K
-
-from _reference import rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 

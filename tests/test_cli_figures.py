@@ -6,17 +6,14 @@ import os
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import figures
 from tinygrad_explain import __main__ as cli
+from tinygrad_explain import figures
 from tinygrad_explain.fashion_mnist import CLASS_NAMES
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +59,8 @@ def test_cli_gradient_methods(method, extra, model_file, scene_png, tmp_path, ca
         assert "box (x0, y0, x1, y1)" in so
 
 
-@pytest.mark.parametrize("target, label", [("conv5:12", "target: conv5[12]"), ("conv5:12:3:4", "target: conv5[12,3,4]")])
+@pytest.mark.parametrize("target, label", [("conv5:12", "target: conv5[12]"),
+                                           ("conv5:12:3:4", "target: conv5[12,3,4]")])
 def test_cli_channel_and_neuron_targets(target, label, model_file, scene_png, tmp_path, capsys):
     out = tmp_path / "g.png"
     rc, so, se = run_cli(capsys, "guided", "--image", str(scene_png / "scene.png"), "--target", target,
@@ -150,8 +148,8 @@ def test_cli_runs_as_module(model_file, tmp_path):
 # figures
 # --------------------------------------------------------------------------
 EXPECTED = {"toy_relu_rules.png", "class_models.png", "neurons_conv3.png", "neurons_fc7.png", "saliency.png",
-            "grabcut.png", "inversion_fc7.png", "inversion_layers.png", "rules.png", "methods.png", "sanity_cascade.png",
-            "zeiler_fergus.png",
+            "grabcut.png", "inversion_fc7.png", "inversion_layers.png", "rules.png", "methods.png",
+            "sanity_cascade.png", "zeiler_fergus.png",
             "index.html", "summary.json"}
 
 
@@ -175,6 +173,15 @@ def test_reproduce_figures_small(model_file, tmp_path, capsys):
     assert (out / "index.html").read_bytes() != before["index.html"]          # the new gallery: toy only
     assert "toy_relu_rules.png" in (out / "index.html").read_text()
     assert "saliency.png" not in (out / "index.html").read_text()
+
+
+def test_plot_benchmark(tmp_path):
+    from tinygrad_explain.explain.benchmark import COLUMNS, METHODS
+    rows = {m: {c: 0.1 * k for c, _ in COLUMNS} for k, m in enumerate(METHODS)}
+    report = {"rows": rows, "n": 3, "scenes": "sample", "hard": 1, "target": "truth"}
+    figures.plot_benchmark(report, tmp_path / "b.png")
+    w, h = Image.open(tmp_path / "b.png").size
+    assert w > 800 and h > 400
 
 
 def test_reproduce_figures_from_image_files(model_file, scene_png, tmp_path, capsys):

@@ -18,12 +18,15 @@ import pytest
 
 import tinygrad_explain as te
 from tinygrad_explain import caffemodel as cm
-from tinygrad_explain.convert import (ConversionError, caffe_to_state_dict, convert_caffe,
-                                      convert_torchvision, torchvision_to_state_dict)
-from tinygrad_explain.imagenet import (CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN,
-                                       TORCHVISION_STD)
-from tinygrad_explain.torch_checkpoint import (UnsafeCheckpointError, load_torch_checkpoint,
-                                               load_torch_state_dict)
+from tinygrad_explain.convert import (
+    ConversionError,
+    caffe_to_state_dict,
+    convert_caffe,
+    convert_torchvision,
+    torchvision_to_state_dict,
+)
+from tinygrad_explain.imagenet import CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN, TORCHVISION_STD
+from tinygrad_explain.torch_checkpoint import UnsafeCheckpointError, load_torch_checkpoint, load_torch_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -375,6 +378,7 @@ def _torch_alexnet(torch):
     return AlexNet().eval()
 
 
+@pytest.mark.slow
 def test_torchvision_end_to_end_scores_match_torch(tmp_path):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
@@ -493,6 +497,7 @@ def _caffe_layers(sd):
              else []) for name, ltype in _CAFFE_GRAPH]
 
 
+@pytest.mark.slow
 def test_caffe_v1_end_to_end_scores_match_direct_load(tmp_path, caffe_weights):
     path = tmp_path / "bvlc_alexnet.caffemodel"
     path.write_bytes(cm.encode_caffemodel(_caffe_layers(caffe_weights), v1=True, legacy_shape=True))
@@ -517,6 +522,7 @@ def test_caffe_v1_end_to_end_scores_match_direct_load(tmp_path, caffe_weights):
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
+@pytest.mark.slow
 def test_caffe_v2_converts_to_identical_weights(tmp_path, caffe_weights):
     path = tmp_path / "v2.caffemodel"
     path.write_bytes(cm.encode_caffemodel(_caffe_layers(caffe_weights), v1=False))

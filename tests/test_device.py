@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _reference import serial_kernels  # noqa: F401 (fixture)
 
 import tinygrad_explain as te
 from tinygrad_explain import device, nn
-
-from _reference import serial_kernels  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 HERE = Path(__file__).resolve().parent

@@ -5,12 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from _reference import edit, rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
 
 import tinygrad_explain as te
 from tinygrad_explain import nn
 from tinygrad_explain.models import Network, alexnet
-
-from _reference import rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
@@ -170,17 +169,7 @@ def test_state_dict_round_trip(fresh):
 # --------------------------------------------------------------------------
 # HDF5 model file: broken files
 # --------------------------------------------------------------------------
-@pytest.fixture
-def saved(tmp_path, model):
-    p = tmp_path / "tiny.h5"
-    te.save_model(model, p, class_names=["cat", "dog", "emu"])
-    return p
-
-
-def edit(path, fn):
-    with h5py.File(path, "r+") as f:
-        fn(f)
-    return path
+# ``saved`` (the module's ``model`` written to tiny.h5) is a fixture of conftest.py
 
 
 def test_missing_file(tmp_path):

@@ -124,12 +124,9 @@ def test_saliency_is_max_over_channels_of_abs_gradient(model, images):
     assert not np.allclose(s, np.abs(g).sum(axis=1))
 
 
-@pytest.mark.parametrize("target, message", [
+BAD_CLASS_TARGETS = [
     ("dgo", "did you mean 'dog'"), ("zebra", "unknown class name 'zebra'"), (7, "out of range"),
-    (-1, "out of range"), ([0, 1], "2 targets for 3 images"), (1.5, "class index, a class name")])
-def test_bad_targets(model, images, target, message):
-    with pytest.raises(ExplainError, match=message):
-        te.explain.gradient(model, images, target)
+    (-1, "out of range"), ([0, 1], "2 targets for 3 images"), (1.5, "class index, a class name")]
 
 
 def test_bad_inputs(model, images):
@@ -191,12 +188,28 @@ def test_channel_and_neuron_targets(model, images, rule):
                                   _by_hand(model, images, "conv2", seed, rule, at="pool1"))
 
 
+def test_objective_value_is_what_gradient_differentiates(model, images):
+    """resolve_objective's S (what other explainers build on): its values are the channel
+    mean / the neuron / the class score, and its gradient is te.explain.gradient's."""
+    targets = [("conv2", 3), ("conv2", 5, 1, 2), ("conv2", 0)]
+    obj = te.explain.resolve_objective(model, targets, 3)
+    assert obj.layer == "conv2" and obj.labels == ["conv2[3]", "conv2[5,1,2]", "conv2[0]"] and obj.classes is None
+    xt = te.Tensor(images.copy(), requires_grad=True)
+    a = model(xt, until="conv2")
+    s = obj.value(a)
+    np.testing.assert_allclose(s.numpy(), [a.data[0, 3].mean(), a.data[1, 5, 1, 2], a.data[2, 0].mean()], rtol=1e-6)
+    s.sum().backward()
+    np.testing.assert_allclose(xt.grad, te.explain.gradient(model, images, targets), rtol=1e-5, atol=1e-7)
+    obj = te.explain.resolve_objective(model, "goose", 3)
+    assert obj.layer == "fc8" and obj.labels == ["goose"] * 3 and list(obj.classes) == [3, 3, 3]
+
+
 def test_class_target_equals_unit_of_the_last_layer(model, images):
     np.testing.assert_array_equal(te.explain.gradient(model, images, "dog"),
                                   te.explain.gradient(model, images, ("fc8", 1)))
 
 
-@pytest.mark.parametrize("target, message", [
+BAD_UNIT_TARGETS = [
     (("conv9", 1), "unknown layer 'conv9'.*did you mean 'conv2'"),
     ("conv9:1", "unknown layer 'conv9'"),
     (("conv2", 8), "channel 8 out of range for layer 'conv2' of shape \\(8, 6, 6\\)"),
@@ -210,8 +223,11 @@ def test_class_target_equals_unit_of_the_last_layer(model, images):
     ("conv2:x", "integer indices"),
     ([("conv2", 1), ("fc7", 1), 0], "different layers"),
     ([("conv2", 1)], "1 targets for 3 images"),
-])
-def test_bad_unit_targets(model, images, target, message):
+]
+
+
+@pytest.mark.parametrize("target, message", BAD_CLASS_TARGETS + BAD_UNIT_TARGETS)
+def test_bad_targets(model, images, target, message):
     with pytest.raises(ExplainError, match=message):
         te.explain.gradient(model, images, target)
 

@@ -12,7 +12,7 @@ from tinygrad_explain import figures, scenes
 from tinygrad_explain.explain import benchmark as B
 from tinygrad_explain.modelfile import DEFAULT_WEIGHTS
 
-pytestmark = [pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason=f"{DEFAULT_WEIGHTS} is absent"),
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason=f"{DEFAULT_WEIGHTS} is absent"),
               pytest.mark.usefixtures("one_thread")]
 
 
@@ -24,18 +24,52 @@ def model():
 
 
 def test_class_models_are_confident_for_every_class(model):
-    v = te.explain.class_model(model, progress=False)          # the defaults, every class at once
+    """The paper's objective S_c - lambda |I|^2 from the zero image, with Adam steps (the
+    settings that were the default before the natural-image priors), drives the network's
+    own softmax to >= 0.99 for every class.  That number cannot tell a picture from an
+    adversarial pattern (test_quality.py judges the pictures with an independent network)."""
+    v = te.explain.class_model(model, recipe="simonyan2014", optimizer="adam", lr=0.1, steps=300,
+                               progress=False)                  # every class at once
     assert v.labels == list(model.class_names)
     bad = {lb: round(float(p), 4) for lb, p in zip(v.labels, v.probability) if p < 0.99}
     assert not bad, f"class-model softmax below 0.99: {bad}"
 
 
+def test_natural_class_models_still_convince_the_network(model):
+    """The default natural-image priors trade some of the network's own confidence for
+    pictures a person (and another network) recognises: issue #14's floor is 0.9."""
+    v = te.explain.class_model(model, progress=False)
+    bad = {lb: round(float(p), 4) for lb, p in zip(v.labels, v.probability) if p < 0.9}
+    assert not bad, f"natural class-model softmax below 0.9: {bad}"
+
+
+# the inversion defaults before the natural-image priors: pixel steps from smooth colour noise
+PIXEL_INVERSION = dict(param="pixel", colour=None, jitter=0, init_std=0.3, init_smooth=0.06)
+
+
 def test_fc7_inversion_is_accurate_and_diverse(model):
+    """Adam on the paper's objective from smooth random starts reaches normalised fc7 errors
+    <= 0.10 from five different starts -- a number the network being inverted gives, which
+    says the optimisation works, not that the pictures resemble the scene (the next test)."""
     inputs = figures.embedded_inputs(model)                     # the figure's image
-    inv = te.explain.invert(model, inputs.x[0], layer="fc7", inits=5, progress=False)
+    inv = te.explain.invert(model, inputs.x[0], layer="fc7", inits=5, progress=False, **PIXEL_INVERSION)
     assert np.all(inv.errors <= 0.10), inv.errors
     off = inv.pairwise_mad[np.triu_indices(5, 1)]
     assert off.min() > 0.05, off                                # no two reconstructions alike (model space)
+
+
+def test_natural_inversion_of_middle_layers_resembles_the_scene(model):
+    """Issue #14's targets for the default recipe, on the figure's scene, reduced steps: the
+    blurred grey reconstruction from pool2 correlates >= 0.9 with the original, from conv4
+    >= 0.6, each clearly more than with an unrelated scene.  (Measured at 500 steps on scenes
+    0 and 3: pool2 0.93 / 0.98, conv4 0.90 / 0.95, unrelated ~0.3; docs/explainers.md.)"""
+    from tinygrad_explain.explain import quality as Q
+    inputs = figures.embedded_inputs(model)
+    res = te.explain.invert_layers(model, inputs.x[0], ["pool2", "conv4"], steps=500, progress=False)
+    other = inputs.pictures[3]
+    r = [Q.reconstruction_correlation(d, inputs.pictures[0], other) for d in res.display]
+    assert r[0]["original"] >= 0.9 and r[1]["original"] >= 0.6, r
+    assert all(c["original"] > c["unrelated"] + 0.3 for c in r), r
 
 
 def test_localisation_beats_baselines_on_100_scenes(model):

@@ -22,7 +22,9 @@ import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import explain as X, explorer, figures as F, scenes
+from tinygrad_explain import draw as D
+from tinygrad_explain import explain as X
+from tinygrad_explain import explorer, scenes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -76,6 +78,17 @@ def png_bytes(img):
     return buf.getvalue()
 
 
+def png_header(width, height):
+    """A PNG that only claims its size (a decompression bomb's header): signature, IHDR, IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
 def reference(ex, picture, method, target):
     """What te.explain gives for this picture, method and target (computed here, not by the server)."""
     m, x = ex.model, te.image.load(picture, ex.model)
@@ -107,8 +120,9 @@ def test_info_and_static(server):
     status, info = http(url + "api/info")
     assert status == 200
     assert info["classes"] == list(ex.model.class_names)
-    assert {m["id"] for m in info["methods"]} == {"gradient", "saliency", "deconvnet", "guided", "grabcut", "smoothgrad",
-                                                  "grad-x-input", "gradcam", "guided-gradcam", "occlusion"}
+    assert {m["id"] for m in info["methods"]} == {"gradient", "saliency", "deconvnet", "guided", "grabcut",
+                                                  "smoothgrad", "grad-x-input", "gradcam", "guided-gradcam",
+                                                  "occlusion"}
     assert len(info["scenes"]) == 50 and info["scenes"][3]["id"] == "scene:3"
     status, page = http(url)
     assert status == 200 and b"<script src=\"/app.js\">" in page
@@ -131,7 +145,7 @@ def test_maps_match_te_explain(server, sample, method):
         assert res["box"] == [int(v) for v in box]
         assert res["truth_box"] == [int(v) for v in sample["boxes"][i]]
     else:       # the map picture is the CLI's picture of these values
-        assert np.array_equal(png(res["map"]), F.method_picture(method, values(res), sample["images"][i]))
+        assert np.array_equal(png(res["map"]), D.method_picture(method, values(res), sample["images"][i]))
     assert res["target"]["value"] == target
     # prediction: the model's softmax for this scene
     _, p = X.predict(ex.model, te.image.load(sample["images"][i], ex.model))
@@ -147,16 +161,20 @@ def test_neuron_targets(server, sample, target):
     spec = {"layer": target[0], "channel": target[1]}
     if len(target) == 4:
         spec.update(row=target[2], col=target[3])
-    for method in ("guided", "saliency"):
+    for method in ("guided", "saliency", "smoothgrad", "occlusion"):
         status, res = explain(url, image=f"scene:{i}", method=method, target=spec)
         assert status == 200, res
         assert res["target"]["value"] == list(target)
         assert_same_map(values(res), reference(ex, sample["images"][i], method, target)[0])
         rows = [r["name"] for r in res["layers"]]
         assert rows[-1] == target[0]                       # the layer view stops at the target's layer
-    for method in explorer.CLASS_ONLY:
+    for method in ("gradcam", "guided-gradcam"):          # Grad-CAM needs a target above its layer (relu5)
         status, res = explain(url, image=f"scene:{i}", method=method, target=spec)
-        assert status == 400 and "explains a class score" in res["error"]
+        if target[0] == "fc7":
+            assert status == 200 and res["target"]["value"] == list(target)
+            assert_same_map(values(res), reference(ex, sample["images"][i], method, target)[0])
+        else:
+            assert status == 400 and "Grad-CAM" in res["error"] and "not below" in res["error"], res
 
 
 def test_layer_view(server, sample):
@@ -193,6 +211,11 @@ def test_bad_requests_answer_400_and_the_server_lives_on(server):
         status, res = http(url + "api/upload", data, ctype)
         assert status == 400 and want in res["error"], res
         assert "/tmp" not in res["error"] and "tge-explorer" not in res["error"]   # no server paths leak
+    # te.image's limits apply to uploads: checked from the header, before decoding
+    for data, want in [(png_header(20000, 20000), "pixels"),
+                       (png_bytes(np.zeros((10, 1000, 3), np.uint8)), "elongated")]:
+        status, res = http(url + "api/upload", data, "image/png")
+        assert status == 400 and want in res["error"], res
     status, res = http(url + "api/upload", b"x" * (explorer.MAX_UPLOAD_BYTES + 1), "image/png")
     assert status == 400 and "limit" in res["error"]
     status, res = http(url + "api/explain", b"{nope", "application/json")
@@ -203,6 +226,7 @@ def test_bad_requests_answer_400_and_the_server_lives_on(server):
                       ({"image": "upload:nothere"}, "no longer kept"),
                       ({"image": "scene:0", "target": {"class": 10}}, "out of range"),
                       ({"image": "scene:0", "target": {"class": "Handbag"}}, "unknown class"),
+                      ({"image": "scene:0", "target": {"layer": "conv5", "channel": 999}}, "out of range"),
                       ({"image": "scene:0", "target": {"layer": "conv9", "channel": 0}}, "unknown layer")]:
         status, res = explain(url, **req)
         assert status == 400 and want in res["error"], (req, res)

@@ -25,12 +25,12 @@ _OK, _WHY = device.gpu_available()
 if not _OK:
     pytest.skip(f"no usable GPU: {_WHY}", allow_module_level=True)
 
+from _reference import away_from_zero, distinct, forward_difference, rng  # noqa: E402
+
 import tinygrad_explain as te  # noqa: E402
 from tinygrad_explain import kernels as K  # noqa: E402
 from tinygrad_explain import ops  # noqa: E402
 from tinygrad_explain.kernels import gpu as G  # noqa: E402
-
-from _reference import away_from_zero, distinct, rng  # noqa: E402
 
 TOL = 1e-4
 DTYPES = [np.float32, np.float64]
@@ -322,8 +322,8 @@ def test_elementwise_and_reductions():
     both(lambda x: (x.abs() ** 1.5 + x ** 2.0 + x ** -1.0).sum(axis=(1, 2)), [a], what="pow/abs/sum")
     both(lambda x: x.mean(axis=1, keepdims=True) + x.sum(), [a], what="mean/sum")
     x4 = rng(3).standard_normal((2, 3, 5, 6))
-    both(lambda x: te.shift_diff(x, -1) ** 2.0, [x4], what="shift_diff W")
-    both(lambda x: te.shift_diff(x, 2), [x4], what="shift_diff H")
+    both(lambda x: forward_difference(x, -1) ** 2.0, [x4], what="forward difference W")
+    both(lambda x: forward_difference(x, 2), [x4], what="forward difference H")
     both(lambda x: te.flatten(x).reshape(6, -1), [x4], what="reshape")
 
 
@@ -365,6 +365,12 @@ def test_gradcheck_on_gpu_losses_and_regularizers():
     s = gpu(2 * rng(1).standard_normal((4, 5)))
     assert te.gradcheck(te.log_softmax, [s])
     assert te.gradcheck(lambda t: te.cross_entropy(t, np.array([0, 3, 3, 1])), [s])
+    for f in (te.exp, te.softmax, te.logsumexp, lambda t: te.amax(t, axis=1), lambda t: t.max(axis=(0, 1))):
+        assert te.gradcheck(f, [s])
+    assert te.gradcheck(te.log, [gpu(rng(4).uniform(0.2, 3.0, (4, 5)))])
+    t = te.Tensor(gpu(np.array([[1.0, 3.0, 3.0]])), requires_grad=True)
+    t.max(axis=1).backward(gpu(np.array([1.0])))                 # ties split the gradient, on the GPU too
+    np.testing.assert_array_equal(t.grad.get(), [[0.0, 0.5, 0.5]])
     x = gpu(rng(2).standard_normal((2, 2, 5, 4)))
     assert te.gradcheck(lambda t: R.alpha_norm(t, 6.0, 2.0), [x], max_checks=40)
     assert te.gradcheck(lambda t: R.total_variation(t, 1.0, 0.5), [x], max_checks=40)
@@ -522,3 +528,12 @@ def test_optimising_explainers_on_gpu_match_cpu():
     ig = X.invert(m_gpu, x, layer="fc1", inits=2, steps=5, progress=False)
     assert isinstance(ig.images, np.ndarray)
     assert rel_err(ig.images, ic.images) <= 1e-3 and rel_err(ig.errors, ic.errors) <= 1e-3
+    layers = [l for l in m_cpu.layer_names if l.startswith(("conv", "fc"))][:2]
+    lc = X.invert_layers(m_cpu, x, layers, steps=5, progress=False)
+    lg = X.invert_layers(m_gpu, x, layers, steps=5, progress=False)
+    assert rel_err(lg.images, lc.images) <= 1e-3 and rel_err(lg.errors, lc.errors) <= 1e-3
+    # every prior of the shared optimiser on the device: octaves, scaling/rotation, blur schedule, clipping
+    kw = dict(steps=6, recipe="simonyan2014", octaves=(2, 1), scales=(0.9, 1.1), angles=(-5, 5), jitter=1,
+              blur_every=2, blur_sigma=(0.8, 0.3), clip=True, optimizer="adam", lr=0.05)
+    oc, og = X.class_model(m_cpu, "b", progress=False, **kw), X.class_model(m_gpu, "b", progress=False, **kw)
+    assert rel_err(og.image, oc.image) <= 1e-3

@@ -7,12 +7,21 @@ backward would pass gradcheck.
 """
 import numpy as np
 import pytest
+from _reference import (  # noqa: F401
+    away_from_zero,
+    distinct,
+    forward_difference,
+    kink_margin,
+    numeric_grad,
+    one_and_all_threads,
+    rng,
+    serial_kernels,
+    tiny_network,
+)
 
 import tinygrad_explain as te
-from tinygrad_explain import kernels as K, naive, ops
-
-from _reference import (away_from_zero, distinct, kink_margin, numeric_grad, one_and_all_threads,  # noqa: F401
-                        rng, serial_kernels, tiny_network)
+from tinygrad_explain import kernels as K
+from tinygrad_explain import naive, ops
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
@@ -257,7 +266,8 @@ def test_relu_rules_equal_true_gradient_in_positive_network(rule):
     with te.relu_backward(rule):
         out.backward()
     with te.no_grad():
-        num = numeric_grad(lambda: float(_guided_net(te.Tensor(x), te.Tensor(w1), te.Tensor(b1), te.Tensor(w2)).data), x)
+        num = numeric_grad(lambda: float(_guided_net(te.Tensor(x), te.Tensor(w1), te.Tensor(b1),
+                                                     te.Tensor(w2)).data), x)
     np.testing.assert_allclose(xt.grad.reshape(-1), [num[i] for i in range(x.size)], rtol=1e-6, atol=1e-8)
     # and it is bit-identical to the backprop rule here
     xb = te.Tensor(x.copy(), requires_grad=True)
@@ -590,13 +600,13 @@ def test_sum_and_mean(axis, keepdims):
 
 
 # --------------------------------------------------------------------------
-# shift_diff (total variation) and indexing
+# forward differences by indexing (total variation) and indexing
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("axis", [-1, -2, 3, 2])
-def test_shift_diff(axis):
+def test_forward_difference(axis):
     x = rng(1).standard_normal((2, 3, 4, 5))
-    np.testing.assert_allclose(te.shift_diff(te.Tensor(x), axis).numpy(), np.diff(x, axis=axis), rtol=1e-14)
-    assert te.gradcheck(lambda t: te.shift_diff(t, axis), [x])
+    np.testing.assert_allclose(forward_difference(te.Tensor(x), axis).numpy(), np.diff(x, axis=axis), rtol=1e-14)
+    assert te.gradcheck(lambda t: forward_difference(t, axis), [x])
 
 
 def test_total_variation_loss():
@@ -604,11 +614,11 @@ def test_total_variation_loss():
     x = rng(1).standard_normal((1, 3, 5, 6))
 
     def tv(t):
-        return (te.shift_diff(t, -1) ** 2).sum() + (te.shift_diff(t, -2) ** 2).sum()
+        return (forward_difference(t, -1) ** 2).sum() + (forward_difference(t, -2) ** 2).sum()
     ref = (np.diff(x, axis=-1) ** 2).sum() + (np.diff(x, axis=-2) ** 2).sum()
     np.testing.assert_allclose(float(tv(te.Tensor(x)).data), ref, rtol=1e-13)
     assert te.gradcheck(tv, [x])
-    assert te.gradcheck(lambda t: (te.shift_diff(t, -1) ** 2 + 1e-2).__pow__(0.5).sum(), [x])
+    assert te.gradcheck(lambda t: (forward_difference(t, -1) ** 2 + 1e-2).__pow__(0.5).sum(), [x])
 
 
 @pytest.mark.parametrize("idx", [

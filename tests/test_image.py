@@ -6,8 +6,7 @@ import pytest
 from PIL import Image
 
 from tinygrad_explain import image
-from tinygrad_explain.imagenet import (CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN,
-                                       TORCHVISION_STD, class_name)
+from tinygrad_explain.imagenet import CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN, TORCHVISION_STD, class_name
 
 
 def stand_in(input_shape=(3, 224, 224), **pre):

@@ -8,12 +8,12 @@ import pickle
 
 import numpy as np
 import pytest
+from _reference import one_and_all_threads, rng, serial_kernels  # noqa: F401 (fixture)
 
 import tinygrad_explain as te
-from tinygrad_explain import kernels as K, nn, ops, train
+from tinygrad_explain import kernels as K
+from tinygrad_explain import nn, ops, optim
 from tinygrad_explain.kernels import _numba
-
-from _reference import one_and_all_threads, rng, serial_kernels  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
@@ -97,7 +97,7 @@ def test_layer_gradcheck_through_the_kernel(N, monkeypatch):
     x = rng(9).standard_normal((N, 23))
     assert te.gradcheck(layer, [x])
     w, b = layer.weight.data.copy(), layer.bias.data.copy()
-    assert te.gradcheck(lambda x, w, b: te.linear(x, w, b, packed=lambda: K.linear.pack(w.data)), [x, w, b])
+    assert te.gradcheck(lambda x, w, b: te.linear(x, w, b, packed=lambda: (K.linear.pack(w.data), None)), [x, w, b])
     assert len(seen) > 100, "the kernel did not run"
 
 
@@ -133,13 +133,13 @@ def test_packed_copy_follows_every_change_of_the_weight():
     layer = _layer(np.float32)
     x = sparse((2, 23), 12)
     layer(x)
-    first = layer.packed_weight()
-    assert first is layer.packed_weight() and layer.packed_nbytes == first.nbytes     # kept
+    first = layer.packed_weight()[0]
+    assert first is layer.packed_weight()[0] and layer.packed_nbytes == first.nbytes     # kept
     np.testing.assert_array_equal(first, layer.weight.data.T)
 
     def changed(why):
         y = layer(x).numpy()
-        np.testing.assert_array_equal(layer.packed_weight(), layer.weight.data.T, err_msg=why)
+        np.testing.assert_array_equal(layer.packed_weight()[0], layer.weight.data.T, err_msg=why)
         assert y.tobytes() == _fresh_scores(layer, x).tobytes(), why
 
     layer.weight.data *= 2                                    # in place, announced
@@ -150,7 +150,7 @@ def test_packed_copy_follows_every_change_of_the_weight():
     changed("load_state_dict")
     net.astype(np.float64)
     y = layer(x.astype(np.float64))
-    assert layer.packed_weight().dtype == np.float64 and y.dtype == np.float64
+    assert layer.packed_weight()[0].dtype == np.float64 and y.dtype == np.float64
     net.astype(np.float32)
     changed("astype")
     layer.weight.requires_grad = True                         # trainable: no copy, BLAS forward
@@ -166,19 +166,62 @@ def test_optimiser_steps_remake_the_packed_copy(opt):
     layer = _layer(np.float32)
     x = sparse((3, 23), 13)
     layer(x)
-    before = layer.packed_weight().copy()
-    make = {"sgd": lambda p: train.SGD(p, lr=0.1, momentum=0.9), "adam": lambda p: train.Adam(p, lr=0.1)}[opt]
+    before = layer.packed_weight()[0].copy()
+    make = {"sgd": lambda p: optim.SGD(p, lr=0.1, momentum=0.9), "adam": lambda p: optim.Adam(p, lr=0.1)}[opt]
     params = [layer.weight, layer.bias]
     o = make(params)
     for p in params:
         p.grad = np.ones_like(p.data)
     o.step()
     y = layer(x).numpy()
-    assert not np.array_equal(layer.packed_weight(), before)
-    np.testing.assert_array_equal(layer.packed_weight(), layer.weight.data.T)
+    assert not np.array_equal(layer.packed_weight()[0], before)
+    np.testing.assert_array_equal(layer.packed_weight()[0], layer.weight.data.T)
     assert y.tobytes() == _fresh_scores(layer, x).tobytes()
 
 
 def test_functional_linear_without_a_packed_copy_uses_blas_forward():
     x, w = rng(14).standard_normal((2, 7)), rng(15).standard_normal((5, 7))
     np.testing.assert_allclose(te.linear(te.Tensor(x), te.Tensor(w)).numpy(), x @ w.T, rtol=1e-12)
+
+
+def test_bfloat16_rounding_and_kernel():
+    w = rng(16).standard_normal((40, 300)).astype(np.float32)
+    h = K.linear.to_bfloat16(w)
+    back = K.linear.from_bfloat16(h)
+    assert (np.abs(back - w) <= np.abs(w) * 2.0 ** -8).all()            # round to nearest: half an ulp of 8 bits
+    ties = np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8], np.float32)          # exactly between two bfloat16 values
+    assert K.linear.from_bfloat16(K.linear.to_bfloat16(ties)).tolist() == [1.0, 1 + 2 ** -6]   # to even
+    a = sparse((3, 40), 17)
+    assert K.linear.rows_times(a, h).tobytes() == K.linear.rows_times(a, back).tobytes()
+    with pytest.raises(TypeError, match="float32"):
+        K.linear.rows_times(a.astype(np.float64), h)
+
+
+def test_bfloat16_storage_is_an_option_with_bounded_error():
+    """Off by default; when chosen, both products use the rounded weights (the
+    same result as float32 weights rounded to bfloat16 beforehand), with the
+    error that rounding implies."""
+    layer = _layer(np.float32, 300, 130)
+    assert layer.storage is None
+    x, g = sparse((4, 300), 18), sparse((4, 130), 19)
+
+    def run(l):
+        xt = te.Tensor(x, requires_grad=True)
+        y = l(xt)
+        y.backward(g)
+        return y.numpy(), xt.grad
+    y32, dx32 = run(layer)
+    layer.storage = "bfloat16"
+    y16, dx16 = run(layer)
+    assert layer.packed_weight()[0].dtype == np.uint16 and layer.packed_nbytes == 2 * 2 * 300 * 130
+    rounded = _layer(np.float32, 300, 130)
+    rounded.weight.data = K.linear.from_bfloat16(K.linear.to_bfloat16(layer.weight.data))
+    yr, dxr = run(rounded)
+    assert y16.tobytes() == yr.tobytes() and dx16.tobytes() == dxr.tobytes()
+    aw = np.abs(layer.weight.data.astype(np.float64))          # each weight moves by <= 2^-8 of itself
+    assert np.abs(y16 - y32).max() > 0 and (np.abs(y16 - y32) <= 2 ** -8 * (np.abs(x) @ aw.T) + 1e-5).all()
+    assert np.abs(dx16 - dx32).max() > 0 and (np.abs(dx16 - dx32) <= 2 ** -8 * (np.abs(g) @ aw) + 1e-5).all()
+    layer.storage = None
+    assert run(layer)[0].tobytes() == y32.tobytes()
+    with pytest.raises(ValueError, match="storage"):
+        layer.storage = "float16"

@@ -131,7 +131,7 @@ def test_to_map_and_baselines():
         M.to_map(a, "mean")
 
 
-def test_benchmark_runs_every_method_on_a_small_model():
+def test_benchmark_runs_every_method_on_a_small_model(tmp_path):
     from tinygrad_explain import scenes
     d = scenes.load_sample()
     te.manual_seed(0)
@@ -147,5 +147,12 @@ def test_benchmark_runs_every_method_on_a_small_model():
     again = B.evaluate(m, d["images"][1:3], d["masks"][1:3], d["boxes"][1:3], d["labels"][1:3], ["random"],
                        indices=[1, 2], steps=2, progress=False)                # the random baseline is per scene
     np.testing.assert_array_equal(again["methods"]["random"]["pointing"], res["methods"]["random"]["pointing"][1:])
+    first = B.evaluate(m, d["images"][:1], d["masks"][:1], d["boxes"][:1], d["labels"][:1], ["random"], steps=2,
+                       progress=False)
+    B.save(again, tmp_path / "b.npz")                                            # parts saved, merged
+    merged = B.concat([first, B.load(tmp_path / "b.npz")])
+    for k in B.SCENE_KEYS:          # the AUCs to float32 rounding: other batches, other BLAS blocking
+        np.testing.assert_allclose(merged["methods"]["random"][k], res["methods"]["random"][k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(merged["indices"], [0, 1, 2])
     with pytest.raises(ValueError, match="unknown methods"):
         B.evaluate(m, d["images"][:1], d["masks"][:1], d["boxes"][:1], d["labels"][:1], ["lime"], progress=False)

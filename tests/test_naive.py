@@ -5,11 +5,10 @@ test_gradcheck_ops.py; here each naive backward must equal the engine's
 backward (itself gradchecked), so the naive file is a trustworthy definition."""
 import numpy as np
 import pytest
+from _reference import away_from_zero, distinct, rng, serial_kernels  # noqa: F401
 
 import tinygrad_explain as te
 from tinygrad_explain import naive
-
-from _reference import away_from_zero, distinct, rng, serial_kernels  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 

@@ -10,13 +10,14 @@ input shape (an MLP):
 * an MLP (``input_shape=(F,)``) takes (N, F), says so when given anything else, and
   one training step gives PyTorch's loss, gradients and updated weights (float64).
 """
+import re
+
 import numpy as np
 import pytest
+from _reference import serial_kernels, tiny_network  # noqa: F401
 
 import tinygrad_explain as te
 from tinygrad_explain import nn
-
-from _reference import serial_kernels, tiny_network  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
@@ -141,7 +142,8 @@ def test_bad_keep_start_until(net, kw, error, message):
 
 
 def test_start_checks_the_activation_shape(net, x):
-    with pytest.raises(ValueError, match=r"input after layer 'pool1' must have shape \(N, C, H, W\) = \(N, 4, 4, 4\), got \(3, 2, 9, 9\)"):
+    with pytest.raises(ValueError, match=r"input after layer 'pool1' must have shape \(N, C, H, W\) = "
+                                         r"\(N, 4, 4, 4\), got \(3, 2, 9, 9\)"):
         net(x, start="pool1")
     with pytest.raises(ValueError, match=r"input after layer 'fc1' must have shape \(N, F\) = \(N, 5\), got rank 4"):
         net(x, start="fc1")
@@ -230,3 +232,5 @@ def test_walkthrough_script(capsys):
     out = capsys.readouterr().out
     assert "te.explain.gradient gives the same: max |difference| = 0.00e+00" in out
     assert "d S_c / d(input of relu2  )" in out and "ReLU rule dx = dy*[x>0]*[dy>0]" in out
+    fast_naive = re.findall(r"(forward|backward) +max \|fast - naive\| = (\S+)", out)
+    assert [k for k, _ in fast_naive] == ["forward", "backward"] and all(float(v) < 1e-12 for _, v in fast_naive)

@@ -17,9 +17,9 @@ import pytest
 torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")
 
-import tinygrad_explain as te  # noqa: E402
-
 from _reference import rel_err, torch_alexnet, torch_state_dict  # noqa: E402
+
+import tinygrad_explain as te  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,9 +15,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 def _need_extra():
     try:
+        import ipykernel  # noqa: F401
         import nbclient  # noqa: F401
         import nbformat  # noqa: F401
-        import ipykernel  # noqa: F401
     except ImportError as e:
         why = f"the notebooks need the 'notebook' extra ({e.name} is missing): pip install -e \".[notebook]\""
         if os.environ.get("CI", "").lower() == "true":
@@ -41,6 +41,7 @@ def test_stored_without_outputs(path):
                 f"{path.name} cell {k} has outputs: strip them (jupyter nbconvert --clear-output --inplace)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_top_to_bottom(path):
     _need_extra()
@@ -53,7 +54,8 @@ def test_runs_top_to_bottom(path):
     env_threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     t0 = time.perf_counter()
     try:
-        for k in env_threads:                    # the kernel is a new process: one BLAS thread, as te.set_num_threads(1)
+        # the kernel is a new process: one BLAS thread, as te.set_num_threads(1)
+        for k in env_threads:
             os.environ[k] = "1"
         client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
                                          resources={"metadata": {"path": str(path.parent)}})
@@ -84,6 +86,7 @@ def test_student_copies_drop_the_solutions(tmp_path):
     _need_extra()
     import subprocess
     import sys
+
     import nbformat
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "student_notebooks.py"), "--out", str(tmp_path)],
                        capture_output=True, text=True)

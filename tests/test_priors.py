@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain.explain import transforms as T
 from tinygrad_explain.explain import ExplainError
+from tinygrad_explain.explain import transforms as T
 from tinygrad_explain.explain.optimize import optimize, recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")

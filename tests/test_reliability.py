@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _reference import edit, tiny_network
 from PIL import Image
 
 import tinygrad_explain as te
 from tinygrad_explain import image as te_image
-
-from _reference import tiny_network
 
 h5py = pytest.importorskip("h5py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,17 +27,7 @@ def model():
     return tiny_network(seed=1)
 
 
-@pytest.fixture
-def saved(tmp_path, model):
-    p = tmp_path / "tiny.h5"
-    te.save_model(model, p, class_names=["cat", "dog", "emu"])
-    return p
-
-
-def edit(path, fn):
-    with h5py.File(path, "r+") as f:
-        fn(f)
-    return path
+# ``saved`` (the module's ``model`` written to tiny.h5) is a fixture of conftest.py
 
 
 def load_error(path, match, **kw):
@@ -62,10 +51,15 @@ def test_external_storage_refused(saved, tmp_path):
     load_error(saved, r"weights/conv1/bias has external storage.*secret.*self-contained")
 
 
-def test_external_link_refused(saved, tmp_path):
-    other = tmp_path / "other.h5"
-    with h5py.File(other, "w") as g:
+def _file_with_b(path):
+    """A second HDF5 file holding a dataset "b" of four float32 zeros."""
+    with h5py.File(path, "w") as g:
         g.create_dataset("b", data=np.zeros(4, np.float32))
+    return path
+
+
+def test_external_link_refused(saved, tmp_path):
+    other = _file_with_b(tmp_path / "other.h5")
 
     def fn(f):
         del f["weights/conv1/bias"]
@@ -75,9 +69,7 @@ def test_external_link_refused(saved, tmp_path):
 
 
 def test_virtual_dataset_refused(saved, tmp_path):
-    other = tmp_path / "src.h5"
-    with h5py.File(other, "w") as g:
-        g.create_dataset("b", data=np.zeros(4, np.float32))
+    other = _file_with_b(tmp_path / "src.h5")
 
     def fn(f):
         del f["weights/conv1/bias"]
@@ -259,8 +251,9 @@ def test_good_file_still_loads(saved, model):
 # PyTorch checkpoints and caffemodels: bounded before decompression
 # --------------------------------------------------------------------------
 from test_convert import write_pth  # noqa: E402  (the torch-free .pth writer)
+
 from tinygrad_explain import torch_checkpoint as tc  # noqa: E402
-from tinygrad_explain.convert import ConversionError, convert_torchvision, convert_caffe  # noqa: E402
+from tinygrad_explain.convert import ConversionError, convert_caffe, convert_torchvision  # noqa: E402
 
 
 def test_stride_zero_tensor_refused(tmp_path):
@@ -303,7 +296,8 @@ def test_zip_bomb_refused_before_decompression(tmp_path, monkeypatch):
 
 def test_total_size_limit(tmp_path):
     p = write_pth(tmp_path / "big.pth", {"w": (np.ones(1000, np.float32), 0, (1000,), (1,))})
-    with pytest.raises(ValueError, match=r"big.pth: the checkpoint's tensors hold 4,000 bytes, more than the limit 100"):
+    with pytest.raises(ValueError,
+                       match=r"big.pth: the checkpoint's tensors hold 4,000 bytes, more than the limit 100"):
         tc.load_torch_checkpoint(p, max_bytes=100)
 
 
@@ -451,3 +445,72 @@ def test_unicode_digit_targets(target):
         te.explain.resolve_class(named, target)
     with pytest.raises(te.explain.ExplainError, match="no class names"):
         te.explain.resolve_class(SimpleNamespace(num_classes=3, class_names=None), target)
+
+
+# --------------------------------------------------------------------------
+# non-finite numbers never become finite answers
+# --------------------------------------------------------------------------
+def _mlp(w1, w2, w3=None):
+    """fc1 -> relu1 -> fc2 [-> relu2 -> fc3]: a vector network with chosen weights."""
+    from tinygrad_explain import nn
+    layers = [("fc1", nn.Linear(4, 4)), ("relu1", nn.ReLU()), ("fc2", nn.Linear(4, len(w2)))]
+    if w3 is not None:
+        layers += [("relu2", nn.ReLU()), ("fc3", nn.Linear(len(w2), len(w3)))]
+    m = te.Network(layers, (4,), class_names=[f"c{i}" for i in range(len(w3 if w3 is not None else w2))])
+    for name, w in (("fc1", w1), ("fc2", w2), ("fc3", w3)):
+        if w is not None:
+            m.layers[name].weight.data[...] = np.asarray(w, np.float32)
+            m.layers[name].bias.data[...] = 0
+    return m
+
+
+X4 = np.ones((1, 4), np.float32)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_scores_overflowing_in_the_last_linear_layer():
+    m = _mlp(np.eye(4), np.full((3, 4), 3e38))                      # scores = 4 * 3e38 -> inf
+    for explain in (lambda: te.explain.saliency(m, X4, 0), lambda: te.explain.gradient(m, X4, 1, rule="guided"),
+                    lambda: te.explain.predict(m, X4), lambda: te.explain.gradient_x_input(m, X4, 0)):
+        with pytest.raises(te.explain.ExplainError, match=r"contains NaN or Inf: the network overflowed"):
+            explain()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_gradient_overflowing():
+    """Finite scores (about 2e20), but the gradient at fc2's input, 4 * 3e38, overflows."""
+    m = _mlp(np.full((4, 4), 1e-20), np.ones((4, 4)), np.full((3, 4), 3e38))
+    assert np.isfinite(m(X4).numpy()).all()
+    with pytest.raises(te.explain.ExplainError, match=r"the gradient contains NaN or Inf"):
+        te.explain.saliency(m, X4, 0)
+
+
+def _relu_propagates_nan():
+    from tinygrad_explain.kernels import relu
+    return bool(np.isnan(relu.forward(np.array([np.nan], np.float32))[0]))
+
+
+@pytest.mark.skipif(not _relu_propagates_nan(), reason="the ReLU kernel still maps NaN to 0 (issue #13)")
+def test_nan_inside_the_network_is_not_hidden_by_relu():
+    """fc1 gives +inf and -inf, fc2 adds them (NaN), ReLU must pass the NaN on, so the
+    plausible-looking finite scores a NaN->0 ReLU would give never reach the user."""
+    w1 = [[1e38] * 4, [-1e38] * 4, [0] * 4, [0] * 4]
+    m = _mlp(w1, np.ones((4, 4)), np.ones((3, 4)))
+    with pytest.raises(te.explain.ExplainError, match=r"NaN or Inf"):
+        te.explain.saliency(m, X4, 0)
+    with pytest.raises(te.explain.ExplainError, match=r"NaN or Inf"):
+        te.explain.predict(m, X4)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_cli_reports_overflow_in_one_line(tmp_path, capsys):
+    from tinygrad_explain import __main__ as cli
+    m = te.models.scene_alexnet(width=(8, 16, 16, 16, 16), fc=32)
+    m.layers["fc8"].weight.data[...] = 3e38
+    p = te.save_model(m, tmp_path / "m.h5", class_names=[f"c{i}" for i in range(10)])
+    Image.new("RGB", (64, 64), (200, 100, 50)).save(tmp_path / "x.png")
+    rc = cli.main(["saliency", "--image", str(tmp_path / "x.png"), "--weights", str(p),
+                   "--out", str(tmp_path / "s.png")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "NaN or Inf" in err, err
+    assert not (tmp_path / "s.png").exists()

@@ -6,14 +6,12 @@ import re
 import stat
 from pathlib import Path
 
-import numpy as np
 import pytest
+from _reference import tiny_network
 
 import tinygrad_explain as te
 from tinygrad_explain import safe_io
 from tinygrad_explain.safe_io import OutputPathError, atomic_write, check_output, write_text
-
-from _reference import tiny_network
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,8 +146,9 @@ def test_failed_conversion_leaves_no_temporary(tmp_path, monkeypatch):
 
 # Direct writes that bypass atomic_write.  Exempt: safe_io itself, scratch files in
 # private temporary folders (not outputs), /proc control files.
-_WRITE = re.compile(r"""\.write_(text|bytes)\(|open\([^)]*['"][wax]b?\+?['"]|np\.save(z|z_compressed)?\(\s*(?!f\b)"""
-                    r"""|h5py\.File\([^)]*['"][wax]-?['"]|\.save\(\s*(?!f\b)[^)]*\.(png|jpg)""")
+_WRITE = re.compile(r"""\.write_(text|bytes)\(|open\([^)]*['"][wax]b?\+?['"]|np\.save(z|z_compressed)?\((?!\s*f\b)"""
+                    r"""|h5py\.File\([^)]*['"][wax]-?['"]|\.save\((?!\s*f\b)[^)]*\.(png|jpg)"""
+                    r"""|savefig\((?!\s*f\b)|nbformat\.write\(\w+,(?!\s*f\))""")
 _EXEMPT = {"tinygrad_explain/safe_io.py": "the helper itself",
            "scripts/check_cuda_sources.py": "compile stubs in a fresh temporary folder",
            "scripts/bench_cpu.py": "writes /proc/self/clear_refs",

@@ -176,13 +176,23 @@ def test_unrandomised_copy_scores_one_and_random_scores_lower(model, sample):
 def test_run_all_tests(model, sample):
     x, y = sample
     twin = te.load_model("random_labels")
-    res = sanity.run(model, x[:2], y[:2], methods=("gradient", "saliency"), twin=twin, batch=1)
+    res = sanity.run(model, x, y, methods=("gradient", "saliency"), twin=twin, batch=2)
     s = res.summary()
-    assert list(s) == ["cascade", "independent", "data"]
+    assert list(s) == ["cascade", "independent", "data", "other_scene"]
     assert list(s["cascade"]) == list(s["independent"]) == sanity.weight_layers(model)[::-1]
     assert list(s["data"]) == ["random_labels"]
     d = s["cascade"]["conv1"]["gradient"]["spearman"]
-    assert d["n"] == 2 and -1 <= d["mean"] <= 1 and d["std"] >= 0
+    assert d["n"] == 3 and -1 <= d["mean"] <= 1 and d["std"] >= 0
+    # the data test and the floor, recomputed by hand for scene 2 (in the same batches: [0, 1], [2])
+    a01 = sanity.explain(model, x[:2], y[:2], ("gradient",))["gradient"]
+    a2 = sanity.explain(model, x[2:], y[2:], ("gradient",))["gradient"]
+    b2 = sanity.explain(twin, x[2:], y[2:], ("gradient",))["gradient"]
+    assert res.scores["data"]["random_labels"]["gradient"]["spearman_abs"][2] == pytest.approx(
+        sanity.spearman(a2[1][0], b2[1][0]), abs=1e-12)
+    assert res.scores["other_scene"]["next scene"]["gradient"]["spearman"][2] == pytest.approx(
+        sanity.spearman(a2[0][0], a01[0][0]), abs=1e-12)                # the last scene with the first
+    with pytest.raises(te.explain.ExplainError, match="unknown test"):
+        sanity.run(model, x, y, tests=["cascade", "labels"])
 
 
 # --------------------------------------------------------------------------
@@ -208,6 +218,7 @@ def test_twin_is_shipped_and_knows_nothing_of_the_classes(model):
     assert (p.argmax(1) == d["labels"][:200]).mean() < 0.25     # chance is 0.1; the trained model gets ~0.9
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have_fashion_mnist(), reason="needs Fashion-MNIST (dataset-fashion-mnist)")
 def test_twin_memorised_its_permuted_labels():
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -223,6 +234,7 @@ def test_twin_memorised_its_permuted_labels():
     assert train.evaluate(twin, data["images"], labels) >= 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have_fashion_mnist(), reason="needs Fashion-MNIST (dataset-fashion-mnist)")
 def test_train_random_labels_script(tmp_path):
     out = tmp_path / "r.h5"

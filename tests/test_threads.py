@@ -81,6 +81,7 @@ def test_threads_bit_identical_to_sequential(threads, tmp_path):
 def test_engine_switches_are_per_thread():
     """no_grad / relu_backward in one thread do not leak into another (direct check)."""
     import threading
+
     import tinygrad_explain as te
     from tinygrad_explain import engine
     inside, release, seen = threading.Event(), threading.Event(), {}
@@ -101,8 +102,10 @@ def test_engine_switches_are_per_thread():
 
 def test_workspace_is_per_thread():
     import threading
-    from tinygrad_explain.kernels import workspace
+
     import numpy as np
+
+    from tinygrad_explain.kernels import workspace
     mine = workspace.get("t", (4,), np.float32)
     mine[:] = 1
     def other():

@@ -19,9 +19,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import tinygrad_explain as te  # noqa: E402
-
 from _reference import rel_err, serial_kernels, torch_alexnet, torch_state_dict  # noqa: E402,F401
+
+import tinygrad_explain as te  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
@@ -44,8 +44,10 @@ class Pair:
         H = self.m.input_shape[1]
         self.x = np.random.default_rng(0).standard_normal((2, 3, H, H)).astype(np.float32)
         self.ref_acts = {}
-        hooks = [mod.register_forward_hook(lambda mod, inp, out, name=name: self.ref_acts.__setitem__(name, out.numpy()))
-                 for name, mod in zip(self.m.layer_names, self.tm)]
+
+        def keep(name):
+            return lambda mod, inp, out: self.ref_acts.__setitem__(name, out.numpy())
+        hooks = [mod.register_forward_hook(keep(name)) for name, mod in zip(self.m.layer_names, self.tm)]
         with torch.no_grad():
             self.ref_scores = self.tm(torch.from_numpy(self.x)).numpy()
         for h in hooks:

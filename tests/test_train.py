@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import scenes, train
+from tinygrad_explain import checkpoint, image, optim, parallel, scenes, train
 from tinygrad_explain.engine import Tensor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,13 +63,13 @@ def test_one_sgd_step_lowers_the_loss(sample):
     te.manual_seed(0)
     model = te.models.scene_alexnet()
     train.he_init(model)
-    mean, std = train.channel_stats(sample["images"])
+    mean, std = image.channel_stats(sample["images"])
     model.preprocessing.update(mean=mean.tolist(), std=std.tolist())
     model.requires_grad_(True).eval()          # dropout off: the two losses see the same network
-    x = train.model_preprocess(model, sample["images"][:32])
+    x = image.to_model(sample["images"][:32], model)
     y = sample["labels"][:32].astype(np.int64)
     lr = 1e-3                                   # small enough for the first-order prediction to hold
-    opt = train.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     before = [p.data.copy() for p in model.parameters()]
     loss0 = te.cross_entropy(model(x), y)
     opt.zero_grad()
@@ -90,12 +90,12 @@ def test_one_sgd_step_lowers_the_loss(sample):
 
 def test_a_few_steps_fit_a_small_batch(sample):
     model = tiny_model()
-    mean, std = train.channel_stats(sample["images"])
+    mean, std = image.channel_stats(sample["images"])
     model.preprocessing.update(mean=mean.tolist(), std=std.tolist())
     model.requires_grad_(True).eval()
-    x = train.model_preprocess(model, sample["images"][:16])
+    x = image.to_model(sample["images"][:16], model)
     y = sample["labels"][:16].astype(np.int64)
-    opt = train.Adam(model.parameters(), lr=3e-3)
+    opt = optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
         loss = te.cross_entropy(model(x), y)
@@ -147,7 +147,7 @@ def test_lrn_input_gradient_in_the_training_regime():
 def test_whole_network_weight_gradients_with_label_smoothing(sample):
     """Every parameter of a small scene_alexnet (4 random elements each), float64."""
     model = tiny_model(seed=5).astype(np.float64).requires_grad_(True).eval()
-    x = train.preprocess(sample["images"][:3], [0.5] * 3, [0.25] * 3).astype(np.float64)
+    x = image.pixels_to_model(sample["images"][:3], [0.5] * 3, [0.25] * 3).astype(np.float64)
     y = sample["labels"][:3]
     params = model.parameters()
     names = list(model.state_dict())
@@ -156,17 +156,14 @@ def test_whole_network_weight_gradients_with_label_smoothing(sample):
     loss.backward()
     rng = np.random.default_rng(0)
     eps = 1e-6
+
+    def loss_now():
+        with te.no_grad():
+            return float(train.smoothed_cross_entropy(model(Tensor(x)), y, 0.1).data)
     for name, p in zip(names, params):
         flat = p.data.reshape(-1)
         for i in rng.choice(flat.size, min(4, flat.size), replace=False):
-            old = flat[i]
-            vals = []
-            for d in (eps, -eps):
-                flat[i] = old + d
-                with te.no_grad():
-                    vals.append(float(train.smoothed_cross_entropy(model(Tensor(x)), y, 0.1).data))
-            flat[i] = old
-            num = (vals[0] - vals[1]) / (2 * eps)
+            num = te.central_differences(loss_now, p.data, eps=eps, idx=[i])[int(i)]
             ana = p.grad.reshape(-1)[i]
             assert abs(ana - num) <= 1e-6 + 1e-4 * abs(num), (name, i, ana, num)
 
@@ -197,7 +194,7 @@ def _param(v, g):
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_sgd_matches_its_formula(nesterov):
     p = _param([1.0, -2.0], [0.5, 0.25])
-    opt = train.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=nesterov)
+    opt = optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=nesterov)
     w, v = np.array([1.0, -2.0]), np.zeros(2)
     for _ in range(3):
         g = np.array([0.5, 0.25]) + 0.01 * w
@@ -213,7 +210,7 @@ def test_sgd_matches_its_formula(nesterov):
 
 def test_adam_matches_its_formula():
     p = _param([1.0, -2.0], [0.5, -0.25])
-    opt = train.Adam([p], lr=0.01, weight_decay=0.1)
+    opt = optim.Adam([p], lr=0.01, weight_decay=0.1)
     w, m, v = np.array([1.0, -2.0]), np.zeros(2), np.zeros(2)
     g = np.array([0.5, -0.25])
     for t in range(1, 4):
@@ -227,45 +224,45 @@ def test_adam_matches_its_formula():
 
 def test_optimizer_state_round_trip():
     p = _param([1.0, 2.0], [0.3, -0.1])
-    opt = train.SGD([p], lr=0.1, momentum=0.9)
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
     opt.step()
     st = opt.state_dict()
     q = _param([1.0, 2.0], [0.3, -0.1])
-    opt2 = train.SGD([q], lr=0.5, momentum=0.9)
+    opt2 = optim.SGD([q], lr=0.5, momentum=0.9)
     opt2.load_state_dict(st)
     assert opt2.lr == 0.1 and opt2.steps == 1
     np.testing.assert_array_equal(opt2.velocity[0], opt.velocity[0])
     with pytest.raises(ValueError, match="shape"):
-        train.SGD([_param([1.0, 2.0, 3.0], [0, 0, 0])], momentum=0.9).load_state_dict(st)
+        optim.SGD([_param([1.0, 2.0, 3.0], [0, 0, 0])], momentum=0.9).load_state_dict(st)
 
 
 def test_cosine_schedule():
-    lrs = [train.cosine_lr(s, 100, 1.0, warmup_steps=10) for s in range(101)]
+    lrs = [optim.cosine_lr(s, 100, 1.0, warmup_steps=10) for s in range(101)]
     assert lrs[0] == pytest.approx(0.1) and lrs[10] == pytest.approx(1.0) and lrs[100] == pytest.approx(0.0)
     assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11]))
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-    assert train.step_lr(25, 1.0, [10, 20]) == pytest.approx(0.01)
+    assert optim.step_lr(25, 1.0, [10, 20]) == pytest.approx(0.01)
 
 
 def test_preprocess_and_augment(sample):
     imgs = sample["images"][:8]
-    x = train.preprocess(imgs, [0.5, 0.4, 0.3], [0.2, 0.2, 0.25])
+    x = image.pixels_to_model(imgs, [0.5, 0.4, 0.3], [0.2, 0.2, 0.25])
     assert x.shape == (8, 3, 64, 64) and x.dtype == np.float32
     np.testing.assert_allclose(x[3, 1, 5, 7], (imgs[3, 5, 7, 1] / 255 - 0.4) / 0.2, rtol=1e-5)
     rng = np.random.default_rng(0)
-    a = train.augment(imgs, rng, flip=True, shift=0)
+    a = scenes.augment(imgs, rng, flip=True, shift=0)
     for i in range(8):
         assert np.array_equal(a[i], imgs[i]) or np.array_equal(a[i], imgs[i][:, ::-1])
-    a = train.augment(imgs, np.random.default_rng(1), flip=False, shift=3, jitter=0.2)
+    a = scenes.augment(imgs, np.random.default_rng(1), flip=False, shift=3, jitter=0.2)
     assert a.shape == imgs.shape and a.dtype == np.uint8
-    b = train.augment(imgs, np.random.default_rng(1), flip=False, shift=3, jitter=0.2)
+    b = scenes.augment(imgs, np.random.default_rng(1), flip=False, shift=3, jitter=0.2)
     np.testing.assert_array_equal(a, b)        # seeded: reproducible
 
 
 def test_plain_scenes():
     items = np.zeros((2, 28, 28), np.uint8)
     items[:, 10:18, 12:16] = 200
-    p = train.plain_scenes(items)
+    p = scenes.plain_scenes(items)
     assert p.shape == (2, 64, 64, 3) and p.dtype == np.uint8
     assert (p[:, :8] == 0).all() and (p[:, :, :8] == 0).all()
     assert (p[..., 0] == p[..., 2]).all() and p.max() == 200
@@ -278,25 +275,26 @@ def _run(sample, epochs, ckdir, stop_after=None, resume=False):
     images, labels = sample["images"][:96], sample["labels"][:96]
     model = tiny_model(seed=7).requires_grad_(True)
     model.preprocessing.update(mean=[0.5] * 3, std=[0.25] * 3)
-    opt = train.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
     rng = np.random.default_rng(11)
     start = 0
     if resume:
-        start, rngs, extra = train.load_checkpoint(train.latest_checkpoint(ckdir), model, opt)
+        start, rngs, extra = checkpoint.load_checkpoint(checkpoint.latest_checkpoint(ckdir), model, opt)
         rng = rngs["data"]
     steps = 96 // 32
     for ep in range(start, epochs if stop_after is None else stop_after):
         train.train_epoch(model, opt, images, labels, 32, rng, progress=False, shift=2, smoothing=0.1,
-                          lr_at=lambda s: train.cosine_lr(s, steps * epochs, 0.05, 2), first_step=ep * steps)
-        train.save_checkpoint(Path(ckdir) / f"epoch_{ep + 1:03d}.npz", model, opt, ep + 1, rngs={"data": rng},
+                          lr_at=lambda s: optim.cosine_lr(s, steps * epochs, 0.05, 2), first_step=ep * steps)
+        checkpoint.save_checkpoint(Path(ckdir) / f"epoch_{ep + 1:03d}.npz", model, opt, ep + 1, rngs={"data": rng},
                               extra={"epoch": ep + 1})
     return model, opt
 
 
+@pytest.mark.slow
 def test_resume_gives_the_uninterrupted_result(sample, tmp_path):
     full, full_opt = _run(sample, 3, tmp_path / "a")
     _run(sample, 3, tmp_path / "b", stop_after=1)                 # "killed" after epoch 1
-    assert train.latest_checkpoint(tmp_path / "b").name == "epoch_001.npz"
+    assert checkpoint.latest_checkpoint(tmp_path / "b").name == "epoch_001.npz"
     resumed, res_opt = _run(sample, 3, tmp_path / "b", resume=True)
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         np.testing.assert_array_equal(a, b, err_msg=k)
@@ -314,15 +312,15 @@ def test_checkpoint_is_pickle_free(sample, tmp_path):
         assert any(k.startswith("opt/velocity.") for k in z.files)
         assert all(z[k].dtype != object for k in z.files)
     model = tiny_model(seed=99).requires_grad_(True)
-    opt = train.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    epoch, rngs, extra = train.load_checkpoint(ck, model, opt)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    epoch, rngs, extra = checkpoint.load_checkpoint(ck, model, opt)
     assert epoch == 1 and extra == {"epoch": 1} and isinstance(rngs["data"], np.random.Generator)
     assert model.preprocessing["mean"] == [0.5] * 3
     # leftovers of an interrupted write are never taken for the latest checkpoint
     (tmp_path / "tmp_epoch_005.npz").write_bytes(b"partial")
     (tmp_path / "epoch_002.npz.part").write_bytes(b"partial")
-    assert train.latest_checkpoint(tmp_path).name == "epoch_001.npz"
-    assert train.latest_checkpoint(tmp_path / "nowhere") is None
+    assert checkpoint.latest_checkpoint(tmp_path).name == "epoch_001.npz"
+    assert checkpoint.latest_checkpoint(tmp_path / "nowhere") is None
 
 
 def _have_fashion_mnist():
@@ -334,6 +332,7 @@ def _have_fashion_mnist():
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have_fashion_mnist(), reason="needs Fashion-MNIST (dataset-fashion-mnist)")
 def test_script_resumes_after_interruption(tmp_path):
     common = [sys.executable, str(ROOT / "scripts" / "train_embedded.py"), "--train-size", "96", "--epochs", "2",
@@ -381,12 +380,12 @@ def test_data_parallel_gradient_equals_the_single_process_one(sample):
     model = tiny_model(seed=8, dropout=0.0).requires_grad_(True).train()
     model.preprocessing.update(mean=[0.5] * 3, std=[0.25] * 3)
     xb, yb = sample["images"][:10], sample["labels"][:10].astype(np.int64)
-    with train.DataParallel(model, workers=2, threads=1, seed=0) as par:
+    with parallel.DataParallel(model, workers=2, threads=1, seed=0) as par:
         loss2, correct2 = par.grads(0, xb, yb, smoothing=0.1)
         g2 = [p.grad.copy() for p in model.parameters()]
         assert len(par.procs) == 1 and par.procs[0].is_alive()
     assert not par.procs
-    loss1, correct1 = train._batch_grads(model, xb, yb, 0.1)
+    loss1, correct1 = train.batch_gradients(model, xb, yb, 0.1)
     assert loss2 == pytest.approx(loss1, rel=1e-5) and correct1 == correct2
     for a, p in zip(g2, model.parameters()):
         np.testing.assert_allclose(a, p.grad, rtol=1e-4, atol=1e-6)
@@ -397,12 +396,12 @@ def test_data_parallel_map_splits_work_between_processes_in_order():
     the helper, and returns the results in the order of the list."""
     import os
     model = tiny_model(seed=8, dropout=0.0)
-    with train.DataParallel(model, workers=2, threads=1, seed=0) as par:
+    with parallel.DataParallel(model, workers=2, threads=1, seed=0) as par:
         out = par.map(np.arange, [(3,), (5,), (2,), (4,)])
         pids = par.map(os.getpid, [(), ()])
     assert [len(a) for a in out] == [3, 5, 2, 4]
     assert pids[0] == os.getpid() and pids[1] != os.getpid()
-    with train.DataParallel(model, workers=1) as single:
+    with parallel.DataParallel(model, workers=1) as single:
         assert single.map(np.arange, [(2,), (1,)])[1].tolist() == [0]
 
 
@@ -413,12 +412,12 @@ def test_data_parallel_apply_sets_dropout_in_the_helper_too(sample):
     model = tiny_model(seed=8, dropout=0.5).requires_grad_(True).train()
     model.preprocessing.update(mean=[0.5] * 3, std=[0.25] * 3)
     xb, yb = sample["images"][:10], sample["labels"][:10].astype(np.int64)
-    with train.DataParallel(model, workers=2, threads=1, seed=0) as par:
+    with parallel.DataParallel(model, workers=2, threads=1, seed=0) as par:
         par.apply(train.set_dropout, 0.0)
         loss2, _ = par.grads(0, xb, yb)
         g2 = [p.grad.copy() for p in model.parameters()]
     assert [l.p for l in model.layers.values() if isinstance(l, te.nn.Dropout)] == [0.0, 0.0]
-    loss1, _ = train._batch_grads(model, xb, yb, 0.0)
+    loss1, _ = train.batch_gradients(model, xb, yb, 0.0)
     assert loss2 == pytest.approx(loss1, rel=1e-5)
     for a, p in zip(g2, model.parameters()):
         np.testing.assert_allclose(a, p.grad, rtol=1e-4, atol=1e-6)
@@ -436,13 +435,16 @@ def test_adam_kernel_equals_the_numpy_expressions_bit_for_bit():
         params = [Tensor(r.standard_normal(s).astype(np.float32), requires_grad=True) for s in shapes]
         ref = [p.data.copy() for p in params]
         ms, vs = [np.zeros_like(a) for a in ref], [np.zeros_like(a) for a in ref]
-        opt = train.Adam(params, lr=2e-3, weight_decay=0.05, decoupled=decoupled)
+        arr = [(a.copy(), np.zeros_like(a), np.zeros_like(a)) for a in ref]     # the GPU path's array form
+        opt = optim.Adam(params, lr=2e-3, weight_decay=0.05, decoupled=decoupled)
         for t in range(1, 31):
             grads = [r.standard_normal(s).astype(np.float32) * 0.01 for s in shapes]
             for p, g in zip(params, grads):
                 p.grad = g
             opt.lr = 2e-3 * (1 - t / 40)
             opt.step()
+            for (w2, m2, v2), g in zip(arr, grads):
+                optim._adam_step_xp(w2, g, m2, v2, opt.lr, 0.9, 0.999, 1e-8, 0.05, decoupled, t)
             c1, c2 = 1 - 0.9 ** t, 1 - 0.999 ** t
             for w, m, v, g in zip(ref, ms, vs, grads):
                 g = g.copy()
@@ -455,8 +457,9 @@ def test_adam_kernel_equals_the_numpy_expressions_bit_for_bit():
                 if decoupled:
                     w -= np.float32(opt.lr * 0.05) * w
                 w -= np.float32(opt.lr / c1) * m / (np.sqrt(v / np.float32(c2)) + np.float32(1e-8))
-        for p, w in zip(params, ref):
+        for p, w, (w2, _, _) in zip(params, ref, arr):
             assert p.data.tobytes() == w.tobytes()
+            np.testing.assert_allclose(w2, w, rtol=1e-6, atol=1e-7)
 
 
 def test_data_parallel_predict_uses_the_current_parameters(sample):
@@ -466,7 +469,7 @@ def test_data_parallel_predict_uses_the_current_parameters(sample):
     model = tiny_model(seed=8, dropout=0.5).train()
     model.preprocessing.update(mean=[0.5] * 3, std=[0.25] * 3)
     images = sample["images"][:11]
-    with train.DataParallel(model, workers=2, threads=1, seed=0) as par:
+    with parallel.DataParallel(model, workers=2, threads=1, seed=0) as par:
         for p in model.parameters():
             p.data *= np.float32(1.5)
         scores2 = par.predict(images, batch=4)
@@ -484,4 +487,4 @@ def test_adam_refuses_a_gradient_of_the_wrong_shape():
     p = _param([1.0, 2.0, 3.0], [0.1, 0.2, 0.3])
     p.grad = np.ones(2, np.float32)
     with pytest.raises(ValueError, match=r"gradient has shape \(2,\), the parameter \(3,\)"):
-        train.Adam([p], lr=0.1).step()
+        optim.Adam([p], lr=0.1).step()

@@ -1,6 +1,7 @@
 """One explanation from the command line.
 
-    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX|LAYER:C[:I:J] [--weights FILE] [--out PATH] [--device gpu]
+    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX|LAYER:C[:I:J]
+                               [--weights FILE] [--out PATH] [--device gpu]
     python -m tinygrad_explain serve [--host 127.0.0.1] [--port 8000]   (the explorer: a local web page)
 
 METHOD          what is written to --out (PNG)
@@ -84,7 +85,8 @@ def build_parser():
         "stride": dict(type=int, help="step of the grey square in pixels (default half a patch)"),
     }
     ap = argparse.ArgumentParser(prog="python -m tinygrad_explain", description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="method", metavar="METHOD", required=True)
     sub.add_parser("serve", help="The explorer: a local web page for every map above "
                                  "(python -m tinygrad_explain serve --help; handled by tinygrad_explain.explorer).")
@@ -98,7 +100,9 @@ def build_parser():
 
 def run(args) -> str:
     import tinygrad_explain as te
-    from tinygrad_explain import explain as X, figures as F, image as te_image
+    from tinygrad_explain import draw as D
+    from tinygrad_explain import explain as X
+    from tinygrad_explain import image as te_image
     from tinygrad_explain.safe_io import check_output
     out = check_output(args.out or f"{args.method}.png", inputs=[p for p in (args.image, args.weights) if p])
     model = te.load_model(args.weights, device=args.device)
@@ -107,7 +111,7 @@ def run(args) -> str:
     if needs_image and not args.image:
         raise X.ExplainError(f"{args.method} needs --image")
     x = te_image.load(args.image, model) if args.image else None
-    names = X._common.class_names(model)
+    names = X.class_names(model)
     msg = []
     if x is not None:
         _, probs = X.predict(model, x)
@@ -139,13 +143,13 @@ def run(args) -> str:
         values = X.gradient_x_input(model, x, target)[0]
     elif args.method == "grabcut":
         mask, box = X.grabcut_mask(picture, X.saliency(model, x, target)[0])
-        img = F.overlay(picture, mask, box)
+        img = D.overlay(picture, mask, box)
         msg.append(f"box (x0, y0, x1, y1): {tuple(int(v) for v in box)}; mask area {int(mask.sum())} px")
     elif args.method == "class-model":
         if target is None:
             raise X.ExplainError("class-model needs --target (a class name or index)")
         v = X.class_model(model, target, seed=args.seed, **opt)
-        img = F.upscale(v.display[0])
+        img = D.upscale(v.display[0])
         msg.append(f"class model of {v.labels[0]}: score {v.final[0]:.2f}, softmax {v.probability[0]:.4f}")
     elif args.method == "maximize":
         if args.layer is None or args.unit is None:
@@ -153,16 +157,16 @@ def run(args) -> str:
         layer = X.resolve_layer(model, args.layer)
         unit = X.resolve_unit(model, layer, args.unit)
         v = X.maximize(model, layer, unit, seed=args.seed, **opt)
-        img = F.upscale(v.display[0])
+        img = D.upscale(v.display[0])
         msg.append(f"{v.labels[0]}: activation {v.final[0]:.3f}")
     else:  # invert
         inv = X.invert(model, x, layer=args.layer or "fc7", inits=args.inits, seed=args.seed, **opt)
-        img = np.asarray(F.grid([picture] + inv.display, ["original"] + [f"error {e:.3f}" for e in inv.errors]))
+        img = np.asarray(D.grid([picture] + inv.display, ["original"] + [f"error {e:.3f}" for e in inv.errors]))
         msg.append("normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
         msg.append(f"mean pairwise |difference|: {inv.mean_pairwise_mad:.4f}")
     if args.method in GRADIENT_MAPS and args.method != "grabcut":
-        img = F.upscale(F.method_picture(args.method, values, picture))
-    F.save_png(img, out)
+        img = D.upscale(D.method_picture(args.method, values, picture))
+    D.save_png(img, out)
     msg.append(f"wrote {out}")
     return "\n".join(msg)
 
@@ -189,8 +193,8 @@ def main(argv=None) -> int:
     from tinygrad_explain.device import DeviceUnavailable
     try:
         print(run(args))
-    except (X.ExplainError, X.OptimizationError, te.ModelFileError, FileNotFoundError, PermissionError,
-            ValueError, KeyError, DeviceUnavailable) as e:
+    except (X.ExplainError, X.OptimizationError, te.ModelFileError, OSError, ValueError, KeyError,
+            DeviceUnavailable) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     return 0

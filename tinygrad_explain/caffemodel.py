@@ -238,22 +238,20 @@ def _parse_blob(buf, start, stop) -> np.ndarray:
     legacy = {}
     chunks, scalars = [], []          # float data: packed chunks / unpacked values
     dchunks, dscalars = [], []        # double data
+    # field -> (name, wire type of one unpacked value, dtype, what, packed chunks, unpacked values)
+    values = {5: ("data", I32, "<f4", "float", chunks, scalars),
+              8: ("double_data", I64, "<f8", "double", dchunks, dscalars)}
     for fnum, wt, val, at in _iter_fields(buf, start, stop):
         if fnum == 7:
             _expect(wt, (LEN,), fnum, at, "BlobProto.shape")
             shape = _parse_blob_shape(buf, *val)
-        elif fnum == 5:
-            _expect(wt, (LEN, I32), fnum, at, "BlobProto.data")
+        elif fnum in values:
+            name, one, dtype, what, packed, unpacked = values[fnum]
+            _expect(wt, (LEN, one), fnum, at, f"BlobProto.{name}")
             if wt == LEN:
-                chunks.append(_packed(buf, val, at, "<f4", "float"))
+                packed.append(_packed(buf, val, at, dtype, what))
             else:
-                scalars.append(val)
-        elif fnum == 8:
-            _expect(wt, (LEN, I64), fnum, at, "BlobProto.double_data")
-            if wt == LEN:
-                dchunks.append(_packed(buf, val, at, "<f8", "double"))
-            else:
-                dscalars.append(val)
+                unpacked.append(val)
         elif fnum in (1, 2, 3, 4):
             _expect(wt, (VARINT,), fnum, at, "BlobProto legacy dim")
             legacy[fnum] = _signed64(val)

@@ -26,8 +26,8 @@ import os
 
 import numpy as np
 
-from .safe_io import check_output
 from .imagenet import CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN, TORCHVISION_STD
+from .safe_io import check_output
 
 __all__ = [
     "ConversionError",

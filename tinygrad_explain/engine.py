@@ -257,4 +257,14 @@ def manual_seed(seed: int):
 
 
 def rng() -> np.random.Generator:
+    """The engine's random generator (dropout masks, initialisation)."""
     return _RNG
+
+
+def set_rng(generator: np.random.Generator):
+    """Make ``generator`` the engine's generator (a training checkpoint restores
+    the saved one, so a resumed run draws the same dropout masks)."""
+    global _RNG
+    if not isinstance(generator, np.random.Generator):
+        raise TypeError(f"set_rng needs a numpy.random.Generator, got {type(generator).__name__}")
+    _RNG = generator

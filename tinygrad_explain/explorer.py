@@ -21,8 +21,10 @@ Safety:
   folder (removed on exit), decoded there by ``te.image.load`` -- the same checks
   as every image -- and deleted at once; a bad file is a 400 answer whose message
   the page shows, never a server crash;
-* every computation on the model runs on one worker thread (``Explorer.pool``),
-  so concurrent requests never use the model at the same time.
+* every computation on the model runs on one worker thread (``Explorer.pool``):
+  the engine is thread-safe (tests/test_threads.py), but on a small CPU two maps
+  computed at once only slow each other down, and one thread lets Numba's
+  (thread-local) thread count be set once.
 
 ``Explorer`` holds the model and does the work; the HTTP handler only parses
 requests and writes JSON, so the tests and ``scripts/bench_explorer.py`` call
@@ -73,8 +75,6 @@ METHODS = {
     "occlusion": ("occlusion (8x8 grey patch, stride 8)", "backprop",
                   lambda X, m, x, t: X.occlusion(m, x, t, patch=8, stride=8)),
 }
-#: the methods that explain a class score only (no channel / neuron targets)
-CLASS_ONLY = ("smoothgrad", "gradcam", "guided-gradcam", "occlusion")
 
 
 class RequestError(ValueError):
@@ -104,7 +104,8 @@ class Explorer:
     layer-by-layer view, timings in ms)."""
 
     def __init__(self, weights=None, threads: int = 1, scenes: int | None = None):
-        from . import load_model, scenes as te_scenes
+        from . import load_model
+        from . import scenes as te_scenes
         from .device import set_num_threads
         self.model = load_model(weights)
         self.methods = METHODS
@@ -116,7 +117,7 @@ class Explorer:
         self.uploads = collections.OrderedDict()
         self._uploads_lock = threading.Lock()
         self.scenes = None
-        if tuple(self.model.input_shape) == (3, 64, 64) and weights is None:
+        if tuple(self.model.input_shape) == (3, 64, 64):          # the shipped scenes fit this model
             data = te_scenes.load_sample()
             n = len(data["images"]) if scenes is None else min(scenes, len(data["images"]))
             self.scenes = {k: data[k][:n] for k in ("images", "labels", "boxes", "masks")}
@@ -134,8 +135,8 @@ class Explorer:
 
     # ----- what the page needs to build its menus -------------------------
     def info(self) -> dict:
-        from .explain import _common
-        names = _common.class_names(self.model)
+        from .explain import class_names
+        names = class_names(self.model)
         layers = [{"name": n, "type": self.model.layers[n].type, "shape": list(self.model.shapes[n])}
                   for n in self.model.layer_names[:-1]]
         scenes = []
@@ -212,10 +213,12 @@ class Explorer:
         return (layer, *unit)
 
     def describe_target(self, t) -> str:
-        from .explain import _common
+        from .explain import class_names
         if isinstance(t, tuple):
+            if len(self.model.shapes[t[0]]) == 1:
+                return f"{t[0]} neuron {t[1]}"
             return f"{t[0]} channel {t[1]}" + (f" at ({t[2]}, {t[3]})" if len(t) == 4 else " (mean over positions)")
-        return f"class {_common.class_names(self.model)[t]} (score before softmax)"
+        return f"class {class_names(self.model)[t]} (score before softmax)"
 
     # ----- the computation ----------------------------------------------------
     def explain(self, req: dict) -> dict:
@@ -231,21 +234,18 @@ class Explorer:
 
     def _explain(self, x, picture, truth, method, target_spec, want_layers):
         from . import explain as X
-        from .explain import _common
+        from .explain import class_names
         t0 = time.perf_counter()
-        names = _common.class_names(self.model)
+        names = class_names(self.model)
         _, probs = X.predict(self.model, x)
         p = probs[0]
         top = np.argsort(-p, kind="stable")[:5]
         target = int(top[0]) if target_spec is None else self.target(target_spec)
-        if method in CLASS_ONLY and isinstance(target, tuple):
-            raise RequestError(f"{self.methods[method][0]} explains a class score; for a channel or neuron "
-                               f"use one of {', '.join(k for k in self.methods if k not in CLASS_ONLY)}")
         t1 = time.perf_counter()
         try:
             values, img, extra = self._map(x, picture, truth, method, target)
         except X.ExplainError as e:
-            raise RequestError(str(e)) from None
+            raise RequestError(f"{self.methods[method][0]}: {e}") from None
         t2 = time.perf_counter()
         layers = self.layer_flow(x, target, self.methods[method][1]) if want_layers else []
         t3 = time.perf_counter()
@@ -261,17 +261,18 @@ class Explorer:
 
     def _map(self, x, picture, truth, method, target):
         """(the array te.explain returned for this image, its picture, extra JSON fields)."""
-        from . import explain as X, figures as F
+        from . import draw as D
+        from . import explain as X
         values = self.methods[method][2](X, self.model, x, target)[0]
         if method != "grabcut":
-            return values, F.method_picture(method, values, picture), {}
+            return values, D.method_picture(method, values, picture), {}
         mask, box = X.grabcut_mask(picture, values)
         extra = {"box": [int(v) for v in box], "mask_area": int(mask.sum()),
                  "mask": png_data_url((mask * 255).astype(np.uint8))}
         if truth is not None:
             extra["truth_box"] = [int(v) for v in truth]
             extra["box_iou"] = float(X.metrics.box_iou(box, truth))
-        return mask.astype(np.float32), F.overlay(picture, mask, box, truth), extra
+        return mask.astype(np.float32), D.overlay(picture, mask, box, truth), extra
 
     def layer_flow(self, x, target, rule: str) -> list:
         """The gradient flowing back, layer by layer: one forward pass keeping every layer's
@@ -279,9 +280,9 @@ class Explorer:
         from the target, then per layer the norm of dS/d(output) and, for a map, where it
         is large (sum over channels of |grad|); per ReLU, the fraction of units active
         (x > 0) and the fraction of the gradient entries it passed back under ``rule``."""
+        from .draw import heat
         from .engine import Tensor, relu_backward
         from .explain._common import resolve_objective
-        from .figures import heat
         m = self.model
         names = m.layer_names
         obj = resolve_objective(m, target, 1)          # the seed te.explain.gradient starts from
@@ -411,7 +412,8 @@ def main(argv=None) -> int:
     ap.add_argument("--host", default="127.0.0.1",
                     help="address to bind (default 127.0.0.1: only this machine; 0.0.0.0 exposes it to the network)")
     ap.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
-    ap.add_argument("--weights", help="model file (default: the embedded model and its shipped scenes)")
+    ap.add_argument("--weights", help="model file or shipped name such as random_labels (default: the embedded "
+                                      "model); the shipped scenes are offered to any 3x64x64 model")
     ap.add_argument("--threads", type=int, default=1, help="Numba/BLAS threads (default 1)")
     ap.add_argument("--quiet", action="store_true", help="do not log every request")
     args = ap.parse_args(argv)

@@ -46,13 +46,27 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from . import explain as X
-from .device import set_num_threads
 from . import image as te_image
+from .device import set_num_threads
+from .draw import (
+    as_rgb,
+    cam_overlay,
+    grad_picture,
+    grid,
+    heat,
+    overlay,
+    pil_font,
+    save_png,
+    signed_heat,
+    table_image,
+    upscale,
+)
 from .modelfile import DEFAULT_WEIGHTS
 from .safe_io import atomic_write, write_text
+
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
 def _say(text):
@@ -62,156 +76,6 @@ def _say(text):
 
 
 LECTURE_IMAGENET_CLASSES = ["washer", "goose", "ostrich", "limousine", "computer keyboard", "dalmatian"]
-
-
-# --------------------------------------------------------------------------
-# drawing helpers (PIL only)
-# --------------------------------------------------------------------------
-def _font(size=12):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:                                    # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def upscale(img: np.ndarray, min_side: int = 160) -> np.ndarray:
-    """Nearest-neighbour upscaling of small images so that pixels stay visible."""
-    h, w = img.shape[:2]
-    k = max(1, int(np.ceil(min_side / max(h, w))))
-    return np.repeat(np.repeat(img, k, 0), k, 1) if k > 1 else img
-
-
-def _rgb(img):
-    img = np.asarray(img)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    return img.astype(np.uint8)
-
-
-def grid(tiles, labels=None, ncol=None, title=None, min_side=160, pad=6) -> Image.Image:
-    """Tiles (uint8 HxW or HxWx3) in a grid, each with a label underneath."""
-    tiles = [upscale(_rgb(t), min_side) for t in tiles]
-    labels = labels or [""] * len(tiles)
-    n = len(tiles)
-    ncol = ncol or n
-    nrow = (n + ncol - 1) // ncol
-    th = max(t.shape[0] for t in tiles)
-    tw = max(t.shape[1] for t in tiles)
-    font, tfont = _font(12), _font(15)
-    lab_h = 16 * max(1, max(len(str(lb).split("\n")) for lb in labels))
-    top = 24 if title else 0
-    W = pad + ncol * (tw + pad)
-    H = top + pad + nrow * (th + lab_h + pad)
-    canvas = Image.new("RGB", (W, H), "white")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((pad, 4), title, fill="black", font=tfont)
-    for i, (t, lb) in enumerate(zip(tiles, labels)):
-        r, c = divmod(i, ncol)
-        x0, y0 = pad + c * (tw + pad), top + pad + r * (th + lab_h + pad)
-        canvas.paste(Image.fromarray(t), (x0, y0))
-        draw.multiline_text((x0, y0 + th + 2), str(lb), fill="black", font=font, spacing=2)
-    return canvas
-
-
-def table_image(tables, title=None, cell=44) -> Image.Image:
-    """Small integer matrices side by side, values printed in coloured cells
-    (red negative, green positive, grey zero) -- the slide's ReLU tables."""
-    font = _font(14)
-    pad, head = 14, 22
-    blocks = []
-    for name, a in tables:
-        a = np.asarray(a)
-        h, w = a.shape
-        im = Image.new("RGB", (w * cell, h * cell + head), "white")
-        d = ImageDraw.Draw(im)
-        d.text((2, 2), name, fill="black", font=font)
-        for i in range(h):
-            for j in range(w):
-                v = float(a[i, j])
-                col = (250, 200, 200) if v < 0 else ((200, 240, 200) if v > 0 else (225, 225, 225))
-                box = (j * cell, head + i * cell, (j + 1) * cell - 1, head + (i + 1) * cell - 1)
-                d.rectangle(box, fill=col, outline="black")
-                s = f"{v:g}"
-                d.text((box[0] + cell // 2 - 4 * len(s), box[1] + cell // 2 - 8), s, fill="black", font=font)
-        blocks.append(im)
-    top = 26 if title else 0
-    W = pad + sum(b.width + pad for b in blocks)
-    H = top + pad + max(b.height for b in blocks) + pad
-    canvas = Image.new("RGB", (W, H), "white")
-    if title:
-        ImageDraw.Draw(canvas).text((pad, 6), title, fill="black", font=_font(15))
-    x = pad
-    for b in blocks:
-        canvas.paste(b, (x, top + pad))
-        x += b.width + pad
-    return canvas
-
-
-def heat(sal: np.ndarray) -> np.ndarray:
-    """A saliency map (H, W) as a grey picture, brightest = most salient (99th percentile clip)."""
-    return te_image.normalize_display(sal, mode="abs", percentile=99)
-
-
-def signed_heat(m: np.ndarray) -> np.ndarray:
-    """A signed map (H, W) as colour: red where positive, blue where negative, white at 0
-    (scaled by the 99th percentile of |m|)."""
-    m = np.asarray(m, np.float64)
-    s = np.percentile(np.abs(m), 99) or 1.0
-    v = np.clip(m / s, -1, 1)[..., None]
-    out = 1 - np.abs(v) * np.where(v > 0, [0, 1, 1], [1, 1, 0])
-    return (out * 255 + 0.5).astype(np.uint8)
-
-
-def cam_overlay(img: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """A class activation map (H, W), >= 0, in the jet colours laid over the picture
-    (uint8 (H, W, 3)), as Grad-CAM's figures show it."""
-    jet = cv2.applyColorMap(normalize_cam(cam), cv2.COLORMAP_JET)[..., ::-1]
-    return (alpha * _rgb(img) + (1 - alpha) * jet + 0.5).astype(np.uint8)
-
-
-def normalize_cam(cam: np.ndarray) -> np.ndarray:
-    """(H, W) >= 0 -> uint8 0..255, divided by its maximum (an all-zero map stays 0)."""
-    cam = np.maximum(np.asarray(cam, np.float64), 0)
-    return (255 * cam / (cam.max() or 1.0) + 0.5).astype(np.uint8)
-
-
-def grad_picture(g: np.ndarray) -> np.ndarray:
-    """A (C, H, W) input gradient as a colour picture (min-max, 0.5% clipped on each side)."""
-    return te_image.normalize_display(g, mode="minmax", percentile=99.5)
-
-
-def method_picture(method: str, values: np.ndarray, picture: np.ndarray) -> np.ndarray:
-    """How the CLI and the explorer show one image's map of a gradient method (not upscaled).
-
-    ``values`` is what te.explain returned for that image: (C, H, W) for gradient, guided,
-    deconvnet, guided-gradcam, grad-x-input; (H, W) for saliency, smoothgrad, gradcam,
-    occlusion.  ``picture`` the image, uint8 (H, W, 3) (Grad-CAM is laid over it)."""
-    if method in ("saliency", "smoothgrad"):
-        return heat(values)
-    if method in ("gradient", "backprop", "guided", "deconvnet", "guided-gradcam"):
-        return grad_picture(values)
-    if method == "gradcam":
-        return cam_overlay(picture, values)
-    if method == "occlusion":
-        return heat(np.maximum(values, 0))           # where covering the pixel lowers the probability
-    if method == "grad-x-input":
-        return signed_heat(values.sum(0))
-    raise ValueError(f"no picture for method {method!r}")
-
-
-def overlay(img: np.ndarray, mask=None, box=None, truth_box=None) -> np.ndarray:
-    out = _rgb(img).copy()
-    if mask is not None:
-        tint = out.astype(np.float32)
-        tint[mask] = 0.5 * tint[mask] + 0.5 * np.array([255, 40, 40])
-        out = tint.astype(np.uint8)
-    out = upscale(out)
-    k = out.shape[0] // img.shape[0]
-    for b, col in ((truth_box, (40, 90, 255)), (box, (0, 220, 0))):
-        if b is not None and b[2] > b[0]:
-            cv2.rectangle(out, (int(b[0]) * k, int(b[1]) * k), (int(b[2]) * k - 1, int(b[3]) * k - 1), col, 2)
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -243,10 +107,20 @@ class Inputs:
     pool_x: np.ndarray | None = None      # images to search for the strongest activations (Zeiler & Fergus)
     pool_pictures: list | None = None
     zf_units: int = 2                     # channels per conv layer in the Zeiler & Fergus figure
+    _saliency: tuple | None = field(default=None, repr=False, compare=False)
+
+    def saliency(self):
+        """(class probabilities (N, K), predicted classes (N,), saliency maps (N, H, W)) of the
+        sample images, computed once and shared by the saliency and GrabCut figures."""
+        if self._saliency is None:
+            _, probs = X.predict(self.model, self.x)
+            pred = probs.argmax(1)
+            self._saliency = (probs, pred, X.saliency(self.model, self.x, pred))
+        return self._saliency
 
 
 def _cls(model, i):
-    return X._common.class_names(model)[i]
+    return X.class_names(model)[i]
 
 
 def fig_toy(inp, out, summary):
@@ -322,16 +196,13 @@ def fig_neurons(inp, out, summary):
 
 def fig_saliency(inp, out, summary):
     m = inp.model
-    _, probs = X.predict(m, inp.x)
-    pred = probs.argmax(1)
-    sal = X.saliency(m, inp.x, pred)
+    probs, pred, sal = inp.saliency()
     tiles, labels = [], []
     for i in range(len(inp.x)):
         tiles += [inp.pictures[i], heat(sal[i])]
         labels += [f"{inp.names[i]}", f"saliency: {_cls(m, pred[i])}\n(p={probs[i, pred[i]]:.2f})"]
     save_png(grid(tiles, labels, ncol=min(len(tiles), 8), title="Image-specific class saliency: max_c |dS_c/dI|"),
              out / "saliency.png")
-    inp.settings["_saliency"] = (pred, sal)
     return Figure("saliency", "saliency.png",
                   "Saliency maps (Simonyan et al. 2014): the magnitude of the gradient of the predicted class's "
                   "score with respect to the input, maximum over colour channels -- one backward pass per image.")
@@ -339,11 +210,7 @@ def fig_saliency(inp, out, summary):
 
 def fig_grabcut(inp, out, summary):
     m = inp.model
-    pred, sal = inp.settings.get("_saliency") or (None, None)
-    if sal is None:
-        _, probs = X.predict(m, inp.x)
-        pred = probs.argmax(1)
-        sal = X.saliency(m, inp.x, pred)
+    _, pred, sal = inp.saliency()
     tiles, labels = [], []
     for i in range(len(inp.x)):
         mask, box = X.grabcut_mask(inp.pictures[i], sal[i])
@@ -378,9 +245,10 @@ def fig_inversion(inp, out, summary):
                   "Inverting the fc7 representation (Mahendran &amp; Vedaldi 2015): five random initialisations, "
                   "each optimised to match the original's fc7 code (normalised error "
                   "&Vert;&phi;(x)&minus;&phi;<sub>0</sub>&Vert;/&Vert;&phi;<sub>0</sub>&Vert; under each) with "
-                  "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule (Adam steps, "
-                  "smooth random starts, jitter; see docs/explainers.md). Different starts give different images "
-                  "with the same code: what they share is what fc7 keeps.",
+                  "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule, the image made "
+                  "from a decorrelated-colour Fourier spectrum and jittered at every step, Adam steps from "
+                  "faint random starts (the default recipe; see docs/explainers.md). Different starts give "
+                  "different images with the same code: what they share is what fc7 keeps.",
                   extra_html="<p>Pairwise mean absolute difference between reconstructions (model space):</p>"
                              f"<table class=m>{rows}</table>")
 
@@ -399,8 +267,11 @@ def fig_inversion_layers(inp, out, summary):
                   "reconstructions layer by layer): one reconstruction per layer, all optimised as one batch "
                   "with the same priors as the fc7 figure; the normalised error "
                   "&Vert;&phi;<sub>l</sub>(x)&minus;&phi;<sub>l,0</sub>&Vert;/&Vert;&phi;<sub>l,0</sub>&Vert; "
-                  "under each. Early layers keep the picture almost exactly; deeper ones keep less of "
-                  "where and what colour things are.")
+                  "under each. Up to conv5 the reconstructions show the scene (blurred grey correlation with "
+                  "the original about 0.9 and more); from pool5 on they keep the object's outline and place "
+                  "but not its brightness or colour -- this network was trained on randomly tinted items, "
+                  "and its deep codes hardly change when the object turns from light to dark "
+                  "(scripts/measure_invariances.py; docs/explainers.md).")
 
 
 def fig_rules(inp, out, summary):
@@ -437,14 +308,14 @@ def fig_zeiler_fergus(inp, out, summary):
     layers = [n for n in ("conv1", "conv2", "conv3", "conv4", "conv5") if n in m.layers]
     k = min(9, len(x))
     side = int(np.ceil(np.sqrt(k)))
-    tile, pad, font = 44, 2, _font(12)
+    tile, pad, font = 44, 2, pil_font(12)
 
     def block(tiles):
         """Up to 9 tiles (uint8 HxWx3, any size) resized to tile x tile, in a side x side square."""
         b = np.full((side * (tile + pad) - pad,) * 2 + (3,), 255, np.uint8)
         for n, t in enumerate(tiles):
             r, c = divmod(n, side)
-            t = _rgb(t)
+            t = as_rgb(t)
             t = cv2.resize(t, (tile, tile), interpolation=cv2.INTER_NEAREST if t.shape[0] < tile else cv2.INTER_AREA)
             b[r * (tile + pad):r * (tile + pad) + tile, c * (tile + pad):c * (tile + pad) + tile] = t
         return b
@@ -485,7 +356,7 @@ def fig_zeiler_fergus(inp, out, summary):
         d.multiline_text((4, y + 2), label, fill="black", font=font, spacing=2)
         for c, b in enumerate(blocks):
             canvas.paste(Image.fromarray(b), (lab_w + c * (bw + 12), y))
-    canvas.save(out / "zeiler_fergus.png")
+    save_png(canvas, out / "zeiler_fergus.png")
     summary["zeiler_fergus"] = info
     return Figure("zeiler_fergus", "zeiler_fergus.png",
                   "Feature visualisation after Zeiler &amp; Fergus (2014, fig. 2): for the most active channels of "
@@ -550,6 +421,7 @@ def plot_benchmark(report: dict, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from .explain.benchmark import BASELINES, COLUMNS
     rows = report["rows"]
     names = list(rows)
@@ -652,7 +524,7 @@ def embedded_inputs(model, n=6):
             if len(picked) < n and c not in seen and (pred[i] == c or not want_correct):
                 picked.append(i)
                 seen.add(c)
-    names = X._common.class_names(model)
+    names = X.class_names(model)
     return Inputs(model=model, x=x_all[picked], pictures=[data["images"][i] for i in picked],
                   names=[f"scene {i}: {names[int(data['labels'][i])]}" for i in picked],
                   truth_boxes=[data["boxes"][i] for i in picked], classes=None,
@@ -684,14 +556,6 @@ def file_inputs(model, paths):
 # --------------------------------------------------------------------------
 # the gallery
 # --------------------------------------------------------------------------
-def save_png(im, path):
-    """Write a PIL image (or uint8 array) as PNG through the one safe writer."""
-    if isinstance(im, np.ndarray):
-        im = Image.fromarray(im)
-    with atomic_write(path) as f:
-        im.save(f, format="PNG")
-
-
 def _prepare_out(out: Path) -> Path:
     """Check ``out`` and make the private folder the figures are drawn into.
 
@@ -782,7 +646,7 @@ EMBEDDED_SETTINGS = {                         # the library defaults, spelled ou
     "class_model": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"]),
     "maximize": dict(steps=X.visualize.MAXIMIZE_DEFAULTS["steps"]),
     "invert": dict(steps=X.inversion.INVERT_DEFAULTS["steps"]),
-    "invert_layers": dict(steps=600),
+    "invert_layers": dict(steps=500),
 }
 IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet step costs ~25x more
     "class_model": dict(steps=100),
@@ -831,7 +695,7 @@ def main(argv=None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # a kill still removes the partial folder
 
-    from . import load_model, ModelFileError
+    from . import ModelFileError, load_model
     from .device import DeviceUnavailable
     t0 = time.perf_counter()
     try:
@@ -846,7 +710,7 @@ def main(argv=None) -> int:
             ap.error("--images is required with --weights (photos to explain)")
         if len(inputs.x) == 0:
             raise ValueError("no input images")
-        names = X._common.class_names(model)
+        names = X.class_names(model)
         if args.classes:
             inputs.classes = [X.resolve_class(model, c) for c in args.classes]
         elif model.num_classes <= 20:
@@ -859,7 +723,8 @@ def main(argv=None) -> int:
         nconv, nfc = model.shapes[inputs.conv_layer][0], int(np.prod(model.shapes[X.resolve_layer(model, 'fc7')]))
         inputs.conv_units = most_active_units(model, inputs.x, inputs.conv_layer, min(args.units, nconv))
         inputs.fc_units = most_active_units(model, inputs.x, "fc7", min(args.units, nfc))
-        settings = {k: dict(v) for k, v in (EMBEDDED_SETTINGS if model.num_classes <= 20 else IMAGENET_SETTINGS).items()}
+        defaults = EMBEDDED_SETTINGS if model.num_classes <= 20 else IMAGENET_SETTINGS
+        settings = {k: dict(v) for k, v in defaults.items()}
         for s in settings.values():
             s["steps"] = max(1, int(round(s["steps"] * args.steps_scale)))
             s["seed"] = args.seed
@@ -870,8 +735,7 @@ def main(argv=None) -> int:
         print(f"model {getattr(model, 'path', '?')}: input {model.input_shape}, {model.num_classes} classes; "
               f"{len(inputs.x)} images; writing {args.out}")
         figures, summary, secs = reproduce(args.out, inputs, info=info, only=args.only)
-    except (X.ExplainError, X.OptimizationError, ModelFileError, FileNotFoundError, PermissionError,
-            FileExistsError, ValueError, DeviceUnavailable) as e:
+    except (X.ExplainError, X.OptimizationError, ModelFileError, OSError, ValueError, DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {len(figures)} figures to {args.out}/index.html in {time.perf_counter() - t0:.1f} s "

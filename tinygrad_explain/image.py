@@ -47,7 +47,8 @@ import os
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["load", "load_pil", "to_display", "normalize_display", "preprocessing_of"]
+__all__ = ["load", "load_pil", "to_display", "normalize_display", "preprocessing_of", "pixels_to_model", "to_model",
+           "model_to_pixels", "channel_stats"]
 
 _RESAMPLE = Image.Resampling.BILINEAR if hasattr(Image, "Resampling") else Image.BILINEAR
 
@@ -156,6 +157,61 @@ def preprocessing_of(model) -> dict:
         raise ValueError(f"pixel_scale must be positive (at most 65535), got {scale}")
     return dict(mean=mean, std=std, channel_order=order, pixel_scale=scale,
                 resize=_as_size(pre.get("resize"), "resize"), crop=_as_size(pre.get("crop"), "crop"))
+
+
+# ---------------------------------------------------------------------------
+# Values: pixels <-> model space (the one place this mapping is written)
+# ---------------------------------------------------------------------------
+def pixels_to_model(pixels, mean, std, pixel_scale=1.0, channel_order="RGB") -> np.ndarray:
+    """RGB pixels 0..255, (N, H, W, C) or (H, W, C), uint8 or float -> float32
+    (N, C, H, W) model space, for a single image or a batch:
+
+        x = pixel * pixel_scale / 255;  channels to ``channel_order``;  x = (x - mean) / std
+
+    (in float32, in that order).  ``mean``/``std`` per channel, in ``channel_order``."""
+    x = np.asarray(pixels)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise ValueError(f"expected images (N, H, W, C), got shape {x.shape}")
+    out = x.transpose(0, 3, 1, 2).astype(np.float32)
+    out *= np.float32(pixel_scale / 255.0)
+    if out.shape[1] == 3 and str(channel_order).upper() == "BGR":
+        out = out[:, ::-1]
+    out -= np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+    out /= np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray(out)
+
+
+def to_model(pixels, model) -> np.ndarray:
+    """:func:`pixels_to_model` with the model's recipe (:func:`preprocessing_of`):
+    uint8 RGB (N, H, W, C) or (H, W, C) already at the input size -> float32
+    (N, C, H, W).  :func:`load` adds decoding and geometry for files."""
+    pre = preprocessing_of(model)
+    return pixels_to_model(pixels, pre["mean"], pre["std"], pre["pixel_scale"], pre["channel_order"])
+
+
+def model_to_pixels(x, model) -> np.ndarray:
+    """The inverse value mapping: model space (C, H, W) -> float64 pixels (C, H, W),
+    RGB order, 0..255 scale, neither rounded nor clipped (an optimised image may leave
+    the range): ``(x * std + mean) * 255 / pixel_scale``, channels back to RGB."""
+    a = _to_numpy(x).astype(np.float64)
+    pre = preprocessing_of(model)
+    C = a.shape[0]
+    if C != pre["mean"].size:
+        raise ValueError(f"input has {C} channels, model preprocessing has {pre['mean'].size}")
+    a = a * pre["std"][:, None, None] + pre["mean"][:, None, None]
+    a = a * (255.0 / pre["pixel_scale"])
+    if C == 3 and pre["channel_order"] == "BGR":
+        a = a[::-1]
+    return a
+
+
+def channel_stats(images_uint8, pixel_scale=1.0, max_images=10000):
+    """Per-channel mean and std of uint8 NHWC images, with pixels scaled to
+    [0, ``pixel_scale``] (the values the model file's preprocessing stores)."""
+    x = np.asarray(images_uint8[:max_images], np.float64) * (pixel_scale / 255.0)
+    return x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
 
 
 # ---------------------------------------------------------------------------
@@ -342,11 +398,7 @@ def load(src, model) -> np.ndarray:
     a = np.asarray(im, dtype=np.float32)                   # (H, W, 3) or (H, W), 0..255
     if a.ndim == 2:
         a = a[:, :, None]
-    a = a * np.float32(pre["pixel_scale"] / 255.0)
-    if C == 3 and pre["channel_order"] == "BGR":
-        a = a[:, :, ::-1]
-    a = (a - pre["mean"].astype(np.float32)) / pre["std"].astype(np.float32)
-    return np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
+    return pixels_to_model(a, pre["mean"], pre["std"], pre["pixel_scale"], pre["channel_order"])
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -375,15 +427,8 @@ def to_display(x, model) -> np.ndarray:
         a = a[0]
     if a.ndim != 3:
         raise ValueError(f"expected (1, C, H, W) or (C, H, W), got shape {a.shape}")
-    pre = preprocessing_of(model)
-    C = a.shape[0]
-    if C != pre["mean"].size:
-        raise ValueError(f"input has {C} channels, model preprocessing has {pre['mean'].size}")
-    a = a * pre["std"][:, None, None] + pre["mean"][:, None, None]
-    a = a * (255.0 / pre["pixel_scale"])
-    if C == 3 and pre["channel_order"] == "BGR":
-        a = a[::-1]
-    if C == 1:
+    a = model_to_pixels(a, model)
+    if a.shape[0] == 1:
         a = np.repeat(a, 3, axis=0)
     return np.clip(np.round(a), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
 

@@ -28,11 +28,11 @@ class Layer:
     def spec(self) -> dict:
         return {"type": self.type}
 
-    def out_shape(self, in_shape):
+    def out_shape(self, in_shape: tuple) -> tuple:
         """(C, H, W) or (F,) of the output for an input of shape ``in_shape`` (no batch)."""
         return in_shape
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
 
@@ -59,7 +59,8 @@ class Conv2d(Layer):
     type = "conv"
     params = ("weight", "bias")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 groups: int = 1):
         super().__init__()
         in_channels, out_channels, kernel_size, stride, padding, groups = _positive(
             "conv", in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
@@ -73,16 +74,16 @@ class Conv2d(Layer):
         self.weight = Tensor(_uniform((out_channels, in_channels // groups, kernel_size, kernel_size), bound))
         self.bias = Tensor(_uniform((out_channels,), bound))
 
-    def spec(self):
+    def spec(self) -> dict:
         return {"type": self.type, "in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
                 "groups": self.groups}
 
-    def out_shape(self, s):
+    def out_shape(self, s: tuple) -> tuple:
         k, st, p = self.kernel_size, self.stride, self.padding
         return (self.out_channels, (s[1] + 2 * p - k) // st + 1, (s[2] + 2 * p - k) // st + 1)
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
 
 
@@ -96,35 +97,60 @@ class Linear(Layer):
     ``load_state_dict``, ``astype``, ``to``) or ``weight.mark_changed()`` after an
     in-place write (the optimisers call it; so must code that edits a frozen
     weight in place).  A trainable weight (``requires_grad``) is never packed:
-    its forward uses BLAS.  The copy is not pickled (it is remade)."""
+    its forward uses BLAS.  The copy is not pickled (it is remade).
+
+    ``storage = "bfloat16"`` (an explicit option, off by default) keeps the
+    copies for both products in bfloat16 instead -- half the bytes to read,
+    float32 arithmetic, each weight rounded to 8 significant bits; the product
+    error is printed by ``scripts/bench_cpu.py --reduced``.  It applies to
+    float32 inputs of up to SKINNY_MAX_ROWS rows."""
     type = "linear"
     params = ("weight", "bias")
 
-    def __init__(self, in_features, out_features):
+    def __init__(self, in_features: int, out_features: int):
         super().__init__()
         self.in_features, self.out_features = _positive("linear", in_features=in_features, out_features=out_features)
         bound = 1 / math.sqrt(in_features)
         self.weight = Tensor(_uniform((out_features, in_features), bound))
         self.bias = Tensor(_uniform((out_features,), bound))
-        self._packed = None             # (weakref to the weight array, its version, packed copy)
+        self._packed = None             # (weakref to the weight array, its version, storage, copies)
+        self.storage = None
 
-    def spec(self):
+    def spec(self) -> dict:
         return {"type": self.type, "in_features": self.in_features, "out_features": self.out_features}
 
-    def out_shape(self, s):
+    def out_shape(self, s: tuple) -> tuple:
         return (self.out_features,)
 
+    @property
+    def storage(self):
+        """None (the weight's own dtype) or "bfloat16": how the packed copies are stored."""
+        return self._storage
+
+    @storage.setter
+    def storage(self, value):
+        if value not in (None, "bfloat16"):
+            raise ValueError(f"linear: storage must be None or 'bfloat16', got {value!r}")
+        self._storage = value
+
     def packed_weight(self):
-        """weight.data transposed (in, out), contiguous -- or None for a trainable or GPU weight."""
+        """(forward matrix, backward matrix or None) for ``ops.Linear``: weight.data
+        transposed (in, out), contiguous, and None (the backward reads the weight
+        itself); with bfloat16 storage both in bfloat16 bits.  None for a trainable
+        or GPU weight."""
         w = self.weight
         if w.requires_grad or _xp(w.data) is not np:
             self._packed = None
             return None
         p = self._packed
-        if p is None or p[0]() is not w.data or p[1] != w.version:
+        if p is None or p[0]() is not w.data or p[1] != w.version or p[2] != self.storage:
             self._packed = None                 # free the old copy before making the new one
-            self._packed = p = (weakref.ref(w.data), w.version, K.linear.pack(w.data))
-        return p[2]
+            if self.storage == "bfloat16":
+                copies = (K.linear.pack(w.data, "bfloat16"), K.linear.to_bfloat16(w.data))
+            else:
+                copies = (K.linear.pack(w.data), None)
+            self._packed = p = (weakref.ref(w.data), w.version, self.storage, copies)
+        return p[3]
 
     def __getstate__(self):
         return dict(self.__dict__, _packed=None)
@@ -132,61 +158,61 @@ class Linear(Layer):
     @property
     def packed_nbytes(self):
         """Bytes held by the packed copy (0 when there is none)."""
-        return 0 if self._packed is None else self._packed[2].nbytes
+        return 0 if self._packed is None else sum(c.nbytes for c in self._packed[3] if c is not None)
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         return ops.linear(x, self.weight, self.bias, packed=self.packed_weight)
 
 
 class ReLU(Layer):
     type = "relu"
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         return ops.relu(x)
 
 
 class MaxPool2d(Layer):
     type = "maxpool"
 
-    def __init__(self, kernel_size=3, stride=2, padding=0):
+    def __init__(self, kernel_size: int = 3, stride: int = 2, padding: int = 0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = _positive("maxpool", kernel_size=kernel_size, stride=stride,
                                                                 padding=padding)
         if self.padding * 2 > self.kernel_size:
             raise ValueError(f"maxpool: padding {padding} must be at most half of kernel_size {kernel_size}")
 
-    def spec(self):
+    def spec(self) -> dict:
         return {"type": self.type, "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
 
-    def out_shape(self, s):
+    def out_shape(self, s: tuple) -> tuple:
         k, st, p = self.kernel_size, self.stride, self.padding
         return (s[0], (s[1] + 2 * p - k) // st + 1, (s[2] + 2 * p - k) // st + 1)
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
 
 class LocalResponseNorm(Layer):
     type = "lrn"
 
-    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0):
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         super().__init__()
         (self.size,) = _positive("lrn", size=size)
         self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
         if not (np.isfinite([self.alpha, self.beta, self.k]).all() and self.k > 0 and self.alpha >= 0):
             raise ValueError(f"lrn: need finite alpha >= 0, beta and k > 0, got alpha={alpha}, beta={beta}, k={k}")
 
-    def spec(self):
+    def spec(self) -> dict:
         return {"type": self.type, "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         return ops.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
 
 
 class AdaptiveAvgPool2d(Layer):
     type = "adaptive_avgpool"
 
-    def __init__(self, output_size=(6, 6)):
+    def __init__(self, output_size: int | tuple[int, int] = (6, 6)):
         super().__init__()
         try:
             oh, ow = ops._pair(output_size)
@@ -194,20 +220,20 @@ class AdaptiveAvgPool2d(Layer):
             raise ValueError(f"adaptive_avgpool: output_size must be an int or a pair, got {output_size!r}") from None
         self.output_size = tuple(_positive("adaptive_avgpool", output_height=oh, output_width=ow))
 
-    def spec(self):
+    def spec(self) -> dict:
         return {"type": self.type, "output_size": list(self.output_size)}
 
-    def out_shape(self, s):
+    def out_shape(self, s: tuple) -> tuple:
         return (s[0],) + self.output_size
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         return ops.adaptive_avg_pool2d(x, self.output_size)
 
 
 class Dropout(Layer):
     type = "dropout"
 
-    def __init__(self, p=0.5):
+    def __init__(self, p: float = 0.5):
         super().__init__()
         self.p = p
 
@@ -222,20 +248,20 @@ class Dropout(Layer):
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self._p = float(p)
 
-    def spec(self):
+    def spec(self) -> dict:
         return {"type": self.type, "p": self.p}
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         return ops.dropout(x, self.p, self.training)
 
 
 class Flatten(Layer):
     type = "flatten"
 
-    def out_shape(self, s):
+    def out_shape(self, s: tuple) -> tuple:
         return (int(np.prod(s)),)
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         return ops.flatten(x)
 
 

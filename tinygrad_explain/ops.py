@@ -19,8 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import engine
-from .engine import Function, Tensor, _xp
 from . import kernels as K
+from .engine import Function, Tensor, _xp
+
+Size2 = int | tuple[int, int]        # a size or stride: one int for both sides, or (height, width)
+Axis = int | tuple[int, ...] | None
 
 
 def _pair(v):
@@ -41,13 +44,20 @@ class Conv2d(Function):
     """2-D convolution (cross-correlation) as im2col + one matrix product per group.
 
     x (N, C, H, W), w (O, C/G, kh, kw), b (O,) -> y (N, O, OH, OW),
-    OH = (H + 2*ph - kh) // sh + 1, L = OH*OW.
+    OH = (H + 2*ph - kh) // sh + 1, L = OH*OW, R = C/G*kh*kw.
         col = im2col(x)                      (C*kh*kw, N*L)
         y_rows[g] = w[g] @ col[g] + b        (O/G, N*L) per group g
     Chain rule:
         dcol[g] = w[g].T @ dy_rows[g];  dx = col2im(dcol)
         dw[g]   = dy_rows[g] @ col[g].T
         db      = sum of dy over n, i, j
+
+    The steps carry the names of Caffe's ``BaseConvolutionLayer``:
+    ``forward_gemm`` (y_rows = w @ col), ``forward_bias`` (+ b, fused here with
+    the change from rows to NCHW layout), ``backward_gemm`` (dcol = w.T @ dy_rows,
+    the gradient to the input), ``weight_gemm`` (dw += dy_rows @ col.T) and
+    ``backward_bias`` (db).  ``forward`` and ``backward`` only cut the batch
+    into chunks and hand out buffers.
 
     The batch is processed in chunks of images whose ``col`` fits a few MB
     (reused scratch buffers, cache-friendly); for one image the GEMM writes
@@ -72,10 +82,47 @@ class Conv2d(Function):
         step = max(1, min(N, budget // (self.groups * R * oh * ow)))
         return oh, ow, R, O // self.groups, step
 
+    # ---- the steps ----------------------------------------------------------
+    def _im2col(self, B, x, kh, kw, out):
+        """col (C*kh*kw, n*L) of a chunk x (n, C, H, W), written into ``out``."""
+        return B.im2col.im2col(x, kh, kw, self.stride, self.padding, out=out)
+
+    @staticmethod
+    def forward_gemm(xp, wg, col, rows):
+        """rows[g] = w[g] @ col[g] for each group: wg (G, O/G, R), col (G*R, n*L) -> rows (O, n*L)."""
+        G, Og, R = wg.shape
+        for g in range(G):
+            xp.matmul(wg[g], col[g * R:(g + 1) * R], out=rows[g * Og:(g + 1) * Og])
+
+    @staticmethod
+    def forward_bias(B, rows, b, y):
+        """y (n, O, L) = rows (O, n*L) + b (O,), the layout change and the bias in one pass."""
+        B.layout.rows_to_nchw(rows, b, y)
+
+    @staticmethod
+    def backward_gemm(xp, wg, grows, dcol):
+        """dcol[g] = w[g].T @ dy_rows[g]: grows (O, n*L) -> dcol (G*R, n*L), the input side."""
+        G, Og, R = wg.shape
+        for i in range(G):
+            xp.matmul(wg[i].T, grows[i * Og:(i + 1) * Og], out=dcol[i * R:(i + 1) * R])
+
+    @staticmethod
+    def weight_gemm(grows, col, dw):
+        """dw[g] += dy_rows[g] @ col[g].T: grows (O, n*L), col (G*R, n*L) -> dw (G, O/G, R)."""
+        G, Og, R = dw.shape
+        for i in range(G):
+            dw[i] += grows[i * Og:(i + 1) * Og] @ col[i * R:(i + 1) * R].T
+
+    @staticmethod
+    def backward_bias(B, g):
+        """db (O,) = sum of g (N, O, L) over n and l."""
+        return B.layout.bias_grad(g)
+
+    # ---- forward and backward: chunks and buffers ---------------------------
     def forward(self, x, w, b=None, stride=1, padding=0, groups=1):
         xp, B = _xp(x), K.backend(x)
         self.stride, self.padding, self.groups = _pair(stride), _pair(padding), int(groups)
-        N, G, (O, Cg, kh, kw) = x.shape[0], self.groups, w.shape
+        N, G, (O, _, kh, kw) = x.shape[0], self.groups, w.shape
         oh, ow, R, Og, step = self._geometry(x.shape, w.shape, xp)
         L = oh * ow
         x = xp.ascontiguousarray(x)
@@ -87,15 +134,13 @@ class Conv2d(Function):
         for n0 in range(0, N, step):
             n1 = min(N, n0 + step)
             shape = (G * R, (n1 - n0) * L)
-            col = B.im2col.im2col(x[n0:n1], kh, kw, self.stride, self.padding,
-                                  out=B.workspace.get("col", shape, x.dtype) if self.cols is None
-                                  else xp.empty(shape, x.dtype))
+            col = self._im2col(B, x[n0:n1], kh, kw, B.workspace.get("col", shape, x.dtype) if self.cols is None
+                               else xp.empty(shape, x.dtype))
             if self.cols is not None:
                 self.cols.append(col)
             rows = y[n0].reshape(O, L) if n1 - n0 == 1 else B.workspace.get("rows", (O, (n1 - n0) * L), x.dtype)
-            for g in range(G):
-                xp.matmul(wg[g], col[g * R:(g + 1) * R], out=rows[g * Og:(g + 1) * Og])
-            B.layout.rows_to_nchw(rows, b, y[n0:n1])
+            self.forward_gemm(xp, wg, col, rows)
+            self.forward_bias(B, rows, b, y[n0:n1])
         if any(self.needs_grad):
             self.x, self.w = x, w
         return y.reshape(N, O, oh, ow)
@@ -103,7 +148,7 @@ class Conv2d(Function):
     def backward(self, g):
         xp, B = _xp(g), K.backend(g)
         x, w, G = self.x, self.w, self.groups
-        N, (O, Cg, kh, kw) = x.shape[0], w.shape
+        N, (O, _, kh, kw) = x.shape[0], w.shape
         oh, ow, R, Og, step = self._geometry(x.shape, w.shape, xp)
         L = oh * ow
         g = xp.ascontiguousarray(g).reshape(N, O, L)
@@ -119,16 +164,13 @@ class Conv2d(Function):
                                           if n1 - n0 > 1 else None)
             if need_x:
                 dcol = B.workspace.get("dcol", (G * R, (n1 - n0) * L), g.dtype)
-                for i in range(G):
-                    xp.matmul(wg[i].T, grows[i * Og:(i + 1) * Og], out=dcol[i * R:(i + 1) * R])
+                self.backward_gemm(xp, wg, grows, dcol)
                 B.im2col.col2im(dcol, (n1 - n0,) + x.shape[1:], kh, kw, self.stride, self.padding, out=dx[n0:n1])
             if need_w:
-                col = cols[k] if cols else B.im2col.im2col(
-                    x[n0:n1], kh, kw, self.stride, self.padding,
-                    out=B.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
-                for i in range(G):
-                    dw[i] += grows[i * Og:(i + 1) * Og] @ col[i * R:(i + 1) * R].T
-        db = B.layout.bias_grad(g) if need_b else None
+                col = cols[k] if cols else self._im2col(B, x[n0:n1], kh, kw,
+                                                        B.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
+                self.weight_gemm(grows, col, dw)
+        db = self.backward_bias(B, g) if need_b else None
         if dw is not None:
             dw = dw.reshape(w.shape).astype(w.dtype, copy=False)
         return dx, dw, db
@@ -141,8 +183,10 @@ class Linear(Function):
     Up to ``SKINNY_MAX_ROWS`` rows on the CPU, y and dx come from the kernel that
     streams the weight once for all rows (kernels/linear.py; each sum in the
     naive order).  Its forward reads the weight transposed: ``packed()``, if
-    given, returns that copy (``nn.Linear`` keeps one per weight version) or None
-    (then BLAS, as above the crossover and on the GPU).  dw stays a GEMM."""
+    given, returns (that copy, None) -- or, for bfloat16 storage, (that copy,
+    the weight) in bfloat16 bits (``nn.Linear`` keeps them per weight version)
+    -- or None (then BLAS, as above the crossover and on the GPU).  dw stays a
+    GEMM."""
 
     SKINNY_MAX_ROWS = 32        # the measured BLAS crossover (scripts/bench_cpu.py --fc)
 
@@ -150,8 +194,11 @@ class Linear(Function):
         return _xp(a) is np and a.ndim == 2 and a.shape[0] <= self.SKINNY_MAX_ROWS
 
     def forward(self, x, w, b=None, packed=None):
-        wt = packed() if packed is not None and self._skinny(x) else None
-        if wt is not None and wt.dtype == x.dtype:
+        copies = packed() if packed is not None and self._skinny(x) else None
+        wt, self.wb = copies if copies is not None else (None, None)
+        if wt is not None and not (wt.dtype == x.dtype or (wt.dtype == np.uint16 and x.dtype == np.float32)):
+            wt = self.wb = None
+        if wt is not None:
             y = K.linear.forward(x, wt, b)
         else:
             y = x @ w.T.astype(x.dtype, copy=False)
@@ -165,8 +212,11 @@ class Linear(Function):
     def backward(self, g):
         dx = None
         if self.needs_grad[0]:
-            w = self.w.astype(g.dtype, copy=False)
-            dx = K.linear.backward(g, w) if self._skinny(g) else g @ w
+            if self.wb is not None and self._skinny(g):
+                dx = K.linear.backward(g, self.wb)
+            else:
+                w = self.w.astype(g.dtype, copy=False)
+                dx = K.linear.backward(g, w) if self._skinny(g) else g @ w
         dw = (g.T @ self.x).astype(self.w.dtype, copy=False) if self.needs_grad[1] else None
         db = g.sum(0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return dx, dw, db
@@ -310,7 +360,7 @@ class Max(Function):
         dx = g * [x == y] / #{x == y}      (y and g broadcast back over ``axis``)"""
 
     def forward(self, x, axis=None, keepdims=False):
-        self.x, self.axis, self.keepdims = x, axis, keepdims
+        self.x, self.axis = x, axis
         self.y = x.max(axis=axis, keepdims=True)
         return self.y if keepdims else self.y.reshape(_reduced_shape(x.shape, axis))
 
@@ -469,30 +519,6 @@ class Sum(Function):
         return xp.broadcast_to(g, self.x_shape).copy()
 
 
-class ShiftDiff(Function):
-    """Forward difference along an axis: y = x[..., 1:] - x[..., :-1] (for total variation).
-    dx[..., 1:] += g;  dx[..., :-1] -= g."""
-
-    def _slices(self):
-        ax = self.axis % len(self.x_shape)
-        hi = [slice(None)] * len(self.x_shape)
-        lo = list(hi)
-        hi[ax], lo[ax] = slice(1, None), slice(0, -1)
-        return tuple(hi), tuple(lo)
-
-    def forward(self, x, axis=-1):
-        self.x_shape, self.axis = x.shape, axis
-        hi, lo = self._slices()
-        return x[hi] - x[lo]
-
-    def backward(self, g):
-        dx = _xp(g).zeros(self.x_shape, dtype=g.dtype)
-        hi, lo = self._slices()
-        dx[hi] += g
-        dx[lo] -= g
-        return dx
-
-
 def _index_on(xp, idx):
     """``idx`` with its integer/boolean arrays on xp's device (CuPy takes no NumPy index
     arrays): index arrays are small and are copied to the GPU once per call."""
@@ -542,73 +568,71 @@ def _const(v, like: Tensor) -> Tensor:
     return Tensor(_xp(v).asarray(v, dtype=like.dtype))
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, groups=1):
+def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Size2 = 1, padding: Size2 = 0,
+           groups: int = 1) -> Tensor:
     args = (x, w) if b is None else (x, w, b)
     return Conv2d.apply(*args, stride=stride, padding=padding, groups=groups)
 
 
-def linear(x, w, b=None, packed=None):
-    """``packed``: optional callable returning w in the forward kernel's layout (see ``Linear``)."""
+def linear(x: Tensor, w: Tensor, b: Tensor | None = None, packed=None) -> Tensor:
+    """``packed``: optional callable returning w's copies for the kernel (see ``Linear``)."""
     return Linear.apply(*((x, w) if b is None else (x, w, b)), packed=packed)
 
 
-def relu(x):
+def relu(x: Tensor) -> Tensor:
     return ReLU.apply(x)
 
 
-def max_pool2d(x, kernel_size=3, stride=2, padding=0):
+def max_pool2d(x: Tensor, kernel_size: int = 3, stride: int = 2, padding: int = 0) -> Tensor:
     return MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
 
 
-def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=1.0):
+def local_response_norm(x: Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> Tensor:
     return LocalResponseNorm.apply(x, size=size, alpha=alpha, beta=beta, k=k)
 
 
-def adaptive_avg_pool2d(x, output_size):
+def adaptive_avg_pool2d(x: Tensor, output_size: Size2) -> Tensor:
     return AdaptiveAvgPool2d.apply(x, output_size=output_size)
 
 
-def dropout(x, p=0.5, training=False):
+def dropout(x: Tensor, p: float = 0.5, training: bool = False) -> Tensor:
     return Dropout.apply(x, p=p, training=training)
 
 
-def flatten(x):
+def flatten(x: Tensor) -> Tensor:
     return Reshape.apply(x, shape=(x.shape[0], -1))
 
 
-def exp(x):
+def exp(x: Tensor) -> Tensor:
     return Exp.apply(x)
 
 
-def log(x):
+def log(x: Tensor) -> Tensor:
     return Log.apply(x)
 
 
-def amax(x, axis=None, keepdims=False):
+def amax(x: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Maximum over ``axis``; ties share the gradient equally (see ``Max``)."""
     return Max.apply(x, axis=axis, keepdims=keepdims)
 
 
-def logsumexp(x, axis=-1, keepdims=False):
+def logsumexp(x: Tensor, axis: Axis = -1, keepdims: bool = False) -> Tensor:
     return LogSumExp.apply(x, axis=axis, keepdims=keepdims)
 
 
-def softmax(x, axis=-1):
+def softmax(x: Tensor | np.ndarray, axis: int = -1) -> Tensor:
     """Softmax over ``axis``.  Also the package's softmax of plain arrays:
     ``softmax(scores).numpy()`` (an array input records no graph)."""
     return Softmax.apply(x, axis=axis)
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     return LogSoftmax.apply(x, axis=axis)
 
 
-def cross_entropy(scores, labels):
+def cross_entropy(scores: Tensor, labels) -> Tensor:
     return CrossEntropy.apply(scores, labels=labels)
-
-
-def shift_diff(x, axis=-1):
-    return ShiftDiff.apply(x, axis=axis)
 
 
 def _sub(a, b):
@@ -637,5 +661,6 @@ Tensor.log_softmax = log_softmax
 Tensor.sum = lambda a, axis=None, keepdims=False: Sum.apply(a, axis=axis, keepdims=keepdims)
 Tensor.mean = lambda a, axis=None, keepdims=False: Sum.apply(a, axis=axis, keepdims=keepdims) * (
     1.0 / (a.data.size if axis is None else np.prod([a.shape[i] for i in np.atleast_1d(axis)])))
-Tensor.reshape = lambda a, *shape: Reshape.apply(a, shape=shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape)
+Tensor.reshape = lambda a, *shape: Reshape.apply(a, shape=shape[0] if len(shape) == 1 and isinstance(shape[0], tuple)
+                                                  else shape)
 Tensor.relu = relu

@@ -38,7 +38,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["OutputPathError", "check_output", "atomic_write", "write_text", "write_bytes", "regular_file_problem"]
+__all__ = ["OutputPathError", "check_output", "atomic_write", "write_text", "regular_file_problem"]
 
 
 class OutputPathError(ValueError):
@@ -100,8 +100,8 @@ def atomic_write(path, inputs=(), mode: str = "wb"):
     """Open a temporary file beside ``path``; on success it replaces ``path``.
 
     Yields a file object (binary and readable, as h5py needs, unless
-    ``mode="w"``: then UTF-8 text).  On
-    any exception the temporary file is removed and ``path`` is untouched.
+    ``mode="w"``: then UTF-8 text).  On any exception the temporary file is
+    removed and ``path`` is untouched.
     ``inputs``: files that ``path`` must not be (see :func:`check_output`).
     """
     if mode not in ("wb", "w"):
@@ -134,13 +134,8 @@ def atomic_write(path, inputs=(), mode: str = "wb"):
                 os.unlink(tmp)
 
 
-def write_bytes(path, data: bytes, inputs=()) -> Path:
-    with atomic_write(path, inputs) as f:
-        f.write(data)
-    return Path(path)
-
-
 def write_text(path, text: str, inputs=()) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_write`."""
     with atomic_write(path, inputs, mode="w") as f:
         f.write(text)
     return Path(path)

@@ -91,6 +91,8 @@ __all__ = [
     "SceneDataset",
     "generate",
     "load_sample",
+    "augment",
+    "plain_scenes",
 ]
 
 #: alpha = clip(ALPHA_GAIN * intensity/255, 0, 1).
@@ -416,7 +418,7 @@ def render_images(split: str, seed: int, start: int, stop: int, progress: bool =
                   root=None) -> np.ndarray:
     """The images alone of scenes ``start..stop-1`` (uint8 (stop-start, size,
     size, 3)), identical to :func:`generate`'s; a module-level function, so
-    ``train.DataParallel.map`` can render parts of a split in its helpers."""
+    ``parallel.DataParallel.map`` can render parts of a split in its helpers."""
     ds = SceneDataset(split, seed=seed, size=size, root=root)
     out = np.empty((stop - start, size, size, 3), np.uint8)
     it = range(start, stop)
@@ -440,4 +442,50 @@ def load_sample(path=None) -> dict:
     with np.load(path, allow_pickle=False) as z:
         out = {k: z[k] for k in z.files}
     out["seed"] = int(out["seed"])
+    return out
+
+
+# ----------------------------------------------------------------------------
+# for training: augmentation, and plain items as scenes
+# ----------------------------------------------------------------------------
+def augment(images_uint8, rng, flip=True, shift=4, jitter=0.0):
+    """Random training augmentation of a uint8 (N, H, W, C) batch (returns a new array).
+
+    flip    mirror left-right with probability 1/2
+    shift   translate by up to ``shift`` px in x and y (edge pixels replicated),
+            i.e. a random crop of the edge-padded image
+    jitter  brightness/contrast jitter: each image x -> (x - m) * c + m + b with
+            c in [1-jitter, 1+jitter], b in [-jitter, jitter]*255 (m = its mean)
+    """
+    x = np.asarray(images_uint8)
+    n, h, w, _ = x.shape
+    out = np.empty_like(x)
+    flips = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+    dys = rng.integers(-shift, shift + 1, n) if shift else np.zeros(n, int)
+    dxs = rng.integers(-shift, shift + 1, n) if shift else np.zeros(n, int)
+    if shift:
+        padded = np.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+    for i in range(n):
+        img = padded[i, shift + dys[i]:shift + dys[i] + h, shift + dxs[i]:shift + dxs[i] + w] if shift else x[i]
+        out[i] = img[:, ::-1] if flips[i] else img
+    if jitter:
+        c = rng.uniform(1 - jitter, 1 + jitter, (n, 1, 1, 1)).astype(np.float32)
+        b = rng.uniform(-jitter, jitter, (n, 1, 1, 1)).astype(np.float32) * 255
+        f = out.astype(np.float32)
+        m = f.mean(axis=(1, 2, 3), keepdims=True)
+        out = np.clip((f - m) * c + m + b + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def plain_scenes(items28, size=64, item_size=48):
+    """Plain Fashion-MNIST items as background-free "scenes": each grey 28x28
+    item resized (bilinear, cv2) to ``item_size`` px, centred on a black
+    ``size`` x ``size`` frame and replicated to RGB.  uint8 (N, size, size, 3)."""
+    import cv2
+    items28 = np.asarray(items28, np.uint8)
+    out = np.zeros((len(items28), size, size, 3), np.uint8)
+    o = (size - item_size) // 2
+    for i, it in enumerate(items28):
+        big = cv2.resize(it, (item_size, item_size), interpolation=cv2.INTER_LINEAR)
+        out[i, o:o + item_size, o:o + item_size] = big[..., None]
     return out

@@ -80,6 +80,10 @@ MAX_BYTES = 4 << 30
 #: Largest ratio of an entry's size to its compressed size (torch.save stores, 1:1).
 MAX_COMPRESSION = 100
 _MAX_PICKLE_BYTES = 64 << 20
+# what zipfile raises on a damaged archive: bad headers, unsupported versions or
+# compression methods, encrypted entries, corrupt deflate streams
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError,
+               RuntimeError, ValueError, zlib.error)
 
 
 # ---------------------------------------------------------------------------
@@ -186,7 +190,9 @@ class TensorRef(_NoBuild):
 
     @property
     def dtype(self):
-        return np.dtype(np.float32) if self.storage.type.name == "BFloat16Storage" else self.storage.dtype.newbyteorder("=")
+        if self.storage.type.name == "BFloat16Storage":
+            return np.dtype(np.float32)
+        return self.storage.dtype.newbyteorder("=")
 
     @property
     def nbytes(self) -> int:
@@ -344,7 +350,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             with self._zf.open(entry) as fh:
                 raw = fh.read(nbytes)
-        except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as e:
+        except _ZIP_ERRORS as e:
             raise ValueError(f"{self._path}: cannot read storage {entry!r}: {e}") from None
         if len(raw) != nbytes:
             raise ValueError(f"{self._path}: storage {entry!r} ends after {len(raw)} of {nbytes} bytes "
@@ -388,7 +394,7 @@ def _open_checkpoint(path, max_bytes):
                          "by torch.save)")
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+    except _ZIP_ERRORS as e:
         raise ValueError(f"{path}: truncated or corrupt checkpoint archive ({e})") from None
     with zf:
         names = zf.namelist()
@@ -415,7 +421,11 @@ def _open_checkpoint(path, max_bytes):
                                  f"far smaller (limit {_MAX_PICKLE_BYTES})")
             _check_compression(info, path)
             pkl = zf.read(info)
-        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as e:
+        except ValueError as e:
+            if path in str(e):
+                raise
+            raise ValueError(f"{path}: cannot read {pkl_name!r}: {e}") from None
+        except _ZIP_ERRORS as e:
             raise ValueError(f"{path}: cannot read {pkl_name!r}: {e}") from None
         up = _RestrictedUnpickler(io.BytesIO(pkl), zf, prefix, byteorder, path)
         try:
@@ -438,7 +448,9 @@ def _open_checkpoint(path, max_bytes):
                              f"{max_bytes:,} (max_bytes)")
         try:
             yield obj
-        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError, zlib.error) as e:
+        except ValueError:
+            raise
+        except _ZIP_ERRORS as e:
             raise ValueError(f"{path}: corrupt storage ({type(e).__name__}: {e})") from None
 
 

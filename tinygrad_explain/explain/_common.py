@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import device as _device
 from ..engine import Tensor, _xp
+from ..image import preprocessing_of
 
 
 class ExplainError(ValueError):
@@ -27,6 +28,14 @@ class ExplainError(ValueError):
 
 class OptimizationError(FloatingPointError):
     """An optimisation diverged (NaN or Inf appeared)."""
+
+
+def check_finite(a, what: str):
+    """Refuse NaN / Inf in scores or gradients: an explanation computed from them would be
+    meaningless (a network that overflows must never give plausible maps)."""
+    if not bool(_xp(a).isfinite(a).all()):
+        raise ExplainError(f"{what} contains NaN or Inf: the network overflowed on this input (or has "
+                           "extreme weights); no explanation can be computed from it")
 
 
 # --------------------------------------------------------------------------
@@ -66,7 +75,8 @@ def as_batch(model, x):
 def pixel_bounds(model):
     """(lo, hi), each (C, 1, 1) float32: the model-space values of pixel 0 and pixel 255
     per channel (in the model's channel order)."""
-    mean, std, scale = _recipe(model)
+    pre = preprocessing_of(model)
+    mean, std, scale = pre["mean"], pre["std"], pre["pixel_scale"]
     lo = (0.0 - mean) / std
     hi = (scale - mean) / std
     return (np.minimum(lo, hi).astype(np.float32)[:, None, None],
@@ -81,23 +91,11 @@ def data_scale(model) -> float:
     return float(max(np.abs(lo).max(), np.abs(hi).max()))
 
 
-def _recipe(model):
-    C = int(model.input_shape[0])
-    pre = dict(getattr(model, "preprocessing", None) or {})
-    mean = np.asarray(pre.get("mean") if pre.get("mean") is not None else [0.0] * C, np.float64).reshape(-1)
-    std = np.asarray(pre.get("std") if pre.get("std") is not None else [1.0] * C, np.float64).reshape(-1)
-    if mean.size == 1:
-        mean = np.repeat(mean, C)
-    if std.size == 1:
-        std = np.repeat(std, C)
-    scale = float(np.asarray(pre.get("pixel_scale", 1.0) or 1.0).reshape(-1)[0])
-    return mean, std, scale
-
-
 # --------------------------------------------------------------------------
 # classes
 # --------------------------------------------------------------------------
-def class_names(model):
+def class_names(model) -> list[str]:
+    """The model's class names, or "0" .. "K-1" when it has none (public: te.explain.class_names)."""
     names = getattr(model, "class_names", None)
     return list(names) if names is not None else [str(i) for i in range(model.num_classes)]
 
@@ -143,14 +141,21 @@ def resolve_targets(model, target, n: int) -> np.ndarray:
         return np.full(n, resolve_class(model, target), dtype=np.int64)
     if isinstance(target, np.ndarray) and target.ndim == 0:
         return np.full(n, resolve_class(model, target.item()), dtype=np.int64)
+    seq = _one_per_image(target, n, "a class index, a class name")
+    return np.array([resolve_class(model, t) for t in seq], dtype=np.int64)
+
+
+def _one_per_image(target, n: int, kinds: str) -> list:
+    """``target`` as a list of exactly ``n`` targets (one per image); ``kinds`` names
+    what a single target may be, for the error message."""
     try:
         seq = list(target)
     except TypeError:
-        raise ExplainError(f"target must be a class index, a class name, or one of those per image; "
+        raise ExplainError(f"target must be {kinds}, or one of those per image; "
                            f"got {type(target).__name__}") from None
     if len(seq) != n:
         raise ExplainError(f"{len(seq)} targets for {n} images: give one target, or one per image")
-    return np.array([resolve_class(model, t) for t in seq], dtype=np.int64)
+    return seq
 
 
 # --------------------------------------------------------------------------
@@ -294,13 +299,7 @@ def resolve_objective(model, target, n: int) -> Objective:
     if single:
         items = [target.item() if isinstance(target, np.ndarray) else target] * n
     else:
-        try:
-            items = list(target)
-        except TypeError:
-            raise ExplainError(f"target must be a class index, a class name, a channel or neuron (layer, c[, i, j]), "
-                               f"or one of those per image; got {type(target).__name__}") from None
-        if len(items) != n:
-            raise ExplainError(f"{len(items)} targets for {n} images: give one target, or one per image")
+        items = _one_per_image(target, n, "a class index, a class name, a channel or neuron (layer, c[, i, j])")
     last = model.layer_names[-1]
     resolved = []                      # (layer, unit index) or (None, class index)
     for t in items:

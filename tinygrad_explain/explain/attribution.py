@@ -3,8 +3,9 @@ guided Grad-CAM, occlusion and gradient x input.
 
 Same calling convention as ``te.explain.saliency``: ``method(model, x, target, ...)``
 with ``x`` images in model space (N, C, H, W) and ``target`` a class index, a
-name, or one per image; every map comes back on the host, one per image.  ``S``
-is the unnormalised class score (before softmax) unless said otherwise.
+name, a channel or neuron (``("conv5", c[, i, j])``, see ``te.explain.gradient``),
+or one per image; every map comes back on the host, one per image.  ``S`` is the
+unnormalised class score (before softmax) unless said otherwise.
 
     smoothgrad       (N, H, W)     Smilkov et al. 2017        mean over noisy copies, max over channels
     gradcam          (N, H, W)     Selvaraju et al. 2017      ReLU(sum_k alpha_k A^k), upsampled

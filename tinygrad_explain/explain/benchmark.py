@@ -27,8 +27,8 @@ import numpy as np
 
 from . import attribution as A
 from . import metrics as M
-from .gradients import gradient, saliency, predict
 from .grabcut import grabcut_mask
+from .gradients import gradient, predict, saliency
 
 METHODS = ("gradient", "saliency", "deconvnet", "guided", "smoothgrad", "gradcam", "guided-gradcam",
            "occlusion", "grad-x-input", "centre", "random")
@@ -69,6 +69,7 @@ def evaluate(model, images, masks, boxes, labels, methods=METHODS, *, indices=No
     "insertion_auc": (N,), "seconds": map time in all}}, "hard": (N,) bool,
     "predicted": (N,), "targets": (N,), "tolerance", "steps", "blur_sigma"}."""
     from tqdm.auto import tqdm
+
     from .. import image as te_image
     N = len(images)
     indices = np.arange(N) if indices is None else np.asarray(indices)
@@ -108,7 +109,42 @@ def evaluate(model, images, masks, boxes, labels, methods=METHODS, *, indices=No
             bar.update(sl.stop - sl.start)
     bar.close()
     return {"methods": out, "hard": M.hard_scenes(images, masks), "predicted": pred, "targets": targets,
-            "tolerance": tol, "steps": steps, "blur_sigma": sigma}
+            "indices": indices, "tolerance": tol, "steps": steps, "blur_sigma": sigma}
+
+
+SCENE_KEYS = ("pointing", "mask_iou", "box_iou", "deletion_auc", "insertion_auc")
+
+
+def concat(results) -> dict:
+    """One result from ``evaluate`` results on disjoint sets of scenes (same methods and settings)."""
+    first = results[0]
+    out = {k: first[k] for k in ("tolerance", "steps", "blur_sigma")}
+    for k in ("hard", "predicted", "targets", "indices"):
+        out[k] = np.concatenate([r[k] for r in results])
+    out["methods"] = {m: {**{k: np.concatenate([r["methods"][m][k] for r in results]) for k in SCENE_KEYS},
+                          "seconds": sum(r["methods"][m]["seconds"] for r in results)} for m in first["methods"]}
+    return out
+
+
+def save(result, path):
+    """Write a result (per-scene scores) to an .npz file, to ``concat`` runs on parts of the scenes."""
+    arrays = {k: np.asarray(result[k]) for k in ("tolerance", "steps", "blur_sigma", "hard", "predicted", "targets",
+                                                 "indices")}
+    for m, r in result["methods"].items():
+        arrays.update({f"{m}/{k}": r[k] for k in SCENE_KEYS})
+        arrays[f"{m}/seconds"] = np.asarray(r["seconds"])
+    np.savez(path, **arrays)
+
+
+def load(path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files if "/" not in k}
+        for k in ("tolerance", "steps", "blur_sigma"):
+            out[k] = out[k].item()
+        methods = dict.fromkeys(k.split("/")[0] for k in z.files if "/" in k)
+        out["methods"] = {m: {**{k: z[f"{m}/{k}"] for k in SCENE_KEYS}, "seconds": float(z[f"{m}/seconds"])}
+                          for m in methods}
+    return out
 
 
 COLUMNS = (("pointing", "pointing"), ("pointing_hard", "pointing hard"), ("mask_iou", "mask IoU"),

@@ -22,15 +22,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..scenes import box_from_mask as mask_box  # noqa: F401  (one implementation; te.explain.mask_box)
 from ._common import ExplainError
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """Tight box (x0, y0, x1, y1), inclusive-exclusive, around a boolean mask; (0,0,0,0) if empty."""
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
-        return np.zeros(4, np.int64)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.int64)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

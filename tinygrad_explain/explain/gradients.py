@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Tensor, no_grad, relu_backward, RELU_RULES, _xp
+from ..engine import RELU_RULES, Tensor, _xp, no_grad, relu_backward
 from ..ops import softmax
-from ._common import ExplainError, as_batch, resolve_layer, resolve_objective, to_host
+from ._common import ExplainError, as_batch, check_finite, resolve_layer, resolve_objective, to_host
 
 
 def gradient(model, x, target, rule: str = "backprop", layer=None) -> np.ndarray:
@@ -61,8 +61,11 @@ def gradient(model, x, target, rule: str = "backprop", layer=None) -> np.ndarray
             leaf, out = outs[layer], outs.output
         if obj.classes is not None and out.ndim != 2:
             raise ExplainError(f"the model's output has shape {out.shape}; expected class scores (N, K)")
+        check_finite(out.data, f"the output of {obj.layer!r}")
         out.backward(obj.seed_like(out))
-    return to_host(leaf.grad if leaf.grad is not None else xp.zeros_like(leaf.data))
+    grad = leaf.grad if leaf.grad is not None else xp.zeros_like(leaf.data)
+    check_finite(grad, "the gradient")
+    return to_host(grad)
 
 
 def saliency(model, x, target, rule: str = "backprop") -> np.ndarray:
@@ -74,7 +77,7 @@ def saliency(model, x, target, rule: str = "backprop") -> np.ndarray:
     return g.max(axis=1) if g.ndim == 4 else g
 
 
-def predict(model, x, batch_size: int = 128):
+def predict(model, x, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """(scores (N, K), softmax probabilities (N, K)) for images in model space, without a graph."""
     x = as_batch(model, x)
     out = []
@@ -82,10 +85,11 @@ def predict(model, x, batch_size: int = 128):
         for s in range(0, x.shape[0], batch_size):
             out.append(model(x[s:s + batch_size]).numpy())
     scores = np.concatenate(out).astype(np.float64)
+    check_finite(scores, "the class scores")
     return scores, softmax(scores).numpy()
 
 
-def relu_toy_example(x=None, grad=None):
+def relu_toy_example(x: np.ndarray | None = None, grad: np.ndarray | None = None) -> dict:
     """The lecture's toy example: a 4x4 feature map through ReLU forward, then one
     gradient passed back under each rule.  Returns a dict of 4x4 arrays:
     ``input``, ``relu`` (forward output), ``grad_out`` (the gradient arriving from

@@ -35,8 +35,8 @@ graph per step: ``p -> x -> T(x) -> f`` plus ``x -> R(x)``, one backward.
 Blur and clipping act on the image between steps (for a Fourier parameter:
 the image is made, blurred / clipped, and turned back into its parameter).
 
-The update rule is the training code's (:class:`tinygrad_explain.train.SGD`
-/ :class:`~tinygrad_explain.train.Adam`, the image parameter being the one
+The update rule is the training code's (:class:`tinygrad_explain.optim.SGD`
+/ :class:`~tinygrad_explain.optim.Adam`, the image parameter being the one
 "weight"): one optimiser in the project.  Also here: NaN detection, a tqdm
 progress bar, a per-step history, and seeding.
 
@@ -75,7 +75,7 @@ class OptimizeResult:
     seconds: float = 0.0
 
 
-def step_schedule(milestones=(0.5, 0.75), factor=0.1):
+def step_schedule(milestones: tuple = (0.5, 0.75), factor: float = 0.1):
     """Learning-rate multiplier that drops by ``factor`` at each milestone
     (fractions of the run): the step schedule of Mahendran & Vedaldi."""
     milestones = tuple(sorted(float(m) for m in milestones))
@@ -133,7 +133,7 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
     x0          starting images (N, C, H, W), model space (not modified).
     steps, lr   number of steps and base step size (on the parameter ``p``).
     optimizer   "sgd" (``momentum`` 0 = plain gradient ascent, as Simonyan et al.;
-                0.9 = Mahendran & Vedaldi's momentum) or "adam"; train.SGD / train.Adam.
+                0.9 = Mahendran & Vedaldi's momentum) or "adam"; optim.SGD / optim.Adam.
     schedule    None (constant) or ``f(step, steps) -> lr multiplier`` (see step_schedule).
     l2          weight of sum x^2 (Simonyan's lambda).
     alpha_norm, alpha   weight and exponent of R_alpha (normalised by ``scale`` = B).
@@ -153,7 +153,8 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
                 (decorrelated colour; see transforms.colour_sqrt); None = off.
     octaves     grid divisors, coarse to fine, ending in 1 (e.g. (4, 2, 1)): the pixel
                 parameter lives on an H/d x W/d grid, bilinearly upsampled, for an equal
-                share of the steps each, then is carried to the next grid; None = off.
+                share of the steps each, then is carried to the next grid (area-resized;
+                the optimiser's momentum / moments start afresh); None = off.
     seed        seeds the random transformations (runs are reproducible).
     progress    show a tqdm bar named ``desc``.
     callback    f(step, x) called after every step (x the image, on the device).
@@ -163,7 +164,7 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
     Raises OptimizationError if the objective, the gradient or the image stops
     being finite -- with the step and a hint, rather than returning garbage.
     """
-    from ..train import SGD, Adam
+    from ..optim import SGD, Adam
     if device is not None:
         x0 = _device.move(x0 if hasattr(x0, "dtype") else np.asarray(x0), device)
     xp = _xp(x0)
@@ -227,11 +228,12 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
 
         total = sign * fval + reg_total
         if not (np.all(np.isfinite(total)) and (grad is None or bool(xp.isfinite(grad).all()))):
-            bad = "objective" if not np.all(np.isfinite(fval)) else ("regulariser" if not np.all(np.isfinite(reg_total)) else "gradient")
+            bad = ("objective" if not np.all(np.isfinite(fval)) else
+                   "regulariser" if not np.all(np.isfinite(reg_total)) else "gradient")
             raise OptimizationError(f"{desc}: NaN/Inf in the {bad} at step {step + 1}/{steps} "
                                     f"(lr={lr:g}); try a smaller learning rate or a stronger regulariser")
 
-        # 2. the update (train.SGD / train.Adam on the parameter), then blur and clip the image
+        # 2. the update (optim.SGD / optim.Adam on the parameter), then blur and clip the image
         rate = lr * (schedule(step, steps) if schedule is not None else 1.0)
         opt.lr = rate
         opt.step()

@@ -327,7 +327,11 @@ def compare(reference: dict, other: dict, result: SanityResult, test: str, step:
             result.add(test, step, m, similarity(s_ref[i], a_ref[i], s_o[i], a_o[i]))
 
 
-def run(model, x, target, methods=METHODS, tests=("cascade", "independent", "data"), twin=None,
+#: the tests :func:`run` knows
+TESTS = ("cascade", "independent", "data", "other_scene")
+
+
+def run(model, x, target, methods=METHODS, tests=TESTS, twin=None,
         seed: int = 0, batch: int = 10, progress: bool = False) -> SanityResult:
     """All sanity checks of Adebayo et al. 2018 on images ``x`` (model space, (N, C, H, W))
     and ``target`` (a class or one per image; the paper explains the predicted or the
@@ -335,11 +339,18 @@ def run(model, x, target, methods=METHODS, tests=("cascade", "independent", "dat
 
     tests    any of "cascade", "independent" (model-parameter randomisation, weights
              re-initialised with ``seed``) and "data" (``twin``: the same architecture
-             trained on permuted labels, default ``load_model("random_labels")``)
+             trained on permuted labels, default ``load_model("random_labels")``), and
+             "other_scene", a floor to read the others against: the trained model's
+             explanation of scene i compared with its explanation of scene i+1 (of the
+             images given; the last with the first) -- what two explanations of unrelated
+             images share (the architecture's spatial patterns, border effects, centred objects)
     batch    images explained together (memory: SmoothGrad runs 25 noisy copies each)
     Returns a :class:`SanityResult` (per image, per test, step, method and measure).
     """
     from ..modelfile import load_model
+    unknown = [t for t in tests if t not in TESTS]
+    if unknown:
+        raise ExplainError(f"unknown test(s) {', '.join(map(repr, unknown))}; choose from {', '.join(TESTS)}")
     x = np.asarray(to_host(as_batch(model, x)))
     targets = resolve_targets(model, target, x.shape[0])
     models = []
@@ -354,9 +365,11 @@ def run(model, x, target, methods=METHODS, tests=("cascade", "independent", "dat
         from tqdm import tqdm
         bar = tqdm(total=x.shape[0] * (1 + len(models)), desc="sanity checks", unit="image x model")
     result = SanityResult(methods=tuple(methods), images=x.shape[0])
+    refs = []
     for s in range(0, x.shape[0], batch):
         xb, tb = x[s:s + batch], targets[s:s + batch]
         ref = explain(model, xb, tb, methods)
+        refs.append(ref)
         if bar is not None:
             bar.update(len(xb))
         for test, step, m in models:
@@ -365,4 +378,8 @@ def run(model, x, target, methods=METHODS, tests=("cascade", "independent", "dat
                 bar.update(len(xb))
     if bar is not None:
         bar.close()
+    if "other_scene" in tests and x.shape[0] > 1:
+        ref = {m: tuple(np.concatenate([r[m][k] for r in refs]) for k in (0, 1)) for m in methods}
+        compare(ref, {m: tuple(np.roll(a, -1, axis=0) for a in ref[m]) for m in methods}, result,
+                "other_scene", "next scene")
     return result

@@ -18,9 +18,18 @@ starts.  ``init_noise=0`` gives the paper's exact start (and a warning if
 it is stuck).
 
 Neuron maximisation is the same with S_c replaced by one neuron, or the mean
-of one channel, of any layer.  The paper used neither jitter, nor blur, nor
-clipping: they are available (off by default) because they make pictures
-that look more natural (Yosinski et al. 2015; Mordvintsev et al. 2015).
+of one channel, of any layer.
+
+Recipes (``recipe=``).  ``"simonyan2014"`` is the paper: plain gradient
+ascent with the L2 prior.  It raises the network's score just as well as
+anything else, through high-frequency patterns that neither a person nor
+another network recognises.  The default, ``"natural"``, keeps the objective
+and adds natural-image priors: the image is made from a decorrelated-colour
+Fourier spectrum and shown to the network randomly shifted, scaled and
+rotated at every step, clipped to the valid pixel range, with Adam steps
+(Olah et al. 2017; Yosinski et al. 2015; Mordvintsev et al. 2015).
+``"mahendran2015"`` uses alpha-norm and TV^beta priors with momentum and the
+step schedule.  Any setting can be overridden by keyword (``SETTINGS``).
 """
 from __future__ import annotations
 
@@ -29,9 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._common import (ExplainError, class_names, data_scale, pixel_bounds, resolve_class, resolve_layer,
-                      resolve_unit)
-from .optimize import optimize, recipe as _recipe_settings, step_schedule
+from ._common import ExplainError, class_names, data_scale, pixel_bounds, resolve_class, resolve_layer, resolve_unit
+from .optimize import optimize, step_schedule
+from .optimize import recipe as _recipe_settings
 
 # Named recipes (``recipe=``).  lr is in units of B per step for Adam, B^2 for SGD (B the
 # range of natural images in model space), l2 in units of 1/B^2, so that they suit
@@ -90,11 +99,7 @@ def _display(model, x, stretch=False):
     out = []
     for i in range(x.shape[0]):
         if stretch:
-            from ._common import _recipe
-            mean, std, scale = _recipe(model)
-            px = (x[i] * std[:, None, None] + mean[:, None, None]) * (255.0 / scale)     # pixel units, mean back
-            if str((model.preprocessing or {}).get("channel_order", "RGB")).upper() == "BGR" and px.shape[0] == 3:
-                px = px[::-1]
+            px = te_image.model_to_pixels(x[i], model)          # pixel units, RGB, mean back
             out.append(te_image.normalize_display(px, mode="minmax", percentile=99.5))
         else:
             out.append(te_image.to_display(x[i], model))
@@ -111,7 +116,8 @@ def natural_colour(model) -> np.ndarray:
     are only a stand-in for photographs."""
     key = id(model)
     if key not in _COLOURS:
-        from .. import image as te_image, scenes
+        from .. import image as te_image
+        from .. import scenes
         from .transforms import colour_sqrt
         imgs = scenes.load_sample()["images"][:100]
         x = np.concatenate([te_image.load(im, model) for im in imgs])
@@ -135,7 +141,8 @@ def _run(model, objective, n, s, *, seed, progress, desc):
         raise ExplainError(f"init_noise must be >= 0, got {init_noise}")
     x0 = np.zeros((n, C, H, W), np.float32)
     if init_noise:
-        x0 += (init_noise * data_scale(model) * np.random.default_rng(seed).standard_normal(x0.shape)).astype(np.float32)
+        noise = np.random.default_rng(seed).standard_normal(x0.shape)
+        x0 += (init_noise * data_scale(model) * noise).astype(np.float32)
     B = data_scale(model)          # lr and l2 are in units of the image divided by B (see class_model)
     optimizer = s.get("optimizer", "adam")
     rate = s["lr"] * B if optimizer == "adam" else s["lr"] * B * B

@@ -1,12 +1,12 @@
 """A NumPy-backed stand-in for CuPy (tests only; see ../README.md)."""
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import re
 import subprocess
 import tempfile
-import ctypes
 from pathlib import Path
 
 import numpy as _np

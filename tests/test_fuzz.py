@@ -1,0 +1,276 @@
+"""Fuzzing the loaders (issue #15): generated bad model files, checkpoints, caffemodels
+and images must give the documented errors -- never another exception, a hang or a
+huge allocation -- or load correctly.  Bounded: a fixed number of examples each, a
+deadline per example, derandomised so CI runs the same cases every time.
+
+Documented errors: ModelFileError (model files), ValueError and its subclasses
+UnsafeCheckpointError / ConversionError (checkpoints, caffemodels), ValueError
+(images), FileNotFoundError.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from _reference import tiny_network  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st
+
+import tinygrad_explain as te  # noqa: E402
+from tinygrad_explain import caffemodel as cm  # noqa: E402
+from tinygrad_explain import image as te_image  # noqa: E402
+from tinygrad_explain import torch_checkpoint as tc  # noqa: E402
+from tinygrad_explain.convert import torchvision_to_state_dict  # noqa: E402
+
+h5py = pytest.importorskip("h5py")
+
+# TGE_FUZZ_EXAMPLES=2000 TGE_FUZZ_RANDOM=1 for a longer, exploring run by hand
+FUZZ = settings(max_examples=int(os.environ.get("TGE_FUZZ_EXAMPLES", 60)), deadline=5000,
+                derandomize=not os.environ.get("TGE_FUZZ_RANDOM"), database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                       HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
+
+
+# --------------------------------------------------------------------------
+# model files: valid HDF5 containers with hostile contents
+# --------------------------------------------------------------------------
+scalars = st.one_of(st.integers(-2 ** 40, 2 ** 40), st.floats(allow_nan=True, allow_infinity=True),
+                    st.text(max_size=8), st.booleans(), st.none())
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+                      max_leaves=8)
+sizes = st.one_of(st.integers(-3, 20), st.sampled_from([0, 10 ** 9, 2 ** 31, 2 ** 63 - 1]), scalars)
+layer_specs = st.one_of(
+    st.fixed_dictionaries({"type": st.just("conv"), "in_channels": sizes, "out_channels": sizes,
+                           "kernel_size": sizes}, optional={"stride": sizes, "padding": sizes, "groups": sizes}),
+    st.fixed_dictionaries({"type": st.just("linear"), "in_features": sizes, "out_features": sizes}),
+    st.fixed_dictionaries({"type": st.sampled_from(["relu", "flatten", "maxpool", "lrn", "dropout",
+                                                    "adaptive_avgpool", "softmax", "bogus"])},
+                          optional={"kernel_size": sizes, "size": sizes, "p": scalars, "alpha": scalars,
+                                    "output_size": values}),
+    st.dictionaries(st.text(max_size=6), values, max_size=3),
+)
+archs = st.lists(st.tuples(st.one_of(st.text(min_size=1, max_size=6), scalars), layer_specs), max_size=5)
+attr_values = st.one_of(scalars.filter(lambda v: v is not None), st.lists(st.integers(-5, 300), max_size=4),
+                        st.lists(st.floats(allow_nan=True), min_size=1, max_size=4),
+                        st.binary(max_size=6))
+
+
+def _attr(v):
+    return np.asarray(v) if isinstance(v, list) else (np.void(v) if isinstance(v, bytes) and False else v)
+
+
+@FUZZ
+@given(arch=archs, input_shape=st.lists(sizes, max_size=4), pre=st.dictionaries(
+    st.sampled_from(["mean", "std", "crop", "resize", "pixel_scale", "channel_order", "other"]), attr_values,
+    max_size=4), version=st.one_of(st.just(1), scalars), weights=st.lists(
+    st.tuples(st.text("abcfonv12_-²é ", min_size=1, max_size=5), st.sampled_from(["weight", "bias", "x"]),
+              st.lists(st.integers(0, 5), max_size=3), st.sampled_from(["f4", "f8", "f2", "i4", "S3"])), max_size=4))
+def test_fuzz_model_file_contents(workdir, arch, input_shape, pre, version, weights):
+    p = workdir / "fuzz.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["format"] = "tinygrad-explain-model"
+        try:
+            f.attrs["format_version"] = version if version is not None else "none"
+            f.attrs["input_shape"] = np.asarray(input_shape) if all(isinstance(v, int) and abs(v) < 2 ** 62
+                                                                    for v in input_shape) else str(input_shape)
+        except (TypeError, ValueError, OverflowError):
+            f.attrs["input_shape"] = "unstorable"
+        f.attrs["architecture"] = json.dumps([dict(spec, name=name) for name, spec in arch], default=str)
+        g = f.create_group("preprocessing")
+        for k, v in pre.items():
+            try:
+                g.attrs[k] = _attr(v)
+            except (TypeError, ValueError):
+                pass
+        w = f.create_group("weights")
+        for layer, param, shape, dt in weights:
+            grp = w.require_group(layer) if layer not in w or isinstance(w[layer], h5py.Group) else None
+            if grp is not None and param not in grp:
+                grp.create_dataset(param, data=np.ones(shape, dtype=dt))
+    try:
+        model = te.load_model(p)
+    except te.ModelFileError as e:
+        assert "\n" not in str(e) and str(p) in str(e)
+    else:
+        assert model.num_classes >= 1
+
+
+@pytest.fixture(scope="module")
+def good_model_bytes(tmp_path_factory):
+    p = tmp_path_factory.mktemp("good") / "m.h5"
+    te.save_model(tiny_network(seed=2), p, class_names=["a", "b", "c"])
+    return p.read_bytes()
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_model_file_bytes(workdir, good_model_bytes, data):
+    """Corrupt a valid model file: byte flips (HDF5 metadata and weights) and truncation."""
+    b = bytearray(good_model_bytes)
+    for _ in range(data.draw(st.integers(1, 8))):
+        b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        b = b[:data.draw(st.integers(0, len(b)))]
+    p = workdir / "bytes.h5"
+    p.write_bytes(bytes(b))
+    try:
+        te.load_model(p)
+    except te.ModelFileError as e:
+        assert "\n" not in str(e)
+
+
+# --------------------------------------------------------------------------
+# PyTorch checkpoints
+# --------------------------------------------------------------------------
+from test_convert import write_pth  # noqa: E402
+
+
+@FUZZ
+@given(tensors=st.dictionaries(
+    st.text(min_size=1, max_size=20),
+    st.tuples(st.integers(0, 64), st.sampled_from([np.float32, np.float16, np.float64, np.int64]),
+              st.integers(0, 2 ** 31 - 1), st.lists(st.integers(0, 2 ** 31 - 1), max_size=3),
+              st.lists(st.integers(0, 2 ** 31 - 1), max_size=3)), max_size=3),
+    flips=st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255)), max_size=3))
+def test_fuzz_torch_checkpoint(workdir, tensors, flips):
+    spec = {}
+    for name, (n, dt, off, size, stride) in tensors.items():
+        strides = tuple(stride[:len(size)]) + (1,) * (len(size) - len(stride))
+        spec[name] = (np.arange(n, dtype=dt), off, tuple(size), strides)
+    p = write_pth(workdir / "f.pth", spec)
+    b = bytearray(p.read_bytes())
+    for at, v in flips:
+        b[at % len(b)] = v
+    p.write_bytes(bytes(b))
+    try:
+        sd = tc.load_torch_state_dict(p)
+    except ValueError as e:
+        assert "\n" not in str(e) and str(p) in str(e)
+        return
+    for v in sd.values():
+        assert isinstance(v, np.ndarray) and v.nbytes <= 64 * 8         # never more than its storage
+    try:
+        torchvision_to_state_dict(sd, source=str(p))
+    except ValueError as e:
+        assert "\n" not in str(e)
+
+
+@FUZZ
+@given(entries=st.lists(st.tuples(st.sampled_from(["archive/data.pkl", "archive/data/0", "archive/byteorder",
+                                                   "data.pkl", "x/y/data.pkl"]),
+                                  st.binary(max_size=300), st.booleans()), max_size=4))
+def test_fuzz_checkpoint_archives(workdir, entries):
+    """Arbitrary bytes as the pickle, storages and byteorder, stored or deflated."""
+    p = workdir / "z.pth"
+    with zipfile.ZipFile(p, "w") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore")                 # duplicate names are part of the fuzz
+        for name, payload, deflate in entries:
+            z.writestr(name, payload, zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+    try:
+        tc.load_torch_checkpoint(p)
+    except ValueError as e:
+        assert "\n" not in str(e)
+
+
+# --------------------------------------------------------------------------
+# caffemodels
+# --------------------------------------------------------------------------
+@FUZZ
+@given(base=st.booleans(), data=st.binary(max_size=400), flips=st.lists(
+    st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255)), max_size=6))
+def test_fuzz_caffemodel(workdir, base, data, flips):
+    if base:
+        rng = np.random.default_rng(len(data))
+        b = bytearray(cm.encode_caffemodel([("conv1", "Convolution", [rng.standard_normal((2, 1, 3, 3)),
+                                                                       rng.standard_normal(2)]),
+                                             ("fc8", "InnerProduct", [rng.standard_normal((3, 4))])],
+                                            v1=len(data) % 2 == 1, legacy_shape=len(data) % 3 == 0))
+        for at, v in flips:
+            b[at % len(b)] = v
+        data = bytes(b)
+    p = workdir / "f.caffemodel"
+    p.write_bytes(data)
+    try:
+        cm.load_caffemodel(p)
+    except ValueError as e:
+        assert "\n" not in str(e)
+
+
+# --------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------
+MODEL_LIKE = [
+    type("M", (), dict(input_shape=(3, 16, 16), preprocessing={}))(),
+    type("M", (), dict(input_shape=(3, 24, 24), preprocessing=dict(resize=28, crop=24, mean=[0.4] * 3,
+                                                                    std=[0.2] * 3)))(),
+    type("M", (), dict(input_shape=(1, 12, 12), preprocessing=dict(pixel_scale=255.0)))(),
+]
+
+
+def _encode(mode, w, h, fmt, seed):
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    if mode == "F":
+        a = (rng.standard_normal((h, w)) * 10 ** rng.integers(-3, 6)).astype(np.float32)
+        im = Image.fromarray(a, "F")
+    elif mode == "I":
+        im = Image.fromarray(rng.integers(-2 ** 31, 2 ** 31 - 1, (h, w), dtype=np.int64).astype(np.int32), "I")
+    elif mode == "I;16":
+        im = Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16), "I;16")
+    else:
+        im = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB").convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@FUZZ
+@given(mode=st.sampled_from(["RGB", "L", "RGBA", "P", "CMYK", "LA", "1", "F", "I", "I;16"]),
+       w=st.integers(1, 70), h=st.integers(1, 70), fmt=st.sampled_from(["PNG", "TIFF", "BMP", "JPEG", "GIF"]),
+       flips=st.lists(st.tuples(st.integers(0, 10 ** 5), st.integers(0, 255)), max_size=4),
+       cut=st.one_of(st.none(), st.integers(0, 4000)), which=st.integers(0, len(MODEL_LIKE) - 1),
+       seed=st.integers(0, 1000))
+def test_fuzz_images(workdir, mode, w, h, fmt, flips, cut, which, seed):
+    try:
+        data = _encode(mode, w, h, fmt, seed)
+    except (OSError, ValueError, KeyError):
+        return                                      # Pillow cannot write this mode in this format
+    b = bytearray(data)
+    for at, v in flips:
+        b[at % len(b)] = v
+    if cut is not None:
+        b = b[:cut]
+    p = workdir / f"img.{fmt.lower()}"
+    p.write_bytes(bytes(b))
+    model = MODEL_LIKE[which]
+    try:
+        x = te_image.load(p, model)
+    except ValueError as e:
+        assert "\n" not in str(e) and str(p) in str(e)
+        return
+    assert x.shape == (1, *model.input_shape) and x.dtype == np.float32 and np.isfinite(x).all()
+
+
+@FUZZ
+@given(shape=st.lists(st.integers(0, 40), min_size=1, max_size=4), seed=st.integers(0, 100))
+def test_fuzz_image_arrays(shape, seed):
+    a = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    try:
+        x = te_image.load(a, MODEL_LIKE[1])
+    except ValueError as e:
+        assert "\n" not in str(e)
+        return
+    assert x.shape == (1, 3, 24, 24) and np.isfinite(x).all()
