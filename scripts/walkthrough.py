@@ -7,7 +7,9 @@
    dS_c/dS = one-hot(c), and walk back layer by layer reading the gradient that
    reached each layer (``outs[layer].grad``): its shape and norm, and at each
    ReLU how many entries the rule let through (backprop, then deconvnet and guided).
-4. Check the input gradient dS_c/dx against central finite differences
+4. Run conv1 through the fast kernels (im2col + GEMM) and through te.naive's
+   loop over output positions: the same numbers, forward and backward.
+5. Check the input gradient dS_c/dx against central finite differences
    (te.gradcheck, float64).
 
     python scripts/walkthrough.py [--rule backprop|deconvnet|guided] [--seed 0]
