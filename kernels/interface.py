@@ -83,9 +83,11 @@ INTERFACE = {
         "clear": Kernel("", "free this thread's buffers", "-"),
     }),
     "linear": Namespace({
-        "pack": Kernel("w, dtype=None", "weight (O, K) -> its transposed copy (K, O) for forward", "new"),
+        "pack": Kernel("w, dtype=None", "weight (O, K) -> its transposed copy (K, O) for forward "
+                       "(dtype \"bfloat16\": bfloat16 bits in uint16)", "new"),
+        "to_bfloat16": Kernel("w", "float32 array -> bfloat16 bits (uint16), rounded to nearest even", "new"),
         "forward": Kernel("x, wt, b=None", "x (N, K), packed wt (K, O) -> y (N, O) (+ b), for a few rows", "new"),
-        "backward": Kernel("g, w", "g (N, O), w (O, K) -> dx (N, K), for a few rows", "new"),
+        "backward": Kernel("g, w", "g (N, O), w (O, K) (or its bfloat16 bits) -> dx (N, K), for a few rows", "new"),
     }, cpu_only=True, why="on the GPU cuBLAS serves every batch size (ops use xp.matmul there)"),
     "adam": Namespace({
         "step": Kernel("w, g, m, v, lr, b1, b2, eps, weight_decay, decoupled, t",

@@ -187,7 +187,8 @@ def run_fc(args):
     r = np.random.default_rng(0)
     print("\nfully connected products: streaming kernel vs BLAS, median ms "
           "(inputs half zero, as after a ReLU; 'dense' = no zeros)")
-    print(f"{'layer':<6} {'batch':>5}  {'fwd kernel':>10} {'BLAS':>8} {'ratio':>6}   {'bwd kernel':>10} {'BLAS':>8} {'ratio':>6}")
+    print(f"{'layer':<6} {'batch':>5}  {'fwd kernel':>10} {'BLAS':>8} {'ratio':>6}   "
+          f"{'bwd kernel':>10} {'BLAS':>8} {'ratio':>6}")
     for name, (O, I) in (("fc6", (4096, 9216)), ("fc7", (4096, 4096))):
         w = r.standard_normal((O, I), dtype=np.float32)
         wt = K.linear.pack(w)
@@ -345,7 +346,8 @@ else:
     tm = build(variant, m.state_dict()); del m
     for p in tm.parameters(): p.requires_grad_(False)
     def step(b):
-        xt = torch.tensor(np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)).requires_grad_(True)
+        x0 = np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)
+        xt = torch.tensor(x0).requires_grad_(True)
         tm(xt)[:, 3].sum().backward(); return xt.grad
 step(1); gc.collect()                      # compile / load kernels at batch 1 only
 with open('/proc/self/clear_refs', 'w') as f:
@@ -441,7 +443,8 @@ def main():
         import torch
         torch.set_num_threads(args.threads)
         have_torch = True
-        tinfo = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.mkldnn.is_available() and 'oneDNN' or 'no oneDNN'}"
+        onednn = "oneDNN" if torch.backends.mkldnn.is_available() else "no oneDNN"
+        tinfo = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {onednn}"
     except ImportError:
         have_torch, tinfo = False, "torch not installed: this engine's numbers only"
     import numba

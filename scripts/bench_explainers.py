@@ -48,8 +48,10 @@ def main(argv=None):
     ap.add_argument("--weights", help="model file (default: the embedded model)")
     ap.add_argument("--target", choices=("truth", "predicted"), default="truth",
                     help="explain the ground-truth class (default, as TorchRay) or the predicted one")
-    ap.add_argument("--steps", type=int, default=8, help="deletion / insertion steps (default 8: 1/8 of the pixels each)")
-    ap.add_argument("--blur", type=float, help="deletion / insertion baseline blur sigma in px (default 1/8 of the side)")
+    ap.add_argument("--steps", type=int, default=8,
+                    help="deletion / insertion steps (default 8: 1/8 of the pixels each)")
+    ap.add_argument("--blur", type=float,
+                    help="deletion / insertion baseline blur sigma in px (default 1/8 of the side)")
     ap.add_argument("--samples", type=int, default=25, help="SmoothGrad samples (default 25)")
     ap.add_argument("--patch", type=int, default=10, help="occlusion patch (default 10 px)")
     ap.add_argument("--stride", type=int, default=6, help="occlusion stride (default 6 px: 10 x 10 positions)")
@@ -107,7 +109,8 @@ def main(argv=None):
     report = {"scenes": args.scenes, "n": n, "hard": hard, "classification_accuracy": acc, "seconds": seconds,
               "target": args.target, "tolerance_px": res["tolerance"], "steps": args.steps,
               "blur_sigma": res["blur_sigma"], "smoothgrad_samples": args.samples, "occlusion_patch": args.patch,
-              "occlusion_stride": args.stride, "cam_layer": args.cam_layer or te.explain.attribution.default_cam_layer(model),
+              "occlusion_stride": args.stride,
+              "cam_layer": args.cam_layer or te.explain.attribution.default_cam_layer(model),
               "weights": args.weights or "embedded (weights/fashion_scenes_alexnet.h5)", "threads": args.threads,
               "rows": rows}
     if args.json:

@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 import tinygrad_explain as te  # noqa: E402
 from tinygrad_explain import scenes  # noqa: E402
 from tinygrad_explain.explain import quality as q  # noqa: E402
+from tinygrad_explain.safe_io import atomic_write, write_text  # noqa: E402
 
 RECIPES = ("simonyan2014", "mahendran2015", "natural")
 LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
@@ -190,7 +191,8 @@ def print_table(results):
             print(f"{'invert':8} {'judge agr':>10} {'r(orig)':>8} {'r(unrel)':>9} {'err^2':>8} {'err^2 max':>10}")
         for layer, v in r.get("inversion", {}).items():
             print(f"{layer:8} {v['judge_agreement']:>10.2f} {v['corr_original_mean']:>8.3f} "
-                  f"{v['corr_unrelated_mean']:>9.3f} {v['normalised_error2_mean']:>8.3f} {v['normalised_error2_max']:>10.3f}")
+                  f"{v['corr_unrelated_mean']:>9.3f} {v['normalised_error2_mean']:>8.3f} "
+                  f"{v['normalised_error2_max']:>10.3f}")
 
 
 def main(argv=None):
@@ -272,7 +274,9 @@ def main(argv=None):
         bar.close()
         if args.pictures:
             arrays = {f"{r}:{k}": v for r, m in made.items() for k, v in m.items()}
-            np.savez_compressed(args.pictures, config=np.asarray(json.dumps(config)), **arrays)
+            pictures = str(args.pictures) if str(args.pictures).endswith(".npz") else f"{args.pictures}.npz"
+            with atomic_write(pictures) as f:
+                np.savez_compressed(f, config=np.asarray(json.dumps(config)), **arrays)
     judge = te.load_model(args.judge)
     chosen, unrelated = np.asarray(config["chosen"]), np.asarray(config["unrelated"])
     results = {}
@@ -288,7 +292,7 @@ def main(argv=None):
         results[recipe] = res
     config.update(judge=judge.path, blur_sigma=q.BLUR_SIGMA, hf_cutoff=q.HF_CUTOFF)
     report = {"config": config, "results": results, "seconds": time.time() - t0}
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    write_text(args.out, json.dumps(report, indent=1))
     print_table(results)
     print(f"\nwrote {args.out} ({time.time() - t0:.0f} s)")
 

@@ -36,7 +36,8 @@ def main():
     import tinygrad_explain as te
     from tinygrad_explain.torch_reference import build
     warnings.filterwarnings("ignore", module="captum")
-    print(f"{'variant':<12} {'scores':>9} {'backprop':>9} {'guided':>9} {'deconvnet':>9}   (max |te - torch| / max |torch|)")
+    print(f"{'variant':<12} {'scores':>9} {'backprop':>9} {'guided':>9} {'deconvnet':>9}   "
+          "(max |te - torch| / max |torch|)")
     for variant in ("torchvision", "caffe"):
         te.manual_seed(args.seed)
         model = te.models.alexnet(variant)

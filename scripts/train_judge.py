@@ -198,7 +198,8 @@ def outliers(n, backgrounds, g: torch.Generator, size=64):
     kind = torch.randint(0, 3, (n,), generator=g)
     for i in range(n):
         if kind[i] == 0:
-            out[i] = torch.rand(1, generator=g) * torch.rand(3, size, size, generator=g) + torch.rand(1, generator=g) * 0.5
+            out[i] = (torch.rand(1, generator=g) * torch.rand(3, size, size, generator=g)
+                      + torch.rand(1, generator=g) * 0.5)
         elif kind[i] == 1:
             k = int(torch.randint(2, 33, (1,), generator=g))
             out[i] = F.interpolate(torch.rand(1, 3, k, k, generator=g), size=(size, size),

@@ -7,7 +7,9 @@
    dS_c/dS = one-hot(c), and walk back layer by layer reading the gradient that
    reached each layer (``outs[layer].grad``): its shape and norm, and at each
    ReLU how many entries the rule let through (backprop, then deconvnet and guided).
-4. Check the input gradient dS_c/dx against central finite differences
+4. Run conv1 through the fast kernels (im2col + GEMM) and through te.naive's
+   loop over output positions: the same numbers, forward and backward.
+5. Check the input gradient dS_c/dx against central finite differences
    (te.gradcheck, float64).
 
     python scripts/walkthrough.py [--rule backprop|deconvnet|guided] [--seed 0]
@@ -110,7 +112,8 @@ def main(argv=None):
             print(f"\n--- the same walk under the {other} rule (summary) ---")
             go = walk(model, x, target, other, verbose=False)
             print(f"input-gradient norm {np.linalg.norm(go):.5f} (vs {np.linalg.norm(g):.5f} for {args.rule}); "
-                  f"cosine with {args.rule}: {float((go * g).sum() / (np.linalg.norm(go) * np.linalg.norm(g) + 1e-30)):.3f}")
+                  f"cosine with {args.rule}: "
+                  f"{float((go * g).sum() / (np.linalg.norm(go) * np.linalg.norm(g) + 1e-30)):.3f}")
 
     fast_vs_naive(model, x)
 

@@ -59,7 +59,8 @@ def test_cli_gradient_methods(method, extra, model_file, scene_png, tmp_path, ca
         assert "box (x0, y0, x1, y1)" in so
 
 
-@pytest.mark.parametrize("target, label", [("conv5:12", "target: conv5[12]"), ("conv5:12:3:4", "target: conv5[12,3,4]")])
+@pytest.mark.parametrize("target, label", [("conv5:12", "target: conv5[12]"),
+                                           ("conv5:12:3:4", "target: conv5[12,3,4]")])
 def test_cli_channel_and_neuron_targets(target, label, model_file, scene_png, tmp_path, capsys):
     out = tmp_path / "g.png"
     rc, so, se = run_cli(capsys, "guided", "--image", str(scene_png / "scene.png"), "--target", target,
@@ -147,8 +148,8 @@ def test_cli_runs_as_module(model_file, tmp_path):
 # figures
 # --------------------------------------------------------------------------
 EXPECTED = {"toy_relu_rules.png", "class_models.png", "neurons_conv3.png", "neurons_fc7.png", "saliency.png",
-            "grabcut.png", "inversion_fc7.png", "inversion_layers.png", "rules.png", "methods.png", "sanity_cascade.png",
-            "zeiler_fergus.png",
+            "grabcut.png", "inversion_fc7.png", "inversion_layers.png", "rules.png", "methods.png",
+            "sanity_cascade.png", "zeiler_fergus.png",
             "index.html", "summary.json"}
 
 

@@ -33,9 +33,11 @@ def torch_net():
 
 
 def te_net(net):
-    layers = [("conv1", nn.Conv2d(3, 6, 3, 1, 1)), ("relu1", nn.ReLU()), ("norm1", nn.LocalResponseNorm(3, 1e-2, 0.75, 1.0)),
+    layers = [("conv1", nn.Conv2d(3, 6, 3, 1, 1)), ("relu1", nn.ReLU()),
+              ("norm1", nn.LocalResponseNorm(3, 1e-2, 0.75, 1.0)),
               ("pool1", nn.MaxPool2d(3, 2)), ("conv2", nn.Conv2d(6, 8, 3, 1, 1)), ("relu2", nn.ReLU()),
-              ("pool2", nn.MaxPool2d(2, 2)), ("flatten", nn.Flatten()), ("fc6", nn.Linear(72, 16)), ("relu6", nn.ReLU()),
+              ("pool2", nn.MaxPool2d(2, 2)), ("flatten", nn.Flatten()), ("fc6", nn.Linear(72, 16)),
+              ("relu6", nn.ReLU()),
               ("fc7", nn.Linear(16, 16)), ("relu7", nn.ReLU()), ("fc8", nn.Linear(16, len(NAMES)))]
     m = te.Network(layers, (3, 13, 13), class_names=NAMES)
     torch_names = {0: "conv1", 4: "conv2", 8: "fc6", 10: "fc7", 12: "fc8"}
@@ -68,7 +70,7 @@ def test_rules_match_captum(nets, rule, method):
     scale = np.abs(ref).max()
     assert scale > 0
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5 * scale)
-    if rule == "backprop":                                    # and Simonyan's saliency = Captum's abs saliency, max over channels
+    if rule == "backprop":          # and Simonyan's saliency = Captum's abs saliency, max over channels
         sal = captum_attr.Saliency(net).attribute(xt, target=targets, abs=True).detach().numpy().max(1)
         np.testing.assert_allclose(te.explain.saliency(m, x, targets), sal, rtol=1e-4, atol=1e-5 * scale)
 

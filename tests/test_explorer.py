@@ -120,8 +120,9 @@ def test_info_and_static(server):
     status, info = http(url + "api/info")
     assert status == 200
     assert info["classes"] == list(ex.model.class_names)
-    assert {m["id"] for m in info["methods"]} == {"gradient", "saliency", "deconvnet", "guided", "grabcut", "smoothgrad",
-                                                  "grad-x-input", "gradcam", "guided-gradcam", "occlusion"}
+    assert {m["id"] for m in info["methods"]} == {"gradient", "saliency", "deconvnet", "guided", "grabcut",
+                                                  "smoothgrad", "grad-x-input", "gradcam", "guided-gradcam",
+                                                  "occlusion"}
     assert len(info["scenes"]) == 50 and info["scenes"][3]["id"] == "scene:3"
     status, page = http(url)
     assert status == 200 and b"<script src=\"/app.js\">" in page
@@ -211,7 +212,8 @@ def test_bad_requests_answer_400_and_the_server_lives_on(server):
         assert status == 400 and want in res["error"], res
         assert "/tmp" not in res["error"] and "tge-explorer" not in res["error"]   # no server paths leak
     # te.image's limits apply to uploads: checked from the header, before decoding
-    for data, want in [(png_header(20000, 20000), "pixels"), (png_bytes(np.zeros((10, 1000, 3), np.uint8)), "elongated")]:
+    for data, want in [(png_header(20000, 20000), "pixels"),
+                       (png_bytes(np.zeros((10, 1000, 3), np.uint8)), "elongated")]:
         status, res = http(url + "api/upload", data, "image/png")
         assert status == 400 and want in res["error"], res
     status, res = http(url + "api/upload", b"x" * (explorer.MAX_UPLOAD_BYTES + 1), "image/png")

@@ -148,7 +148,8 @@ from test_convert import write_pth  # noqa: E402
 def test_fuzz_torch_checkpoint(workdir, tensors, flips):
     spec = {}
     for name, (n, dt, off, size, stride) in tensors.items():
-        spec[name] = (np.arange(n, dtype=dt), off, tuple(size), tuple(stride[:len(size)]) + (1,) * (len(size) - len(stride)))
+        strides = tuple(stride[:len(size)]) + (1,) * (len(size) - len(stride))
+        spec[name] = (np.arange(n, dtype=dt), off, tuple(size), strides)
     p = write_pth(workdir / "f.pth", spec)
     b = bytearray(p.read_bytes())
     for at, v in flips:

@@ -266,7 +266,8 @@ def test_relu_rules_equal_true_gradient_in_positive_network(rule):
     with te.relu_backward(rule):
         out.backward()
     with te.no_grad():
-        num = numeric_grad(lambda: float(_guided_net(te.Tensor(x), te.Tensor(w1), te.Tensor(b1), te.Tensor(w2)).data), x)
+        num = numeric_grad(lambda: float(_guided_net(te.Tensor(x), te.Tensor(w1), te.Tensor(b1),
+                                                     te.Tensor(w2)).data), x)
     np.testing.assert_allclose(xt.grad.reshape(-1), [num[i] for i in range(x.size)], rtol=1e-6, atol=1e-8)
     # and it is bit-identical to the backprop rule here
     xb = te.Tensor(x.copy(), requires_grad=True)

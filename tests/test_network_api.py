@@ -142,7 +142,8 @@ def test_bad_keep_start_until(net, kw, error, message):
 
 
 def test_start_checks_the_activation_shape(net, x):
-    with pytest.raises(ValueError, match=r"input after layer 'pool1' must have shape \(N, C, H, W\) = \(N, 4, 4, 4\), got \(3, 2, 9, 9\)"):
+    with pytest.raises(ValueError, match=r"input after layer 'pool1' must have shape \(N, C, H, W\) = "
+                                         r"\(N, 4, 4, 4\), got \(3, 2, 9, 9\)"):
         net(x, start="pool1")
     with pytest.raises(ValueError, match=r"input after layer 'fc1' must have shape \(N, F\) = \(N, 5\), got rank 4"):
         net(x, start="fc1")

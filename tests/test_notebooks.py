@@ -54,7 +54,8 @@ def test_runs_top_to_bottom(path):
     env_threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     t0 = time.perf_counter()
     try:
-        for k in env_threads:                    # the kernel is a new process: one BLAS thread, as te.set_num_threads(1)
+        # the kernel is a new process: one BLAS thread, as te.set_num_threads(1)
+        for k in env_threads:
             os.environ[k] = "1"
         client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
                                          resources={"metadata": {"path": str(path.parent)}})

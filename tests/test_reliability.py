@@ -296,7 +296,8 @@ def test_zip_bomb_refused_before_decompression(tmp_path, monkeypatch):
 
 def test_total_size_limit(tmp_path):
     p = write_pth(tmp_path / "big.pth", {"w": (np.ones(1000, np.float32), 0, (1000,), (1,))})
-    with pytest.raises(ValueError, match=r"big.pth: the checkpoint's tensors hold 4,000 bytes, more than the limit 100"):
+    with pytest.raises(ValueError,
+                       match=r"big.pth: the checkpoint's tensors hold 4,000 bytes, more than the limit 100"):
         tc.load_torch_checkpoint(p, max_bytes=100)
 
 

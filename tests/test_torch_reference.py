@@ -44,8 +44,10 @@ class Pair:
         H = self.m.input_shape[1]
         self.x = np.random.default_rng(0).standard_normal((2, 3, H, H)).astype(np.float32)
         self.ref_acts = {}
-        hooks = [mod.register_forward_hook(lambda mod, inp, out, name=name: self.ref_acts.__setitem__(name, out.numpy()))
-                 for name, mod in zip(self.m.layer_names, self.tm)]
+
+        def keep(name):
+            return lambda mod, inp, out: self.ref_acts.__setitem__(name, out.numpy())
+        hooks = [mod.register_forward_hook(keep(name)) for name, mod in zip(self.m.layer_names, self.tm)]
         with torch.no_grad():
             self.ref_scores = self.tm(torch.from_numpy(self.x)).numpy()
         for h in hooks:

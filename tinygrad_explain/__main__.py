@@ -1,6 +1,7 @@
 """One explanation from the command line.
 
-    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX|LAYER:C[:I:J] [--weights FILE] [--out PATH] [--device gpu]
+    python -m tinygrad_explain METHOD --image PATH --target NAME|INDEX|LAYER:C[:I:J]
+                               [--weights FILE] [--out PATH] [--device gpu]
     python -m tinygrad_explain serve [--host 127.0.0.1] [--port 8000]   (the explorer: a local web page)
 
 METHOD          what is written to --out (PNG)
@@ -84,7 +85,8 @@ def build_parser():
         "stride": dict(type=int, help="step of the grey square in pixels (default half a patch)"),
     }
     ap = argparse.ArgumentParser(prog="python -m tinygrad_explain", description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="method", metavar="METHOD", required=True)
     sub.add_parser("serve", help="The explorer: a local web page for every map above "
                                  "(python -m tinygrad_explain serve --help; handled by tinygrad_explain.explorer).")

@@ -8,6 +8,7 @@ One home for the drawing that the figures (:mod:`.figures`), the command line
     heat           a saliency map (H, W) as grey, 99th percentile clipped
     signed_heat    a signed map as red (+) / blue (-)
     cam_overlay    a class activation map in jet colours over the picture
+    normalize_cam  a map >= 0 scaled to uint8 by its maximum
     grad_picture   a (C, H, W) input gradient as a colour picture
     method_picture how one image's map of each explanation method is shown
     overlay        a mask tinted red and boxes (green: found, blue: truth)
@@ -16,8 +17,8 @@ One home for the drawing that the figures (:mod:`.figures`), the command line
     pil_font       PIL's default font at a size
     save_png       a picture written as PNG through the safe writer
 
-Every function takes and returns uint8 pictures (H, W) or (H, W, 3) RGB, or a
-PIL image (``grid``, ``table_image``).
+The picture functions take and return uint8 pictures (H, W) or (H, W, 3) RGB,
+or a PIL image (``grid``, ``table_image``).
 """
 from __future__ import annotations
 

@@ -723,7 +723,8 @@ def main(argv=None) -> int:
         nconv, nfc = model.shapes[inputs.conv_layer][0], int(np.prod(model.shapes[X.resolve_layer(model, 'fc7')]))
         inputs.conv_units = most_active_units(model, inputs.x, inputs.conv_layer, min(args.units, nconv))
         inputs.fc_units = most_active_units(model, inputs.x, "fc7", min(args.units, nfc))
-        settings = {k: dict(v) for k, v in (EMBEDDED_SETTINGS if model.num_classes <= 20 else IMAGENET_SETTINGS).items()}
+        defaults = EMBEDDED_SETTINGS if model.num_classes <= 20 else IMAGENET_SETTINGS
+        settings = {k: dict(v) for k, v in defaults.items()}
         for s in settings.values():
             s["steps"] = max(1, int(round(s["steps"] * args.steps_scale)))
             s["seed"] = args.seed

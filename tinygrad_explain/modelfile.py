@@ -104,7 +104,8 @@ def _check_regular_file(path):
         raise FileNotFoundError(f"model file {path} does not exist"
                                 + (" (the embedded model is made by scripts/train_embedded.py)"
                                    if Path(path) == DEFAULT_WEIGHTS else
-                                   " (made by scripts/train_random_labels.py)" if Path(path) == MODEL_NAMES["random_labels"]
+                                   " (made by scripts/train_random_labels.py)"
+                                   if Path(path) == MODEL_NAMES["random_labels"]
                                    else " (made by scripts/train_judge.py)" if Path(path) == MODEL_NAMES["judge"]
                                    else "")) from None
     except OSError as e:
@@ -181,7 +182,8 @@ def parameter_count(arch) -> int:
         t = spec.get("type")
         try:
             if t == "conv":
-                i, o, k, g = _positive("conv", in_channels=spec.get("in_channels"), out_channels=spec.get("out_channels"),
+                i, o, k, g = _positive("conv", in_channels=spec.get("in_channels"),
+                                       out_channels=spec.get("out_channels"),
                                        kernel_size=spec.get("kernel_size"), groups=spec.get("groups", 1))
                 total += o * (i // g) * k * k + o
             elif t == "linear":
@@ -247,16 +249,19 @@ def load_model(path=None, device="cpu", max_parameters=None):
             version = f.attrs.get("format_version")
             if not (isinstance(version, (int, np.integer)) and not isinstance(version, (bool, np.bool_))):
                 raise ModelFileError(f"{path}: attribute 'format_version' must be an integer, got {_short(version)}")
-            need(int(version) == VERSION, f"format_version {int(version)} is not supported (this reader knows {VERSION})")
+            need(int(version) == VERSION,
+                 f"format_version {int(version)} is not supported (this reader knows {VERSION})")
             _check_self_contained(f, path)
-            need("architecture" in f.attrs and "input_shape" in f.attrs, "missing 'architecture' or 'input_shape' attribute")
+            need("architecture" in f.attrs and "input_shape" in f.attrs,
+                 "missing 'architecture' or 'input_shape' attribute")
             try:
                 arch = json.loads(_attr_str(f, "architecture", path))
             except (TypeError, ValueError, RecursionError) as e:
                 if isinstance(e, ModelFileError):
                     raise
                 raise ModelFileError(f"{path}: 'architecture' is not valid JSON ({e})") from None
-            need(isinstance(arch, list) and all(isinstance(a, dict) for a in arch), "'architecture' must be a list of layer objects")
+            need(isinstance(arch, list) and all(isinstance(a, dict) for a in arch),
+                 "'architecture' must be a list of layer objects")
             need(len(arch) > 0, "'architecture' is an empty list (a network needs at least one layer)")
             try:
                 raw_shape = np.asarray(f.attrs["input_shape"])
@@ -298,8 +303,10 @@ def load_model(path=None, device="cpu", max_parameters=None):
                 need(layer in f["weights"] and isinstance(f["weights"][layer], h5py.Group)
                      and p in f["weights"][layer], f"layer {layer!r}: missing weights/{layer}/{p}")
                 ds = f["weights"][layer][p]
-                need(isinstance(ds, h5py.Dataset), f"layer {layer!r}: weights/{layer}/{p} is a group, expected a dataset")
-                need(ds.shape == own.shape, f"layer {layer!r}: {p} has shape {ds.shape}, architecture needs {own.shape}")
+                need(isinstance(ds, h5py.Dataset),
+                     f"layer {layer!r}: weights/{layer}/{p} is a group, expected a dataset")
+                need(ds.shape == own.shape,
+                     f"layer {layer!r}: {p} has shape {ds.shape}, architecture needs {own.shape}")
                 need(ds.dtype.kind == "f", f"layer {layer!r}: {p} has dtype {ds.dtype}, expected float")
                 with np.errstate(over="ignore", invalid="ignore"):
                     arr = np.asarray(ds[()]).astype(np.float32, copy=False)   # checked as the network will use it
@@ -360,7 +367,8 @@ def _read_class_names(f, path):
     ds = f["class_names"]
     if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype.kind not in "OSU":
         raise ModelFileError(f"{path}: 'class_names' must be a 1-D dataset of strings"
-                             + (f", got dtype {ds.dtype} shape {ds.shape}" if isinstance(ds, h5py.Dataset) else ", got a group"))
+                             + (f", got dtype {ds.dtype} shape {ds.shape}" if isinstance(ds, h5py.Dataset)
+                                else ", got a group"))
     if ds.size > 1_000_000:
         raise ModelFileError(f"{path}: 'class_names' has {ds.size} entries")
     names = []

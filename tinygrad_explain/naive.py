@@ -189,7 +189,8 @@ def lrn_backward(g, x, size=5, alpha=1e-4, beta=0.75, k=1.0):
     """y_c depends on x_c directly and on every x_c' in its window through s_c:
 
         dx[:, c'] = g[:, c'] * s[:, c']^(-beta)
-                    - 2 * alpha * beta / size * x[:, c'] * sum_{c: c' in window(c)} g[:, c] * x[:, c] * s[:, c]^(-beta-1)
+                    - 2 * alpha * beta / size * x[:, c']
+                      * sum_{c: c' in window(c)} g[:, c] * x[:, c] * s[:, c]^(-beta-1)
     """
     C = x.shape[1]
     s = np.empty_like(x)

@@ -661,5 +661,6 @@ Tensor.log_softmax = log_softmax
 Tensor.sum = lambda a, axis=None, keepdims=False: Sum.apply(a, axis=axis, keepdims=keepdims)
 Tensor.mean = lambda a, axis=None, keepdims=False: Sum.apply(a, axis=axis, keepdims=keepdims) * (
     1.0 / (a.data.size if axis is None else np.prod([a.shape[i] for i in np.atleast_1d(axis)])))
-Tensor.reshape = lambda a, *shape: Reshape.apply(a, shape=shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape)
+Tensor.reshape = lambda a, *shape: Reshape.apply(a, shape=shape[0] if len(shape) == 1 and isinstance(shape[0], tuple)
+                                                  else shape)
 Tensor.relu = relu

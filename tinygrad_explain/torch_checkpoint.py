@@ -190,7 +190,9 @@ class TensorRef(_NoBuild):
 
     @property
     def dtype(self):
-        return np.dtype(np.float32) if self.storage.type.name == "BFloat16Storage" else self.storage.dtype.newbyteorder("=")
+        if self.storage.type.name == "BFloat16Storage":
+            return np.dtype(np.float32)
+        return self.storage.dtype.newbyteorder("=")
 
     @property
     def nbytes(self) -> int:

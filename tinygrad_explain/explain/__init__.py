@@ -30,8 +30,8 @@ exception: GrabCut works on the picture itself, uint8 (H, W, 3) RGB.
 Scores.  ``S`` is always the unnormalised class score (the last layer's
 output, before softmax), as in Simonyan et al. 2014.
 """
-from ._common import (ExplainError, class_names, OptimizationError, Objective, resolve_class, resolve_targets, resolve_layer,  # noqa: F401
-                      resolve_unit, resolve_objective)
+from ._common import (ExplainError, class_names, OptimizationError, Objective, resolve_class,  # noqa: F401
+                      resolve_targets, resolve_layer, resolve_unit, resolve_objective)
 from .gradients import gradient, saliency, predict, relu_toy_example  # noqa: F401
 from .optimize import optimize, OptimizeResult, step_schedule  # noqa: F401
 from .visualize import class_model, maximize, Visualization  # noqa: F401
@@ -41,6 +41,7 @@ from .attribution import (smoothgrad, smooth_gradient, gradcam, guided_gradcam, 
                           gradient_x_input)
 from . import regularizers, transforms, metrics, benchmark, sanity, features, quality  # noqa: F401
 
-__all__ = ["class_names", "gradient", "saliency", "predict", "smoothgrad", "smooth_gradient", "gradcam", "guided_gradcam",
-           "occlusion", "gradient_x_input", "class_model", "maximize", "invert", "invert_layers", "feature_code",
-           "grabcut_mask", "optimize", "step_schedule", "relu_toy_example", "ExplainError", "OptimizationError"]
+__all__ = ["class_names", "gradient", "saliency", "predict", "smoothgrad", "smooth_gradient", "gradcam",
+           "guided_gradcam", "occlusion", "gradient_x_input", "class_model", "maximize", "invert", "invert_layers",
+           "feature_code", "grabcut_mask", "optimize", "step_schedule", "relu_toy_example", "ExplainError",
+           "OptimizationError"]

@@ -133,7 +133,10 @@ def save(result, path):
     for m, r in result["methods"].items():
         arrays.update({f"{m}/{k}": r[k] for k in SCENE_KEYS})
         arrays[f"{m}/seconds"] = np.asarray(r["seconds"])
-    np.savez(path, **arrays)
+    from ..safe_io import atomic_write
+    path = str(path) if str(path).endswith(".npz") else f"{path}.npz"     # np.savez's own naming rule
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def load(path) -> dict:

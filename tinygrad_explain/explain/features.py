@@ -51,7 +51,7 @@ def _geometry(model, layer):
     raise ExplainError(f"unknown layer {layer!r}")
 
 
-def receptive_field(model, layer, i: int, j: int):
+def receptive_field(model, layer, i: int, j: int) -> tuple[int, int, int, int]:
     """The input pixels the neuron at row ``i``, column ``j`` of ``layer`` can see:
     ``(y0, y1, x0, x1)``, inclusive-exclusive, clipped to the image."""
     layer = resolve_layer(model, layer)
@@ -79,7 +79,7 @@ def activation_maps(model, x, layers, batch_size: int = 100) -> dict:
     return {l: np.concatenate(v) for l, v in out.items()}
 
 
-def top_activations(maps, k: int = 9):
+def top_activations(maps: np.ndarray, k: int = 9) -> list[tuple]:
     """The ``k`` images whose strongest single activation in ``maps`` (N, h, w) -- one channel
     of a layer, e.g. ``activation_maps(...)[layer][:, c]`` -- is largest.  Returns a list of
     ``(image index, i, j, value)``, strongest first; (i, j) is that image's own argmax position."""

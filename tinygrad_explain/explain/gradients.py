@@ -77,7 +77,7 @@ def saliency(model, x, target, rule: str = "backprop") -> np.ndarray:
     return g.max(axis=1) if g.ndim == 4 else g
 
 
-def predict(model, x, batch_size: int = 128):
+def predict(model, x, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """(scores (N, K), softmax probabilities (N, K)) for images in model space, without a graph."""
     x = as_batch(model, x)
     out = []
@@ -89,7 +89,7 @@ def predict(model, x, batch_size: int = 128):
     return scores, softmax(scores).numpy()
 
 
-def relu_toy_example(x=None, grad=None):
+def relu_toy_example(x: np.ndarray | None = None, grad: np.ndarray | None = None) -> dict:
     """The lecture's toy example: a 4x4 feature map through ReLU forward, then one
     gradient passed back under each rule.  Returns a dict of 4x4 arrays:
     ``input``, ``relu`` (forward output), ``grad_out`` (the gradient arriving from

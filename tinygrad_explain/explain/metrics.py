@@ -181,7 +181,8 @@ def deletion_insertion(model, x, target, maps, baseline, steps: int = 16, ends=N
     deletion = np.concatenate([p_x[:, None], p[:, 0], p_base[:, None]], axis=1)
     insertion = np.concatenate([p_base[:, None], p[:, 1], p_x[:, None]], axis=1)
     return {"deletion": deletion, "insertion": insertion,
-            "deletion_auc": np.array([auc(c) for c in deletion]), "insertion_auc": np.array([auc(c) for c in insertion])}
+            "deletion_auc": np.array([auc(c) for c in deletion]),
+            "insertion_auc": np.array([auc(c) for c in insertion])}
 
 
 # --------------------------------------------------------------------------

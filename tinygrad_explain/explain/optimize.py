@@ -75,7 +75,7 @@ class OptimizeResult:
     seconds: float = 0.0
 
 
-def step_schedule(milestones=(0.5, 0.75), factor=0.1):
+def step_schedule(milestones: tuple = (0.5, 0.75), factor: float = 0.1):
     """Learning-rate multiplier that drops by ``factor`` at each milestone
     (fractions of the run): the step schedule of Mahendran & Vedaldi."""
     milestones = tuple(sorted(float(m) for m in milestones))
@@ -228,7 +228,8 @@ def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool
 
         total = sign * fval + reg_total
         if not (np.all(np.isfinite(total)) and (grad is None or bool(xp.isfinite(grad).all()))):
-            bad = "objective" if not np.all(np.isfinite(fval)) else ("regulariser" if not np.all(np.isfinite(reg_total)) else "gradient")
+            bad = ("objective" if not np.all(np.isfinite(fval)) else
+                   "regulariser" if not np.all(np.isfinite(reg_total)) else "gradient")
             raise OptimizationError(f"{desc}: NaN/Inf in the {bad} at step {step + 1}/{steps} "
                                     f"(lr={lr:g}); try a smaller learning rate or a stronger regulariser")
 

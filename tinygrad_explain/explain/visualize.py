@@ -141,7 +141,8 @@ def _run(model, objective, n, s, *, seed, progress, desc):
         raise ExplainError(f"init_noise must be >= 0, got {init_noise}")
     x0 = np.zeros((n, C, H, W), np.float32)
     if init_noise:
-        x0 += (init_noise * data_scale(model) * np.random.default_rng(seed).standard_normal(x0.shape)).astype(np.float32)
+        noise = np.random.default_rng(seed).standard_normal(x0.shape)
+        x0 += (init_noise * data_scale(model) * noise).astype(np.float32)
     B = data_scale(model)          # lr and l2 are in units of the image divided by B (see class_model)
     optimizer = s.get("optimizer", "adam")
     rate = s["lr"] * B if optimizer == "adam" else s["lr"] * B * B
