@@ -8,6 +8,7 @@ only valid until the next call *in the same thread* that asks for the same
 name.  Each thread has its own buffers (``threading.local``), so two threads
 running the same model at once never write into each other's scratch space.
 """
+import math
 import threading
 
 import numpy as np
@@ -25,7 +26,7 @@ def _buffers() -> dict:
 def get(name, shape, dtype):
     """An uninitialised array of ``shape``/``dtype`` backed by this thread's named buffer."""
     dtype = np.dtype(dtype)
-    n = int(np.prod(shape)) * dtype.itemsize
+    n = math.prod(shape) * dtype.itemsize
     bufs = _buffers()
     buf = bufs.get(name)
     if buf is None or buf.size < n:

@@ -323,6 +323,26 @@ def test_checkpoint_is_pickle_free(sample, tmp_path):
     assert checkpoint.latest_checkpoint(tmp_path / "nowhere") is None
 
 
+def test_checkpoint_generator_name_is_checked(sample, tmp_path):
+    """The generator's kind is a name read from the file: only numpy's bit generators
+    are accepted (never an arbitrary np.random attribute such as ``seed``)."""
+    _run(sample, 1, tmp_path)
+    ck = tmp_path / "epoch_001.npz"
+    with np.load(ck, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for kind, match in (("seed", "bit generator 'seed'"), ("PCG64", "unusable state")):
+        states = json.loads(str(arrays["rng_states"]))
+        states["data"]["bit_generator"] = kind
+        if kind == "PCG64":
+            states["data"]["state"] = "garbage"
+        bad = tmp_path / f"bad_{kind}.npz"
+        np.savez(bad, **dict(arrays, rng_states=np.array(json.dumps(states))))
+        model = tiny_model(seed=99).requires_grad_(True)
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        with pytest.raises(ValueError, match=match):
+            checkpoint.load_checkpoint(bad, model, opt)
+
+
 def _have_fashion_mnist():
     try:
         from tinygrad_explain.fashion_mnist import load_fashion_mnist

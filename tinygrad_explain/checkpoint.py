@@ -43,6 +43,11 @@ def save_checkpoint(path, model, optimizer, epoch, rngs=None, extra=None):
     return path
 
 
+# the bit generators a checkpoint may name (the state's "bit_generator" field)
+BIT_GENERATORS = {cls.__name__: cls for cls in
+                  (np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937, np.random.Philox, np.random.SFC64)}
+
+
 def load_checkpoint(path, model, optimizer):
     """Restore a checkpoint written by :func:`save_checkpoint` into ``model``
     and ``optimizer`` (in place) and the engine's generator.
@@ -59,8 +64,15 @@ def load_checkpoint(path, model, optimizer):
         extra = json.loads(str(z["extra"]))
     rngs = {}
     for name, st in states.items():
-        bg = getattr(np.random, st["bit_generator"])()
-        bg.state = st
+        kind = st.get("bit_generator") if isinstance(st, dict) else None
+        if kind not in BIT_GENERATORS:          # a name from the file: never looked up in np.random freely
+            raise ValueError(f"{path}: generator {name!r} has bit generator {kind!r}; "
+                             f"expected one of {', '.join(BIT_GENERATORS)}")
+        bg = BIT_GENERATORS[kind]()
+        try:
+            bg.state = st
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: generator {name!r} has an unusable state: {e}") from None
         rngs[name] = np.random.Generator(bg)
     engine.set_rng(rngs.pop("engine"))
     return epoch, rngs, extra
