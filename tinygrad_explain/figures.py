@@ -248,7 +248,10 @@ def fig_inversion(inp, out, summary):
                   "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule, the image made "
                   "from a decorrelated-colour Fourier spectrum and jittered at every step, Adam steps from "
                   "faint random starts (the default recipe; see docs/explainers.md). Different starts give "
-                  "different images with the same code: what they share is what fc7 keeps.",
+                  "different images with the same code: what they share is what fc7 keeps. On this model they do "
+                  "<b>not</b> show the scene (the blurred grey correlation with the original is no better than "
+                  "with an unrelated scene): its fc7 code hardly encodes brightness, see the figure below and "
+                  "docs/explainers.md.",
                   extra_html="<p>Pairwise mean absolute difference between reconstructions (model space):</p>"
                              f"<table class=m>{rows}</table>")
 
@@ -268,9 +271,9 @@ def fig_inversion_layers(inp, out, summary):
                   "with the same priors as the fc7 figure; the normalised error "
                   "&Vert;&phi;<sub>l</sub>(x)&minus;&phi;<sub>l,0</sub>&Vert;/&Vert;&phi;<sub>l,0</sub>&Vert; "
                   "under each. Up to conv5 the reconstructions show the scene (blurred grey correlation with "
-                  "the original about 0.9 and more); from pool5 on they keep the object's outline and place "
-                  "but not its brightness or colour -- this network was trained on randomly tinted items, "
-                  "and its deep codes hardly change when the object turns from light to dark "
+                  "the original about 0.9 and more); pool5 and fc6 keep at most the object's rough place, often "
+                  "with its brightness inverted, and fc7 and fc8 do not show the scene -- this network was "
+                  "trained on randomly tinted items, and its deep codes hardly change when the object turns from light to dark "
                   "(scripts/measure_invariances.py; docs/explainers.md).")
 
 
