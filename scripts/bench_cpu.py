@@ -11,7 +11,10 @@ For each AlexNet variant and batch size it alternates the two engines
 
 ``--fc`` times the fully connected kernel against BLAS at growing batch (the
 crossover, ``ops.Linear.SKINNY_MAX_ROWS``) and fc6's batch-8 forward against
-one read of its weights.  ``--reduced`` prints the score and gradient error of bfloat16 fully connected
+one read of its weights.  ``--loops`` times one step of the explainers' loops on the
+embedded model -- a class model at batch 10 and an fc7 inversion at batch 5, recipe
+"natural", through ``class_model`` / ``invert`` -- against the same loop written in
+torch.  ``--reduced`` prints the score and gradient error of bfloat16 fully connected
 weights (an option, ``nn.Linear.storage``) against float32, beside float32's
 error against torch, and their times.  ``--profile`` adds a per-layer table for each variant and batch: every layer's
 forward and its backward to the layer input, this engine against the same
@@ -27,6 +30,7 @@ training step of the embedded model at batch 128.
     python scripts/bench_cpu.py --variants torchvision --batches 1 --no-memory --no-startup
     python scripts/bench_cpu.py --profile --variants torchvision --batches 8 --no-memory --no-startup --no-train
     python scripts/bench_cpu.py --fc --no-speed --no-memory --no-startup --no-train
+    python scripts/bench_cpu.py --loops --no-speed --no-memory --no-startup --no-train
     python scripts/bench_cpu.py --reduced --no-speed --batches 1 8 --no-memory --no-startup --no-train
 """
 from __future__ import annotations
@@ -262,6 +266,151 @@ def run_reduced(args, have_torch):
                   f"{err(g32, g64):9.2e}   {ts:12.2e} {tg:9.2e}   {a:7.1f} {b:7.1f} {b / a:5.2f}x", flush=True)
 
 
+def _torch_image_map(P, colour):
+    """torch versions of transforms.Parameterization("fourier", colour) for the loops:
+    image(p) differentiable, from_image(x) its inverse (the same formulas as te's)."""
+    import torch
+    w = torch.from_numpy(np.asarray(P.w, np.float32))
+    M = torch.from_numpy(np.asarray(colour, np.float32))
+    Minv = torch.from_numpy(np.linalg.inv(np.asarray(colour, np.float64)).astype(np.float32))
+    hw = P.hw
+
+    def image(p):
+        x = torch.fft.irfft2(torch.complex(p[..., 0], p[..., 1]) * w, s=hw, norm="ortho")
+        return torch.einsum("ij,njhw->nihw", M, x)
+
+    def from_image(x):
+        z = torch.fft.rfft2(torch.einsum("ij,njhw->nihw", Minv, x), norm="ortho") / w
+        return torch.stack([z.real, z.imag], dim=-1)
+    return image, from_image
+
+
+def _torch_transform(x, dy, dx, s, a):
+    """transforms.RandomTransform.apply in torch: a roll, or the same bilinear taps gathered."""
+    import torch
+
+    from tinygrad_explain.explain import transforms as T
+    if s == 1.0 and a == 0.0:
+        return torch.roll(x, (dy, dx), dims=(2, 3)) if (dy or dx) else x
+    N, C, H, W = x.shape
+    idx, wt = T.affine_taps(H, W, s, a, dy, dx)
+    flat = x.reshape(N, C, H * W)
+    idx, wt = torch.from_numpy(idx), torch.from_numpy(wt.astype(np.float32))
+    return sum(flat[:, :, idx[k]] * wt[k] for k in range(4)).reshape(N, C, H, W)
+
+
+def torch_class_model(seq, model, targets, steps, seed=0):
+    """explain.visualize.class_model's loop (recipe "natural": Fourier image, decorrelated
+    colour, jitter / scale / rotation, Adam, l2, clipping) written in torch; seconds per step."""
+    import torch
+
+    from tinygrad_explain.explain import transforms as T
+    from tinygrad_explain.explain._common import data_scale, pixel_bounds
+    from tinygrad_explain.explain.visualize import CLASS_MODEL_RECIPES, natural_colour
+    r = CLASS_MODEL_RECIPES["natural"]
+    C, H, W = model.input_shape
+    n, B = len(targets), data_scale(model)
+    colour = natural_colour(model)
+    P = T.Parameterization("fourier", (H, W), colour=colour)
+    image, from_image = _torch_image_map(P, colour)
+    x0 = (r["init_noise"] * B * np.random.default_rng(seed).standard_normal((n, C, H, W))).astype(np.float32)
+    p = from_image(torch.from_numpy(x0)).detach().requires_grad_(True)
+    opt = torch.optim.Adam([p], lr=r["lr"] * B)
+    l2 = r["l2"] / (B * B)
+    lo, hi = (torch.from_numpy(b) for b in pixel_bounds(model))
+    transform = T.RandomTransform(max(1, int(round(r["jitter"] * max(H, W)))), r["scales"], r["angles"])
+    rng = np.random.default_rng(seed)
+    rows, idx = np.arange(n), np.asarray(targets)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad()
+        x = image(p)
+        scores = seq(_torch_transform(x, *transform.sample(rng)))
+        sd = scores.detach().double().numpy()
+        _ = np.exp(sd - sd.max(1, keepdims=True))                     # the history's probabilities, as te
+        f = scores[rows, idx]
+        reg = (x * x).sum((1, 2, 3))
+        (-f + l2 * reg).sum().backward()
+        assert torch.isfinite(p.grad).all()
+        opt.step()
+        with torch.no_grad():
+            p.copy_(from_image(image(p).clamp(lo, hi)))
+    return (time.perf_counter() - t0) / steps
+
+
+def torch_inversion(seq, model, code, upto, steps, inits=5, seed=0):
+    """explain.inversion.invert's loop (recipe "natural": Fourier image, decorrelated colour,
+    jitter, Adam, alpha-norm and TV priors) written in torch; seconds per step."""
+    import torch
+
+    from tinygrad_explain.explain import transforms as T
+    from tinygrad_explain.explain._common import data_scale
+    from tinygrad_explain.explain.inversion import INVERT_RECIPES
+    from tinygrad_explain.explain.regularizers import TV_RATIO
+    from tinygrad_explain.explain.visualize import natural_colour
+    r = INVERT_RECIPES["natural"]
+    C, H, W = model.input_shape
+    B = data_scale(model)
+    colour = natural_colour(model)
+    P = T.Parameterization("fourier", (H, W), colour=colour)
+    image, from_image = _torch_image_map(P, colour)
+    x0 = (r["init_std"] * B * np.random.default_rng(seed).standard_normal((inits, C, H, W))).astype(np.float32)
+    p = from_image(torch.from_numpy(x0)).detach().requires_grad_(True)
+    opt = torch.optim.Adam([p], lr=r["lr"] * B)
+    target = torch.from_numpy(code.reshape(1, -1))
+    inv_norm = 1.0 / float((code.astype(np.float64) ** 2).sum())
+    V2, hw, alpha = (B / TV_RATIO) ** 2, float(H * W), r["alpha"]
+    transform = T.RandomTransform(max(1, int(round(r["jitter"] * max(H, W)))))
+    rng = np.random.default_rng(seed)
+    head = seq[:upto + 1]
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad()
+        x = image(p)
+        d = head(_torch_transform(x, *transform.sample(rng))) - target
+        f = (d * d).sum(1) * inv_norm
+        an = ((x / B).abs() ** alpha).reshape(inits, -1).sum(1) / hw
+        c = x[:, :, :-1, :-1]
+        tv = (((x[:, :, :-1, 1:] - c) ** 2 + (x[:, :, 1:, :-1] - c) ** 2) / V2).reshape(inits, -1).sum(1) / hw
+        (f + r["alpha_norm"] * an + r["tv"] * tv).sum().backward()
+        assert torch.isfinite(p.grad).all()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def run_loops(args):
+    """One step of the explainers' loops on the embedded model (the main job's), this
+    engine's own code (``class_model`` / ``invert``, recipe "natural", timed by their
+    ``seconds``) against the same loop written in torch, alternately: a class-model step
+    at batch 10 (one image per class) and an fc7 inversion step at batch 5 (five starts)."""
+    import tinygrad_explain as te
+    from tinygrad_explain import scenes
+    from tinygrad_explain.explain.inversion import feature_code
+    from tinygrad_explain.torch_reference import from_network
+    model = te.load_model()
+    seq = from_network(model)
+    for prm in seq.parameters():
+        prm.requires_grad_(False)
+    targets = list(range(model.num_classes))[:10]
+    x = te.image.load(scenes.load_sample()["images"][0], model)
+    code = feature_code(model, x, "fc7")
+    upto = list(model.layers).index("fc7")
+    S = args.loop_steps
+    te_cm = lambda: te.explain.class_model(model, targets, steps=S, progress=False).seconds / S     # noqa: E731
+    te_inv = lambda: te.explain.invert(model, x, "fc7", 5, steps=S, progress=False).seconds / S    # noqa: E731
+    print(f"\nexplainer loops, embedded model {model.input_shape}, ms per step (median of {args.repeats} runs "
+          f"of {S} steps, alternately; te / torch)")
+    for name, fa, fb in (("class model, batch 10", te_cm, lambda: torch_class_model(seq, model, targets, S)),
+                         ("fc7 inversion, batch 5", te_inv, lambda: torch_inversion(seq, model, code, upto, S))):
+        fa(), fb()
+        ta, tb = [], []
+        for _ in range(args.repeats):
+            ta.append(fa())
+            tb.append(fb())
+        a, b = statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
+        print(f"{name:<24} {a:8.2f} {b:8.2f}   {a / b:5.2f}x", flush=True)
+
+
 TRIVIAL = ("flatten", "dropout")
 
 
@@ -431,6 +580,8 @@ def main():
     ap.add_argument("--no-speed", action="store_true", help="skip the whole-network ratio table")
     ap.add_argument("--fc", action="store_true", help="fully connected kernel vs BLAS by batch (the crossover)")
     ap.add_argument("--reduced", action="store_true", help="bfloat16 fc weights: error and time against float32")
+    ap.add_argument("--loops", action="store_true", help="one class-model and one inversion step against torch")
+    ap.add_argument("--loop-steps", type=int, default=5, help="steps per timed run of --loops")
     ap.add_argument("--fc-batches", nargs="+", type=int, default=[1, 2, 4, 8, 16, 24, 32, 64])
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-startup", action="store_true")
@@ -459,6 +610,8 @@ def main():
         run_fc(args)
     if args.reduced:
         run_reduced(args, have_torch)
+    if args.loops and have_torch:
+        run_loops(args)
     if args.profile and have_torch:
         for variant in args.variants:
             for batch in args.batches:
