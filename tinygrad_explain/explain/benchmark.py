@@ -21,12 +21,15 @@ The class explained is the ground truth (as in TorchRay's pointing game) unless
 """
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from . import attribution as A
 from . import metrics as M
+from ._common import Network
 from .grabcut import grabcut_mask
 from .gradients import gradient, predict, saliency
 
@@ -36,7 +39,7 @@ BASELINES = ("centre", "random")
 
 
 def map_functions(smoothgrad_samples: int = 25, occlusion_patch: int = 10, occlusion_stride: int = 6,
-                  cam_layer: str | None = None):
+                  cam_layer: str | None = None) -> dict[str, Callable[..., np.ndarray]]:
     """{method: f(model, x, targets, scene_indices, seed) -> (N, H, W)} for METHODS."""
     def shape(x):
         return x.shape[2:]
@@ -56,9 +59,10 @@ def map_functions(smoothgrad_samples: int = 25, occlusion_patch: int = 10, occlu
     }
 
 
-def evaluate(model, images, masks, boxes, labels, methods=METHODS, *, indices=None, target="truth",
+def evaluate(model: Network, images: np.ndarray, masks: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+             methods: Sequence[str] = METHODS, *, indices: np.ndarray | None = None, target: str = "truth",
              steps: int = 8, blur_sigma: float | None = None, batch_size: int = 25, seed: int = 0,
-             progress: bool = True, **settings):
+             progress: bool = True, **settings) -> dict:
     """Run ``methods`` on the scenes (images uint8 (N, H, W, 3), masks bool (N, H, W), boxes
     (N, 4), labels (N,)).  ``indices``: the scenes' ids (default 0..N-1; seeds the random
     baseline, so a subset scores as in the full run).  ``steps``: deletion / insertion
@@ -115,7 +119,7 @@ def evaluate(model, images, masks, boxes, labels, methods=METHODS, *, indices=No
 SCENE_KEYS = ("pointing", "mask_iou", "box_iou", "deletion_auc", "insertion_auc")
 
 
-def concat(results) -> dict:
+def concat(results: Sequence[dict]) -> dict:
     """One result from ``evaluate`` results on disjoint sets of scenes (same methods and settings)."""
     first = results[0]
     out = {k: first[k] for k in ("tolerance", "steps", "blur_sigma")}
@@ -126,7 +130,7 @@ def concat(results) -> dict:
     return out
 
 
-def save(result, path):
+def save(result: dict, path: str | os.PathLike) -> None:
     """Write a result (per-scene scores) to an .npz file, to ``concat`` runs on parts of the scenes."""
     arrays = {k: np.asarray(result[k]) for k in ("tolerance", "steps", "blur_sigma", "hard", "predicted", "targets",
                                                  "indices")}
@@ -139,7 +143,8 @@ def save(result, path):
         np.savez(f, **arrays)
 
 
-def load(path) -> dict:
+def load(path: str | os.PathLike) -> dict:
+    """A result written by :func:`save`."""
     with np.load(path, allow_pickle=False) as z:
         out = {k: z[k] for k in z.files if "/" not in k}
         for k in ("tolerance", "steps", "blur_sigma"):
@@ -155,7 +160,7 @@ COLUMNS = (("pointing", "pointing"), ("pointing_hard", "pointing hard"), ("mask_
            ("ms_per_image", "ms/image"))
 
 
-def summarize(result) -> dict:
+def summarize(result: dict) -> dict[str, dict[str, float]]:
     """{method: {column: value}}: means over the scenes ("pointing_hard" over the hard
     subset; "box_accuracy" = fraction with box IoU >= 0.5)."""
     hard = result["hard"]
@@ -170,7 +175,7 @@ def summarize(result) -> dict:
     return rows
 
 
-def format_table(rows) -> str:
+def format_table(rows: dict[str, dict[str, float]]) -> str:
     """The methods x metrics table as Markdown (deletion: lower is better; the others higher)."""
     head = "| method | " + " | ".join(t for _, t in COLUMNS) + " |"
     lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
