@@ -21,12 +21,12 @@ import cv2
 import numpy as np
 
 from ..engine import no_grad
+from ..models import Network
 from ._common import (
     Array,
     ExplainError,
     Images,
     LayerName,
-    Network,
     Target,
     as_batch,
     pixel_bounds,

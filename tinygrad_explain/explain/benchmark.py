@@ -2,7 +2,8 @@
 GrabCut, deletion / insertion (``metrics``) and time per image, for one set of scenes.
 ``scripts/bench_explainers.py`` runs it and prints the table.
 
-Each method is reduced to one (H, W) map per image, larger = more important:
+Each method (``te.explain.methods``) is reduced to one (H, W) map per image, larger =
+more important (``metrics.to_map``):
 
     gradient        sum_c dS/dx_c                       (the raw, signed gradient)
     saliency        max_c |dS/dx_c|                     (Simonyan et al. 2014)
@@ -27,32 +28,38 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import attribution as A
+from ..models import Network
 from . import metrics as M
-from ._common import Network
 from .grabcut import grabcut_mask
-from .gradients import gradient, predict, saliency
+from .gradients import predict
+from .methods import get as get_method
 
 METHODS = ("gradient", "saliency", "deconvnet", "guided", "smoothgrad", "gradcam", "guided-gradcam",
            "occlusion", "grad-x-input", "centre", "random")
 BASELINES = ("centre", "random")
+SIGNED = ("gradient", "grad-x-input")      # summed over channels; the other (N, C, H, W) maps: max_c |.|
 
 
 def map_functions(smoothgrad_samples: int = 25, occlusion_patch: int = 10, occlusion_stride: int = 6,
                   cam_layer: str | None = None) -> dict[str, Callable[..., np.ndarray]]:
-    """{method: f(model, x, targets, scene_indices, seed) -> (N, H, W)} for METHODS."""
+    """{method: f(model, x, targets, scene_indices, seed) -> (N, H, W)} for METHODS: the
+    explainers of ``te.explain.methods`` with these options, and the two baselines."""
+    options = {"smoothgrad": dict(samples=smoothgrad_samples), "gradcam": dict(layer=cam_layer),
+               "guided-gradcam": dict(layer=cam_layer),
+               "occlusion": dict(patch=occlusion_patch, stride=occlusion_stride)}
+
+    def explainer(name):
+        method = get_method(name)
+
+        def f(m, x, t, idx, seed):
+            opts = dict(options.get(name, {}), **({"seed": seed} if "seed" in method.options else {}))
+            return M.to_map(method.fn(m, x, t, **opts), "sum" if name in SIGNED else "absmax")
+        return f
+
     def shape(x):
         return x.shape[2:]
     return {
-        "gradient": lambda m, x, t, idx, seed: M.to_map(gradient(m, x, t), "sum"),
-        "saliency": lambda m, x, t, idx, seed: saliency(m, x, t),
-        "deconvnet": lambda m, x, t, idx, seed: saliency(m, x, t, rule="deconvnet"),
-        "guided": lambda m, x, t, idx, seed: saliency(m, x, t, rule="guided"),
-        "smoothgrad": lambda m, x, t, idx, seed: A.smoothgrad(m, x, t, samples=smoothgrad_samples, seed=seed),
-        "gradcam": lambda m, x, t, idx, seed: A.gradcam(m, x, t, layer=cam_layer),
-        "guided-gradcam": lambda m, x, t, idx, seed: M.to_map(A.guided_gradcam(m, x, t, layer=cam_layer)),
-        "occlusion": lambda m, x, t, idx, seed: A.occlusion(m, x, t, patch=occlusion_patch, stride=occlusion_stride),
-        "grad-x-input": lambda m, x, t, idx, seed: M.to_map(A.gradient_x_input(m, x, t), "sum"),
+        **{name: explainer(name) for name in METHODS if name not in BASELINES},
         "centre": lambda m, x, t, idx, seed: np.broadcast_to(M.centre_map(shape(x)), (len(x),) + shape(x)),
         "random": lambda m, x, t, idx, seed: np.stack([M.random_map(shape(x), np.random.default_rng([seed, i]))
                                                        for i in idx]),

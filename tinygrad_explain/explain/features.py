@@ -30,7 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..engine import no_grad
-from ._common import ExplainError, Images, LayerName, Network, as_batch, resolve_layer
+from ..models import Network
+from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 
 __all__ = ["receptive_field", "activation_maps", "top_activations"]
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..models import Network
 from ..scenes import box_from_mask as mask_box  # noqa: F401  (one implementation; te.explain.mask_box)
-from ._common import ExplainError, Network
+from ._common import ExplainError
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

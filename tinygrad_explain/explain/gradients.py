@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import RELU_RULES, Tensor, _xp, no_grad, relu_backward
+from ..models import Network
 from ..ops import softmax
 from ._common import (
     ExplainError,
     Images,
     LayerName,
-    Network,
     Target,
     as_batch,
     check_finite,

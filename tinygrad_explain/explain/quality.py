@@ -33,7 +33,8 @@ from typing import Union
 
 import numpy as np
 
-from ._common import ExplainError, Network, resolve_class
+from ..models import Network
+from ._common import ExplainError, resolve_class
 from .sanity import pearson
 
 __all__ = ["as_pictures", "judge_probabilities", "recognised", "grey_blur",

@@ -40,10 +40,10 @@ import cv2
 import numpy as np
 
 from .. import device as _device
-from ..models import from_architecture
+from ..models import Network, from_architecture
 from ..nn import Conv2d, Linear
-from . import attribution, gradients
-from ._common import ExplainError, Images, Network, Target, as_batch, resolve_targets, to_host
+from ._common import ExplainError, Images, Target, as_batch, resolve_targets, to_host
+from .methods import get as get_method
 
 #: ``init(layer, rng, last)`` re-initialises one conv / linear layer in place (``last``: the top layer)
 Init = Callable[[Union[Conv2d, Linear], np.random.Generator, bool], None]
@@ -125,32 +125,8 @@ def independent(model: Network, seed: int = 0, init: Init = he_reinit) -> list[t
 # --------------------------------------------------------------------------
 # the methods compared
 # --------------------------------------------------------------------------
-def _method_table():
-    """name -> fn(model, x, targets, cache) -> (N, C, H, W) or (N, H, W) on the host.
-    ``cache`` shares the gradients between methods that use the same one
-    (saliency is max_c |gradient|; guided Grad-CAM is guided backprop * Grad-CAM)."""
-    def grad(model, x, t, cache, rule="backprop"):
-        if rule not in cache:
-            cache[rule] = gradients.gradient(model, x, t, rule=rule)
-        return cache[rule]
-
-    def gradcam(model, x, t, cache):
-        if "gradcam" not in cache:
-            cache["gradcam"] = attribution.gradcam(model, x, t)
-        return cache["gradcam"]
-
-    return {
-        "gradient": lambda m, x, t, c: grad(m, x, t, c),
-        "saliency": lambda m, x, t, c: np.abs(grad(m, x, t, c)).max(axis=1),
-        "deconvnet": lambda m, x, t, c: grad(m, x, t, c, "deconvnet"),
-        "guided": lambda m, x, t, c: grad(m, x, t, c, "guided"),
-        "smoothgrad": lambda m, x, t, c: attribution.smoothgrad(m, x, t, seed=0),
-        "gradcam": gradcam,
-        "guided_gradcam": lambda m, x, t, c: grad(m, x, t, c, "guided") * gradcam(m, x, t, c)[:, None],
-    }
-
-
-#: the methods checked, in the order of the figure's rows
+#: the methods checked (te.explain.methods, with their default options: SmoothGrad's noise
+#: drawn with seed 0, Grad-CAM of the last conv layer), in the order of the figure's rows
 METHODS = ("gradient", "saliency", "deconvnet", "guided", "smoothgrad", "gradcam", "guided_gradcam")
 
 
@@ -159,15 +135,14 @@ def explain(model: Network, x: Images, target: Target,
     """``{method: (signed, absolute)}``, two (N, H, W) float64 maps per method
     for images ``x`` (model space) and ``target`` (one class, or one per image).
     SmoothGrad's noise is drawn with a fixed seed, the same for every model."""
-    table = _method_table()
-    unknown = [m for m in methods if m not in table]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ExplainError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(table)}")
+        raise ExplainError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(METHODS)}")
     x = as_batch(model, x)
     targets = resolve_targets(model, target, x.shape[0])
-    cache, out = {}, {}
+    out = {}
     for m in methods:
-        raw = np.asarray(table[m](model, x, targets, cache), np.float64)
+        raw = np.asarray(get_method(m).fn(model, x, targets), np.float64)
         if raw.ndim == 4:
             out[m] = (raw.sum(axis=1), np.abs(raw).sum(axis=1))
         else:

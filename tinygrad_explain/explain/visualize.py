@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..models import Network
 from ._common import (
     ExplainError,
     LayerName,
-    Network,
     Unit,
     class_names,
     data_scale,
