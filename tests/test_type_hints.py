@@ -11,7 +11,7 @@ from tinygrad_explain.models import LayerOutputs, Network
 
 MODULES = ["tinygrad_explain.explain." + m for m in (
     "_common", "attribution", "metrics", "sanity", "quality", "transforms", "benchmark", "features", "gradients",
-    "optimize", "visualize", "inversion", "grabcut", "methods")] + \
+    "optimize", "visualize", "inversion", "grabcut", "methods", "regularizers")] + \
     ["tinygrad_explain." + m for m in ("image", "draw", "models", "modelfile", "gallery")]
 
 
