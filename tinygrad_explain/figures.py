@@ -27,14 +27,18 @@ the gallery.  Figures (file names in the gallery order):
 
 This module holds the recipes (``fig_*``: what each figure draws, from which
 model and images, with which settings), the inputs they are made from
-(:class:`Inputs`) and the command line; :mod:`.gallery` runs them into a folder
-with an HTML page, so that an interrupted run leaves the old gallery as it was
-and nothing else in ``out_dir`` is ever removed (``--out .`` is safe).
+(:class:`Inputs`), how they are run (one after another, or side by side in
+worker processes) and the command line; :mod:`.gallery` collects them into a
+folder with an HTML page, so that an interrupted run leaves the old gallery as
+it was and nothing else in ``out_dir`` is ever removed (``--out .`` is safe).
 """
 from __future__ import annotations
 
 import html
 import json
+import os
+import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -547,15 +551,92 @@ def file_inputs(model, paths):
 
 
 # --------------------------------------------------------------------------
-# the gallery (gallery.py runs the recipes into a folder with index.html)
+# making the figures (gallery.py collects them into a folder with index.html)
 # --------------------------------------------------------------------------
-def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info="", only=None, log=None):
-    """Make every figure of ``FIGURES`` (those named in ``only``, if given) from ``inputs`` into
-    ``out`` with gallery.build: drawn in a private folder, then moved in file by file (index.html
-    last), replacing only the files this run wrote.  Returns (figures, summary dict, seconds)."""
-    makers = [(name, lambda folder, summary, fn=fn: fn(inputs, folder, summary))
-              for name, fn in FIGURES if only is None or name in only]
-    return gallery.build(out, makers, title, info, log or _say)
+#: rough share of the main job's time per figure (embedded model), longest first: the order in
+#: which ``jobs > 1`` hands the figures to the worker processes, so that the long ones start first
+COST_ORDER = ("inversion", "class models", "inversion layers", "neurons", "sanity", "zeiler fergus", "methods",
+              "grabcut", "saliency", "rules", "toy")
+
+
+_BAR = re.compile(r"\d+/\d+ \[|\?it/s|it/s\]|s/it\]")
+
+
+def _without_bars(text: str) -> str:
+    """What a worker wrote to stderr, less its progress bars (the parent shows one bar of its own)."""
+    keep = []
+    for line in text.split("\n"):
+        line = line.rsplit("\r", 1)[-1].replace("\x1b[A", "").rstrip()
+        if line and not _BAR.search(line):
+            keep.append(line)
+    return "\n".join(keep)
+
+
+def _make_figure(name, inputs, tmp, threads=None):
+    """Make one figure into ``tmp``: (name, [Figure], the summary entries it wrote, seconds,
+    what it printed to stdout).  Runs in the main process (``threads=None``: it prints as it goes) or in a
+    worker process of :func:`reproduce` (its printing is returned for the parent to show)."""
+    fn = dict(FIGURES)[name]
+    summary = {}
+    t = time.perf_counter()
+    if threads is None:
+        res = fn(inputs, Path(tmp), summary)
+        return name, (res if isinstance(res, list) else [res]), summary, time.perf_counter() - t, ""
+    import contextlib
+    import io
+    set_num_threads(threads)                     # a fresh worker process: its own thread settings
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            res = fn(inputs, Path(tmp), summary)
+    finally:                                     # warnings and errors still reach the terminal
+        rest = _without_bars(err.getvalue())
+        if rest:
+            sys.stderr.write(rest + "\n")
+    return name, (res if isinstance(res, list) else [res]), summary, time.perf_counter() - t, out.getvalue()
+
+
+def _make_all(todo, inputs, tmp, jobs, threads, log):
+    """Yield _make_figure's results for the names in ``todo``: one after another in this
+    process, or with ``jobs`` > 1 in that many worker processes (spawned, so each has its own
+    Numba threads; the figures are independent and seeded, so the pictures are the same)."""
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(todo), desc="figures", unit="fig", dynamic_ncols=True)
+    try:
+        if jobs <= 1 or len(todo) <= 1:
+            for name in todo:
+                yield _make_figure(name, inputs, tmp)
+                bar.update()
+            return
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        order = sorted(todo, key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))
+        log(f"making {len(todo)} figures in {min(jobs, len(todo))} worker processes")
+        pool = cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn"))
+        futures = [pool.submit(_make_figure, n, inputs, str(tmp), threads) for n in order]
+        with pool:
+            try:
+                for f in cf.as_completed(futures):
+                    yield f.result()
+                    bar.update()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        bar.close()
+
+
+def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info="", only=None, log=None,
+              jobs: int = 1, threads: int | None = 1):
+    """Make every figure into ``out``: drawn in a private folder, then moved in file by file
+    (index.html last), replacing only the files this run wrote.  ``jobs`` > 1 makes the
+    figures in that many worker processes (each with ``threads`` Numba/BLAS threads); the
+    gallery keeps the order of FIGURES.  Returns (figures, summary dict, seconds)."""
+    log = log or _say
+    todo = [n for n, _ in FIGURES if only is None or n in only]
+    return gallery.build(out, todo, lambda tmp: _make_all(todo, inputs, tmp, jobs, threads, log), title, info,
+                         log, {"jobs": jobs})
 
 
 # --------------------------------------------------------------------------
@@ -599,6 +680,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                     help="where the network runs (gpu: needs CuPy and a CUDA device; default cpu)")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="worker processes making figures side by side (default: the number of CPU cores "
+                         "this process may use; 1 = one after another in this process)")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for Numba and BLAS (default 1, fastest for these small batches; 0 = library default)")
     args = ap.parse_args(argv)
@@ -607,6 +691,10 @@ def main(argv=None) -> int:
         ap.error(f"--units must be at least 1, got {args.units}")
     if not (args.steps_scale > 0 and np.isfinite(args.steps_scale)):
         ap.error(f"--steps-scale must be a positive number, got {args.steps_scale}")
+    if args.jobs is None:
+        args.jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.threads < 0:
         ap.error(f"--threads must be 0 (library default) or a positive count, got {args.threads}")
     set_num_threads(args.threads)
@@ -653,7 +741,8 @@ def main(argv=None) -> int:
                 f"{model.num_classes} classes). Images: {len(inputs.x)}.")
         print(f"model {getattr(model, 'path', '?')}: input {model.input_shape}, {model.num_classes} classes; "
               f"{len(inputs.x)} images; writing {args.out}")
-        figures, summary, secs = reproduce(args.out, inputs, info=info, only=args.only)
+        figures, summary, secs = reproduce(args.out, inputs, info=info, only=args.only, jobs=args.jobs,
+                                           threads=args.threads)
     except (X.ExplainError, X.OptimizationError, ModelFileError, OSError, ValueError, DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

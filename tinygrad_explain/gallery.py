@@ -5,8 +5,9 @@ The figures themselves (what is drawn, from which model and images) are recipes 
 :mod:`.figures`; this module only runs them and handles the folder:
 
     prepare_out   check the output folder and make the private work folder inside it
-    build         run the recipes into the work folder, write summary.json and index.html,
-                  then move every file into the output folder (``finish``)
+    build         collect the figures made in the work folder (in any order: they may
+                  come from worker processes), write summary.json and index.html in the
+                  gallery's order, then move every file into the output folder (``finish``)
     finish        the move: each file replaces only its namesake, index.html last
     write_index   the HTML page
 
@@ -25,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,9 @@ class Figure:
     extra_html: str = ""
 
 
-#: a recipe as the gallery runs it: ``make(folder, summary)`` draws its PNGs into ``folder``,
-#: may add numbers to the ``summary`` dict (written as summary.json), and returns its Figure(s)
-Maker = Callable[[Path, dict], Figure | list[Figure]]
+#: what making one figure gives: (its name, its Figures (PNGs in the work folder), the entries it
+#: adds to summary.json, the seconds it took, what it printed that is still to be shown)
+Made = tuple[str, list[Figure], dict, float, str]
 
 
 def prepare_out(out: str | os.PathLike) -> Path:
@@ -99,30 +100,32 @@ def write_index(out: Path, figures: Sequence[Figure], title: str, info: str) -> 
     write_text(out / "index.html", "\n".join(parts) + "\n")
 
 
-def build(out: str | os.PathLike, makers: Sequence[tuple[str, Maker]], title: str, info: str,
-          log: Callable[[str], None]) -> tuple[list[Figure], dict, float]:
-    """Run every ``(name, make)`` of ``makers`` into a private folder, then move the files into
-    ``out`` (index.html last), replacing only the files this run wrote; on any error (or an
-    interrupt) the private folder is removed and ``out`` is left as it was.  Each figure's time
-    is logged and recorded in summary.json.  Returns (figures, summary dict, seconds)."""
-    from tqdm.auto import tqdm
+def build(out: str | os.PathLike, names: Sequence[str], make: Callable[[Path], Iterable[Made]], title: str,
+          info: str, log: Callable[[str], None], extra_summary: dict | None = None) -> tuple[list[Figure], dict, float]:
+    """Make the gallery of the figures ``names`` in ``out``.  ``make(folder)`` draws them into a
+    private work folder and yields one :data:`Made` per figure, in any order; the page and
+    summary.json list them in the order of ``names`` (``extra_summary`` added at the end).  Then
+    the files are moved into ``out`` (index.html last), replacing only the files this run wrote;
+    on any error (or an interrupt) the work folder is removed and ``out`` is left as it was.
+    Returns (figures, summary dict, seconds)."""
     out = Path(out)
     tmp = prepare_out(out)
     t0 = time.perf_counter()
-    figures, summary, times = [], {}, {}
+    made, summary, times = {}, {}, {}
     try:
-        for name, make in tqdm(makers, desc="figures", unit="fig", dynamic_ncols=True):
-            t = time.perf_counter()
-            res = make(tmp, summary)
-            dt = time.perf_counter() - t
-            res = res if isinstance(res, list) else [res]
+        for name, res, part, dt, printed in make(tmp):
+            if printed.strip():
+                log(printed.rstrip("\n"))
             for r in res:
                 r.seconds = dt / len(res)
-            figures += res
+            made[name] = res
+            summary.update(part)
             times[name] = dt
             log(f"[{name}] {dt:.1f} s")
-        summary["seconds"] = times
+        figures = [f for name in names for f in made[name]]
+        summary["seconds"] = {name: times[name] for name in names}
         summary["total_seconds"] = time.perf_counter() - t0
+        summary.update(extra_summary or {})
         write_text(tmp / "summary.json", json.dumps(summary, indent=1))
         write_index(tmp, figures, title, info)
         files = sorted(p.name for p in tmp.iterdir() if p.name != "index.html") + ["index.html"]
