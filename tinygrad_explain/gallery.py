@@ -2,7 +2,8 @@
 their captions, written so that an interrupted run leaves nothing half done.
 
 The figures themselves (what is drawn, from which model and images) are recipes in
-:mod:`.figures`; this module only runs them and handles the folder:
+:mod:`.figures`, which also runs them; this module collects what they drew and handles
+the folder:
 
     prepare_out   check the output folder and make the private work folder inside it
     build         collect the figures made in the work folder (in any order: they may
