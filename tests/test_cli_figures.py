@@ -2,6 +2,7 @@
 random-weight scene model (mechanics and error messages, not quality)."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -175,6 +176,22 @@ def test_reproduce_figures_small(model_file, tmp_path, capsys):
     assert "saliency.png" not in (out / "index.html").read_text()
 
 
+def test_reproduce_figures_jobs_give_the_same_pictures(model_file, tmp_path, capsys):
+    """Figures made side by side in worker processes (--jobs 2) are the same files as one after
+    another in this process (--jobs 1): each figure is seeded and independent of the others."""
+    only = ["--only", "toy", "class models", "saliency", "inversion"]
+    common = ["--weights", model_file, "--steps-scale", "0.01", "--units", "1"] + only
+    assert figures.main(["--out", str(tmp_path / "one"), "--jobs", "1"] + common) == 0
+    assert figures.main(["--out", str(tmp_path / "two"), "--jobs", "2"] + common) == 0
+    assert "worker processes" in capsys.readouterr().out
+    pngs = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
+    assert pngs == sorted(p.name for p in (tmp_path / "two").glob("*.png")) and len(pngs) == 4
+    for name in pngs:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert list(a["seconds"]) == list(b["seconds"]) == ["toy", "class models", "saliency", "inversion"]
+
+
 def test_plot_benchmark(tmp_path):
     from tinygrad_explain.explain.benchmark import COLUMNS, METHODS
     rows = {m: {c: 0.1 * k for c, _ in COLUMNS} for k, m in enumerate(METHODS)}
@@ -198,7 +215,7 @@ def test_reproduce_figures_failure_leaves_nothing(model_file, tmp_path, monkeypa
         raise te.explain.OptimizationError("NaN/Inf in the objective at step 3/10")
 
     monkeypatch.setattr(figures, "FIGURES", [("toy", figures.fig_toy), ("class models", boom)])
-    rc = figures.main(["--out", str(tmp_path / "g"), "--weights", model_file])
+    rc = figures.main(["--out", str(tmp_path / "g"), "--weights", model_file, "--jobs", "1"])
     assert rc == 2 and "NaN" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
@@ -254,7 +271,7 @@ def test_reproduce_figures_failure_keeps_old_gallery(model_file, tmp_path, monke
         raise te.explain.OptimizationError("NaN/Inf in the objective at step 3/10")
 
     monkeypatch.setattr(figures, "FIGURES", [("toy", figures.fig_toy), ("class models", boom)])
-    assert figures.main(["--out", str(out), "--weights", model_file]) == 2
+    assert figures.main(["--out", str(out), "--weights", model_file, "--jobs", "1"]) == 2
     assert {p.name for p in out.iterdir()} == {"index.html", "notes.txt"}       # no work folder left
     assert (out / "index.html").read_text() == "old gallery"
 

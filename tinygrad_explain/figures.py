@@ -1,7 +1,7 @@
 """Every figure of the lecture "Explaining CNNs: Early Methods", as PNGs plus an HTML gallery.
 
-``reproduce(out_dir, model, images)`` is what ``scripts/reproduce_figures.py``
-runs.  Figures (file names in the gallery order):
+``main`` is ``scripts/reproduce_figures.py``; ``reproduce(out_dir, inputs)`` makes
+the gallery.  Figures (file names in the gallery order):
 
     toy_relu_rules.png     the slide's 4x4 example: ReLU forward, then the gradient
                            passed back by backprop / deconvnet / guided backprop
@@ -25,20 +25,20 @@ runs.  Figures (file names in the gallery order):
                            shipped scenes, each activation projected back by deconvnet and guided
                            backprop (Zeiler & Fergus 2014, fig. 2)
 
-Everything is drawn into a private temporary folder (inside ``out_dir``, or
-beside it when it does not exist yet); only when every figure is done are
-the files moved into ``out_dir`` (``index.html`` last), each replacing just
-its namesake.  So an interrupted run leaves the old gallery as it was, and
-nothing else in ``out_dir`` -- notes, other figures, figures left out by
-``--only``, subfolders -- is ever removed (``--out .`` is safe).
+This module holds the recipes (``fig_*``: what each figure draws, from which
+model and images, with which settings), the inputs they are made from
+(:class:`Inputs`), how they are run (one after another, or side by side in
+worker processes) and the command line; :mod:`.gallery` collects them into a
+folder with an HTML page, so that an interrupted run leaves the old gallery as
+it was and nothing else in ``out_dir`` is ever removed (``--out .`` is safe).
 """
 from __future__ import annotations
 
 import html
 import json
 import os
-import shutil
-import tempfile
+import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,6 +49,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import explain as X
+from . import gallery
 from . import image as te_image
 from .device import set_num_threads
 from .draw import (
@@ -64,8 +65,9 @@ from .draw import (
     table_image,
     upscale,
 )
+from .gallery import Figure
 from .modelfile import DEFAULT_WEIGHTS
-from .safe_io import atomic_write, write_text
+from .safe_io import atomic_write
 
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
@@ -81,15 +83,6 @@ LECTURE_IMAGENET_CLASSES = ["washer", "goose", "ostrich", "limousine", "computer
 # --------------------------------------------------------------------------
 # the figures
 # --------------------------------------------------------------------------
-@dataclass
-class Figure:
-    name: str
-    file: str
-    caption: str
-    seconds: float = 0.0
-    extra_html: str = ""
-
-
 @dataclass
 class Inputs:
     """What the figures are made from: the model, sample images in model space
@@ -558,89 +551,92 @@ def file_inputs(model, paths):
 
 
 # --------------------------------------------------------------------------
-# the gallery
+# making the figures (gallery.py collects them into a folder with index.html)
 # --------------------------------------------------------------------------
-def _prepare_out(out: Path) -> Path:
-    """Check ``out`` and make the private folder the figures are drawn into.
+#: rough share of the main job's time per figure (embedded model), longest first: the order in
+#: which ``jobs > 1`` hands the figures to the worker processes, so that the long ones start first
+COST_ORDER = ("inversion", "class models", "inversion layers", "neurons", "sanity", "zeiler fergus", "methods",
+              "grabcut", "saliency", "rules", "toy")
 
-    ``out`` may be missing (it is created), empty, or hold anything else
-    (``--out .``): only the files this run writes are replaced there, when
-    the run is complete.  The work folder lies inside ``out`` when it exists
-    (same file system, so each file is moved atomically), else beside it."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {str(out)!r} exists and is not a folder")
-    where = out if out.is_dir() else out.resolve().parent
+
+_BAR = re.compile(r"\d+/\d+ \[|\?it/s|it/s\]|s/it\]")
+
+
+def _without_bars(text: str) -> str:
+    """What a worker wrote to stderr, less its progress bars (the parent shows one bar of its own)."""
+    keep = []
+    for line in text.split("\n"):
+        line = line.rsplit("\r", 1)[-1].replace("\x1b[A", "").rstrip()
+        if line and not _BAR.search(line):
+            keep.append(line)
+    return "\n".join(keep)
+
+
+def _make_figure(name, inputs, tmp, threads=None):
+    """Make one figure into ``tmp``: (name, [Figure], the summary entries it wrote, seconds,
+    what it printed to stdout).  Runs in the main process (``threads=None``: it prints as it goes) or in a
+    worker process of :func:`reproduce` (its printing is returned for the parent to show)."""
+    fn = dict(FIGURES)[name]
+    summary = {}
+    t = time.perf_counter()
+    if threads is None:
+        res = fn(inputs, Path(tmp), summary)
+        return name, (res if isinstance(res, list) else [res]), summary, time.perf_counter() - t, ""
+    import contextlib
+    import io
+    set_num_threads(threads)                     # a fresh worker process: its own thread settings
+    out, err = io.StringIO(), io.StringIO()
     try:
-        if not out.exists():
-            where.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name or 'figures'}.partial-", dir=where))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)                # mkdtemp's 0700 would hide a new gallery from others
-    except OSError as e:
-        raise PermissionError(f"cannot write to the output folder {out} ({e.strerror or e})") from None
-    return tmp
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            res = fn(inputs, Path(tmp), summary)
+    finally:                                     # warnings and errors still reach the terminal
+        rest = _without_bars(err.getvalue())
+        if rest:
+            sys.stderr.write(rest + "\n")
+    return name, (res if isinstance(res, list) else [res]), summary, time.perf_counter() - t, out.getvalue()
 
 
-def _finish(tmp: Path, out: Path, written):
-    """Move the files of this run (``written``, index.html last) from ``tmp`` into ``out``.
-
-    A missing ``out`` is the work folder renamed.  In an existing folder each
-    file replaces only its namesake; every other file or folder there is kept."""
-    out = Path(out)
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    for name in written:
-        os.replace(tmp / name, out / name)
-    tmp.rmdir()
-
-
-def write_index(out: Path, figures, title, info):
-    parts = [f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
-             "figure{margin:2em 0}img{max-width:100%;image-rendering:pixelated}"
-             "figcaption{max-width:60em;margin-top:.5em}table.m td,table.toy table td{border:1px solid #999;"
-             "padding:2px 6px;text-align:right}table.toy>tbody>tr>td{vertical-align:top;padding-right:1.5em}"
-             "</style>", f"<h1>{html.escape(title)}</h1>", f"<p>{info}</p>"]
-    for f in figures:
-        parts.append(f"<figure id={f.name}><img src=\"{f.file}\" alt=\"{html.escape(f.name)}\">"
-                     f"<figcaption>{f.caption} <i>({f.seconds:.1f} s)</i>{f.extra_html}</figcaption></figure>")
-    write_text(out / "index.html", "\n".join(parts) + "\n")
-
-
-def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info="", only=None, log=None):
-    """Make every figure into ``out``: drawn in a private folder, then moved in file by file
-    (index.html last), replacing only the files this run wrote.  Returns (figures, summary dict, seconds)."""
+def _make_all(todo, inputs, tmp, jobs, threads, log):
+    """Yield _make_figure's results for the names in ``todo``: one after another in this
+    process, or with ``jobs`` > 1 in that many worker processes (spawned, so each has its own
+    Numba threads; the figures are independent and seeded, so the pictures are the same)."""
     from tqdm.auto import tqdm
-    log = log or _say
-    out = Path(out)
-    tmp = _prepare_out(out)
-    t0 = time.perf_counter()
-    figures, summary, times = [], {}, {}
+    bar = tqdm(total=len(todo), desc="figures", unit="fig", dynamic_ncols=True)
     try:
-        todo = [(n, f) for n, f in FIGURES if only is None or n in only]
-        for name, fn in tqdm(todo, desc="figures", unit="fig", dynamic_ncols=True):
-            t = time.perf_counter()
-            res = fn(inputs, tmp, summary)
-            dt = time.perf_counter() - t
-            res = res if isinstance(res, list) else [res]
-            for r in res:
-                r.seconds = dt / len(res)
-            figures += res
-            times[name] = dt
-            log(f"[{name}] {dt:.1f} s")
-        summary["seconds"] = times
-        summary["total_seconds"] = time.perf_counter() - t0
-        write_text(tmp / "summary.json", json.dumps(summary, indent=1))
-        write_index(tmp, figures, title, info)
-        files = sorted(p.name for p in tmp.iterdir() if p.name != "index.html") + ["index.html"]
-        _finish(tmp, out, files)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return figures, summary, time.perf_counter() - t0
+        if jobs <= 1 or len(todo) <= 1:
+            for name in todo:
+                yield _make_figure(name, inputs, tmp)
+                bar.update()
+            return
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        order = sorted(todo, key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))
+        log(f"making {len(todo)} figures in {min(jobs, len(todo))} worker processes")
+        pool = cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn"))
+        futures = [pool.submit(_make_figure, n, inputs, str(tmp), threads) for n in order]
+        with pool:
+            try:
+                for f in cf.as_completed(futures):
+                    yield f.result()
+                    bar.update()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        bar.close()
+
+
+def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info="", only=None, log=None,
+              jobs: int = 1, threads: int | None = 1):
+    """Make every figure into ``out``: drawn in a private folder, then moved in file by file
+    (index.html last), replacing only the files this run wrote.  ``jobs`` > 1 makes the
+    figures in that many worker processes (each with ``threads`` Numba/BLAS threads); the
+    gallery keeps the order of FIGURES.  Returns (figures, summary dict, seconds)."""
+    log = log or _say
+    todo = [n for n, _ in FIGURES if only is None or n in only]
+    return gallery.build(out, todo, lambda tmp: _make_all(todo, inputs, tmp, jobs, threads, log), title, info,
+                         log, {"jobs": jobs})
 
 
 # --------------------------------------------------------------------------
@@ -684,6 +680,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                     help="where the network runs (gpu: needs CuPy and a CUDA device; default cpu)")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="worker processes making figures side by side (default: the number of CPU cores "
+                         "this process may use; 1 = one after another in this process)")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for Numba and BLAS (default 1, fastest for these small batches; 0 = library default)")
     args = ap.parse_args(argv)
@@ -692,6 +691,10 @@ def main(argv=None) -> int:
         ap.error(f"--units must be at least 1, got {args.units}")
     if not (args.steps_scale > 0 and np.isfinite(args.steps_scale)):
         ap.error(f"--steps-scale must be a positive number, got {args.steps_scale}")
+    if args.jobs is None:
+        args.jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.threads < 0:
         ap.error(f"--threads must be 0 (library default) or a positive count, got {args.threads}")
     set_num_threads(args.threads)
@@ -703,7 +706,7 @@ def main(argv=None) -> int:
     from .device import DeviceUnavailable
     t0 = time.perf_counter()
     try:
-        _prepare_out(Path(args.out)).rmdir()       # fail early on an unwritable folder
+        gallery.prepare_out(args.out).rmdir()       # fail early on an unwritable folder
         model = load_model(args.weights, device=args.device)
         embedded = args.weights is None
         if args.images:
@@ -738,7 +741,8 @@ def main(argv=None) -> int:
                 f"{model.num_classes} classes). Images: {len(inputs.x)}.")
         print(f"model {getattr(model, 'path', '?')}: input {model.input_shape}, {model.num_classes} classes; "
               f"{len(inputs.x)} images; writing {args.out}")
-        figures, summary, secs = reproduce(args.out, inputs, info=info, only=args.only)
+        figures, summary, secs = reproduce(args.out, inputs, info=info, only=args.only, jobs=args.jobs,
+                                           threads=args.threads)
     except (X.ExplainError, X.OptimizationError, ModelFileError, OSError, ValueError, DeviceUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
