@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """CPU benchmark: this engine against PyTorch's CPU build, measured side by side.
 
-For each AlexNet variant and batch size it alternates the two engines
-(te, torch, te, torch, ...) after a warm-up, and prints the median of
-``--repeats`` runs and the ratio te/torch (< 1 means this engine is faster):
+For each AlexNet variant -- "embedded" (the shipped 64x64 scene model),
+"torchvision" (224) and "caffe" (227, with LRN and groups; both ImageNet shapes
+with random weights) -- and batch size it alternates the two engines (te, torch,
+te, torch, ...) after a warm-up, and prints the median of ``--repeats`` runs,
+the ratio te/torch (< 1 means this engine is faster) and the 1-minute load
+average at the time (the machine may be shared; the ratios are what count):
 
-    forward               scores = model(x)
-    fwd+grad backprop     dS_c/dx with the true gradient
-    fwd+grad guided       dS_c/dx with guided backpropagation
+    forward                scores = model(x)
+    fwd+grad <rule>        dS_c/dx, the ReLUs passing back by ``--rules``
+                           (backprop: the true gradient; deconvnet; guided)
 
 ``--fc`` times the fully connected kernel against BLAS at growing batch (the
 crossover, ``ops.Linear.SKINNY_MAX_ROWS``) and fc6's batch-8 forward against
@@ -21,8 +24,8 @@ forward and its backward to the layer input, this engine against the same
 torch module, timed alternately on the same recorded input (the layers of the
 two AlexNets correspond one to one, see ``torch_reference``).
 
-It also reports peak memory of batch-8 forward+input-gradient (each engine in
-a fresh child process), cold and warm start-up to a first input gradient
+It also reports peak memory of forward+input-gradient at ``--mem-batches``
+for each variant (each engine in a fresh child process), cold and warm start-up to a first input gradient
 (a child process with an empty / a filled Numba cache), and the time of one
 training step of the embedded model at batch 128.
 
@@ -59,12 +62,28 @@ def blas_info():
         return f"{b.get('name', '?')} {b.get('version', '')}"
 
 
-def te_setup(variant, batch):
+VARIANTS = ("embedded", "torchvision", "caffe")
+
+
+def te_model(variant):
+    """"embedded": the shipped scene model (64x64, trained); "torchvision" (224) / "caffe"
+    (227): the ImageNet AlexNets with random weights (seed 0)."""
     import tinygrad_explain as te
     te.manual_seed(0)
-    model = te.models.alexnet(variant)
+    return te.load_model() if variant == "embedded" else te.models.alexnet(variant)
+
+
+def torch_twin(te_model):
+    """The same network in torch, one module per layer (torch_reference.from_network)."""
+    from tinygrad_explain.torch_reference import from_network
+    return from_network(te_model)
+
+
+def te_setup(variant, batch):
+    import tinygrad_explain as te
+    model = te_model(variant)
     x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
-    onehot = np.zeros((batch, 1000), np.float32)
+    onehot = np.zeros((batch, model.num_classes), np.float32)
     onehot[:, 3] = 1
 
     def fwd():
@@ -79,37 +98,46 @@ def te_setup(variant, batch):
                 s.backward(onehot)
             return xt.grad
         return run
-    return model, fwd, grad("backprop"), grad("guided")
+    return model, fwd, grad
+
+
+# what a ReLU passes back under each rule, as a torch backward hook's replacement of
+# grad_input (gi = go * [x > 0]); None: torch's own backward (the true gradient)
+TORCH_RULES = {"backprop": None,
+               "guided": lambda mod, gi, go: (gi[0].clamp(min=0),),         # go * [x > 0] * [go > 0]
+               "deconvnet": lambda mod, gi, go: (go[0].clamp(min=0),)}      # go * [go > 0]
 
 
 def torch_setup(variant, batch, te_model):
+    """(fwd, grad): ``grad(rule)`` is a run of forward + input gradient under ``rule`` on
+    a fresh torch twin (the rule's hooks on its ReLUs; so backprop runs hook-free)."""
     import torch
-
-    from tinygrad_explain.torch_reference import build
-    tm = build(variant, te_model.state_dict())
-    for p in tm.parameters():                # input gradient only, as in this engine
-        p.requires_grad_(False)
     x = torch.tensor(np.random.default_rng(0).standard_normal((batch,) + te_model.input_shape).astype(np.float32))
+
+    def twin():
+        tm = torch_twin(te_model)
+        for p in tm.parameters():                # input gradient only, as in this engine
+            p.requires_grad_(False)
+        return tm
+    tm = twin()
 
     def fwd():
         with torch.no_grad():
             return tm(x)
 
-    def grad(guided):
-        hooks = []
-        if guided:
-            for m in tm.modules():
+    def grad(rule):
+        tr = twin()
+        if TORCH_RULES[rule] is not None:
+            for m in tr.modules():
                 if isinstance(m, torch.nn.ReLU):
-                    hooks.append(m.register_full_backward_hook(lambda mod, gi, go: (gi[0].clamp(min=0),)))
+                    m.register_full_backward_hook(TORCH_RULES[rule])
 
         def run():
             xt = x.clone().requires_grad_(True)
-            tm(xt)[:, 3].sum().backward()
+            tr(xt)[:, 3].sum().backward()
             return xt.grad
-        run.hooks = hooks
         return run
-    g1 = grad(False)
-    return fwd, g1, grad
+    return fwd, grad
 
 
 def timeit(fn, warm=2):
@@ -143,20 +171,21 @@ def run_speed(args, have_torch):
     rows = []
     for variant in args.variants:
         for batch in args.batches:
-            model, fwd, gb, gg = te_setup(variant, batch)
-            if have_torch:
-                tfwd, tgb, tgrad = torch_setup(variant, batch, model)
-                rows.append((variant, batch) + compare("forward", fwd, tfwd, args.repeats))
-                rows.append((variant, batch) + compare("fwd+grad backprop", gb, tgb, args.repeats))
-                # guided in torch: hooks on a fresh copy so backprop timings above are hook-free
-                tfwd2, _, tgrad2 = torch_setup(variant, batch, model)
-                rows.append((variant, batch) + compare("fwd+grad guided", gg, tgrad2(True), args.repeats))
-            else:
-                for name, f in (("forward", fwd), ("fwd+grad backprop", gb), ("fwd+grad guided", gg)):
-                    rows.append((variant, batch) + compare(name, f, None, args.repeats))
+            model, fwd, grad = te_setup(variant, batch)
+            tfwd, tgrad = torch_setup(variant, batch, model) if have_torch else (None, lambda rule: None)
+            rows.append((variant, batch) + compare("forward", fwd, tfwd, args.repeats) + (uptime(),))
+            print_row(rows[-1:])
+            for rule in args.rules:
+                rows.append((variant, batch) + compare(f"fwd+grad {rule}", grad(rule), tgrad(rule), args.repeats)
+                            + (uptime(),))
+                print_row(rows[-1:])
             del model
-            print_row(rows[-3:])
     return rows
+
+
+def uptime():
+    """The 1-minute load average (how busy the machine was)."""
+    return os.getloadavg()[0]
 
 
 def read_once_ms(w, repeats):
@@ -223,9 +252,9 @@ def run_reduced(args, have_torch):
           f"{'f32 vs torch':>12} {'grad':>9}   {'f32 ms':>7} {'bf16 ms':>7} {'ratio':>6}")
     for variant in args.variants:
         for batch in args.batches:
-            model, _, grad32, _ = te_setup(variant, batch)
+            model, _, _ = te_setup(variant, batch)
             x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
-            onehot = np.zeros((batch, 1000), np.float32)
+            onehot = np.zeros((batch, model.num_classes), np.float32)
             onehot[:, 3] = 1
             fcs = [l for l in model.layers.values() if isinstance(l, te.nn.Linear)]
 
@@ -241,7 +270,7 @@ def run_reduced(args, have_torch):
                 return float(np.abs(a - b).max() / np.abs(b).max())
             s32, g32 = run(None)
             s16, g16 = run("bfloat16")
-            m64 = te.models.alexnet(variant)
+            m64 = te_model(variant)
             m64.load_state_dict(model.state_dict())
             m64.astype(np.float64)
             x64 = te.Tensor(x.astype(np.float64), requires_grad=True)
@@ -252,9 +281,7 @@ def run_reduced(args, have_torch):
             ts, tg = float("nan"), float("nan")
             if have_torch:
                 import torch
-
-                from tinygrad_explain.torch_reference import build
-                tm = build(variant, model.state_dict())
+                tm = torch_twin(model)
                 xt = torch.tensor(x, requires_grad=True)
                 sc = tm(xt)
                 sc.backward(torch.from_numpy(onehot))
@@ -425,10 +452,8 @@ def profile_layers(variant, batch, repeats):
     import torch
 
     import tinygrad_explain as te
-    from tinygrad_explain.torch_reference import build
-    te.manual_seed(0)
-    model = te.models.alexnet(variant)
-    seq = build(variant, model.state_dict())
+    model = te_model(variant)
+    seq = torch_twin(model)
     for p in seq.parameters():
         p.requires_grad_(False)
     x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
@@ -468,9 +493,9 @@ def print_profile(variant, batch, rows):
 
 
 def print_row(rows):
-    for variant, batch, name, a, b in rows:
-        print(f"{variant:<12} {batch:>5}  {name:<18} {a:9.1f} {b:9.1f}   {a / b if b == b else float('nan'):6.2f}x",
-              flush=True)
+    for variant, batch, name, a, b, load in rows:
+        print(f"{variant:<12} {batch:>5}  {name:<20} {a:9.1f} {b:9.1f}   {a / b if b == b else float('nan'):6.2f}x"
+              f"   {load:5.1f}", flush=True)
 
 
 CHILD = r"""
@@ -482,17 +507,17 @@ def status(key):
             if line.startswith(key): return int(line.split()[1]) * 1024
 import tinygrad_explain as te
 te.manual_seed(0)
-m = te.models.alexnet(variant)
+m = te.load_model() if variant == 'embedded' else te.models.alexnet(variant)
 shape = m.input_shape
 if engine == 'te':
     def step(b):
         x = np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)
-        oh = np.zeros((b, 1000), np.float32); oh[:, 3] = 1
+        oh = np.zeros((b, m.num_classes), np.float32); oh[:, 3] = 1
         xt = te.Tensor(x, requires_grad=True); m(xt).backward(oh); return xt.grad
 else:
     import torch; torch.set_num_threads(%d)
-    from tinygrad_explain.torch_reference import build
-    tm = build(variant, m.state_dict()); del m
+    from tinygrad_explain.torch_reference import from_network
+    tm = from_network(m); del m
     for p in tm.parameters(): p.requires_grad_(False)
     def step(b):
         x0 = np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)
@@ -572,8 +597,9 @@ def main():
     from tinygrad_explain.device import rerun_without_blas_pins
     rerun_without_blas_pins()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", nargs="+", default=["torchvision", "caffe"], choices=["torchvision", "caffe"])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    ap.add_argument("--rules", nargs="+", default=["backprop", "deconvnet", "guided"], choices=list(TORCH_RULES))
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     ap.add_argument("--profile", action="store_true", help="per-layer forward/backward table against torch")
@@ -584,6 +610,7 @@ def main():
     ap.add_argument("--loop-steps", type=int, default=5, help="steps per timed run of --loops")
     ap.add_argument("--fc-batches", nargs="+", type=int, default=[1, 2, 4, 8, 16, 24, 32, 64])
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--mem-batches", nargs="+", type=int, default=[8], help="batches of the peak-memory table")
     ap.add_argument("--no-startup", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--keep-blas-env", action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE as set")
@@ -604,7 +631,7 @@ def main():
     print(f"reference:   {tinfo}")
     print(f"\nmedian of {args.repeats} runs, milliseconds (te / torch)\n")
     if not args.no_speed:
-        print(f"{'variant':<12} {'batch':>5}  {'measure':<18} {'te':>9} {'torch':>9}   {'ratio':>6}")
+        print(f"{'variant':<12} {'batch':>5}  {'measure':<20} {'te':>9} {'torch':>9}   {'ratio':>6}   {'load':>5}")
         run_speed(args, have_torch)
     if args.fc:
         run_fc(args)
@@ -618,11 +645,15 @@ def main():
                 print_profile(variant, batch, profile_layers(variant, batch, args.repeats))
 
     if not args.no_memory and have_torch:
-        mem = run_memory("torchvision", 8, args.threads)
-        if None not in mem.values():
-            print(f"\npeak memory, batch-8 fwd+grad (torchvision), above the loaded model: "
-                  f"te {mem['te'] / 2**20:.0f} MiB (with {mem['te packed'] / 2**20:.0f} MiB of packed fc weights), "
-                  f"torch {mem['torch'] / 2**20:.0f} MiB, ratio {mem['te'] / mem['torch']:.2f}x")
+        print(f"\npeak memory of fwd+grad, above the loaded model (each engine in a fresh process, load "
+              f"{uptime():.1f})")
+        for variant in args.variants:
+            for batch in args.mem_batches:
+                mem = run_memory(variant, batch, args.threads)
+                if None not in mem.values():
+                    print(f"{variant:<12} {batch:>5}  te {mem['te'] / 2**20:6.0f} MiB (with "
+                          f"{mem['te packed'] / 2**20:.0f} MiB of packed fc weights), torch "
+                          f"{mem['torch'] / 2**20:6.0f} MiB, ratio {mem['te'] / mem['torch']:.2f}x", flush=True)
     if not args.no_startup:
         cold, warm = run_startup()
         print(f"\nstart-up to first input gradient (new process): cold cache {cold:.1f} s, warm cache {warm:.1f} s")
