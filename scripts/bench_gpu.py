@@ -109,8 +109,8 @@ def class_model_pair(model, tm, steps, lr=0.01, l2=1e-3, target=3):
     import torch
 
     import tinygrad_explain as te
-    from tinygrad_explain.explain._common import data_scale
     from tinygrad_explain.explain.visualize import CLASS_MODEL_DEFAULTS
+    from tinygrad_explain.image import data_scale
     noise = CLASS_MODEL_DEFAULTS.get("init_noise", 0.0) * data_scale(model)
 
     def te_run():
