@@ -21,7 +21,6 @@ import numpy as np
 
 from .. import device as _device
 from ..engine import Tensor, _xp
-from ..image import data_scale, pixel_bounds  # noqa: F401  (visualize.py and inversion.py import them from here)
 from ..models import Network
 
 # --------------------------------------------------------------------------
