@@ -211,12 +211,12 @@ def outliers(n, backgrounds, g: torch.Generator, size=64):
 
 
 def render_backgrounds(n, seed=123, size=64):
-    """Item-free backgrounds drawn like the scenes' (scenes._background), float32 (n, 3, size, size)."""
+    """Item-free backgrounds drawn like the scenes' (scenes.background), float32 (n, 3, size, size)."""
     rng = np.random.default_rng(seed)
     out = np.empty((n, size, size, 3), np.float32)
     for i in range(n):
         lo = rng.uniform(0.0, 0.75)
-        out[i] = scenes._background(rng, size, lo, min(lo + rng.uniform(0.08, 0.3), 1.0))
+        out[i] = scenes.background(rng, size, lo, min(lo + rng.uniform(0.08, 0.3), 1.0))
     return torch.from_numpy(out.transpose(0, 3, 1, 2).copy())
 
 

@@ -1,6 +1,7 @@
-"""The public API carries type hints: every public function and method of the explainers and of
-image / draw / models / modelfile annotates its parameters and its return, and every annotation
-names something that exists (``typing.get_type_hints`` resolves it)."""
+"""The public API carries type hints: every public function and method of the engine, the ops
+(Tensor's methods and properties, each Function's forward/backward, the functional API), the layers,
+the explainers and image / draw / models / modelfile annotates its parameters and its return, and
+every annotation names something that exists (``typing.get_type_hints`` resolves it)."""
 import importlib
 import inspect
 import typing
@@ -12,7 +13,7 @@ from tinygrad_explain.models import LayerOutputs, Network
 MODULES = ["tinygrad_explain.explain." + m for m in (
     "_common", "attribution", "metrics", "sanity", "quality", "transforms", "benchmark", "features", "gradients",
     "optimize", "visualize", "inversion", "grabcut", "methods", "regularizers")] + \
-    ["tinygrad_explain." + m for m in ("image", "draw", "models", "modelfile", "gallery")]
+    ["tinygrad_explain." + m for m in ("engine", "ops", "nn", "image", "draw", "models", "modelfile", "gallery")]
 
 
 def _public_callables(mod):
@@ -34,8 +35,9 @@ def test_public_api_is_annotated(module):
     mod = importlib.import_module(module)
     problems = []
     for name, f in _public_callables(mod):
-        try:   # image / modelfile import Network for the hints only (TYPE_CHECKING)
-            hints = typing.get_type_hints(f, vars(mod), {"Network": Network, "LayerOutputs": LayerOutputs})
+        try:   # in the function's own module (ops attaches methods to Tensor); image / modelfile
+            # import Network for the hints only (TYPE_CHECKING)
+            hints = typing.get_type_hints(f, f.__globals__, {"Network": Network, "LayerOutputs": LayerOutputs})
         except NameError as e:
             problems.append(f"{name}: {e}")
             continue

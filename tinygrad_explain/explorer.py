@@ -284,7 +284,7 @@ class Explorer:
         (x > 0) and the fraction of the gradient entries it passed back under ``rule``."""
         from .draw import heat
         from .engine import Tensor, relu_backward
-        from .explain._common import resolve_objective
+        from .explain import resolve_objective
         m = self.model
         names = m.layer_names
         obj = resolve_objective(m, target, 1)          # the seed te.explain.gradient starts from

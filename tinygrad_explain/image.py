@@ -56,7 +56,7 @@ if TYPE_CHECKING:                    # hints only: image.py reads nothing but tw
 ImageSource = Union[str, bytes, os.PathLike, Image.Image, np.ndarray]
 
 __all__ = ["load", "load_pil", "to_display", "normalize_display", "preprocessing_of", "pixels_to_model", "to_model",
-           "model_to_pixels", "channel_stats"]
+           "model_to_pixels", "pixel_bounds", "data_scale", "channel_stats"]
 
 _RESAMPLE = Image.Resampling.BILINEAR if hasattr(Image, "Resampling") else Image.BILINEAR
 
@@ -214,6 +214,25 @@ def model_to_pixels(x: np.ndarray, model: Network) -> np.ndarray:
     if C == 3 and pre["channel_order"] == "BGR":
         a = a[::-1]
     return a
+
+
+def pixel_bounds(model: Network) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi), each (C, 1, 1) float32: the model-space values of pixel 0 and pixel 255
+    per channel (in the model's channel order)."""
+    pre = preprocessing_of(model)
+    mean, std, scale = pre["mean"], pre["std"], pre["pixel_scale"]
+    lo = (0.0 - mean) / std
+    hi = (scale - mean) / std
+    return (np.minimum(lo, hi).astype(np.float32)[:, None, None],
+            np.maximum(lo, hi).astype(np.float32)[:, None, None])
+
+
+def data_scale(model: Network) -> float:
+    """B: the largest magnitude a real image can have in model space (the half-range of
+    the pixel values around the mean).  Mahendran & Vedaldi normalise their
+    regularisers by it, so that the same weights work for [0,1]/std and [0,255]-mean inputs."""
+    lo, hi = pixel_bounds(model)
+    return float(max(np.abs(lo).max(), np.abs(hi).max()))
 
 
 def channel_stats(images_uint8: np.ndarray, pixel_scale: float = 1.0,

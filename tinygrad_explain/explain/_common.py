@@ -21,7 +21,6 @@ import numpy as np
 
 from .. import device as _device
 from ..engine import Tensor, _xp
-from ..image import preprocessing_of
 from ..models import Network
 
 # --------------------------------------------------------------------------
@@ -87,25 +86,6 @@ def as_batch(model: Network, x: Images) -> Array:
     except (TypeError, ValueError) as e:
         raise ExplainError(str(e)) from None
     return _xp(data).ascontiguousarray(data)
-
-
-def pixel_bounds(model: Network) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi), each (C, 1, 1) float32: the model-space values of pixel 0 and pixel 255
-    per channel (in the model's channel order)."""
-    pre = preprocessing_of(model)
-    mean, std, scale = pre["mean"], pre["std"], pre["pixel_scale"]
-    lo = (0.0 - mean) / std
-    hi = (scale - mean) / std
-    return (np.minimum(lo, hi).astype(np.float32)[:, None, None],
-            np.maximum(lo, hi).astype(np.float32)[:, None, None])
-
-
-def data_scale(model: Network) -> float:
-    """B: the largest magnitude a real image can have in model space (the half-range of
-    the pixel values around the mean).  Mahendran & Vedaldi normalise their
-    regularisers by it, so that the same weights work for [0,1]/std and [0,255]-mean inputs."""
-    lo, hi = pixel_bounds(model)
-    return float(max(np.abs(lo).max(), np.abs(hi).max()))
 
 
 # --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ..engine import no_grad
+from ..image import pixel_bounds
 from ..models import Network
 from ._common import (
     Array,
@@ -29,7 +30,6 @@ from ._common import (
     LayerName,
     Target,
     as_batch,
-    pixel_bounds,
     resolve_layer,
     resolve_objective,
     to_host,

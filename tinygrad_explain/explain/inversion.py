@@ -50,8 +50,9 @@ import numpy as np
 
 from .. import device as _device
 from ..engine import Tensor, no_grad
+from ..image import data_scale, pixel_bounds
 from ..models import Network
-from ._common import ExplainError, Images, LayerName, as_batch, data_scale, pixel_bounds, resolve_layer
+from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 from .optimize import optimize, step_schedule
 from .optimize import recipe as _recipe_settings
 from .regularizers import gaussian_blur

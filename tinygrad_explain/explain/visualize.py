@@ -39,14 +39,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..image import data_scale, pixel_bounds
 from ..models import Network
 from ._common import (
     ExplainError,
     LayerName,
     Unit,
     class_names,
-    data_scale,
-    pixel_bounds,
     resolve_class,
     resolve_layer,
     resolve_unit,
