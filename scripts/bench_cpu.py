@@ -312,6 +312,23 @@ def _torch_image_map(P, colour):
     return image, from_image
 
 
+def _torch_start(model, n, init_std, lr, seed):
+    """For the torch loops: the image map of recipe "natural" (Fourier, natural colour),
+    the parameter of ``n`` random starts of std ``init_std`` B, and Adam at ``lr`` B."""
+    import torch
+
+    from tinygrad_explain.explain import transforms as T
+    from tinygrad_explain.image import data_scale
+    from tinygrad_explain.explain.visualize import natural_colour
+    C, H, W = model.input_shape
+    B = data_scale(model)
+    colour = natural_colour(model)
+    image, from_image = _torch_image_map(T.Parameterization("fourier", (H, W), colour=colour), colour)
+    x0 = (init_std * B * np.random.default_rng(seed).standard_normal((n, C, H, W))).astype(np.float32)
+    p = from_image(torch.from_numpy(x0)).detach().requires_grad_(True)
+    return image, from_image, p, torch.optim.Adam([p], lr=lr * B), B
+
+
 def _torch_transform(x, dy, dx, s, a):
     """transforms.RandomTransform.apply in torch: a roll, or the same bilinear taps gathered."""
     import torch
@@ -332,17 +349,12 @@ def torch_class_model(seq, model, targets, steps, seed=0):
     import torch
 
     from tinygrad_explain.explain import transforms as T
-    from tinygrad_explain.explain._common import data_scale, pixel_bounds
-    from tinygrad_explain.explain.visualize import CLASS_MODEL_RECIPES, natural_colour
+    from tinygrad_explain.image import pixel_bounds
+    from tinygrad_explain.explain.visualize import CLASS_MODEL_RECIPES
     r = CLASS_MODEL_RECIPES["natural"]
     C, H, W = model.input_shape
-    n, B = len(targets), data_scale(model)
-    colour = natural_colour(model)
-    P = T.Parameterization("fourier", (H, W), colour=colour)
-    image, from_image = _torch_image_map(P, colour)
-    x0 = (r["init_noise"] * B * np.random.default_rng(seed).standard_normal((n, C, H, W))).astype(np.float32)
-    p = from_image(torch.from_numpy(x0)).detach().requires_grad_(True)
-    opt = torch.optim.Adam([p], lr=r["lr"] * B)
+    n = len(targets)
+    image, from_image, p, opt, B = _torch_start(model, n, r["init_noise"], r["lr"], seed)
     l2 = r["l2"] / (B * B)
     lo, hi = (torch.from_numpy(b) for b in pixel_bounds(model))
     transform = T.RandomTransform(max(1, int(round(r["jitter"] * max(H, W)))), r["scales"], r["angles"])
@@ -371,19 +383,11 @@ def torch_inversion(seq, model, code, upto, steps, inits=5, seed=0):
     import torch
 
     from tinygrad_explain.explain import transforms as T
-    from tinygrad_explain.explain._common import data_scale
     from tinygrad_explain.explain.inversion import INVERT_RECIPES
     from tinygrad_explain.explain.regularizers import TV_RATIO
-    from tinygrad_explain.explain.visualize import natural_colour
     r = INVERT_RECIPES["natural"]
     C, H, W = model.input_shape
-    B = data_scale(model)
-    colour = natural_colour(model)
-    P = T.Parameterization("fourier", (H, W), colour=colour)
-    image, from_image = _torch_image_map(P, colour)
-    x0 = (r["init_std"] * B * np.random.default_rng(seed).standard_normal((inits, C, H, W))).astype(np.float32)
-    p = from_image(torch.from_numpy(x0)).detach().requires_grad_(True)
-    opt = torch.optim.Adam([p], lr=r["lr"] * B)
+    image, _, p, opt, B = _torch_start(model, inits, r["init_std"], r["lr"], seed)
     target = torch.from_numpy(code.reshape(1, -1))
     inv_norm = 1.0 / float((code.astype(np.float64) ** 2).sum())
     V2, hw, alpha = (B / TV_RATIO) ** 2, float(H * W), r["alpha"]
