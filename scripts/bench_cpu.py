@@ -318,8 +318,8 @@ def _torch_start(model, n, init_std, lr, seed):
     import torch
 
     from tinygrad_explain.explain import transforms as T
-    from tinygrad_explain.image import data_scale
     from tinygrad_explain.explain.visualize import natural_colour
+    from tinygrad_explain.image import data_scale
     C, H, W = model.input_shape
     B = data_scale(model)
     colour = natural_colour(model)
@@ -349,8 +349,8 @@ def torch_class_model(seq, model, targets, steps, seed=0):
     import torch
 
     from tinygrad_explain.explain import transforms as T
-    from tinygrad_explain.image import pixel_bounds
     from tinygrad_explain.explain.visualize import CLASS_MODEL_RECIPES
+    from tinygrad_explain.image import pixel_bounds
     r = CLASS_MODEL_RECIPES["natural"]
     C, H, W = model.input_shape
     n = len(targets)
