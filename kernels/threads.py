@@ -34,6 +34,7 @@ thread in that time runs on one thread too.
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -45,6 +46,18 @@ _pool, _pool_size = None, 0             # the worker threads; only the holder of
 _blas = None                            # threadpoolctl's controllers of the loaded BLAS libraries
 _blas_lock = threading.Lock()
 _blas_users, _blas_saved = 0, []        # splits running now; the thread counts to restore after the last
+
+
+def _after_fork_in_child():
+    """A forked child has none of the parent's worker threads (its pool would never
+    run a task) and may inherit a held lock: it starts afresh."""
+    global _pool, _pool_size, _blas_lock, _blas_users
+    _pool, _pool_size = None, 0
+    _blas_lock, _blas_users = threading.Lock(), 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _executor(workers):

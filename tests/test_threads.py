@@ -167,3 +167,35 @@ def test_over_batch_raises_a_slice_error_and_nests_inline():
         threads.over_batch(fn, 4)
     assert inner == [(0, 3), (0, 3)]
     assert not _numba._PARALLEL_LOCK.locked()
+
+
+def test_over_batch_in_a_forked_child():
+    """A child forked after the worker threads exist splits with threads of its own
+    (the parent's pool has no threads there: without the at-fork reset it would hang)."""
+    import multiprocessing as mp
+
+    from tinygrad_explain.kernels import threads
+    _all_threads()
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork here")
+    threads.over_batch(lambda a, z: None, 4)            # the parent's pool exists now
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        seen, want = pool.apply_async(_split_in_child).get(timeout=60)
+    assert seen == want
+
+
+def _split_in_child():
+    import threading
+
+    import numba
+
+    from tinygrad_explain.kernels import threads
+    seen, mutex = [], threading.Lock()
+
+    def fn(a, z):
+        with mutex:
+            seen.append((a, z, threading.get_ident()))
+    threads.over_batch(fn, 4)
+    parts = min(numba.get_num_threads(), 4)
+    return sorted(s[:2] for s in seen) + [len({s[2] for s in seen})], threads.slices(4, parts) + [parts]
