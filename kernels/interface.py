@@ -83,8 +83,9 @@ INTERFACE = {
         "clear": Kernel("", "free this thread's buffers", "-"),
     }),
     "threads": Namespace({
-        "over_batch": Kernel("fn, n", "fn(n0, n1) on slices [n0, n1) of range(n), one per thread, the BLAS on "
-                             "one thread; fn writes only its slice", "-"),
+        "over_batch": Kernel("fn, n, work=0", "fn(i, i + 1) for each image i of range(n), handed out to the "
+                             "threads, the BLAS on one thread; fn writes only images [n0, n1); one image: fn(0, 1), "
+                             "the BLAS on one thread if work (multiply-adds) < BLAS_PARALLEL_MIN", "-"),
     }, cpu_only=True, why="on the GPU one launch takes the whole batch (ops run their chunks there)"),
     "linear": Namespace({
         "pack": Kernel("w, dtype=None", "weight (O, K) -> its transposed copy (K, O) for forward "

@@ -1,14 +1,21 @@
-"""A batch split over threads: one contiguous slice of the images per thread.
+"""A batch split over threads: whole images per thread.
 
-``over_batch(fn, n)`` runs ``fn(n0, n1)`` on slices [n0, n1) of a batch of
-``n >= 2`` images, one slice per thread (Numba's thread count, which
-``te.set_num_threads`` sets together with the BLAS's), and returns when all
-are done.  While it runs, the BLAS runs on one thread and every kernel runs
-its serial version: the threads are busy with their own images.  ``fn``
-must write only its slice, and do the same arithmetic for an image whatever
-slice holds it (the convolution goes image by image: one im2col and one
-matrix product per image).  One image (``n == 1``): ``fn(0, 1)``, with the
-BLAS's and the kernels' own threads, as without this module.
+``over_batch(fn, n)`` runs ``fn(i, i + 1)`` for each image i of a batch of
+``n >= 2``, the images handed out one at a time to whichever of the threads
+(Numba's thread count, which ``te.set_num_threads`` sets together with the
+BLAS's) is free -- so a thread that waits for a time slice on a busy machine
+simply takes fewer images -- and returns when all are done.  While it runs,
+the BLAS runs on one thread and every kernel runs its serial version: the
+threads are busy with their own images.  ``fn(n0, n1)`` must write only
+images [n0, n1), and do the same arithmetic for an image whatever call
+holds it (the convolution goes image by image: one im2col and one matrix
+product per image).  One image (``n == 1``): ``fn(0, 1)``, with the BLAS's
+and the kernels' own threads -- unless its products are small (``work``
+below ``BLAS_PARALLEL_MIN`` multiply-adds, e.g. the embedded 64x64 model's
+layers, 5-17 M each): those run on one BLAS thread, like the kernels' size
+rule (``_numba.PARALLEL_MIN``).  The embedded model's batch-1 forward took a
+median 200 ms with 2 BLAS threads and 5-16 ms with one on the loaded
+machine; AlexNet's layers (70-224 M) keep the BLAS's threads.
 
 Why.  A convolution is im2col + a matrix product.  OpenBLAS splits one
 product over its threads and makes them meet after every block of the inner
@@ -23,9 +30,9 @@ oneDNN does, whose threads take whole images.
 The same bits on any thread count.  OpenBLAS's float32 results depend (in
 the last bits) on its thread count and on the number of columns of the
 product; here neither changes: every image is one product of the same shape
-on one BLAS thread, whether the slices run on several threads, or here
-because Numba has one thread, or because another Python thread holds the
-kernels' lock (``_PARALLEL_LOCK``, the one-parallel-region-at-a-time rule of
+on one BLAS thread, whichever thread takes it, or here because Numba has
+one thread, or because another Python thread holds the kernels' lock
+(``_PARALLEL_LOCK``, the one-parallel-region-at-a-time rule of
 :mod:`._numba`: then this thread does its whole batch itself, rather than
 wait).  The BLAS thread count is process-wide: it is set to 1 while any
 split runs (counted, so that overlapping splits in several Python threads
@@ -34,6 +41,7 @@ thread in that time runs on one thread too.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -42,6 +50,7 @@ import numba
 
 from ._numba import _PARALLEL_LOCK
 
+BLAS_PARALLEL_MIN = 1 << 25            # multiply-adds from which one image's products use the BLAS's threads
 _pool, _pool_size = None, 0             # the worker threads; only the holder of _PARALLEL_LOCK uses them
 _blas = None                            # threadpoolctl's controllers of the loaded BLAS libraries
 _blas_lock = threading.Lock()
@@ -93,17 +102,22 @@ def _blas_one_thread(enter):
                     lc.set_num_threads(t)
 
 
-def slices(n, parts):
-    """[(n0, n1)]: ``n`` items cut into ``parts`` contiguous slices, sizes differing by at most 1."""
-    return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
-
-
-def over_batch(fn, n):
-    """fn(n0, n1) for each thread's slice of ``range(n)``, the calling thread taking the
-    first, on one BLAS thread; ``fn(0, n)`` alone when Numba has one thread or another
-    thread holds the kernels' lock; ``fn(0, 1)`` as usual for one image (module docstring)."""
+def over_batch(fn, n, work=0):
+    """fn(i, i + 1) for every image i of ``range(n)``, the images handed out one at a
+    time to whichever thread is free (the calling thread and the pool's), on one BLAS
+    thread; ``fn(0, n)`` alone when Numba has one thread or another thread holds the
+    kernels' lock.  One image: ``fn(0, 1)``, on one BLAS thread if ``work`` (the
+    multiply-adds of its products) is below ``BLAS_PARALLEL_MIN``, else on the BLAS's
+    threads (module docstring)."""
     if n < 2:
-        fn(0, n)
+        if work >= BLAS_PARALLEL_MIN:
+            fn(0, n)
+            return
+        _blas_one_thread(True)
+        try:
+            fn(0, n)
+        finally:
+            _blas_one_thread(False)
         return
     parts = min(numba.get_num_threads(), n)
     _blas_one_thread(True)
@@ -112,12 +126,18 @@ def over_batch(fn, n):
             fn(0, n)
             return
         try:
-            cuts = slices(n, parts)
-            futures = [_executor(parts - 1).submit(fn, a, z) for a, z in cuts[1:]]
+            images = itertools.count()      # next(images) is atomic (one C call under the GIL)
+
+            def take():
+                i = next(images)
+                while i < n:
+                    fn(i, i + 1)
+                    i = next(images)
+            futures = [_executor(parts - 1).submit(take) for _ in range(parts - 1)]
             try:
-                fn(*cuts[0])
+                take()
             finally:
-                wait(futures)               # all slices done before the lock and the BLAS go back
+                wait(futures)               # all images done before the lock and the BLAS go back
         finally:
             _PARALLEL_LOCK.release()
         for f in futures:

@@ -831,7 +831,7 @@ def test_conv2d_split_over_threads_equals_one_thread(monkeypatch, dtype):
     g = rng(4).standard_normal((5, 6, 5, 4)).astype(dtype)
     ran = []
     real = K.threads.over_batch
-    monkeypatch.setattr(K.threads, "over_batch", lambda fn, n: (ran.append(n), real(fn, n))[1])
+    monkeypatch.setattr(K.threads, "over_batch", lambda fn, n, work=0: (ran.append(n), real(fn, n, work))[1])
 
     def run():
         t = te.Tensor(x, requires_grad=True)

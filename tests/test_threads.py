@@ -127,13 +127,12 @@ def _all_threads():
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 8])
-def test_over_batch_slices_cover_the_batch_once(n):
-    """Each image in exactly one contiguous slice; inside, the kernels' lock is
-    held (their serial versions run) and the BLAS runs on one thread; after,
-    both are as before."""
+def test_over_batch_gives_each_image_once(n):
+    """Each image in exactly one call (one image per call, or the one image); inside,
+    the kernels' lock is held (their serial versions run) and the BLAS runs on one
+    thread; after, both are as before."""
     import threading
 
-    import numpy as np
     from threadpoolctl import threadpool_info
 
     from tinygrad_explain.kernels import _numba, threads
@@ -145,16 +144,32 @@ def test_over_batch_slices_cover_the_batch_once(n):
         with mutex:
             seen.append((a, z, threading.get_ident(), _numba._PARALLEL_LOCK.locked(), blas()))
     threads.over_batch(fn, n)
-    parts = min(numba.get_num_threads(), n)
-    assert sorted(s[:2] for s in seen) == threads.slices(n, parts)
-    assert np.array_equal(np.concatenate([np.arange(a, z) for a, z, *_ in sorted(seen)]), np.arange(n))
-    assert len({s[2] for s in seen}) == parts                      # one thread per slice
-    if parts > 1:
+    assert sorted(s[:2] for s in seen) == [(i, i + 1) for i in range(n)]
+    assert len({s[2] for s in seen}) <= min(numba.get_num_threads(), n)
+    if n > 1:
         assert all(locked and set(b) <= {1} for *_, locked, b in seen)
     assert not _numba._PARALLEL_LOCK.locked() and blas() == before
 
 
-def test_over_batch_raises_a_slice_error_and_nests_inline():
+def test_over_batch_shares_the_images_between_threads():
+    """A thread that is held up takes fewer images: the others carry on."""
+    import threading
+    import time
+
+    from tinygrad_explain.kernels import threads
+    _all_threads()
+    main, seen = threading.get_ident(), []
+
+    def fn(a, z):
+        seen.append((a, threading.get_ident()))
+        if threading.get_ident() == main:
+            time.sleep(0.5)                     # the calling thread is slow
+    threads.over_batch(fn, 6)
+    assert sorted(a for a, _ in seen) == list(range(6))
+    assert sum(t == main for _, t in seen) == 1     # the others took the remaining five
+
+
+def test_over_batch_raises_an_image_error_and_nests_inline():
     from tinygrad_explain.kernels import _numba, threads
     _all_threads()
     inner = []
@@ -162,10 +177,10 @@ def test_over_batch_raises_a_slice_error_and_nests_inline():
     def fn(a, z):
         threads.over_batch(lambda b, y: inner.append((b, y)), 3)   # a split inside a split: whole, here
         if a > 0:
-            raise ValueError(f"slice {a}")
-    with pytest.raises(ValueError, match="slice"):
+            raise ValueError(f"image {a}")
+    with pytest.raises(ValueError, match="image"):
         threads.over_batch(fn, 4)
-    assert inner == [(0, 3), (0, 3)]
+    assert len(inner) >= 2 and set(inner) == {(0, 3)}
     assert not _numba._PARALLEL_LOCK.locked()
 
 
@@ -195,7 +210,18 @@ def _split_in_child():
 
     def fn(a, z):
         with mutex:
-            seen.append((a, z, threading.get_ident()))
+            seen.append((a, z))
     threads.over_batch(fn, 4)
-    parts = min(numba.get_num_threads(), 4)
-    return sorted(s[:2] for s in seen) + [len({s[2] for s in seen})], threads.slices(4, parts) + [parts]
+    return sorted(seen), [(i, i + 1) for i in range(4)] if numba.get_num_threads() > 1 else [(0, 4)]
+
+
+def test_over_batch_one_image_small_products_on_one_blas_thread():
+    """One image: the BLAS keeps its threads for large products, one thread for small ones."""
+    from threadpoolctl import threadpool_info
+
+    from tinygrad_explain.kernels import threads
+    blas = lambda: {d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"}   # noqa: E731
+    before, seen = blas(), {}
+    threads.over_batch(lambda a, z: seen.setdefault("small", blas()), 1, work=1000)
+    threads.over_batch(lambda a, z: seen.setdefault("large", blas()), 1, work=threads.BLAS_PARALLEL_MIN)
+    assert seen == {"small": {1}, "large": before} and blas() == before

@@ -64,17 +64,18 @@ class Conv2d(Function):
     ``backward_bias`` (db).  ``forward`` and ``backward`` only cut the batch
     into chunks and hand out buffers.
 
-    On the CPU, a batch of several images is split over the threads, one
-    slice of images each (``kernels/threads.py``), and each image is one
-    im2col and one GEMM on one BLAS thread, written straight into its output
-    (no layout change): whole images per thread, as PyTorch's oneDNN does, and
-    the same bits on any thread count.  One image uses the kernels' and the
-    BLAS's threads.  Otherwise (training, the GPU) the batch is processed in
-    chunks of images whose ``col`` fits a few MB (reused scratch buffers,
-    cache-friendly); for one image the GEMM writes straight into the output.  When the weight gradient will be needed
-    (training), each chunk's ``col`` is kept for backward; otherwise (input
-    gradients only, as the explainers need) it is not, and a backward that
-    still needs it recomputes it chunk by chunk (as Caffe does).  On the
+    On the CPU, the images of a batch are handed out to the threads one at a
+    time (``kernels/threads.py``), and each image is one im2col and one GEMM
+    on one BLAS thread, written straight into its output (no layout change):
+    whole images per thread, as PyTorch's oneDNN does, and the same bits on
+    any thread count.  One image uses the kernels' and the BLAS's threads.
+    Otherwise (training, the GPU) the batch is processed in chunks of images
+    whose ``col`` fits a few MB (reused scratch buffers, cache-friendly); for
+    one image the GEMM writes straight into the output.  When the weight
+    gradient will be needed (training), each chunk's ``col`` is kept for
+    backward; otherwise (input gradients only, as the explainers need) it is
+    not, and a backward that still needs it recomputes it chunk by chunk (as
+    Caffe does).  On the
     GPU the budget is larger (``GPU_COL_BUDGET``): a whole AlexNet batch of
     32 is one im2col and one cuBLAS GEMM per group.
     """
@@ -155,8 +156,8 @@ class Conv2d(Function):
                 self.forward_gemm(xp, wg, col, rows)
                 self.forward_bias(B, rows, b, y[n0:n1])
         if self.cols is None and xp is np:
-            # the images split over the threads, one by one (kernels/threads.py)
-            K.threads.over_batch(lambda a, z: run(a, z, 1), N)
+            # the images handed out to the threads one by one (kernels/threads.py)
+            K.threads.over_batch(lambda a, z: run(a, z, 1), N, O * R * L)
         else:
             run(0, N)                           # training keeps the cols in order; the GPU takes chunks
         if any(self.needs_grad):
@@ -194,7 +195,7 @@ class Conv2d(Function):
         if need_w or xp is not np:
             run(0, N)                           # one dw accumulated chunk by chunk; the GPU takes chunks
         else:
-            K.threads.over_batch(lambda a, z: run(a, z, 1), N)     # as in forward
+            K.threads.over_batch(lambda a, z: run(a, z, 1), N, O * R * L)     # as in forward
         db = self.backward_bias(B, g) if need_b else None
         if dw is not None:
             dw = dw.reshape(w.shape).astype(w.dtype, copy=False)
