@@ -64,9 +64,14 @@ class Conv2d(Function):
     ``backward_bias`` (db).  ``forward`` and ``backward`` only cut the batch
     into chunks and hand out buffers.
 
-    The batch is processed in chunks of images whose ``col`` fits a few MB
-    (reused scratch buffers, cache-friendly); for one image the GEMM writes
-    straight into the output.  When the weight gradient will be needed
+    On the CPU, a batch of several images is split over the threads, one
+    slice of images each (``kernels/threads.py``), and each image is one
+    im2col and one GEMM on one BLAS thread, written straight into its output
+    (no layout change): whole images per thread, as PyTorch's oneDNN does, and
+    the same bits on any thread count.  One image uses the kernels' and the
+    BLAS's threads.  Otherwise (training, the GPU) the batch is processed in
+    chunks of images whose ``col`` fits a few MB (reused scratch buffers,
+    cache-friendly); for one image the GEMM writes straight into the output.  When the weight gradient will be needed
     (training), each chunk's ``col`` is kept for backward; otherwise (input
     gradients only, as the explainers need) it is not, and a backward that
     still needs it recomputes it chunk by chunk (as Caffe does).  On the
@@ -137,16 +142,23 @@ class Conv2d(Function):
         # When the weight gradient will be needed (training), keep each chunk's
         # col for backward instead of recomputing it there.
         self.cols = [] if len(self.needs_grad) > 1 and self.needs_grad[1] else None
-        for n0 in range(0, N, step):
-            n1 = min(N, n0 + step)
-            shape = (G * R, (n1 - n0) * L)
-            col = self._im2col(B, x[n0:n1], kh, kw, B.workspace.get("col", shape, x.dtype) if self.cols is None
-                               else xp.empty(shape, x.dtype))
-            if self.cols is not None:
-                self.cols.append(col)
-            rows = y[n0].reshape(O, L) if n1 - n0 == 1 else B.workspace.get("rows", (O, (n1 - n0) * L), x.dtype)
-            self.forward_gemm(xp, wg, col, rows)
-            self.forward_bias(B, rows, b, y[n0:n1])
+
+        def run(a, z, step=step):       # images [a, z), chunk by chunk
+            for n0 in range(a, z, step):
+                n1 = min(z, n0 + step)
+                shape = (G * R, (n1 - n0) * L)
+                col = self._im2col(B, x[n0:n1], kh, kw, B.workspace.get("col", shape, x.dtype)
+                                   if self.cols is None else xp.empty(shape, x.dtype))
+                if self.cols is not None:
+                    self.cols.append(col)
+                rows = y[n0].reshape(O, L) if n1 - n0 == 1 else B.workspace.get("rows", (O, (n1 - n0) * L), x.dtype)
+                self.forward_gemm(xp, wg, col, rows)
+                self.forward_bias(B, rows, b, y[n0:n1])
+        if self.cols is None and xp is np:
+            # the images split over the threads, one by one (kernels/threads.py)
+            K.threads.over_batch(lambda a, z: run(a, z, 1), N)
+        else:
+            run(0, N)                           # training keeps the cols in order; the GPU takes chunks
         if any(self.needs_grad):
             self.x, self.w = x, w
         return y.reshape(N, O, oh, ow)
@@ -164,18 +176,25 @@ class Conv2d(Function):
         dx = xp.zeros(x.shape, dtype=g.dtype) if need_x else None
         dw = xp.zeros((G, Og, R), dtype=g.dtype) if need_w else None
         cols, self.cols = self.cols, None
-        for k, n0 in enumerate(range(0, N, step)):
-            n1 = min(N, n0 + step)
-            grows = B.layout.nchw_to_rows(g[n0:n1], B.workspace.get("grows", (O, (n1 - n0) * L), g.dtype)
-                                          if n1 - n0 > 1 else None)
-            if need_x:
-                dcol = B.workspace.get("dcol", (G * R, (n1 - n0) * L), g.dtype)
-                self.backward_gemm(xp, wg, grows, dcol)
-                B.im2col.col2im(dcol, (n1 - n0,) + x.shape[1:], kh, kw, self.stride, self.padding, out=dx[n0:n1])
-            if need_w:
-                col = cols[k] if cols else self._im2col(B, x[n0:n1], kh, kw,
-                                                        B.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
-                self.weight_gemm(grows, col, dw)
+
+        def run(a, z, step=step):       # images [a, z), chunk by chunk
+            for k, n0 in enumerate(range(a, z, step)):
+                n1 = min(z, n0 + step)
+                grows = B.layout.nchw_to_rows(g[n0:n1], B.workspace.get("grows", (O, (n1 - n0) * L), g.dtype)
+                                              if n1 - n0 > 1 else None)
+                if need_x:
+                    dcol = B.workspace.get("dcol", (G * R, (n1 - n0) * L), g.dtype)
+                    self.backward_gemm(xp, wg, grows, dcol)
+                    B.im2col.col2im(dcol, (n1 - n0,) + x.shape[1:], kh, kw, self.stride, self.padding,
+                                    out=dx[n0:n1])
+                if need_w:
+                    col = cols[k] if cols else self._im2col(B, x[n0:n1], kh, kw,
+                                                            B.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
+                    self.weight_gemm(grows, col, dw)
+        if need_w or xp is not np:
+            run(0, N)                           # one dw accumulated chunk by chunk; the GPU takes chunks
+        else:
+            K.threads.over_batch(lambda a, z: run(a, z, 1), N)     # as in forward
         db = self.backward_bias(B, g) if need_b else None
         if dw is not None:
             dw = dw.reshape(w.shape).astype(w.dtype, copy=False)
