@@ -312,9 +312,10 @@ def _torch_image_map(P, colour):
     return image, from_image
 
 
-def _torch_start(model, n, init_std, lr, seed):
-    """For the torch loops: the image map of recipe "natural" (Fourier, natural colour),
-    the parameter of ``n`` random starts of std ``init_std`` B, and Adam at ``lr`` B."""
+def _torch_start(model, n, recipe, init_std, seed):
+    """For the torch loops: the image map of a "natural" ``recipe`` (Fourier with its
+    decay, natural colour), the parameter of ``n`` random starts of std ``init_std`` B,
+    and Adam at the recipe's lr (in B)."""
     import torch
 
     from tinygrad_explain.explain import transforms as T
@@ -323,10 +324,11 @@ def _torch_start(model, n, init_std, lr, seed):
     C, H, W = model.input_shape
     B = data_scale(model)
     colour = natural_colour(model)
-    image, from_image = _torch_image_map(T.Parameterization("fourier", (H, W), colour=colour), colour)
+    P = T.Parameterization("fourier", (H, W), decay=recipe.get("decay", 1.0), colour=colour)
+    image, from_image = _torch_image_map(P, colour)
     x0 = (init_std * B * np.random.default_rng(seed).standard_normal((n, C, H, W))).astype(np.float32)
     p = from_image(torch.from_numpy(x0)).detach().requires_grad_(True)
-    return image, from_image, p, torch.optim.Adam([p], lr=lr * B), B
+    return image, from_image, p, torch.optim.Adam([p], lr=recipe["lr"] * B), B
 
 
 def _torch_transform(x, dy, dx, s, a):
@@ -354,7 +356,7 @@ def torch_class_model(seq, model, targets, steps, seed=0):
     r = CLASS_MODEL_RECIPES["natural"]
     C, H, W = model.input_shape
     n = len(targets)
-    image, from_image, p, opt, B = _torch_start(model, n, r["init_noise"], r["lr"], seed)
+    image, from_image, p, opt, B = _torch_start(model, n, r, r["init_noise"], seed)
     l2 = r["l2"] / (B * B)
     lo, hi = (torch.from_numpy(b) for b in pixel_bounds(model))
     transform = T.RandomTransform(max(1, int(round(r["jitter"] * max(H, W)))), r["scales"], r["angles"])
@@ -387,7 +389,7 @@ def torch_inversion(seq, model, code, upto, steps, inits=5, seed=0):
     from tinygrad_explain.explain.regularizers import TV_RATIO
     r = INVERT_RECIPES["natural"]
     C, H, W = model.input_shape
-    image, _, p, opt, B = _torch_start(model, inits, r["init_std"], r["lr"], seed)
+    image, _, p, opt, B = _torch_start(model, inits, r, r["init_std"], seed)
     target = torch.from_numpy(code.reshape(1, -1))
     inv_norm = 1.0 / float((code.astype(np.float64) ** 2).sum())
     V2, hw, alpha = (B / TV_RATIO) ** 2, float(H * W), r["alpha"]
