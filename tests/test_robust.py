@@ -13,7 +13,9 @@ from tinygrad_explain.modelfile import MODEL_NAMES
 TINY = dict(width=(8, 8, 8, 8, 8), fc=16)
 #: the training attack of the shipped twin (scripts/train_robust.py defaults)
 EPS, NORM = 0.5, "l2"
-#: how many more of the 40 scenes (as a fraction) the twin keeps correct under that attack
+#: how many more of the first 40 shipped scenes (as a fraction) the twin keeps correct under
+#: that attack than the embedded model: measured 27 against 21 (0.675 vs 0.525, the same for random-start
+#: seeds 0, 1, 2); the test asks for 4 more, leaving 2 scenes of slack
 ROBUST_MARGIN = 0.1
 
 
@@ -162,8 +164,8 @@ def test_missing_twin_names_its_script(tmp_path, monkeypatch):
 
 def test_twin_is_more_robust_than_the_embedded_model(twin, sample):
     """On 40 shipped scenes under the training attack (L2 0.5, 3 steps, seed 0) the twin keeps
-    ROBUST_MARGIN more of them correct than the embedded model (measured: see docs/explainers.md),
-    and is still an accurate classifier of the clean scenes."""
+    ROBUST_MARGIN more of them correct than the embedded model, and is still an accurate
+    classifier of the clean scenes (87.1% of 2000 test scenes, scripts/train_robust.py)."""
     emb = te.load_model()
     xb, yb = sample["images"][:40], sample["labels"][:40].astype(np.int64)
     acc = {name: adversarial.robust_accuracy(m, xb, yb, EPS, NORM, steps=3, seed=0)

@@ -12,7 +12,7 @@ the saliency map, guided backprop and the reconstructions from pool5 and fc7
 
 Step counts (``ROBUST_SETTINGS``; ``inputs.settings["robust"]`` overrides them):
 ``class_steps`` 150 of the default recipe's 300 for the class models,
-``invert_steps`` 400 of its 2500 for the inversions, one start each -- enough
+``invert_steps`` 300 of its 2500 for the inversions, one start each -- enough
 to show the contrast in well under 40 s of CPU on a quiet 2-core machine.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .draw import grad_picture, grid, heat, save_png
 from .figures import Figure, _say
 
 #: the figure's reduced step counts (the default recipes use 300 for class models, 2500 for inversions)
-ROBUST_SETTINGS = {"class_steps": 150, "invert_steps": 400, "seed": 0}
+ROBUST_SETTINGS = {"class_steps": 150, "invert_steps": 300, "seed": 0}
 #: the layers whose codes are inverted
 ROBUST_INVERT_LAYERS = ("pool5", "fc7")
 
@@ -68,8 +68,8 @@ def fig_robust(inp, out, summary, robust=None):
     labels = [inp.names[i].replace(": ", ":\n", 1)]
     for key, what in (("saliency", "saliency"), ("guided", "guided backprop")):
         tiles += [a[key], b[key]]
-        labels += [f"{what}, standard\n{names[a['class']]} p {a['p']:.2f}",
-                   f"{what}, robust\n{names[b['class']]} p {b['p']:.2f}"]
+        labels += [f"{what}\nstandard\n{names[a['class']]} p {a['p']:.2f}",
+                   f"{what}\nrobust\n{names[b['class']]} p {b['p']:.2f}"]
     for k, layer in enumerate(ROBUST_INVERT_LAYERS):
         tiles += [a["inversion"][k], b["inversion"][k]]
         labels += [f"{layer} inversion\nstandard, err {a['inversion_errors'][k]:.2f}",
