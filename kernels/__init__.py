@@ -11,7 +11,8 @@ Modules: ``im2col`` (convolution data movement), ``layout`` (bias add and
 NCHW <-> rows transposition), ``relu``, ``maxpool``, ``lrn``, ``avgpool``,
 ``linear`` (fully connected products for a few rows),
 ``adam`` (the optimiser's update, for training), ``workspace`` (reusable
-scratch buffers).
+scratch buffers), ``threads`` (a batch split over the threads, one slice of
+the images each).
 
 What a backend must offer -- namespaces, functions, signatures, which
 arrays they allocate or write into -- is declared in :mod:`.interface`;
@@ -26,7 +27,7 @@ tinygrad_explain never imports CuPy.
 """
 import sys
 
-from . import adam, avgpool, im2col, layout, linear, lrn, maxpool, relu, workspace  # noqa: F401
+from . import adam, avgpool, im2col, layout, linear, lrn, maxpool, relu, threads, workspace  # noqa: F401
 
 
 def backend(a):

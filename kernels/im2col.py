@@ -15,6 +15,7 @@ Rows of ``col`` are ordered (c, ki, kj) -- the same order as a weight
 (O, C, kh, kw) flattened to (O, C*kh*kw) -- so groups are row blocks.
 """
 import numpy as np
+from numba import uint64
 
 from ._numba import kernel, njit, prange
 
@@ -34,31 +35,45 @@ def _valid(n_out, stride, offset, size):
     return min(lo, hi), hi
 
 
+# Index arithmetic in the two kernels is unsigned (``uint64``): Numba then
+# skips the wraparound test that a signed index gets (a negative index counts
+# from the end, as in Python), and the inner copies become plain vectorised
+# loads and stores -- 2.5-4.5x faster than with signed indices (AlexNet's
+# conv1/conv2/conv4 and the embedded model's layers, one image, one thread).
+# Every unsigned index is a position inside the array: the valid range
+# [j0, j1) of ``_valid`` keeps the input positions in [0, W).
 @kernel
 def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, col):
     N, C, H, W = x.shape
     L = oh * ow
+    xf = x.reshape(-1)
     for r in prange(C * kh * kw):
         c = r // (kh * kw)
         ki = (r // kw) % kh
         kj = r % kw
-        j0, j1 = _valid(ow, sw, kj - pw, W)     # padding columns: j < j0 and j >= j1
+        off = kj - pw
+        j0, j1 = _valid(ow, sw, off, W)     # padding columns: j < j0 and j >= j1
+        row = col[r]
         for n in range(N):
-            base = n * L
             for i in range(oh):
                 h = i * sh - ph + ki
-                out = col[r, base + i * ow:base + (i + 1) * ow]
+                o = uint64(n * L + i * ow)      # this output row's first column
                 if h < 0 or h >= H:
-                    out[:] = 0
+                    for j in range(uint64(ow)):
+                        row[o + j] = 0
                     continue
-                src = x[n, c, h]
-                off = kj - pw
-                for j in range(j0):
-                    out[j] = 0
-                for j in range(j0, j1):             # no bounds test: a plain (strided) copy
-                    out[j] = src[j * sw + off]
-                for j in range(j1, ow):
-                    out[j] = 0
+                for j in range(uint64(j0)):
+                    row[o + j] = 0
+                src = uint64(((n * C + c) * H + h) * W + j0 * sw + off)    # x[n, c, h, j0*sw + off]
+                dst = o + uint64(j0)
+                if sw == 1:                     # a contiguous copy
+                    for j in range(uint64(j1 - j0)):
+                        row[dst + j] = xf[src + j]
+                else:                           # a strided gather
+                    for j in range(uint64(j1 - j0)):
+                        row[dst + j] = xf[src + j * uint64(sw)]
+                for j in range(uint64(j1), uint64(ow)):
+                    row[o + j] = 0
 
 
 @kernel
@@ -68,19 +83,25 @@ def _col2im(col, kh, kw, sh, sw, ph, pw, oh, ow, dx):
     for nc in prange(N * C):
         n = nc // C
         c = nc % C
+        plane = dx[n, c].reshape(-1)
         for ki in range(kh):
             for kj in range(kw):
                 r = (c * kh + ki) * kw + kj
                 off = kj - pw
                 j0, j1 = _valid(ow, sw, off, W)
+                row = col[r]
                 for i in range(oh):
                     h = i * sh - ph + ki
                     if h < 0 or h >= H:
                         continue
-                    src = col[r, n * L + i * ow:n * L + (i + 1) * ow]
-                    dst = dx[n, c, h]
-                    for j in range(j0, j1):
-                        dst[j * sw + off] += src[j]
+                    src = uint64(n * L + i * ow + j0)           # col[r, n*L + i*ow + j0]
+                    dst = uint64(h * W + j0 * sw + off)         # dx[n, c, h, j0*sw + off]
+                    if sw == 1:
+                        for j in range(uint64(j1 - j0)):
+                            plane[dst + j] += row[src + j]
+                    else:
+                        for j in range(uint64(j1 - j0)):
+                            plane[dst + j * uint64(sw)] += row[src + j]
 
 
 def im2col(x, kh, kw, stride, padding, out=None):
@@ -99,5 +120,7 @@ def col2im(col, x_shape, kh, kw, stride, padding, out=None):
     N, C, H, W = x_shape
     oh, ow = out_size(H, kh, stride[0], padding[0]), out_size(W, kw, stride[1], padding[1])
     dx = np.zeros(x_shape, dtype=col.dtype) if out is None else out
+    if not dx.flags.c_contiguous:
+        raise ValueError("col2im: out must be C-contiguous")
     _col2im(np.ascontiguousarray(col), kh, kw, stride[0], stride[1], padding[0], padding[1], oh, ow, dx)
     return dx

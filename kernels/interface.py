@@ -82,6 +82,10 @@ INTERFACE = {
                       "scratch"),
         "clear": Kernel("", "free this thread's buffers", "-"),
     }),
+    "threads": Namespace({
+        "over_batch": Kernel("fn, n", "fn(n0, n1) on slices [n0, n1) of range(n), one per thread, the BLAS on "
+                             "one thread; fn writes only its slice", "-"),
+    }, cpu_only=True, why="on the GPU one launch takes the whole batch (ops run their chunks there)"),
     "linear": Namespace({
         "pack": Kernel("w, dtype=None", "weight (O, K) -> its transposed copy (K, O) for forward "
                        "(dtype \"bfloat16\": bfloat16 bits in uint16)", "new"),

@@ -1,25 +1,31 @@
 #!/usr/bin/env python
 """CPU benchmark: this engine against PyTorch's CPU build, measured side by side.
 
-For each AlexNet variant and batch size it alternates the two engines
-(te, torch, te, torch, ...) after a warm-up, and prints the median of
-``--repeats`` runs and the ratio te/torch (< 1 means this engine is faster):
+For each AlexNet variant -- "embedded" (the shipped 64x64 scene model),
+"torchvision" (224) and "caffe" (227, with LRN and groups; both ImageNet shapes
+with random weights) -- and batch size it alternates the two engines (te, torch,
+te, torch, ...) after a warm-up, and prints the median of ``--repeats`` runs,
+the ratio te/torch (< 1 means this engine is faster) and the 1-minute load
+average at the time (the machine may be shared; the ratios are what count):
 
-    forward               scores = model(x)
-    fwd+grad backprop     dS_c/dx with the true gradient
-    fwd+grad guided       dS_c/dx with guided backpropagation
+    forward                scores = model(x)
+    fwd+grad <rule>        dS_c/dx, the ReLUs passing back by ``--rules``
+                           (backprop: the true gradient; deconvnet; guided)
 
 ``--fc`` times the fully connected kernel against BLAS at growing batch (the
 crossover, ``ops.Linear.SKINNY_MAX_ROWS``) and fc6's batch-8 forward against
-one read of its weights.  ``--reduced`` prints the score and gradient error of bfloat16 fully connected
+one read of its weights.  ``--loops`` times one step of the explainers' loops on the
+embedded model -- a class model at batch 10 and an fc7 inversion at batch 5, recipe
+"natural", through ``class_model`` / ``invert`` -- against the same loop written in
+torch.  ``--reduced`` prints the score and gradient error of bfloat16 fully connected
 weights (an option, ``nn.Linear.storage``) against float32, beside float32's
 error against torch, and their times.  ``--profile`` adds a per-layer table for each variant and batch: every layer's
 forward and its backward to the layer input, this engine against the same
 torch module, timed alternately on the same recorded input (the layers of the
 two AlexNets correspond one to one, see ``torch_reference``).
 
-It also reports peak memory of batch-8 forward+input-gradient (each engine in
-a fresh child process), cold and warm start-up to a first input gradient
+It also reports peak memory of forward+input-gradient at ``--mem-batches``
+for each variant (each engine in a fresh child process), cold and warm start-up to a first input gradient
 (a child process with an empty / a filled Numba cache), and the time of one
 training step of the embedded model at batch 128.
 
@@ -27,6 +33,7 @@ training step of the embedded model at batch 128.
     python scripts/bench_cpu.py --variants torchvision --batches 1 --no-memory --no-startup
     python scripts/bench_cpu.py --profile --variants torchvision --batches 8 --no-memory --no-startup --no-train
     python scripts/bench_cpu.py --fc --no-speed --no-memory --no-startup --no-train
+    python scripts/bench_cpu.py --loops --no-speed --no-memory --no-startup --no-train
     python scripts/bench_cpu.py --reduced --no-speed --batches 1 8 --no-memory --no-startup --no-train
 """
 from __future__ import annotations
@@ -55,12 +62,28 @@ def blas_info():
         return f"{b.get('name', '?')} {b.get('version', '')}"
 
 
-def te_setup(variant, batch):
+VARIANTS = ("embedded", "torchvision", "caffe")
+
+
+def te_model(variant):
+    """"embedded": the shipped scene model (64x64, trained); "torchvision" (224) / "caffe"
+    (227): the ImageNet AlexNets with random weights (seed 0)."""
     import tinygrad_explain as te
     te.manual_seed(0)
-    model = te.models.alexnet(variant)
+    return te.load_model() if variant == "embedded" else te.models.alexnet(variant)
+
+
+def torch_twin(te_model):
+    """The same network in torch, one module per layer (torch_reference.from_network)."""
+    from tinygrad_explain.torch_reference import from_network
+    return from_network(te_model)
+
+
+def te_setup(variant, batch):
+    import tinygrad_explain as te
+    model = te_model(variant)
     x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
-    onehot = np.zeros((batch, 1000), np.float32)
+    onehot = np.zeros((batch, model.num_classes), np.float32)
     onehot[:, 3] = 1
 
     def fwd():
@@ -75,37 +98,46 @@ def te_setup(variant, batch):
                 s.backward(onehot)
             return xt.grad
         return run
-    return model, fwd, grad("backprop"), grad("guided")
+    return model, fwd, grad
+
+
+# what a ReLU passes back under each rule, as a torch backward hook's replacement of
+# grad_input (gi = go * [x > 0]); None: torch's own backward (the true gradient)
+TORCH_RULES = {"backprop": None,
+               "guided": lambda mod, gi, go: (gi[0].clamp(min=0),),         # go * [x > 0] * [go > 0]
+               "deconvnet": lambda mod, gi, go: (go[0].clamp(min=0),)}      # go * [go > 0]
 
 
 def torch_setup(variant, batch, te_model):
+    """(fwd, grad): ``grad(rule)`` is a run of forward + input gradient under ``rule`` on
+    a fresh torch twin (the rule's hooks on its ReLUs; so backprop runs hook-free)."""
     import torch
-
-    from tinygrad_explain.torch_reference import build
-    tm = build(variant, te_model.state_dict())
-    for p in tm.parameters():                # input gradient only, as in this engine
-        p.requires_grad_(False)
     x = torch.tensor(np.random.default_rng(0).standard_normal((batch,) + te_model.input_shape).astype(np.float32))
+
+    def twin():
+        tm = torch_twin(te_model)
+        for p in tm.parameters():                # input gradient only, as in this engine
+            p.requires_grad_(False)
+        return tm
+    tm = twin()
 
     def fwd():
         with torch.no_grad():
             return tm(x)
 
-    def grad(guided):
-        hooks = []
-        if guided:
-            for m in tm.modules():
+    def grad(rule):
+        tr = twin()
+        if TORCH_RULES[rule] is not None:
+            for m in tr.modules():
                 if isinstance(m, torch.nn.ReLU):
-                    hooks.append(m.register_full_backward_hook(lambda mod, gi, go: (gi[0].clamp(min=0),)))
+                    m.register_full_backward_hook(TORCH_RULES[rule])
 
         def run():
             xt = x.clone().requires_grad_(True)
-            tm(xt)[:, 3].sum().backward()
+            tr(xt)[:, 3].sum().backward()
             return xt.grad
-        run.hooks = hooks
         return run
-    g1 = grad(False)
-    return fwd, g1, grad
+    return fwd, grad
 
 
 def timeit(fn, warm=2):
@@ -139,20 +171,21 @@ def run_speed(args, have_torch):
     rows = []
     for variant in args.variants:
         for batch in args.batches:
-            model, fwd, gb, gg = te_setup(variant, batch)
-            if have_torch:
-                tfwd, tgb, tgrad = torch_setup(variant, batch, model)
-                rows.append((variant, batch) + compare("forward", fwd, tfwd, args.repeats))
-                rows.append((variant, batch) + compare("fwd+grad backprop", gb, tgb, args.repeats))
-                # guided in torch: hooks on a fresh copy so backprop timings above are hook-free
-                tfwd2, _, tgrad2 = torch_setup(variant, batch, model)
-                rows.append((variant, batch) + compare("fwd+grad guided", gg, tgrad2(True), args.repeats))
-            else:
-                for name, f in (("forward", fwd), ("fwd+grad backprop", gb), ("fwd+grad guided", gg)):
-                    rows.append((variant, batch) + compare(name, f, None, args.repeats))
+            model, fwd, grad = te_setup(variant, batch)
+            tfwd, tgrad = torch_setup(variant, batch, model) if have_torch else (None, lambda rule: None)
+            rows.append((variant, batch) + compare("forward", fwd, tfwd, args.repeats) + (uptime(),))
+            print_row(rows[-1:])
+            for rule in args.rules:
+                rows.append((variant, batch) + compare(f"fwd+grad {rule}", grad(rule), tgrad(rule), args.repeats)
+                            + (uptime(),))
+                print_row(rows[-1:])
             del model
-            print_row(rows[-3:])
     return rows
+
+
+def uptime():
+    """The 1-minute load average (how busy the machine was)."""
+    return os.getloadavg()[0]
 
 
 def read_once_ms(w, repeats):
@@ -219,9 +252,9 @@ def run_reduced(args, have_torch):
           f"{'f32 vs torch':>12} {'grad':>9}   {'f32 ms':>7} {'bf16 ms':>7} {'ratio':>6}")
     for variant in args.variants:
         for batch in args.batches:
-            model, _, grad32, _ = te_setup(variant, batch)
+            model, _, _ = te_setup(variant, batch)
             x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
-            onehot = np.zeros((batch, 1000), np.float32)
+            onehot = np.zeros((batch, model.num_classes), np.float32)
             onehot[:, 3] = 1
             fcs = [l for l in model.layers.values() if isinstance(l, te.nn.Linear)]
 
@@ -237,7 +270,7 @@ def run_reduced(args, have_torch):
                 return float(np.abs(a - b).max() / np.abs(b).max())
             s32, g32 = run(None)
             s16, g16 = run("bfloat16")
-            m64 = te.models.alexnet(variant)
+            m64 = te_model(variant)
             m64.load_state_dict(model.state_dict())
             m64.astype(np.float64)
             x64 = te.Tensor(x.astype(np.float64), requires_grad=True)
@@ -248,9 +281,7 @@ def run_reduced(args, have_torch):
             ts, tg = float("nan"), float("nan")
             if have_torch:
                 import torch
-
-                from tinygrad_explain.torch_reference import build
-                tm = build(variant, model.state_dict())
+                tm = torch_twin(model)
                 xt = torch.tensor(x, requires_grad=True)
                 sc = tm(xt)
                 sc.backward(torch.from_numpy(onehot))
@@ -260,6 +291,155 @@ def run_reduced(args, have_torch):
                 l.storage = None
             print(f"{variant:<12} {batch:>5}  {err(s16, s32):11.2e} {err(g16, g32):10.2e}   {err(s32, s64):10.2e} "
                   f"{err(g32, g64):9.2e}   {ts:12.2e} {tg:9.2e}   {a:7.1f} {b:7.1f} {b / a:5.2f}x", flush=True)
+
+
+def _torch_image_map(P, colour):
+    """torch versions of transforms.Parameterization("fourier", colour) for the loops:
+    image(p) differentiable, from_image(x) its inverse (the same formulas as te's)."""
+    import torch
+    w = torch.from_numpy(np.asarray(P.w, np.float32))
+    M = torch.from_numpy(np.asarray(colour, np.float32))
+    Minv = torch.from_numpy(np.linalg.inv(np.asarray(colour, np.float64)).astype(np.float32))
+    hw = P.hw
+
+    def image(p):
+        x = torch.fft.irfft2(torch.complex(p[..., 0], p[..., 1]) * w, s=hw, norm="ortho")
+        return torch.einsum("ij,njhw->nihw", M, x)
+
+    def from_image(x):
+        z = torch.fft.rfft2(torch.einsum("ij,njhw->nihw", Minv, x), norm="ortho") / w
+        return torch.stack([z.real, z.imag], dim=-1)
+    return image, from_image
+
+
+def _torch_start(model, n, init_std, lr, seed):
+    """For the torch loops: the image map of recipe "natural" (Fourier, natural colour),
+    the parameter of ``n`` random starts of std ``init_std`` B, and Adam at ``lr`` B."""
+    import torch
+
+    from tinygrad_explain.explain import transforms as T
+    from tinygrad_explain.explain.visualize import natural_colour
+    from tinygrad_explain.image import data_scale
+    C, H, W = model.input_shape
+    B = data_scale(model)
+    colour = natural_colour(model)
+    image, from_image = _torch_image_map(T.Parameterization("fourier", (H, W), colour=colour), colour)
+    x0 = (init_std * B * np.random.default_rng(seed).standard_normal((n, C, H, W))).astype(np.float32)
+    p = from_image(torch.from_numpy(x0)).detach().requires_grad_(True)
+    return image, from_image, p, torch.optim.Adam([p], lr=lr * B), B
+
+
+def _torch_transform(x, dy, dx, s, a):
+    """transforms.RandomTransform.apply in torch: a roll, or the same bilinear taps gathered."""
+    import torch
+
+    from tinygrad_explain.explain import transforms as T
+    if s == 1.0 and a == 0.0:
+        return torch.roll(x, (dy, dx), dims=(2, 3)) if (dy or dx) else x
+    N, C, H, W = x.shape
+    idx, wt = T.affine_taps(H, W, s, a, dy, dx)
+    flat = x.reshape(N, C, H * W)
+    idx, wt = torch.from_numpy(idx), torch.from_numpy(wt.astype(np.float32))
+    return sum(flat[:, :, idx[k]] * wt[k] for k in range(4)).reshape(N, C, H, W)
+
+
+def torch_class_model(seq, model, targets, steps, seed=0):
+    """explain.visualize.class_model's loop (recipe "natural": Fourier image, decorrelated
+    colour, jitter / scale / rotation, Adam, l2, clipping) written in torch; seconds per step."""
+    import torch
+
+    from tinygrad_explain.explain import transforms as T
+    from tinygrad_explain.explain.visualize import CLASS_MODEL_RECIPES
+    from tinygrad_explain.image import pixel_bounds
+    r = CLASS_MODEL_RECIPES["natural"]
+    C, H, W = model.input_shape
+    n = len(targets)
+    image, from_image, p, opt, B = _torch_start(model, n, r["init_noise"], r["lr"], seed)
+    l2 = r["l2"] / (B * B)
+    lo, hi = (torch.from_numpy(b) for b in pixel_bounds(model))
+    transform = T.RandomTransform(max(1, int(round(r["jitter"] * max(H, W)))), r["scales"], r["angles"])
+    rng = np.random.default_rng(seed)
+    rows, idx = np.arange(n), np.asarray(targets)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad()
+        x = image(p)
+        scores = seq(_torch_transform(x, *transform.sample(rng)))
+        sd = scores.detach().double().numpy()
+        _ = np.exp(sd - sd.max(1, keepdims=True))                     # the history's probabilities, as te
+        f = scores[rows, idx]
+        reg = (x * x).sum((1, 2, 3))
+        (-f + l2 * reg).sum().backward()
+        assert torch.isfinite(p.grad).all()
+        opt.step()
+        with torch.no_grad():
+            p.copy_(from_image(image(p).clamp(lo, hi)))
+    return (time.perf_counter() - t0) / steps
+
+
+def torch_inversion(seq, model, code, upto, steps, inits=5, seed=0):
+    """explain.inversion.invert's loop (recipe "natural": Fourier image, decorrelated colour,
+    jitter, Adam, alpha-norm and TV priors) written in torch; seconds per step."""
+    import torch
+
+    from tinygrad_explain.explain import transforms as T
+    from tinygrad_explain.explain.inversion import INVERT_RECIPES
+    from tinygrad_explain.explain.regularizers import TV_RATIO
+    r = INVERT_RECIPES["natural"]
+    C, H, W = model.input_shape
+    image, _, p, opt, B = _torch_start(model, inits, r["init_std"], r["lr"], seed)
+    target = torch.from_numpy(code.reshape(1, -1))
+    inv_norm = 1.0 / float((code.astype(np.float64) ** 2).sum())
+    V2, hw, alpha = (B / TV_RATIO) ** 2, float(H * W), r["alpha"]
+    transform = T.RandomTransform(max(1, int(round(r["jitter"] * max(H, W)))))
+    rng = np.random.default_rng(seed)
+    head = seq[:upto + 1]
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad()
+        x = image(p)
+        d = head(_torch_transform(x, *transform.sample(rng))) - target
+        f = (d * d).sum(1) * inv_norm
+        an = ((x / B).abs() ** alpha).reshape(inits, -1).sum(1) / hw
+        c = x[:, :, :-1, :-1]
+        tv = (((x[:, :, :-1, 1:] - c) ** 2 + (x[:, :, 1:, :-1] - c) ** 2) / V2).reshape(inits, -1).sum(1) / hw
+        (f + r["alpha_norm"] * an + r["tv"] * tv).sum().backward()
+        assert torch.isfinite(p.grad).all()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def run_loops(args):
+    """One step of the explainers' loops on the embedded model (the main job's), this
+    engine's own code (``class_model`` / ``invert``, recipe "natural", timed by their
+    ``seconds``) against the same loop written in torch, alternately: a class-model step
+    at batch 10 (one image per class) and an fc7 inversion step at batch 5 (five starts)."""
+    import tinygrad_explain as te
+    from tinygrad_explain import scenes
+    from tinygrad_explain.explain.inversion import feature_code
+    from tinygrad_explain.torch_reference import from_network
+    model = te.load_model()
+    seq = from_network(model)
+    for prm in seq.parameters():
+        prm.requires_grad_(False)
+    targets = list(range(model.num_classes))[:10]
+    x = te.image.load(scenes.load_sample()["images"][0], model)
+    code = feature_code(model, x, "fc7")
+    upto = list(model.layers).index("fc7")
+    S = args.loop_steps
+    te_cm = lambda: te.explain.class_model(model, targets, steps=S, progress=False).seconds / S     # noqa: E731
+    te_inv = lambda: te.explain.invert(model, x, "fc7", 5, steps=S, progress=False).seconds / S    # noqa: E731
+    print(f"\nexplainer loops, embedded model {model.input_shape}, ms per step (median of {args.repeats} runs "
+          f"of {S} steps, alternately; te / torch)")
+    for name, fa, fb in (("class model, batch 10", te_cm, lambda: torch_class_model(seq, model, targets, S)),
+                         ("fc7 inversion, batch 5", te_inv, lambda: torch_inversion(seq, model, code, upto, S))):
+        fa(), fb()
+        ta, tb = [], []
+        for _ in range(args.repeats):
+            ta.append(fa())
+            tb.append(fb())
+        a, b = statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
+        print(f"{name:<24} {a:8.2f} {b:8.2f}   {a / b:5.2f}x", flush=True)
 
 
 TRIVIAL = ("flatten", "dropout")
@@ -276,10 +456,8 @@ def profile_layers(variant, batch, repeats):
     import torch
 
     import tinygrad_explain as te
-    from tinygrad_explain.torch_reference import build
-    te.manual_seed(0)
-    model = te.models.alexnet(variant)
-    seq = build(variant, model.state_dict())
+    model = te_model(variant)
+    seq = torch_twin(model)
     for p in seq.parameters():
         p.requires_grad_(False)
     x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
@@ -319,9 +497,9 @@ def print_profile(variant, batch, rows):
 
 
 def print_row(rows):
-    for variant, batch, name, a, b in rows:
-        print(f"{variant:<12} {batch:>5}  {name:<18} {a:9.1f} {b:9.1f}   {a / b if b == b else float('nan'):6.2f}x",
-              flush=True)
+    for variant, batch, name, a, b, load in rows:
+        print(f"{variant:<12} {batch:>5}  {name:<20} {a:9.1f} {b:9.1f}   {a / b if b == b else float('nan'):6.2f}x"
+              f"   {load:5.1f}", flush=True)
 
 
 CHILD = r"""
@@ -333,17 +511,17 @@ def status(key):
             if line.startswith(key): return int(line.split()[1]) * 1024
 import tinygrad_explain as te
 te.manual_seed(0)
-m = te.models.alexnet(variant)
+m = te.load_model() if variant == 'embedded' else te.models.alexnet(variant)
 shape = m.input_shape
 if engine == 'te':
     def step(b):
         x = np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)
-        oh = np.zeros((b, 1000), np.float32); oh[:, 3] = 1
+        oh = np.zeros((b, m.num_classes), np.float32); oh[:, 3] = 1
         xt = te.Tensor(x, requires_grad=True); m(xt).backward(oh); return xt.grad
 else:
     import torch; torch.set_num_threads(%d)
-    from tinygrad_explain.torch_reference import build
-    tm = build(variant, m.state_dict()); del m
+    from tinygrad_explain.torch_reference import from_network
+    tm = from_network(m); del m
     for p in tm.parameters(): p.requires_grad_(False)
     def step(b):
         x0 = np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)
@@ -423,16 +601,20 @@ def main():
     from tinygrad_explain.device import rerun_without_blas_pins
     rerun_without_blas_pins()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", nargs="+", default=["torchvision", "caffe"], choices=["torchvision", "caffe"])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    ap.add_argument("--rules", nargs="+", default=["backprop", "deconvnet", "guided"], choices=list(TORCH_RULES))
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     ap.add_argument("--profile", action="store_true", help="per-layer forward/backward table against torch")
     ap.add_argument("--no-speed", action="store_true", help="skip the whole-network ratio table")
     ap.add_argument("--fc", action="store_true", help="fully connected kernel vs BLAS by batch (the crossover)")
     ap.add_argument("--reduced", action="store_true", help="bfloat16 fc weights: error and time against float32")
+    ap.add_argument("--loops", action="store_true", help="one class-model and one inversion step against torch")
+    ap.add_argument("--loop-steps", type=int, default=5, help="steps per timed run of --loops")
     ap.add_argument("--fc-batches", nargs="+", type=int, default=[1, 2, 4, 8, 16, 24, 32, 64])
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--mem-batches", nargs="+", type=int, default=[8], help="batches of the peak-memory table")
     ap.add_argument("--no-startup", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--keep-blas-env", action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE as set")
@@ -453,23 +635,29 @@ def main():
     print(f"reference:   {tinfo}")
     print(f"\nmedian of {args.repeats} runs, milliseconds (te / torch)\n")
     if not args.no_speed:
-        print(f"{'variant':<12} {'batch':>5}  {'measure':<18} {'te':>9} {'torch':>9}   {'ratio':>6}")
+        print(f"{'variant':<12} {'batch':>5}  {'measure':<20} {'te':>9} {'torch':>9}   {'ratio':>6}   {'load':>5}")
         run_speed(args, have_torch)
     if args.fc:
         run_fc(args)
     if args.reduced:
         run_reduced(args, have_torch)
+    if args.loops and have_torch:
+        run_loops(args)
     if args.profile and have_torch:
         for variant in args.variants:
             for batch in args.batches:
                 print_profile(variant, batch, profile_layers(variant, batch, args.repeats))
 
     if not args.no_memory and have_torch:
-        mem = run_memory("torchvision", 8, args.threads)
-        if None not in mem.values():
-            print(f"\npeak memory, batch-8 fwd+grad (torchvision), above the loaded model: "
-                  f"te {mem['te'] / 2**20:.0f} MiB (with {mem['te packed'] / 2**20:.0f} MiB of packed fc weights), "
-                  f"torch {mem['torch'] / 2**20:.0f} MiB, ratio {mem['te'] / mem['torch']:.2f}x")
+        print(f"\npeak memory of fwd+grad, above the loaded model (each engine in a fresh process, load "
+              f"{uptime():.1f})")
+        for variant in args.variants:
+            for batch in args.mem_batches:
+                mem = run_memory(variant, batch, args.threads)
+                if None not in mem.values():
+                    print(f"{variant:<12} {batch:>5}  te {mem['te'] / 2**20:6.0f} MiB (with "
+                          f"{mem['te packed'] / 2**20:.0f} MiB of packed fc weights), torch "
+                          f"{mem['torch'] / 2**20:6.0f} MiB, ratio {mem['te'] / mem['torch']:.2f}x", flush=True)
     if not args.no_startup:
         cold, warm = run_startup()
         print(f"\nstart-up to first input gradient (new process): cold cache {cold:.1f} s, warm cache {warm:.1f} s")

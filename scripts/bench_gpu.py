@@ -60,7 +60,7 @@ def compare(fa, fb, repeats, warm=2):
     return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3
 
 
-def setups(variant, batch, tf32):
+def setups(variant, batch):
     import cupy
     import torch
 
@@ -109,8 +109,8 @@ def class_model_pair(model, tm, steps, lr=0.01, l2=1e-3, target=3):
     import torch
 
     import tinygrad_explain as te
-    from tinygrad_explain.explain._common import data_scale
     from tinygrad_explain.explain.visualize import CLASS_MODEL_DEFAULTS
+    from tinygrad_explain.image import data_scale
     noise = CLASS_MODEL_DEFAULTS.get("init_noise", 0.0) * data_scale(model)
 
     def te_run():
@@ -235,7 +235,7 @@ def main():
 
     for variant in args.variants:
         for batch in args.batches:
-            model, tm, fwd, grad, data = setups(variant, batch, args.tf32)
+            model, tm, fwd, grad, data = setups(variant, batch)
             err = check_agreement(*grad)
             report(variant, batch, "forward", *compare(*fwd, args.repeats))
             report(variant, batch, "fwd+grad", *compare(*grad, args.repeats), TARGETS.get(batch))
@@ -255,7 +255,7 @@ def main():
 
     if not args.no_class_model:
         try:
-            model, tm, *_ = setups("torchvision", 1, args.tf32)
+            model, tm, *_ = setups("torchvision", 1)
             te_run, torch_run = class_model_pair(model, tm, args.steps)
             a, b = compare(te_run, torch_run, args.class_repeats, warm=1)
             report("torchvision", 1, f"class {args.steps}", a, b)

@@ -4,7 +4,8 @@
     python scripts/reproduce_figures.py --out figures/                      # embedded model, sample scenes
     python scripts/reproduce_figures.py --out fig_alexnet/ --weights alexnet.h5 --images cat.jpg boat.jpg
 
-Writes PNGs and an index.html gallery with captions (see tinygrad_explain/figures.py),
+Writes PNGs and an index.html gallery with captions (the recipes: tinygrad_explain/figures.py;
+the folder and the page: tinygrad_explain/gallery.py),
 prints the time of each figure, the class models' softmax per class and the
 fc7 inversion errors.  When every figure is done, its files replace their namesakes
 in the --out folder; nothing else there is touched (--out . is safe).

@@ -334,7 +334,7 @@ def test_class_model_from_zero_image_and_clip(model):
     one = te.explain.class_model(model, "cat", steps=1, lr=1.0, l2=0.0, init_noise=0, optimizer="sgd",
                                  recipe="simonyan2014", progress=False)
     g = te.explain.gradient(model, np.zeros((1, 3, 12, 12), np.float32), "cat")
-    B = te.explain._common.data_scale(model)
+    B = te.image.data_scale(model)
     assert B == pytest.approx(2.8)                                   # (1 - 0.3) / 0.25: the widest pixel range
     np.testing.assert_allclose(one.image, B * B * g, rtol=1e-5, atol=1e-8)   # first step: 0 + lr B^2 dS/dI
     noisy = te.explain.class_model(model, "cat", steps=0, seed=4, progress=False)
@@ -359,7 +359,7 @@ def test_class_model_log_softmax_objective(model):
 def test_class_model_regularisers(model):
     v = te.explain.class_model(model, "cat", steps=30, lr=0.2, clip=True, jitter=1, blur_every=5, blur_sigma=0.5,
                                progress=False)
-    lo, hi = te.explain._common.pixel_bounds(model)
+    lo, hi = te.image.pixel_bounds(model)
     assert np.all(v.image >= lo - 1e-6) and np.all(v.image <= hi + 1e-6)
 
 

@@ -814,3 +814,39 @@ def test_kernels_parallel_equals_serial(monkeypatch):
     assert calls["parallel"] > 0, "the parallel kernels never ran"
     for i, (a, c) in enumerate(zip(serial, parallel)):
         assert a.tobytes() == c.tobytes(), f"output {i} differs between 1 and {numba.config.NUMBA_NUM_THREADS} threads"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conv2d_split_over_threads_equals_one_thread(monkeypatch, dtype):
+    """With several threads a batch's convolution runs one slice of images per
+    thread (kernels/threads.py), forward and backward to the input, image by
+    image on one BLAS thread: the same bits as on one thread, the forward equal
+    to the naive reference, the gradient checked against central differences
+    with all threads."""
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    x, w, b = (a.astype(dtype) for a in (rng(1).standard_normal((5, 4, 9, 8)), rng(2).standard_normal((6, 2, 3, 3)),
+                                          rng(3).standard_normal(6)))
+    g = rng(4).standard_normal((5, 6, 5, 4)).astype(dtype)
+    ran = []
+    real = K.threads.over_batch
+    monkeypatch.setattr(K.threads, "over_batch", lambda fn, n: (ran.append(n), real(fn, n))[1])
+
+    def run():
+        t = te.Tensor(x, requires_grad=True)
+        y = te.conv2d(t, te.Tensor(w), te.Tensor(b), 2, 1, 2)
+        y.backward(g)
+        return y.numpy().copy(), t.grad.copy()
+    (y1, dx1), (yn, dxn) = one_and_all_threads(run)
+    assert ran == [5, 5, 5, 5]                      # forward and backward, on one thread and on all
+    assert yn.tobytes() == y1.tobytes() and dxn.tobytes() == dx1.tobytes()
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(y1, conv_ref(x, w, b, 2, 1, 2), rtol=tol, atol=tol)
+    if dtype == np.float64:
+        prev = numba.get_num_threads()
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        try:
+            assert te.gradcheck(lambda t: te.conv2d(t, te.Tensor(w), te.Tensor(b), 2, 1, 2), [x], max_checks=60)
+        finally:
+            numba.set_num_threads(prev)

@@ -114,3 +114,88 @@ def test_workspace_is_per_thread():
     t.start()
     t.join()
     assert (mine == 1).all()
+
+
+# --------------------------------------------------------------------------
+# kernels.threads.over_batch: a batch split over the threads
+# --------------------------------------------------------------------------
+def _all_threads():
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    return numba
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_over_batch_slices_cover_the_batch_once(n):
+    """Each image in exactly one contiguous slice; inside, the kernels' lock is
+    held (their serial versions run) and the BLAS runs on one thread; after,
+    both are as before."""
+    import threading
+
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from tinygrad_explain.kernels import _numba, threads
+    numba = _all_threads()
+    blas = lambda: [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]   # noqa: E731
+    before, seen, mutex = blas(), [], threading.Lock()
+
+    def fn(a, z):
+        with mutex:
+            seen.append((a, z, threading.get_ident(), _numba._PARALLEL_LOCK.locked(), blas()))
+    threads.over_batch(fn, n)
+    parts = min(numba.get_num_threads(), n)
+    assert sorted(s[:2] for s in seen) == threads.slices(n, parts)
+    assert np.array_equal(np.concatenate([np.arange(a, z) for a, z, *_ in sorted(seen)]), np.arange(n))
+    assert len({s[2] for s in seen}) == parts                      # one thread per slice
+    if parts > 1:
+        assert all(locked and set(b) <= {1} for *_, locked, b in seen)
+    assert not _numba._PARALLEL_LOCK.locked() and blas() == before
+
+
+def test_over_batch_raises_a_slice_error_and_nests_inline():
+    from tinygrad_explain.kernels import _numba, threads
+    _all_threads()
+    inner = []
+
+    def fn(a, z):
+        threads.over_batch(lambda b, y: inner.append((b, y)), 3)   # a split inside a split: whole, here
+        if a > 0:
+            raise ValueError(f"slice {a}")
+    with pytest.raises(ValueError, match="slice"):
+        threads.over_batch(fn, 4)
+    assert inner == [(0, 3), (0, 3)]
+    assert not _numba._PARALLEL_LOCK.locked()
+
+
+def test_over_batch_in_a_forked_child():
+    """A child forked after the worker threads exist splits with threads of its own
+    (the parent's pool has no threads there: without the at-fork reset it would hang)."""
+    import multiprocessing as mp
+
+    from tinygrad_explain.kernels import threads
+    _all_threads()
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork here")
+    threads.over_batch(lambda a, z: None, 4)            # the parent's pool exists now
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        seen, want = pool.apply_async(_split_in_child).get(timeout=60)
+    assert seen == want
+
+
+def _split_in_child():
+    import threading
+
+    import numba
+
+    from tinygrad_explain.kernels import threads
+    seen, mutex = [], threading.Lock()
+
+    def fn(a, z):
+        with mutex:
+            seen.append((a, z, threading.get_ident()))
+    threads.over_batch(fn, 4)
+    parts = min(numba.get_num_threads(), 4)
+    return sorted(s[:2] for s in seen) + [len({s[2] for s in seen})], threads.slices(4, parts) + [parts]

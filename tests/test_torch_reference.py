@@ -158,3 +158,22 @@ def test_full_size_parallel_kernels_equal_serial(pair):
         numba.set_num_threads(prev)
     assert s.numpy().tobytes() == serial_scores.tobytes()
     assert xt.grad.tobytes() == serial_grad.tobytes()
+
+
+def test_from_network_twins_the_embedded_model():
+    """torch_reference.from_network (the benchmark's torch twin of any Network): the
+    embedded model's scores and input gradient, float64 on both sides."""
+    from tinygrad_explain.torch_reference import from_network
+    model = te.load_model()
+    seq = from_network(model).double()
+    x = np.random.default_rng(0).standard_normal((3,) + model.input_shape)
+    xt = te.Tensor(x, requires_grad=True)
+    model.astype(np.float64)
+    s = model(xt)
+    s[:, 2].sum().backward()
+    tx = torch.tensor(x, requires_grad=True)
+    ts = seq(tx)
+    ts[:, 2].sum().backward()
+    assert len(seq) == len(model.layers)
+    np.testing.assert_allclose(s.numpy(), ts.detach().numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(xt.grad, tx.grad.numpy(), rtol=1e-9, atol=1e-12)

@@ -34,20 +34,15 @@ import sys
 
 import numpy as np
 
+from .explain.methods import METHODS as EXPLAINERS
+
+# the maps of an image the CLI draws: their functions, --help lines and options are te.explain.methods'
+GRADIENT_MAPS = ("saliency", "guided", "deconvnet", "smoothgrad", "gradcam", "guided-gradcam", "occlusion",
+                 "grad-x-input", "grabcut")
+OBJECTIVE_MAPS = ("saliency", "guided", "deconvnet", "grabcut")   # also take channel / neuron targets
 METHODS = {   # name: (one line for its --help, its own options beyond the common ones)
-    "saliency": ("Simonyan et al. 2014's saliency map max_c |dS/dx| (grey).", ()),
-    "guided": ("The guided-backprop gradient of the class score (Springenberg et al. 2015), in colour.", ()),
-    "deconvnet": ("The deconvnet 'gradient' of the class score (Zeiler & Fergus 2014), in colour.", ()),
-    "smoothgrad": ("SmoothGrad (Smilkov et al. 2017): the saliency map averaged over noisy copies of the image.",
-                   ("noise", "samples", "seed")),
-    "gradcam": ("Grad-CAM (Selvaraju et al. 2017) of a conv layer, upsampled and laid over the image.", ("layer",)),
-    "guided-gradcam": ("Guided Grad-CAM (Selvaraju et al. 2017): guided backprop times Grad-CAM, in colour.",
-                       ("layer",)),
-    "occlusion": ("Occlusion sensitivity (Zeiler & Fergus 2014): how much the class probability drops when a "
-                  "grey square covers each pixel.", ("patch", "stride")),
-    "grad-x-input": ("Gradient x input (Shrikumar et al. 2016), summed over channels: red positive, blue negative.",
-                     ()),
-    "grabcut": ("Saliency -> GrabCut object mask (red) and box (green) (Simonyan et al. 2014, section 6).", ()),
+    **{name: (EXPLAINERS[name].help, EXPLAINERS[name].options) for name in GRADIENT_MAPS},
+    # the images made by optimisation (no --image needed)
     "class-model": ("The class model image of --target (Simonyan et al. 2014); no --image needed.",
                     ("steps", "lr", "seed")),
     "maximize": ("The image maximising --unit of --layer (activation maximisation); no --image needed.",
@@ -55,9 +50,6 @@ METHODS = {   # name: (one line for its --help, its own options beyond the commo
     "invert": ("The image beside --inits reconstructions from its --layer code (Mahendran & Vedaldi 2015).",
                ("layer", "inits", "steps", "lr", "seed")),
 }
-GRADIENT_MAPS = ("saliency", "guided", "deconvnet", "smoothgrad", "gradcam", "guided-gradcam", "occlusion",
-                 "grad-x-input", "grabcut")
-OBJECTIVE_MAPS = ("saliency", "guided", "deconvnet", "grabcut")   # also take channel / neuron targets
 
 
 def build_parser():
@@ -127,24 +119,15 @@ def run(args) -> str:
             msg.append(f"target: {names[target]} (index {target})")
     picture = te_image.to_display(x, model) if x is not None else None
 
-    if args.method == "saliency":
-        values = X.saliency(model, x, target)[0]
-    elif args.method in ("guided", "deconvnet"):
-        values = X.gradient(model, x, target, rule=args.method)[0]
-    elif args.method == "smoothgrad":
-        values = X.smoothgrad(model, x, target, noise=args.noise, samples=args.samples, seed=args.seed)[0]
-    elif args.method == "gradcam":
-        values = X.gradcam(model, x, target, layer=args.layer)[0]
-    elif args.method == "guided-gradcam":
-        values = X.guided_gradcam(model, x, target, layer=args.layer)[0]
-    elif args.method == "occlusion":
-        values = X.occlusion(model, x, target, patch=args.patch, stride=args.stride)[0]
-    elif args.method == "grad-x-input":
-        values = X.gradient_x_input(model, x, target)[0]
-    elif args.method == "grabcut":
-        mask, box = X.grabcut_mask(picture, X.saliency(model, x, target)[0])
-        img = D.overlay(picture, mask, box)
-        msg.append(f"box (x0, y0, x1, y1): {tuple(int(v) for v in box)}; mask area {int(mask.sum())} px")
+    if args.method in GRADIENT_MAPS:
+        method = EXPLAINERS[args.method]
+        values = method.fn(model, x, target, **{o: getattr(args, o) for o in method.options})[0]
+        if args.method == "grabcut":                  # the saliency map seeds GrabCut
+            mask, box = X.grabcut_mask(picture, values)
+            img = D.overlay(picture, mask, box)
+            msg.append(f"box (x0, y0, x1, y1): {tuple(int(v) for v in box)}; mask area {int(mask.sum())} px")
+        else:
+            img = D.upscale(D.method_picture(args.method, values, picture))
     elif args.method == "class-model":
         if target is None:
             raise X.ExplainError("class-model needs --target (a class name or index)")
@@ -164,8 +147,6 @@ def run(args) -> str:
         img = np.asarray(D.grid([picture] + inv.display, ["original"] + [f"error {e:.3f}" for e in inv.errors]))
         msg.append("normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
         msg.append(f"mean pairwise |difference|: {inv.mean_pairwise_mad:.4f}")
-    if args.method in GRADIENT_MAPS and args.method != "grabcut":
-        img = D.upscale(D.method_picture(args.method, values, picture))
     D.save_png(img, out)
     msg.append(f"wrote {out}")
     return "\n".join(msg)

@@ -22,6 +22,9 @@ or a PIL image (``grid``, ``table_image``).
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -30,7 +33,7 @@ from . import image as te_image
 from .safe_io import atomic_write
 
 
-def pil_font(size=12):
+def pil_font(size: int = 12) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """PIL's default font at ``size`` px (a fixed size on Pillow < 10.1)."""
     try:
         return ImageFont.load_default(size=size)
@@ -45,7 +48,7 @@ def upscale(img: np.ndarray, min_side: int = 160) -> np.ndarray:
     return np.repeat(np.repeat(img, k, 0), k, 1) if k > 1 else img
 
 
-def as_rgb(img):
+def as_rgb(img: np.ndarray) -> np.ndarray:
     """uint8 (H, W) grey or (H, W, 3) -> uint8 (H, W, 3)."""
     img = np.asarray(img)
     if img.ndim == 2:
@@ -53,7 +56,8 @@ def as_rgb(img):
     return img.astype(np.uint8)
 
 
-def grid(tiles, labels=None, ncol=None, title=None, min_side=160, pad=6) -> Image.Image:
+def grid(tiles: Sequence[np.ndarray], labels: Sequence[str] | None = None, ncol: int | None = None,
+         title: str | None = None, min_side: int = 160, pad: int = 6) -> Image.Image:
     """Tiles (uint8 HxW or HxWx3) in a grid, each with a label underneath."""
     tiles = [upscale(as_rgb(t), min_side) for t in tiles]
     labels = labels or [""] * len(tiles)
@@ -79,7 +83,7 @@ def grid(tiles, labels=None, ncol=None, title=None, min_side=160, pad=6) -> Imag
     return canvas
 
 
-def table_image(tables, title=None, cell=44) -> Image.Image:
+def table_image(tables: Sequence[tuple[str, np.ndarray]], title: str | None = None, cell: int = 44) -> Image.Image:
     """Small integer matrices side by side, values printed in coloured cells
     (red negative, green positive, grey zero) -- the slide's ReLU tables."""
     font = pil_font(14)
@@ -165,7 +169,10 @@ def method_picture(method: str, values: np.ndarray, picture: np.ndarray) -> np.n
     raise ValueError(f"no picture for method {method!r}")
 
 
-def overlay(img: np.ndarray, mask=None, box=None, truth_box=None) -> np.ndarray:
+def overlay(img: np.ndarray, mask: np.ndarray | None = None, box: Sequence[int] | None = None,
+            truth_box: Sequence[int] | None = None) -> np.ndarray:
+    """The picture (H, W[, 3]) upscaled, with ``mask`` (bool (H, W)) tinted red and the boxes
+    (x0, y0, x1, y1) drawn: ``box`` green (what was found), ``truth_box`` blue (the truth)."""
     out = as_rgb(img).copy()
     if mask is not None:
         tint = out.astype(np.float32)
@@ -179,7 +186,7 @@ def overlay(img: np.ndarray, mask=None, box=None, truth_box=None) -> np.ndarray:
     return out
 
 
-def save_png(im, path):
+def save_png(im: Image.Image | np.ndarray, path: str | os.PathLike) -> None:
     """Write a PIL image (or uint8 array) as PNG through the one safe writer."""
     if isinstance(im, np.ndarray):
         im = Image.fromarray(im)

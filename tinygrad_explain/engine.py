@@ -26,8 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections.abc import Iterator
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+# A Tensor's data: a numpy.ndarray, or a cupy.ndarray on the GPU (the same interface).
+Array = np.ndarray
 
 # The ReLU backward rules, in one table: name -> (mask by x, mask by g), where
 #     dx = g * [x > 0 if mask by x] * [g > 0 if mask by g]
@@ -43,7 +48,7 @@ _RELU_RULE = contextvars.ContextVar("tinygrad_explain_relu_rule", default="backp
 
 
 @contextlib.contextmanager
-def _set(var, value):
+def _set(var, value) -> Iterator[None]:
     """Set a context variable for the ``with`` block (this thread only)."""
     token = var.set(value)
     try:
@@ -52,7 +57,7 @@ def _set(var, value):
         var.reset(token)
 
 
-def no_grad():
+def no_grad() -> contextlib.AbstractContextManager[None]:
     """Inside this block no graph is recorded (inference, finite differences)."""
     return _set(_GRAD_ENABLED, False)
 
@@ -61,7 +66,7 @@ def is_grad_enabled() -> bool:
     return _GRAD_ENABLED.get()
 
 
-def relu_backward(rule: str):
+def relu_backward(rule: str) -> contextlib.AbstractContextManager[None]:
     """Choose what every ReLU passes back while ``.backward()`` runs: one of
     ``RELU_RULES`` ("backprop", "deconvnet", "guided"), whose masks ``RELU_MASKS`` gives."""
     if rule not in RELU_RULES:
@@ -91,7 +96,7 @@ class Tensor:
 
     __array_priority__ = 1000  # so that ``ndarray * Tensor`` calls Tensor.__rmul__
 
-    def __init__(self, data, requires_grad: bool = False):
+    def __init__(self, data: Tensor | ArrayLike, requires_grad: bool = False):
         if isinstance(data, Tensor):
             data = data.data
         if not (isinstance(data, np.ndarray) or _xp(data) is not np):
@@ -108,23 +113,35 @@ class Tensor:
         self.version = 0        # bumped by mark_changed() after an in-place write to .data
 
     # ----- array-like conveniences -------------------------------------
-    shape = property(lambda self: self.data.shape)
-    dtype = property(lambda self: self.data.dtype)
-    ndim = property(lambda self: self.data.ndim)
-    device = property(lambda self: "cpu" if _xp(self.data) is np else "gpu")
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def device(self) -> str:
+        """Where ``data`` lives: "cpu" or "gpu"."""
+        return "cpu" if _xp(self.data) is np else "gpu"
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied from the GPU if needed)."""
         return self.data.get() if _xp(self.data) is not np else self.data
 
-    def to(self, device: str) -> "Tensor":
+    def to(self, device: str) -> Tensor:
         """This tensor on ``device`` ("cpu" or "gpu"): itself if it is there already,
         else a copy (an explicit host <-> device transfer) with the same requires_grad."""
         from .device import move
         data = move(self.data, device)
         return self if data is self.data else Tensor(data, requires_grad=self.requires_grad)
 
-    def retain_grad(self) -> "Tensor":
+    def retain_grad(self) -> Tensor:
         """Keep dL/d(self) in ``.grad`` after ``backward()`` although ``self`` is not a leaf
         (an intermediate activation: "what gradient reaches conv3?").  Returns self."""
         if not self.requires_grad:
@@ -133,24 +150,24 @@ class Tensor:
         self._retains_grad = True
         return self
 
-    def mark_changed(self):
+    def mark_changed(self) -> None:
         """Say that ``.data`` was written in place (the optimisers call it after each
         update).  Copies made from the old values -- ``nn.Linear``'s packed weight --
         are remade at next use.  Assigning a new array to ``.data`` needs no call."""
         self.version += 1
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         return Tensor(self.data)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.data)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         g = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor(shape={self.shape}, dtype={self.dtype}{g})"
 
     # ----- backward ------------------------------------------------------
-    def backward(self, grad=None, retain_graph: bool = False):
+    def backward(self, grad: Tensor | ArrayLike | None = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) * grad into ``leaf.grad`` for every leaf
         that requires grad.  ``grad`` defaults to 1 for a one-element tensor.
 
@@ -217,10 +234,10 @@ class Function:
     where ``self.needs_grad[i]`` is False).  ``apply`` wires them into the graph.
     """
 
-    needs_grad: tuple = ()
+    needs_grad: tuple[bool, ...] = ()
 
     @classmethod
-    def apply(cls, *inputs, **params) -> Tensor:
+    def apply(cls, *inputs: Tensor | ArrayLike, **params) -> Tensor:
         tensors = tuple(t if isinstance(t, Tensor) else Tensor(t) for t in inputs)
         if len(tensors) > 1:
             _check_same_device(cls.__name__, tensors)
@@ -232,10 +249,10 @@ class Function:
             out._ctx, out._parents = ctx, tensors
         return out
 
-    def forward(self, *arrays, **params):
+    def forward(self, *arrays: Array, **params) -> Array:
         raise NotImplementedError
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Array | tuple[Array | None, ...]:
         raise NotImplementedError
 
 
@@ -250,7 +267,7 @@ def _check_same_device(op, tensors):
 _RNG = np.random.default_rng(0)
 
 
-def manual_seed(seed: int):
+def manual_seed(seed: int) -> None:
     """Seed the engine's random generator (dropout masks, initialisation)."""
     global _RNG
     _RNG = np.random.default_rng(seed)
@@ -261,7 +278,7 @@ def rng() -> np.random.Generator:
     return _RNG
 
 
-def set_rng(generator: np.random.Generator):
+def set_rng(generator: np.random.Generator) -> None:
     """Make ``generator`` the engine's generator (a training checkpoint restores
     the saved one, so a resumed run draws the same dropout masks)."""
     global _RNG

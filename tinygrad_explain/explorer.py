@@ -52,6 +52,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .explain.methods import get as get_method
+
 STATIC_DIR = Path(__file__).resolve().parent / "explorer_static"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024       # a photo; the embedded model sees 64x64 anyway
 MAX_JSON_BYTES = 64 * 1024
@@ -60,20 +62,20 @@ MAX_UPLOADS_KEPT = 32                    # model-space arrays of recent uploads,
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 
-#: method -> (label, the ReLU rule of its backward pass, shown in the layer view; the function
-#: of te.explain computing the map for a batch).  Names as in the CLI.
+#: the page's menu, in its order: method -> (label, the options it runs with).  The function
+#: computing each map and the ReLU rule of its backward pass (shown in the layer view) are
+#: te.explain.methods' (names as in the CLI).
 METHODS = {
-    "gradient": ("gradient dS/dx (backprop)", "backprop", lambda X, m, x, t: X.gradient(m, x, t)),
-    "saliency": ("saliency max_c |dS/dx|", "backprop", lambda X, m, x, t: X.saliency(m, x, t)),
-    "deconvnet": ("deconvnet", "deconvnet", lambda X, m, x, t: X.gradient(m, x, t, rule="deconvnet")),
-    "guided": ("guided backprop", "guided", lambda X, m, x, t: X.gradient(m, x, t, rule="guided")),
-    "grabcut": ("saliency -> GrabCut mask and box", "backprop", lambda X, m, x, t: X.saliency(m, x, t)),
-    "smoothgrad": ("SmoothGrad (25 noisy copies)", "backprop", lambda X, m, x, t: X.smoothgrad(m, x, t)),
-    "grad-x-input": ("gradient x input", "backprop", lambda X, m, x, t: X.gradient_x_input(m, x, t)),
-    "gradcam": ("Grad-CAM (last conv layer)", "backprop", lambda X, m, x, t: X.gradcam(m, x, t)),
-    "guided-gradcam": ("guided Grad-CAM", "guided", lambda X, m, x, t: X.guided_gradcam(m, x, t)),
-    "occlusion": ("occlusion (8x8 grey patch, stride 8)", "backprop",
-                  lambda X, m, x, t: X.occlusion(m, x, t, patch=8, stride=8)),
+    "gradient": ("gradient dS/dx (backprop)", {}),
+    "saliency": ("saliency max_c |dS/dx|", {}),
+    "deconvnet": ("deconvnet", {}),
+    "guided": ("guided backprop", {}),
+    "grabcut": ("saliency -> GrabCut mask and box", {}),
+    "smoothgrad": ("SmoothGrad (25 noisy copies)", {}),
+    "grad-x-input": ("gradient x input", {}),
+    "gradcam": ("Grad-CAM (last conv layer)", {}),
+    "guided-gradcam": ("guided Grad-CAM", {}),
+    "occlusion": ("occlusion (8x8 grey patch, stride 8)", {"patch": 8, "stride": 8}),
 }
 
 
@@ -247,7 +249,7 @@ class Explorer:
         except X.ExplainError as e:
             raise RequestError(f"{self.methods[method][0]}: {e}") from None
         t2 = time.perf_counter()
-        layers = self.layer_flow(x, target, self.methods[method][1]) if want_layers else []
+        layers = self.layer_flow(x, target, get_method(method).rule) if want_layers else []
         t3 = time.perf_counter()
         return {
             "prediction": [{"index": int(k), "name": names[k], "p": float(p[k])} for k in top],
@@ -263,7 +265,7 @@ class Explorer:
         """(the array te.explain returned for this image, its picture, extra JSON fields)."""
         from . import draw as D
         from . import explain as X
-        values = self.methods[method][2](X, self.model, x, target)[0]
+        values = get_method(method).fn(self.model, x, target, **self.methods[method][1])[0]
         if method != "grabcut":
             return values, D.method_picture(method, values, picture), {}
         mask, box = X.grabcut_mask(picture, values)
@@ -282,7 +284,7 @@ class Explorer:
         (x > 0) and the fraction of the gradient entries it passed back under ``rule``."""
         from .draw import heat
         from .engine import Tensor, relu_backward
-        from .explain._common import resolve_objective
+        from .explain import resolve_objective
         m = self.model
         names = m.layer_names
         obj = resolve_objective(m, target, 1)          # the seed te.explain.gradient starts from

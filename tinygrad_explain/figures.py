@@ -1,7 +1,7 @@
 """Every figure of the lecture "Explaining CNNs: Early Methods", as PNGs plus an HTML gallery.
 
-``reproduce(out_dir, model, images)`` is what ``scripts/reproduce_figures.py``
-runs.  Figures (file names in the gallery order):
+``main`` is ``scripts/reproduce_figures.py``; ``reproduce(out_dir, inputs)`` makes
+the gallery.  Figures (file names in the gallery order):
 
     toy_relu_rules.png     the slide's 4x4 example: ReLU forward, then the gradient
                            passed back by backprop / deconvnet / guided backprop
@@ -25,12 +25,12 @@ runs.  Figures (file names in the gallery order):
                            shipped scenes, each activation projected back by deconvnet and guided
                            backprop (Zeiler & Fergus 2014, fig. 2)
 
-Everything is drawn into a private temporary folder (inside ``out_dir``, or
-beside it when it does not exist yet); only when every figure is done are
-the files moved into ``out_dir`` (``index.html`` last), each replacing just
-its namesake.  So an interrupted run leaves the old gallery as it was, and
-nothing else in ``out_dir`` -- notes, other figures, figures left out by
-``--only``, subfolders -- is ever removed (``--out .`` is safe).
+This module holds the recipes (``fig_*``: what each figure draws, from which
+model and images, with which settings), the inputs they are made from
+(:class:`Inputs`), how they are run (one after another, or side by side in
+worker processes) and the command line; :mod:`.gallery` collects them into a
+folder with an HTML page, so that an interrupted run leaves the old gallery as
+it was and nothing else in ``out_dir`` is ever removed (``--out .`` is safe).
 """
 from __future__ import annotations
 
@@ -38,9 +38,7 @@ import html
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +49,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import explain as X
+from . import gallery
 from . import image as te_image
 from .device import set_num_threads
 from .draw import (
@@ -66,8 +65,9 @@ from .draw import (
     table_image,
     upscale,
 )
+from .gallery import Figure
 from .modelfile import DEFAULT_WEIGHTS
-from .safe_io import atomic_write, write_text
+from .safe_io import atomic_write
 
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
@@ -83,15 +83,6 @@ LECTURE_IMAGENET_CLASSES = ["washer", "goose", "ostrich", "limousine", "computer
 # --------------------------------------------------------------------------
 # the figures
 # --------------------------------------------------------------------------
-@dataclass
-class Figure:
-    name: str
-    file: str
-    caption: str
-    seconds: float = 0.0
-    extra_html: str = ""
-
-
 @dataclass
 class Inputs:
     """What the figures are made from: the model, sample images in model space
@@ -560,58 +551,8 @@ def file_inputs(model, paths):
 
 
 # --------------------------------------------------------------------------
-# the gallery
+# making the figures (gallery.py collects them into a folder with index.html)
 # --------------------------------------------------------------------------
-def _prepare_out(out: Path) -> Path:
-    """Check ``out`` and make the private folder the figures are drawn into.
-
-    ``out`` may be missing (it is created), empty, or hold anything else
-    (``--out .``): only the files this run writes are replaced there, when
-    the run is complete.  The work folder lies inside ``out`` when it exists
-    (same file system, so each file is moved atomically), else beside it."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {str(out)!r} exists and is not a folder")
-    where = out if out.is_dir() else out.resolve().parent
-    try:
-        if not out.exists():
-            where.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name or 'figures'}.partial-", dir=where))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)                # mkdtemp's 0700 would hide a new gallery from others
-    except OSError as e:
-        raise PermissionError(f"cannot write to the output folder {out} ({e.strerror or e})") from None
-    return tmp
-
-
-def _finish(tmp: Path, out: Path, written):
-    """Move the files of this run (``written``, index.html last) from ``tmp`` into ``out``.
-
-    A missing ``out`` is the work folder renamed.  In an existing folder each
-    file replaces only its namesake; every other file or folder there is kept."""
-    out = Path(out)
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    for name in written:
-        os.replace(tmp / name, out / name)
-    tmp.rmdir()
-
-
-def write_index(out: Path, figures, title, info):
-    parts = [f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
-             "figure{margin:2em 0}img{max-width:100%;image-rendering:pixelated}"
-             "figcaption{max-width:60em;margin-top:.5em}table.m td,table.toy table td{border:1px solid #999;"
-             "padding:2px 6px;text-align:right}table.toy>tbody>tr>td{vertical-align:top;padding-right:1.5em}"
-             "</style>", f"<h1>{html.escape(title)}</h1>", f"<p>{info}</p>"]
-    for f in figures:
-        parts.append(f"<figure id={f.name}><img src=\"{f.file}\" alt=\"{html.escape(f.name)}\">"
-                     f"<figcaption>{f.caption} <i>({f.seconds:.1f} s)</i>{f.extra_html}</figcaption></figure>")
-    write_text(out / "index.html", "\n".join(parts) + "\n")
-
-
 #: rough share of the main job's time per figure (embedded model), longest first: the order in
 #: which ``jobs > 1`` hands the figures to the worker processes, so that the long ones start first
 COST_ORDER = ("inversion", "class models", "inversion layers", "neurons", "sanity", "zeiler fergus", "methods",
@@ -693,33 +634,9 @@ def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info=
     figures in that many worker processes (each with ``threads`` Numba/BLAS threads); the
     gallery keeps the order of FIGURES.  Returns (figures, summary dict, seconds)."""
     log = log or _say
-    out = Path(out)
-    tmp = _prepare_out(out)
-    t0 = time.perf_counter()
-    made, summary, times = {}, {}, {}
-    try:
-        todo = [n for n, _ in FIGURES if only is None or n in only]
-        for name, res, part, dt, printed in _make_all(todo, inputs, tmp, jobs, threads, log):
-            if printed.strip():
-                log(printed.rstrip("\n"))
-            for r in res:
-                r.seconds = dt / len(res)
-            made[name] = res
-            summary.update(part)
-            times[name] = dt
-            log(f"[{name}] {dt:.1f} s")
-        figures = [f for name in todo for f in made[name]]
-        summary["seconds"] = {name: times[name] for name in todo}
-        summary["total_seconds"] = time.perf_counter() - t0
-        summary["jobs"] = jobs
-        write_text(tmp / "summary.json", json.dumps(summary, indent=1))
-        write_index(tmp, figures, title, info)
-        files = sorted(p.name for p in tmp.iterdir() if p.name != "index.html") + ["index.html"]
-        _finish(tmp, out, files)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return figures, summary, time.perf_counter() - t0
+    todo = [n for n, _ in FIGURES if only is None or n in only]
+    return gallery.build(out, todo, lambda tmp: _make_all(todo, inputs, tmp, jobs, threads, log), title, info,
+                         log, {"jobs": jobs})
 
 
 # --------------------------------------------------------------------------
@@ -789,7 +706,7 @@ def main(argv=None) -> int:
     from .device import DeviceUnavailable
     t0 = time.perf_counter()
     try:
-        _prepare_out(Path(args.out)).rmdir()       # fail early on an unwritable folder
+        gallery.prepare_out(args.out).rmdir()       # fail early on an unwritable folder
         model = load_model(args.weights, device=args.device)
         embedded = args.weights is None
         if args.images:

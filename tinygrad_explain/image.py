@@ -43,12 +43,20 @@ viewable uint8 image.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+if TYPE_CHECKING:                    # hints only: image.py reads nothing but two attributes of a model
+    from .models import Network
+
+#: what :func:`load` reads: a file path, a PIL image or a uint8 (H, W[, C]) array
+ImageSource = Union[str, bytes, os.PathLike, Image.Image, np.ndarray]
+
 __all__ = ["load", "load_pil", "to_display", "normalize_display", "preprocessing_of", "pixels_to_model", "to_model",
-           "model_grad_to_pixels", "model_to_pixels", "channel_stats"]
+           "model_grad_to_pixels", "model_to_pixels", "pixel_bounds", "data_scale", "channel_stats"]
 
 _RESAMPLE = Image.Resampling.BILINEAR if hasattr(Image, "Resampling") else Image.BILINEAR
 
@@ -120,7 +128,7 @@ def _as_size(v, key="size"):
     return (h, w) if h > 0 and w > 0 else None
 
 
-def preprocessing_of(model) -> dict:
+def preprocessing_of(model: Network) -> dict:
     """The model's recipe with defaults filled in and types normalised.
 
     Returns ``dict(mean=ndarray[C], std=ndarray[C], channel_order=str,
@@ -162,7 +170,8 @@ def preprocessing_of(model) -> dict:
 # ---------------------------------------------------------------------------
 # Values: pixels <-> model space (the one place this mapping is written)
 # ---------------------------------------------------------------------------
-def pixels_to_model(pixels, mean, std, pixel_scale=1.0, channel_order="RGB") -> np.ndarray:
+def pixels_to_model(pixels: np.ndarray, mean: Sequence[float] | np.ndarray, std: Sequence[float] | np.ndarray,
+                    pixel_scale: float = 1.0, channel_order: str = "RGB") -> np.ndarray:
     """RGB pixels 0..255, (N, H, W, C) or (H, W, C), uint8 or float -> float32
     (N, C, H, W) model space, for a single image or a batch:
 
@@ -183,7 +192,7 @@ def pixels_to_model(pixels, mean, std, pixel_scale=1.0, channel_order="RGB") -> 
     return np.ascontiguousarray(out)
 
 
-def to_model(pixels, model) -> np.ndarray:
+def to_model(pixels: np.ndarray, model: Network) -> np.ndarray:
     """:func:`pixels_to_model` with the model's recipe (:func:`preprocessing_of`):
     uint8 RGB (N, H, W, C) or (H, W, C) already at the input size -> float32
     (N, C, H, W).  :func:`load` adds decoding and geometry for files."""
@@ -191,7 +200,7 @@ def to_model(pixels, model) -> np.ndarray:
     return pixels_to_model(pixels, pre["mean"], pre["std"], pre["pixel_scale"], pre["channel_order"])
 
 
-def model_grad_to_pixels(grad, model) -> np.ndarray:
+def model_grad_to_pixels(grad: np.ndarray, model: Network) -> np.ndarray:
     """The chain rule through :func:`to_model`: a gradient ``dL/dx`` in model space
     (N, C, H, W) -> ``dL/dpixel`` (N, H, W, C), RGB, pixels on the 0..255 scale.
 
@@ -213,7 +222,7 @@ def model_grad_to_pixels(grad, model) -> np.ndarray:
     return np.ascontiguousarray(g.transpose(0, 2, 3, 1))
 
 
-def model_to_pixels(x, model) -> np.ndarray:
+def model_to_pixels(x: np.ndarray, model: Network) -> np.ndarray:
     """The inverse value mapping: model space (C, H, W) -> float64 pixels (C, H, W),
     RGB order, 0..255 scale, neither rounded nor clipped (an optimised image may leave
     the range): ``(x * std + mean) * 255 / pixel_scale``, channels back to RGB."""
@@ -229,7 +238,27 @@ def model_to_pixels(x, model) -> np.ndarray:
     return a
 
 
-def channel_stats(images_uint8, pixel_scale=1.0, max_images=10000):
+def pixel_bounds(model: Network) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi), each (C, 1, 1) float32: the model-space values of pixel 0 and pixel 255
+    per channel (in the model's channel order)."""
+    pre = preprocessing_of(model)
+    mean, std, scale = pre["mean"], pre["std"], pre["pixel_scale"]
+    lo = (0.0 - mean) / std
+    hi = (scale - mean) / std
+    return (np.minimum(lo, hi).astype(np.float32)[:, None, None],
+            np.maximum(lo, hi).astype(np.float32)[:, None, None])
+
+
+def data_scale(model: Network) -> float:
+    """B: the largest magnitude a real image can have in model space (the half-range of
+    the pixel values around the mean).  Mahendran & Vedaldi normalise their
+    regularisers by it, so that the same weights work for [0,1]/std and [0,255]-mean inputs."""
+    lo, hi = pixel_bounds(model)
+    return float(max(np.abs(lo).max(), np.abs(hi).max()))
+
+
+def channel_stats(images_uint8: np.ndarray, pixel_scale: float = 1.0,
+                  max_images: int = 10000) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of uint8 NHWC images, with pixels scaled to
     [0, ``pixel_scale``] (the values the model file's preprocessing stores)."""
     x = np.asarray(images_uint8[:max_images], np.float64) * (pixel_scale / 255.0)
@@ -331,7 +360,7 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
-def load_pil(src, channels: int = 3) -> Image.Image:
+def load_pil(src: ImageSource, channels: int = 3) -> Image.Image:
     """Decode ``src`` to an ``"RGB"`` (or ``"L"`` for ``channels == 1``) PIL image."""
     im = _open(src)
     mode = "L" if channels == 1 else "RGB"
@@ -403,7 +432,7 @@ def _fit(im: Image.Image, pre: dict, H: int, W: int) -> Image.Image:
 # ---------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------
-def load(src, model) -> np.ndarray:
+def load(src: ImageSource, model: Network) -> np.ndarray:
     """Image (path, PIL image or uint8 array) -> float32 ``(1, C, H, W)`` model input.
 
     See the module docstring for the exact steps.  Raises ``ValueError``
@@ -434,7 +463,7 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def to_display(x, model) -> np.ndarray:
+def to_display(x: np.ndarray, model: Network) -> np.ndarray:
     """Invert :func:`load`'s value mapping: model input -> uint8 ``(H, W, 3)`` RGB.
 
     Accepts ``(1, C, H, W)`` or ``(C, H, W)``.  Geometry (resize/crop) is not
@@ -471,7 +500,7 @@ def _hwc(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def normalize_display(arr, mode: str = "minmax", percentile: float | None = None) -> np.ndarray:
+def normalize_display(arr: np.ndarray, mode: str = "minmax", percentile: float | None = None) -> np.ndarray:
     """Map a real-valued map (e.g. an input gradient) to a uint8 image.
 
     ``arr`` may be ``(1, C, H, W)``, ``(C, H, W)``, ``(H, W, C)`` or ``(H, W)``;

@@ -22,9 +22,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .models import Network
 
 FORMAT = "tinygrad-explain-model"
 VERSION = 1
@@ -54,8 +59,10 @@ class ModelFileError(ValueError):
     """A model file that is missing, corrupt, or does not match its own description."""
 
 
-def save_model(model, path, class_names=None, mean=None, std=None, channel_order=None,
-               pixel_scale=None, resize=None, crop=None):
+def save_model(model: Network, path: str | os.PathLike, class_names: Sequence[str] | None = None,
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+               channel_order: str | None = None, pixel_scale: float | None = None,
+               resize: int | None = None, crop: int | None = None) -> Path:
     """Write ``model`` (a Network) to ``path`` as a self-describing HDF5 file.
 
     Preprocessing arguments left as None are taken from ``model.preprocessing``
@@ -176,7 +183,7 @@ def _short(v, n=60):
     return r if len(r) <= n else r[:n] + "..."
 
 
-def parameter_count(arch) -> int:
+def parameter_count(arch: Sequence[dict]) -> int:
     """Number of weights the architecture asks for, computed from the specs alone
     (nothing allocated): conv O*(I/groups)*k*k + O, linear out*in + out."""
     from .nn import _positive
@@ -210,7 +217,8 @@ def _max_parameters(limit):
     return MAX_PARAMETERS
 
 
-def load_model(path=None, device="cpu", max_parameters=None):
+def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
+               max_parameters: int | None = None) -> Network:
     """Read a model file written by :func:`save_model` (or by hand, following the schema).
 
     ``path=None`` loads the embedded default model shipped in ``weights/``

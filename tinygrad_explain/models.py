@@ -14,6 +14,7 @@ AlexNet comes in two layouts:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -32,7 +33,8 @@ class Network:
     ``class_names`` and ``preprocessing`` travel with the model file.
     """
 
-    def __init__(self, layers, input_shape, class_names=None, preprocessing=None):
+    def __init__(self, layers: Iterable[tuple[str, nn.Layer]], input_shape: Sequence[int],
+                 class_names: Sequence[str] | None = None, preprocessing: dict | None = None) -> None:
         self.layers = {}
         for name, layer in layers:
             if not isinstance(name, str) or not name:
@@ -64,32 +66,32 @@ class Network:
         return shapes
 
     @property
-    def layer_names(self):
+    def layer_names(self) -> list[str]:
         return list(self.layers)
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return self.shapes[self.layer_names[-1]][0]
 
-    def architecture(self):
+    def architecture(self) -> list[dict]:
         """The JSON-able list of layer specs (each with its name)."""
         return [dict(name=n, **l.spec()) for n, l in self.layers.items()]
 
-    def parameters(self):
+    def parameters(self) -> list[Tensor]:
         return [getattr(l, p) for l in self.layers.values() for p in l.params]
 
-    def requires_grad_(self, flag=True):
+    def requires_grad_(self, flag: bool = True) -> Network:
         """Make the weights trainable (True) or frozen (False, the default)."""
         for t in self.parameters():
             t.requires_grad = flag
             t.grad = None
         return self
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for t in self.parameters():
             t.grad = None
 
-    def to(self, device):
+    def to(self, device: str) -> Network:
         """Move every parameter (and gradient) to ``device`` ("cpu" or "gpu"); returns self.
         A no-op where they already are.  ``to("gpu")`` raises a clear error if CuPy or a
         CUDA device is missing, ``to("tpu")`` a ValueError."""
@@ -101,27 +103,27 @@ class Network:
         self.device = device
         return self
 
-    def astype(self, dtype):
+    def astype(self, dtype: np.dtype | type) -> Network:
         """Cast every parameter (e.g. to float64 for gradient checks); returns self."""
         for t in self.parameters():
             t.data = t.data.astype(dtype)
         return self
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Network:
         for l in self.layers.values():
             l.training = mode
         return self
 
-    def eval(self):
+    def eval(self) -> Network:
         return self.train(False)
 
     # ----- weights -------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """``{"conv1.weight": ndarray, "conv1.bias": ndarray, ...}``; conv weights
         (O, I/groups, kH, kW), linear weights (out, in), as in PyTorch and Caffe."""
         return {f"{n}.{p}": getattr(l, p).numpy() for n, l in self.layers.items() for p in l.params}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> Network:
         """Copy weights in.  Missing, unexpected or mis-shaped keys and
         non-finite values raise an error that names the key."""
         own = self.state_dict()
@@ -147,7 +149,7 @@ class Network:
         return self
 
     # ----- forward -------------------------------------------------------
-    def check_input(self, x, after=None):
+    def check_input(self, x: Tensor | np.ndarray, after: str | None = None) -> Tensor:
         """Validate an input batch and return it as a Tensor: (N, C, H, W) for an image
         network, (N, F) for one that starts with a vector (an MLP), or -- with ``after`` --
         (N, *shape of that layer's output), to run the rest of the network from there.
@@ -195,7 +197,8 @@ class Network:
                            + f"; layers: {self.layer_names}")
         return name
 
-    def __call__(self, x, until=None, keep=None, start=None):
+    def __call__(self, x: Tensor | np.ndarray, until: str | None = None, keep: str | Sequence[str] | None = None,
+                 start: str | None = None) -> Tensor | LayerOutputs:
         """Forward pass; returns the last layer's output (unnormalised class scores).
 
         ``until``  name of the layer whose output to return (the rest is not run).
@@ -259,7 +262,7 @@ class LayerOutputs(dict):
     output = None
 
 
-def from_architecture(arch, input_shape, **kw) -> Network:
+def from_architecture(arch: Sequence[dict], input_shape: Sequence[int], **kw) -> Network:
     """Rebuild a Network from ``Network.architecture()`` output."""
     layers = []
     for i, spec in enumerate(arch):
@@ -272,7 +275,7 @@ def from_architecture(arch, input_shape, **kw) -> Network:
     return Network(layers, input_shape, **kw)
 
 
-def alexnet(variant="torchvision", num_classes=1000) -> Network:
+def alexnet(variant: str = "torchvision", num_classes: int = 1000) -> Network:
     """AlexNet with random weights (PyTorch's default initialisation, seeded by
     ``te.manual_seed``).  Layer names: conv1..conv5, fc6..fc8, relu1..relu7,
     pool1, pool2, pool5, norm1, norm2 (caffe), drop6, drop7, avgpool (torchvision)."""
@@ -305,8 +308,9 @@ def alexnet(variant="torchvision", num_classes=1000) -> Network:
     return Network(layers, shape)
 
 
-def scene_alexnet(num_classes=10, size=64, width=(64, 128, 192, 192, 128), fc=512, dropout=0.1,
-                  conv1=(5, 2, 2), conv2=(3, 1, 1)) -> Network:
+def scene_alexnet(num_classes: int = 10, size: int = 64, width: Sequence[int] = (64, 128, 192, 192, 128),
+                  fc: int = 512, dropout: float = 0.1, conv1: tuple[int, int, int] = (5, 2, 2),
+                  conv2: tuple[int, int, int] = (3, 1, 1)) -> Network:
     """The embedded model's AlexNet-style network, sized for 64x64 "Fashion-MNIST
     scenes": AlexNet's layer names and order (conv1-relu1-norm1-pool1, conv2-relu2-
     norm2-pool2, conv3..conv5, pool5, fc6-relu6-drop6, fc7-relu7-drop7, fc8), with

@@ -22,7 +22,7 @@ class Layer:
     type = "layer"
     params: tuple = ()
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.training = False
 
     def spec(self) -> dict:
@@ -123,17 +123,17 @@ class Linear(Layer):
         return (self.out_features,)
 
     @property
-    def storage(self):
+    def storage(self) -> str | None:
         """None (the weight's own dtype) or "bfloat16": how the packed copies are stored."""
         return self._storage
 
     @storage.setter
-    def storage(self, value):
+    def storage(self, value: str | None) -> None:
         if value not in (None, "bfloat16"):
             raise ValueError(f"linear: storage must be None or 'bfloat16', got {value!r}")
         self._storage = value
 
-    def packed_weight(self):
+    def packed_weight(self) -> tuple[np.ndarray, np.ndarray | None] | None:
         """(forward matrix, backward matrix or None) for ``ops.Linear``: weight.data
         transposed (in, out), contiguous, and None (the backward reads the weight
         itself); with bfloat16 storage both in bfloat16 bits.  None for a trainable
@@ -156,7 +156,7 @@ class Linear(Layer):
         return dict(self.__dict__, _packed=None)
 
     @property
-    def packed_nbytes(self):
+    def packed_nbytes(self) -> int:
         """Bytes held by the packed copy (0 when there is none)."""
         return 0 if self._packed is None else sum(c.nbytes for c in self._packed[3] if c is not None)
 
@@ -238,11 +238,11 @@ class Dropout(Layer):
         self.p = p
 
     @property
-    def p(self):
+    def p(self) -> float:
         return self._p
 
     @p.setter
-    def p(self, p):
+    def p(self, p: float) -> None:
         """Checked on every change (training may switch dropout off between epochs)."""
         if not isinstance(p, (int, float)) or not 0 <= p < 1:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")

@@ -16,14 +16,19 @@ host and device behind the caller's back.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import engine
 from . import kernels as K
-from .engine import Function, Tensor, _xp
+from .engine import Array, Function, Tensor, _xp
 
 Size2 = int | tuple[int, int]        # a size or stride: one int for both sides, or (height, width)
 Axis = int | tuple[int, ...] | None
+Grads = tuple[Array | None, ...]     # one gradient per tensor input, None where none is needed
 
 
 def _pair(v):
@@ -59,9 +64,14 @@ class Conv2d(Function):
     ``backward_bias`` (db).  ``forward`` and ``backward`` only cut the batch
     into chunks and hand out buffers.
 
-    The batch is processed in chunks of images whose ``col`` fits a few MB
-    (reused scratch buffers, cache-friendly); for one image the GEMM writes
-    straight into the output.  When the weight gradient will be needed
+    On the CPU, a batch of several images is split over the threads, one
+    slice of images each (``kernels/threads.py``), and each image is one
+    im2col and one GEMM on one BLAS thread, written straight into its output
+    (no layout change): whole images per thread, as PyTorch's oneDNN does, and
+    the same bits on any thread count.  One image uses the kernels' and the
+    BLAS's threads.  Otherwise (training, the GPU) the batch is processed in
+    chunks of images whose ``col`` fits a few MB (reused scratch buffers,
+    cache-friendly); for one image the GEMM writes straight into the output.  When the weight gradient will be needed
     (training), each chunk's ``col`` is kept for backward; otherwise (input
     gradients only, as the explainers need) it is not, and a backward that
     still needs it recomputes it chunk by chunk (as Caffe does).  On the
@@ -88,38 +98,39 @@ class Conv2d(Function):
         return B.im2col.im2col(x, kh, kw, self.stride, self.padding, out=out)
 
     @staticmethod
-    def forward_gemm(xp, wg, col, rows):
+    def forward_gemm(xp: ModuleType, wg: Array, col: Array, rows: Array) -> None:
         """rows[g] = w[g] @ col[g] for each group: wg (G, O/G, R), col (G*R, n*L) -> rows (O, n*L)."""
         G, Og, R = wg.shape
         for g in range(G):
             xp.matmul(wg[g], col[g * R:(g + 1) * R], out=rows[g * Og:(g + 1) * Og])
 
     @staticmethod
-    def forward_bias(B, rows, b, y):
+    def forward_bias(B: ModuleType, rows: Array, b: Array | None, y: Array) -> None:
         """y (n, O, L) = rows (O, n*L) + b (O,), the layout change and the bias in one pass."""
         B.layout.rows_to_nchw(rows, b, y)
 
     @staticmethod
-    def backward_gemm(xp, wg, grows, dcol):
+    def backward_gemm(xp: ModuleType, wg: Array, grows: Array, dcol: Array) -> None:
         """dcol[g] = w[g].T @ dy_rows[g]: grows (O, n*L) -> dcol (G*R, n*L), the input side."""
         G, Og, R = wg.shape
         for i in range(G):
             xp.matmul(wg[i].T, grows[i * Og:(i + 1) * Og], out=dcol[i * R:(i + 1) * R])
 
     @staticmethod
-    def weight_gemm(grows, col, dw):
+    def weight_gemm(grows: Array, col: Array, dw: Array) -> None:
         """dw[g] += dy_rows[g] @ col[g].T: grows (O, n*L), col (G*R, n*L) -> dw (G, O/G, R)."""
         G, Og, R = dw.shape
         for i in range(G):
             dw[i] += grows[i * Og:(i + 1) * Og] @ col[i * R:(i + 1) * R].T
 
     @staticmethod
-    def backward_bias(B, g):
+    def backward_bias(B: ModuleType, g: Array) -> Array:
         """db (O,) = sum of g (N, O, L) over n and l."""
         return B.layout.bias_grad(g)
 
     # ---- forward and backward: chunks and buffers ---------------------------
-    def forward(self, x, w, b=None, stride=1, padding=0, groups=1):
+    def forward(self, x: Array, w: Array, b: Array | None = None, stride: Size2 = 1, padding: Size2 = 0,
+                groups: int = 1) -> Array:
         xp, B = _xp(x), K.backend(x)
         self.stride, self.padding, self.groups = _pair(stride), _pair(padding), int(groups)
         N, G, (O, _, kh, kw) = x.shape[0], self.groups, w.shape
@@ -131,21 +142,28 @@ class Conv2d(Function):
         # When the weight gradient will be needed (training), keep each chunk's
         # col for backward instead of recomputing it there.
         self.cols = [] if len(self.needs_grad) > 1 and self.needs_grad[1] else None
-        for n0 in range(0, N, step):
-            n1 = min(N, n0 + step)
-            shape = (G * R, (n1 - n0) * L)
-            col = self._im2col(B, x[n0:n1], kh, kw, B.workspace.get("col", shape, x.dtype) if self.cols is None
-                               else xp.empty(shape, x.dtype))
-            if self.cols is not None:
-                self.cols.append(col)
-            rows = y[n0].reshape(O, L) if n1 - n0 == 1 else B.workspace.get("rows", (O, (n1 - n0) * L), x.dtype)
-            self.forward_gemm(xp, wg, col, rows)
-            self.forward_bias(B, rows, b, y[n0:n1])
+
+        def run(a, z, step=step):       # images [a, z), chunk by chunk
+            for n0 in range(a, z, step):
+                n1 = min(z, n0 + step)
+                shape = (G * R, (n1 - n0) * L)
+                col = self._im2col(B, x[n0:n1], kh, kw, B.workspace.get("col", shape, x.dtype)
+                                   if self.cols is None else xp.empty(shape, x.dtype))
+                if self.cols is not None:
+                    self.cols.append(col)
+                rows = y[n0].reshape(O, L) if n1 - n0 == 1 else B.workspace.get("rows", (O, (n1 - n0) * L), x.dtype)
+                self.forward_gemm(xp, wg, col, rows)
+                self.forward_bias(B, rows, b, y[n0:n1])
+        if self.cols is None and xp is np:
+            # the images split over the threads, one by one (kernels/threads.py)
+            K.threads.over_batch(lambda a, z: run(a, z, 1), N)
+        else:
+            run(0, N)                           # training keeps the cols in order; the GPU takes chunks
         if any(self.needs_grad):
             self.x, self.w = x, w
         return y.reshape(N, O, oh, ow)
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Grads:
         xp, B = _xp(g), K.backend(g)
         x, w, G = self.x, self.w, self.groups
         N, (O, _, kh, kw) = x.shape[0], w.shape
@@ -158,18 +176,25 @@ class Conv2d(Function):
         dx = xp.zeros(x.shape, dtype=g.dtype) if need_x else None
         dw = xp.zeros((G, Og, R), dtype=g.dtype) if need_w else None
         cols, self.cols = self.cols, None
-        for k, n0 in enumerate(range(0, N, step)):
-            n1 = min(N, n0 + step)
-            grows = B.layout.nchw_to_rows(g[n0:n1], B.workspace.get("grows", (O, (n1 - n0) * L), g.dtype)
-                                          if n1 - n0 > 1 else None)
-            if need_x:
-                dcol = B.workspace.get("dcol", (G * R, (n1 - n0) * L), g.dtype)
-                self.backward_gemm(xp, wg, grows, dcol)
-                B.im2col.col2im(dcol, (n1 - n0,) + x.shape[1:], kh, kw, self.stride, self.padding, out=dx[n0:n1])
-            if need_w:
-                col = cols[k] if cols else self._im2col(B, x[n0:n1], kh, kw,
-                                                        B.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
-                self.weight_gemm(grows, col, dw)
+
+        def run(a, z, step=step):       # images [a, z), chunk by chunk
+            for k, n0 in enumerate(range(a, z, step)):
+                n1 = min(z, n0 + step)
+                grows = B.layout.nchw_to_rows(g[n0:n1], B.workspace.get("grows", (O, (n1 - n0) * L), g.dtype)
+                                              if n1 - n0 > 1 else None)
+                if need_x:
+                    dcol = B.workspace.get("dcol", (G * R, (n1 - n0) * L), g.dtype)
+                    self.backward_gemm(xp, wg, grows, dcol)
+                    B.im2col.col2im(dcol, (n1 - n0,) + x.shape[1:], kh, kw, self.stride, self.padding,
+                                    out=dx[n0:n1])
+                if need_w:
+                    col = cols[k] if cols else self._im2col(B, x[n0:n1], kh, kw,
+                                                            B.workspace.get("col", (G * R, (n1 - n0) * L), x.dtype))
+                    self.weight_gemm(grows, col, dw)
+        if need_w or xp is not np:
+            run(0, N)                           # one dw accumulated chunk by chunk; the GPU takes chunks
+        else:
+            K.threads.over_batch(lambda a, z: run(a, z, 1), N)     # as in forward
         db = self.backward_bias(B, g) if need_b else None
         if dw is not None:
             dw = dw.reshape(w.shape).astype(w.dtype, copy=False)
@@ -193,7 +218,8 @@ class Linear(Function):
     def _skinny(self, a):
         return _xp(a) is np and a.ndim == 2 and a.shape[0] <= self.SKINNY_MAX_ROWS
 
-    def forward(self, x, w, b=None, packed=None):
+    def forward(self, x: Array, w: Array, b: Array | None = None,
+                packed: Callable[[], tuple | None] | None = None) -> Array:
         copies = packed() if packed is not None and self._skinny(x) else None
         wt, self.wb = copies if copies is not None else (None, None)
         if wt is not None and not (wt.dtype == x.dtype or (wt.dtype == np.uint16 and x.dtype == np.float32)):
@@ -209,7 +235,7 @@ class Linear(Function):
             self.w = w
         return y
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Grads:
         dx = None
         if self.needs_grad[0]:
             if self.wb is not None and self._skinny(g):
@@ -228,12 +254,12 @@ class ReLU(Function):
         dx = g * [x > 0 if mask_x] * [g > 0 if mask_g]
     backprop masks by x, deconvnet by g, guided by both."""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         y = K.backend(x).relu.forward(x)
         self.y = y
         return y
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         mask_x, mask_g = engine.RELU_MASKS[engine.current_relu_rule()]
         return K.backend(g).relu.backward(self.y, g, mask_x, mask_g)
 
@@ -242,13 +268,13 @@ class MaxPool2d(Function):
     """Max-pooling, k x k windows, stride s, padding p; switches recorded in forward.
     x (N, C, H, W) -> y (N, C, OH, OW).   dx[argmax of window] += dy."""
 
-    def forward(self, x, kernel_size=3, stride=2, padding=0):
+    def forward(self, x: Array, kernel_size: int = 3, stride: int = 2, padding: int = 0) -> Array:
         self.window = (int(kernel_size), int(stride), int(padding))
         y, switch = K.backend(x).maxpool.forward(x, *self.window)
         self.switch, self.x_shape = switch, x.shape
         return y
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return K.backend(g).maxpool.backward(g, self.switch, self.x_shape, self.window)
 
 
@@ -256,21 +282,21 @@ class LocalResponseNorm(Function):
     """Across-channel LRN: y = x * (k + alpha/size * sum_window x^2)^(-beta).
     See kernels/lrn.py for the backward formula."""
 
-    def forward(self, x, size=5, alpha=1e-4, beta=0.75, k=1.0):
+    def forward(self, x: Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> Array:
         self.p = (int(size), float(alpha), float(beta))
         y, scale = K.backend(x).lrn.forward(x, int(size), float(alpha), float(beta), float(k))
         if any(self.needs_grad):
             self.x, self.y, self.scale = x, y, scale
         return y
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return K.backend(g).lrn.backward(self.x, self.y, self.scale, g, *self.p)
 
 
 class AdaptiveAvgPool2d(Function):
     """x (N, C, H, W) -> (N, C, OH, OW), each cell the mean of its adaptive window."""
 
-    def forward(self, x, output_size=(6, 6)):
+    def forward(self, x: Array, output_size: Size2 = (6, 6)) -> Array:
         self.x_shape = x.shape
         out_hw = _pair(output_size)
         if x.shape[2:] == out_hw:
@@ -279,7 +305,7 @@ class AdaptiveAvgPool2d(Function):
         self.identity = False
         return K.backend(x).avgpool.forward(x, out_hw)
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return g if self.identity else K.backend(g).avgpool.backward(g, self.x_shape)
 
 
@@ -290,7 +316,7 @@ class Dropout(Function):
     the CPU and the GPU; on the GPU the boolean mask (one byte per element) is then
     copied to the device once per forward."""
 
-    def forward(self, x, p=0.5, training=False):
+    def forward(self, x: Array, p: float = 0.5, training: bool = False) -> Array:
         if not training or p == 0:
             self.mask = None
             return x
@@ -298,18 +324,18 @@ class Dropout(Function):
         self.mask = _xp(x).asarray(keep).astype(x.dtype) / _scalar(1 - p, x)
         return x * self.mask
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return g if self.mask is None else g * self.mask
 
 
 class Reshape(Function):
     """y = x viewed with a new shape; dx = g viewed with the old one."""
 
-    def forward(self, x, shape=None):
+    def forward(self, x: Array, shape: tuple[int, ...] | None = None) -> Array:
         self.x_shape = x.shape
         return x.reshape(shape)
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return g.reshape(self.x_shape)
 
 
@@ -330,11 +356,11 @@ def _logsumexp(s, axis=-1):
 class Exp(Function):
     """y = exp(x).  Chain rule: dx = g * exp(x) = g * y."""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.y = _xp(x).exp(x)
         return self.y
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return g * self.y
 
 
@@ -342,11 +368,11 @@ class Log(Function):
     """y = log(x), natural logarithm (x <= 0 gives -inf / NaN, as NumPy).
     Chain rule: dx = g / x."""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x = x
         return _xp(x).log(x)
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return g / self.x
 
 
@@ -359,12 +385,12 @@ class Max(Function):
     PyTorch's ``amax``):
         dx = g * [x == y] / #{x == y}      (y and g broadcast back over ``axis``)"""
 
-    def forward(self, x, axis=None, keepdims=False):
+    def forward(self, x: Array, axis: Axis = None, keepdims: bool = False) -> Array:
         self.x, self.axis = x, axis
         self.y = x.max(axis=axis, keepdims=True)
         return self.y if keepdims else self.y.reshape(_reduced_shape(x.shape, axis))
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         tie = self.x == self.y
         count = tie.sum(axis=self.axis, keepdims=True)
         return tie * (g.reshape(self.y.shape) / count)
@@ -382,12 +408,12 @@ class LogSumExp(Function):
     """y = log sum_j exp(s_j) over ``axis`` (``_logsumexp``: the max subtracted first).
     Chain rule: dy/ds_j = exp(s_j) / sum_k exp(s_k) = softmax(s)_j, so ds = g * softmax(s)."""
 
-    def forward(self, s, axis=-1, keepdims=False):
+    def forward(self, s: Array, axis: Axis = -1, keepdims: bool = False) -> Array:
         lse = _logsumexp(s, axis)
         self.p, self.kept = _xp(s).exp(s - lse), lse.shape
         return lse if keepdims else lse.reshape(_reduced_shape(s.shape, axis))
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return self.p * g.reshape(self.kept)
 
 
@@ -395,12 +421,12 @@ class Softmax(Function):
     """p_i = exp(s_i) / sum_j exp(s_j) = exp(s_i - logsumexp(s)) over ``axis``.
     Chain rule: dp_i/ds_j = p_i ([i == j] - p_j), so ds = p * (g - sum_i g_i p_i)."""
 
-    def forward(self, s, axis=-1):
+    def forward(self, s: Array, axis: int = -1) -> Array:
         self.axis = axis
         self.p = _xp(s).exp(s - _logsumexp(s, axis))
         return self.p
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return self.p * (g - (g * self.p).sum(axis=self.axis, keepdims=True))
 
 
@@ -409,12 +435,12 @@ class LogSoftmax(Function):
     Chain rule: dy_i/ds_j = [i == j] - softmax(s)_j, so ds = g - softmax(s) * sum_i g_i,
     softmax(s) = exp(y)."""
 
-    def forward(self, s, axis=-1):
+    def forward(self, s: Array, axis: int = -1) -> Array:
         self.axis = axis
         self.y = s - _logsumexp(s, axis)
         return self.y
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return g - _xp(g).exp(self.y) * g.sum(axis=self.axis, keepdims=True)
 
 
@@ -425,7 +451,7 @@ class CrossEntropy(Function):
     On the GPU, labels given as a host array are checked there and copied to the
     device once (N integers)."""
 
-    def forward(self, s, labels=None):
+    def forward(self, s: Array, labels: Tensor | ArrayLike | None = None) -> Array:
         xp = _xp(s)
         labels = labels.data if isinstance(labels, Tensor) else labels
         labels = labels if _xp(labels) is not np else np.asarray(labels)
@@ -439,7 +465,7 @@ class CrossEntropy(Function):
         self.p, self.labels = xp.exp(logp), labels
         return xp.asarray(-logp[xp.arange(n), labels].mean(), dtype=s.dtype)
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         d = self.p.copy()
         d[_xp(d).arange(d.shape[0]), self.labels] -= 1
         return d * (g / d.shape[0])
@@ -461,11 +487,11 @@ def _unbroadcast(g, shape):
 class Add(Function):
     """y = a + b (broadcasting).  da = g, db = g (summed over broadcast axes)."""
 
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.shapes = a.shape, b.shape
         return a + b
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Grads:
         return (_unbroadcast(g, self.shapes[0]) if self.needs_grad[0] else None,
                 _unbroadcast(g, self.shapes[1]) if self.needs_grad[1] else None)
 
@@ -473,11 +499,11 @@ class Add(Function):
 class Mul(Function):
     """y = a * b (broadcasting).  da = g * b, db = g * a."""
 
-    def forward(self, a, b):
+    def forward(self, a: Array, b: Array) -> Array:
         self.a, self.b = a, b
         return a * b
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Grads:
         return (_unbroadcast(g * self.b, self.a.shape) if self.needs_grad[0] else None,
                 _unbroadcast(g * self.a, self.b.shape) if self.needs_grad[1] else None)
 
@@ -485,11 +511,11 @@ class Mul(Function):
 class Pow(Function):
     """y = x ** p for a constant p.  dx = g * p * x ** (p - 1)."""
 
-    def forward(self, x, p=2.0):
+    def forward(self, x: Array, p: float = 2.0) -> Array:
         self.x, self.pw = x, p
         return x ** _scalar(p, x)
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         p = self.pw
         return g * (_scalar(p, g) * self.x ** _scalar(p - 1, self.x))
 
@@ -497,22 +523,22 @@ class Pow(Function):
 class Abs(Function):
     """y = |x|.  dx = g * sign(x) (0 at x = 0)."""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self.x = x
         return _xp(x).abs(x)
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return g * _xp(g).sign(self.x)
 
 
 class Sum(Function):
     """y = sum of x over ``axis`` (all axes by default).  dx = g broadcast back."""
 
-    def forward(self, x, axis=None, keepdims=False):
+    def forward(self, x: Array, axis: Axis = None, keepdims: bool = False) -> Array:
         self.x_shape, self.axis, self.keepdims = x.shape, axis, keepdims
         return _xp(x).asarray(x.sum(axis=axis, keepdims=keepdims))
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         xp = _xp(g)
         if self.axis is not None and not self.keepdims:
             g = xp.expand_dims(g, self.axis)
@@ -538,12 +564,12 @@ def _repeats_possible(idx):
 class Index(Function):
     """y = x[idx] (any NumPy index).  dx = zeros with g scattered (added) back at idx."""
 
-    def forward(self, x, idx=None):
+    def forward(self, x: Array, idx: object = None) -> Array:   # idx: any NumPy index
         xp = _xp(x)
         self.x_shape, self.idx = x.shape, _index_on(xp, idx)
         return xp.asarray(x[self.idx])
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         xp = _xp(g)
         dx = xp.zeros(self.x_shape, dtype=g.dtype)
         if xp is np or _repeats_possible(self.idx):
@@ -574,7 +600,8 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Size2 = 1, pad
     return Conv2d.apply(*args, stride=stride, padding=padding, groups=groups)
 
 
-def linear(x: Tensor, w: Tensor, b: Tensor | None = None, packed=None) -> Tensor:
+def linear(x: Tensor, w: Tensor, b: Tensor | None = None,
+           packed: Callable[[], tuple | None] | None = None) -> Tensor:
     """``packed``: optional callable returning w's copies for the kernel (see ``Linear``)."""
     return Linear.apply(*((x, w) if b is None else (x, w, b)), packed=packed)
 
@@ -631,12 +658,31 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     return LogSoftmax.apply(x, axis=axis)
 
 
-def cross_entropy(scores: Tensor, labels) -> Tensor:
+def cross_entropy(scores: Tensor, labels: Tensor | ArrayLike) -> Tensor:
     return CrossEntropy.apply(scores, labels=labels)
 
 
 def _sub(a, b):
     return Add.apply(a, Mul.apply(_const(b, a), _const(-1.0, a)))
+
+
+def _abs(a: Tensor) -> Tensor:
+    return Abs.apply(a)
+
+
+def _sum(a: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    return Sum.apply(a, axis=axis, keepdims=keepdims)
+
+
+def _mean(a: Tensor, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    """The sum over ``axis`` times 1 / (the number of elements summed)."""
+    n = a.data.size if axis is None else np.prod([a.shape[i] for i in np.atleast_1d(axis)])
+    return Sum.apply(a, axis=axis, keepdims=keepdims) * (1.0 / n)
+
+
+def _reshape(a: Tensor, *shape: int | tuple[int, ...]) -> Tensor:
+    """``a.reshape(2, 3)`` or ``a.reshape((2, 3))``."""
+    return Reshape.apply(a, shape=shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape)
 
 
 Tensor.__add__ = lambda a, b: Add.apply(a, _const(b, a))
@@ -651,16 +697,14 @@ Tensor.__truediv__ = lambda a, b: (Mul.apply(a, _const(1.0 / b, a)) if np.isscal
 Tensor.__rtruediv__ = lambda a, b: Mul.apply(_const(b, a), Pow.apply(a, p=-1.0))
 Tensor.__pow__ = lambda a, p: Pow.apply(a, p=float(p))
 Tensor.__getitem__ = lambda a, idx: Index.apply(a, idx=idx.data if isinstance(idx, Tensor) else idx)
-Tensor.abs = lambda a: Abs.apply(a)
+Tensor.abs = _abs
 Tensor.exp = exp
 Tensor.log = log
 Tensor.max = amax
 Tensor.logsumexp = logsumexp
 Tensor.softmax = softmax
 Tensor.log_softmax = log_softmax
-Tensor.sum = lambda a, axis=None, keepdims=False: Sum.apply(a, axis=axis, keepdims=keepdims)
-Tensor.mean = lambda a, axis=None, keepdims=False: Sum.apply(a, axis=axis, keepdims=keepdims) * (
-    1.0 / (a.data.size if axis is None else np.prod([a.shape[i] for i in np.atleast_1d(axis)])))
-Tensor.reshape = lambda a, *shape: Reshape.apply(a, shape=shape[0] if len(shape) == 1 and isinstance(shape[0], tuple)
-                                                  else shape)
+Tensor.sum = _sum
+Tensor.mean = _mean
+Tensor.reshape = _reshape
 Tensor.relu = relu

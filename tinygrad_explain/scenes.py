@@ -84,6 +84,7 @@ __all__ = [
     "CONTRAST_MARGIN",
     "SPLIT_IDS",
     "BACKGROUND_KINDS",
+    "background",
     "SAMPLE_PATH",
     "make_scene",
     "scene_rng",
@@ -162,7 +163,7 @@ def _ramp(rng, size):
     return (t - lo) / max(hi - lo, 1e-6)
 
 
-def _background(rng, size, lum_lo, lum_hi):
+def background(rng: np.random.Generator, size: int, lum_lo: float, lum_hi: float) -> np.ndarray:
     """A procedural background, float32 (size, size, 3) in [0, 1].
 
     ``lum_lo``/``lum_hi`` bound the luminance of the two palette colours; the
@@ -275,7 +276,7 @@ def make_scene(item28: np.ndarray, rng: np.random.Generator, size: int = 64):
     else:
         lum_hi = rng.uniform(0.70, 1.0)
         lum_lo = max(lum_hi - spread, 0.45)
-    bg = _background(rng, size, lum_lo, lum_hi)
+    bg = background(rng, size, lum_lo, lum_hi)
 
     # 4. item colour: luminance ramp beyond the background under the item
     win = bg[y0:y0 + s, x0:x0 + s]

@@ -3,7 +3,8 @@ tests and benchmarks.  Needs torch (imported lazily); nothing else here does.
 
 ``build(variant, state_dict)`` returns a ``torch.nn.Sequential`` in eval mode
 with the given weights (a ``Network.state_dict()``), layer for layer the same
-network as ``te.models.alexnet(variant)``.
+network as ``te.models.alexnet(variant)``; ``from_network(model)`` the same
+for any ``Network`` of the layer types AlexNets use (e.g. the embedded model).
 """
 from __future__ import annotations
 
@@ -45,4 +46,43 @@ def build(variant, state_dict=None, num_classes=1000):
             for p in ("weight", "bias"):
                 tsd[f"{i}.{p}"] = torch.as_tensor(state_dict[f"{name}.{p}"])
         seq.load_state_dict(tsd)
+    return seq
+
+
+def from_network(model):
+    """A torch Sequential (eval mode), one module per layer of the te ``Network``
+    ``model`` in its order, carrying its weights (as float32 copies)."""
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    mods = []
+    for spec in model.architecture():
+        t = spec["type"]
+        if t == "conv":
+            mods.append(nn.Conv2d(spec["in_channels"], spec["out_channels"], spec["kernel_size"], spec["stride"],
+                                  spec["padding"], groups=spec["groups"]))
+        elif t == "linear":
+            mods.append(nn.Linear(spec["in_features"], spec["out_features"]))
+        elif t == "relu":
+            mods.append(nn.ReLU())
+        elif t == "lrn":
+            mods.append(nn.LocalResponseNorm(spec["size"], spec["alpha"], spec["beta"], spec["k"]))
+        elif t == "maxpool":
+            mods.append(nn.MaxPool2d(spec["kernel_size"], spec["stride"], spec["padding"]))
+        elif t == "adaptive_avgpool":
+            mods.append(nn.AdaptiveAvgPool2d(tuple(spec["output_size"])))
+        elif t == "flatten":
+            mods.append(nn.Flatten())
+        elif t == "dropout":
+            mods.append(nn.Dropout(spec["p"]))
+        else:
+            raise ValueError(f"layer {spec['name']!r}: no torch twin for type {t!r}")
+    seq = nn.Sequential(*mods).eval()
+    sd = model.state_dict()
+    with torch.no_grad():
+        for spec, m in zip(model.architecture(), seq):
+            for p in ("weight", "bias"):
+                key = f"{spec['name']}.{p}"
+                if key in sd:
+                    getattr(m, p).copy_(torch.from_numpy(np.asarray(sd[key], np.float32)))
     return seq

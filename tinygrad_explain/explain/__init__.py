@@ -19,6 +19,7 @@
     te.explain.maximize(model, "conv3", 5)                # image maximising a channel
     te.explain.invert(model, x, layer="fc7", inits=5)     # 5 images with x's fc7 code
     te.explain.sanity.run(model, x, "Bag")                # Adebayo et al.'s randomisation tests
+    te.explain.methods.get("guided-gradcam").fn(model, x, "Bag")   # every map method by name (CLI, explorer)
 
 Spaces.  Every function takes and returns images in *model space*: float
 (N, C, H, W), the model file's preprocessing applied (mean subtracted, divided
@@ -39,7 +40,7 @@ from .inversion import invert, invert_layers, feature_code, Inversion, LayerInve
 from .grabcut import grabcut_mask, largest_component, mask_box  # noqa: F401
 from .attribution import (smoothgrad, smooth_gradient, gradcam, guided_gradcam, occlusion,  # noqa: F401
                           gradient_x_input)
-from . import regularizers, transforms, metrics, benchmark, sanity, features, quality  # noqa: F401
+from . import methods, regularizers, transforms, metrics, benchmark, sanity, features, quality  # noqa: F401
 
 __all__ = ["class_names", "gradient", "saliency", "predict", "smoothgrad", "smooth_gradient", "gradcam",
            "guided_gradcam", "occlusion", "gradient_x_input", "class_model", "maximize", "invert", "invert_layers",

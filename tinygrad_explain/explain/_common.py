@@ -13,13 +13,29 @@ here, at the API boundary.  What they return is always on the host (NumPy).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 
 from .. import device as _device
 from ..engine import Tensor, _xp
-from ..image import preprocessing_of
+from ..models import Network
+
+# --------------------------------------------------------------------------
+# the types of the explainers' arguments (hints only: nothing is checked by them)
+# --------------------------------------------------------------------------
+#: an array on the model's device: a NumPy array, or a CuPy array (same interface) on the GPU
+Array = np.ndarray
+#: images in model space: float (N, C, H, W) or one image (C, H, W) -- (N, F) / (F,) for a
+#: network of vectors --, an ``Array`` or a ``Tensor``
+Images = Union[np.ndarray, Tensor]
+#: a layer: its name ("conv5") or its index in ``model.layer_names``
+LayerName = Union[str, int]
+#: a unit of a layer: a channel / neuron index ``c``, a position ``(c, i, j)``, or "c" / "c,i,j"
+Unit = Union[int, str, Sequence[int]]
+# (``Target``, what an explainer explains, is defined below ``Objective``, which it includes)
 
 
 class ExplainError(ValueError):
@@ -30,7 +46,7 @@ class OptimizationError(FloatingPointError):
     """An optimisation diverged (NaN or Inf appeared)."""
 
 
-def check_finite(a, what: str):
+def check_finite(a: Array, what: str) -> None:
     """Refuse NaN / Inf in scores or gradients: an explanation computed from them would be
     meaningless (a network that overflows must never give plausible maps)."""
     if not bool(_xp(a).isfinite(a).all()):
@@ -41,16 +57,16 @@ def check_finite(a, what: str):
 # --------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------
-def model_device(model) -> str:
+def model_device(model: Network) -> str:
     return getattr(model, "device", "cpu")
 
 
-def to_host(a):
+def to_host(a: Array) -> np.ndarray:
     """A NumPy array (``a`` itself, or its copy from the GPU)."""
     return _device.move(a, "cpu")
 
 
-def as_batch(model, x):
+def as_batch(model: Network, x: Images) -> Array:
     """``x`` (N, C, H, W) or (C, H, W) -- (N, F) or (F,) for a network that takes
     vectors --, ndarray or Tensor -> float array (N, *model.input_shape) on the model's
     device (NumPy for a CPU model, CuPy for a GPU model: a host image is copied there
@@ -72,35 +88,16 @@ def as_batch(model, x):
     return _xp(data).ascontiguousarray(data)
 
 
-def pixel_bounds(model):
-    """(lo, hi), each (C, 1, 1) float32: the model-space values of pixel 0 and pixel 255
-    per channel (in the model's channel order)."""
-    pre = preprocessing_of(model)
-    mean, std, scale = pre["mean"], pre["std"], pre["pixel_scale"]
-    lo = (0.0 - mean) / std
-    hi = (scale - mean) / std
-    return (np.minimum(lo, hi).astype(np.float32)[:, None, None],
-            np.maximum(lo, hi).astype(np.float32)[:, None, None])
-
-
-def data_scale(model) -> float:
-    """B: the largest magnitude a real image can have in model space (the half-range of
-    the pixel values around the mean).  Mahendran & Vedaldi normalise their
-    regularisers by it, so that the same weights work for [0,1]/std and [0,255]-mean inputs."""
-    lo, hi = pixel_bounds(model)
-    return float(max(np.abs(lo).max(), np.abs(hi).max()))
-
-
 # --------------------------------------------------------------------------
 # classes
 # --------------------------------------------------------------------------
-def class_names(model) -> list[str]:
+def class_names(model: Network) -> list[str]:
     """The model's class names, or "0" .. "K-1" when it has none (public: te.explain.class_names)."""
     names = getattr(model, "class_names", None)
     return list(names) if names is not None else [str(i) for i in range(model.num_classes)]
 
 
-def resolve_class(model, target) -> int:
+def resolve_class(model: Network, target: int | str) -> int:
     """A class index from an int, a numeric string or a class name (case-insensitive).
     Unknown names list the nearest matches; out-of-range indices give the valid range."""
     K = model.num_classes
@@ -134,7 +131,7 @@ def resolve_class(model, target) -> int:
     return idx
 
 
-def resolve_targets(model, target, n: int) -> np.ndarray:
+def resolve_targets(model: Network, target: Target, n: int) -> np.ndarray:
     """One class index per image: a single target (int / name) is used for all ``n``
     images; a list/array must have exactly ``n`` entries."""
     if isinstance(target, (str, int, np.integer)) and not isinstance(target, (bool, np.bool_)):
@@ -145,7 +142,7 @@ def resolve_targets(model, target, n: int) -> np.ndarray:
     return np.array([resolve_class(model, t) for t in seq], dtype=np.int64)
 
 
-def _one_per_image(target, n: int, kinds: str) -> list:
+def _one_per_image(target: Target, n: int, kinds: str) -> list:
     """``target`` as a list of exactly ``n`` targets (one per image); ``kinds`` names
     what a single target may be, for the error message."""
     try:
@@ -161,7 +158,7 @@ def _one_per_image(target, n: int, kinds: str) -> list:
 # --------------------------------------------------------------------------
 # layers and units
 # --------------------------------------------------------------------------
-def resolve_layer(model, layer) -> str:
+def resolve_layer(model: Network, layer: LayerName) -> str:
     names = model.layer_names
     if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
         if not -len(names) <= int(layer) < len(names):
@@ -174,7 +171,7 @@ def resolve_layer(model, layer) -> str:
     raise ExplainError(f"unknown layer {layer!r}{hint} (layers: {', '.join(names)})")
 
 
-def resolve_unit(model, layer: str, unit):
+def resolve_unit(model: Network, layer: str, unit: Unit) -> tuple[int, ...]:
     """Index into one image's activation of ``layer`` (shape ``model.shapes[layer]``).
 
     * an int ``c``: the whole channel ``c`` of a conv map (its spatial mean is
@@ -226,16 +223,16 @@ class Objective:
     """
     layer: str
     seed: np.ndarray
-    labels: list
+    labels: list[str]
     classes: np.ndarray | None = None
 
-    def seed_like(self, out):
+    def seed_like(self, out: Tensor | Array) -> Array:
         """The seed as an array of ``out``'s dtype on its device (the gradient to pass
         to ``out.backward``, ``out`` the layer's output Tensor or array)."""
         data = out.data if isinstance(out, Tensor) else out
         return _xp(data).asarray(self.seed, dtype=data.dtype)
 
-    def take(self, index) -> "Objective":
+    def take(self, index: np.ndarray | slice) -> Objective:
         """The objective of the images ``index`` (an index array or slice): e.g.
         ``obj.take(np.repeat(np.arange(N), k))`` repeats each image's target k times."""
         return Objective(layer=self.layer, seed=self.seed[index], labels=list(np.asarray(self.labels, object)[index]),
@@ -245,6 +242,11 @@ class Objective:
         """S (N,) from the layer's output Tensor, differentiable: sum of seed * out per image."""
         s = out * Tensor(self.seed_like(out))
         return s.sum(axis=tuple(range(1, out.ndim))) if out.ndim > 1 else s
+
+
+#: what an explainer explains (``resolve_objective``): a class (index or name), a channel or
+#: neuron (``("conv5", c[, i, j])`` or ``"conv5:c[:i:j]"``), one of those per image, or an Objective
+Target = Union[int, str, tuple, Sequence, np.ndarray, Objective]
 
 
 def _unit_target(model, t):
@@ -279,7 +281,7 @@ def _bad_unit(t):
                        "indices, or the string 'layer:c' / 'layer:c:i:j'")
 
 
-def resolve_objective(model, target, n: int) -> Objective:
+def resolve_objective(model: Network, target: Target, n: int) -> Objective:
     """The one target resolver of the gradient explainers.  ``target`` is
 
     * a class: an index or a name (``resolve_class``) -- S is that class's score;

@@ -15,18 +15,32 @@ unnormalised class score (before softmax) unless said otherwise.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
 from ..engine import no_grad
-from ._common import ExplainError, as_batch, pixel_bounds, resolve_layer, resolve_objective, to_host
+from ..image import pixel_bounds
+from ..models import Network
+from ._common import (
+    Array,
+    ExplainError,
+    Images,
+    LayerName,
+    Target,
+    as_batch,
+    resolve_layer,
+    resolve_objective,
+    to_host,
+)
 from .gradients import gradient
 
 
 # --------------------------------------------------------------------------
 # SmoothGrad
 # --------------------------------------------------------------------------
-def smoothgrad_noise(x, noise: float, samples: int, seed: int) -> np.ndarray:
+def smoothgrad_noise(x: Array, noise: float, samples: int, seed: int) -> np.ndarray:
     """The noise SmoothGrad adds: (N, samples, C, H, W) float, N(0, sigma_n^2) with
     sigma_n = noise * (max(x_n) - min(x_n)) for image n (Smilkov et al.'s "noise level"
     relative to the image's range).  The same seed gives the same noise."""
@@ -40,7 +54,7 @@ def smoothgrad_noise(x, noise: float, samples: int, seed: int) -> np.ndarray:
     return eps * sigma[:, None, None, None, None]
 
 
-def smooth_gradient(model, x, target, noise: float = 0.15, samples: int = 25, seed: int = 0,
+def smooth_gradient(model: Network, x: Images, target: Target, noise: float = 0.15, samples: int = 25, seed: int = 0,
                     rule: str = "backprop", absolute: bool = False, batch_size: int = 50) -> np.ndarray:
     """SmoothGrad of the input gradient (Smilkov, Thorat, Kim, Viegas & Wattenberg 2017,
     "SmoothGrad: removing noise by adding noise"):
@@ -64,7 +78,7 @@ def smooth_gradient(model, x, target, noise: float = 0.15, samples: int = 25, se
     return grads.reshape((N, samples) + xb.shape[1:]).mean(axis=1)
 
 
-def smoothgrad(model, x, target, noise: float = 0.15, samples: int = 25, seed: int = 0,
+def smoothgrad(model: Network, x: Images, target: Target, noise: float = 0.15, samples: int = 25, seed: int = 0,
                rule: str = "backprop", batch_size: int = 50) -> np.ndarray:
     """The SmoothGrad saliency map: Simonyan et al.'s saliency max_c |dS/dx| with the
     absolute gradient averaged over ``samples`` noisy copies of each image before the
@@ -77,7 +91,7 @@ def smoothgrad(model, x, target, noise: float = 0.15, samples: int = 25, seed: i
 # --------------------------------------------------------------------------
 # Grad-CAM and guided Grad-CAM
 # --------------------------------------------------------------------------
-def default_cam_layer(model) -> str:
+def default_cam_layer(model: Network) -> str:
     """The last convolutional layer's output after its ReLU (Selvaraju et al. use the last
     conv layer's rectified feature maps): "relu5" for AlexNet."""
     names = model.layer_names
@@ -90,14 +104,15 @@ def default_cam_layer(model) -> str:
     return names[i]
 
 
-def upsample(maps, size) -> np.ndarray:
+def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of (N, h, w) maps to (N, H, W) (pixel centres aligned, as
     cv2.INTER_LINEAR and torch's interpolate(mode="bilinear", align_corners=False))."""
     H, W = size
     return np.stack([cv2.resize(np.asarray(m), (W, H), interpolation=cv2.INTER_LINEAR) for m in maps])
 
 
-def gradcam(model, x, target, layer: str | None = None, upsample_to_input: bool = True) -> np.ndarray:
+def gradcam(model: Network, x: Images, target: Target, layer: LayerName | None = None,
+            upsample_to_input: bool = True) -> np.ndarray:
     """Grad-CAM (Selvaraju, Cogswell, Das, Vedantam, Parikh & Batra 2017, "Grad-CAM: Visual
     Explanations from Deep Networks via Gradient-based Localization"):
 
@@ -118,7 +133,7 @@ def gradcam(model, x, target, layer: str | None = None, upsample_to_input: bool 
     return upsample(cam, model.input_shape[1:]) if upsample_to_input else cam
 
 
-def guided_gradcam(model, x, target, layer: str | None = None) -> np.ndarray:
+def guided_gradcam(model: Network, x: Images, target: Target, layer: LayerName | None = None) -> np.ndarray:
     """Guided Grad-CAM (Selvaraju et al. 2017): the guided-backprop gradient
     (Springenberg et al. 2015) times the upsampled Grad-CAM map, pixel by pixel:
     (N, C, H, W) = gradient(rule="guided") (N, C, H, W) * gradcam (N, 1, H, W)."""
@@ -128,14 +143,15 @@ def guided_gradcam(model, x, target, layer: str | None = None) -> np.ndarray:
 # --------------------------------------------------------------------------
 # occlusion
 # --------------------------------------------------------------------------
-def grey(model) -> np.ndarray:
+def grey(model: Network) -> np.ndarray:
     """Mid-grey (pixel value half-way between black and white) in model space, (C, 1, 1)."""
     lo, hi = pixel_bounds(model)
     return (lo + hi) / 2
 
 
-def occlusion(model, x, target, patch: int | None = None, stride: int | None = None, fill=None,
-              output: str = "probability", batch_size: int = 64) -> np.ndarray:
+def occlusion(model: Network, x: Images, target: Target, patch: int | None = None, stride: int | None = None,
+              fill: np.ndarray | Sequence[float] | None = None, output: str = "probability",
+              batch_size: int = 64) -> np.ndarray:
     """Occlusion sensitivity (Zeiler & Fergus 2014, "Visualizing and Understanding
     Convolutional Networks", section 4.2): a grey square of side ``patch`` is slid over
     the image with step ``stride``; for each position the network sees the occluded
@@ -192,7 +208,7 @@ def occlusion(model, x, target, patch: int | None = None, stride: int | None = N
 # --------------------------------------------------------------------------
 # gradient x input
 # --------------------------------------------------------------------------
-def gradient_x_input(model, x, target, rule: str = "backprop") -> np.ndarray:
+def gradient_x_input(model: Network, x: Images, target: Target, rule: str = "backprop") -> np.ndarray:
     """Gradient x input (Shrikumar, Greenside, Shcherbina & Kundaje 2016, "Not Just a
     Black Box"; Ancona et al. 2018): x * dS_target/dx, element by element, (N, C, H, W).
     In model space (mean-subtracted), so it is the first-order Taylor term of S around

@@ -2,7 +2,8 @@
 GrabCut, deletion / insertion (``metrics``) and time per image, for one set of scenes.
 ``scripts/bench_explainers.py`` runs it and prints the table.
 
-Each method is reduced to one (H, W) map per image, larger = more important:
+Each method (``te.explain.methods``) is reduced to one (H, W) map per image, larger =
+more important (``metrics.to_map``):
 
     gradient        sum_c dS/dx_c                       (the raw, signed gradient)
     saliency        max_c |dS/dx_c|                     (Simonyan et al. 2014)
@@ -21,44 +22,54 @@ The class explained is the ground truth (as in TorchRay's pointing game) unless
 """
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from . import attribution as A
+from ..models import Network
 from . import metrics as M
 from .grabcut import grabcut_mask
-from .gradients import gradient, predict, saliency
+from .gradients import predict
+from .methods import get as get_method
 
 METHODS = ("gradient", "saliency", "deconvnet", "guided", "smoothgrad", "gradcam", "guided-gradcam",
            "occlusion", "grad-x-input", "centre", "random")
 BASELINES = ("centre", "random")
+SIGNED = ("gradient", "grad-x-input")      # summed over channels; the other (N, C, H, W) maps: max_c |.|
 
 
 def map_functions(smoothgrad_samples: int = 25, occlusion_patch: int = 10, occlusion_stride: int = 6,
-                  cam_layer: str | None = None):
-    """{method: f(model, x, targets, scene_indices, seed) -> (N, H, W)} for METHODS."""
+                  cam_layer: str | None = None) -> dict[str, Callable[..., np.ndarray]]:
+    """{method: f(model, x, targets, scene_indices, seed) -> (N, H, W)} for METHODS: the
+    explainers of ``te.explain.methods`` with these options, and the two baselines."""
+    options = {"smoothgrad": dict(samples=smoothgrad_samples), "gradcam": dict(layer=cam_layer),
+               "guided-gradcam": dict(layer=cam_layer),
+               "occlusion": dict(patch=occlusion_patch, stride=occlusion_stride)}
+
+    def explainer(name):
+        method = get_method(name)
+
+        def f(m, x, t, idx, seed):
+            opts = dict(options.get(name, {}), **({"seed": seed} if "seed" in method.options else {}))
+            return M.to_map(method.fn(m, x, t, **opts), "sum" if name in SIGNED else "absmax")
+        return f
+
     def shape(x):
         return x.shape[2:]
     return {
-        "gradient": lambda m, x, t, idx, seed: M.to_map(gradient(m, x, t), "sum"),
-        "saliency": lambda m, x, t, idx, seed: saliency(m, x, t),
-        "deconvnet": lambda m, x, t, idx, seed: saliency(m, x, t, rule="deconvnet"),
-        "guided": lambda m, x, t, idx, seed: saliency(m, x, t, rule="guided"),
-        "smoothgrad": lambda m, x, t, idx, seed: A.smoothgrad(m, x, t, samples=smoothgrad_samples, seed=seed),
-        "gradcam": lambda m, x, t, idx, seed: A.gradcam(m, x, t, layer=cam_layer),
-        "guided-gradcam": lambda m, x, t, idx, seed: M.to_map(A.guided_gradcam(m, x, t, layer=cam_layer)),
-        "occlusion": lambda m, x, t, idx, seed: A.occlusion(m, x, t, patch=occlusion_patch, stride=occlusion_stride),
-        "grad-x-input": lambda m, x, t, idx, seed: M.to_map(A.gradient_x_input(m, x, t), "sum"),
+        **{name: explainer(name) for name in METHODS if name not in BASELINES},
         "centre": lambda m, x, t, idx, seed: np.broadcast_to(M.centre_map(shape(x)), (len(x),) + shape(x)),
         "random": lambda m, x, t, idx, seed: np.stack([M.random_map(shape(x), np.random.default_rng([seed, i]))
                                                        for i in idx]),
     }
 
 
-def evaluate(model, images, masks, boxes, labels, methods=METHODS, *, indices=None, target="truth",
+def evaluate(model: Network, images: np.ndarray, masks: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+             methods: Sequence[str] = METHODS, *, indices: np.ndarray | None = None, target: str = "truth",
              steps: int = 8, blur_sigma: float | None = None, batch_size: int = 25, seed: int = 0,
-             progress: bool = True, **settings):
+             progress: bool = True, **settings) -> dict:
     """Run ``methods`` on the scenes (images uint8 (N, H, W, 3), masks bool (N, H, W), boxes
     (N, 4), labels (N,)).  ``indices``: the scenes' ids (default 0..N-1; seeds the random
     baseline, so a subset scores as in the full run).  ``steps``: deletion / insertion
@@ -115,7 +126,7 @@ def evaluate(model, images, masks, boxes, labels, methods=METHODS, *, indices=No
 SCENE_KEYS = ("pointing", "mask_iou", "box_iou", "deletion_auc", "insertion_auc")
 
 
-def concat(results) -> dict:
+def concat(results: Sequence[dict]) -> dict:
     """One result from ``evaluate`` results on disjoint sets of scenes (same methods and settings)."""
     first = results[0]
     out = {k: first[k] for k in ("tolerance", "steps", "blur_sigma")}
@@ -126,7 +137,7 @@ def concat(results) -> dict:
     return out
 
 
-def save(result, path):
+def save(result: dict, path: str | os.PathLike) -> None:
     """Write a result (per-scene scores) to an .npz file, to ``concat`` runs on parts of the scenes."""
     arrays = {k: np.asarray(result[k]) for k in ("tolerance", "steps", "blur_sigma", "hard", "predicted", "targets",
                                                  "indices")}
@@ -139,7 +150,8 @@ def save(result, path):
         np.savez(f, **arrays)
 
 
-def load(path) -> dict:
+def load(path: str | os.PathLike) -> dict:
+    """A result written by :func:`save`."""
     with np.load(path, allow_pickle=False) as z:
         out = {k: z[k] for k in z.files if "/" not in k}
         for k in ("tolerance", "steps", "blur_sigma"):
@@ -155,7 +167,7 @@ COLUMNS = (("pointing", "pointing"), ("pointing_hard", "pointing hard"), ("mask_
            ("ms_per_image", "ms/image"))
 
 
-def summarize(result) -> dict:
+def summarize(result: dict) -> dict[str, dict[str, float]]:
     """{method: {column: value}}: means over the scenes ("pointing_hard" over the hard
     subset; "box_accuracy" = fraction with box IoU >= 0.5)."""
     hard = result["hard"]
@@ -170,7 +182,7 @@ def summarize(result) -> dict:
     return rows
 
 
-def format_table(rows) -> str:
+def format_table(rows: dict[str, dict[str, float]]) -> str:
     """The methods x metrics table as Markdown (deletion: lower is better; the others higher)."""
     head = "| method | " + " | ".join(t for _, t in COLUMNS) + " |"
     lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]

@@ -25,10 +25,13 @@ centre, a layer of kernel k, stride t and padding p gives
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..engine import no_grad
-from ._common import ExplainError, as_batch, resolve_layer
+from ..models import Network
+from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 
 __all__ = ["receptive_field", "activation_maps", "top_activations"]
 
@@ -51,7 +54,7 @@ def _geometry(model, layer):
     raise ExplainError(f"unknown layer {layer!r}")
 
 
-def receptive_field(model, layer, i: int, j: int) -> tuple[int, int, int, int]:
+def receptive_field(model: Network, layer: LayerName, i: int, j: int) -> tuple[int, int, int, int]:
     """The input pixels the neuron at row ``i``, column ``j`` of ``layer`` can see:
     ``(y0, y1, x0, x1)``, inclusive-exclusive, clipped to the image."""
     layer = resolve_layer(model, layer)
@@ -64,7 +67,8 @@ def receptive_field(model, layer, i: int, j: int) -> tuple[int, int, int, int]:
     return max(y0, 0), min(y1, H), max(x0, 0), min(x1, W)
 
 
-def activation_maps(model, x, layers, batch_size: int = 100) -> dict:
+def activation_maps(model: Network, x: Images, layers: Sequence[LayerName],
+                    batch_size: int = 100) -> dict[str, np.ndarray]:
     """The outputs of ``layers`` for every image of ``x`` (model space), from one forward pass
     per batch: {layer: (N, C, h, w) float32}."""
     layers = [resolve_layer(model, l) for l in layers]
@@ -79,7 +83,7 @@ def activation_maps(model, x, layers, batch_size: int = 100) -> dict:
     return {l: np.concatenate(v) for l, v in out.items()}
 
 
-def top_activations(maps: np.ndarray, k: int = 9) -> list[tuple]:
+def top_activations(maps: np.ndarray, k: int = 9) -> list[tuple[int, int, int, float]]:
     """The ``k`` images whose strongest single activation in ``maps`` (N, h, w) -- one channel
     of a layer, e.g. ``activation_maps(...)[layer][:, c]`` -- is largest.  Returns a list of
     ``(image index, i, j, value)``, strongest first; (i, j) is that image's own argmax position."""

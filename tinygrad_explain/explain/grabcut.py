@@ -22,6 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..models import Network
 from ..scenes import box_from_mask as mask_box  # noqa: F401  (one implementation; te.explain.mask_box)
 from ._common import ExplainError
 
@@ -51,8 +52,9 @@ def _as_uint8_image(image, model=None) -> np.ndarray:
     return np.ascontiguousarray(a[:, :, :3])
 
 
-def grabcut_mask(image, saliency, fg_quantile: float = 0.95, bg_quantile: float = 0.30,
-                 iterations: int = 5, smooth: float | None = None, model=None):
+def grabcut_mask(image: np.ndarray, saliency: np.ndarray, fg_quantile: float = 0.95, bg_quantile: float = 0.30,
+                 iterations: int = 5, smooth: float | None = None,
+                 model: Network | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Segment the object that the saliency map points at.
 
     image      the picture, uint8 (H, W, 3) RGB (display space, e.g. te.image.to_display),

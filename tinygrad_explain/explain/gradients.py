@@ -12,11 +12,23 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import RELU_RULES, Tensor, _xp, no_grad, relu_backward
+from ..models import Network
 from ..ops import softmax
-from ._common import ExplainError, as_batch, check_finite, resolve_layer, resolve_objective, to_host
+from ._common import (
+    ExplainError,
+    Images,
+    LayerName,
+    Target,
+    as_batch,
+    check_finite,
+    resolve_layer,
+    resolve_objective,
+    to_host,
+)
 
 
-def gradient(model, x, target, rule: str = "backprop", layer=None) -> np.ndarray:
+def gradient(model: Network, x: Images, target: Target, rule: str = "backprop",
+             layer: LayerName | None = None) -> np.ndarray:
     """dS/dx for every image of a batch -- or, with ``layer``, dS/dh where h is that
     layer's output ("what gradient reaches conv5?", what Grad-CAM uses).
 
@@ -68,7 +80,7 @@ def gradient(model, x, target, rule: str = "backprop", layer=None) -> np.ndarray
     return to_host(grad)
 
 
-def saliency(model, x, target, rule: str = "backprop") -> np.ndarray:
+def saliency(model: Network, x: Images, target: Target, rule: str = "backprop") -> np.ndarray:
     """Simonyan et al.'s image-specific class saliency map: M_ij = max_c |dS/dx_cij|
     (the maximum over colour channels, not a sum); ``target`` as in :func:`gradient`
     (a class, a channel or a neuron).  Returns (N, H, W), >= 0 -- for a network that
@@ -77,7 +89,7 @@ def saliency(model, x, target, rule: str = "backprop") -> np.ndarray:
     return g.max(axis=1) if g.ndim == 4 else g
 
 
-def predict(model, x, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+def predict(model: Network, x: Images, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """(scores (N, K), softmax probabilities (N, K)) for images in model space, without a graph."""
     x = as_batch(model, x)
     out = []
@@ -89,7 +101,7 @@ def predict(model, x, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     return scores, softmax(scores).numpy()
 
 
-def relu_toy_example(x: np.ndarray | None = None, grad: np.ndarray | None = None) -> dict:
+def relu_toy_example(x: np.ndarray | None = None, grad: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The lecture's toy example: a 4x4 feature map through ReLU forward, then one
     gradient passed back under each rule.  Returns a dict of 4x4 arrays:
     ``input``, ``relu`` (forward output), ``grad_out`` (the gradient arriving from

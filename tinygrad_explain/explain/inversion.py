@@ -43,13 +43,16 @@ All initialisations are optimised together as one batch.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import device as _device
 from ..engine import Tensor, no_grad
-from ._common import ExplainError, as_batch, data_scale, pixel_bounds, resolve_layer
+from ..image import data_scale, pixel_bounds
+from ..models import Network
+from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 from .optimize import optimize, step_schedule
 from .optimize import recipe as _recipe_settings
 from .regularizers import gaussian_blur
@@ -84,11 +87,11 @@ class Inversion:
     (model space); ``code`` phi0; ``layer``.  Unpacks as ``images, errors``."""
     images: np.ndarray
     errors: np.ndarray
-    history: dict
+    history: dict[str, np.ndarray]
     pairwise_mad: np.ndarray
     code: np.ndarray
     layer: str
-    display: list = field(default_factory=list)
+    display: list[np.ndarray] = field(default_factory=list)
     seconds: float = 0.0
 
     def __iter__(self):
@@ -100,7 +103,7 @@ class Inversion:
         return float(self.pairwise_mad[np.triu_indices(n, 1)].mean()) if n > 1 else 0.0
 
 
-def feature_code(model, x, layer="fc7") -> np.ndarray:
+def feature_code(model: Network, x: Images, layer: LayerName = "fc7") -> np.ndarray:
     """phi(x): the flattened output of ``layer`` for one image in model space -> (D,)."""
     name = resolve_layer(model, layer)
     x = as_batch(model, x)
@@ -156,7 +159,8 @@ def _reconstruct(model, objective, n, s, seed, progress, desc):
                     seed=seed, progress=progress, desc=desc, device=getattr(model, "device", "cpu"), **kw)
 
 
-def invert(model, x=None, layer: str = "fc7", inits: int = 5, *, code=None, recipe: str = DEFAULT_RECIPE,
+def invert(model: Network, x: Images | None = None, layer: LayerName = "fc7", inits: int = 5, *,
+           code: np.ndarray | None = None, recipe: str = DEFAULT_RECIPE,
            seed: int = 0, progress: bool = True, **settings) -> Inversion:
     """Reconstruct images from the code of ``layer``.
 
@@ -218,15 +222,15 @@ class LayerInversions:
     ``layers`` their names, ``errors`` (L,) normalised errors ||phi_l(x*) - phi_l(x0)|| /
     ||phi_l(x0)||, ``display`` uint8 pictures, ``history`` per-step arrays (steps, L)."""
     images: np.ndarray
-    layers: list
+    layers: list[str]
     errors: np.ndarray
-    history: dict
-    display: list = field(default_factory=list)
+    history: dict[str, np.ndarray]
+    display: list[np.ndarray] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def invert_layers(model, x, layers=None, *, recipe: str = DEFAULT_RECIPE, seed: int = 0, progress: bool = True,
-                  **settings) -> LayerInversions:
+def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None = None, *,
+                  recipe: str = DEFAULT_RECIPE, seed: int = 0, progress: bool = True, **settings) -> LayerInversions:
     """Reconstruct the image ``x`` from its code at each of ``layers`` (default: those of
     FIGURE_LAYERS the model has, conv1 ... fc8), all as one batch: row l of the batch is
     matched to layer l's code only (one forward pass serves every row).  Settings as in

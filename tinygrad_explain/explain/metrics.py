@@ -20,9 +20,12 @@ explainer's output reduced to 2-D: ``to_map``).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
+from ..models import Network
 from .grabcut import largest_component, mask_box
 
 TORCHRAY_TOLERANCE = 15.0       # pixels, at TorchRay's 224-pixel input
@@ -32,7 +35,7 @@ TORCHRAY_SIZE = 224
 # --------------------------------------------------------------------------
 # maps
 # --------------------------------------------------------------------------
-def to_map(attribution, reduce: str = "absmax") -> np.ndarray:
+def to_map(attribution: np.ndarray, reduce: str = "absmax") -> np.ndarray:
     """An explainer's output -> (N, H, W) map.  (N, H, W) passes through; (N, C, H, W)
     is reduced over channels: "absmax" max_c |a| (Simonyan's saliency), "sum" sum_c a
     (signed: gradient x input, the raw gradient)."""
@@ -48,14 +51,14 @@ def to_map(attribution, reduce: str = "absmax") -> np.ndarray:
     raise ValueError(f"unknown reduce {reduce!r}; expected 'absmax' or 'sum'")
 
 
-def centre_map(shape) -> np.ndarray:
+def centre_map(shape: tuple[int, int]) -> np.ndarray:
     """Baseline: -distance to the image centre (the maximum is the centre)."""
     H, W = shape
     yy, xx = np.mgrid[0:H, 0:W]
     return -np.hypot(yy - (H - 1) / 2, xx - (W - 1) / 2)
 
 
-def random_map(shape, rng) -> np.ndarray:
+def random_map(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """Baseline: independent uniform values (a random maximum, a random order)."""
     return rng.random(shape)
 
@@ -68,7 +71,7 @@ def pointing_tolerance(size: int) -> float:
     return TORCHRAY_TOLERANCE * size / TORCHRAY_SIZE
 
 
-def pointing_hit(m, mask, tolerance: float) -> bool:
+def pointing_hit(m: np.ndarray, mask: np.ndarray, tolerance: float) -> bool:
     """True when the map's maximum (the first, in row-major order, if several) lies within
     ``tolerance`` pixels (Euclidean) of a pixel of ``mask`` (bool (H, W))."""
     m, mask = np.asarray(m), np.asarray(mask, bool)
@@ -82,7 +85,7 @@ def pointing_hit(m, mask, tolerance: float) -> bool:
 # --------------------------------------------------------------------------
 # localisation
 # --------------------------------------------------------------------------
-def box_iou(a, b) -> float:
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """IoU of two boxes (x0, y0, x1, y1), inclusive-exclusive."""
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -92,19 +95,21 @@ def box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def mask_iou(a, b) -> float:
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two boolean masks (0 when both are empty)."""
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
-def box_mask(box, shape) -> np.ndarray:
+def box_mask(box: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
+    """A boolean (H, W) mask, True inside the box (x0, y0, x1, y1), inclusive-exclusive."""
     m = np.zeros(shape, bool)
     m[box[1]:box[3], box[0]:box[2]] = True
     return m
 
 
-def threshold_mask(m, quantile: float = 0.80, smooth=None):
+def threshold_mask(m: np.ndarray, quantile: float = 0.80,
+                   smooth: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Baseline for GrabCut: the map alone, smoothed as for GrabCut, above a quantile (80%:
     about the average object area); its largest component.  Returns (mask, box)."""
     m = np.asarray(m, np.float64)
@@ -114,7 +119,7 @@ def threshold_mask(m, quantile: float = 0.80, smooth=None):
     return mask, mask_box(mask)
 
 
-def centre_box(boxes, shape) -> np.ndarray:
+def centre_box(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Baseline: one box of the boxes' average size, centred in an image of ``shape``."""
     H, W = shape
     boxes = np.asarray(boxes)
@@ -125,7 +130,7 @@ def centre_box(boxes, shape) -> np.ndarray:
 # --------------------------------------------------------------------------
 # deletion and insertion
 # --------------------------------------------------------------------------
-def blur(x, sigma: float) -> np.ndarray:
+def blur(x: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of model-space images (N, C, H, W), each channel separately
     (the preprocessing is affine per channel, so this is the blurred picture)."""
     x = np.asarray(x)
@@ -133,7 +138,8 @@ def blur(x, sigma: float) -> np.ndarray:
                                for c in im]) for im in x]).astype(x.dtype)
 
 
-def deletion_insertion_images(x, baseline, m, steps: int):
+def deletion_insertion_images(x: np.ndarray, baseline: np.ndarray, m: np.ndarray,
+                              steps: int) -> tuple[np.ndarray, np.ndarray]:
     """The images along the deletion and insertion paths of one image.
 
     x, baseline  (C, H, W); m (H, W) the map.  Pixels are ranked by m, largest first
@@ -152,13 +158,15 @@ def deletion_insertion_images(x, baseline, m, steps: int):
     return deletion, insertion
 
 
-def auc(curve) -> float:
+def auc(curve: Sequence[float] | np.ndarray) -> float:
     """Area under a curve sampled at equal steps over [0, 1] (trapezoidal rule)."""
     c = np.asarray(curve, np.float64)
     return float((c[1:] + c[:-1]).sum() / (2 * (len(c) - 1)))
 
 
-def deletion_insertion(model, x, target, maps, baseline, steps: int = 16, ends=None, batch_size: int = 128):
+def deletion_insertion(model: Network, x: np.ndarray, target: int | np.ndarray, maps: np.ndarray,
+                       baseline: np.ndarray, steps: int = 16, ends: tuple[np.ndarray, np.ndarray] | None = None,
+                       batch_size: int = 128) -> dict[str, np.ndarray]:
     """Deletion and insertion curves and their AUCs for images x (N, C, H, W) in model
     space, one class index per image, one map per image (N, H, W), and the baseline
     images (N, C, H, W) (e.g. ``blur(x, sigma)``).  ``ends``: (p(x), p(baseline)), the
@@ -192,7 +200,7 @@ HARD_AREA = 0.20         # object covers less than 20% of the image ...
 HARD_CLUTTER = 0.03      # ... and the background's mean gradient magnitude is above this
 
 
-def background_clutter(image, mask) -> float:
+def background_clutter(image: np.ndarray, mask: np.ndarray) -> float:
     """Mean Sobel gradient magnitude of the grey picture (values in [0, 1]) over the
     background, the object dilated by 2 pixels left out: stripes, shapes and noise score
     high, smooth gradients low."""
@@ -202,7 +210,8 @@ def background_clutter(image, mask) -> float:
     return float(mag[bg].mean()) if bg.any() else 0.0
 
 
-def hard_scenes(images, masks, area: float = HARD_AREA, clutter: float = HARD_CLUTTER) -> np.ndarray:
+def hard_scenes(images: np.ndarray | Sequence[np.ndarray], masks: np.ndarray, area: float = HARD_AREA,
+                clutter: float = HARD_CLUTTER) -> np.ndarray:
     """Boolean (N,): the scenes with a small object (mask < ``area`` of the image) on a
     cluttered background (``background_clutter`` > ``clutter``) -- our analogue of
     TorchRay's "difficult" subset (objects under 1/4 of the image with other objects

@@ -53,7 +53,9 @@ host, a round trip every ``blur_every`` steps.  The result ``x`` is a host
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Union
 
 import numpy as np
 
@@ -61,7 +63,12 @@ from .. import device as _device
 from ..engine import Tensor, _xp
 from . import regularizers as R
 from . import transforms as T
-from ._common import ExplainError, OptimizationError
+from ._common import Array, ExplainError, OptimizationError
+
+#: ``schedule(step, steps) -> lr multiplier``
+Schedule = Callable[[int, int], float]
+#: what ``optimize`` steps on: images (N, C, H, W) -> the per-image quantity f (N,), or (f, {name: (N,) values})
+ObjectiveFn = Callable[[Tensor], Union[Tensor, tuple[Tensor, dict]]]
 
 
 @dataclass
@@ -70,12 +77,12 @@ class OptimizeResult:
     name ("objective", "l2", "alpha_norm", "tv", "total", "lr", plus whatever the
     objective reported) to an array (steps, N) or (steps,); ``seconds`` the wall time."""
     x: np.ndarray
-    history: dict = field(default_factory=dict)
+    history: dict[str, np.ndarray] = field(default_factory=dict)
     steps: int = 0
     seconds: float = 0.0
 
 
-def step_schedule(milestones: tuple = (0.5, 0.75), factor: float = 0.1):
+def step_schedule(milestones: Sequence[float] = (0.5, 0.75), factor: float = 0.1) -> Schedule:
     """Learning-rate multiplier that drops by ``factor`` at each milestone
     (fractions of the run): the step schedule of Mahendran & Vedaldi."""
     milestones = tuple(sorted(float(m) for m in milestones))
@@ -86,7 +93,7 @@ def step_schedule(milestones: tuple = (0.5, 0.75), factor: float = 0.1):
     return schedule
 
 
-def recipe(name: str, table: dict, **overrides) -> dict:
+def recipe(name: str, table: dict[str, dict], **overrides) -> dict:
     """The settings of the named recipe in ``table`` (an explainer's presets), with the
     caller's ``overrides`` (those not None) on top.  Unknown names list the valid ones."""
     if name not in table:
@@ -116,15 +123,16 @@ def _blur_sigma_at(blur_sigma, step, steps):
     return float(blur_sigma)
 
 
-def optimize(objective, x0, *, steps: int = 100, lr: float = 1.0, maximize: bool = True,
-             optimizer: str = "sgd", momentum: float = 0.0, schedule=None,
-             l2: float = 0.0, alpha_norm: float = 0.0, alpha: float = 6.0,
-             tv: float = 0.0, beta: float = 2.0, scale: float = 1.0,
-             jitter: int = 0, scales=(1.0,), angles=(0.0,),
-             blur_every: int = 0, blur_sigma=0.0, bounds=None,
-             param: str = "pixel", decay: float = 1.0, colour=None, octaves=None,
-             seed=0, progress: bool = True, desc: str = "optimise", callback=None,
-             device=None) -> OptimizeResult:
+def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float = 1.0, maximize: bool = True,
+             optimizer: str = "sgd", momentum: float = 0.0, schedule: Schedule | None = None,
+             l2: float | np.ndarray = 0.0, alpha_norm: float | np.ndarray = 0.0, alpha: float = 6.0,
+             tv: float | np.ndarray = 0.0, beta: float = 2.0, scale: float = 1.0,
+             jitter: int | float = 0, scales: Sequence[float] = (1.0,), angles: Sequence[float] = (0.0,),
+             blur_every: int = 0, blur_sigma: float | tuple[float, float] = 0.0,
+             bounds: tuple[np.ndarray, np.ndarray] | None = None,
+             param: str = "pixel", decay: float = 1.0, colour: np.ndarray | None = None,
+             octaves: Sequence[int] | None = None, seed: int = 0, progress: bool = True, desc: str = "optimise",
+             callback: Callable[[int, Array], None] | None = None, device: str | None = None) -> OptimizeResult:
     """Gradient steps on a batch of images.
 
     objective(x: Tensor (N, C, H, W)) -> Tensor (N,), or (Tensor (N,), {name: array (N,)})

@@ -28,8 +28,12 @@ one ``(N, H, W, 3)`` array), e.g. ``Visualization.display`` or
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Union
+
 import numpy as np
 
+from ..models import Network
 from ._common import ExplainError, resolve_class
 from .sanity import pearson
 
@@ -43,8 +47,11 @@ BLUR_SIGMA = 2.0
 #: Spatial frequency (cycles per pixel) above which energy counts as high-frequency: half of Nyquist.
 HF_CUTOFF = 0.25
 
+#: pictures: uint8 (N, H, W, 3) or one (H, W, 3), or a list of (H, W, 3)
+Pictures = Union[np.ndarray, Sequence[np.ndarray]]
 
-def as_pictures(pictures) -> np.ndarray:
+
+def as_pictures(pictures: Pictures) -> np.ndarray:
     """A list of uint8 (H, W, 3) pictures, or one (N, H, W, 3) / (H, W, 3) array -> uint8 (N, H, W, 3)."""
     if isinstance(pictures, (list, tuple)):
         if not pictures:
@@ -61,7 +68,7 @@ def as_pictures(pictures) -> np.ndarray:
     return a
 
 
-def judge_probabilities(judge, pictures) -> np.ndarray:
+def judge_probabilities(judge: Network, pictures: Pictures) -> np.ndarray:
     """The judge's softmax over its classes for each picture: float64 (N, K).
 
     Each picture goes through ``te.image.load`` -- the judge file's own
@@ -72,7 +79,7 @@ def judge_probabilities(judge, pictures) -> np.ndarray:
     return predict(judge, np.concatenate([te_image.load(p, judge) for p in pics]))[1]
 
 
-def recognised(judge, pictures, targets) -> dict:
+def recognised(judge: Network, pictures: Pictures, targets: int | str | Sequence[int | str]) -> dict[str, np.ndarray]:
     """Does the judge see the intended class?
 
     ``targets``: one class (index or name, in the *judge's* class names) per
@@ -93,14 +100,15 @@ def recognised(judge, pictures, targets) -> dict:
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
-def grey_blur(pictures, sigma: float = BLUR_SIGMA) -> np.ndarray:
+def grey_blur(pictures: Pictures, sigma: float = BLUR_SIGMA) -> np.ndarray:
     """uint8 pictures -> float64 (N, H, W) luminance in [0, 1] (Rec. 601), Gaussian-blurred with std ``sigma`` px."""
     from .regularizers import gaussian_blur
     g = as_pictures(pictures).astype(np.float64) @ _LUMA / 255.0
     return gaussian_blur(g[:, None], sigma)[:, 0] if sigma > 0 else g
 
 
-def reconstruction_correlation(reconstruction, original, unrelated=None, sigma: float = BLUR_SIGMA) -> dict:
+def reconstruction_correlation(reconstruction: np.ndarray, original: np.ndarray, unrelated: np.ndarray | None = None,
+                               sigma: float = BLUR_SIGMA) -> dict[str, float]:
     """Pearson correlation of the blurred grey ``reconstruction`` with the blurred grey
     ``original`` (``"original"``) and, if given, with an ``unrelated`` scene (``"unrelated"``)
     (``te.explain.sanity.pearson``: NaN if a blurred picture is constant).
@@ -115,7 +123,7 @@ def reconstruction_correlation(reconstruction, original, unrelated=None, sigma: 
     return out
 
 
-def normalised_error(phi, phi0) -> np.ndarray:
+def normalised_error(phi: np.ndarray, phi0: np.ndarray) -> np.ndarray:
     """Mahendran & Vedaldi's (2015) normalised error, squared: ``||phi - phi0||^2 / ||phi0||^2``.
 
     ``phi`` (N, ...) or (...) codes of the reconstructions, ``phi0`` the target code
@@ -130,7 +138,7 @@ def normalised_error(phi, phi0) -> np.ndarray:
     return (d * d).sum(1) / n0
 
 
-def high_frequency_fraction(pictures, cutoff: float = HF_CUTOFF) -> np.ndarray:
+def high_frequency_fraction(pictures: Pictures, cutoff: float = HF_CUTOFF) -> np.ndarray:
     """Fraction of each picture's spectral energy above ``cutoff`` cycles/pixel.
 
     The luminance (mean removed, times a Hann window so that the jump between
@@ -149,7 +157,7 @@ def high_frequency_fraction(pictures, cutoff: float = HF_CUTOFF) -> np.ndarray:
     return np.where(flat, 0.0, (e * hi).sum(axis=(1, 2)) / np.maximum(tot, 1e-300))
 
 
-def high_frequency_ratio(pictures, reference, cutoff: float = HF_CUTOFF) -> np.ndarray:
+def high_frequency_ratio(pictures: Pictures, reference: Pictures, cutoff: float = HF_CUTOFF) -> np.ndarray:
     """:func:`high_frequency_fraction` of each picture divided by the mean fraction of the
     ``reference`` pictures (real scenes): 1 = as much fine detail as real scenes, 5 = five times as much."""
     ref = float(high_frequency_fraction(reference, cutoff).mean())

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..engine import Function, Tensor, _xp
 from ..ops import _scalar
+from ._common import Array
 
 TV_RATIO = 6.5      # V = B / 6.5 (Mahendran & Vedaldi 2015, "balancing the different terms")
 
@@ -38,13 +39,13 @@ class AlphaNorm(Function):
     """y_n = 1/(H W) sum_{c,i,j} |x_ncij / B|^alpha.
     dy_n/dx = alpha / (H W B) * sign(x) |x/B|^(alpha-1)."""
 
-    def forward(self, x, alpha=6.0, scale=1.0):
+    def forward(self, x: Array, alpha: float = 6.0, scale: float = 1.0) -> Array:
         N, C, H, W = x.shape
         self.x, self.alpha, self.scale, self.hw = x, float(alpha), float(scale), float(H * W)
         u = _xp(x).abs(x / _scalar(self.scale, x))
         return (u ** _scalar(self.alpha, x)).reshape(N, -1).sum(1) / _scalar(self.hw, x)
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         x, a, B = self.x, self.alpha, self.scale
         xp = _xp(x)
         u = x / _scalar(B, x)
@@ -59,7 +60,7 @@ class TotalVariation(Function):
     dy/dx[i, j+1] += a dh,  dy/dx[i+1, j] += a dv,  dy/dx[i, j] -= a (dh + dv).
     ``eps`` (only used for beta < 2) keeps the gradient finite where the image is flat."""
 
-    def forward(self, x, beta=2.0, scale=1.0, eps=1e-8):
+    def forward(self, x: Array, beta: float = 2.0, scale: float = 1.0, eps: float = 1e-8) -> Array:
         N, C, H, W = x.shape
         c = x[:, :, :-1, :-1]
         dh = x[:, :, :-1, 1:] - c
@@ -76,7 +77,7 @@ class TotalVariation(Function):
             val = self.s ** _scalar(self.beta / 2, x)
         return val.reshape(N, -1).sum(1) / _scalar(self.hw, x)
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         dt, xp = self.dh.dtype, _xp(self.dh)
         a = _scalar(self.beta / (self.v2 * self.hw), self.dh) * g.reshape(-1, 1, 1, 1).astype(dt)
         if self.s is not None:
@@ -95,17 +96,19 @@ def l2(x: Tensor) -> Tensor:
 
 
 def alpha_norm(x: Tensor, alpha: float = 6.0, scale: float = 1.0) -> Tensor:
+    """Mahendran & Vedaldi's alpha-norm prior per image (N,): ``AlphaNorm``."""
     return AlphaNorm.apply(x, alpha=alpha, scale=scale)
 
 
 def total_variation(x: Tensor, beta: float = 2.0, scale: float = 1.0) -> Tensor:
+    """Mahendran & Vedaldi's TV^beta prior per image (N,), with V = ``scale``: ``TotalVariation``."""
     return TotalVariation.apply(x, beta=beta, scale=scale)
 
 
 # --------------------------------------------------------------------------
 # a non-differentiable image operation applied between steps
 # --------------------------------------------------------------------------
-def gaussian_blur(x, sigma: float):
+def gaussian_blur(x: Array, sigma: float) -> Array:
     """Blur every channel of every image (N, C, H, W) with a Gaussian of std ``sigma`` px.
     OpenCV's, on the host: a CuPy array is copied there and the result back."""
     if sigma <= 0:

@@ -32,29 +32,34 @@ The loaded model is never modified: every randomised model is a copy.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Union
 
 import cv2
 import numpy as np
 
 from .. import device as _device
-from ..models import from_architecture
+from ..models import Network, from_architecture
 from ..nn import Conv2d, Linear
-from . import attribution, gradients
-from ._common import ExplainError, as_batch, resolve_targets, to_host
+from ._common import ExplainError, Images, Target, as_batch, resolve_targets, to_host
+from .methods import get as get_method
+
+#: ``init(layer, rng, last)`` re-initialises one conv / linear layer in place (``last``: the top layer)
+Init = Callable[[Union[Conv2d, Linear], np.random.Generator, bool], None]
 
 # --------------------------------------------------------------------------
 # randomised copies of a model
 # --------------------------------------------------------------------------
 
 
-def weight_layers(model) -> list:
+def weight_layers(model: Network) -> list[str]:
     """Names of the layers that have weights (conv / linear), input to output:
     ``["conv1", ..., "conv5", "fc6", "fc7", "fc8"]`` for AlexNet."""
     return [n for n, l in model.layers.items() if isinstance(l, (Conv2d, Linear))]
 
 
-def copy_model(model):
+def copy_model(model: Network) -> Network:
     """An independent copy of ``model`` (architecture, weights, dtype, device,
     class names, preprocessing): changing the copy never touches ``model``."""
     arch = model.architecture()
@@ -71,14 +76,14 @@ def copy_model(model):
     return out
 
 
-def he_reinit(layer, rng, last: bool):
+def he_reinit(layer: Conv2d | Linear, rng: np.random.Generator, last: bool) -> None:
     """The initialisation every model of this project is trained from
     (``train.he_init``): He normal weights, N(0, 0.01) for the top layer, zero bias."""
     from ..train import he_init_layer
     he_init_layer(layer, rng, 0.01 if last else None, 0.0)
 
 
-def randomize(model, layers, seed: int = 0, init=he_reinit):
+def randomize(model: Network, layers: str | Sequence[str], seed: int = 0, init: Init = he_reinit) -> Network:
     """A copy of ``model`` with the weights and biases of ``layers`` re-initialised.
 
     Layer ``L`` always gets the same random weights for the same ``seed``
@@ -104,14 +109,14 @@ def randomize(model, layers, seed: int = 0, init=he_reinit):
     return out
 
 
-def cascade(model, seed: int = 0, init=he_reinit):
+def cascade(model: Network, seed: int = 0, init: Init = he_reinit) -> list[tuple[str, Network]]:
     """The cascading randomisation: ``[(layer, model with layer and every layer above
     it randomised), ...]`` from the top layer (fc8) down to the first (conv1)."""
     names = weight_layers(model)[::-1]
     return [(name, randomize(model, names[:k + 1], seed, init)) for k, name in enumerate(names)]
 
 
-def independent(model, seed: int = 0, init=he_reinit):
+def independent(model: Network, seed: int = 0, init: Init = he_reinit) -> list[tuple[str, Network]]:
     """The independent randomisation: ``[(layer, model with only that layer
     randomised), ...]`` from the top layer down."""
     return [(name, randomize(model, [name], seed, init)) for name in weight_layers(model)[::-1]]
@@ -120,48 +125,24 @@ def independent(model, seed: int = 0, init=he_reinit):
 # --------------------------------------------------------------------------
 # the methods compared
 # --------------------------------------------------------------------------
-def _method_table():
-    """name -> fn(model, x, targets, cache) -> (N, C, H, W) or (N, H, W) on the host.
-    ``cache`` shares the gradients between methods that use the same one
-    (saliency is max_c |gradient|; guided Grad-CAM is guided backprop * Grad-CAM)."""
-    def grad(model, x, t, cache, rule="backprop"):
-        if rule not in cache:
-            cache[rule] = gradients.gradient(model, x, t, rule=rule)
-        return cache[rule]
-
-    def gradcam(model, x, t, cache):
-        if "gradcam" not in cache:
-            cache["gradcam"] = attribution.gradcam(model, x, t)
-        return cache["gradcam"]
-
-    return {
-        "gradient": lambda m, x, t, c: grad(m, x, t, c),
-        "saliency": lambda m, x, t, c: np.abs(grad(m, x, t, c)).max(axis=1),
-        "deconvnet": lambda m, x, t, c: grad(m, x, t, c, "deconvnet"),
-        "guided": lambda m, x, t, c: grad(m, x, t, c, "guided"),
-        "smoothgrad": lambda m, x, t, c: attribution.smoothgrad(m, x, t, seed=0),
-        "gradcam": gradcam,
-        "guided_gradcam": lambda m, x, t, c: grad(m, x, t, c, "guided") * gradcam(m, x, t, c)[:, None],
-    }
-
-
-#: the methods checked, in the order of the figure's rows
+#: the methods checked (te.explain.methods, with their default options: SmoothGrad's noise
+#: drawn with seed 0, Grad-CAM of the last conv layer), in the order of the figure's rows
 METHODS = ("gradient", "saliency", "deconvnet", "guided", "smoothgrad", "gradcam", "guided_gradcam")
 
 
-def explain(model, x, target, methods=METHODS) -> dict:
+def explain(model: Network, x: Images, target: Target,
+            methods: Sequence[str] = METHODS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{method: (signed, absolute)}``, two (N, H, W) float64 maps per method
     for images ``x`` (model space) and ``target`` (one class, or one per image).
     SmoothGrad's noise is drawn with a fixed seed, the same for every model."""
-    table = _method_table()
-    unknown = [m for m in methods if m not in table]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ExplainError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(table)}")
+        raise ExplainError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(METHODS)}")
     x = as_batch(model, x)
     targets = resolve_targets(model, target, x.shape[0])
-    cache, out = {}, {}
+    out = {}
     for m in methods:
-        raw = np.asarray(table[m](model, x, targets, cache), np.float64)
+        raw = np.asarray(get_method(m).fn(model, x, targets), np.float64)
         if raw.ndim == 4:
             out[m] = (raw.sum(axis=1), np.abs(raw).sum(axis=1))
         else:
@@ -172,7 +153,7 @@ def explain(model, x, target, methods=METHODS) -> dict:
 # --------------------------------------------------------------------------
 # similarity measures
 # --------------------------------------------------------------------------
-def rankdata(a) -> np.ndarray:
+def rankdata(a: np.ndarray) -> np.ndarray:
     """Ranks 1..n of the values of ``a`` (flattened), ties given their average rank."""
     a = np.asarray(a, np.float64).ravel()
     order = np.argsort(a, kind="mergesort")
@@ -185,7 +166,7 @@ def rankdata(a) -> np.ndarray:
     return ranks
 
 
-def pearson(a, b) -> float:
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two flattened arrays; NaN if either is constant."""
     a = np.asarray(a, np.float64).ravel() - np.mean(a)
     b = np.asarray(b, np.float64).ravel() - np.mean(b)
@@ -193,13 +174,13 @@ def pearson(a, b) -> float:
     return float((a * b).sum() / den) if den > 0 else float("nan")
 
 
-def spearman(a, b) -> float:
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation (Pearson correlation of the tie-averaged ranks);
     NaN if either map is constant."""
     return pearson(rankdata(a), rankdata(b))
 
 
-def normalize(m, percentile: float = 99.0) -> np.ndarray:
+def normalize(m: np.ndarray, percentile: float = 99.0) -> np.ndarray:
     """A map >= 0 scaled to [0, 1]: divided by its ``percentile``-th percentile and
     clipped (Adebayo et al.'s visualisation); an all-zero map stays zero."""
     m = np.asarray(m, np.float64)
@@ -209,7 +190,7 @@ def normalize(m, percentile: float = 99.0) -> np.ndarray:
     return np.clip(m / top, 0, 1) if top > 0 else np.zeros_like(m)
 
 
-def ssim(a, b, data_range: float = 1.0, sigma: float = 1.5) -> float:
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0, sigma: float = 1.5) -> float:
     """Structural similarity of two (H, W) images (Wang, Bovik, Sheikh & Simoncelli 2004):
     the mean over pixels of
 
@@ -236,7 +217,7 @@ def ssim(a, b, data_range: float = 1.0, sigma: float = 1.5) -> float:
     return float(s[r:-r, r:-r].mean())
 
 
-def hog(m, orientations: int = 9, cell: int = 8, block: int = 2) -> np.ndarray:
+def hog(m: np.ndarray, orientations: int = 9, cell: int = 8, block: int = 2) -> np.ndarray:
     """Histogram-of-oriented-gradients features of an (H, W) map (Dalal & Triggs 2005):
 
     1. gradients by central differences (0 on the border rows/columns),
@@ -275,7 +256,8 @@ def hog(m, orientations: int = 9, cell: int = 8, block: int = 2) -> np.ndarray:
 MEASURES = ("spearman_abs", "spearman", "ssim", "hog")
 
 
-def similarity(signed_a, abs_a, signed_b, abs_b) -> dict:
+def similarity(signed_a: np.ndarray, abs_a: np.ndarray, signed_b: np.ndarray,
+               abs_b: np.ndarray) -> dict[str, float]:
     """The four similarities of two explanations of one image ((H, W) maps):
     ``spearman_abs`` (absolute maps), ``spearman`` (signed maps), ``ssim`` and
     ``hog`` (Pearson correlation of HOG features) of the absolute maps, each
@@ -294,16 +276,16 @@ class SanityResult:
     (test "cascade" / "independent" with step = randomised layer name, or
     "data" with step "random_labels").  :meth:`summary` gives mean, std and the
     number of images where the measure is defined."""
-    scores: dict = field(default_factory=dict)
-    methods: tuple = METHODS
+    scores: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = field(default_factory=dict)
+    methods: tuple[str, ...] = METHODS
     images: int = 0
 
-    def add(self, test, step, method, sims: dict):
+    def add(self, test: str, step: str, method: str, sims: dict[str, float]) -> None:
         d = self.scores.setdefault(test, {}).setdefault(step, {}).setdefault(method, {})
         for k, v in sims.items():
             d.setdefault(k, []).append(v)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, dict[str, dict[str, dict[str, dict]]]]:
         out = {}
         for test, steps in self.scores.items():
             for step, methods in steps.items():
@@ -318,7 +300,8 @@ class SanityResult:
         return out
 
 
-def compare(reference: dict, other: dict, result: SanityResult, test: str, step: str):
+def compare(reference: dict[str, tuple[np.ndarray, np.ndarray]], other: dict[str, tuple[np.ndarray, np.ndarray]],
+            result: SanityResult, test: str, step: str) -> None:
     """Add the similarities of every image's explanations ``other`` (from
     :func:`explain`) to those of ``reference`` to ``result``."""
     for m, (s_ref, a_ref) in reference.items():
@@ -331,8 +314,8 @@ def compare(reference: dict, other: dict, result: SanityResult, test: str, step:
 TESTS = ("cascade", "independent", "data", "other_scene")
 
 
-def run(model, x, target, methods=METHODS, tests=TESTS, twin=None,
-        seed: int = 0, batch: int = 10, progress: bool = False) -> SanityResult:
+def run(model: Network, x: Images, target: Target, methods: Sequence[str] = METHODS, tests: Sequence[str] = TESTS,
+        twin: Network | None = None, seed: int = 0, batch: int = 10, progress: bool = False) -> SanityResult:
     """All sanity checks of Adebayo et al. 2018 on images ``x`` (model space, (N, C, H, W))
     and ``target`` (a class or one per image; the paper explains the predicted or the
     true class -- the script uses the true label).

@@ -28,9 +28,15 @@ dL/dp = P^T (dR/dx + T^T dL/d(T x)) -- the engine applies these adjoints.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..engine import Function, Tensor, _xp
+from ._common import Array
+
+#: bilinear taps ``(idx, w)``, each (4, Q): output pixel q reads input pixels idx[:, q] with weights w[:, q]
+Taps = tuple[np.ndarray, np.ndarray]
 
 
 # --------------------------------------------------------------------------
@@ -40,11 +46,11 @@ class Roll(Function):
     """y = x shifted by (dy, dx) pixels with wrap-around (a permutation);
     its adjoint is its inverse, the roll by (-dy, -dx)."""
 
-    def forward(self, x, dy=0, dx=0):
+    def forward(self, x: Array, dy: int = 0, dx: int = 0) -> Array:
         self.dy, self.dx = int(dy), int(dx)
         return _xp(x).roll(x, (self.dy, self.dx), axis=(2, 3))
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return _xp(g).roll(g, (-self.dy, -self.dx), axis=(2, 3))
 
 
@@ -55,7 +61,8 @@ class Resample(Function):
     bilinear weights (see :func:`affine_taps`, :func:`resize_taps`).  Backward, the
     adjoint: dx[n, c, idx[k, q]] += w[k, q] dy[n, c, q] (one bincount)."""
 
-    def forward(self, x, idx=None, w=None, out_hw=None):
+    def forward(self, x: Array, idx: Array | None = None, w: Array | None = None,
+                out_hw: tuple[int, int] | None = None) -> Array:
         N, C, H, W = x.shape
         xp = _xp(x)
         self.in_shape, self.idx, self.w = x.shape, idx, w.astype(x.dtype, copy=False)
@@ -63,7 +70,7 @@ class Resample(Function):
         y = (flat[:, :, idx] * self.w).sum(axis=2)            # (N, C, 4, Q) -> (N, C, Q)
         return xp.ascontiguousarray(y.reshape(N, C, *out_hw))
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         N, C, H, W = self.in_shape
         xp = _xp(g)
         nc, q = N * C, self.idx.shape[1]
@@ -91,7 +98,7 @@ def _bilinear(sy, sx, H, W, wrap):
     return np.stack(idx), np.stack(w)
 
 
-def affine_taps(H, W, scale=1.0, angle=0.0, dy=0.0, dx=0.0):
+def affine_taps(H: int, W: int, scale: float = 1.0, angle: float = 0.0, dy: float = 0.0, dx: float = 0.0) -> Taps:
     """Taps of y = the image scaled by ``scale`` and rotated clockwise (as displayed, rows
     downwards) by ``angle`` degrees about its
     centre, then shifted by (dy, dx) pixels; periodic borders (as the jitter's roll).
@@ -106,7 +113,7 @@ def affine_taps(H, W, scale=1.0, angle=0.0, dy=0.0, dx=0.0):
     return _bilinear(vy / scale + cy, vx / scale + cx, H, W, wrap=True)
 
 
-def resize_taps(h, w, H, W):
+def resize_taps(h: int, w: int, H: int, W: int) -> Taps:
     """Taps of a bilinear resize (h, w) -> (H, W), pixel centres aligned, borders clamped."""
     sy = (np.arange(H, dtype=np.float64) + 0.5) * (h / H) - 0.5
     sx = (np.arange(W, dtype=np.float64) + 0.5) * (w / W) - 0.5
@@ -114,7 +121,9 @@ def resize_taps(h, w, H, W):
     return _bilinear(yy.reshape(-1), xx.reshape(-1), h, w, wrap=False)
 
 
-def resample(x: Tensor, taps, out_hw) -> Tensor:
+def resample(x: Tensor, taps: Taps, out_hw: tuple[int, int]) -> Tensor:
+    """``Resample`` of the images x (N, C, H, W) with ``taps`` to (N, C, *out_hw), the taps
+    copied to x's device."""
     xp = _xp(x.data)
     idx, w = taps
     if xp is not np:
@@ -128,7 +137,7 @@ class RandomTransform:
     Pure jitter is a ``Roll``; with a scale or angle other than 1 / 0 the image is
     bilinearly resampled (periodic borders).  ``rng`` is the optimiser's seeded generator."""
 
-    def __init__(self, jitter=0, scales=(1.0,), angles=(0.0,)):
+    def __init__(self, jitter: int = 0, scales: Sequence[float] = (1.0,), angles: Sequence[float] = (0.0,)) -> None:
         self.jitter = int(jitter)
         self.scales = tuple(float(s) for s in (scales or (1.0,)))
         self.angles = tuple(float(a) for a in (angles or (0.0,)))
@@ -139,7 +148,7 @@ class RandomTransform:
     def active(self) -> bool:
         return bool(self.jitter) or self.scales != (1.0,) or self.angles != (0.0,)
 
-    def sample(self, rng: np.random.Generator):
+    def sample(self, rng: np.random.Generator) -> tuple[int, int, float, float]:
         """(dy, dx, scale, angle) for one step."""
         dy, dx = (int(v) for v in rng.integers(-self.jitter, self.jitter + 1, size=2)) if self.jitter else (0, 0)
         s = self.scales[int(rng.integers(len(self.scales)))] if len(self.scales) > 1 else self.scales[0]
@@ -147,7 +156,7 @@ class RandomTransform:
         return dy, dx, s, a
 
     @staticmethod
-    def apply(x: Tensor, dy, dx, s, a) -> Tensor:
+    def apply(x: Tensor, dy: int, dx: int, s: float, a: float) -> Tensor:
         if s == 1.0 and a == 0.0:
             return Roll.apply(x, dy=dy, dx=dx) if (dy or dx) else x
         H, W = x.shape[2:]
@@ -161,11 +170,11 @@ class ColourMix(Function):
     """y[n, i] = sum_j M[i, j] x[n, j]: mixes the channels of every pixel.
     Backward: dx[n, j] = sum_i M[i, j] dy[n, i] (M^T)."""
 
-    def forward(self, x, M=None):
+    def forward(self, x: Array, M: Array | None = None) -> Array:
         self.M = M.astype(x.dtype, copy=False)
         return _xp(x).einsum("ij,njhw->nihw", self.M, x)
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         return _xp(g).einsum("ij,nihw->njhw", self.M, g)
 
 
@@ -177,13 +186,13 @@ class FourierImage(Function):
     where c = 2 for the columns 0 < k < W/2 (which irfft2 counts twice, once for the
     conjugate half) and 1 for k = 0 and k = W/2: dp = (Re G, Im G)."""
 
-    def forward(self, p, w=None, hw=None):
+    def forward(self, p: Array, w: Array | None = None, hw: tuple[int, int] | None = None) -> Array:
         xp = _xp(p)
         self.w, self.hw = w, tuple(hw)
         z = (p[..., 0] + 1j * p[..., 1]) * w
         return xp.fft.irfft2(z, s=self.hw, axes=(2, 3), norm="ortho").astype(p.dtype, copy=False)
 
-    def backward(self, g):
+    def backward(self, g: Array) -> Array:
         xp = _xp(g)
         G = xp.fft.rfft2(g, axes=(2, 3), norm="ortho") * (_column_counts(self.hw, xp) * self.w)
         return xp.stack([G.real, G.imag], axis=-1).astype(g.dtype, copy=False)
@@ -198,7 +207,7 @@ def _column_counts(hw, xp=np):
     return xp.asarray(c)
 
 
-def frequency_scale(H, W, decay=1.0):
+def frequency_scale(H: int, W: int, decay: float = 1.0) -> np.ndarray:
     """w(f) = 1 / max(f, 1/max(H, W))^decay over the rfft2 grid (H, W//2+1), f in cycles
     per pixel, normalised so that p ~ N(0, 1) gives an image with unit variance."""
     fy = np.fft.fftfreq(H)[:, None]
@@ -225,7 +234,8 @@ class Parameterization:
     full size).
     """
 
-    def __init__(self, kind="pixel", image_hw=None, size=None, decay=1.0, colour=None):
+    def __init__(self, kind: str = "pixel", image_hw: tuple[int, int] | None = None,
+                 size: tuple[int, int] | None = None, decay: float = 1.0, colour: np.ndarray | None = None) -> None:
         if kind not in ("pixel", "fourier"):
             raise ValueError(f"unknown parameterisation {kind!r}; expected 'pixel' or 'fourier'")
         self.kind, self.hw = kind, tuple(image_hw)
@@ -259,14 +269,14 @@ class Parameterization:
             x = ColourMix.apply(x, M=self._on("colour", xp, dt))
         return x
 
-    def to_image(self, p):
+    def to_image(self, p: Array) -> Array:
         from ..engine import no_grad
         if self.identity:
             return p
         with no_grad():
             return self.image(Tensor(p)).data
 
-    def from_image(self, x):
+    def from_image(self, x: Array) -> Array:
         """The parameter that makes image ``x`` (N, C, H, W) (downsampled by area
         averaging to a coarser octave grid)."""
         xp, dt = _xp(x), x.dtype
@@ -280,7 +290,7 @@ class Parameterization:
         return xp.array(x, dtype=dt, copy=True)
 
 
-def area_resize(x: np.ndarray, size) -> np.ndarray:
+def area_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(N, C, H, W) -> (N, C, h, w) by OpenCV's area interpolation (host arrays)."""
     import cv2
     N, C, H, W = x.shape

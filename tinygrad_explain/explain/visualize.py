@@ -34,11 +34,22 @@ step schedule.  Any setting can be overridden by keyword (``SETTINGS``).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._common import ExplainError, class_names, data_scale, pixel_bounds, resolve_class, resolve_layer, resolve_unit
+from ..image import data_scale, pixel_bounds
+from ..models import Network
+from ._common import (
+    ExplainError,
+    LayerName,
+    Unit,
+    class_names,
+    resolve_class,
+    resolve_layer,
+    resolve_unit,
+)
 from .optimize import optimize, step_schedule
 from .optimize import recipe as _recipe_settings
 
@@ -80,10 +91,10 @@ class Visualization:
     ``final`` the objective of the returned images; ``labels`` one caption per image.
     Unpacks as ``image, history``."""
     image: np.ndarray
-    history: dict
+    history: dict[str, np.ndarray]
     final: np.ndarray
-    labels: list
-    display: list = field(default_factory=list)
+    labels: list[str]
+    display: list[np.ndarray] = field(default_factory=list)
     probability: np.ndarray | None = None
     seconds: float = 0.0
 
@@ -109,7 +120,7 @@ def _display(model, x, stretch=False):
 _COLOURS = {}
 
 
-def natural_colour(model) -> np.ndarray:
+def natural_colour(model: Network) -> np.ndarray | None:
     """The decorrelating colour matrix for ``param="fourier"`` / ``colour="natural"``: the square
     root of the channel covariance of the shipped sample scenes in this model's space
     (transforms.colour_sqrt), computed once per model.  For ImageNet models these scenes
@@ -165,9 +176,9 @@ def _run(model, objective, n, s, *, seed, progress, desc):
     return res
 
 
-def class_model(model, target=None, steps: int | None = None, lr: float | None = None, l2: float | None = None,
-                seed: int = 0, *, recipe: str = DEFAULT_RECIPE, objective: str = "score", progress: bool = True,
-                **settings) -> Visualization:
+def class_model(model: Network, target: int | str | Sequence[int | str] | None = None, steps: int | None = None,
+                lr: float | None = None, l2: float | None = None, seed: int = 0, *, recipe: str = DEFAULT_RECIPE,
+                objective: str = "score", progress: bool = True, **settings) -> Visualization:
     """Class model visualisation: gradient ascent on S_c(I) - priors(I) from the zero image.
 
     target   a class index or name, a list of them (one image each, optimised as
@@ -237,8 +248,9 @@ def _unit_list(unit):
         raise ExplainError(f"unit must be an int, a tuple (c, i, j), or a list of those; got {unit!r}") from None
 
 
-def maximize(model, layer, unit, steps: int | None = None, lr: float | None = None, l2: float | None = None,
-             seed: int = 0, *, recipe: str = DEFAULT_RECIPE, progress: bool = True, **settings) -> Visualization:
+def maximize(model: Network, layer: LayerName, unit: Unit | Sequence[Unit], steps: int | None = None,
+             lr: float | None = None, l2: float | None = None, seed: int = 0, *, recipe: str = DEFAULT_RECIPE,
+             progress: bool = True, **settings) -> Visualization:
     """Gradient ascent on one unit of any layer: a_u(I) - priors(I) from the zero image.
 
     layer  a layer name (``model.layer_names``) or index
