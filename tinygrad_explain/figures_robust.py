@@ -11,9 +11,9 @@ the saliency map, guided backprop and the reconstructions from pool5 and fc7
 (``te.explain.class_model``), each made the same way on both models.
 
 Step counts (``ROBUST_SETTINGS``; ``inputs.settings["robust"]`` overrides them):
-``class_steps`` 150 of the default recipe's 300 for the class models,
-``invert_steps`` 300 of its 2500 for the inversions, one start each -- enough
-to show the contrast in well under 40 s of CPU on a quiet 2-core machine.
+``class_steps`` 120 of the default recipe's 300 for the class models,
+``invert_steps`` 250 of its 2500 for the inversions, one start each: 30 s of
+CPU (one thread) on a machine with a load average of 6.5, less on a quiet one.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .draw import grad_picture, grid, heat, save_png
 from .figures import Figure, _say
 
 #: the figure's reduced step counts (the default recipes use 300 for class models, 2500 for inversions)
-ROBUST_SETTINGS = {"class_steps": 150, "invert_steps": 300, "seed": 0}
+ROBUST_SETTINGS = {"class_steps": 120, "invert_steps": 250, "seed": 0}
 #: the layers whose codes are inverted
 ROBUST_INVERT_LAYERS = ("pool5", "fc7")
 
