@@ -35,12 +35,36 @@ def test_class_models_are_confident_for_every_class(model):
     assert not bad, f"class-model softmax below 0.99: {bad}"
 
 
-def test_natural_class_models_still_convince_the_network(model):
+@pytest.fixture(scope="module")
+def natural_class_models(model):
+    """The default class models of every class (recipe "natural", seed 0), made once."""
+    return te.explain.class_model(model, progress=False)
+
+
+def test_natural_class_models_still_convince_the_network(natural_class_models):
     """The default natural-image priors trade some of the network's own confidence for
     pictures a person (and another network) recognises: issue #14's floor is 0.9."""
-    v = te.explain.class_model(model, progress=False)
+    v = natural_class_models
     bad = {lb: round(float(p), 4) for lb, p in zip(v.labels, v.probability) if p < 0.9}
     assert not bad, f"natural class-model softmax below 0.9: {bad}"
+
+
+def test_natural_class_models_are_recognised_by_the_judge(model, natural_class_models):
+    """The independent judge (another architecture, trained separately; it never enters the
+    optimisation) recognises the default class models far more often than the paper's.
+    Measured (seed 0, as displayed): natural 6/10, mean p(target) 0.463 (seeds 1 and 2:
+    6/10 0.470, 5/10 0.413); the floor here is 5/10 and 0.40 -- below issue #14's target of
+    9/10 and 0.7, which no recipe measured reaches on this model (docs/explainers.md).  The
+    paper's recipe at its own 300 steps must stay far behind (mean p at most half)."""
+    from tinygrad_explain.explain import quality as q
+    judge = te.load_model("judge")
+    classes = list(range(10))
+    nat = q.recognised(judge, natural_class_models.display, classes)
+    paper = q.recognised(judge, te.explain.class_model(model, recipe="simonyan2014", progress=False).display,
+                         classes)
+    k, p = int(nat["top1"].sum()), float(nat["p_target"].mean())
+    assert k >= 5 and p >= 0.40, (k, p, nat["predicted"])
+    assert p >= 2 * float(paper["p_target"].mean()), (p, paper["p_target"].mean(), int(paper["top1"].sum()))
 
 
 # the inversion defaults before the natural-image priors: pixel steps from smooth colour noise

@@ -137,15 +137,30 @@ def fig_toy(inp, out, summary):
 
 
 def fig_class_models(inp, out, summary):
-    """The paper's recipe (Simonyan et al. 2014) beside the default natural-image priors, same classes."""
-    m, s = inp.model, inp.settings.get("class_model", {})
+    """The paper's recipe (Simonyan et al. 2014) beside the default natural-image priors, same classes;
+    under each picture the network's own softmax and, on the embedded model, the independent
+    judge's verdict (a measuring instrument only: it never enters the optimisation)."""
+    m, s = inp.model, dict(inp.settings.get("class_model", {}))
+    recipes = X.visualize.CLASS_MODEL_RECIPES
     tiles, labels = [], []
-    runs = {}
+    runs, verdicts = {}, {}
+    judge = _load_judge() if inp.settings.get("judge") else None
     for recipe in ("simonyan2014", X.visualize.DEFAULT_RECIPE):
-        v = X.class_model(m, inp.classes, recipe=recipe, **s)
+        r = dict(s)
+        if "steps" in r:              # each recipe its own step count, scaled as the default's is
+            default_steps = X.visualize.CLASS_MODEL_DEFAULTS["steps"]
+            r["steps"] = max(1, round(r["steps"] * recipes[recipe]["steps"] / default_steps))
+        v = X.class_model(m, inp.classes, recipe=recipe, **r)
         runs[recipe] = v
         tiles += v.display
-        labels += [f"{lb}\n{recipe} p {p:.3f}" for lb, p in zip(v.labels, v.probability)]
+        if judge is not None:
+            verdicts[recipe] = X.quality.recognised(judge, v.display, list(inp.classes))
+            names = X.class_names(judge)
+            labels += [f"{lb}\n{recipe} p {p:.3f}\njudge: {names[k]} {pk:.2f}" for lb, p, k, pk in
+                       zip(v.labels, v.probability, verdicts[recipe]["predicted"],
+                           verdicts[recipe]["probabilities"].max(1))]
+        else:
+            labels += [f"{lb}\n{recipe} p {p:.3f}" for lb, p in zip(v.labels, v.probability)]
     n = len(runs["simonyan2014"].labels)
     save_png(grid(tiles, labels, ncol=min(n, 10) if n <= 10 else 5,
                   title="Class models argmax_I S_c(I) - priors(I): the paper's recipe (top) and natural-image "
@@ -158,6 +173,19 @@ def fig_class_models(inp, out, summary):
     _say("class-model softmax per class (simonyan2014 / natural):")
     for lb, p0, p, sc in zip(v.labels, runs["simonyan2014"].probability, v.probability, v.final):
         _say(f"  {lb:<20} softmax {p0:.4f} / {p:.4f}   score (natural) {sc:.2f}")
+    judged = ""
+    if verdicts:
+        for recipe, r in verdicts.items():
+            k, n_ = int(r["top1"].sum()), len(r["top1"])
+            summary[f"class_models_judge_{recipe}"] = {"recognised": k, "of": n_,
+                                                      "mean_p_target": float(r["p_target"].mean())}
+            _say(f"class models recognised by the judge ({recipe}): {k}/{n_}, mean p(target) "
+                 f"{r['p_target'].mean():.3f}")
+        judged = (" Last line under each image: what the <b>independent judge</b> (te.load_model(\"judge\"), "
+                  "another architecture trained separately; it never enters the optimisation) sees in the "
+                  "picture, with its probability -- it recognises " +
+                  " and ".join(f"{int(r['top1'].sum())}/{len(r['top1'])} of the {recipe} pictures"
+                               for recipe, r in verdicts.items()) + ".")
     return Figure("class_models", "class_models.png",
                   "Class model visualisation (Simonyan et al. 2014): gradient ascent on the unnormalised class "
                   "score S<sub>c</sub>(I) from the zero (mean) image plus faint noise (the exact zero image is a "
@@ -167,7 +195,7 @@ def fig_class_models(inp, out, summary):
                   "made from a decorrelated-colour Fourier spectrum, randomly shifted, scaled and rotated at every "
                   "step, kept in the valid pixel range (Olah et al. 2017; Yosinski et al. 2015), Adam steps. "
                   "The mean is added back and the contrast stretched for display. Under each image: the softmax "
-                  "probability the network gives it for that class.")
+                  "probability the network gives it for that class." + judged)
 
 
 def fig_neurons(inp, out, summary):
@@ -538,6 +566,11 @@ def most_active_units(model, x, layer, k):
     return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
 
 
+def _load_judge():
+    from .modelfile import load_model
+    return load_model("judge")
+
+
 def _shipped_models():
     """Names of the model files of ``MODEL_NAMES`` that are present in weights/."""
     from .modelfile import MODEL_NAMES
@@ -736,6 +769,7 @@ def main(argv=None) -> int:
             s["steps"] = max(1, int(round(s["steps"] * args.steps_scale)))
             s["seed"] = args.seed
         settings["sanity_twin"] = embedded and "random_labels" in _shipped_models()
+        settings["judge"] = embedded and "judge" in _shipped_models()
         inputs.settings = settings
         info = (f"Model: {html.escape(getattr(model, 'path', '?'))} (input {model.input_shape}, "
                 f"{model.num_classes} classes). Images: {len(inputs.x)}.")

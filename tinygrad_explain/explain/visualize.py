@@ -65,13 +65,15 @@ CLASS_MODEL_RECIPES = {
                           alpha_norm=1.0, alpha=6.0, tv=1.0, beta=2.0, init_noise=0.01, clip=True),
     # natural-image priors (Olah et al. 2017): decorrelated-colour Fourier image, transformation
     # robustness, Adam; the settings the independent judge scores best (docs/explainers.md)
-    "natural": dict(steps=300, lr=0.05, l2=3e-3, optimizer="adam", init_noise=0.01, param="fourier",
-                    colour="natural", jitter=0.0625, scales=(0.9, 0.95, 1.0, 1.05, 1.1), angles=(-10, -5, 0, 5, 10),
-                    clip=True),
+    "natural": dict(steps=600, lr=0.1, l2=3e-3, optimizer="adam", init_noise=0.01, param="fourier", decay=1.5,
+                    colour="natural", jitter=0.125, scales=(0.8, 0.9, 1.0, 1.1, 1.2),
+                    angles=(-15, -10, -5, 0, 5, 10, 15), clip=True),
 }
 # a single unit's activation is far smaller than a class score (0.1-10 against 10-100), so the
 # same priors would pin the image to zero: neuron maximisation weighs them 10x less
-MAXIMIZE_RECIPES = {k: dict(v, **{p: v[p] / 10 for p in ("l2", "alpha_norm", "tv") if p in v})
+# (and, to keep the main job short, at most 300 steps: neuron pictures are not scored by the judge)
+MAXIMIZE_RECIPES = {k: dict(v, steps=min(v["steps"], 300),
+                            **{p: v[p] / 10 for p in ("l2", "alpha_norm", "tv") if p in v})
                     for k, v in CLASS_MODEL_RECIPES.items()}
 DEFAULT_RECIPE = "natural"
 CLASS_MODEL_DEFAULTS = CLASS_MODEL_RECIPES[DEFAULT_RECIPE]
