@@ -187,10 +187,9 @@ def main(argv=None):
         else:
             start_epoch, rngs, extra = checkpoint.load_checkpoint(ck, model, opt)
             rng, history = rngs["data"], extra.get("history", [])
-            for key in ("norm", "eps", "steps", "train_size", "scene_seed", "epoch_size", "batch", "lr", "seed"):
-                if extra.get("config", {}).get(key, config[key]) != config[key]:
-                    print(f"warning: --{key.replace('_', '-')} is {config[key]!r}, the checkpoint was trained with "
-                          f"{extra['config'][key]!r}", file=sys.stderr)
+            checkpoint.warn_changed_settings(extra.get("config", {}), config,
+                                             ("norm", "eps", "steps", "train_size", "scene_seed", "epoch_size",
+                                              "epochs", "batch", "lr", "warmup_steps", "seed"))
             print(f"resumed from {ck} after epoch {start_epoch}", flush=True)
 
     steps_per_epoch = args.epoch_size // args.batch
