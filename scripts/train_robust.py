@@ -16,8 +16,8 @@ adversarial attacks"):
 * attack (``tinygrad_explain.adversarial.pgd``): L2 PGD on pixels scaled to
   [0, 1] (the gradient goes through ``image.to_model``, the one pixel <->
   model-space path), radius ``--eps`` 0.5 (an image change of Euclidean length
-  0.5: e.g. 0.5/64 = 2 grey levels of 255 on every one of the 64x64x3 values,
-  or one pixel changed by 128 levels), ``--steps`` 3 of length 2.5 eps / 3,
+  0.5: e.g. 0.5/sqrt(64*64*3) = 1.15 grey levels of 255 on every one of the
+  64x64x3 values, or one value changed by 128 levels), ``--steps`` 3 of length 2.5 eps / 3,
   random start on the sphere, projection onto the ball and onto [0, 1] after
   every step, the attacked model in training mode (dropout off);
 * training: every batch replaced by its attack (no clean images), Adam
