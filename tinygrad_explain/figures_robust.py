@@ -11,9 +11,9 @@ the saliency map, guided backprop and the reconstructions from pool5 and fc7
 (``te.explain.class_model``), each made the same way on both models.
 
 Step counts (``ROBUST_SETTINGS``; ``inputs.settings["robust"]`` overrides them):
-``class_steps`` 120 of the default recipe's 300 for the class models,
-``invert_steps`` 250 of its 2500 for the inversions, one start each: 30 s of
-CPU (one thread) on a machine with a load average of 6.5, less on a quiet one.
+``class_steps`` 120 of the default recipe's 600 for the class models,
+``invert_steps`` 250 of its 2500 for the inversions, one start each: 34 s of
+CPU (one thread) on a machine with a load average of 3.5, less on a quiet one.
 """
 from __future__ import annotations
 
