@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Class models, neuron visualisations and inversions, measured by what did not make them.
 
-Everything is made on the embedded model and judged by the independent judge
+Everything is made on the embedded model (or ``--model``) and judged by the independent judge
 (``te.load_model("judge")``, scripts/train_judge.py) and by pixel comparisons
 with the truth (te.explain.quality).  For each recipe:
 
@@ -24,6 +24,7 @@ with the truth (te.explain.quality).  For each recipe:
     python scripts/bench_visualizations.py --quick                 # a few minutes: 4 scenes, 4 layers, short runs
     python scripts/bench_visualizations.py --out bench.json        # the full table (hours on 2 cores)
     python scripts/bench_visualizations.py --recipes natural --layers fc7,pool5 --scenes 20
+    python scripts/bench_visualizations.py --model robust --recipes natural   # the robust twin (train_robust.py)
 
 Recipes are the explainers' ``recipe=`` presets.  Inversions from all layers of
 one scene run as one batch (``te.explain.invert_layers``).  Step counts are the
@@ -79,7 +80,7 @@ def pick_scenes(sample, n):
 
 
 # ----------------------------------------------------------------------------
-# making the pictures (the embedded model only; the judge plays no part)
+# making the pictures (the model under study only -- the embedded one or --model; the judge plays no part)
 # ----------------------------------------------------------------------------
 
 def make_class_models(model, recipe, steps):
@@ -206,6 +207,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="4 scenes, layers conv1,pool2,pool5,fc7, 100/100/300 steps (a smoke run, not the table)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: class,neurons,invert")
+    ap.add_argument("--model", default="embedded",
+                    help="the model whose pictures are made: a name of te.load_model (embedded, robust, ...) or "
+                         "a model file (default: the embedded model)")
     ap.add_argument("--judge", default="judge", help="the judge's model file (default: the shipped judge)")
     ap.add_argument("--pictures", default=None,
                     help="also save every picture made (and the embedded model's numbers) to this .npz")
@@ -246,7 +250,7 @@ def main(argv=None):
         n_scenes = args.scenes or 20
         layers = args.layers.split(",") if args.layers else list(LAYERS)
         skip = set(filter(None, args.skip.split(",")))
-        model = te.load_model()
+        model = te.load_model(args.model)
         x_real = np.concatenate([te.image.load(p, model) for p in real])
         chosen, unrelated = pick_scenes(sample, n_scenes)
         recipes = args.recipes.split(",")

@@ -185,12 +185,10 @@ def main(argv=None):
             start_epoch, rngs, extra = checkpoint.load_checkpoint(ck, model, opt)
             rng = rngs["data"]
             history = extra.get("history", [])
-            old = extra.get("config", {})
-            for key in ("batch", "lr", "epochs", "seed", "train_size", "epoch_size", "width", "fc", "dropout",
-                        "dropout_epochs", "conv1", "conv2", "optimizer", "workers", "fresh_scenes"):
-                if key in old and old[key] != config[key]:
-                    print(f"warning: --{key.replace('_', '-')} is {config[key]!r}, the checkpoint was "
-                          f"trained with {old[key]!r}", file=sys.stderr)
+            checkpoint.warn_changed_settings(
+                extra.get("config", {}), config,
+                ("batch", "lr", "epochs", "seed", "train_size", "epoch_size", "width", "fc", "dropout",
+                 "dropout_epochs", "conv1", "conv2", "optimizer", "workers", "fresh_scenes"))
             print(f"resumed from {ck} after epoch {start_epoch}", flush=True)
     print(model)
     print(f"{sum(p.data.size for p in model.parameters()):,} parameters; {args.epochs} epochs x "

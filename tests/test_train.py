@@ -508,3 +508,10 @@ def test_adam_refuses_a_gradient_of_the_wrong_shape():
     p.grad = np.ones(2, np.float32)
     with pytest.raises(ValueError, match=r"gradient has shape \(2,\), the parameter \(3,\)"):
         optim.Adam([p], lr=0.1).step()
+
+
+def test_resume_warns_about_changed_settings(capsys):
+    changed = checkpoint.warn_changed_settings({"lr": 0.1, "batch": 64, "old_only": 1}, {"lr": 0.2, "batch": 64},
+                                               ("lr", "batch", "epochs"))
+    assert changed == ["lr"]
+    assert capsys.readouterr().err.strip() == "warning: --lr is 0.2, the checkpoint was trained with 0.1"

@@ -78,6 +78,18 @@ def load_checkpoint(path, model, optimizer):
     return epoch, rngs, extra
 
 
+def warn_changed_settings(saved: dict, now: dict, keys, file=None):
+    """One warning line (on stderr) for each of ``keys`` whose value in ``now`` (the
+    resumed run's command-line settings) differs from ``saved`` (the checkpoint's
+    ``extra["config"]``); returns the keys that differ."""
+    import sys
+    changed = [k for k in keys if k in saved and saved[k] != now[k]]
+    for k in changed:
+        print(f"warning: --{k.replace('_', '-')} is {now[k]!r}, the checkpoint was trained with {saved[k]!r}",
+              file=file or sys.stderr)
+    return changed
+
+
 def latest_checkpoint(directory):
     """The checkpoint with the highest epoch number in ``directory`` (files
     ``epoch_NNN.npz``), or None."""

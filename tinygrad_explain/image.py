@@ -56,7 +56,7 @@ if TYPE_CHECKING:                    # hints only: image.py reads nothing but tw
 ImageSource = Union[str, bytes, os.PathLike, Image.Image, np.ndarray]
 
 __all__ = ["load", "load_pil", "to_display", "normalize_display", "preprocessing_of", "pixels_to_model", "to_model",
-           "model_to_pixels", "pixel_bounds", "data_scale", "channel_stats"]
+           "model_grad_to_pixels", "model_to_pixels", "pixel_bounds", "data_scale", "channel_stats"]
 
 _RESAMPLE = Image.Resampling.BILINEAR if hasattr(Image, "Resampling") else Image.BILINEAR
 
@@ -198,6 +198,28 @@ def to_model(pixels: np.ndarray, model: Network) -> np.ndarray:
     (N, C, H, W).  :func:`load` adds decoding and geometry for files."""
     pre = preprocessing_of(model)
     return pixels_to_model(pixels, pre["mean"], pre["std"], pre["pixel_scale"], pre["channel_order"])
+
+
+def model_grad_to_pixels(grad: np.ndarray, model: Network) -> np.ndarray:
+    """The chain rule through :func:`to_model`: a gradient ``dL/dx`` in model space
+    (N, C, H, W) -> ``dL/dpixel`` (N, H, W, C), RGB, pixels on the 0..255 scale.
+
+    ``x = (pixel * pixel_scale / 255 - mean) / std`` per channel (after the
+    channel reordering), so ``dL/dpixel = dL/dx * pixel_scale / (255 * std)``,
+    channels back to RGB, channels last.  An adversarial attack that works on
+    pixels (:mod:`tinygrad_explain.adversarial`) steps along this gradient."""
+    g = _to_numpy(grad).astype(np.float64)
+    if g.ndim == 3:
+        g = g[None]
+    if g.ndim != 4:
+        raise ValueError(f"expected a gradient (N, C, H, W), got shape {g.shape}")
+    pre = preprocessing_of(model)
+    if g.shape[1] != pre["std"].size:
+        raise ValueError(f"gradient has {g.shape[1]} channels, model preprocessing has {pre['std'].size}")
+    g = g * (pre["pixel_scale"] / 255.0) / pre["std"].reshape(1, -1, 1, 1)
+    if g.shape[1] == 3 and pre["channel_order"] == "BGR":
+        g = g[:, ::-1]
+    return np.ascontiguousarray(g.transpose(0, 2, 3, 1))
 
 
 def model_to_pixels(x: np.ndarray, model: Network) -> np.ndarray:

@@ -49,6 +49,9 @@ MODEL_NAMES = {
     # the independent judge of visualisations (scripts/train_judge.py): a VGG-style classifier of the
     # same scenes, a measuring instrument only (te.explain.quality)
     "judge": DEFAULT_WEIGHTS.with_name("judge_vgg.h5"),
+    # the embedded model fine-tuned with PGD adversarial training (scripts/train_robust.py,
+    # Madry et al. 2018): its input gradients look like the object (Tsipras et al. 2019)
+    "robust": DEFAULT_WEIGHTS.with_name("fashion_scenes_alexnet_robust.h5"),
 }
 
 
@@ -114,6 +117,7 @@ def _check_regular_file(path):
                                    " (made by scripts/train_random_labels.py)"
                                    if Path(path) == MODEL_NAMES["random_labels"]
                                    else " (made by scripts/train_judge.py)" if Path(path) == MODEL_NAMES["judge"]
+                                   else " (made by scripts/train_robust.py)" if Path(path) == MODEL_NAMES["robust"]
                                    else "")) from None
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None
@@ -219,7 +223,7 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
 
     ``path=None`` loads the embedded default model shipped in ``weights/``
     (override with the environment variable ``TGE_WEIGHTS``); a name of
-    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``, ``"judge"``) loads that shipped file.  Everything is
+    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``, ``"judge"``, ``"robust"``) loads that shipped file.  Everything is
     checked -- format, version, architecture, every weight's shape, dtype and
     finiteness -- and a problem raises :class:`ModelFileError` naming the
     file and the layer.  ``device="gpu"`` puts the weights on the GPU (a clear

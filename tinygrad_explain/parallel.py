@@ -33,7 +33,7 @@ def reuse_freed_memory():
 
 def _worker_main(conn, model, threads, shared, k):
     """A data-parallel helper process (number ``k``).  Messages: ``("grads",
-    seed, images, labels, smoothing)`` -> ``(loss, correct)``, with the
+    seed, images, labels, smoothing, attack)`` -> ``(loss, correct)``, with the
     parameters read from row 0 of the shared buffer and the gradients written
     to row ``k``; ``("predict", images, batch)`` -> their class scores, with
     the parameters of row 0 (:meth:`DataParallel.predict`); ``("call", fn,
@@ -62,10 +62,10 @@ def _worker_main(conn, model, threads, shared, k):
             _unflatten_into(flat[0], params)
             conn.send(predict(model, xb, batch))
             continue
-        _, seed, xb, yb, smoothing = msg
+        _, seed, xb, yb, smoothing, attack = msg
         _unflatten_into(flat[0], params)
         engine.manual_seed(seed)
-        loss, correct = batch_gradients(model, xb, yb, smoothing)
+        loss, correct = batch_gradients(model, xb, yb, smoothing, attack)
         _flatten([p.grad for p in params], flat[k])
         conn.send((loss, correct))
     conn.close()
@@ -129,9 +129,11 @@ class DataParallel:
         cuts = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(n), self.workers)])
         return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
 
-    def grads(self, step, xb, yb, smoothing=0.0):
+    def grads(self, step, xb, yb, smoothing=0.0, attack=None):
         """Gradients of the mean loss over the whole batch into ``.grad``;
-        returns (mean loss, #correct).  Each part's gradient is weighted by
+        returns (mean loss, #correct).  ``attack``: see :func:`batch_gradients`
+        (each process attacks its part, its random start drawn from the
+        generator seeded by (seed, step, part)).  Each part's gradient is weighted by
         its share of the batch and added into this process's ``.grad``
         arrays in place (``g0*w0 + g1*w1 + ...``, in that order)."""
         parts = self._parts(len(yb))
@@ -139,9 +141,9 @@ class DataParallel:
         if self.conns:
             _flatten([p.data for p in params], self.flat[0])
         for k, conn in enumerate(self.conns, start=1):
-            conn.send(("grads", [self.seed, step, k], xb[parts[k]], yb[parts[k]], smoothing))
+            conn.send(("grads", [self.seed, step, k], xb[parts[k]], yb[parts[k]], smoothing, attack))
         engine.manual_seed([self.seed, step, 0])
-        loss, correct = batch_gradients(self.model, xb[parts[0]], yb[parts[0]], smoothing)
+        loss, correct = batch_gradients(self.model, xb[parts[0]], yb[parts[0]], smoothing, attack)
         if not self.conns:
             return loss, correct
         n = len(yb)

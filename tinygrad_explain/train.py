@@ -109,10 +109,16 @@ def set_dropout(model, p):
     return model
 
 
-def batch_gradients(model, xb, yb, smoothing):
+def batch_gradients(model, xb, yb, smoothing, attack=None):
     """Forward + backward of one (part of a) batch of uint8 NHWC images ``xb`` with
     labels ``yb``; returns (loss, #correct); the gradients are left in the
-    parameters' ``.grad`` (the data-parallel helpers call it too)."""
+    parameters' ``.grad`` (the data-parallel helpers call it too).
+    ``attack(model, xb, yb)``: replaces the images by others (pixels, 0..255)
+    before the step -- adversarial training trains on ``adversarial.pgd``'s
+    (``scripts/train_robust.py``); a module-level function or a
+    ``functools.partial`` of one, so that it can travel to the helpers."""
+    if attack is not None:
+        xb = attack(model, xb, yb)
     scores = model(to_model(xb, model))
     loss = smoothed_cross_entropy(scores, yb, smoothing)
     model.zero_grad()
@@ -122,14 +128,15 @@ def batch_gradients(model, xb, yb, smoothing):
 
 def train_epoch(model, optimizer, images, labels, batch, rng, lr_at=None, first_step=0,
                 smoothing=0.0, flip=True, shift=0, jitter=0.0, n=None, progress=True, desc="train",
-                parallel=None):
+                parallel=None, attack=None):
     """One epoch of minibatch training over a random permutation (from ``rng``)
     of ``images`` (uint8 NHWC; the first ``n`` of the permutation if given).
 
     ``lr_at(step)`` sets ``optimizer.lr`` before each step (global step
     numbers start at ``first_step``).  ``parallel``: a :class:`~.parallel.DataParallel`
     that computes the gradients (dropout seeded per step); without it the
-    engine's generator draws the dropout masks.  Returns ``(mean loss,
+    engine's generator draws the dropout masks.  ``attack``: see
+    :func:`batch_gradients` (applied after the augmentation).  Returns ``(mean loss,
     accuracy)`` over the epoch's training batches (dropout and augmentation on).
     """
     model.train()
@@ -149,9 +156,9 @@ def train_epoch(model, optimizer, images, labels, batch, rng, lr_at=None, first_
         if lr_at is not None:
             optimizer.lr = lr_at(first_step + k)
         if parallel is not None:
-            lv, correct = parallel.grads(first_step + k, xb, yb, smoothing)
+            lv, correct = parallel.grads(first_step + k, xb, yb, smoothing, attack)
         else:
-            lv, correct = batch_gradients(model, xb, yb, smoothing)
+            lv, correct = batch_gradients(model, xb, yb, smoothing, attack)
         if not math.isfinite(lv):
             raise FloatingPointError(f"loss became {lv} at step {first_step + k}; lower the learning rate")
         optimizer.step()
