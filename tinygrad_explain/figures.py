@@ -522,10 +522,19 @@ def fig_sanity(inp, out, summary):
                   "docs/explainers.md.")
 
 
+def fig_robust_twin(inp, out, summary):
+    """The standard model beside its adversarially trained twin (figures_robust.fig_robust), when the
+    embedded model's twin is shipped; nothing for other models."""
+    if not inp.settings.get("robust_twin"):
+        return []
+    from .figures_robust import fig_robust
+    return fig_robust(inp, out, summary)
+
+
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
            ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion),
            ("inversion layers", fig_inversion_layers), ("rules", fig_rules), ("methods", fig_methods),
-           ("sanity", fig_sanity), ("zeiler fergus", fig_zeiler_fergus)]
+           ("sanity", fig_sanity), ("zeiler fergus", fig_zeiler_fergus), ("robust", fig_robust_twin)]
 
 
 # --------------------------------------------------------------------------
@@ -588,8 +597,8 @@ def file_inputs(model, paths):
 # --------------------------------------------------------------------------
 #: rough share of the main job's time per figure (embedded model), longest first: the order in
 #: which ``jobs > 1`` hands the figures to the worker processes, so that the long ones start first
-COST_ORDER = ("inversion", "class models", "inversion layers", "neurons", "sanity", "zeiler fergus", "methods",
-              "grabcut", "saliency", "rules", "toy")
+COST_ORDER = ("inversion", "class models", "inversion layers", "neurons", "robust", "sanity", "zeiler fergus",
+              "methods", "grabcut", "saliency", "rules", "toy")
 
 
 _BAR = re.compile(r"\d+/\d+ \[|\?it/s|it/s\]|s/it\]")
@@ -770,6 +779,11 @@ def main(argv=None) -> int:
             s["seed"] = args.seed
         settings["sanity_twin"] = embedded and "random_labels" in _shipped_models()
         settings["judge"] = embedded and "judge" in _shipped_models()
+        settings["robust_twin"] = embedded and "robust" in _shipped_models()
+        from .figures_robust import ROBUST_SETTINGS
+        settings["robust"] = {k: (max(1, int(round(v * args.steps_scale))) if k.endswith("_steps") else v)
+                              for k, v in ROBUST_SETTINGS.items()}
+        settings["robust"]["seed"] = args.seed
         inputs.settings = settings
         info = (f"Model: {html.escape(getattr(model, 'path', '?'))} (input {model.input_shape}, "
                 f"{model.num_classes} classes). Images: {len(inputs.x)}.")
