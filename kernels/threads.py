@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -53,6 +54,7 @@ from ._numba import _PARALLEL_LOCK
 BLAS_PARALLEL_MIN = 1 << 25            # multiply-adds from which one image's products use the BLAS's threads
 _pool, _pool_size = None, 0             # the worker threads; only the holder of _PARALLEL_LOCK uses them
 _blas = None                            # threadpoolctl's controllers of the loaded BLAS libraries
+_blas_modules = -1                      # len(sys.modules) when _blas was made: an import may load another BLAS
 _blas_lock = threading.Lock()
 _blas_users, _blas_saved = 0, []        # splits running now; the thread counts to restore after the last
 
@@ -81,9 +83,10 @@ def _executor(workers):
 
 def _blas_one_thread(enter):
     """Enter (True) or leave (False) a stretch with every loaded BLAS on one thread."""
-    global _blas, _blas_users, _blas_saved
+    global _blas, _blas_users, _blas_saved, _blas_modules
     with _blas_lock:
-        if _blas is None:
+        if _blas is None or (_blas_users == 0 and len(sys.modules) != _blas_modules):
+            _blas_modules = len(sys.modules)
             try:
                 from threadpoolctl import ThreadpoolController
                 _blas = ThreadpoolController().select(user_api="blas").lib_controllers

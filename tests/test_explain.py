@@ -321,8 +321,13 @@ def test_class_model_increases_the_target_score(model):
     assert v.image.shape == (4, 3, 12, 12) and v.labels == NAMES
     s = v.history["objective"]
     assert s.shape == (80, 4)
-    assert np.all(s[-1] > s[0])
+    # the history is the score of each step's randomly shifted / scaled / rotated view (the default
+    # recipe's transformation robustness: on this 12 px quadrant task a 2 px shift moves the pattern
+    # out of its quadrant); the returned images' own scores are v.final
+    assert np.all(v.final > s[0] + 10)
     assert np.all(v.probability > 0.9)
+    plain = te.explain.class_model(model, steps=80, jitter=0, scales=(1.0,), angles=(0,), progress=False)
+    assert np.all(plain.history["objective"][-1] > plain.history["objective"][0])
     assert len(v.display) == 4 and v.display[0].dtype == np.uint8 and v.display[0].shape == (12, 12, 3)
     image, history = te.explain.class_model(model, "goose", steps=3, progress=False)
     assert image.shape == (1, 3, 12, 12) and "probability" in history

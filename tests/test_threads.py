@@ -120,9 +120,12 @@ def test_workspace_is_per_thread():
 # kernels.threads.over_batch: a batch split over the threads
 # --------------------------------------------------------------------------
 def _all_threads():
+    """Numba with all its threads (an earlier test in the process -- the CLI's main, a
+    one-thread fixture -- may have left it at one); skip where it has a single one."""
     numba = pytest.importorskip("numba")
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here")
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     return numba
 
 
