@@ -177,19 +177,13 @@ def main(argv=None):
 
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     history, start_epoch = [], 0
-    if args.resume:
-        ck = checkpoint.latest_checkpoint(args.checkpoint_dir)
-        if ck is None:
-            print(f"--resume: no checkpoint in {args.checkpoint_dir}, starting from scratch")
-        else:
-            start_epoch, rngs, extra = checkpoint.load_checkpoint(ck, model, opt)
-            rng = rngs["data"]
-            history = extra.get("history", [])
-            checkpoint.warn_changed_settings(
-                extra.get("config", {}), config,
-                ("batch", "lr", "epochs", "seed", "train_size", "epoch_size", "width", "fc", "dropout",
-                 "dropout_epochs", "conv1", "conv2", "optimizer", "workers", "fresh_scenes"))
-            print(f"resumed from {ck} after epoch {start_epoch}", flush=True)
+    resumed = checkpoint.resume(args.checkpoint_dir, model, opt, config,
+                                ("batch", "lr", "epochs", "seed", "train_size", "epoch_size", "width", "fc",
+                                 "dropout", "dropout_epochs", "conv1", "conv2", "optimizer", "workers",
+                                 "fresh_scenes")) if args.resume else None
+    if resumed:
+        start_epoch, rngs, extra = resumed
+        rng, history = rngs["data"], extra.get("history", [])
     print(model)
     print(f"{sum(p.data.size for p in model.parameters()):,} parameters; {args.epochs} epochs x "
           f"{steps_per_epoch} steps of {args.batch}", flush=True)

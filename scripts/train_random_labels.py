@@ -72,9 +72,7 @@ def main(argv=None):
     ap.add_argument("--max-minutes", type=float, default=30.0, help="stop after this many minutes of training")
     ap.add_argument("--seed", type=int, default=0, help="label permutation, initialisation and batch order")
     ap.add_argument("--out", type=Path, default=MODEL_NAMES["random_labels"])
-    ap.add_argument("--workers", type=int, default=2, help="data-parallel processes (parallel.DataParallel)")
-    ap.add_argument("--threads", type=int, default=1, help="threads per process")
-    ap.add_argument("--no-progress", action="store_true")
+    parallel.add_arguments(ap)
     args = ap.parse_args(argv)
     if argv is None:
         te.device.rerun_without_blas_pins()

@@ -55,9 +55,9 @@ one (``--eval-steps``, 10 steps of 2.5 eps / 10), random start from seed 0.
     python scripts/train_robust.py --epochs 1 --epoch-size 128 --eval-size 200 \\
         --robust-eval-size 50 --out /tmp/r.h5 --checkpoint-dir /tmp/rck   # a tiny run
 
-The result is ``weights/fashion_scenes_alexnet_robust.h5``, loaded by
-``te.load_model("robust")``.  Needs Fashion-MNIST (Debian package
-``dataset-fashion-mnist`` or ``TGE_FASHION_MNIST``).
+Writes ``weights/fashion_scenes_alexnet_robust.h5`` (``te.load_model("robust")``);
+the scenes are rendered from Fashion-MNIST (``dataset-fashion-mnist``, or the
+folder ``TGE_FASHION_MNIST`` names).
 """
 from __future__ import annotations
 
@@ -148,9 +148,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=MODEL_NAMES["robust"])
     ap.add_argument("--checkpoint-dir", type=Path, default=ROOT / "checkpoints" / "robust")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    ap.add_argument("--workers", type=int, default=2, help="data-parallel processes (parallel.DataParallel)")
-    ap.add_argument("--threads", type=int, default=1, help="threads per process")
-    ap.add_argument("--no-progress", action="store_true")
+    parallel.add_arguments(ap)
     args = ap.parse_args(argv)
     if argv is None:
         te.device.rerun_without_blas_pins()
@@ -180,17 +178,13 @@ def main(argv=None):
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
     history, start_epoch = [], 0
-    if args.resume:
-        ck = checkpoint.latest_checkpoint(args.checkpoint_dir)
-        if ck is None:
-            print(f"--resume: no checkpoint in {args.checkpoint_dir}, starting from the embedded model")
-        else:
-            start_epoch, rngs, extra = checkpoint.load_checkpoint(ck, model, opt)
-            rng, history = rngs["data"], extra.get("history", [])
-            checkpoint.warn_changed_settings(extra.get("config", {}), config,
-                                             ("norm", "eps", "steps", "train_size", "scene_seed", "epoch_size",
-                                              "epochs", "batch", "lr", "warmup_steps", "seed"))
-            print(f"resumed from {ck} after epoch {start_epoch}", flush=True)
+    resumed = checkpoint.resume(args.checkpoint_dir, model, opt, config,
+                                ("norm", "eps", "steps", "train_size", "scene_seed", "epoch_size", "epochs",
+                                 "batch", "lr", "warmup_steps", "seed"),
+                                fresh="starting from the embedded model") if args.resume else None
+    if resumed:
+        start_epoch, rngs, extra = resumed
+        rng, history = rngs["data"], extra.get("history", [])
 
     steps_per_epoch = args.epoch_size // args.batch
     total = steps_per_epoch * args.epochs

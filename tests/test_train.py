@@ -279,7 +279,7 @@ def _run(sample, epochs, ckdir, stop_after=None, resume=False):
     rng = np.random.default_rng(11)
     start = 0
     if resume:
-        start, rngs, extra = checkpoint.load_checkpoint(checkpoint.latest_checkpoint(ckdir), model, opt)
+        start, rngs, extra = checkpoint.resume(ckdir, model, opt, {"lr": 0.05}, ("lr",))
         rng = rngs["data"]
     steps = 96 // 32
     for ep in range(start, epochs if stop_after is None else stop_after):
@@ -508,6 +508,12 @@ def test_adam_refuses_a_gradient_of_the_wrong_shape():
     p.grad = np.ones(2, np.float32)
     with pytest.raises(ValueError, match=r"gradient has shape \(2,\), the parameter \(3,\)"):
         optim.Adam([p], lr=0.1).step()
+
+
+def test_resume_from_an_empty_folder_starts_afresh(tmp_path, capsys):
+    model = tiny_model()
+    assert checkpoint.resume(tmp_path / "none", model, optim.SGD(model.parameters(), lr=0.1), {}, ()) is None
+    assert "no checkpoint in" in capsys.readouterr().out
 
 
 def test_resume_warns_about_changed_settings(capsys):

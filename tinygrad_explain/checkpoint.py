@@ -90,6 +90,21 @@ def warn_changed_settings(saved: dict, now: dict, keys, file=None):
     return changed
 
 
+def resume(directory, model, optimizer, config: dict, watched, fresh: str = "starting from scratch"):
+    """``--resume`` for a training script: load the latest checkpoint of ``directory`` into
+    ``model`` and ``optimizer`` and warn about each of ``watched`` whose setting in ``config``
+    (this run's) differs from the checkpoint's.  Returns (start_epoch, rngs, extra), or
+    None (with a line saying ``fresh``) when the folder holds no checkpoint."""
+    ck = latest_checkpoint(directory)
+    if ck is None:
+        print(f"--resume: no checkpoint in {directory}, {fresh}")
+        return None
+    start_epoch, rngs, extra = load_checkpoint(ck, model, optimizer)
+    warn_changed_settings(extra.get("config", {}), config, watched)
+    print(f"resumed from {ck} after epoch {start_epoch}", flush=True)
+    return start_epoch, rngs, extra
+
+
 def latest_checkpoint(directory):
     """The checkpoint with the highest epoch number in ``directory`` (files
     ``epoch_NNN.npz``), or None."""

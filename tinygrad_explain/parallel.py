@@ -90,6 +90,14 @@ def _unflatten_into(flat, params):
         o += n
 
 
+def add_arguments(ap, workers: int = 2) -> None:
+    """The training scripts' shared options: ``--workers`` (data-parallel processes of
+    :class:`DataParallel`), ``--threads`` (per process) and ``--no-progress``."""
+    ap.add_argument("--workers", type=int, default=workers, help="data-parallel processes (parallel.DataParallel)")
+    ap.add_argument("--threads", type=int, default=1, help="threads per process")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 class DataParallel:
     """Split every batch between this process and ``workers - 1`` helper
     processes (spawned, each with its own copy of the model and ``threads``
