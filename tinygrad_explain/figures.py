@@ -65,6 +65,7 @@ from .draw import (
     table_image,
     upscale,
 )
+from .figures_robust import ROBUST_SETTINGS
 from .gallery import Figure
 from .modelfile import DEFAULT_WEIGHTS
 from .safe_io import atomic_write
@@ -621,20 +622,20 @@ def _make_figure(name, inputs, tmp, threads=None):
     fn = dict(FIGURES)[name]
     summary = {}
     t = time.perf_counter()
-    if threads is None:
-        res = fn(inputs, Path(tmp), summary)
-        return name, (res if isinstance(res, list) else [res]), summary, time.perf_counter() - t, ""
     import contextlib
     import io
-    set_num_threads(threads)                     # a fresh worker process: its own thread settings
     out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            res = fn(inputs, Path(tmp), summary)
-    finally:                                     # warnings and errors still reach the terminal
-        rest = _without_bars(err.getvalue())
-        if rest:
-            sys.stderr.write(rest + "\n")
+    if threads is None:
+        res = fn(inputs, Path(tmp), summary)
+    else:
+        set_num_threads(threads)                 # a fresh worker process: its own thread settings
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                res = fn(inputs, Path(tmp), summary)
+        finally:                                 # warnings and errors still reach the terminal
+            rest = _without_bars(err.getvalue())
+            if rest:
+                sys.stderr.write(rest + "\n")
     return name, (res if isinstance(res, list) else [res]), summary, time.perf_counter() - t, out.getvalue()
 
 
@@ -689,6 +690,7 @@ EMBEDDED_SETTINGS = {                         # the library defaults, spelled ou
     "maximize": dict(steps=X.visualize.MAXIMIZE_DEFAULTS["steps"]),
     "invert": dict(steps=X.inversion.INVERT_DEFAULTS["steps"]),
     "invert_layers": dict(steps=500),
+    "robust": {k: v for k, v in ROBUST_SETTINGS.items() if k.endswith("steps")},
 }
 IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet step costs ~25x more
     "class_model": dict(steps=100),
@@ -774,16 +776,12 @@ def main(argv=None) -> int:
         inputs.fc_units = most_active_units(model, inputs.x, "fc7", min(args.units, nfc))
         defaults = EMBEDDED_SETTINGS if model.num_classes <= 20 else IMAGENET_SETTINGS
         settings = {k: dict(v) for k, v in defaults.items()}
-        for s in settings.values():
-            s["steps"] = max(1, int(round(s["steps"] * args.steps_scale)))
+        for s in settings.values():              # every step count ("steps", "class_steps", ...) scaled
+            s.update({k: max(1, int(round(v * args.steps_scale))) for k, v in s.items() if k.endswith("steps")})
             s["seed"] = args.seed
         settings["sanity_twin"] = embedded and "random_labels" in _shipped_models()
         settings["judge"] = embedded and "judge" in _shipped_models()
         settings["robust_twin"] = embedded and "robust" in _shipped_models()
-        from .figures_robust import ROBUST_SETTINGS
-        settings["robust"] = {k: (max(1, int(round(v * args.steps_scale))) if k.endswith("_steps") else v)
-                              for k, v in ROBUST_SETTINGS.items()}
-        settings["robust"]["seed"] = args.seed
         inputs.settings = settings
         info = (f"Model: {html.escape(getattr(model, 'path', '?'))} (input {model.input_shape}, "
                 f"{model.num_classes} classes). Images: {len(inputs.x)}.")

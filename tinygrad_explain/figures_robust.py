@@ -22,7 +22,7 @@ import numpy as np
 from . import explain as X
 from . import image as te_image
 from .draw import grad_picture, grid, heat, save_png
-from .figures import Figure, _say
+from .gallery import Figure
 
 #: the figure's reduced step counts (the default recipes use 300 for class models, 2500 for inversions)
 ROBUST_SETTINGS = {"class_steps": 120, "invert_steps": 250, "seed": 0}
@@ -93,6 +93,7 @@ def fig_robust(inp, out, summary, robust=None):
         "class_model_softmax": {n: {lb: float(pr) for lb, pr in zip(p["class_models"].labels,
                                                                      p["class_models"].probability)}
                                 for n, p in panels.items()}}
+    from .figures import _say
     _say("robust twin: class-model softmax standard / robust: " + " ".join(
         f"{lb} {pa:.2f}/{pb:.2f}" for lb, pa, pb in zip(a["class_models"].labels, a["class_models"].probability,
                                                         b["class_models"].probability)))
