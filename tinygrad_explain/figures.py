@@ -294,7 +294,8 @@ def fig_inversion_layers(inp, out, summary):
                   "&Vert;&phi;<sub>l</sub>(x)&minus;&phi;<sub>l,0</sub>&Vert;/&Vert;&phi;<sub>l,0</sub>&Vert; "
                   "under each. Up to conv5 the reconstructions show the scene (blurred grey correlation with "
                   "the original about 0.9 and more); pool5 and fc6 keep at most the object's rough place, often "
-                  "with its brightness inverted, and fc7 and fc8 do not show the scene -- this network was "
+                  "with its brightness inverted; fc7 does not show the scene, and fc8 (ten class scores) at most a "
+                  "class-like outline, not this scene -- this network was "
                   "trained on randomly tinted items, and its deep codes hardly change when the object turns "
                   "from light to dark "
                   "(scripts/measure_invariances.py; docs/explainers.md).")
