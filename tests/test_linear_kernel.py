@@ -99,6 +99,7 @@ def test_layer_gradcheck_through_the_kernel(N, monkeypatch):
     assert te.gradcheck(layer, [x])
     w, b = layer.weight.data.copy(), layer.bias.data.copy()
     assert te.gradcheck(lambda x, w, b: te.linear(x, w, b, packed=lambda: (K.linear.pack(w.data), None)), [x, w, b])
+    assert te.gradcheck(te.linear, [x, layer.weight.data, layer.bias.data])       # the column-major weight as given
     assert len(seen) > 100, "the kernel did not run"
 
 
