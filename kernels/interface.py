@@ -88,11 +88,13 @@ INTERFACE = {
                              "the BLAS on one thread if work (multiply-adds) < BLAS_PARALLEL_MIN", "-"),
     }, cpu_only=True, why="on the GPU one launch takes the whole batch (ops run their chunks there)"),
     "linear": Namespace({
-        "pack": Kernel("w, dtype=None", "weight (O, K) -> its transposed copy (K, O) for forward "
-                       "(dtype \"bfloat16\": bfloat16 bits in uint16)", "new"),
+        "pack": Kernel("w, dtype=None, out=None", "weight (O, K) -> the forward layout (K, O), contiguous "
+                       "(dtype \"bfloat16\": bfloat16 bits in uint16; out: write into it)", "new"),
+        "in_forward_layout": Kernel("w", "whether w (O, K) is the view Wt.T of a contiguous Wt", "new"),
         "to_bfloat16": Kernel("w", "float32 array -> bfloat16 bits (uint16), rounded to nearest even", "new"),
         "forward": Kernel("x, wt, b=None", "x (N, K), packed wt (K, O) -> y (N, O) (+ b), for a few rows", "new"),
-        "backward": Kernel("g, w", "g (N, O), w (O, K) (or its bfloat16 bits) -> dx (N, K), for a few rows", "new"),
+        "backward": Kernel("g, w", "g (N, O), w (O, K) (or its bfloat16 bits) -> dx (N, K), for a few rows (BLAS on "
+                          "a w in the forward layout)", "new"),
     }, cpu_only=True, why="on the GPU cuBLAS serves every batch size (ops use xp.matmul there)"),
     "adam": Namespace({
         "step": Kernel("w, g, m, v, lr, b1, b2, eps, weight_decay, decoupled, t",

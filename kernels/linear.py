@@ -8,12 +8,23 @@ backward to the input:
 
 For a batch of 1-32 rows both are limited by reading W (fc6: 151 MB), not by
 arithmetic.  BLAS's GEMM copies ("packs") all of W into its own blocked layout
-on every call, which for a few rows costs more than the product.  Here both
-products are the same loop, ``out[n, :] += a[n, j] * M[j, :]`` over the rows j
-of a matrix M, with the inner loop running along a row of M:
+on every call, which for a few rows costs more than the product.  Here a
+product is the loop ``out[n, :] += a[n, j] * M[j, :]`` over the rows j of a
+matrix M, with the inner loop running along a row of M:
 
-    forward          a = x, M = W.T  (K, O)   -- the layer's packed copy of W
-    backward         a = g, M = W    (O, K)   -- the weight as it is
+    forward          a = x, M = W.T = Wt (K, O)   -- the forward layout
+    backward         a = g, M = W         (O, K)   -- needs W's rows contiguous
+
+A frozen ``nn.Linear`` holds its weight in the forward layout only: the array
+is Wt, C-contiguous, and ``weight.data`` is its view Wt.T (the values of W,
+column-major; ``np.ascontiguousarray(w.T)`` is Wt itself, no copy).  Its
+backward to the input then has Wt only, whose rows are W's columns; that
+product, dx = g @ Wt.T, goes to BLAS (``backward``): a product over W's
+columns cannot stream rows the way this loop does, and a gather of the
+columns costs several times the read (scripts/bench_cpu.py --fc prints both
+products against BLAS).  A weight that is C-contiguous (trainable layers,
+functional ``te.linear``, the bfloat16 option's own copy) still gets this
+loop for the backward.
 
 Each output is a sum over j in increasing order, one multiply and one add per
 term, exactly as the naive triple loop (``naive``) computes it -- no reordered
@@ -172,14 +183,25 @@ def from_bfloat16(h):
     return (h.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
-def pack(w, dtype=None):
+def in_forward_layout(w) -> bool:
+    """Whether the 2-D weight W (O, K) is held as the view Wt.T of a C-contiguous Wt (K, O)."""
+    return w.ndim == 2 and w.T.flags.c_contiguous
+
+
+def pack(w, dtype=None, out=None):
     """The forward layout of a weight W (O, K): W.T (K, O), contiguous, in ``dtype``
-    (default W's; "bfloat16" gives bfloat16 bits in uint16)."""
+    (default W's; "bfloat16" gives bfloat16 bits in uint16).  ``out``: a (K, O)
+    array (or a column slice of one) to write into instead of a new one.  A W
+    already in the forward layout is copied as it lies, without a transpose."""
     if dtype == "bfloat16":
-        w = to_bfloat16(w)
+        w = to_bfloat16(w.T).T if in_forward_layout(w) else to_bfloat16(w)
         dtype = None
+    dtype = dtype or (out.dtype if out is not None else w.dtype)
+    if out is None and in_forward_layout(w):
+        return np.array(w.T, dtype=dtype, order="C")
     w = np.ascontiguousarray(w)
-    out = np.empty(w.shape[::-1], dtype=dtype or w.dtype)
+    if out is None:
+        out = np.empty(w.shape[::-1], dtype=dtype)
     _transpose(w if w.dtype == out.dtype else w.astype(out.dtype), out)
     return out
 
@@ -193,5 +215,10 @@ def forward(x, wt, b=None):
 
 
 def backward(g, w):
-    """dx = g @ W from the weight W (O, K) as it is (or its bfloat16 bits); g (N, O) -> (N, K)."""
+    """dx = g @ W; g (N, O) -> (N, K).  W (O, K) as it is (or its bfloat16 bits):
+    C-contiguous, the streaming loop over its rows; held in the forward layout
+    (``in_forward_layout``: the view Wt.T of the contiguous Wt), BLAS -- there
+    W's rows are Wt's columns (see the module docstring)."""
+    if w.dtype != np.uint16 and in_forward_layout(w) and not w.flags.c_contiguous:
+        return g @ w
     return rows_times(g, w)

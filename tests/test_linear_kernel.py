@@ -1,9 +1,10 @@
-"""The fully connected kernel (kernels/linear.py) and nn.Linear's packed weight.
+"""The fully connected kernel (kernels/linear.py) and nn.Linear's weight layout.
 
 The kernel must give the naive loop's sums bit for bit (same order, one
 multiply and one add per term, zero terms skipped), on one thread and on all;
 the layer's forward and input gradient must match float64 finite differences
-and PyTorch; the packed copy must follow every change of the weight."""
+and PyTorch; a frozen weight is held once, in the forward layout, through
+every change; the bfloat16 copies follow every change of the weight."""
 import pickle
 
 import numpy as np
@@ -98,22 +99,29 @@ def test_layer_gradcheck_through_the_kernel(N, monkeypatch):
     assert te.gradcheck(layer, [x])
     w, b = layer.weight.data.copy(), layer.bias.data.copy()
     assert te.gradcheck(lambda x, w, b: te.linear(x, w, b, packed=lambda: (K.linear.pack(w.data), None)), [x, w, b])
+    assert te.gradcheck(te.linear, [x, layer.weight.data, layer.bias.data])       # the column-major weight as given
     assert len(seen) > 100, "the kernel did not run"
 
 
 @pytest.mark.parametrize("N", [1, 8, 32, 33])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_layer_matches_torch(N, dtype):
+def test_layer_matches_torch(N, dtype, monkeypatch):
     torch = pytest.importorskip("torch")
+    read = []
+    monkeypatch.setattr(K.linear, "forward", lambda x, wt, b=None, _f=K.linear.forward: read.append(wt) or _f(x, wt, b))
     layer = _layer(dtype, 300, 130)
     x = sparse((N, 300), 10, dtype)
     g = sparse((N, 130), 11, dtype)
     xt = te.Tensor(x, requires_grad=True)
-    for _ in range(2):                       # the first call packs the weight, the second reuses it
+    for _ in range(2):
         xt.grad = None
         y = layer(xt)
         y.backward(g)
-    assert (layer._packed is not None) == (N <= ops.Linear.SKINNY_MAX_ROWS)
+    w = layer.weight.data
+    assert K.linear.in_forward_layout(w) and not w.flags.c_contiguous
+    # up to the crossover the kernel ran, on the weight's own array (no copy)
+    assert len(read) == (2 if N <= ops.Linear.SKINNY_MAX_ROWS else 0)
+    assert all(np.shares_memory(wt, w) and wt.flags.c_contiguous for wt in read)
     tx = torch.tensor(x, requires_grad=True)
     ty = torch.nn.functional.linear(tx, torch.tensor(layer.weight.data), torch.tensor(layer.bias.data))
     ty.backward(torch.tensor(g))
@@ -123,50 +131,77 @@ def test_layer_matches_torch(N, dtype):
 
 
 def _fresh_scores(layer, x):
-    """What a layer with the same weights and no packed copy computes."""
+    """What a new layer given a C-ordered copy of the same weights computes."""
     other = nn.Linear(layer.in_features, layer.out_features)
     other.weight.data, other.bias.data = layer.weight.data.copy(), layer.bias.data.copy()
+    other.storage = layer.storage
     return other(x).numpy()
 
 
-def test_packed_copy_follows_every_change_of_the_weight():
-    layer = _layer(np.float32)
+def test_pack_into_a_slice_and_from_the_forward_layout():
+    w = rng(20).standard_normal((6, 37)).astype(np.float32)
+    big = np.zeros((37, 10), np.float32)
+    K.linear.pack(w, out=big[:, 2:8])
+    assert (big[:, 2:8] == w.T).all() and (big[:, :2] == 0).all() and (big[:, 8:] == 0).all()
+    f = K.linear.pack(w).T                                    # held in the forward layout
+    assert K.linear.in_forward_layout(f) and not f.flags.c_contiguous
+    for dtype in (None, np.float64, "bfloat16"):              # the same result from either layout
+        assert K.linear.pack(f, dtype).tobytes() == K.linear.pack(w, dtype).tobytes()
+
+
+def test_frozen_weight_is_held_once_in_the_forward_layout():
+    te.manual_seed(3)
+    layer = nn.Linear(23, 11)
+    w = layer.weight.data
+    assert w.shape == (11, 23) and K.linear.in_forward_layout(w) and not w.flags.c_contiguous
+    te.manual_seed(3)
+    drawn = nn._uniform((11, 23), 1 / np.sqrt(23))           # the values drawn row by row: seeds keep their weights
+    assert w.tobytes(order="C") == drawn.tobytes()
     x = sparse((2, 23), 12)
     layer(x)
-    first = layer.packed_weight()[0]
-    assert first is layer.packed_weight()[0] and layer.packed_nbytes == first.nbytes     # kept
-    np.testing.assert_array_equal(first, layer.weight.data.T)
+    assert layer.weight.data is w and layer.packed_nbytes == 0
+    assert np.shares_memory(layer.packed_weight()[0], w)     # the forward matrix is the weight, not a copy
 
-    def changed(why):
+    def held(why):
         y = layer(x).numpy()
-        np.testing.assert_array_equal(layer.packed_weight()[0], layer.weight.data.T, err_msg=why)
+        d = layer.weight.data
+        assert K.linear.in_forward_layout(d) and not d.flags.c_contiguous, why
         assert y.tobytes() == _fresh_scores(layer, x).tobytes(), why
 
-    layer.weight.data *= 2                                    # in place, announced
-    layer.weight.mark_changed()
-    changed("mark_changed")
+    layer.weight.data *= 2                                    # in place: nothing to announce
+    held("in place")
     net = te.models.Network([("fc", layer)], (23,))
-    net.load_state_dict({"fc.weight": np.ones((11, 23), np.float32), "fc.bias": np.zeros(11, np.float32)})
-    changed("load_state_dict")
+    ones = np.ones((11, 23), np.float32)
+    net.load_state_dict({"fc.weight": ones, "fc.bias": np.zeros(11, np.float32)})
+    assert K.linear.in_forward_layout(layer.weight.data)     # read straight into the layout
+    assert (net.state_dict()["fc.weight"] == ones).all()
+    held("load_state_dict")
+    net.load_state_dict(dict(net.state_dict()))               # from another network's column-major weight
+    held("load_state_dict of a held weight")
     net.astype(np.float64)
-    y = layer(x.astype(np.float64))
-    assert layer.packed_weight()[0].dtype == np.float64 and y.dtype == np.float64
+    assert layer(x.astype(np.float64)).dtype == np.float64
+    held("astype")
     net.astype(np.float32)
-    changed("astype")
-    layer.weight.requires_grad = True                         # trainable: no copy, BLAS forward
-    assert layer.packed_weight() is None and layer._packed is None
-    layer.weight.requires_grad = False
-    assert pickle.loads(pickle.dumps(layer))._packed is None
+    layer.weight.data = rng(21).standard_normal((11, 23)).astype(np.float32)   # C order, assigned
+    held("assigned")
+    net.requires_grad_(True)                                  # trainable: C order, no copy, BLAS forward
+    assert layer.weight.data.flags.c_contiguous and layer.packed_weight() is None
+    np.testing.assert_allclose(layer(x).numpy(), x @ layer.weight.data.T + layer.bias.data, rtol=1e-6)
+    net.requires_grad_(False)
+    held("frozen again")
+    back = pickle.loads(pickle.dumps(layer))
+    assert back._packed is None and back.weight.data.tobytes() == layer.weight.data.tobytes()
 
 
+@pytest.mark.parametrize("storage", [None, "bfloat16"])
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_optimiser_steps_remake_the_packed_copy(opt):
+def test_optimiser_steps_reach_the_frozen_forward(opt, storage):
     """Frozen between steps (as when a trained model is explained between
-    epochs): the copy made before a step is not used after it."""
+    epochs): the forward after a step uses the stepped weights."""
     layer = _layer(np.float32)
+    layer.storage = storage
     x = sparse((3, 23), 13)
-    layer(x)
-    before = layer.packed_weight()[0].copy()
+    before = layer(x).numpy()
     make = {"sgd": lambda p: optim.SGD(p, lr=0.1, momentum=0.9), "adam": lambda p: optim.Adam(p, lr=0.1)}[opt]
     params = [layer.weight, layer.bias]
     o = make(params)
@@ -174,8 +209,7 @@ def test_optimiser_steps_remake_the_packed_copy(opt):
         p.grad = np.ones_like(p.data)
     o.step()
     y = layer(x).numpy()
-    assert not np.array_equal(layer.packed_weight()[0], before)
-    np.testing.assert_array_equal(layer.packed_weight()[0], layer.weight.data.T)
+    assert not np.array_equal(y, before)
     assert y.tobytes() == _fresh_scores(layer, x).tobytes()
 
 
@@ -216,7 +250,8 @@ def test_bfloat16_storage_is_an_option_with_bounded_error():
     assert layer.packed_weight()[0].dtype == np.uint16 and layer.packed_nbytes == 2 * 2 * 300 * 130
     rounded = _layer(np.float32, 300, 130)
     rounded.weight.data = K.linear.from_bfloat16(K.linear.to_bfloat16(layer.weight.data))
-    yr, dxr = run(rounded)
+    yr = run(rounded)[0]
+    dxr = K.linear.backward(g, rounded.weight.data.copy())     # the kernel on the rounded W (C order), as bfloat16's
     assert y16.tobytes() == yr.tobytes() and dx16.tobytes() == dxr.tobytes()
     aw = np.abs(layer.weight.data.astype(np.float64))          # each weight moves by <= 2^-8 of itself
     assert np.abs(y16 - y32).max() > 0 and (np.abs(y16 - y32) <= 2 ** -8 * (np.abs(x) @ aw.T) + 1e-5).all()

@@ -152,8 +152,9 @@ class Tensor:
 
     def mark_changed(self) -> None:
         """Say that ``.data`` was written in place (the optimisers call it after each
-        update).  Copies made from the old values -- ``nn.Linear``'s packed weight --
-        are remade at next use.  Assigning a new array to ``.data`` needs no call."""
+        update).  Copies made from the old values -- ``nn.Linear``'s bfloat16
+        weights -- are remade at next use.  Assigning a new array to ``.data``
+        needs no call."""
         self.version += 1
 
     def detach(self) -> Tensor:

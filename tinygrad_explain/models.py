@@ -85,6 +85,9 @@ class Network:
         for t in self.parameters():
             t.requires_grad = flag
             t.grad = None
+        for l in self.layers.values():
+            if hasattr(l, "arrange_weight"):
+                l.arrange_weight()          # nn.Linear: trainable C order / frozen forward layout
         return self
 
     def zero_grad(self) -> None:
@@ -143,9 +146,9 @@ class Network:
                 raise ValueError(f"{key}: contains NaN or Inf")
         for key, value in state.items():
             name, p = key.rsplit(".", 1)
-            t = getattr(self.layers[name], p)
-            # keep the model's dtype (float32 unless astype'd) and device
-            t.data = _device.move(np.array(value, dtype=t.data.dtype), self.device)
+            layer = self.layers[name]
+            # keep the model's dtype (float32 unless astype'd), the layer's layout and the device
+            getattr(layer, p).data = _device.move(layer.copy_in(p, value), self.device)
         return self
 
     # ----- forward -------------------------------------------------------

@@ -35,6 +35,11 @@ class Layer:
     def __call__(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def copy_in(self, name: str, value: np.ndarray) -> np.ndarray:
+        """A copy of ``value`` (checked: shape, finite floats) to become parameter
+        ``name``'s data, in that parameter's dtype (``Network.load_state_dict``)."""
+        return np.array(value, dtype=getattr(self, name).data.dtype)
+
 
 def _positive(layer, **values):
     """Check that every value is a whole number >= 1 (>= 0 for padding); return them as ints."""
@@ -53,6 +58,19 @@ def _uniform(shape, bound):
     a *= np.float32(2 * bound)
     a -= np.float32(bound)
     return a
+
+
+def _uniform_forward_layout(shape, bound, rows=256):
+    """The values of ``_uniform(shape, bound)`` for a matrix W (O, K), held in the
+    forward layout: the view Wt.T of a contiguous Wt (K, O).  Drawn ``rows`` rows
+    of W at a time (the generator's stream does not depend on the chunking) and
+    transposed into Wt's columns, so there is no full-size temporary."""
+    O, K_ = shape
+    wt = np.empty((K_, O), np.float32)
+    for o0 in range(0, O, rows):
+        chunk = _uniform((min(O, o0 + rows) - o0, K_), bound)
+        K.linear.pack(chunk, out=wt[:, o0:o0 + chunk.shape[0]])
+    return wt.T
 
 
 class Conv2d(Layer):
@@ -91,19 +109,27 @@ class Linear(Layer):
     """Fully connected layer, weight (out, in).
 
     For a few rows (``ops.Linear.SKINNY_MAX_ROWS``) the forward product reads the
-    weight transposed (kernels/linear.py).  The layer keeps that packed copy of
-    a frozen CPU weight (as much memory again), made at its first use and remade
-    when the weight changes: a new array assigned to ``weight.data`` (loading,
-    ``load_state_dict``, ``astype``, ``to``) or ``weight.mark_changed()`` after an
-    in-place write (the optimisers call it; so must code that edits a frozen
-    weight in place).  A trainable weight (``requires_grad``) is never packed:
-    its forward uses BLAS.  The copy is not pickled (it is remade).
+    weight transposed, Wt (in, out) contiguous (kernels/linear.py).  A frozen CPU
+    weight is *held* in that layout, one copy: ``weight.data`` is the view Wt.T
+    -- the same values, shape (out, in), column-major.  It is laid out so when
+    it is made (``__init__``, ``Network.load_state_dict``: drawn or read
+    straight into Wt) and, for any other array assigned to ``weight.data``
+    (``to("cpu")``, user code), at the next call (``arrange_weight``).  In-place
+    writes need no care: there is no second copy to go stale.  The backward to
+    the input reads the same array (BLAS, see ``kernels.linear.backward``).
 
-    ``storage = "bfloat16"`` (an explicit option, off by default) keeps the
-    copies for both products in bfloat16 instead -- half the bytes to read,
-    float32 arithmetic, each weight rounded to 8 significant bits; the product
-    error is printed by ``scripts/bench_cpu.py --reduced``.  It applies to
-    float32 inputs of up to SKINNY_MAX_ROWS rows."""
+    A trainable weight (``requires_grad``; ``Network.requires_grad_`` arranges
+    it at once) is held C-contiguous, as the optimisers need; its forward uses
+    BLAS.  GPU weights are left as they are.
+
+    ``storage = "bfloat16"`` (an explicit option, off by default) adds copies
+    for both products in bfloat16 -- half the bytes to read, float32
+    arithmetic, each weight rounded to 8 significant bits; the product error is
+    printed by ``scripts/bench_cpu.py --reduced``.  They are made at first use
+    and remade when the weight changes: a new array assigned to ``weight.data``
+    or ``weight.mark_changed()`` after an in-place write (the optimisers call
+    it).  They apply to float32 inputs of up to SKINNY_MAX_ROWS rows and are
+    not pickled (they are remade)."""
     type = "linear"
     params = ("weight", "bias")
 
@@ -111,9 +137,9 @@ class Linear(Layer):
         super().__init__()
         self.in_features, self.out_features = _positive("linear", in_features=in_features, out_features=out_features)
         bound = 1 / math.sqrt(in_features)
-        self.weight = Tensor(_uniform((out_features, in_features), bound))
+        self.weight = Tensor(_uniform_forward_layout((out_features, in_features), bound))
         self.bias = Tensor(_uniform((out_features,), bound))
-        self._packed = None             # (weakref to the weight array, its version, storage, copies)
+        self._packed = None             # bfloat16 copies: (weakref to the weight array, its version, copies)
         self.storage = None
 
     def spec(self) -> dict:
@@ -133,34 +159,58 @@ class Linear(Layer):
             raise ValueError(f"linear: storage must be None or 'bfloat16', got {value!r}")
         self._storage = value
 
+    def arrange_weight(self) -> None:
+        """Hold the weight as its products read it: frozen on the CPU, in the
+        forward layout (the view Wt.T of a contiguous Wt); trainable, C-contiguous
+        (W itself).  A no-op when it already is, and for GPU weights."""
+        w = self.weight
+        if _xp(w.data) is not np or w.data.ndim != 2:
+            return
+        forward = K.linear.in_forward_layout(w.data)
+        if not w.requires_grad and not forward:
+            w.data = K.linear.pack(w.data).T
+        elif w.requires_grad and forward and not w.data.flags.c_contiguous:
+            w.data = K.linear.pack(w.data.T)        # transposed back: W (out, in) contiguous
+
+    def copy_in(self, name: str, value: np.ndarray) -> np.ndarray:
+        """A frozen CPU weight is read straight into the forward layout (one
+        transpose instead of a copy); anything else as ``Layer.copy_in``."""
+        t = getattr(self, name)
+        if name == "weight" and not t.requires_grad and _xp(t.data) is np and np.ndim(value) == 2:
+            return K.linear.pack(np.asarray(value), t.data.dtype).T
+        return super().copy_in(name, value)
+
     def packed_weight(self) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """(forward matrix, backward matrix or None) for ``ops.Linear``: weight.data
-        transposed (in, out), contiguous, and None (the backward reads the weight
-        itself); with bfloat16 storage both in bfloat16 bits.  None for a trainable
-        or GPU weight."""
+        """(forward matrix, backward matrix or None) for ``ops.Linear``: Wt, the
+        array the frozen weight is held in (``weight.data.T``, no copy), and None
+        (the backward reads the weight itself); with bfloat16 storage, Wt and W in
+        bfloat16 bits (kept per weight version).  None for a trainable or GPU weight."""
         w = self.weight
         if w.requires_grad or _xp(w.data) is not np:
             self._packed = None
             return None
+        self.arrange_weight()
+        if self.storage is None:
+            self._packed = None
+            return w.data.T, None
         p = self._packed
-        if p is None or p[0]() is not w.data or p[1] != w.version or p[2] != self.storage:
-            self._packed = None                 # free the old copy before making the new one
-            if self.storage == "bfloat16":
-                copies = (K.linear.pack(w.data, "bfloat16"), K.linear.to_bfloat16(w.data))
-            else:
-                copies = (K.linear.pack(w.data), None)
-            self._packed = p = (weakref.ref(w.data), w.version, self.storage, copies)
-        return p[3]
+        if p is None or p[0]() is not w.data or p[1] != w.version:
+            self._packed = None                 # free the old copies before making the new ones
+            wt = K.linear.to_bfloat16(w.data.T)
+            self._packed = p = (weakref.ref(w.data), w.version, (wt, K.linear.pack(wt)))
+        return p[2]
 
     def __getstate__(self):
         return dict(self.__dict__, _packed=None)
 
     @property
     def packed_nbytes(self) -> int:
-        """Bytes held by the packed copy (0 when there is none)."""
-        return 0 if self._packed is None else sum(c.nbytes for c in self._packed[3] if c is not None)
+        """Bytes held besides the weight itself: the bfloat16 copies (0 without;
+        the forward layout is the weight, not a copy)."""
+        return 0 if self._packed is None else sum(c.nbytes for c in self._packed[2])
 
     def __call__(self, x: Tensor) -> Tensor:
+        self.arrange_weight()
         return ops.linear(x, self.weight, self.bias, packed=self.packed_weight)
 
 

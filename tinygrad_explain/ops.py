@@ -206,13 +206,14 @@ class Linear(Function):
     """Fully connected layer.  x (N, in), w (out, in), b (out,) -> y = x @ w.T + b.
     Chain rule:  dx = g @ w;   dw = g.T @ x;   db = sum_n g.
 
-    Up to ``SKINNY_MAX_ROWS`` rows on the CPU, y and dx come from the kernel that
+    Up to ``SKINNY_MAX_ROWS`` rows on the CPU, y comes from the kernel that
     streams the weight once for all rows (kernels/linear.py; each sum in the
-    naive order).  Its forward reads the weight transposed: ``packed()``, if
-    given, returns (that copy, None) -- or, for bfloat16 storage, (that copy,
-    the weight) in bfloat16 bits (``nn.Linear`` keeps them per weight version)
-    -- or None (then BLAS, as above the crossover and on the GPU).  dw stays a
-    GEMM."""
+    naive order).  It reads the weight transposed, Wt: ``packed()``, if given,
+    returns (Wt, None) -- for ``nn.Linear``'s frozen weight the array that
+    weight is held in, no copy -- or, for bfloat16 storage, (Wt, W) in bfloat16
+    bits -- or None (then BLAS, as above the crossover and on the GPU).  dx
+    comes from ``kernels.linear.backward``: the same kernel on a C-contiguous W
+    (or the bfloat16 W), BLAS on a W held as Wt.T.  dw stays a GEMM."""
 
     SKINNY_MAX_ROWS = 32        # the measured BLAS crossover (scripts/bench_cpu.py --fc)
 

@@ -118,6 +118,8 @@ class Adam(Optimizer):
             if p.grad is None:
                 continue
             if engine._xp(p.data) is np:
+                if not p.data.flags.c_contiguous:   # a frozen nn.Linear weight is held column-major
+                    p.data = np.ascontiguousarray(p.data)
                 K.adam.step(p.data, p.grad, m, v, self.lr, self.b1, self.b2, self.eps, self.weight_decay,
                             self.decoupled, self.steps)
             else:                                   # a GPU (CuPy) array: the same formula, element-wise
