@@ -59,7 +59,7 @@ class Resample(Function):
 
     ``idx`` (4, Hout*Wout) int flat input positions and ``w`` (4, Hout*Wout) their
     bilinear weights (see :func:`affine_taps`, :func:`resize_taps`).  Backward, the
-    adjoint: dx[n, c, idx[k, q]] += w[k, q] dy[n, c, q] (one bincount)."""
+    adjoint: dx[n, c, idx[k, q]] += w[k, q] dy[n, c, q] (a float64 bincount per plane)."""
 
     def forward(self, x: Array, idx: Array | None = None, w: Array | None = None,
                 out_hw: tuple[int, int] | None = None) -> Array:
@@ -67,17 +67,21 @@ class Resample(Function):
         xp = _xp(x)
         self.in_shape, self.idx, self.w = x.shape, idx, w.astype(x.dtype, copy=False)
         flat = x.reshape(N, C, H * W)
-        y = (flat[:, :, idx] * self.w).sum(axis=2)            # (N, C, 4, Q) -> (N, C, Q)
-        return xp.ascontiguousarray(y.reshape(N, C, *out_hw))
+        y = xp.take(flat, idx[0], axis=2) * self.w[0]         # (N, C, Q), the taps added in order k = 0..3
+        for k in range(1, 4):
+            y += xp.take(flat, idx[k], axis=2) * self.w[k]
+        return y.reshape(N, C, *out_hw)
 
     def backward(self, g: Array) -> Array:
         N, C, H, W = self.in_shape
         xp = _xp(g)
         nc, q = N * C, self.idx.shape[1]
-        gq = g.reshape(nc, 1, q) * self.w                      # (NC, 4, Q)
-        pos = (xp.arange(nc).reshape(nc, 1, 1) * (H * W) + self.idx.reshape(1, 4, q)).reshape(-1)
-        dx = xp.bincount(pos, weights=gq.reshape(-1).astype(np.float64), minlength=nc * H * W)
-        return dx.astype(g.dtype, copy=False).reshape(self.in_shape)
+        gq = (g.reshape(nc, 1, q) * self.w).reshape(nc, 4 * q).astype(np.float64)    # (NC, 4 Q)
+        at = self.idx.reshape(-1)
+        dx = xp.empty((nc, H * W), g.dtype)
+        for i in range(nc):                                    # one bincount per image plane
+            dx[i] = xp.bincount(at, weights=gq[i], minlength=H * W)
+        return dx.reshape(self.in_shape)
 
 
 def _bilinear(sy, sx, H, W, wrap):
