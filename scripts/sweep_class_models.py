@@ -32,7 +32,7 @@ import tinygrad_explain as te  # noqa: E402
 from tinygrad_explain.explain import quality as q  # noqa: E402
 
 STRONG = dict(decay=1.5, jitter=0.125, scales=(0.8, 0.9, 1.0, 1.1, 1.2), angles=(-15, -10, -5, 0, 5, 10, 15))
-OLD = dict(steps=300, lr=0.05, decay=1.0, jitter=0.0625, scales=(0.9, 0.95, 1.0, 1.05, 1.1),
+OLD = dict(recipe="natural-opaque", steps=300, lr=0.05, decay=1.0, jitter=0.0625, scales=(0.9, 0.95, 1.0, 1.05, 1.1),
            angles=(-10, -5, 0, 5, 10))          # the natural recipe before the sweep
 PIXEL = dict(param="pixel", colour=None)
 VARIANTS = {
@@ -55,7 +55,11 @@ VARIANTS = {
     "strong-f1-600": dict(OLD, **dict(STRONG, decay=1.0), steps=600),
     "milder-600": dict(OLD, decay=1.5, jitter=0.09, scales=(0.85, 0.92, 1.0, 1.08, 1.15),
                        angles=(-10, -5, 0, 5, 10), steps=600),
-    "default": {},                               # the natural recipe now: strong robustness, 1/f^1.5, lr 0.1, 600
+    "opaque": dict(recipe="natural-opaque"),     # strong robustness, 1/f^1.5, lr 0.1, 600 steps, no transparency
+    "opacity-1": dict(opacity=1.0),              # transparency with a weaker opacity prior
+    "light": dict(backgrounds="light"),          # ... over light backgrounds (shown over white)
+    "any": dict(backgrounds="any"),              # ... over backgrounds of any brightness (shown over the mean)
+    "default": {},                               # the natural recipe now: the same with transparency, dark, 3.0
 }
 
 

@@ -350,8 +350,12 @@ def test_dead_start_warns():
     m = tiny()
     m.layers["conv1"].bias.data[:] = -10.0                           # no conv1 unit fires on the zero image
     with pytest.warns(RuntimeWarning, match="exactly zero"):
-        v = te.explain.class_model(m, "cat", steps=3, init_noise=0, progress=False)
+        v = te.explain.class_model(m, "cat", steps=3, init_noise=0, recipe="natural-opaque", progress=False)
     assert np.all(v.image == 0)
+    # with transparency (the default) the picture is shown over black, so it changes; the score does not
+    with pytest.warns(RuntimeWarning, match="exactly zero"):
+        v = te.explain.class_model(m, "cat", steps=3, init_noise=0, progress=False)
+    assert v.alpha is not None and np.ptp(v.history["objective"]) == 0
 
 
 def test_class_model_log_softmax_objective(model):

@@ -186,6 +186,67 @@ def test_optimize_transformations_blur_schedule_clip_are_seeded():
         optimize(_pull_to(target), np.zeros_like(target), steps=2, param="wavelet", progress=False)
 
 
+# --------------------------------------------------------------------------
+# transparency: an opacity channel over random backgrounds
+# --------------------------------------------------------------------------
+def test_composite_is_alpha_over_and_its_backward_is_gradchecked():
+    x = rand(2, 4, 5, 6, seed=3)
+    bg = rand(2, 3, 5, 6, seed=4)
+    y = T.composite(te.Tensor(x), bg, scale=2.0).data
+    a = 0.5 + x[:, 3:] / 4.0
+    np.testing.assert_allclose(y, a * x[:, :3] + (1 - a) * bg, rtol=1e-12)
+    assert te.gradcheck(lambda t: T.composite(t, bg, scale=2.0), [x])
+    # fully opaque shows the colours, fully transparent the background
+    x[:, 3] = 2.0
+    np.testing.assert_allclose(T.composite(te.Tensor(x), bg, 2.0).data, x[:, :3])
+    x[:, 3] = -2.0
+    np.testing.assert_allclose(T.composite(te.Tensor(x), bg, 2.0).data, bg)
+
+
+def test_random_backgrounds_stay_in_their_part_of_the_range_and_are_seeded():
+    lo, hi = np.array([-1.0, -2.0, 0.0]), np.array([1.0, 2.0, 4.0])
+    for kind, (f0, f1) in T.BACKGROUNDS.items():
+        b = T.random_backgrounds(np.random.default_rng(0), 40, lo, hi, (8, 9), kind)
+        assert b.shape == (40, 3, 8, 9) and b.dtype == np.float32
+        frac = (b - lo[:, None, None]) / (hi - lo)[:, None, None]
+        assert frac.min() >= f0 - 1e-6 and frac.max() <= f1 + 1e-6, kind
+        np.testing.assert_array_equal(b, T.random_backgrounds(np.random.default_rng(0), 40, lo, hi, (8, 9), kind))
+    # both kinds are drawn: flat colours and smooth noise
+    b = T.random_backgrounds(np.random.default_rng(1), 40, lo, hi, (8, 9), "any")
+    spread = np.ptp(b.reshape(40, 3, -1), axis=2).max(axis=1)
+    assert (spread == 0).any() and (spread > 0).any()
+    np.testing.assert_array_equal(T.backdrop(lo, hi, "dark")[:, 0, 0], lo.astype(np.float32))
+    with pytest.raises(ValueError, match="unknown background kind 'grey'"):
+        T.random_backgrounds(np.random.default_rng(0), 1, lo, hi, (4, 4), "grey")
+
+
+def test_optimize_with_backgrounds_draws_an_opaque_object_and_a_clear_rest():
+    """Maximise the brightness of a centre square, seen over random dark backgrounds:
+    only an opaque, bright square helps, and the opacity prior clears the rest."""
+    H = W = 12
+    inside = np.zeros((1, 1, H, W), np.float32)
+    inside[..., 4:8, 4:8] = 1
+
+    def objective(x):                                     # mean brightness inside the square
+        return (x * te.Tensor(inside)).sum(axis=(1, 2, 3)) * (1.0 / 16)
+
+    lo, hi = np.full((3, 1, 1), -1.0, np.float32), np.full((3, 1, 1), 1.0, np.float32)
+    kw = dict(steps=150, lr=0.05, optimizer="adam", bounds=(lo, hi), scale=1.0, backgrounds="dark",
+              opacity=0.3, progress=False)
+    r = optimize(objective, np.zeros((2, 3, H, W), np.float32), seed=3, **kw)
+    assert r.x.shape == (2, 3, H, W) and r.alpha.shape == (2, 1, H, W)
+    assert r.alpha.min() >= 0 and r.alpha.max() <= 1
+    sq = inside[0, 0].astype(bool)
+    assert r.alpha[:, 0][:, sq].min() > 0.95                     # the square is opaque ...
+    assert r.alpha[:, 0][:, ~sq].max() < 0.05                    # ... the rest transparent
+    assert r.x[:, :, sq].min() > 0.9                             # bright, shown over black
+    np.testing.assert_allclose(r.x[:, :, ~sq], -1.0, atol=0.1)
+    assert "opacity" in r.history and r.history["opacity"].shape == (150, 2)
+    np.testing.assert_array_equal(r.x, optimize(objective, np.zeros((2, 3, H, W), np.float32), seed=3, **kw).x)
+    with pytest.raises(ValueError, match="unknown backgrounds 'grey'"):
+        optimize(objective, np.zeros((1, 3, H, W), np.float32), steps=1, backgrounds="grey", progress=False)
+
+
 def test_recipe_lookup():
     table = {"a": dict(steps=3, lr=0.1), "b": dict(steps=5)}
     assert recipe("a", table, lr=0.5, steps=None) == dict(steps=3, lr=0.5)

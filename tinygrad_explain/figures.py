@@ -194,9 +194,12 @@ def fig_class_models(inp, out, summary):
                   "L2 prior &minus;&lambda;&Vert;I&Vert;<sup>2</sup>: the network's score rises just as well, but "
                   "through high-frequency patterns. <b>Bottom: natural-image priors</b> (the default) -- the image "
                   "made from a decorrelated-colour Fourier spectrum, randomly shifted, scaled and rotated at every "
-                  "step, kept in the valid pixel range (Olah et al. 2017; Yosinski et al. 2015), Adam steps. "
-                  "The mean is added back and the contrast stretched for display. Under each image: the softmax "
-                  "probability the network gives it for that class." + judged)
+                  "step, kept in the valid pixel range (Olah et al. 2017; Yosinski et al. 2015), Adam steps -- "
+                  "with <b>transparency</b>: the image has an opacity channel and the network sees it over a new "
+                  "random dark background at every step, so only what the object itself shows can raise the "
+                  "score, and a small prior on the mean opacity keeps the rest clear (Mordvintsev et al. 2018); "
+                  "shown over black. Top row: the mean is added back and the contrast stretched for display. "
+                  "Under each image: the softmax probability the network gives it for that class." + judged)
 
 
 def fig_neurons(inp, out, summary):

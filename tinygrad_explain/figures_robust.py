@@ -107,8 +107,9 @@ def fig_robust(inp, out, summary, robust=None):
                   "normalised error under each). Then the class models of the standard model and of the twin "
                   f"(natural recipe, {s['class_steps']} steps; softmax under each). Adversarial training is meant "
                   "to make the input gradient point along directions a person sees (Tsipras et al. 2019; "
-                  "Santurkar et al. 2019). On this mildly robust twin that shows in the class models (the "
-                  "independent judge recognises 8 of 10 of the twin's against 6 of the standard model's at the "
-                  "full 600 steps); the saliency and guided-backprop maps of the two barely differ, and neither "
+                  "Santurkar et al. 2019). On this mildly robust twin that showed in the class models of "
+                  "opaque images (the independent judge recognised 8 of 10 of the twin's against 6 of the "
+                  "standard model's at 600 steps); with transparency, the default now, both are silhouettes "
+                  "(9/10 against 10/10); the saliency and guided-backprop maps of the two barely differ, and neither "
                   "model's pool5 / fc7 reconstruction shows the scene. See docs/explainers.md for the judge's "
                   "numbers.")

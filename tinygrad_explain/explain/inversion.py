@@ -49,10 +49,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import device as _device
-from ..engine import Tensor, no_grad
+from ..engine import Function, Tensor, _xp, no_grad
 from ..image import data_scale, pixel_bounds
 from ..models import Network
-from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
+from ._common import Array, ExplainError, Images, LayerName, as_batch, resolve_layer
 from .optimize import optimize, step_schedule
 from .optimize import recipe as _recipe_settings
 from .regularizers import gaussian_blur
@@ -229,12 +229,38 @@ class LayerInversions:
     seconds: float = 0.0
 
 
+class _TakeRows(Function):
+    """y = x[rows] (``rows`` distinct indices along the batch axis).  dx = zeros with dx[rows] = g."""
+
+    def forward(self, x: Array, rows: np.ndarray | None = None) -> Array:
+        self.shape, self.rows = x.shape, _device.move(np.asarray(rows), _device.of(x))
+        return x[self.rows]
+
+    def backward(self, g: Array) -> Array:
+        dx = _xp(g).zeros(self.shape, g.dtype)
+        dx[self.rows] = g
+        return dx
+
+
+class _PutRows(Function):
+    """y (n, ...) = zeros with y[rows] = x: the adjoint of _TakeRows.  dx = g[rows]."""
+
+    def forward(self, x: Array, rows: np.ndarray | None = None, n: int = 0) -> Array:
+        self.rows = _device.move(np.asarray(rows), _device.of(x))
+        y = _xp(x).zeros((n,) + x.shape[1:], x.dtype)
+        y[self.rows] = x
+        return y
+
+    def backward(self, g: Array) -> Array:
+        return g[self.rows]
+
+
 def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None = None, *,
                   recipe: str = DEFAULT_RECIPE, seed: int = 0, progress: bool = True, **settings) -> LayerInversions:
     """Reconstruct the image ``x`` from its code at each of ``layers`` (default: those of
     FIGURE_LAYERS the model has, conv1 ... fc8), all as one batch: row l of the batch is
-    matched to layer l's code only (one forward pass serves every row).  Settings as in
-    :func:`invert`."""
+    matched to layer l's code only (one forward pass serves every row, each row going
+    only as deep as its own layer).  Settings as in :func:`invert`."""
     layers = [l for l in FIGURE_LAYERS if l in model.layer_names] if layers is None else \
         [resolve_layer(model, l) for l in layers]
     if not layers:
@@ -257,21 +283,26 @@ def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None 
         _check_code(model, l, codes[l].numpy())
     L = len(layers)
     last = max(layers, key=model.layer_names.index)
-    weights = {}                                 # per layer: 1/||phi0||^2 on its own rows, 0 elsewhere
-    for name in set(layers):
-        w = np.array([1.0 / norms[name] if l == name else 0.0 for l in layers], np.float32)
-        weights[name] = Tensor(_device.move(w, getattr(model, "device", "cpu")))
+    dev = getattr(model, "device", "cpu")
+    inv_norm = {l: Tensor(_device.move(np.array(1.0 / norms[l], np.float32), dev)) for l in layers}
 
     def objective(xt):
-        total, h = None, xt
+        # Row l of the batch is matched to layer l's code only, so it goes through the network up to
+        # that layer and no further: after each layer, the rows whose layer it was leave the batch
+        # (a conv1 row costs one convolution, an fc8 row the whole network).
+        total, h, alive = None, xt, np.arange(L)         # alive: the rows of the batch still in h
         for name, layer in model.layers.items():
             h = layer(h)
-            if name in weights:                  # every row's error at this layer, counted for its own rows
-                d = h - codes[name]
-                e = (d * d).sum(axis=tuple(range(1, d.ndim))) * weights[name]
+            here = np.flatnonzero([layers[r] == name for r in alive])
+            if here.size:                      # these rows' errors at their own layer, put at their rows
+                d = (h if here.size == len(alive) else _TakeRows.apply(h, rows=here)) - codes[name]
+                e = (d * d).sum(axis=tuple(range(1, d.ndim))) * inv_norm[name]
+                e = _PutRows.apply(e, rows=alive[here], n=L)
                 total = e if total is None else total + e
-            if name == last:
-                break
+                keep = np.setdiff1d(np.arange(len(alive)), here)
+                if keep.size == 0:
+                    break
+                h, alive = _TakeRows.apply(h, rows=keep), alive[keep]
         return total
 
     res = _reconstruct(model, objective, L, s, seed, progress, "invert layers")
@@ -280,7 +311,7 @@ def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None 
         h = Tensor(as_batch(model, res.x))
         for name, layer in model.layers.items():
             h = layer(h)
-            if name in weights:
+            if name in codes:
                 a = h.numpy().reshape(L, -1).astype(np.float64)
                 c = codes[name].numpy().reshape(-1).astype(np.float64)
                 for k in (k for k, l in enumerate(layers) if l == name):

@@ -23,6 +23,9 @@ multi-scale (octaves)       ``octaves`` (grid divisors, e.g. (4, 2, 1))  Mordvin
                                                                         Mahendran & Vedaldi 2016
 decorrelated colour,        ``param="fourier", decay, colour``           Olah et al. 2017
 Fourier-space image
+transparency: an opacity    ``backgrounds`` ("dark" / "light" / "any"),  Mordvintsev et al. 2018
+channel over random         ``opacity`` (weight of the mean opacity)
+backgrounds
 update rule                 ``optimizer`` "sgd" (``momentum``) / "adam"  Simonyan (plain ascent),
                                                                         Mahendran & Vedaldi (momentum)
 step schedule               ``schedule`` (see :func:`step_schedule`)     Mahendran & Vedaldi 2015
@@ -34,6 +37,17 @@ spectrum, colour mix) are linear maps with exact adjoints
 graph per step: ``p -> x -> T(x) -> f`` plus ``x -> R(x)``, one backward.
 Blur and clipping act on the image between steps (for a Fourier parameter:
 the image is made, blurred / clipped, and turned back into its parameter).
+
+With ``backgrounds`` the image carries one more channel, its opacity a
+(:func:`.transforms.opacity`), and what the objective sees every step is the
+transformed image composited over a fresh random background of that kind
+(:func:`.transforms.composite`): ``f(T(x) over B_t)``.  Nothing behind the object
+can then help the objective, so the object has to be drawn opaque and whole
+(Mordvintsev et al. 2018, "Differentiable Image Parameterizations"); ``opacity``
+weighs the mean opacity as a prior, so that the rest turns transparent (the
+opacity starts at 1: the start image as it is).  The
+result is shown composited over a plain backdrop (:func:`.transforms.backdrop`:
+black behind "dark" backgrounds), and its opacity is returned as ``alpha``.
 
 The update rule is the training code's (:class:`tinygrad_explain.optim.SGD`
 / :class:`~tinygrad_explain.optim.Adam`, the image parameter being the one
@@ -60,7 +74,7 @@ from typing import Union
 import numpy as np
 
 from .. import device as _device
-from ..engine import Tensor, _xp
+from ..engine import Tensor, _xp, no_grad
 from . import regularizers as R
 from . import transforms as T
 from ._common import Array, ExplainError, OptimizationError
@@ -74,12 +88,15 @@ ObjectiveFn = Callable[[Tensor], Union[Tensor, tuple[Tensor, dict]]]
 @dataclass
 class OptimizeResult:
     """``x`` the optimised batch (N, C, H, W) in model space; ``history`` maps a
-    name ("objective", "l2", "alpha_norm", "tv", "total", "lr", plus whatever the
-    objective reported) to an array (steps, N) or (steps,); ``seconds`` the wall time."""
+    name ("objective", "l2", "alpha_norm", "tv", "opacity", "total", "lr", plus whatever
+    the objective reported) to an array (steps, N) or (steps,); ``seconds`` the wall time;
+    ``alpha`` (N, 1, H, W) the opacity when optimised with ``backgrounds`` (``x`` is then
+    the image composited over the backdrop), else None."""
     x: np.ndarray
     history: dict[str, np.ndarray] = field(default_factory=dict)
     steps: int = 0
     seconds: float = 0.0
+    alpha: np.ndarray | None = None
 
 
 def step_schedule(milestones: Sequence[float] = (0.5, 0.75), factor: float = 0.1) -> Schedule:
@@ -123,6 +140,22 @@ def _blur_sigma_at(blur_sigma, step, steps):
     return float(blur_sigma)
 
 
+def _with_opacity(x, bounds, colour, scale, kind):
+    """The image (N, C, H, W) with an opacity channel appended, fully opaque (+scale); the
+    bounds and colour matrix extended to it (the opacity channel stays within +-scale,
+    unmixed); and the per-channel colour bounds (C, 1, 1) the backgrounds are drawn in."""
+    if kind not in T.BACKGROUNDS:
+        raise ValueError(f"unknown backgrounds {kind!r}; expected one of {', '.join(T.BACKGROUNDS)}")
+    xp, (N, C, H, W) = _xp(x), x.shape
+    lo, hi = ((-scale, scale) if bounds is None else bounds)
+    lo, hi = (np.broadcast_to(np.asarray(b, np.float32).reshape(-1, 1, 1), (C, 1, 1)) for b in (lo, hi))
+    x = xp.concatenate([x, xp.full((N, 1, H, W), scale, dtype=x.dtype)], axis=1)
+    clip = (np.concatenate([lo, [[[-scale]]]]).astype(np.float32), np.concatenate([hi, [[[scale]]]]).astype(np.float32))
+    if colour is not None:
+        colour = np.block([[np.asarray(colour, np.float64), np.zeros((C, 1))], [np.zeros((1, C)), np.ones((1, 1))]])
+    return x, clip, colour, (lo, hi)
+
+
 def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float = 1.0, maximize: bool = True,
              optimizer: str = "sgd", momentum: float = 0.0, schedule: Schedule | None = None,
              l2: float | np.ndarray = 0.0, alpha_norm: float | np.ndarray = 0.0, alpha: float = 6.0,
@@ -131,7 +164,8 @@ def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float =
              blur_every: int = 0, blur_sigma: float | tuple[float, float] = 0.0,
              bounds: tuple[np.ndarray, np.ndarray] | None = None,
              param: str = "pixel", decay: float = 1.0, colour: np.ndarray | None = None,
-             octaves: Sequence[int] | None = None, seed: int = 0, progress: bool = True, desc: str = "optimise",
+             octaves: Sequence[int] | None = None, backgrounds: str | None = None,
+             opacity: float | np.ndarray = 0.0, seed: int = 0, progress: bool = True, desc: str = "optimise",
              callback: Callable[[int, Array], None] | None = None, device: str | None = None) -> OptimizeResult:
     """Gradient steps on a batch of images.
 
@@ -163,6 +197,13 @@ def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float =
                 parameter lives on an H/d x W/d grid, bilinearly upsampled, for an equal
                 share of the steps each, then is carried to the next grid (area-resized;
                 the optimiser's momentum / moments start afresh); None = off.
+    backgrounds None (an opaque image) or "dark" / "light" / "any": the image gets an
+                opacity channel and is composited over a new random
+                background of that kind (transforms.random_backgrounds, within ``bounds``, or
+                +-``scale`` without) every step; the result is composited over the backdrop.
+                The opacity starts at 1 (the start image as it is: a start half opaque lets
+                some class models fade out before their score rises; docs/explainers.md).
+    opacity     weight of the mean opacity (the prior that keeps the background clear).
     seed        seeds the random transformations (runs are reproducible).
     progress    show a tqdm bar named ``desc``.
     callback    f(step, x) called after every step (x the image, on the device).
@@ -184,6 +225,8 @@ def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float =
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd' or 'adam'")
     hw = x.shape[2:]
+    if backgrounds is not None:
+        x, bounds, colour, bg_bounds = _with_opacity(x, bounds, colour, scale, backgrounds)
     plan = _octave_plan(octaves, steps, hw)
     if param != "pixel" and len(plan) > 1:
         raise ValueError("octaves are for the pixel parameterisation (param='pixel')")
@@ -206,7 +249,16 @@ def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float =
     priors = [(name, weight(w), fn) for name, w, fn in (
         ("l2", l2, lambda t: R.l2(t)),
         ("alpha_norm", alpha_norm, lambda t: R.alpha_norm(t, alpha, scale)),
-        ("tv", tv, lambda t: R.total_variation(t, beta, scale / R.TV_RATIO))) if np.any(weight(w))]
+        ("tv", tv, lambda t: R.total_variation(t, beta, scale / R.TV_RATIO)),
+        ("opacity", opacity if backgrounds else 0.0, lambda t: T.opacity(t, scale).mean(axis=(1, 2, 3))))
+        if np.any(weight(w))]
+
+    def shown(image):
+        """The image as the result shows it: over the backdrop, without the opacity channel."""
+        if backgrounds is None:
+            return image
+        with no_grad():
+            return T.composite(Tensor(image), xp.asarray(T.backdrop(*bg_bounds, backgrounds), image.dtype), scale).data
 
     P, p, opt = start_octave(0, x)
     octave = 0
@@ -219,7 +271,11 @@ def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float =
         # 1. one graph: the parameter -> the image -> (a random transformation -> the objective) + priors
         p.grad = None
         xt = P.image(p)
-        out = objective(transform.apply(xt, *transform.sample(rng)) if transform.active else xt)
+        seen = transform.apply(xt, *transform.sample(rng)) if transform.active else xt
+        if backgrounds is not None:         # over a new random background (the same draw on the CPU and GPU)
+            bg = T.random_backgrounds(rng, x.shape[0], *bg_bounds, hw, backgrounds)
+            seen = T.composite(seen, xp.asarray(bg, dtype=seen.dtype), scale)
+        out = objective(seen)
         f, extra = (out if isinstance(out, tuple) else (out, {}))
         fval = f.numpy().astype(np.float64)
         total_t = f * sign
@@ -266,9 +322,14 @@ def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float =
         if progress and (step % 10 == 0 or step == steps - 1):
             bar.set_postfix_str(f"objective {np.mean(fval):.4g}")
         if callback is not None:
-            callback(step, P.to_image(p.data))
+            callback(step, shown(P.to_image(p.data)))
     bar.close()
     x = P.to_image(p.data)
+    alpha = None
+    if backgrounds is not None:
+        with no_grad():
+            alpha = _device.move(T.opacity(Tensor(x), scale).data, "cpu")
+    x = shown(x)
     return OptimizeResult(x=_device.move(xp.array(x, copy=True) if x is p.data else x, "cpu"),
                           history={k: np.asarray(v) for k, v in hist.items()}, steps=steps,
-                          seconds=time.perf_counter() - t0)
+                          seconds=time.perf_counter() - t0, alpha=alpha)

@@ -59,7 +59,7 @@ class Resample(Function):
 
     ``idx`` (4, Hout*Wout) int flat input positions and ``w`` (4, Hout*Wout) their
     bilinear weights (see :func:`affine_taps`, :func:`resize_taps`).  Backward, the
-    adjoint: dx[n, c, idx[k, q]] += w[k, q] dy[n, c, q] (one bincount)."""
+    adjoint: dx[n, c, idx[k, q]] += w[k, q] dy[n, c, q] (a float64 bincount per plane)."""
 
     def forward(self, x: Array, idx: Array | None = None, w: Array | None = None,
                 out_hw: tuple[int, int] | None = None) -> Array:
@@ -67,17 +67,21 @@ class Resample(Function):
         xp = _xp(x)
         self.in_shape, self.idx, self.w = x.shape, idx, w.astype(x.dtype, copy=False)
         flat = x.reshape(N, C, H * W)
-        y = (flat[:, :, idx] * self.w).sum(axis=2)            # (N, C, 4, Q) -> (N, C, Q)
-        return xp.ascontiguousarray(y.reshape(N, C, *out_hw))
+        y = xp.take(flat, idx[0], axis=2) * self.w[0]         # (N, C, Q), the taps added in order k = 0..3
+        for k in range(1, 4):
+            y += xp.take(flat, idx[k], axis=2) * self.w[k]
+        return y.reshape(N, C, *out_hw)
 
     def backward(self, g: Array) -> Array:
         N, C, H, W = self.in_shape
         xp = _xp(g)
         nc, q = N * C, self.idx.shape[1]
-        gq = g.reshape(nc, 1, q) * self.w                      # (NC, 4, Q)
-        pos = (xp.arange(nc).reshape(nc, 1, 1) * (H * W) + self.idx.reshape(1, 4, q)).reshape(-1)
-        dx = xp.bincount(pos, weights=gq.reshape(-1).astype(np.float64), minlength=nc * H * W)
-        return dx.astype(g.dtype, copy=False).reshape(self.in_shape)
+        gq = (g.reshape(nc, 1, q) * self.w).reshape(nc, 4 * q).astype(np.float64)    # (NC, 4 Q)
+        at = self.idx.reshape(-1)
+        dx = xp.empty((nc, H * W), g.dtype)
+        for i in range(nc):                                    # one bincount per image plane
+            dx[i] = xp.bincount(at, weights=gq[i], minlength=H * W)
+        return dx.reshape(self.in_shape)
 
 
 def _bilinear(sy, sx, H, W, wrap):
@@ -313,3 +317,64 @@ def colour_sqrt(images: np.ndarray) -> np.ndarray:
     vals, vecs = np.linalg.eigh(cov)
     M = vecs @ np.diag(np.sqrt(np.maximum(vals, 1e-12 * vals.max()))) @ vecs.T
     return M / np.linalg.norm(M, axis=0).max()
+
+
+# --------------------------------------------------------------------------
+# transparency: an opacity channel composited over random backgrounds
+# --------------------------------------------------------------------------
+#: background kinds: the fraction of each channel's range the random backgrounds use
+BACKGROUNDS = {"dark": (0.0, 0.45), "light": (0.55, 1.0), "any": (0.0, 1.0)}
+
+
+def opacity(x: Tensor, scale: float) -> Tensor:
+    """The opacity a in [0, 1] of an image with an opacity channel: ``x`` (N, C+1, H, W)
+    holds it last, in model units, a = 1/2 + x[:, C] / (2 scale) (``scale`` = B, so that
+    the opacity channel spans [-B, B] like the colours).  Returns (N, 1, H, W)."""
+    C = x.shape[1] - 1
+    return x[:, C:] * (0.5 / scale) + 0.5
+
+
+def composite(x: Tensor, background: Tensor | np.ndarray, scale: float) -> Tensor:
+    """Alpha compositing (Porter & Duff's "over"): the colours of ``x`` (N, C+1, H, W)
+    over ``background`` (N, C, H, W) or (C, 1, 1) with the opacity a of :func:`opacity`:
+
+        y = a * rgb + (1 - a) * background                     (N, C, H, W)
+
+    Chain rule: d rgb = a * dy;  da = sum over channels of (rgb - background) * dy."""
+    C = x.shape[1] - 1
+    a = opacity(x, scale)
+    bg = background if isinstance(background, Tensor) else Tensor(background)
+    return x[:, :C] * a + bg * (1.0 - a)
+
+
+def random_backgrounds(rng: np.random.Generator, n: int, lo: np.ndarray, hi: np.ndarray, hw: tuple[int, int],
+                       kind: str = "dark") -> np.ndarray:
+    """``n`` random backgrounds (n, C, H, W) float32 between ``lo`` and ``hi`` (per-channel
+    bounds, (C, 1, 1)), restricted to the part of the range that ``kind`` names
+    (BACKGROUNDS: "dark" the lower 45%, "light" the upper 45%, "any" all of it).  Each is,
+    with equal chance, a flat colour or smooth colour noise (a random 2x2 .. 6x6 grid,
+    bicubically upsampled): the backgrounds of Mordvintsev et al. 2018 ("Differentiable
+    Image Parameterizations"), which make only what the object itself shows count."""
+    import cv2
+    if kind not in BACKGROUNDS:
+        raise ValueError(f"unknown background kind {kind!r}; expected one of {', '.join(BACKGROUNDS)}")
+    f0, f1 = BACKGROUNDS[kind]
+    lo, hi = (np.asarray(b, np.float32).reshape(-1, 1, 1) for b in (lo, hi))
+    C, (H, W) = lo.shape[0], hw
+    out = np.empty((n, C, H, W), np.float32)
+    for i in range(n):
+        if rng.random() < 0.5:
+            u = np.broadcast_to(rng.random((C, 1, 1)), (C, H, W))
+        else:
+            g = int(rng.integers(2, 7))
+            grid = rng.random((g, g, C)).astype(np.float32)
+            u = cv2.resize(grid, (W, H), interpolation=cv2.INTER_CUBIC).reshape(H, W, C).clip(0, 1).transpose(2, 0, 1)
+        out[i] = lo + (hi - lo) * (f0 + (f1 - f0) * u)
+    return out
+
+
+def backdrop(lo: np.ndarray, hi: np.ndarray, kind: str = "dark") -> np.ndarray:
+    """The plain background a transparent result is shown over (C, 1, 1): black for
+    "dark", white for "light", the mean (model-space zero) for "any"."""
+    lo, hi = (np.asarray(b, np.float32).reshape(-1, 1, 1) for b in (lo, hi))
+    return {"dark": lo, "light": hi, "any": np.zeros_like(lo)}[kind]
