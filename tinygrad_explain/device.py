@@ -61,7 +61,7 @@ def move(array, device: str):
         return array.get()
     require("gpu")
     import cupy
-    return cupy.ascontiguousarray(cupy.asarray(np.asarray(array)))   # (a CPU weight may be column-major)
+    return cupy.asarray(np.asarray(array), order="C")   # (a frozen CPU fc weight is column-major)
 
 
 def set_num_threads(n: int):

@@ -63,7 +63,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_checks=None, seed=
     ts = []
     for a in inputs:        # C order: each element is perturbed through a flat view (a frozen nn.Linear weight is not)
         if isinstance(a, Tensor):
-            ts.append(Tensor(_xp(a.data).ascontiguousarray(a.data, np.float64), requires_grad=a.requires_grad))
+            ts.append(Tensor(_xp(a.data).asarray(a.data, np.float64, order="C"), requires_grad=a.requires_grad))
         else:
             ts.append(Tensor(_xp(a).array(a, np.float64, order="C"), requires_grad=True))
     out = fn(*ts)
