@@ -574,10 +574,10 @@ class Index(Function):
     def backward(self, g: Array) -> Array:
         xp = _xp(g)
         dx = xp.zeros(self.x_shape, dtype=g.dtype)
-        if xp is np or _repeats_possible(self.idx):
-            xp.add.at(dx, self.idx, g)
-        else:                       # no element is picked twice: a plain scatter (GPU)
-            dx[self.idx] = g
+        if _repeats_possible(self.idx):
+            xp.add.at(dx, self.idx, g)      # an element picked twice gets both gradients
+        else:                               # no element is picked twice (slices, masks): one buffered
+            dx[self.idx] += g               # 0 + g, as add.at computes it, without its per-element loop
         return dx
 
 
