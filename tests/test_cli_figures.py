@@ -192,6 +192,36 @@ def test_reproduce_figures_jobs_give_the_same_pictures(model_file, tmp_path, cap
     assert list(a["seconds"]) == list(b["seconds"]) == ["toy", "class models", "saliency", "inversion"]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
+def test_reproduce_figures_sigterm_stops_the_workers(model_file, tmp_path):
+    """A kill (SIGTERM) of the main job ends it and its worker processes at once -- not after
+    the running figures finish -- and leaves no partial output folder."""
+    import signal
+    import time
+    out = tmp_path / "figs"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(te.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from tinygrad_explain.figures import main; "
+                             "sys.exit(main(sys.argv[1:]))", "--out", str(out), "--weights", model_file,
+                             "--jobs", "2", "--only", "class models", "inversion"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = ""
+    for line in proc.stdout:            # wait until the workers have their figures
+        seen += line
+        if "worker processes" in line:
+            break
+    time.sleep(3)
+    assert proc.poll() is None, seen    # full-length figures: still running
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the main job kept running after SIGTERM")
+    assert proc.returncode != 0
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_plot_benchmark(tmp_path):
     from tinygrad_explain.explain.benchmark import COLUMNS, METHODS
     rows = {m: {c: 0.1 * k for c, _ in COLUMNS} for k, m in enumerate(METHODS)}

@@ -666,9 +666,13 @@ def _make_all(todo, inputs, tmp, jobs, threads, log):
                 for f in cf.as_completed(futures):
                     yield f.result()
                     bar.update()
-            except BaseException:
+            except BaseException:       # Ctrl-C, SIGTERM (main turns it into SystemExit), a failed figure
                 for f in futures:
                     f.cancel()
+                # figures still running would hold the pool's shutdown for minutes: stop them now
+                # (ProcessPoolExecutor has no public way before Python 3.14's terminate_workers)
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
                 raise
     finally:
         bar.close()
