@@ -215,7 +215,8 @@ def fig_neurons(inp, out, summary):
         figs.append(Figure(f"neurons_{layer}", f"neurons_{layer}.png",
                            f"Neuron maximisation for {len(units)} units of <b>{layer}</b> (those most active on "
                            f"the sample images): the same gradient ascent as for class models, with the class "
-                           f"score replaced by one {what}."))
+                           f"score replaced by one {what} -- and an opaque image (no transparency; the priors "
+                           f"10x weaker, recipe natural-opaque)."))
     return figs
 
 

@@ -110,7 +110,7 @@ def fig_robust(inp, out, summary, robust=None):
                   "Santurkar et al. 2019). On this mildly robust twin that showed in the class models of "
                   "opaque images (the independent judge recognised 8 of 10 of the twin's against 6 of the "
                   "standard model's at 600 steps); with transparency, the default now, both are silhouettes "
-                  "(9/10 each, mean judge probability 0.867 against 0.738); the saliency and guided-backprop "
-                  "maps of the two barely differ, and neither "
+                  "(at 600 steps 9/10 each, mean judge probability 0.867 against 0.738); the saliency and "
+                  "guided-backprop maps of the two barely differ, and neither "
                   "model's pool5 / fc7 reconstruction shows the scene. See docs/explainers.md for the judge's "
                   "numbers.")
