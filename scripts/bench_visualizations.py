@@ -58,7 +58,7 @@ NEURON_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6")
 
 def recipe_kwargs(recipe, steps):
     """Keyword arguments selecting ``recipe`` (and, if given, a reduced step count)."""
-    return {"recipe": recipe, **({"steps": steps} if steps else {})}
+    return {"recipe": recipe, **({"steps": steps} if steps is not None else {})}
 
 
 def pick_scenes(sample, n):

@@ -850,3 +850,19 @@ def test_conv2d_split_over_threads_equals_one_thread(monkeypatch, dtype):
             assert te.gradcheck(lambda t: te.conv2d(t, te.Tensor(w), te.Tensor(b), 2, 1, 2), [x], max_checks=60)
         finally:
             numba.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3])
+def test_upsample_nearest(factor):
+    """Forward against np.repeat along both axes; backward (the sum over each block) gradchecked."""
+    x = rng(2).standard_normal((2, 3, 4, 5))
+    ref = np.repeat(np.repeat(x, factor, axis=2), factor, axis=3)
+    np.testing.assert_array_equal(te.upsample(te.Tensor(x), factor).numpy(), ref)
+    assert te.gradcheck(lambda t: te.upsample(t, factor) * te.Tensor(rng(3).standard_normal(ref.shape)), [x])
+
+
+def test_unflatten():
+    x = rng(1).standard_normal((2, 12))
+    y = te.unflatten(te.Tensor(x), (3, 2, 2))
+    np.testing.assert_array_equal(y.numpy(), x.reshape(2, 3, 2, 2))
+    assert te.gradcheck(lambda t: te.unflatten(t, (3, 2, 2)) * te.Tensor(np.arange(24.0).reshape(2, 3, 2, 2)), [x])

@@ -46,7 +46,7 @@ from .engine import Tensor, Function, no_grad, relu_backward, manual_seed, RELU_
 from .device import set_num_threads  # noqa: F401
 from . import ops  # noqa: F401  (attaches Tensor operators)
 from .ops import (conv2d, linear, relu, max_pool2d, local_response_norm, adaptive_avg_pool2d,  # noqa: F401
-                  dropout, flatten, exp, log, amax, softmax, logsumexp, log_softmax, cross_entropy)
+                  dropout, flatten, unflatten, upsample, exp, log, amax, softmax, logsumexp, log_softmax, cross_entropy)
 from .gradcheck import gradcheck, GradcheckError, central_differences  # noqa: F401
 from . import nn, models  # noqa: F401
 from .models import Network  # noqa: F401

@@ -51,7 +51,7 @@ class Network:
     # ----- structure -----------------------------------------------------
     def _infer_shapes(self):
         shapes, s = {}, self.input_shape
-        maps = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm)
+        maps = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm, nn.Upsample)
         for name, layer in self.layers.items():
             if isinstance(layer, maps) and len(s) != 3:
                 raise ValueError(f"layer {name!r} ({layer.type}) needs a (C, H, W) map as input, gets shape {s}")

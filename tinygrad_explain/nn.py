@@ -315,8 +315,50 @@ class Flatten(Layer):
         return ops.flatten(x)
 
 
+class Unflatten(Layer):
+    """(F,) -> ``shape`` (C, H, W): a code vector read as a map (a decoder's first step)."""
+    type = "unflatten"
+
+    def __init__(self, shape):
+        super().__init__()
+        if not isinstance(shape, (list, tuple)) or not shape:
+            raise ValueError(f"unflatten: shape must be a list of integers, got {shape!r}")
+        self.shape = tuple(_positive("unflatten", **{f"shape[{i}]": v for i, v in enumerate(shape)}))
+
+    def spec(self) -> dict:
+        return {"type": self.type, "shape": list(self.shape)}
+
+    def out_shape(self, s: tuple) -> tuple:
+        if int(np.prod(s)) != int(np.prod(self.shape)):
+            raise ValueError(f"unflatten: an input of shape {s} ({int(np.prod(s))} values) cannot be read as "
+                             f"{self.shape} ({int(np.prod(self.shape))} values)")
+        return self.shape
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ops.unflatten(x, self.shape)
+
+
+class Upsample(Layer):
+    """Nearest-neighbour upsampling by an integer ``factor`` (ops.Upsample)."""
+    type = "upsample"
+
+    def __init__(self, factor: int = 2):
+        super().__init__()
+        (self.factor,) = _positive("upsample", factor=factor)
+
+    def spec(self) -> dict:
+        return {"type": self.type, "factor": self.factor}
+
+    def out_shape(self, s: tuple) -> tuple:
+        return (s[0], s[1] * self.factor, s[2] * self.factor)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ops.upsample(x, self.factor)
+
+
 LAYER_TYPES = {cls.type: cls for cls in
-               (Conv2d, Linear, ReLU, MaxPool2d, LocalResponseNorm, AdaptiveAvgPool2d, Dropout, Flatten)}
+               (Conv2d, Linear, ReLU, MaxPool2d, LocalResponseNorm, AdaptiveAvgPool2d, Dropout, Flatten,
+                Unflatten, Upsample)}
 
 
 def layer_from_spec(spec: dict) -> Layer:

@@ -311,6 +311,32 @@ class AdaptiveAvgPool2d(Function):
         return g if self.identity else K.backend(g).avgpool.backward(g, self.x_shape)
 
 
+class Upsample(Function):
+    """Nearest-neighbour upsampling by an integer factor s:
+    x (N, C, H, W) -> y (N, C, s*H, s*W),  y[n, c, i, j] = x[n, c, i // s, j // s].
+    Backward: each input cell fed s*s outputs, so dx[n, c, h, w] = sum of g over its
+    s x s block.  (Followed by a 3x3 convolution this is the decoder's "up-convolution":
+    no checkerboard pattern, unlike a strided transposed convolution.)"""
+
+    def forward(self, x: Array, factor: int = 2) -> Array:
+        s = self.s = int(factor)
+        N, C, H, W = x.shape
+        y = _xp(x).empty((N, C, H * s, W * s), x.dtype)
+        for a in range(s):                  # s*s strided copies: y[..., a::s, b::s] = x
+            for b in range(s):
+                y[:, :, a::s, b::s] = x
+        return y
+
+    def backward(self, g: Array) -> Array:
+        s = self.s
+        dx = g[:, :, 0::s, 0::s].copy()
+        for a in range(s):                  # s*s strided adds (a reduce over two strided
+            for b in range(s):              # axes of a 6-d view is several times slower)
+                if a or b:
+                    dx += g[:, :, a::s, b::s]
+        return dx
+
+
 class Dropout(Function):
     """Training: y = x * m / (1 - p), m ~ Bernoulli(1 - p) from the engine's seeded
     generator; evaluation: y = x.  Backward: dx = g * m / (1 - p).
@@ -631,6 +657,15 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = False) -> Tensor:
 
 def flatten(x: Tensor) -> Tensor:
     return Reshape.apply(x, shape=(x.shape[0], -1))
+
+
+def unflatten(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """(N, F) -> (N, *shape), F = prod(shape)."""
+    return Reshape.apply(x, shape=(x.shape[0],) + tuple(shape))
+
+
+def upsample(x: Tensor, factor: int = 2) -> Tensor:
+    return Upsample.apply(x, factor=factor)
 
 
 def exp(x: Tensor) -> Tensor:

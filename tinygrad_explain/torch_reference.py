@@ -75,6 +75,10 @@ def from_network(model):
             mods.append(nn.Flatten())
         elif t == "dropout":
             mods.append(nn.Dropout(spec["p"]))
+        elif t == "unflatten":
+            mods.append(nn.Unflatten(1, tuple(spec["shape"])))
+        elif t == "upsample":
+            mods.append(nn.Upsample(scale_factor=spec["factor"], mode="nearest"))
         else:
             raise ValueError(f"layer {spec['name']!r}: no torch twin for type {t!r}")
     seq = nn.Sequential(*mods).eval()

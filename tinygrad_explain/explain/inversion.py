@@ -69,11 +69,14 @@ INVERT_RECIPES = {
     "simonyan2014": dict(steps=2500, lr=0.03, optimizer="sgd", momentum=0.0, l2=1e-4, init_std=0.01,
                          init_smooth=0.0),
 }
+# Dosovitskiy & Brox (2016) as a start: the learned decoder's image D(phi0) (decoder.py), refined by the
+# natural recipe's objective and priors for fewer steps.  Layers without a shipped decoder start as "natural".
+INVERT_RECIPES["decoder"] = dict(INVERT_RECIPES["natural"], init="decoder", steps=100)
 DEFAULT_RECIPE = "natural"
 INVERT_DEFAULTS = INVERT_RECIPES[DEFAULT_RECIPE]
 SETTINGS = ("steps", "lr", "optimizer", "momentum", "milestones", "alpha", "beta", "alpha_norm", "tv", "l2",
-            "init_std", "init_smooth", "jitter", "scales", "angles", "blur_every", "blur_sigma", "clip", "param",
-            "decay", "colour", "octaves")
+            "init", "init_std", "init_smooth", "jitter", "scales", "angles", "blur_every", "blur_sigma", "clip",
+            "param", "decay", "colour", "octaves")
 # the layers of Mahendran & Vedaldi's figure that exist in AlexNet-style models
 FIGURE_LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
 
@@ -134,8 +137,23 @@ def _check_code(model, name, code):
     return code, norm2
 
 
-def _reconstruct(model, objective, n, s, seed, progress, desc):
-    """Minimise ``objective`` (N,) from ``n`` random starts with the settings ``s``."""
+def _check_init(s):
+    if s.get("init", "random") not in ("random", "decoder"):
+        raise ExplainError(f"init must be 'random' or 'decoder', got {s.get('init')!r}")
+
+
+def _decoder_start(model, layer, code, required):
+    """D(code) (1, C, H, W) from the shipped decoder of ``layer``; without one: an error
+    if ``required``, else None (that row starts at random)."""
+    from .decoder import decode, decoder_path
+    if not required and not decoder_path(model, layer).exists():
+        return None
+    return decode(model, code, layer)
+
+
+def _reconstruct(model, objective, n, s, seed, progress, desc, start=None):
+    """Minimise ``objective`` (N,) from ``n`` random starts with the settings ``s``:
+    ``start`` (n or 1, C, H, W) model space plus the random start (zeros if None)."""
     B = data_scale(model)
     rng = np.random.default_rng(seed)
     C, H, W = model.input_shape
@@ -144,6 +162,8 @@ def _reconstruct(model, objective, n, s, seed, progress, desc):
         x0 = gaussian_blur(x0, s["init_smooth"] * max(H, W))
         x0 /= x0.std(axis=(1, 2, 3), keepdims=True) + 1e-12
     x0 = (s["init_std"] * B * x0).astype(np.float32)
+    if start is not None:
+        x0 += np.asarray(start, np.float32)
     optimizer = s.get("optimizer", "adam")
     rate = s["lr"] * B * B if optimizer == "sgd" else s["lr"] * B
     colour = s.get("colour")
@@ -197,6 +217,8 @@ def invert(model: Network, x: Images | None = None, layer: LayerName = "fc7", in
     code, norm2 = _check_code(model, name, code)
     if inits < 1:
         raise ExplainError(f"inits must be >= 1, got {inits}")
+    _check_init(s)
+    start = _decoder_start(model, name, code, required=True) if s.get("init") == "decoder" else None
     target = Tensor(code.reshape((1,) + tuple(model.shapes[name]))).to(getattr(model, "device", "cpu"))
     inv_norm = 1.0 / norm2
 
@@ -205,7 +227,7 @@ def invert(model: Network, x: Images | None = None, layer: LayerName = "fc7", in
         axes = tuple(range(1, d.ndim))
         return (d * d).sum(axis=axes) * inv_norm
 
-    res = _reconstruct(model, objective, inits, s, seed, progress, f"invert {name}")
+    res = _reconstruct(model, objective, inits, s, seed, progress, f"invert {name}", start)
     with no_grad():
         feats = model(as_batch(model, res.x), until=name).numpy().reshape(inits, -1).astype(np.float64)
     errors = np.sqrt(((feats - code) ** 2).sum(1) / norm2)
@@ -281,6 +303,12 @@ def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None 
     norms = {l: float((codes[l].numpy().astype(np.float64) ** 2).sum()) for l in layers}
     for l in layers:
         _check_code(model, l, codes[l].numpy())
+    _check_init(s)
+    start = None
+    if s.get("init") == "decoder":              # rows of layers with a shipped decoder start at D(code)
+        starts = [_decoder_start(model, l, codes[l].numpy(), required=False) for l in layers]
+        start = np.concatenate([np.zeros((1,) + tuple(model.input_shape), np.float32) if v is None else v
+                                for v in starts])
     L = len(layers)
     last = max(layers, key=model.layer_names.index)
     dev = getattr(model, "device", "cpu")
@@ -305,7 +333,7 @@ def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None 
                 h, alive = _TakeRows.apply(h, rows=keep), alive[keep]
         return total
 
-    res = _reconstruct(model, objective, L, s, seed, progress, "invert layers")
+    res = _reconstruct(model, objective, L, s, seed, progress, "invert layers", start)
     errors = np.empty(L)
     with no_grad():
         h = Tensor(as_batch(model, res.x))
