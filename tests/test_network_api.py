@@ -234,3 +234,26 @@ def test_walkthrough_script(capsys):
     assert "d S_c / d(input of relu2  )" in out and "ReLU rule dx = dy*[x>0]*[dy>0]" in out
     fast_naive = re.findall(r"(forward|backward) +max \|fast - naive\| = (\S+)", out)
     assert [k for k, _ in fast_naive] == ["forward", "backward"] and all(float(v) < 1e-12 for _, v in fast_naive)
+
+
+def test_load_model_draws_no_initial_weights(tmp_path):
+    """load_model builds the layers without drawing random weights (the file's replace them all):
+    the engine's generator is left where it was, the weights are the file's, and layers built
+    afterwards (or after a failed load) are drawn as usual."""
+    te.manual_seed(0)
+    m = te.models.scene_alexnet(width=(8, 16, 16, 16, 16), fc=32)
+    p = te.save_model(m, tmp_path / "m.h5")
+    te.manual_seed(5)
+    expected = te.engine.rng().random(4)
+    te.manual_seed(5)
+    loaded = te.load_model(p)
+    assert np.array_equal(te.engine.rng().random(4), expected)
+    for k, v in m.state_dict().items():
+        assert np.array_equal(loaded.state_dict()[k], v), k
+    (tmp_path / "bad.h5").write_bytes(b"not hdf5")
+    with pytest.raises(te.ModelFileError):
+        te.load_model(tmp_path / "bad.h5")
+    te.manual_seed(1)
+    a = te.nn.Linear(3, 4).weight.numpy()
+    te.manual_seed(1)
+    assert np.array_equal(te.nn.Linear(3, 4).weight.numpy(), a) and np.abs(a).max() > 0

@@ -238,6 +238,7 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
     import h5py
 
     from .models import from_architecture
+    from .nn import weights_to_be_loaded
     if device != "cpu":
         from . import device as dev
         dev.require(device)
@@ -300,7 +301,8 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
             pre = _read_preprocessing(f, path, input_shape)
             names = _read_class_names(f, path)
             try:
-                model = from_architecture(arch, input_shape, class_names=names, preprocessing=pre)
+                with weights_to_be_loaded():        # every weight is read from the file below
+                    model = from_architecture(arch, input_shape, class_names=names, preprocessing=pre)
             except ValueError as e:
                 raise ModelFileError(f"{path}: {e}") from None
             big = max(model.shapes.items(), key=lambda kv: int(np.prod(kv[1], dtype=np.float64)))
