@@ -92,6 +92,24 @@ def test_cli_optimisation_methods(model_file, scene_png, tmp_path, capsys):
     assert "normalised errors" in so and (tmp_path / "i.png").exists()
 
 
+def test_cli_recipes(scene_png, tmp_path, capsys):
+    """--recipe: the decoder start on the embedded model's pool5, the paper's class model; an
+    unknown recipe and a layer without a decoder are refused in one line."""
+    rc, so, se = run_cli(capsys, "invert", "--image", str(scene_png / "scene.png"), "--layer", "pool5", "--inits", "1",
+                         "--steps", "2", "--recipe", "decoder", "--out", str(tmp_path / "d.png"))
+    assert rc == 0, se
+    assert (tmp_path / "d.png").exists()
+    rc, so, se = run_cli(capsys, "class-model", "--target", "Bag", "--steps", "2", "--recipe", "simonyan2014",
+                         "--out", str(tmp_path / "c.png"))
+    assert rc == 0, se
+    rc, so, se = run_cli(capsys, "invert", "--image", str(scene_png / "scene.png"), "--layer", "conv3",
+                         "--recipe", "decoder", "--steps", "2", "--out", str(tmp_path / "e.png"))
+    assert rc != 0 and "no decoder for layer 'conv3'" in se and "Traceback" not in se
+    rc, so, se = run_cli(capsys, "maximize", "--layer", "conv3", "--unit", "1", "--recipe", "fancy",
+                         "--out", str(tmp_path / "f.png"))
+    assert rc != 0 and "unknown recipe 'fancy'" in se and not (tmp_path / "f.png").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["saliency", "--target", "Sneakr"], "did you mean 'Sneaker'"),
     (["saliency", "--target", "12"], "out of range"),

@@ -44,11 +44,11 @@ METHODS = {   # name: (one line for its --help, its own options beyond the commo
     **{name: (EXPLAINERS[name].help, EXPLAINERS[name].options) for name in GRADIENT_MAPS},
     # the images made by optimisation (no --image needed)
     "class-model": ("The class model image of --target (Simonyan et al. 2014); no --image needed.",
-                    ("steps", "lr", "seed")),
+                    ("recipe", "steps", "lr", "seed")),
     "maximize": ("The image maximising --unit of --layer (activation maximisation); no --image needed.",
-                 ("layer", "unit", "steps", "lr", "seed")),
+                 ("layer", "unit", "recipe", "steps", "lr", "seed")),
     "invert": ("The image beside --inits reconstructions from its --layer code (Mahendran & Vedaldi 2015).",
-               ("layer", "inits", "steps", "lr", "seed")),
+               ("layer", "inits", "recipe", "steps", "lr", "seed")),
 }
 
 
@@ -68,6 +68,9 @@ def build_parser():
                            "(default: the last conv layer after its ReLU)"),
         "unit": dict(help="unit for maximize: a channel/neuron index, or c,i,j"),
         "inits": dict(type=int, default=5, help="reconstructions for invert (default 5)"),
+        "recipe": dict(help="named settings (default \"natural\"): \"simonyan2014\", \"mahendran2015\", for "
+                            "class-model and maximize also \"natural-opaque\", for invert also \"decoder\" "
+                            "(pool5, fc6, fc7: start at a learned decoder's image); docs/explainers.md"),
         "steps": dict(type=int, help="optimisation steps"),
         "lr": dict(type=float, help="optimisation step size"),
         "seed": dict(type=int, default=0, help="random seed (default 0)"),
@@ -98,7 +101,7 @@ def run(args) -> str:
     from tinygrad_explain.safe_io import check_output
     out = check_output(args.out or f"{args.method}.png", inputs=[p for p in (args.image, args.weights) if p])
     model = te.load_model(args.weights, device=args.device)
-    opt = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
+    opt = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("recipe", args.recipe)) if v is not None}
     needs_image = args.method not in ("class-model", "maximize")
     if needs_image and not args.image:
         raise X.ExplainError(f"{args.method} needs --image")
