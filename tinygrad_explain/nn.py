@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import math
 import weakref
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -60,7 +61,7 @@ _no_init = contextvars.ContextVar("no_init", default=False)
 
 
 @contextlib.contextmanager
-def weights_to_be_loaded():
+def weights_to_be_loaded() -> Iterator[None]:
     """Build layers without drawing their initial weights (uninitialised memory, not the
     engine's generator): only for weights that are all loaded right after."""
     token = _no_init.set(True)
@@ -341,7 +342,7 @@ class Unflatten(Layer):
     """(F,) -> ``shape`` (C, H, W): a code vector read as a map (a decoder's first step)."""
     type = "unflatten"
 
-    def __init__(self, shape):
+    def __init__(self, shape: Sequence[int]):
         super().__init__()
         if not isinstance(shape, (list, tuple)) or not shape:
             raise ValueError(f"unflatten: shape must be a list of integers, got {shape!r}")
