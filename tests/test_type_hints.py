@@ -12,7 +12,7 @@ from tinygrad_explain.models import LayerOutputs, Network
 
 MODULES = ["tinygrad_explain.explain." + m for m in (
     "_common", "attribution", "metrics", "sanity", "quality", "transforms", "benchmark", "features", "gradients",
-    "optimize", "visualize", "inversion", "grabcut", "methods", "regularizers")] + \
+    "optimize", "visualize", "inversion", "grabcut", "methods", "regularizers", "decoder")] + \
     ["tinygrad_explain." + m for m in ("engine", "ops", "nn", "image", "draw", "models", "modelfile", "gallery")]
 
 

@@ -61,14 +61,18 @@ _no_init = contextvars.ContextVar("no_init", default=False)
 
 
 @contextlib.contextmanager
-def weights_to_be_loaded() -> Iterator[None]:
-    """Build layers without drawing their initial weights (uninitialised memory, not the
-    engine's generator): only for weights that are all loaded right after."""
+def _skipping_init() -> Iterator[None]:
     token = _no_init.set(True)
     try:
         yield
     finally:
         _no_init.reset(token)
+
+
+def weights_to_be_loaded() -> contextlib.AbstractContextManager[None]:
+    """Build layers without drawing their initial weights (uninitialised memory, not the
+    engine's generator): only for weights that are all loaded right after."""
+    return _skipping_init()
 
 
 def _uniform(shape, bound):

@@ -24,6 +24,7 @@ ones sit next to the model file: ``<model>_decoder_<layer>.h5``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +37,14 @@ from ._common import ExplainError, LayerName, resolve_layer
 DECODER_LAYERS = ("pool5", "fc6", "fc7")
 
 
-def decoder_input_shape(code_shape) -> tuple[int, int, int]:
+def decoder_input_shape(code_shape: Sequence[int]) -> tuple[int, int, int]:
     """A code's shape as the decoder's (C, H, W) input: (F,) -> (F, 1, 1)."""
     code_shape = tuple(int(v) for v in code_shape)
     return code_shape if len(code_shape) == 3 else (int(np.prod(code_shape)), 1, 1)
 
 
-def decoder_architecture(code_shape, image_shape=(3, 32, 32), factor: int = 2) -> list[dict]:
+def decoder_architecture(code_shape: Sequence[int], image_shape: Sequence[int] = (3, 32, 32),
+                         factor: int = 2) -> list[dict]:
     """The decoder's layer specs for a code of ``code_shape`` (C, H, W) or (F,): the linear
     read-out of an ``image_shape`` image, upsampled by ``factor`` (nearest neighbour):
     flatten -> linear -> unflatten -> upsample."""
@@ -96,7 +98,7 @@ def load_decoder(model: Network, layer: LayerName) -> Network:
     return d
 
 
-def check_decoder(model: Network, layer: str, decoder: Network, where="the decoder") -> None:
+def check_decoder(model: Network, layer: str, decoder: Network, where: str | Path = "the decoder") -> None:
     """Refuse a decoder whose input is not ``layer``'s code or whose output is not the model's input."""
     code = tuple(model.shapes[layer])
     want_in = decoder_input_shape(code)
