@@ -155,3 +155,27 @@ def test_main_job_figure_of_the_decoders(model, tmp_path):
     other = te.models.scene_alexnet(width=(8, 16, 16, 16, 16), fc=32)     # no file, so no decoders
     inp.model = other
     assert figures.fig_inversion_decoder(inp, tmp_path, {}) == []
+
+
+def test_decoders_shared_between_threads(model):
+    """Threads that load (first use) and run the shipped decoders at once get what one thread
+    gets alone, and each decoder file is read once."""
+    import threading
+    codes = {l: np.random.default_rng(k).standard_normal(int(np.prod(model.shapes[l]))).astype(np.float32)
+             for k, l in enumerate(dec.DECODER_LAYERS)}
+    want = {l: dec.decode(model, c, l) for l, c in codes.items()}
+    with dec._cache_lock:
+        dec._cache.clear()
+    jobs = [l for l in dec.DECODER_LAYERS for _ in range(3)]
+    got, barrier = [None] * len(jobs), threading.Barrier(len(jobs))
+
+    def run(n):
+        barrier.wait()
+        got[n] = dec.decode(model, codes[jobs[n]], jobs[n])
+    ts = [threading.Thread(target=run, args=(n,)) for n in range(len(jobs))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert all(np.array_equal(g, want[l]) for g, l in zip(got, jobs))
+    assert len(dec._cache) == len(dec.DECODER_LAYERS)
