@@ -12,13 +12,14 @@ import contextlib
 import contextvars
 import math
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from . import kernels as K
 from . import ops
 from .engine import Tensor, _xp, rng
+from .engine import _set as _set_var
 
 
 class Layer:
@@ -60,19 +61,10 @@ def _positive(layer, **values):
 _no_init = contextvars.ContextVar("no_init", default=False)
 
 
-@contextlib.contextmanager
-def _skipping_init() -> Iterator[None]:
-    token = _no_init.set(True)
-    try:
-        yield
-    finally:
-        _no_init.reset(token)
-
-
 def weights_to_be_loaded() -> contextlib.AbstractContextManager[None]:
     """Build layers without drawing their initial weights (uninitialised memory, not the
     engine's generator): only for weights that are all loaded right after."""
-    return _skipping_init()
+    return _set_var(_no_init, True)
 
 
 def _uniform(shape, bound):
