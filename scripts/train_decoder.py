@@ -19,7 +19,7 @@ code determines comes out, what it leaves open is averaged away (grey, blurred).
 
 The decoder here is the *linear* one, D(c) = upsample_x2(W c + b): the best
 affine read-out of a 32 x 32 image from the code, in closed form (ridge
-regression, float64), so it is exact, reproducible and fitted in a minute:
+regression, float64), so it is exact, reproducible and fitted in about 3 minutes:
 
     minimise  sum_n ||W z_n + b - y_n||^2 + lam ||W||^2,
     z_n = (c_n - mean) / std  (each code feature standardised over the training scenes),
@@ -41,7 +41,7 @@ Data: scenes of the *training* split (scene seed 100, never the test split),
 their codes from the model (evaluation mode).  Prints each layer's pixel error
 on 1,000 test scenes against that of always answering the mean scene.
 
-    python scripts/train_decoder.py                       # the shipped decoders (about 2 minutes)
+    python scripts/train_decoder.py                       # the shipped decoders (about 3 minutes)
     python scripts/train_decoder.py --layers fc7 --train-size 2000 --out-dir /tmp   # smoke test
 
 Needs Fashion-MNIST (Debian package ``dataset-fashion-mnist``).
@@ -79,7 +79,8 @@ def codes_of(model, images_uint8, layers, batch=250):
         for a in range(0, len(images_uint8), batch):
             acts = model(to_model(images_uint8[a:a + batch], model), until=last, keep=layers)
             for l in layers:
-                out[l][a:a + batch] = acts[l].numpy().reshape(len(acts[l].numpy()), -1)
+                v = acts[l].numpy()
+                out[l][a:a + batch] = v.reshape(len(v), -1)
     return out
 
 

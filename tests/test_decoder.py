@@ -179,3 +179,15 @@ def test_decoders_shared_between_threads(model):
         t.join()
     assert all(np.array_equal(g, want[l]) for g, l in zip(got, jobs))
     assert len(dec._cache) == len(dec.DECODER_LAYERS)
+
+
+def test_decoder_recipe_on_a_model_without_a_file():
+    """A network built in memory has no shipped decoders: invert refuses the recipe in one
+    line, invert_layers starts every row as "natural"."""
+    m = te.models.scene_alexnet(width=(8, 16, 16, 16, 16), fc=32)
+    x = np.zeros((3, 64, 64), np.float32) + 0.5
+    with pytest.raises(ExplainError, match="not loaded from a file"):
+        te.explain.invert(m, x, "fc7", recipe="decoder", steps=1, progress=False)
+    a = te.explain.invert_layers(m, x, ["conv3", "fc7"], recipe="decoder", steps=0, progress=False)
+    b = te.explain.invert_layers(m, x, ["conv3", "fc7"], recipe="natural", steps=0, progress=False)
+    np.testing.assert_array_equal(a.images, b.images)

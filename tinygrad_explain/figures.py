@@ -324,8 +324,9 @@ def fig_inversion_decoder(inp, out, summary):
     res = X.invert_layers(m, inp.x[i], layers, recipe="decoder", **s)
     tiles, labels, rows = [], [], {}
     for k, l in enumerate(layers):
-        alone = decode(m, X.feature_code(m, inp.x[i], l), l)
-        e0 = float(np.sqrt(quality.normalised_error(X.feature_code(m, alone, l), X.feature_code(m, inp.x[i], l))[0]))
+        code = X.feature_code(m, inp.x[i], l)
+        alone = decode(m, code, l)
+        e0 = float(np.sqrt(quality.normalised_error(X.feature_code(m, alone, l), code)[0]))
         pic0 = te_image.to_display(alone, m)
         r0 = quality.reconstruction_correlation(pic0, inp.pictures[i])["original"]
         r1 = quality.reconstruction_correlation(res.display[k], inp.pictures[i])["original"]

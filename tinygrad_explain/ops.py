@@ -315,8 +315,8 @@ class Upsample(Function):
     """Nearest-neighbour upsampling by an integer factor s:
     x (N, C, H, W) -> y (N, C, s*H, s*W),  y[n, c, i, j] = x[n, c, i // s, j // s].
     Backward: each input cell fed s*s outputs, so dx[n, c, h, w] = sum of g over its
-    s x s block.  (Followed by a 3x3 convolution this is the decoder's "up-convolution":
-    no checkerboard pattern, unlike a strided transposed convolution.)"""
+    s x s block.  (The learned inversion decoders, explain/decoder.py, bring their 32 x 32
+    read-out to the image size with it.)"""
 
     def forward(self, x: Array, factor: int = 2) -> Array:
         s = self.s = int(factor)

@@ -63,8 +63,8 @@ def decoder_path(model: Network | str | Path, layer: str) -> Path:
     if isinstance(model, Network):
         src = getattr(model, "path", None)
         if src is None:
-            raise ExplainError("this model was not loaded from a file, so it has no shipped decoder; "
-                               "pass decoder= (a decoder network) explicitly")
+            raise ExplainError("this model was not loaded from a file, so it has no shipped decoder "
+                               "(te.explain.decode takes one as decoder=)")
     elif isinstance(model, str) and model in MODEL_NAMES:
         src = MODEL_NAMES[model]
     else:

@@ -146,7 +146,7 @@ def _decoder_start(model, layer, code, required):
     """D(code) (1, C, H, W) from the shipped decoder of ``layer``; without one: an error
     if ``required``, else None (that row starts at random)."""
     from .decoder import decode, decoder_path
-    if not required and not decoder_path(model, layer).exists():
+    if not required and (getattr(model, "path", None) is None or not decoder_path(model, layer).exists()):
         return None
     return decode(model, code, layer)
 
