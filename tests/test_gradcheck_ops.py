@@ -291,6 +291,25 @@ def test_max_pool2d_forward_matches_reference(xs, k, s, p):
     np.testing.assert_array_equal(te.max_pool2d(te.Tensor(x), k, s, p).numpy(), maxpool_ref(x, k, s, p))
 
 
+@pytest.mark.parametrize("shape,s", [((2, 3, 7, 9), 2), ((1, 2, 8, 5), 1), ((1, 2, 11, 10), 3), ((1, 1, 3, 3), 2)])
+def test_max_pool2d_3x3_fast_path_matches_the_general_kernel(shape, s):
+    """kernels/maxpool.py's unrolled 3x3 kernel against its general one, on ties (a
+    quantised input: most windows hold their maximum twice or more) and NaNs: the same
+    maxima and the same switches (the first maximum in row-major order)."""
+    from kernels import maxpool as M
+    from kernels.im2col import out_size
+    x = np.round(rng(3).standard_normal(shape) * 2).astype(np.float32)
+    x.reshape(-1)[::7] = np.nan
+    oh, ow = out_size(shape[2], 3, s, 0), out_size(shape[3], 3, s, 0)
+    y0, s0 = np.empty(shape[:2] + (oh, ow), np.float32), np.empty(shape[:2] + (oh, ow), np.int32)
+    M._forward.serial(x, 3, s, 0, y0, s0)
+    y1, s1 = M.forward(x, 3, s, 0)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(s1, s0)
+    if x.size > 9:                          # NaN windows and others are both exercised
+        assert np.isnan(y0).any() and (~np.isnan(y0)).any()
+
+
 def test_max_pool2d_padding_is_minus_infinity():
     """All-negative input: padded positions must never win."""
     x = -1.0 - rng(2).random((1, 1, 4, 4))
@@ -801,6 +820,7 @@ def test_kernels_parallel_equals_serial(monkeypatch):
         for f in (lambda t: te.conv2d(t, te.Tensor(w), te.Tensor(b), 2, 1, 2),
                   te.relu,
                   lambda t: te.max_pool2d(t, 3, 2, 1),
+                  lambda t: te.max_pool2d(t, 3, 2, 0),          # the unrolled 3x3 kernel
                   lambda t: te.local_response_norm(t, 5, 1.0, 0.75, 1.0),
                   lambda t: te.adaptive_avg_pool2d(t, (4, 5))):
             t = te.Tensor(x.copy(), requires_grad=True)
