@@ -162,12 +162,20 @@ def test_over_batch_shares_the_images_between_threads():
     from tinygrad_explain.kernels import threads
     _all_threads()
     main, seen = threading.get_ident(), []
+    took, done = threading.Event(), threading.Event()
 
     def fn(a, z):
         seen.append((a, threading.get_ident()))
-        if threading.get_ident() == main:
-            time.sleep(0.5)                     # the calling thread is slow
+        if len(seen) == 6:
+            done.set()
+        if threading.get_ident() == main:       # the calling thread takes one image, then is held up
+            took.set()                          # until the others have taken every other one (events,
+            done.wait(timeout=60)               # not a fixed sleep: no race on a busy machine; if they
+        else:                                   # never do, the wait ends and the checks below fail)
+            took.wait(timeout=60)
+    t0 = time.perf_counter()
     threads.over_batch(fn, 6)
+    assert time.perf_counter() - t0 < 60
     assert sorted(a for a, _ in seen) == list(range(6))
     assert sum(t == main for _, t in seen) == 1     # the others took the remaining five
 
