@@ -571,17 +571,45 @@ m(x)[0, 0].backward()
 print(time.perf_counter() - t0)
 """
 
+# the same in PyTorch: torchvision's AlexNet written out (torchvision need not be installed)
+STARTUP_TORCH = r"""
+import time; t0 = time.perf_counter()
+import torch, torch.nn as nn
+torch.set_num_threads(%d)
+m = nn.Sequential(
+    nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(),
+    nn.MaxPool2d(3, 2), nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(), nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+    nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2), nn.AdaptiveAvgPool2d(6), nn.Flatten(),
+    nn.Dropout(), nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(),
+    nn.Linear(4096, 1000)).eval()
+x = torch.zeros((1, 3, 224, 224), requires_grad=True)
+m(x)[0, 0].backward()
+print(time.perf_counter() - t0)
+"""
 
-def run_startup():
+
+def run_startup(threads, repeats=3):
+    """Seconds from a new process to a first input gradient of a random torchvision AlexNet:
+    (this engine with an empty Numba cache, this engine warm (median), PyTorch (median) or None
+    without torch).  The warm runs and PyTorch's alternate, so that both see the same load."""
+    def child(code, env=None):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr)
+        return float(r.stdout.strip().splitlines()[-1])
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
     with tempfile.TemporaryDirectory() as d:
         env = dict(os.environ, NUMBA_CACHE_DIR=d)
-        times = []
-        for _ in range(2):
-            r = subprocess.run([sys.executable, "-c", STARTUP], capture_output=True, text=True, env=env)
-            if r.returncode != 0:
-                raise RuntimeError(r.stderr)
-            times.append(float(r.stdout.strip().splitlines()[-1]))
-    return times
+        cold, warm, ref = child(STARTUP, env), [], []
+        for _ in range(repeats):
+            warm.append(child(STARTUP, env))
+            if have_torch:
+                ref.append(child(STARTUP_TORCH % threads))
+    return cold, statistics.median(warm), (statistics.median(ref) if ref else None)
 
 
 def run_train_step(repeats):
@@ -669,8 +697,10 @@ def main():
                           f"in the loaded model), torch {mem['torch'] / 2**20:6.0f} MiB, "
                           f"ratio {mem['te'] / mem['torch']:.2f}x", flush=True)
     if not args.no_startup:
-        cold, warm = run_startup()
-        print(f"\nstart-up to first input gradient (new process): cold cache {cold:.1f} s, warm cache {warm:.1f} s")
+        cold, warm, ref = run_startup(args.threads)
+        vs = f"; PyTorch {ref:.2f} s, ratio {warm / ref:.2f}x" if ref else ""
+        print(f"\nstart-up to a first input gradient of a random torchvision AlexNet (new process, median of 3, "
+              f"load {uptime():.1f}): cold cache {cold:.1f} s, warm cache {warm:.2f} s{vs}")
     if not args.no_train:
         try:
             ms = run_train_step(5)
