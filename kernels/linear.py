@@ -51,6 +51,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from . import threads as _threads
 from ._numba import kernel, njit, prange
 
 MIN_BLOCK = 256         # outputs per thread block at least (long contiguous runs of M for the prefetcher)
@@ -220,5 +221,6 @@ def backward(g, w):
     (``in_forward_layout``: the view Wt.T of the contiguous Wt), BLAS -- there
     W's rows are Wt's columns (see the module docstring)."""
     if w.dtype != np.uint16 and in_forward_layout(w) and not w.flags.c_contiguous:
-        return g @ w
+        with _threads.blas_threads_for(g.shape[0] * w.size):    # a small product on one BLAS thread
+            return g @ w
     return rows_times(g, w)

@@ -41,6 +41,7 @@ thread in that time runs on one thread too.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -105,6 +106,27 @@ def _blas_one_thread(enter):
                     lc.set_num_threads(t)
 
 
+@contextlib.contextmanager
+def blas_threads_for(work):
+    """Inside: the BLAS on one thread if ``work`` (the multiply-adds of the products
+    made inside) is below ``BLAS_PARALLEL_MIN``, else on its threads as they are.
+
+    A small product gains nothing from a second BLAS thread, and costs more than
+    its own time: after a call on two threads OpenBLAS's worker keeps spinning for
+    a while, on the core that Numba's threads and ``over_batch`` need next.  The
+    embedded model's forward + gradient at batch 10 on 2 threads took 77-100 ms
+    with its fully connected backward (5.9 M multiply-adds) on 2 BLAS threads and
+    49-64 ms with it on one (4 alternating runs; on one thread throughout 63-85 ms)."""
+    if work >= BLAS_PARALLEL_MIN:
+        yield
+        return
+    _blas_one_thread(True)
+    try:
+        yield
+    finally:
+        _blas_one_thread(False)
+
+
 def over_batch(fn, n, work=0):
     """fn(i, i + 1) for every image i of ``range(n)``, the images handed out one at a
     time to whichever thread is free (the calling thread and the pool's), on one BLAS
@@ -113,14 +135,8 @@ def over_batch(fn, n, work=0):
     multiply-adds of its products) is below ``BLAS_PARALLEL_MIN``, else on the BLAS's
     threads (module docstring)."""
     if n < 2:
-        if work >= BLAS_PARALLEL_MIN:
+        with blas_threads_for(work):
             fn(0, n)
-            return
-        _blas_one_thread(True)
-        try:
-            fn(0, n)
-        finally:
-            _blas_one_thread(False)
         return
     parts = min(numba.get_num_threads(), n)
     _blas_one_thread(True)

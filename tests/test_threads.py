@@ -236,3 +236,56 @@ def test_over_batch_one_image_small_products_on_one_blas_thread():
     threads.over_batch(lambda a, z: seen.setdefault("small", blas()), 1, work=1000)
     threads.over_batch(lambda a, z: seen.setdefault("large", blas()), 1, work=threads.BLAS_PARALLEL_MIN)
     assert seen == {"small": {1}, "large": before} and blas() == before
+
+
+def test_fully_connected_small_products_on_one_blas_thread(monkeypatch, request):
+    """A fully connected layer's BLAS products -- the backward to the input on a frozen
+    weight (held as Wt), the forward and backward above the skinny kernel's rows, the weight
+    gradient -- run on one BLAS thread when small (a second one only spins on the core the
+    next kernels need: kernels/threads.py) and on the BLAS's threads when large; the values
+    are those of the same products made directly."""
+    import numpy as np
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import tinygrad_explain as te
+    from tinygrad_explain import nn
+    from tinygrad_explain.kernels import threads
+    blas = lambda: {d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"}   # noqa: E731
+    limits = threadpool_limits(2, user_api="blas")          # an earlier test may have left one thread
+    request.addfinalizer(limits.restore_original_limits)
+    before, seen = blas(), []
+    assert before == {2}
+    inner = threads.blas_threads_for
+
+    def recording(work):
+        cm = inner(work)
+
+        class Rec:
+            def __enter__(self):
+                cm.__enter__()
+                seen.append((work, blas()))
+
+            def __exit__(self, *exc):
+                return cm.__exit__(*exc)
+        return Rec()
+    monkeypatch.setattr(threads, "blas_threads_for", recording)
+    rng = np.random.default_rng(0)
+    layer = nn.Linear(64, 32)                               # frozen: held in the forward layout
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    g = rng.standard_normal((4, 32)).astype(np.float32)
+    t = te.Tensor(x, requires_grad=True)
+    layer(t).backward(g)
+    np.testing.assert_allclose(t.grad, g @ layer.weight.data, rtol=1e-6)
+    assert seen == [(4 * 64 * 32, {1})]                     # the backward to the input, on one thread
+    seen.clear()
+    big = nn.Linear(1024, 1024)                             # trainable, 40 rows: BLAS for all three products
+    big.weight.requires_grad = True
+    big.arrange_weight()
+    xb = rng.standard_normal((40, 1024)).astype(np.float32)
+    tb = te.Tensor(xb, requires_grad=True)
+    y = big(tb)
+    y.backward(np.ones(y.shape, np.float32))
+    work = 40 * 1024 * 1024
+    assert work >= threads.BLAS_PARALLEL_MIN
+    assert seen == [(work, before)] * 3 and blas() == before
+    np.testing.assert_allclose(big.weight.grad, np.ones((1024, 40), np.float32) @ xb, rtol=1e-5)

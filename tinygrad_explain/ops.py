@@ -217,6 +217,12 @@ class Linear(Function):
 
     SKINNY_MAX_ROWS = 32        # the measured BLAS crossover (scripts/bench_cpu.py --fc)
 
+    @staticmethod
+    def _blas(work):
+        """Where a product goes to BLAS: one BLAS thread for a small one
+        (``kernels.threads.blas_threads_for``; on the GPU it changes nothing)."""
+        return K.threads.blas_threads_for(work)
+
     def _skinny(self, a):
         return _xp(a) is np and a.ndim == 2 and a.shape[0] <= self.SKINNY_MAX_ROWS
 
@@ -229,7 +235,8 @@ class Linear(Function):
         if wt is not None:
             y = K.linear.forward(x, wt, b)
         else:
-            y = x @ w.T.astype(x.dtype, copy=False)
+            with self._blas(x.shape[0] * w.size):
+                y = x @ w.T.astype(x.dtype, copy=False)
             if b is not None:
                 y += b
         if any(self.needs_grad):
@@ -244,8 +251,15 @@ class Linear(Function):
                 dx = K.linear.backward(g, self.wb)
             else:
                 w = self.w.astype(g.dtype, copy=False)
-                dx = K.linear.backward(g, w) if self._skinny(g) else g @ w
-        dw = (g.T @ self.x).astype(self.w.dtype, copy=False) if self.needs_grad[1] else None
+                if self._skinny(g):
+                    dx = K.linear.backward(g, w)
+                else:
+                    with self._blas(g.shape[0] * w.size):
+                        dx = g @ w
+        dw = None
+        if self.needs_grad[1]:
+            with self._blas(g.shape[0] * self.w.size):
+                dw = (g.T @ self.x).astype(self.w.dtype, copy=False)
         db = g.sum(0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return dx, dw, db
 
