@@ -86,6 +86,8 @@ INTERFACE = {
         "over_batch": Kernel("fn, n, work=0", "fn(i, i + 1) for each image i of range(n), handed out to the "
                              "threads, the BLAS on one thread; fn writes only images [n0, n1); one image: fn(0, 1), "
                              "the BLAS on one thread if work (multiply-adds) < BLAS_PARALLEL_MIN", "-"),
+        "blas_threads_for": Kernel("work", "a context manager: inside, the BLAS on one thread if work "
+                                   "(multiply-adds) < BLAS_PARALLEL_MIN, else on its threads as they are", "-"),
     }, cpu_only=True, why="on the GPU one launch takes the whole batch (ops run their chunks there)"),
     "linear": Namespace({
         "pack": Kernel("w, dtype=None, out=None", "weight (O, K) -> the forward layout (K, O), contiguous "
