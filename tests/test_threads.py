@@ -244,6 +244,8 @@ def test_fully_connected_small_products_on_one_blas_thread(monkeypatch, request)
     gradient -- run on one BLAS thread when small (a second one only spins on the core the
     next kernels need: kernels/threads.py) and on the BLAS's threads when large; the values
     are those of the same products made directly."""
+    import contextlib
+
     import numpy as np
     from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -257,17 +259,11 @@ def test_fully_connected_small_products_on_one_blas_thread(monkeypatch, request)
     assert before == {2}
     inner = threads.blas_threads_for
 
+    @contextlib.contextmanager
     def recording(work):
-        cm = inner(work)
-
-        class Rec:
-            def __enter__(self):
-                cm.__enter__()
-                seen.append((work, blas()))
-
-            def __exit__(self, *exc):
-                return cm.__exit__(*exc)
-        return Rec()
+        with inner(work):
+            seen.append((work, blas()))
+            yield
     monkeypatch.setattr(threads, "blas_threads_for", recording)
     rng = np.random.default_rng(0)
     layer = nn.Linear(64, 32)                               # frozen: held in the forward layout

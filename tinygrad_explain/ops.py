@@ -213,15 +213,11 @@ class Linear(Function):
     weight is held in, no copy -- or, for bfloat16 storage, (Wt, W) in bfloat16
     bits -- or None (then BLAS, as above the crossover and on the GPU).  dx
     comes from ``kernels.linear.backward``: the same kernel on a C-contiguous W
-    (or the bfloat16 W), BLAS on a W held as Wt.T.  dw stays a GEMM."""
+    (or the bfloat16 W), BLAS on a W held as Wt.T.  dw stays a GEMM.  A BLAS product
+    below ``BLAS_PARALLEL_MIN`` multiply-adds runs on one BLAS thread
+    (``kernels.threads.blas_threads_for``)."""
 
     SKINNY_MAX_ROWS = 32        # the measured BLAS crossover (scripts/bench_cpu.py --fc)
-
-    @staticmethod
-    def _blas(work):
-        """Where a product goes to BLAS: one BLAS thread for a small one
-        (``kernels.threads.blas_threads_for``; on the GPU it changes nothing)."""
-        return K.threads.blas_threads_for(work)
 
     def _skinny(self, a):
         return _xp(a) is np and a.ndim == 2 and a.shape[0] <= self.SKINNY_MAX_ROWS
@@ -235,7 +231,7 @@ class Linear(Function):
         if wt is not None:
             y = K.linear.forward(x, wt, b)
         else:
-            with self._blas(x.shape[0] * w.size):
+            with K.threads.blas_threads_for(x.shape[0] * w.size):
                 y = x @ w.T.astype(x.dtype, copy=False)
             if b is not None:
                 y += b
@@ -254,11 +250,11 @@ class Linear(Function):
                 if self._skinny(g):
                     dx = K.linear.backward(g, w)
                 else:
-                    with self._blas(g.shape[0] * w.size):
+                    with K.threads.blas_threads_for(g.shape[0] * w.size):
                         dx = g @ w
         dw = None
         if self.needs_grad[1]:
-            with self._blas(g.shape[0] * self.w.size):
+            with K.threads.blas_threads_for(g.shape[0] * self.w.size):
                 dw = (g.T @ self.x).astype(self.w.dtype, copy=False)
         db = g.sum(0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
         return dx, dw, db
