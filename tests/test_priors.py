@@ -186,6 +186,22 @@ def test_optimize_transformations_blur_schedule_clip_are_seeded():
         optimize(_pull_to(target), np.zeros_like(target), steps=2, param="wavelet", progress=False)
 
 
+def test_gaussian_blur_of_many_images_blurs_each_plane_alone():
+    """More planes (N * C) than one OpenCV call takes (OpenCV 5: 128; it failed from 129 with
+    "m->dims <= 2"): the result is each plane's own blur, as for one image at a time."""
+    import cv2
+
+    from tinygrad_explain.explain.regularizers import BLUR_MAX_CHANNELS, gaussian_blur
+    x = rand(3 * BLUR_MAX_CHANNELS // 2 + 1, 2, 9, 11, seed=3).astype(np.float32)       # 3 calls, the last partial
+    y = gaussian_blur(x, 1.3)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    for n in (0, BLUR_MAX_CHANNELS // 2, x.shape[0] - 1):
+        for c in range(2):
+            want = cv2.GaussianBlur(x[n, c], (9, 9), 1.3, borderType=cv2.BORDER_REFLECT)
+            np.testing.assert_allclose(y[n, c], want, rtol=1e-6, atol=1e-7)   # OpenCV's multi-channel path
+    np.testing.assert_allclose(gaussian_blur(x[:1], 1.3), y[:1], rtol=1e-6, atol=1e-7)  # rounds apart
+
+
 # --------------------------------------------------------------------------
 # transparency: an opacity channel over random backgrounds
 # --------------------------------------------------------------------------

@@ -108,6 +108,9 @@ def total_variation(x: Tensor, beta: float = 2.0, scale: float = 1.0) -> Tensor:
 # --------------------------------------------------------------------------
 # a non-differentiable image operation applied between steps
 # --------------------------------------------------------------------------
+BLUR_MAX_CHANNELS = 128     # planes per OpenCV call: OpenCV 4 takes up to 512 channels, OpenCV 5 up to 128
+
+
 def gaussian_blur(x: Array, sigma: float) -> Array:
     """Blur every channel of every image (N, C, H, W) with a Gaussian of std ``sigma`` px.
     OpenCV's, on the host: a CuPy array is copied there and the result back."""
@@ -119,7 +122,8 @@ def gaussian_blur(x: Array, sigma: float) -> Array:
     k = int(2 * np.ceil(3 * sigma) + 1)
     planes = x.reshape(N * C, H, W).transpose(1, 2, 0)
     out = np.empty_like(planes)
-    for s in range(0, N * C, 256):          # OpenCV handles at most 512 channels at once
-        out[:, :, s:s + 256] = cv2.GaussianBlur(np.ascontiguousarray(planes[:, :, s:s + 256]), (k, k), sigma,
-                                                borderType=cv2.BORDER_REFLECT).reshape(H, W, -1)
+    step = BLUR_MAX_CHANNELS
+    for s in range(0, N * C, step):
+        out[:, :, s:s + step] = cv2.GaussianBlur(np.ascontiguousarray(planes[:, :, s:s + step]), (k, k), sigma,
+                                                 borderType=cv2.BORDER_REFLECT).reshape(H, W, -1)
     return np.ascontiguousarray(out.transpose(2, 0, 1)).reshape(N, C, H, W)
