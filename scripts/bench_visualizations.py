@@ -25,8 +25,10 @@ with the truth (te.explain.quality).  For each recipe:
     python scripts/bench_visualizations.py --out bench.json        # the full table (hours on 2 cores)
     python scripts/bench_visualizations.py --recipes natural --layers fc7,pool5 --scenes 20
     python scripts/bench_visualizations.py --model robust --recipes natural   # the robust twin (train_robust.py)
+    python scripts/bench_visualizations.py --recipes exemplar --scenes 40      # inversion by retrieval (~1 min)
 
-Recipes are the explainers' ``recipe=`` presets.  Inversions from all layers of
+Recipes are the explainers' ``recipe=`` presets; the inversion-only ones ("decoder",
+"exemplar") make no class models or neurons.  Inversions from all layers of
 one scene run as one batch (``te.explain.invert_layers``).  Step counts are the
 recipe's own unless ``--class-steps`` / ``--neuron-steps`` /
 ``--invert-steps`` (or ``--quick``) reduce them; the JSON records what was used.
@@ -50,7 +52,7 @@ from tinygrad_explain import scenes  # noqa: E402
 from tinygrad_explain.explain import quality as q  # noqa: E402
 from tinygrad_explain.safe_io import atomic_write, write_text  # noqa: E402
 
-RECIPES = ("simonyan2014", "mahendran2015", "natural")
+RECIPES = ("simonyan2014", "mahendran2015", "natural", "decoder", "exemplar")
 LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
 QUICK_LAYERS = ("conv1", "pool2", "pool5", "fc7")
 NEURON_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6")
@@ -266,11 +268,15 @@ def main(argv=None):
         for recipe in recipes:
             t = time.time()
             m = {}
-            if "class" not in skip:
+            # an inversion-only recipe ("decoder", "exemplar") has no class models or neurons
+            if "class" not in skip and recipe in te.explain.visualize.CLASS_MODEL_RECIPES:
                 m.update(make_class_models(model, recipe, args.class_steps))
+            if "class" not in skip:
                 bar.update(1)
-            if "neurons" not in skip:
+            if "neurons" not in skip and recipe in te.explain.visualize.MAXIMIZE_RECIPES:
                 m.update(make_neurons(model, recipe, args.neuron_steps, x_real, bar))
+            elif "neurons" not in skip:
+                bar.update(len(NEURON_LAYERS))
             if "invert" not in skip:
                 m.update(make_inversions(model, recipe, args.invert_steps, layers, sample, chosen, bar))
             made[recipe] = m

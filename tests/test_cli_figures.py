@@ -93,12 +93,16 @@ def test_cli_optimisation_methods(model_file, scene_png, tmp_path, capsys):
 
 
 def test_cli_recipes(scene_png, tmp_path, capsys):
-    """--recipe: the decoder start on the embedded model's pool5, the paper's class model; an
+    """--recipe: the decoder start on the embedded model's pool5, retrieval from its fc7, the paper's class model; an
     unknown recipe and a layer without a decoder are refused in one line."""
     rc, so, se = run_cli(capsys, "invert", "--image", str(scene_png / "scene.png"), "--layer", "pool5", "--inits", "1",
                          "--steps", "2", "--recipe", "decoder", "--out", str(tmp_path / "d.png"))
     assert rc == 0, se
     assert (tmp_path / "d.png").exists()
+    rc, so, se = run_cli(capsys, "invert", "--image", str(scene_png / "scene.png"), "--layer", "fc7", "--inits", "2",
+                         "--recipe", "exemplar", "--out", str(tmp_path / "x.png"))
+    assert rc == 0, se
+    assert (tmp_path / "x.png").exists() and "normalised errors" in so
     rc, so, se = run_cli(capsys, "class-model", "--target", "Bag", "--steps", "2", "--recipe", "simonyan2014",
                          "--out", str(tmp_path / "c.png"))
     assert rc == 0, se

@@ -70,7 +70,8 @@ def build_parser():
         "inits": dict(type=int, default=5, help="reconstructions for invert (default 5)"),
         "recipe": dict(help="named settings (default \"natural\"): \"simonyan2014\", \"mahendran2015\", for "
                             "class-model and maximize also \"natural-opaque\", for invert also \"decoder\" "
-                            "(pool5, fc6, fc7: start at a learned decoder's image); docs/explainers.md"),
+                            "(pool5, fc6, fc7: start at a learned decoder's image) and \"exemplar\" (the training "
+                            "scene nearest in code; 64x64 RGB models); docs/explainers.md"),
         "steps": dict(type=int, help="optimisation steps"),
         "lr": dict(type=float, help="optimisation step size"),
         "seed": dict(type=int, default=0, help="random seed (default 0)"),

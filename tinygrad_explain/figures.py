@@ -14,6 +14,8 @@ the gallery.  Figures (file names in the gallery order):
                            (Mahendran & Vedaldi 2015)
     inversion_layers.png   the same image reconstructed from each layer, conv1 ... fc8
     inversion_decoder.png  pool5, fc6, fc7 inverted from a learned decoder's start
+    inversion_exemplar.png pool5 ... fc8 inverted by retrieval: the bank scene nearest in code,
+                           and fc7's five nearest (embedded model, or any 64x64 RGB model)
     rules.png              backprop vs deconvnet vs guided backprop, same image and class
     methods.png            the methods that came next, beside the lecture's, on the same images:
                            SmoothGrad, Grad-CAM, guided Grad-CAM, occlusion, gradient x input
@@ -354,6 +356,55 @@ def fig_inversion_decoder(inp, out, summary):
                   "no useful linear decoder.")
 
 
+EXEMPLAR_LAYERS = ("pool5", "fc6", "fc7", "fc8")
+
+
+def fig_inversion_exemplar(inp, out, summary):
+    """Deep layers inverted by retrieval (explain/exemplar.py): for each of pool5 ... fc8 the
+    bank scene whose code is nearest (re-ranked by the decoder's image where there is one),
+    and the five for fc7; nothing for a model that does not take the bank's 64x64 scenes."""
+    from .explain import quality
+    from .explain.exemplar import load_bank
+    m = inp.model
+    layers = [l for l in EXEMPLAR_LAYERS if l in m.layer_names]
+    bank = load_bank()
+    if not layers or tuple(m.input_shape) != (3,) + bank["images"].shape[1:3]:
+        return []
+    i = int(inp.settings.get("invert_image", 0))
+    res = X.invert_layers(m, inp.x[i], layers, recipe="exemplar", progress=False)
+    five = X.invert(m, inp.x[i], "fc7" if "fc7" in layers else layers[-1], inits=5, recipe="exemplar",
+                    progress=False)
+    tiles, labels, rows = [inp.pictures[i]], [f"original\n{inp.names[i]}"], {}
+    for k, l in enumerate(layers):
+        r = quality.reconstruction_correlation(res.display[k], inp.pictures[i])["original"]
+        tiles.append(res.display[k])
+        labels.append(f"{l}: nearest scene\nerror {res.errors[k]:.3f}  r {r:.2f}")
+        rows[l] = {"error": float(res.errors[k]), "r": r}
+    for k in range(len(five.display)):
+        tiles.append(five.display[k])
+        labels.append(f"{five.layer} #{k + 1}\nerror {five.errors[k]:.3f}")
+    ncol = len(layers) + 1
+    while len(tiles) % ncol:
+        tiles.append(np.full_like(tiles[0], 255))
+        labels.append("")
+    save_png(grid(tiles, labels, ncol=ncol, title="Deep layers inverted by retrieval: the training scene "
+                                                  "nearest in code"), out / "inversion_exemplar.png")
+    summary["inversion_exemplar"] = {"layers": rows, five.layer: [float(e) for e in five.errors]}
+    _say("exemplar inversion: " + " ".join(f"{l} error {v['error']:.3f} r {v['r']:.2f}" for l, v in rows.items()))
+    return Figure("inversion_exemplar", "inversion_exemplar.png",
+                  "Inversion by retrieval (recipe \"exemplar\", explain/exemplar.py; as Weinzaepfel et al. "
+                  "2011 inverted SIFT from a database): of 2,000 shipped training scenes, the one whose code at "
+                  "the layer is nearest the original's (normalised error under each; of the 5 nearest, the one "
+                  "most like the decoder's image D(code) where the layer has a decoder). Top row: pool5 ... fc8; "
+                  "bottom row: fc7's five nearest. These are other scenes that the network can hardly tell from "
+                  "the original at that layer -- the invariance made visible, not the original recovered: their "
+                  "fc7 errors (about 0.15-0.27) are a little above the optimiser's. On 20 held-out scenes "
+                  "(docs/explainers.md) the independent judge names the original's class from the fc6, fc7 and "
+                  "fc8 retrievals for 17, 19 and 17 of 20, against 9-13 for the optimised pictures; r (the "
+                  "blurred grey correlation with the original) stays near 0 at fc8, whose ten class scores say "
+                  "nothing of the scene's layout.")
+
+
 def fig_rules(inp, out, summary):
     m = inp.model
     _, probs = X.predict(m, inp.x)
@@ -589,7 +640,7 @@ def fig_robust_twin(inp, out, summary):
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
            ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion),
            ("inversion layers", fig_inversion_layers), ("inversion decoder", fig_inversion_decoder),
-           ("rules", fig_rules), ("methods", fig_methods),
+           ("inversion exemplar", fig_inversion_exemplar), ("rules", fig_rules), ("methods", fig_methods),
            ("sanity", fig_sanity), ("zeiler fergus", fig_zeiler_fergus), ("robust", fig_robust_twin)]
 
 

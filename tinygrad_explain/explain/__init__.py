@@ -20,6 +20,7 @@
     te.explain.invert(model, x, layer="fc7", inits=5)     # 5 images with x's fc7 code
     te.explain.invert(model, x, "fc7", recipe="decoder")  # the same from a learned decoder's start
     te.explain.decode(model, code, "fc7")                 # the learned decoder's image alone
+    te.explain.invert(model, x, "fc7", recipe="exemplar") # the training scene nearest in code (retrieval)
     te.explain.sanity.run(model, x, "Bag")                # Adebayo et al.'s randomisation tests
     te.explain.methods.get("guided-gradcam").fn(model, x, "Bag")   # every map method by name (CLI, explorer)
 
@@ -43,7 +44,7 @@ from .grabcut import grabcut_mask, largest_component, mask_box  # noqa: F401
 from .attribution import (smoothgrad, smooth_gradient, gradcam, guided_gradcam, occlusion,  # noqa: F401
                           gradient_x_input)
 from .decoder import decode  # noqa: F401
-from . import methods, regularizers, transforms, metrics, benchmark, sanity, features, quality, decoder  # noqa: F401
+from . import methods, regularizers, transforms, metrics, benchmark, sanity, features, quality, decoder, exemplar  # noqa: F401
 
 __all__ = ["class_names", "gradient", "saliency", "predict", "smoothgrad", "smooth_gradient", "gradcam",
            "guided_gradcam", "occlusion", "gradient_x_input", "class_model", "maximize", "invert", "invert_layers",
