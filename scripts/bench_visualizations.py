@@ -220,7 +220,9 @@ def main(argv=None):
                          "layers, e.g. one per recipe) instead of making them; --recipes etc. are ignored")
     ap.add_argument("--out", default="bench_visualizations.json")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="Numba/BLAS threads (default 1; 0 = library default)")
     args = ap.parse_args(argv)
+    te.set_num_threads(args.threads)
     if args.quick:
         args.scenes = args.scenes or 4
         args.layers = args.layers or ",".join(QUICK_LAYERS)
@@ -260,7 +262,8 @@ def main(argv=None):
                   "scenes": [int(sample["indices"][i]) for i in chosen],
                   "unrelated_scenes": [int(sample["indices"][i]) for i in unrelated],
                   "class_steps": args.class_steps, "neuron_steps": args.neuron_steps,
-                  "invert_steps": args.invert_steps, "quick": args.quick, "model": model.path, "make_seconds": {}}
+                  "invert_steps": args.invert_steps, "quick": args.quick, "model": model.path, "make_seconds": {},
+                  "threads": args.threads}
         per = ((0 if "class" in skip else 1) + (0 if "neurons" in skip else len(NEURON_LAYERS))
                + (0 if "invert" in skip else n_scenes))
         bar = tqdm(total=per * len(recipes), desc="bench", unit="run", disable=args.no_progress)
