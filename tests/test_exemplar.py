@@ -56,6 +56,21 @@ def test_distances_match_a_direct_computation(model, sample, small_bank):
     assert ex.bank_distances(model, {"fc7": codes["fc7"]}, small_bank)["fc7"].tolist() == d2["fc7"].tolist()
 
 
+def test_kept_codes_follow_the_weights(small_bank):
+    """The kept bank codes belong to the weights they were computed with: a new weight array,
+    or an in-place write announced by mark_changed, makes the distances anew."""
+    m = te.load_model()
+    code = np.ones(512)
+    a = ex.bank_distances(m, {"fc7": code}, small_bank)["fc7"]
+    w = m.layers["fc7"].weight
+    w.data = w.data * 2
+    b = ex.bank_distances(m, {"fc7": code}, small_bank)["fc7"]
+    assert not np.allclose(a, b)
+    w.data[...] = w.data / 2
+    w.mark_changed()
+    np.testing.assert_allclose(ex.bank_distances(m, {"fc7": code}, small_bank)["fc7"], a, rtol=1e-6)
+
+
 def test_a_bank_scenes_own_code_retrieves_it(model, small_bank):
     for k in (0, 7):
         code = te.explain.feature_code(model, te.image.to_model(small_bank["images"][k], model), "fc6")

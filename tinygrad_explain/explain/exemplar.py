@@ -49,7 +49,7 @@ _BATCH = 250            # scenes per forward pass over the bank
 CACHE_MAX_VALUES = 4096  # a layer's bank codes are kept if one code has at most this many values
 
 _banks: dict[str, dict] = {}
-_codes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # model -> {(bank, layer): codes}
+_codes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # model -> {"stamp", (bank, layer): codes}
 _lock = threading.Lock()
 
 
@@ -91,7 +91,8 @@ def bank_distances(model: Network, codes: dict[str, np.ndarray], bank: dict | No
     every bank scene b to the code phi0 given for each layer (layer names as the model
     has them).  One forward pass over the bank serves every layer; the codes of layers
     with at most ``CACHE_MAX_VALUES`` values (pool5, the fully connected layers) are
-    kept per model and bank, so later calls cost no pass at all."""
+    kept per model and bank, so later calls cost no pass at all -- until the model's
+    weights change (a new array, or ``mark_changed`` after an in-place write)."""
     from ..image import to_model
     bank = load_bank() if bank is None else bank
     _check_fits(model, bank)
@@ -103,7 +104,10 @@ def bank_distances(model: Network, codes: dict[str, np.ndarray], bank: dict | No
             raise ExplainError(f"code has {code.size} values, layer {layer!r} gives {D}")
         flat[layer] = code
     with _lock:
-        kept = dict(_codes.get(model, {}))
+        kept = _codes.get(model)
+        if kept is None or not _same_weights(kept["stamp"], model):
+            kept = _codes[model] = {"stamp": _weights_stamp(model)}     # new or changed weights: codes anew
+        stamp, kept = kept["stamp"], dict(kept)
     out = {l: _d2(kept[(bank["path"], l)], c) for l, c in flat.items() if (bank["path"], l) in kept}
     todo = [l for l in flat if l not in out]
     if todo:
@@ -122,11 +126,24 @@ def bank_distances(model: Network, codes: dict[str, np.ndarray], bank: dict | No
                 c = np.concatenate(parts[l])
                 c.setflags(write=False)
                 with _lock:
-                    c = _codes.setdefault(model, {}).setdefault((bank["path"], l), c)
+                    entry = _codes.get(model)
+                    if entry is not None and entry["stamp"] is stamp:
+                        c = entry.setdefault((bank["path"], l), c)
                 out[l] = _d2(c, flat[l])
             else:
                 out[l] = np.concatenate(parts[l])
     return out
+
+
+def _weights_stamp(model: Network) -> list:
+    """What identifies the model's current weights: each parameter's array (weakly) and version
+    (bumped by ``mark_changed`` after an in-place write), as nn.Linear's packed copies are keyed."""
+    return [(weakref.ref(p.data), p.version) for p in model.parameters()]
+
+
+def _same_weights(stamp: list, model: Network) -> bool:
+    params = model.parameters()
+    return len(stamp) == len(params) and all(r() is p.data and v == p.version for (r, v), p in zip(stamp, params))
 
 
 def _d2(h: np.ndarray, code: np.ndarray) -> np.ndarray:
