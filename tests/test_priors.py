@@ -285,8 +285,8 @@ def test_every_recipe_runs_and_unknown_names_are_refused(tiny_model):
         v = X.class_model(tiny_model, ["cat", "goose"], steps=30, recipe=name, progress=False)
         assert np.isfinite(v.image).all() and np.all(v.final > v.history["score"][0]), name
     for name, settings in X.inversion.INVERT_RECIPES.items():
-        if settings.get("init") == "decoder":      # needs a shipped decoder: tests/test_decoder.py runs it
-            continue
+        if settings.get("init") in ("decoder", "exemplar"):    # need a shipped decoder / the 64x64 scene bank:
+            continue                                            # tests/test_decoder.py, test_exemplar.py run them
         inv = X.invert(tiny_model, np.zeros((3, 12, 12), np.float32) + 0.5, layer="fc7", inits=2, steps=20,
                        recipe=name, progress=False)
         assert np.isfinite(inv.images).all() and inv.history["objective"][-1].max() < inv.history["objective"][0].min()
