@@ -350,10 +350,10 @@ def fig_inversion_decoder(inp, out, summary):
                   f"above ({s.get('steps', X.inversion.INVERT_RECIPES['decoder']['steps'])} steps, recipe "
                   "\"decoder\"), which adds the contrast and detail the code asks for. r: the blurred grey "
                   "correlation with the original. On 20 held-out scenes (docs/explainers.md) the refined pool5 and "
-                  "fc6 reconstructions correlate 0.69 and 0.53 with their scene (the random-start recipe's: 0.17 "
-                  "and 0.01) and the judge names the scene's class for 15 and 14 of 20; fc7's only weakly (0.18, "
-                  "the decoder's image alone 0.37; the judge agrees for 10 of 20), and fc8 (ten class scores) has "
-                  "no useful linear decoder.")
+                  "fc6 reconstructions correlate 0.68 and 0.53 with their scene (the random-start recipe's: 0.17 "
+                  "and 0.00) and the judge names the scene's class for 13 of 20 each; fc7's only weakly (0.11, "
+                  "the decoder's image alone 0.37; the judge agrees for 9 of 20), and fc8 (ten class scores) has "
+                  "no useful linear decoder. Retrieval, the next figure, is what the judge names best.")
 
 
 EXEMPLAR_LAYERS = ("pool5", "fc6", "fc7", "fc8")
@@ -400,7 +400,7 @@ def fig_inversion_exemplar(inp, out, summary):
                   "the original at that layer -- the invariance made visible, not the original recovered: their "
                   "fc7 errors (about 0.15-0.27) are a little above the optimiser's. On 20 held-out scenes "
                   "(docs/explainers.md) the independent judge names the original's class from the fc6, fc7 and "
-                  "fc8 retrievals for 17, 19 and 17 of 20, against 9-13 for the optimised pictures; r (the "
+                  "fc8 retrievals for 17, 19 and 17 of 20, against 10-14 for the optimised pictures; r (the "
                   "blurred grey correlation with the original) stays near 0 at fc8, whose ten class scores say "
                   "nothing of the scene's layout.")
 
