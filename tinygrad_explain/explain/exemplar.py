@@ -151,14 +151,6 @@ def _d2(h: np.ndarray, code: np.ndarray) -> np.ndarray:
     return ((h.astype(np.float64) - code) ** 2).sum(1) / max(float((code ** 2).sum()), 1e-30)
 
 
-def _grey_centred(pictures: np.ndarray) -> np.ndarray:
-    """Blurred grey pictures as unit vectors about their mean (for Pearson correlations)."""
-    from .quality import grey_blur
-    g = grey_blur(pictures).reshape(len(pictures), -1)
-    g = g - g.mean(1, keepdims=True)
-    return g / (np.linalg.norm(g, axis=1, keepdims=True) + 1e-12)
-
-
 def nearest(model: Network, layer: LayerName, code: np.ndarray, n: int = 1, candidates: int = CANDIDATES,
             bank: dict | None = None, rerank: bool = True,
             d2: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -179,9 +171,10 @@ def nearest(model: Network, layer: LayerName, code: np.ndarray, n: int = 1, cand
     k = min(max(n, candidates), len(d2))
     order = np.argsort(d2, kind="stable")[:k]
     if rerank and getattr(model, "path", None) is not None and decoder_path(model, name).exists():
+        from .quality import reconstruction_correlation
         from .visualize import _display
-        target = _grey_centred(np.stack(_display(model, decode(model, code, name))))[0]
-        r = _grey_centred(bank["images"][order]) @ target
+        expected = _display(model, decode(model, code, name))[0]
+        r = np.array([reconstruction_correlation(bank["images"][j], expected)["original"] for j in order])
         order = order[np.argsort(-r, kind="stable")]
     order = order[:n]
     return order, d2[order]
