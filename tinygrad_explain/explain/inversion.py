@@ -201,9 +201,10 @@ def invert(model: Network, x: Images | None = None, layer: LayerName = "fc7", in
              inverted -- or the code itself (an array with the layer's number of
              elements), or pass ``code=`` explicitly.
     layer    layer name (default "fc7", the output of the 7th, fully connected layer).
-    inits    number of random initialisations (independent solutions).
-    recipe   "natural" (default), "mahendran2015" or "simonyan2014" (module docstring;
-             INVERT_RECIPES holds the settings).
+    inits    number of random initialisations (independent solutions); with
+             recipe "exemplar", the number of bank scenes returned (nearest first).
+    recipe   "natural" (default), "mahendran2015", "simonyan2014", "decoder" or
+             "exemplar" (module docstring; INVERT_RECIPES holds the settings).
     **settings  override the recipe (names in SETTINGS): ``steps``; ``lr`` (Adam: in units
              of B per step; SGD: the paper's normalised units -- the optimisation runs on
              x / B, so the model-space step is lr * B^2); ``optimizer`` "adam" / "sgd" with
