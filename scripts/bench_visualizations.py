@@ -272,14 +272,15 @@ def main(argv=None):
             t = time.time()
             m = {}
             # an inversion-only recipe ("decoder", "exemplar") has no class models or neurons
-            if "class" not in skip and recipe in te.explain.visualize.CLASS_MODEL_RECIPES:
-                m.update(make_class_models(model, recipe, args.class_steps))
             if "class" not in skip:
+                if recipe in te.explain.visualize.CLASS_MODEL_RECIPES:
+                    m.update(make_class_models(model, recipe, args.class_steps))
                 bar.update(1)
-            if "neurons" not in skip and recipe in te.explain.visualize.MAXIMIZE_RECIPES:
-                m.update(make_neurons(model, recipe, args.neuron_steps, x_real, bar))
-            elif "neurons" not in skip:
-                bar.update(len(NEURON_LAYERS))
+            if "neurons" not in skip:
+                if recipe in te.explain.visualize.MAXIMIZE_RECIPES:
+                    m.update(make_neurons(model, recipe, args.neuron_steps, x_real, bar))
+                else:
+                    bar.update(len(NEURON_LAYERS))
             if "invert" not in skip:
                 m.update(make_inversions(model, recipe, args.invert_steps, layers, sample, chosen, bar))
             made[recipe] = m

@@ -364,11 +364,10 @@ def fig_inversion_exemplar(inp, out, summary):
     bank scene whose code is nearest (re-ranked by the decoder's image where there is one),
     and the five for fc7; nothing for a model that does not take the bank's 64x64 scenes."""
     from .explain import quality
-    from .explain.exemplar import load_bank
+    from .explain.exemplar import bank_fits
     m = inp.model
     layers = [l for l in EXEMPLAR_LAYERS if l in m.layer_names]
-    bank = load_bank()
-    if not layers or tuple(m.input_shape) != (3,) + bank["images"].shape[1:3]:
+    if not layers or not bank_fits(m):
         return []
     i = int(inp.settings.get("invert_image", 0))
     res = X.invert_layers(m, inp.x[i], layers, recipe="exemplar", progress=False)

@@ -24,7 +24,9 @@ never the image the code came from.  The bank is 2,000 scenes of the Fashion-MNI
 *training* split (scene seed 100, the decoders' training scenes; never the test
 split that the sample and the benchmarks use), shipped as
 ``tinygrad_explain/data/fashion_scenes_bank.npz`` (``scripts/make_scene_sample.py
---bank`` regenerates it).  Its codes are computed once per model and layer and kept.
+--bank`` regenerates it).  The bank's codes come from one forward pass over it,
+kept per model (until its weights change) for the small layers: pool5 and the
+fully connected ones.
 
 What it shows is a scene the network cannot tell from the original at that layer
 -- the invariance itself -- not the original: measured on the bench's held-out
@@ -79,9 +81,15 @@ def load_bank(path: str | Path | None = None) -> dict:
         return _banks.setdefault(key, bank)
 
 
+def bank_fits(model: Network, bank: dict | None = None) -> bool:
+    """Whether ``model`` takes the bank's pictures: RGB at the bank scenes' size."""
+    bank = load_bank() if bank is None else bank
+    return tuple(model.input_shape) == (3,) + bank["images"].shape[1:3]
+
+
 def _check_fits(model: Network, bank: dict) -> None:
-    C, H, W = model.input_shape
-    if (C, H, W) != (3,) + bank["images"].shape[1:3]:
+    if not bank_fits(model, bank):
+        C, H, W = model.input_shape
         raise ExplainError(f"exemplar bank {bank['path']}: holds {bank['images'].shape[1]}x"
                            f"{bank['images'].shape[2]} RGB scenes, this model takes {(C, H, W)}")
 
