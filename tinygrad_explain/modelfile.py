@@ -223,7 +223,9 @@ def _max_parameters(limit):
 
 def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
                max_parameters: int | None = None) -> Network:
-    """Read a model file written by :func:`save_model` (or by hand, following the schema).
+    """Read a model file written by :func:`save_model` (or by hand, following the schema),
+    or an ONNX file (a name ending in ``.onnx``: :func:`tinygrad_explain.onnx_import.load_onnx`,
+    without preprocessing -- convert it with ``scripts/convert_onnx.py`` to store that).
 
     ``path=None`` loads the embedded default model shipped in ``weights/``
     (override with the environment variable ``TGE_WEIGHTS``); a name of
@@ -251,6 +253,9 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
     elif isinstance(path, str) and path in MODEL_NAMES:
         path = MODEL_NAMES[path]
     path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        from .onnx_import import load_onnx
+        return load_onnx(path, max_parameters=max_parameters, device=device)
     limit = _max_parameters(max_parameters)
     _check_regular_file(path)
     try:
