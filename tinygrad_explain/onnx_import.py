@@ -267,7 +267,7 @@ def _pads(a, where):
     return p[0]
 
 
-def build_graph(model, path="<onnx>", max_parameters=None, input_size=None):
+def build_graph(model, path="<onnx>", max_parameters=None, input_size=None, fold_batch_norm=True):
     """(nodes [(name, layer, inputs)], state {key: array}, input_shape) from a checked
     ``onnx.ModelProto`` (:func:`read_onnx`): the te graph, its weights folded and named."""
     from .models import layer_output_shape
@@ -309,7 +309,7 @@ def build_graph(model, path="<onnx>", max_parameters=None, input_size=None):
     for n in g.node:
         where = f"{path}: node {n.name!r} ({n.op_type})"
         try:
-            _convert_node(n, where, path, const, src, shape, kind, state, readers, outputs, add)
+            _convert_node(n, where, path, const, src, shape, kind, state, readers, outputs, add, fold_batch_norm)
         except OnnxImportError:
             raise
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
@@ -319,7 +319,7 @@ def build_graph(model, path="<onnx>", max_parameters=None, input_size=None):
     return nodes, state, input_shape
 
 
-def _convert_node(n, where, path, const, src, shape, kind, state, readers, outputs, add):
+def _convert_node(n, where, path, const, src, shape, kind, state, readers, outputs, add, fold_batch_norm):
     """Turn ONNX node ``n`` into te nodes (``add``), a folded constant or an alias."""
     from . import nn
     op, a = n.op_type, _attrs(n)
@@ -372,7 +372,7 @@ def _convert_node(n, where, path, const, src, shape, kind, state, readers, outpu
         if any(v is None for v in (gamma, beta, mean, var)):
             raise OnnxImportError(f"{where}: scale, B, mean and var must all be constants")
         eps = float(a.get("epsilon", 1e-5))
-        if kind.get(x) == "Conv" and readers.get(ins[0]) == 1 and ins[0] not in outputs:
+        if fold_batch_norm and kind.get(x) == "Conv" and readers.get(ins[0]) == 1 and ins[0] not in outputs:
             w, b = nn.fold_batch_norm(state[f"{x}.weight"], state[f"{x}.bias"], mean, var, gamma, beta, eps)
             state[f"{x}.weight"], state[f"{x}.bias"] = np.asarray(w, np.float32), np.asarray(b, np.float32)
             kind[x] = "Conv+BatchNormalization"
@@ -538,10 +538,12 @@ def load_onnx(path: str | os.PathLike, *, class_names: Sequence[str] | None = No
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
               channel_order: str | None = None, pixel_scale: float | None = None, resize: int | None = None,
               crop: int | None = None, input_size: int | Sequence[int] | None = None,
-              max_parameters: int | None = None, device: str = "cpu") -> GraphNetwork:
+              max_parameters: int | None = None, fold_batch_norm: bool = True, device: str = "cpu") -> GraphNetwork:
     """An ONNX classifier as a GraphNetwork (module docstring: what is read, what is
     refused, how nodes are named).  Preprocessing and class names as for ``save_model``;
-    ``input_size`` (H, W) where the file leaves the image size open.  Every problem
+    ``input_size`` (H, W) where the file leaves the image size open.  ``fold_batch_norm=False``
+    keeps every BatchNormalization as a ``batchnorm`` node (the file's own numbers, for
+    float64 comparisons; folding rounds the folded weights to float32).  Every problem
     raises :class:`OnnxImportError` (a ``ModelFileError``) naming the file and the node."""
     from .image import preprocessing_of
     from .imagenet import IMAGENET_CLASSES
@@ -549,7 +551,7 @@ def load_onnx(path: str | os.PathLike, *, class_names: Sequence[str] | None = No
     path = Path(path)
     model = read_onnx(path, max_parameters, input_size)
     with weights_to_be_loaded():           # every weight is loaded from the file below
-        nodes, state, input_shape = build_graph(model, path, max_parameters, input_size)
+        nodes, state, input_shape = build_graph(model, path, max_parameters, input_size, fold_batch_norm)
         pre = {k: v for k, v in (("mean", mean), ("std", std), ("channel_order", channel_order),
                                  ("pixel_scale", pixel_scale), ("resize", resize), ("crop", crop)) if v is not None}
         pre = {k: (list(map(float, v)) if k in ("mean", "std") else v) for k, v in pre.items()}
