@@ -165,3 +165,41 @@ def test_convert_onnx_stores_preprocessing_and_class_names(tmp_path):
     x = np.random.default_rng(0).standard_normal((1, 2, 6, 6)).astype(np.float32)
     np.testing.assert_array_equal(m(x).numpy(), load_onnx(path)(x).numpy())
     assert cli([str(path), str(tmp_path / "u.h5"), "--mean", "0.5"]) == 2
+
+
+def test_batch_norm_is_folded_only_where_its_conv_feeds_it_alone(tmp_path):
+    """Conv -> BN is folded; a BN whose conv output is also read elsewhere stays a node.
+    Both equal an independent float64 computation of the ONNX formula."""
+    r = np.random.default_rng(3)
+    w = r.standard_normal((2, 2, 1, 1)).astype(np.float32)
+    stats = [r.uniform(0.5, 1.5, 2), r.standard_normal(2), r.standard_normal(2), r.uniform(0.5, 2, 2)]
+    inits = [numpy_helper.from_array(w, "w")] + [numpy_helper.from_array(v.astype(np.float32), k) for k, v in
+                                                 zip(("g", "be", "mu", "var"), stats)]
+    fw = numpy_helper.from_array(r.standard_normal((3, 2 * 36)).astype(np.float32), "fw")
+
+    def graph(shared):
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="/conv/Conv", kernel_shape=[1, 1]),
+                 helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "var"], ["b"], name="/bn/BN",
+                                  epsilon=1e-3)]
+        nodes += [helper.make_node("Add", ["b", "c"], ["s"], name="/Add")] if shared else \
+            [helper.make_node("Identity", ["b"], ["s"], name="/id")]
+        nodes += [helper.make_node("Flatten", ["s"], ["f"], name="/Flatten"),
+                  helper.make_node("Gemm", ["f", "fw"], ["y"], name="/fc/Gemm", transB=1)]
+        g = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits + [fw])
+        p = tmp_path / f"bn{int(shared)}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), p)
+        return p
+
+    x = r.standard_normal((2, 2, 6, 6))
+    c = np.einsum("nihw,oi->nohw", x, w[:, :, 0, 0].astype(np.float64))
+    g_, be, mu, var = (np.float32(v).astype(np.float64)[:, None, None] for v in stats)
+    b = (c - mu) / np.sqrt(var + np.float64(np.float32(1e-3))) * g_ + be
+    fwa = numpy_helper.to_array(fw).astype(np.float64)
+    for shared, types in ((False, ["conv", "flatten", "linear"]),
+                          (True, ["conv", "batchnorm", "add", "flatten", "linear"])):
+        net = load_onnx(graph(shared))
+        assert [net.layers[n].type for n in net.layer_names] == types
+        s = b + c if shared else b
+        np.testing.assert_allclose(net.astype(np.float64)(x).numpy(), s.reshape(2, -1) @ fwa.T, rtol=1e-5,
+                                   atol=1e-5)

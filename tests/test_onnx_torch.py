@@ -171,6 +171,8 @@ def test_input_gradients_equal_captum(name, rule, tmp_path_factory):
         kw = {"abs": False} if rule == "backprop" else {}
         ref = CAPTUM[rule](t).attribute(xt, target=TARGETS, **kw).detach().numpy()
     close(name, f"input gradient {rule}", te.explain.gradient(net, x, TARGETS, rule=rule), ref, 1e-9)
+    if rule == "backprop" and name == "resnet18":     # Simonyan's saliency map: max over colour channels of |gradient|
+        close(name, "saliency map", te.explain.saliency(net, x, TARGETS), np.abs(ref).max(axis=1), 1e-9)
 
 
 INNER = {   # a named inner node per model and the torch module whose output it is
