@@ -163,6 +163,8 @@ def test_until_keep_start_on_node_names(net, x):
         net(x, until="layer2.0.conv2", keep="layer2.0.downsample")
     with pytest.raises(ValueError, match="does not come after"):
         net(x, start="layer2.0.conv2", until="layer2.0.downsample")
+    with pytest.raises(ValueError, match="does not come after"):
+        net(net(x, until="pool"), start="pool", until="pool")
     with pytest.raises(ValueError, match="input after layer 'relu1' must have shape"):
         net(x, start="relu1")
 
@@ -293,6 +295,10 @@ def test_invert_and_maximize_at_a_node(net, x):
     errors = np.sqrt(((feats - code) ** 2).sum(1) / (code ** 2).sum())
     np.testing.assert_allclose(inv.errors, errors, rtol=1e-6)
     assert (errors < 0.9).all()          # the optimisation went somewhere
+    with pytest.raises(te.explain.ExplainError, match="invert one node at a time"):
+        te.explain.invert_layers(net, x[:1], ["relu1"])
+    with pytest.raises(TypeError, match="add: needs two or more inputs"):
+        net.layers["layer1.0.add"](te.Tensor(x))
     v = te.explain.maximize(net, "layer2.0.add", (2, 1, 1), steps=20, progress=False)
     np.testing.assert_allclose(v.final[0], torch_node(net, v.image, "layer2.0.add")[0, 2, 1, 1], rtol=1e-5)
 

@@ -39,6 +39,11 @@ ort = pytest.importorskip("onnxruntime")
 from _reference import torch_classifier  # noqa: E402
 
 MODELS = ["vgg16_bn", "resnet18", "resnet50", "mobilenet_v2", "squeezenet1_1", "googlenet"]
+FAST = ("resnet18", "squeezenet1_1")     # the rest are marked slow (the whole module: ~5 min on a loaded machine)
+
+
+def models(names=MODELS):
+    return [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in names]
 TARGETS = [3, 7]
 WORST: dict = {}
 
@@ -89,7 +94,7 @@ def images(size, n=2, seed=0):
     return np.random.default_rng(seed).standard_normal((n, 3, size, size))
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", models())
 def test_scores_equal_onnxruntime_and_torch(name, tmp_path_factory):
     m, size, paths = exported(name, tmp_path_factory)
     x = images(size).astype(np.float32)
@@ -160,7 +165,7 @@ CAPTUM = {"backprop": lambda t: captum_attr.Saliency(t), "deconvnet": lambda t: 
 
 
 @pytest.mark.parametrize("rule", list(CAPTUM))
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", models())
 def test_input_gradients_equal_captum(name, rule, tmp_path_factory):
     t, net, size = float64_pair(name, tmp_path_factory)
     x = images(size, seed=1)
@@ -185,7 +190,7 @@ INNER = {   # a named inner node per model and the torch module whose output it 
 }
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if INNER[n][1] is not None])
+@pytest.mark.parametrize("name", models([n for n in MODELS if INNER[n][1] is not None]))
 def test_gradient_at_a_named_node_equals_captum(name, tmp_path_factory):
     t, net, size = float64_pair(name, tmp_path_factory)
     node, module = INNER[name]
@@ -198,7 +203,8 @@ def test_gradient_at_a_named_node_equals_captum(name, tmp_path_factory):
     close(name, f"gradient at {node}", te.explain.gradient(net, x, TARGETS, layer=node), ref, 1e-9)
 
 
-@pytest.mark.parametrize("name,node", [("resnet18", "layer4.1.relu_1"), ("resnet50", "layer4.2.relu_2")])
+@pytest.mark.parametrize("name,node", [("resnet18", "layer4.1.relu_1"),
+                                       pytest.param("resnet50", "layer4.2.relu_2", marks=pytest.mark.slow)])
 def test_gradcam_at_the_last_block_equals_layer_gradcam(name, node, tmp_path_factory):
     t, net, size = float64_pair(name, tmp_path_factory)
     assert te.explain.attribution.default_cam_layer(net) == node
@@ -212,8 +218,9 @@ def test_gradcam_at_the_last_block_equals_layer_gradcam(name, node, tmp_path_fac
 
 @pytest.mark.parametrize("name,node,module", [
     ("resnet18", "layer3.1.relu_1", lambda t: t.layer3),
-    ("mobilenet_v2", "features.17.conv.1.2", lambda t: t.features[17].conv[1][2]),
-    ("googlenet", "inception3b.concat", lambda t: t.inception3b),
+    pytest.param("mobilenet_v2", "features.17.conv.1.2", lambda t: t.features[17].conv[1][2],
+                 marks=pytest.mark.slow),
+    pytest.param("googlenet", "inception3b.concat", lambda t: t.inception3b, marks=pytest.mark.slow),
 ])
 def test_neuron_target_equals_neuron_gradient(name, node, module, tmp_path_factory):
     t, net, size = float64_pair(name, tmp_path_factory)
