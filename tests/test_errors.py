@@ -214,8 +214,8 @@ def test_missing_format_attribute(saved):
 
 
 def test_wrong_version(saved):
-    edit(saved, lambda f: f.attrs.__setitem__("format_version", 2))
-    with pytest.raises(te.ModelFileError, match=r"format_version 2 is not supported.*knows 1"):
+    edit(saved, lambda f: f.attrs.__setitem__("format_version", 3))
+    with pytest.raises(te.ModelFileError, match=r"format_version 3 is not supported.*knows 1, 2"):
         te.load_model(saved)
 
 

@@ -1,7 +1,8 @@
 """The self-describing HDF5 model file (schema in README.md, "Model file").
 
-    /                       attrs: format = "tinygrad-explain-model", format_version = 1,
-                                   architecture = JSON list of layer specs (each with "name", "type", ...),
+    /                       attrs: format = "tinygrad-explain-model", format_version = 1 or 2,
+                                   architecture = JSON list of layer specs (each with "name", "type", ...;
+                                   version 2: graph nodes, each with "inputs", the nodes it reads),
                                    input_shape = [C, H, W]
     /weights/<layer>/weight float32 dataset (conv: O, I/groups, kH, kW; linear: out, in)
     /weights/<layer>/bias   float32 dataset (O,)
@@ -32,7 +33,10 @@ if TYPE_CHECKING:
     from .models import Network
 
 FORMAT = "tinygrad-explain-model"
-VERSION = 1
+#: The newest format version: 1 is a chain of layers, 2 adds graph networks (entries with
+#: "inputs").  A chain is still written as version 1 (files older readers read).
+VERSION = 2
+VERSIONS = (1, 2)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "fashion_scenes_alexnet.h5"
 #: Largest parameter count load_model accepts unless told otherwise (AlexNet has 61 M;
 #: 300 M float32 weights are 1.2 GB).  Override per call or with TGE_MAX_PARAMETERS.
@@ -90,7 +94,7 @@ def save_model(model: Network, path: str | os.PathLike, class_names: Sequence[st
     from .safe_io import atomic_write
     with atomic_write(path) as fobj, h5py.File(fobj, "w") as f:
         f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = VERSION
+        f.attrs["format_version"] = 2 if any("inputs" in spec for spec in model.architecture()) else 1
         f.attrs["architecture"] = json.dumps(model.architecture())
         f.attrs["input_shape"] = np.asarray(model.input_shape, np.int64)
         w = f.create_group("weights")
@@ -185,7 +189,7 @@ def _short(v, n=60):
 
 def parameter_count(arch: Sequence[dict]) -> int:
     """Number of weights the architecture asks for, computed from the specs alone
-    (nothing allocated): conv O*(I/groups)*k*k + O, linear out*in + out."""
+    (nothing allocated): conv O*(I/groups)*k*k + O, linear out*in + out, batch norm 4*C."""
     from .nn import _positive
     total = 0
     for spec in arch:
@@ -200,6 +204,9 @@ def parameter_count(arch: Sequence[dict]) -> int:
             elif t == "linear":
                 i, o = _positive("linear", in_features=spec.get("in_features"), out_features=spec.get("out_features"))
                 total += o * i + o
+            elif t == "batchnorm":
+                (c,) = _positive("batchnorm", num_features=spec.get("num_features"))
+                total += 4 * c                  # weight, bias, running mean and variance
         except ValueError as e:
             raise ValueError(f"layer {name!r}: {e}") from None
     return total
@@ -219,7 +226,9 @@ def _max_parameters(limit):
 
 def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
                max_parameters: int | None = None) -> Network:
-    """Read a model file written by :func:`save_model` (or by hand, following the schema).
+    """Read a model file written by :func:`save_model` (or by hand, following the schema),
+    or an ONNX file (a name ending in ``.onnx``: :func:`tinygrad_explain.onnx_import.load_onnx`,
+    without preprocessing -- convert it with ``scripts/convert_onnx.py`` to store that).
 
     ``path=None`` loads the embedded default model shipped in ``weights/``
     (override with the environment variable ``TGE_WEIGHTS``); a name of
@@ -247,6 +256,9 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
     elif isinstance(path, str) and path in MODEL_NAMES:
         path = MODEL_NAMES[path]
     path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        from .onnx_import import load_onnx
+        return load_onnx(path, max_parameters=max_parameters, device=device)
     limit = _max_parameters(max_parameters)
     _check_regular_file(path)
     try:
@@ -263,8 +275,8 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
             version = f.attrs.get("format_version")
             if not (isinstance(version, (int, np.integer)) and not isinstance(version, (bool, np.bool_))):
                 raise ModelFileError(f"{path}: attribute 'format_version' must be an integer, got {_short(version)}")
-            need(int(version) == VERSION,
-                 f"format_version {int(version)} is not supported (this reader knows {VERSION})")
+            need(int(version) in VERSIONS,
+                 f"format_version {int(version)} is not supported (this reader knows {', '.join(map(str, VERSIONS))})")
             _check_self_contained(f, path)
             need("architecture" in f.attrs and "input_shape" in f.attrs,
                  "missing 'architecture' or 'input_shape' attribute")
@@ -277,6 +289,9 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
             need(isinstance(arch, list) and all(isinstance(a, dict) for a in arch),
                  "'architecture' must be a list of layer objects")
             need(len(arch) > 0, "'architecture' is an empty list (a network needs at least one layer)")
+            graph = [a.get("name") for a in arch if "inputs" in a]
+            need(not graph or int(version) >= 2, f"layers {graph[:3]} name their 'inputs' (a graph network), "
+                                                 "which needs format_version 2")
             try:
                 raw_shape = np.asarray(f.attrs["input_shape"])
                 need(raw_shape.dtype.kind in "iu", f"attribute 'input_shape' must be three integers [C, H, W], "

@@ -51,23 +51,20 @@ class Network:
     # ----- structure -----------------------------------------------------
     def _infer_shapes(self):
         shapes, s = {}, self.input_shape
-        maps = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm, nn.Upsample)
         for name, layer in self.layers.items():
-            if isinstance(layer, maps) and len(s) != 3:
-                raise ValueError(f"layer {name!r} ({layer.type}) needs a (C, H, W) map as input, gets shape {s}")
-            if isinstance(layer, nn.Conv2d) and s[0] != layer.in_channels:
-                raise ValueError(f"layer {name!r} expects {layer.in_channels} input channels, gets {s[0]}")
-            if isinstance(layer, nn.Linear) and (len(s) != 1 or s[0] != layer.in_features):
-                raise ValueError(f"layer {name!r} expects {layer.in_features} input features, gets shape {s}")
-            s = layer.out_shape(s)
-            if any(v <= 0 for v in s):
-                raise ValueError(f"layer {name!r} would output an empty map {s} for input {self.input_shape}")
-            shapes[name] = tuple(s)
+            s = layer_output_shape(name, layer, s, self.input_shape)
+            shapes[name] = s
         return shapes
 
     @property
     def layer_names(self) -> list[str]:
         return list(self.layers)
+
+    def feeds(self, below: str, above: str) -> bool:
+        """Whether layer ``above``'s output depends on layer ``below``'s (``below`` comes
+        before it; in a graph network, on a path to it)."""
+        names = self.layer_names
+        return names.index(below) < names.index(above)
 
     @property
     def num_classes(self) -> int:
@@ -240,12 +237,7 @@ class Network:
         for name in run:
             x = self.layers[name](x)
             if keep is not None and name in keep:
-                if is_grad_enabled():
-                    if x.requires_grad:
-                        x.retain_grad()
-                    else:               # nothing below needs a gradient: x is a leaf, make it one that does
-                        x.requires_grad = True
-                kept[name] = x
+                kept[name] = keep_output(x)
         if keep is None:
             return x
         kept[run[-1]] = x
@@ -259,6 +251,39 @@ class Network:
         return "\n".join(lines)
 
 
+def layer_output_shape(name: str, layer: nn.Layer, s: tuple, input_shape: tuple) -> tuple:
+    """The output shape of ``layer`` (named ``name``) for an input of shape ``s`` (no
+    batch axis), after checking that the layer can take it: a clear error naming the
+    layer for a wrong architecture (the one check of ``Network`` and ``GraphNetwork``)."""
+    maps = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm, nn.Upsample, nn.BatchNorm2d,
+            nn.AvgPool2d, nn.GlobalAvgPool2d)
+    if isinstance(layer, maps) and len(s) != 3:
+        raise ValueError(f"layer {name!r} ({layer.type}) needs a (C, H, W) map as input, gets shape {s}")
+    if isinstance(layer, nn.Conv2d) and s[0] != layer.in_channels:
+        raise ValueError(f"layer {name!r} expects {layer.in_channels} input channels, gets {s[0]}")
+    if isinstance(layer, nn.Linear) and (len(s) != 1 or s[0] != layer.in_features):
+        raise ValueError(f"layer {name!r} expects {layer.in_features} input features, gets shape {s}")
+    features = getattr(layer, "num_features", None)
+    if features is not None and s[0] != features:
+        raise ValueError(f"layer {name!r} expects {features} input channels, gets {s[0]}")
+    s = layer.out_shape(s)
+    if any(v <= 0 for v in s):
+        raise ValueError(f"layer {name!r} would output an empty map {s} for input {input_shape}")
+    return tuple(s)
+
+
+def keep_output(x: Tensor) -> Tensor:
+    """``x``, a layer output the caller keeps (``model(..., keep=...)``), made to keep its
+    gradient: it retains it, or -- if nothing below needs a gradient (x is a leaf) --
+    becomes a leaf that requires one, so the backward pass stops there."""
+    if is_grad_enabled():
+        if x.requires_grad:
+            x.retain_grad()
+        else:               # nothing below needs a gradient: x is a leaf, make it one that does
+            x.requires_grad = True
+    return x
+
+
 class LayerOutputs(dict):
     """``model(x, keep=(...))``'s answer: {layer name: output Tensor} in layer order,
     the kept layers and the last layer run; ``.output`` is the final output."""
@@ -266,7 +291,11 @@ class LayerOutputs(dict):
 
 
 def from_architecture(arch: Sequence[dict], input_shape: Sequence[int], **kw) -> Network:
-    """Rebuild a Network from ``Network.architecture()`` output."""
+    """Rebuild a Network from ``Network.architecture()`` output -- a GraphNetwork
+    (tinygrad_explain.graph) when any entry names its ``inputs``."""
+    if any(isinstance(spec, dict) and "inputs" in spec for spec in arch):
+        from .graph import graph_from_architecture
+        return graph_from_architecture(arch, input_shape, **kw)
     layers = []
     for i, spec in enumerate(arch):
         if "name" not in spec:

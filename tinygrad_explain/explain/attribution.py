@@ -91,15 +91,23 @@ def smoothgrad(model: Network, x: Images, target: Target, noise: float = 0.15, s
 # --------------------------------------------------------------------------
 # Grad-CAM and guided Grad-CAM
 # --------------------------------------------------------------------------
+#: node types that keep a convolution's feature maps as they are (default_cam_layer follows them)
+_MAP_TYPES = ("relu", "relu6", "clip", "batchnorm", "add", "concat")
+
+
 def default_cam_layer(model: Network) -> str:
-    """The last convolutional layer's output after its ReLU (Selvaraju et al. use the last
-    conv layer's rectified feature maps): "relu5" for AlexNet."""
+    """The last convolutional layer's rectified output (Selvaraju et al. use the last
+    conv layer's rectified feature maps): the last conv, followed through the nodes
+    right after it that keep its maps (batch norm, ReLU / ReLU6, a residual add, a
+    concatenation) -- "relu5" for AlexNet, the last block's output ("layer4.1.relu2")
+    for a ResNet, the last inception's concatenation for GoogLeNet."""
     names = model.layer_names
     convs = [i for i, n in enumerate(names) if model.layers[n].type == "conv"]
     if not convs:
         raise ExplainError("Grad-CAM needs a convolutional layer; this model has none")
     i = convs[-1]
-    if i + 1 < len(names) and model.layers[names[i + 1]].type == "relu":
+    while i + 1 < len(names) and model.layers[names[i + 1]].type in _MAP_TYPES \
+            and len(model.shapes[names[i + 1]]) == 3:
         i += 1
     return names[i]
 

@@ -60,8 +60,7 @@ def gradient(model: Network, x: Images, target: Target, rule: str = "backprop",
     obj = resolve_objective(model, target, x.shape[0])
     if layer is not None:
         layer = resolve_layer(model, layer)
-        names = model.layer_names
-        if names.index(layer) >= names.index(obj.layer):
+        if not model.feeds(layer, obj.layer):
             raise ExplainError(f"layer {layer!r} is not below the target's layer {obj.layer!r}: "
                                "the gradient there is the target's own seed (or zero)")
     with relu_backward(rule):
