@@ -203,14 +203,20 @@ def test_gradient_at_a_named_node_equals_captum(name, tmp_path_factory):
     close(name, f"gradient at {node}", te.explain.gradient(net, x, TARGETS, layer=node), ref, 1e-9)
 
 
-@pytest.mark.parametrize("name,node", [("resnet18", "layer4.1.relu_1"),
-                                       pytest.param("resnet50", "layer4.2.relu_2", marks=pytest.mark.slow)])
-def test_gradcam_at_the_last_block_equals_layer_gradcam(name, node, tmp_path_factory):
+@pytest.mark.parametrize("name,node,module", [
+    ("resnet18", "layer4.1.relu_1", lambda t: t.layer4),
+    pytest.param("resnet50", "layer4.2.relu_2", lambda t: t.layer4, marks=pytest.mark.slow),
+    pytest.param("googlenet", "inception5b.concat", lambda t: t.inception5b, marks=pytest.mark.slow),
+    pytest.param("mobilenet_v2", "features.18.2", lambda t: t.features[18], marks=pytest.mark.slow),
+])
+def test_gradcam_at_the_last_block_equals_layer_gradcam(name, node, module, tmp_path_factory):
+    """Grad-CAM's default node is the last block's output; equal to LayerGradCam there."""
     t, net, size = float64_pair(name, tmp_path_factory)
     assert te.explain.attribution.default_cam_layer(net) == node
     x = images(size, seed=3)
+    RuleReLU6.rule = "backprop"
     xt = torch.from_numpy(x).requires_grad_(True)
-    ref = captum_attr.LayerGradCam(t, t.layer4).attribute(xt, target=TARGETS, relu_attributions=True)
+    ref = captum_attr.LayerGradCam(t, module(t)).attribute(xt, target=TARGETS, relu_attributions=True)
     ours = te.explain.gradcam(net, x, TARGETS, upsample_to_input=False)
     close(name, f"Grad-CAM at {node}", ours, ref.detach().numpy()[:, 0], 1e-9)
     np.testing.assert_array_equal(ours, te.explain.gradcam(net, x, TARGETS, layer=node, upsample_to_input=False))
