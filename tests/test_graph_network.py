@@ -365,3 +365,21 @@ def test_command_line_on_an_onnx_file(tmp_path, capsys):
                  "--out", str(tmp_path / "d.png")]) == 2
     assert "unknown layer 'block.ad'; did you mean 'block.add'" in capsys.readouterr().err
     assert te.explain.attribution.default_cam_layer(model) == "block.relu"
+
+
+def test_explorer_on_an_onnx_file(tmp_path):
+    """``serve --weights net.onnx``'s model side: the layer menu lists the nodes, and a
+    request for a channel of a dotted node gives that gradient's map and the layer view."""
+    from tinygrad_explain.explorer import Explorer
+    ex = Explorer(weights=str(residual_onnx(tmp_path / "res.onnx")))
+    try:
+        info = ex.info()
+        assert [l["name"] for l in info["layers"]] == ["conv1", "relu1", "block.conv", "block.add", "block.relu",
+                                                       "pool", "flatten"]
+        x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+        rows = ex.run(ex.layer_flow, x, ("block.add", 2), "backprop")
+        assert [r["name"] for r in rows] == ["input", "conv1", "relu1", "block.conv", "block.add"]
+        g = te.explain.gradient(ex.model, x, ("block.add", 2), layer="relu1")
+        np.testing.assert_allclose(rows[2]["grad_norm"], np.linalg.norm(g), rtol=1e-6)
+    finally:
+        ex.close()
