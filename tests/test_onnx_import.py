@@ -203,3 +203,21 @@ def test_batch_norm_is_folded_only_where_its_conv_feeds_it_alone(tmp_path):
         s = b + c if shared else b
         np.testing.assert_allclose(net.astype(np.float64)(x).numpy(), s.reshape(2, -1) @ fwa.T, rtol=1e-5,
                                    atol=1e-5)
+
+
+def test_gemm_bias_of_shape_1_by_o_and_training_dropout(tmp_path):
+    r = np.random.default_rng(4)
+    fb2 = numpy_helper.from_array(r.standard_normal((1, 3)).astype(np.float32), "fb2")
+    nodes = [helper.make_node("Gemm", ["f", "fw", "fb2"], ["y2"], name="/fc2/Gemm", transB=1, beta=0.5)]
+    path, w = tiny_onnx(tmp_path / "g.onnx", nodes, [fb2], out="y2")
+    net = load_onnx(path)
+    x = r.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    f = net(x, until="flatten").numpy()
+    np.testing.assert_allclose(net(x).numpy(), f @ w["fw"].T + 0.5 * numpy_helper.to_array(fb2), rtol=1e-5,
+                               atol=1e-5)
+    true = numpy_helper.from_array(np.array(True), "train")
+    ratio = numpy_helper.from_array(np.array(0.5, np.float32), "ratio")
+    nodes = [helper.make_node("Dropout", ["y", "ratio", "train"], ["d"], name="/drop/Dropout")]
+    path, _ = tiny_onnx(tmp_path / "d.onnx", nodes, [true, ratio], out="d")
+    with pytest.raises(OnnxImportError, match=r"node '/drop/Dropout' \(Dropout\): in training mode"):
+        load_onnx(path)

@@ -351,8 +351,10 @@ def _convert_node(n, where, path, const, src, shape, kind, state, readers, outpu
         return const[ins[k]]
 
     if op in ("Identity", "Dropout"):
-        if op == "Dropout" and len(n.output) > 1 and readers.get(n.output[1]):
-            raise OnnxImportError(f"{where}: its mask output is used (a training graph); export in eval mode")
+        if op == "Dropout" and (len(n.output) > 1 and readers.get(n.output[1])
+                                or len(ins) > 2 and ins[2] and bool(np.any(cst(2, "training_mode")))):
+            raise OnnxImportError(f"{where}: in training mode or its mask is used (a training graph); "
+                                  "export in eval mode")
         src[n.output[0]] = x
     elif op == "Conv":
         w, b = cst(1, "the weight"), cst(2, "the bias")
@@ -433,9 +435,12 @@ def _convert_node(n, where, path, const, src, shape, kind, state, readers, outpu
                 raise OnnxImportError(f"{where}: transA=1 is not supported")
             w = w if int(a.get("transB", 0)) else w.T
             w = w * float(a.get("alpha", 1.0))
-            b = cst(2, "C")
-            b = np.zeros(w.shape[0]) if b is None else float(a.get("beta", 1.0)) * np.broadcast_to(
-                np.asarray(b), (w.shape[0],))
+            b, O = cst(2, "C"), w.shape[0]
+            if b is not None:
+                b = np.asarray(b, np.float64)
+                b = float(a.get("beta", 1.0)) * np.broadcast_to(b.reshape(-1) if b.size == O else b, (O,))
+            else:
+                b = np.zeros(O)
         else:
             w, b = w.T, np.zeros(w.shape[1])
         add(n, nn.Linear(w.shape[1], w.shape[0]), [x], {"weight": w, "bias": b})
