@@ -221,3 +221,18 @@ def test_gemm_bias_of_shape_1_by_o_and_training_dropout(tmp_path):
     path, _ = tiny_onnx(tmp_path / "d.onnx", nodes, [true, ratio], out="d")
     with pytest.raises(OnnxImportError, match=r"node '/drop/Dropout' \(Dropout\): in training mode"):
         load_onnx(path)
+
+
+def test_convert_onnx_script(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    path, _ = tiny_onnx(tmp_path / "t.onnx")
+    out = tmp_path / "t.h5"
+    r = subprocess.run([sys.executable, str(root / "scripts" / "convert_onnx.py"), str(path), str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "wrote" in r.stdout and "4 nodes, input (2, 6, 6), 3 classes" in r.stdout
+    r = subprocess.run([sys.executable, str(root / "scripts" / "convert_onnx.py"), str(tmp_path / "no.onnx"),
+                        str(tmp_path / "x.h5")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no.onnx does not exist" in r.stderr

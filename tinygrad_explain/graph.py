@@ -114,6 +114,7 @@ class GraphNetwork(Network):
 
     def __init__(self, nodes: Iterable[tuple], input_shape: Sequence[int],
                  class_names: Sequence[str] | None = None, preprocessing: dict | None = None) -> None:
+        nodes = list(nodes)
         layers, inputs, previous = [], {}, INPUT
         for k, node in enumerate(nodes):
             if not isinstance(node, (tuple, list)) or len(node) not in (2, 3):
