@@ -178,9 +178,10 @@ def test_batch_norm_is_folded_only_where_its_conv_feeds_it_alone(tmp_path):
     fw = numpy_helper.from_array(r.standard_normal((3, 2 * 36)).astype(np.float32), "fw")
 
     def graph(shared):
-        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="/conv/Conv", kernel_shape=[1, 1]),
-                 helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "var"], ["b"], name="/bn/BN",
-                                  epsilon=1e-3)]
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="/conv/Conv", kernel_shape=[1, 1])]
+        nodes += [helper.make_node("Identity", ["c"], ["ci"], name="/ci")] if shared else []  # BN reads an alias
+        nodes += [helper.make_node("BatchNormalization", ["ci" if shared else "c", "g", "be", "mu", "var"], ["b"],
+                                   name="/bn/BN", epsilon=1e-3)]
         nodes += [helper.make_node("Add", ["b", "c"], ["s"], name="/Add")] if shared else \
             [helper.make_node("Identity", ["b"], ["s"], name="/id")]
         nodes += [helper.make_node("Flatten", ["s"], ["f"], name="/Flatten"),
