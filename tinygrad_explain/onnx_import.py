@@ -562,6 +562,10 @@ def load_onnx(path: str | os.PathLike, *, class_names: Sequence[str] | None = No
         pre = {k: v for k, v in (("mean", mean), ("std", std), ("channel_order", channel_order),
                                  ("pixel_scale", pixel_scale), ("resize", resize), ("crop", crop)) if v is not None}
         pre = {k: (list(map(float, v)) if k in ("mean", "std") else v) for k, v in pre.items()}
+        for k in ("mean", "std"):
+            if k in pre and len(pre[k]) != input_shape[0]:
+                raise OnnxImportError(f"{path}: {k} has {len(pre[k])} values; the network takes "
+                                      f"{input_shape[0]} input channels (give one per channel)")
         try:
             net = GraphNetwork(nodes, input_shape, preprocessing=pre)
         except ValueError as e:
