@@ -64,8 +64,9 @@ def build_parser():
     common.add_argument("--threads", type=int, default=1,
                         help="Numba/BLAS threads (default 1; 0 = library default)")
     own = {
-        "layer": dict(help="layer: for maximize (required), invert (default fc7), gradcam / guided-gradcam "
-                           "(default: the last conv layer after its ReLU)"),
+        "layer": dict(help="layer (a node of a graph network, e.g. layer4.1.relu_1): for maximize (required), "
+                           "invert (default fc7), gradcam / guided-gradcam (default: the last conv layer after "
+                           "its ReLU)"),
         "unit": dict(help="unit for maximize: a channel/neuron index, or c,i,j"),
         "inits": dict(type=int, default=5, help="reconstructions for invert (default 5)"),
         "recipe": dict(help="named settings (default \"natural\"): \"simonyan2014\", \"mahendran2015\", for "
