@@ -810,11 +810,11 @@ IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet s
 }
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog="tinygrad-explain figures") -> int:
     import argparse
     import sys
     ap = argparse.ArgumentParser(
-        prog="reproduce_figures.py",
+        prog=prog,
         description="Write every figure of the lecture 'Explaining CNNs: Early Methods' as PNG, plus index.html. "
                     "Default: the embedded Fashion-MNIST-scenes AlexNet and shipped sample scenes; "
                     "--weights FILE --images PHOTO... for real AlexNet (ImageNet preprocessing from the file).")

@@ -43,9 +43,10 @@ import numpy as np
 
 from ..engine import Tensor, no_grad
 from ..models import Network
+from ..shipped import DATA_DIR
 from ._common import ExplainError, LayerName, resolve_layer
 
-BANK_PATH = Path(__file__).resolve().parent.parent / "data" / "fashion_scenes_bank.npz"
+BANK_PATH = DATA_DIR / "fashion_scenes_bank.npz"
 CANDIDATES = 5          # nearest scenes by code that the decoder re-ranks (measured: docs/explainers.md)
 _BATCH = 250            # scenes per forward pass over the bank
 CACHE_MAX_VALUES = 4096  # a layer's bank codes are kept if one code has at most this many values
