@@ -3,6 +3,7 @@ that names the offending thing (the layer, the key, the file, the value).
 Plus save -> load round trips of the HDF5 model file."""
 import json
 
+import _need as need
 import numpy as np
 import pytest
 from _reference import edit, rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
@@ -13,7 +14,7 @@ from tinygrad_explain.models import Network, alexnet
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
-h5py = pytest.importorskip("h5py")
+h5py = need.module("h5py")
 
 
 @pytest.fixture(scope="module")

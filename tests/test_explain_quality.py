@@ -12,7 +12,7 @@ from tinygrad_explain import figures, scenes
 from tinygrad_explain.explain import benchmark as B
 from tinygrad_explain.modelfile import DEFAULT_WEIGHTS
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason=f"{DEFAULT_WEIGHTS} is absent"),
+pytestmark = [pytest.mark.slow, pytest.mark.needs(DEFAULT_WEIGHTS.exists(), f"{DEFAULT_WEIGHTS} is absent"),
               pytest.mark.usefixtures("one_thread")]
 
 

@@ -15,10 +15,11 @@ import os
 import warnings
 import zipfile
 
+import _need as need
 import numpy as np
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
+hypothesis = need.module("hypothesis")
 from _reference import tiny_network  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st
@@ -29,7 +30,7 @@ from tinygrad_explain import image as te_image  # noqa: E402
 from tinygrad_explain import torch_checkpoint as tc  # noqa: E402
 from tinygrad_explain.convert import torchvision_to_state_dict  # noqa: E402
 
-h5py = pytest.importorskip("h5py")
+h5py = need.module("h5py")
 
 # TGE_FUZZ_EXAMPLES=2000 TGE_FUZZ_RANDOM=1 for a longer, exploring run by hand
 FUZZ = settings(max_examples=int(os.environ.get("TGE_FUZZ_EXAMPLES", 60)), deadline=5000,

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import _need as need
 import numpy as np
 import pytest
 from _reference import edit, tiny_network
@@ -18,7 +19,7 @@ from PIL import Image
 import tinygrad_explain as te
 from tinygrad_explain import image as te_image
 
-h5py = pytest.importorskip("h5py")
+h5py = need.module("h5py")
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _need as need
 import numpy as np
 import pytest
 
@@ -101,7 +102,7 @@ def test_randomize_rejects_unknown_layer(model):
 # similarity measures
 # --------------------------------------------------------------------------
 def test_rankdata_and_spearman_against_scipy():
-    stats = pytest.importorskip("scipy.stats")
+    stats = need.module("scipy.stats")
     rng = np.random.default_rng(0)
     a = np.round(rng.random((16, 16)) * 4)               # many ties
     b = np.round(a + rng.standard_normal((16, 16)))
@@ -110,8 +111,8 @@ def test_rankdata_and_spearman_against_scipy():
 
 
 def test_ssim_and_hog_against_scikit_image():
-    metrics = pytest.importorskip("skimage.metrics")
-    feature = pytest.importorskip("skimage.feature")
+    metrics = need.module("skimage.metrics")
+    feature = need.module("skimage.feature")
     rng = np.random.default_rng(1)
     a = rng.random((64, 64))
     b = np.clip(a + 0.3 * rng.standard_normal((64, 64)), 0, 1)
@@ -219,7 +220,7 @@ def test_twin_is_shipped_and_knows_nothing_of_the_classes(model):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _have_fashion_mnist(), reason="needs Fashion-MNIST (dataset-fashion-mnist)")
+@pytest.mark.needs(_have_fashion_mnist(), "needs Fashion-MNIST (dataset-fashion-mnist)")
 def test_twin_memorised_its_permuted_labels():
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
@@ -235,7 +236,7 @@ def test_twin_memorised_its_permuted_labels():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _have_fashion_mnist(), reason="needs Fashion-MNIST (dataset-fashion-mnist)")
+@pytest.mark.needs(_have_fashion_mnist(), "needs Fashion-MNIST (dataset-fashion-mnist)")
 def test_train_random_labels_script(tmp_path):
     out = tmp_path / "r.h5"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_random_labels.py"), "--train-size", "64",

@@ -409,7 +409,7 @@ def url_of(server) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tinygrad_explain serve",
+    ap = argparse.ArgumentParser(prog="tinygrad-explain serve",
                                  description="The explorer: a local web page for backprop to the input.")
     ap.add_argument("--host", default="127.0.0.1",
                     help="address to bind (default 127.0.0.1: only this machine; 0.0.0.0 exposes it to the network)")
