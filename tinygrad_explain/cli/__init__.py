@@ -92,20 +92,27 @@ def _walkthrough(argv):
     return main(argv)
 
 
-CONVERTERS = {   # kind: (what it reads, the API function that converts it)
-    "torchvision": "torchvision's AlexNet checkpoint (.pth, read without torch or unpickling) -> a model file",
-    "caffe": "Caffe's bvlc_alexnet.caffemodel (read without protobuf) -> a model file",
-    # "onnx": when tinygrad_explain.convert has an ONNX reader, add its line here (and to convert.cli's table)
+def _alexnet_converter(kind, what):
+    """``convert KIND INPUT OUTPUT`` for the AlexNet readers of tinygrad_explain.convert."""
+    def run(argv):
+        from ..convert import cli
+        return cli(kind, f"\n{what}.", argv)
+    return run
+
+
+#: kind: (one line for --help, main(argv)).  The ONNX reader (scripts/convert_onnx.py and its API function)
+#: is one more line here: "onnx": ("an ONNX network -> a model file", <its main(argv)>).
+CONVERTERS: dict[str, tuple[str, Callable]] = {
+    "torchvision": (w := "torchvision's AlexNet checkpoint (.pth, read without torch or unpickling) -> a model "
+                    "file", _alexnet_converter("torchvision", w)),
+    "caffe": (w := "Caffe's bvlc_alexnet.caffemodel (read without protobuf) -> a model file",
+              _alexnet_converter("caffe", w)),
 }
 
 
 def _convert(argv):
-    return _choose(f"{PROG} convert", "kind", CONVERTERS, argv, _run_converter)
-
-
-def _run_converter(kind, argv):
-    from ..convert import cli
-    return cli(kind, f"\n{CONVERTERS[kind]}.", argv)
+    return _choose(f"{PROG} convert", "kind", {k: v[0] for k, v in CONVERTERS.items()}, argv,
+                   lambda kind, rest: CONVERTERS[kind][1](rest))
 
 
 BENCHMARKS = {   # name: (what it measures, the script of a source checkout that does it)
@@ -151,7 +158,8 @@ def _choose(prog, what, table, argv, run):
         p.parse_args(["--help"])
     if argv[0] not in table:
         p.error(f"unknown {what} {argv[0]!r}; choose from {', '.join(table)}")
-    return run(argv[0], argv[1:])
+    with _one_line_errors(f"{prog} {argv[0]}"):
+        return run(argv[0], argv[1:])
 
 
 #: the commands that are not one explanation: name -> (one line for --help, main(argv))
