@@ -16,6 +16,7 @@ from PIL import Image
 import tinygrad_explain as te
 from tinygrad_explain import cli, figures
 from tinygrad_explain import draw as D
+from tinygrad_explain.cli import explain as cli_explain
 from tinygrad_explain.explain import methods
 from tinygrad_explain.fashion_mnist import CLASS_NAMES
 
@@ -202,7 +203,7 @@ def test_cli_help_of_each_method(method, capsys):
     text = " ".join(capsys.readouterr().out.split())           # argparse wraps lines
     entry = methods.every()[method]
     assert " ".join(entry.summary.split()) in text and entry.paper in text
-    offered = {o for o in cli.explain.OPTIONS if f"--{o} " in text}
+    offered = {o for o in cli_explain.OPTIONS if f"--{o} " in text}
     assert offered == set(entry.options)
 
 
