@@ -50,12 +50,15 @@ def test_runs_top_to_bottom(path, tmp_path):
     tags = [t for c in nb.cells for t in c.metadata.get("tags", [])]
     if "solution" in tags:                       # every exercise has its check
         assert tags.count("solution") == tags.count("solution-check")
-    env_threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    env_threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONPATH")}
     t0 = time.perf_counter()
     try:
         # the kernel is a new process: one BLAS thread, as te.set_num_threads(1)
-        for k in env_threads:
+        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[k] = "1"
+        if env_threads["PYTHONPATH"]:            # the kernel runs in a temporary folder: PYTHONPATH=. must stay here
+            os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in
+                                                       env_threads["PYTHONPATH"].split(os.pathsep) if p)
         # from a folder outside the checkout: the notebooks need only the installed package
         client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
                                          resources={"metadata": {"path": str(tmp_path)}})
