@@ -490,6 +490,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         ok = super().parse_request()
+        if ok and self.headers.defects:       # a header line without a colon, ...: not HTTP
+            self.send_error(HTTPStatus.BAD_REQUEST, "malformed header lines")
+            return False
         if ok:                                # headers in: the body gets its own deadline
             self.server.track(self.connection, BODY_TIMEOUT, evictable=False)
         return ok
