@@ -192,7 +192,10 @@ def load_npz(path, what: str = "file", keys=None, max_bytes: int | None = None) 
 
     Every problem is an :class:`NpzError` (a ValueError) naming ``what`` and the file,
     and the member where there is one.  A missing file raises FileNotFoundError."""
+    import lzma
+    import tokenize
     import zipfile
+    import zlib
 
     import numpy as np
     from numpy.lib import format as npy
@@ -204,8 +207,8 @@ def load_npz(path, what: str = "file", keys=None, max_bytes: int | None = None) 
     limit = _npz_limit(max_bytes)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise NpzError(f"{label}: not an .npz archive ({e})") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, OverflowError) as e:
+        raise NpzError(f"{label}: not an .npz archive ({' '.join(str(e).split())[:200]})") from None
     out = {}
     with zf:
         infos = zf.infolist()
@@ -252,8 +255,10 @@ def load_npz(path, what: str = "file", keys=None, max_bytes: int | None = None) 
                     out[name] = a.reshape(shape[::-1]).transpose() if fortran else a.reshape(shape)
             except NpzError:
                 raise
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError, TypeError, SyntaxError,
-                    NotImplementedError, OverflowError, RuntimeError) as e:
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, TypeError, SyntaxError, zlib.error,
+                    lzma.LZMAError, tokenize.TokenError, NotImplementedError, OverflowError, RecursionError,
+                    MemoryError) as e:
                 # zlib errors, CRC mismatches, malformed headers, an unsupported compression method
-                raise NpzError(f"{member}: unreadable ({type(e).__name__}: {e})") from None
+                why = " ".join(str(e).split())              # numpy's messages span lines
+                raise NpzError(f"{member}: unreadable ({type(e).__name__}: {why[:200]})") from None
     return out

@@ -163,6 +163,8 @@ def load(path: str | os.PathLike) -> dict:
                           for m in methods}
     except KeyError as e:
         raise ValueError(f"benchmark result {path}: no array {e.args[0]!r}; not a file written by save()") from None
+    except (ValueError, TypeError) as e:                # a setting that is not one number, ...
+        raise ValueError(f"benchmark result {path}: not a file written by save() ({e})") from None
     return out
 
 
