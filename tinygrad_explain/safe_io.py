@@ -208,7 +208,7 @@ def load_npz(path, what: str = "file", keys=None, max_bytes: int | None = None) 
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, OverflowError) as e:
-        raise NpzError(f"{label}: not an .npz archive ({' '.join(str(e).split())[:200]})") from None
+        raise NpzError(f"{label}: not a readable .npz archive ({' '.join(str(e).split())[:200]})") from None
     out = {}
     with zf:
         infos = zf.infolist()

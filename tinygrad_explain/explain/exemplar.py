@@ -77,6 +77,11 @@ def load_bank(path: str | Path | None = None) -> dict:
     if im is None or im.dtype != np.uint8 or im.ndim != 4 or im.shape[-1] != 3 or len(im) == 0:
         raise ExplainError(f"exemplar bank {path}: needs 'images', uint8 (n, H, W, 3) with n >= 1, got "
                            f"{None if im is None else (im.dtype, im.shape)}")
+    for k in ("labels", "indices"):
+        a = bank.get(k)
+        if a is not None and (a.ndim != 1 or len(a) != len(im) or a.dtype.kind not in "iu"):
+            raise ExplainError(f"exemplar bank {path}: {k!r} must be {len(im)} integers (one per scene), got "
+                               f"{a.dtype} of shape {a.shape}")
     bank["path"] = key
     with _lock:
         return _banks.setdefault(key, bank)
