@@ -187,23 +187,33 @@ def test_bomb_uploads_stay_within_the_memory_budget(server):
 
 def test_a_full_queue_answers_503(server):
     """More uploads at once than the decoding queue holds (1 working + QUEUE_WAITING):
-    the others get 503 at once, without their bodies being read; none is a 500."""
+    the headers of all arrive first, so exactly that many get a place and the others a
+    503 at once (their bodies read and dropped, never held); none is a 500."""
     big = encoded(Image.new("F", (4000, 4000), 0.5), "TIFF", compression="tiff_adobe_deflate")
-    n = 2 * (1 + explorer.QUEUE_WAITING) + 2
-    results = []
-    lock = threading.Lock()
-
-    def one():
-        r = server.post("/api/upload", big)
-        with lock:
-            results.append(r[0])
-    threads = [threading.Thread(target=one) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    assert len(results) == n and set(results) <= {200, 503}, results
-    assert 200 in results and 503 in results, results
+    places = 1 + explorer.QUEUE_WAITING
+    n = places + 4
+    head = (f"POST /api/upload HTTP/1.1\r\nHost: {server.host}\r\nX-Explorer-Token: {server.token}\r\n"
+            f"Content-Length: {len(big)}\r\n\r\n").encode()
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=120) for _ in range(n)]
+    try:
+        for s in socks:
+            s.sendall(head)
+        time.sleep(1.0)                          # every request's headers are in: places taken
+        statuses = []
+        for s in socks:
+            s.sendall(big)
+        for s in socks:
+            reply = b""
+            while True:
+                b = s.recv(1 << 16)
+                if not b:
+                    break
+                reply += b
+            statuses.append(int(reply.split(b" ", 2)[1]))
+    finally:
+        for s in socks:
+            s.close()
+    assert sorted(statuses) == [200] * places + [503] * (n - places), statuses
 
 
 # ---------------------------------------------------------------------------

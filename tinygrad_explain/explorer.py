@@ -28,7 +28,7 @@ Safety (docs/explorer.md has the whole list, tests/test_hostile.py the attacks):
   header (a larger JPEG is decoded at 1/2..1/8 scale) -- a raster of at most 64 MiB;
 * decoding and every computation on the model run on bounded worker queues
   (one worker each, ``QUEUE_WAITING`` waiting): a request beyond that is a 503,
-  and an upload's body is not even read then;
+  and an upload's body is then read and dropped, never held;
 * connections: at most ``MAX_CONNECTIONS`` at once; the request line and headers
   must arrive within ``HEADER_TIMEOUT`` s and the body within ``BODY_TIMEOUT`` s; when
   all places are taken, a new connection takes the place of the oldest one still
@@ -556,6 +556,24 @@ class Handler(BaseHTTPRequestHandler):
                                                self.server.token.encode()):
             raise RequestError(f"missing or wrong {TOKEN_HEADER} (reload the page)", HTTPStatus.FORBIDDEN)
 
+    def _drop_body(self):
+        """Read and drop a body that will not be used (at most DRAIN_BYTES, in 64 KB pieces,
+        within BODY_TIMEOUT), so that the client reads the answer instead of a connection
+        reset; a larger or unreadable one: the connection is closed."""
+        self.close_connection = True
+        if getattr(self, "_consumed", False):
+            return
+        self._consumed = True
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) != 1 or not re.fullmatch(r"[0-9]{1,12}", lengths[0].strip()):
+            return
+        n = int(lengths[0])
+        if n <= DRAIN_BYTES:
+            with contextlib.suppress(OSError):
+                for start in range(0, n, 1 << 16):
+                    if not self.rfile.read(min(1 << 16, n - start)):
+                        break
+
     def _body(self, limit: int) -> bytes:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
@@ -566,13 +584,9 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError("the request needs one Content-Length (a whole number)", HTTPStatus.LENGTH_REQUIRED)
         n = int(lengths[0])
         if n > limit:
-            if n <= DRAIN_BYTES:         # read and drop it (within BODY_TIMEOUT), so the client sees the answer
-                for start in range(0, n, 1 << 16):
-                    if not self.rfile.read(min(1 << 16, n - start)):
-                        break
-            self.close_connection = True
             raise RequestError(f"the request body is {n} bytes; the limit is {limit}",
                                HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        self._consumed = True
         data = self.rfile.read(n)
         if len(data) != n:
             self.close_connection = True
@@ -599,7 +613,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self._check_caller(post=True)
             if path == "/api/upload":
-                with self.explorer.decoder.place():           # a place first: a busy server reads no body
+                with self.explorer.decoder.place():           # a place first: a busy server keeps no body
                     ref = self.explorer.add_upload(self._body(MAX_UPLOAD_BYTES), placed=True)
                 return self._json({"image": ref})
             if path == "/api/explain":
@@ -607,8 +621,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(self.explorer.explain(req))
             raise RequestError(f"not found: {_printable(path, 80)}", HTTPStatus.NOT_FOUND)
         except RequestError as e:
-            if e.status == HTTPStatus.SERVICE_UNAVAILABLE:
-                self.close_connection = True
+            self._drop_body()                 # refused before its body was read (busy, 403, 413, ...)
             self._error(e)
         except OSError:                       # the client went away or was too slow: nothing to answer
             self.close_connection = True
