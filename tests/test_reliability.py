@@ -664,3 +664,35 @@ def test_a_bad_checkpoint_changes_nothing(tmp_path):
     assert epoch == 3 and opt.lr == 0.05 and extra["config"]["momentum"] == 0.9
     for k, v in src.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[k], v)
+
+
+def test_upload_limits_decide_before_decoding(tmp_path):
+    """te.image.UPLOAD_LIMITS (the explorer's uploads): formats and pixel modes from an
+    allow-list, the pixel cap from the header -- a large JPEG decoded at a reduced scale
+    by the decoder itself, anything else over the cap refused before its raster exists."""
+    import io
+    import tracemalloc
+    lim = te_image.UPLOAD_LIMITS
+    buf = io.BytesIO()
+    Image.new("RGB", (6000, 4000), (200, 10, 10)).save(buf, format="JPEG")
+    im = te_image.load_pil(io.BytesIO(buf.getvalue()), limits=lim)
+    assert im.size == (3000, 2000) and im.getpixel((5, 5))[0] > 150            # 1/2 scale: 6 M pixels
+    assert te_image.load_pil(io.BytesIO(buf.getvalue())).size == (6000, 4000)   # without limits: whole
+    buf = io.BytesIO()
+    Image.new("I;16", (5000, 4000)).save(buf, format="PNG")                    # 20 M pixels, not a JPEG
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="5000x4000 is 20,000,000 pixels, more than this decoder's limit"):
+            te_image.load_pil(io.BytesIO(buf.getvalue()), limits=lim)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n"
+    (tmp_path / "fake.png").write_bytes(eps)
+    with pytest.raises(te_image.UnsupportedImageError, match="not a PNG, JPEG, WEBP, BMP, GIF, TIFF image"):
+        te_image.load_pil(tmp_path / "fake.png", limits=lim)
+    buf = io.BytesIO()
+    Image.new("LAB", (8, 8)).save(buf, format="TIFF")
+    with pytest.raises(te_image.UnsupportedImageError, match="pixel mode 'LAB'"):
+        te_image.load_pil(io.BytesIO(buf.getvalue()), limits=lim)
