@@ -845,6 +845,12 @@ def main(argv=None, prog="tinygrad-explain figures") -> int:
         ap.error(f"--units must be at least 1, got {args.units}")
     if not (args.steps_scale > 0 and np.isfinite(args.steps_scale)):
         ap.error(f"--steps-scale must be a positive number, got {args.steps_scale}")
+    from .explain.optimize import MAX_STEPS
+    most = max(v for d in (EMBEDDED_SETTINGS, IMAGENET_SETTINGS) for s in d.values() for k, v in s.items()
+               if k.endswith("steps"))
+    if most * args.steps_scale > MAX_STEPS:
+        ap.error(f"--steps-scale {args.steps_scale:g} makes {most * args.steps_scale:,.0f} steps; "
+                 f"at most {MAX_STEPS:,}")
     if args.jobs is None:
         args.jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if args.jobs < 1:

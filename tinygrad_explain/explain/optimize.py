@@ -79,6 +79,8 @@ from . import regularizers as R
 from . import transforms as T
 from ._common import Array, ExplainError, OptimizationError
 
+#: The most steps one optimisation may take (the recipes use 100-2000; checked before any work).
+MAX_STEPS = 1_000_000
 #: ``schedule(step, steps) -> lr multiplier``
 Schedule = Callable[[int, int], float]
 #: what ``optimize`` steps on: images (N, C, H, W) -> the per-image quantity f (N,), or (f, {name: (N,) values})
@@ -222,6 +224,8 @@ def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float =
         raise ValueError(f"x0 must be (N, C, H, W), got shape {x.shape}")
     if steps < 0 or not np.isfinite(lr) or lr <= 0:
         raise ValueError(f"need steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps must be at most {MAX_STEPS:,} (the recipes use 100-2000), got {steps:,}")
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd' or 'adam'")
     hw = x.shape[2:]
