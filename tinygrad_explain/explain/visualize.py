@@ -106,7 +106,7 @@ def _run(model, objective, n, s, *, seed, progress, desc):
     if res.alpha is None:
         stuck = [i for i in range(n) if np.array_equal(res.x[i], x0[i])]
     else:       # shown over a backdrop, the image always changes: did the objective ever move?
-        stuck = [i for i in range(n) if s["steps"] > 0 and np.ptp(res.history["objective"][:, i]) == 0]
+        stuck = [i for i in range(n) if s["steps"] > 1 and np.ptp(res.history["objective"][:, i]) == 0]
     if stuck and s["steps"] > 0:
         warnings.warn(f"{desc}: the gradient was exactly zero for image(s) {stuck} -- the start image is a dead "
                       "point of the network (no ReLU fires); use init_noise > 0", RuntimeWarning, stacklevel=3)
