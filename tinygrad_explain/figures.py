@@ -129,6 +129,19 @@ def decoder_caption_numbers() -> str:
             "no useful linear decoder.")
 
 
+def layers_caption_numbers() -> str:
+    """The per-layer figure's measured range, from docs/bench_visualizations_natural20.json (the default
+    recipe's reconstructions of the bench's scenes)."""
+    natural = bench_json("bench_visualizations_natural20.json")
+    if natural is None:
+        return " (docs/explainers.md)"
+    inv = natural["results"]["natural"]["inversion"]
+    conv = [inv[l]["corr_original_mean"] for l in ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4") if l in inv]
+    return (f" (on {len(natural['config']['chosen'])} held-out scenes at {natural['config']['invert_steps']} steps, "
+            f"the blurred grey correlation with the original is {_r(min(conv))}-{_r(max(conv))} up to conv4 and "
+            f"{_r(inv['conv5']['corr_original_mean'])} at conv5)")
+
+
 def exemplar_caption_numbers(fc7_errors) -> str:
     """The retrieval figure's measured numbers: this figure's own fc7 errors (``fc7_errors``), then
     docs/bench_visualizations_learned20.json (recipe "exemplar") against ..._natural20.json."""
@@ -366,8 +379,8 @@ def fig_inversion_layers(inp, out, summary):
                   "reconstructions layer by layer): one reconstruction per layer, all optimised as one batch "
                   "with the same priors as the fc7 figure; the normalised error "
                   "&Vert;&phi;<sub>l</sub>(x)&minus;&phi;<sub>l,0</sub>&Vert;/&Vert;&phi;<sub>l,0</sub>&Vert; "
-                  "under each. Up to conv5 the reconstructions show the scene (blurred grey correlation with "
-                  "the original about 0.9 and more); pool5 and fc6 keep at most the object's rough place, often "
+                  "under each. Up to conv5 the reconstructions show the scene" + layers_caption_numbers() +
+                  "; pool5 and fc6 keep at most the object's rough place, often "
                   "with its brightness inverted; fc7 does not show the scene, and fc8 (ten class scores) at most a "
                   "class-like outline, not this scene -- this network was "
                   "trained on randomly tinted items, and its deep codes hardly change when the object turns "
