@@ -87,6 +87,7 @@ import numpy as np
 
 from .. import device as _device
 from ..engine import Tensor, _xp, no_grad
+from ..optim import Optimizer
 from . import regularizers as R
 from . import transforms as T
 from ._common import Array, OptimizationError
@@ -95,6 +96,8 @@ from ._common import Array, OptimizationError
 MAX_STEPS = 1_000_000
 #: ``schedule(step, steps) -> lr multiplier``
 Schedule = Callable[[int, int], float]
+#: a prior: the image (N, C, H, W) -> its per-image penalty (N,)
+Prior = Callable[[Tensor], Tensor]
 #: what ``optimize`` steps on: images (N, C, H, W) -> the per-image quantity f (N,), or (f, {name: (N,) values})
 ObjectiveFn = Callable[[Tensor], Union[Tensor, tuple[Tensor, dict]]]
 
@@ -298,8 +301,9 @@ def _first_image(x0, device, steps, lr, optimizer):
     return x, x.shape[2:]
 
 
-def parametrise(param: str, hw, size, decay: float, colour, image: Array, *, optimizer: str, lr: float,
-                momentum: float):
+def parametrise(param: str, hw: tuple[int, int], size: tuple[int, int] | None, decay: float,
+                colour: np.ndarray | None, image: Array, *, optimizer: str, lr: float,
+                momentum: float) -> tuple[T.Parameterization, Tensor, Optimizer]:
     """Step 1, once per octave: the parameterisation ``P`` (pixel / Fourier, colour mix, an
     ``size`` grid upsampled to ``hw``), the parameter ``p`` with ``P(p) = image``, and the
     update rule on it (optim.Adam, or optim.SGD with ``momentum``; fresh moments)."""
@@ -310,7 +314,8 @@ def parametrise(param: str, hw, size, decay: float, colour, image: Array, *, opt
     return P, p, opt
 
 
-def priors_of(n: int, scale: float, *, l2=0.0, alpha_norm=0.0, alpha=6.0, tv=0.0, beta=2.0, opacity=0.0):
+def priors_of(n: int, scale: float, *, l2: float = 0.0, alpha_norm: float = 0.0, alpha: float = 6.0,
+              tv: float = 0.0, beta: float = 2.0, opacity: float = 0.0) -> list[tuple[str, np.ndarray, Prior]]:
     """Step 2 (priors): [(name, weights (n,), R)] for the regularisers with a nonzero weight;
     each R maps the image (N, C, H, W) to (N,)."""
     weight = lambda w: np.broadcast_to(np.asarray(w, np.float64), (n,))          # noqa: E731
@@ -323,7 +328,7 @@ def priors_of(n: int, scale: float, *, l2=0.0, alpha_norm=0.0, alpha=6.0, tv=0.0
 
 
 def view(xt: Tensor, transform: T.RandomTransform, rng: np.random.Generator, backgrounds: str | None,
-         bg_bounds, scale: float) -> Tensor:
+         bg_bounds: tuple[float, float] | None, scale: float) -> Tensor:
     """Step 2 (transforms): what the objective sees -- the image randomly shifted / scaled /
     rotated, then (with ``backgrounds``) composited over a new random background (the same
     draws on the CPU and GPU, in this order)."""
@@ -334,7 +339,8 @@ def view(xt: Tensor, transform: T.RandomTransform, rng: np.random.Generator, bac
     return seen
 
 
-def evaluate(objective: ObjectiveFn, seen: Tensor, xt: Tensor, priors, sign: float, p: Tensor, hist: dict):
+def evaluate(objective: ObjectiveFn, seen: Tensor, xt: Tensor, priors: list[tuple[str, np.ndarray, Prior]],
+             sign: float, p: Tensor, hist: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     """Step 3: the loss ``sign * f(seen) + sum_k w_k R_k(xt)`` as one graph, and its backward
     into ``p.grad``.  Records each prior's values in ``hist``; returns f (N,), the weighted
     prior sum (N,) and the objective's extra metrics."""
@@ -364,7 +370,7 @@ def _check_finite(desc, step, steps, lr, sign, fval, reg_total, grad):
                                 f"(lr={lr:g}); try a smaller learning rate or a stronger regulariser")
 
 
-def update(opt, lr: float, schedule: Schedule | None, step: int, steps: int) -> float:
+def update(opt: Optimizer, lr: float, schedule: Schedule | None, step: int, steps: int) -> float:
     """Step 4: one step of the update rule at the scheduled rate; returns the rate."""
     rate = lr * (schedule(step, steps) if schedule is not None else 1.0)
     opt.lr = rate
@@ -372,7 +378,8 @@ def update(opt, lr: float, schedule: Schedule | None, step: int, steps: int) -> 
     return rate
 
 
-def project(P: T.Parameterization, p: Tensor, blur_every: int, blur_sigma, step: int, steps: int, lo, hi) -> None:
+def project(P: T.Parameterization, p: Tensor, blur_every: int, blur_sigma: float | tuple[float, float],
+            step: int, steps: int, lo: Array | float | None, hi: Array | float | None) -> None:
     """Step 5: blur the image every ``blur_every`` steps and clip it to [lo, hi] (None: off),
     written back into the parameter (through its inverse for a Fourier one)."""
     sigma = _blur_sigma_at(blur_sigma, step, steps) if blur_every else 0.0
