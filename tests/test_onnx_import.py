@@ -244,3 +244,20 @@ def test_convert_onnx_script(tmp_path):
     r = subprocess.run([sys.executable, str(root / "scripts" / "convert_onnx.py"), str(tmp_path / "no.onnx"),
                         str(tmp_path / "x.h5")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no.onnx does not exist" in r.stderr
+
+
+def test_the_command_line_converts_onnx_like_the_api(tmp_path, capsys):
+    """`tinygrad-explain convert onnx IN OUT` writes the model that te.load_model(IN) computes;
+    a missing file is one line and status 2, naming the subcommand."""
+    from tinygrad_explain.cli import main
+    path, _ = tiny_onnx(tmp_path / "t.onnx")
+    out = tmp_path / "t.h5"
+    assert main(["convert", "onnx", str(path), str(out), "--mean", "0.5", "0.4", "--std", "0.2", "0.3"]) == 0
+    x = np.random.default_rng(1).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    m = te.load_model(out)
+    np.testing.assert_array_equal(m(x).numpy(), te.load_model(path)(x).numpy())
+    assert m.preprocessing["std"] == [0.2, 0.3]
+    capsys.readouterr()
+    assert main(["convert", "onnx", str(tmp_path / "no.onnx"), str(tmp_path / "x.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tinygrad-explain convert onnx: error:") and err.count("\n") == 1

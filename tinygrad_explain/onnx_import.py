@@ -600,12 +600,13 @@ def convert_onnx(in_path: str | os.PathLike, out_path: str | os.PathLike, **kw) 
     return net
 
 
-def cli(argv=None) -> int:
+def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
     """scripts/convert_onnx.py: ``INPUT.onnx OUTPUT.h5 [--mean --std ...]``; expected
     problems print one line and return exit code 2."""
     import argparse
     import sys
-    ap = argparse.ArgumentParser(description="Convert an ONNX image classifier to a tinygrad-explain model file.")
+    ap = argparse.ArgumentParser(prog=prog, description="Convert an ONNX image classifier to a tinygrad-explain "
+                                 "model file.")
     ap.add_argument("input", help="ONNX file (self-contained; e.g. from torch.onnx.export)")
     ap.add_argument("output", help="HDF5 model file to write")
     ap.add_argument("--imagenet", action="store_true",
@@ -633,7 +634,7 @@ def cli(argv=None) -> int:
         net = convert_onnx(args.input, args.output, **kw)
     except (ValueError, KeyError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"convert_onnx: error: {msg}", file=sys.stderr)
+        print(f"{ap.prog}: error: {msg}", file=sys.stderr)
         return 2
     print(f"wrote {args.output}: {len(net.layer_names)} nodes, input {net.input_shape}, {net.num_classes} classes")
     return 0

@@ -100,13 +100,19 @@ def _alexnet_converter(kind, what):
     return run
 
 
-#: kind: (one line for --help, main(argv)).  The ONNX reader (scripts/convert_onnx.py and its API function)
-#: is one more line here: "onnx": ("an ONNX network -> a model file", <its main(argv)>).
+def _onnx_converter(argv):
+    from ..onnx_import import cli
+    return cli(argv, prog=f"{PROG} convert onnx")
+
+
+#: kind: (one line for --help, main(argv))
 CONVERTERS: dict[str, tuple[str, Callable]] = {
     "torchvision": (w := "torchvision's AlexNet checkpoint (.pth, read without torch or unpickling) -> a model "
                     "file", _alexnet_converter("torchvision", w)),
     "caffe": (w := "Caffe's bvlc_alexnet.caffemodel (read without protobuf) -> a model file",
               _alexnet_converter("caffe", w)),
+    "onnx": ("an ONNX image classifier, e.g. a ResNet from torch.onnx.export (read with the onnx package, as "
+             "data) -> a model file", _onnx_converter),
 }
 
 
@@ -166,7 +172,7 @@ def _choose(prog, what, table, argv, run):
 TOOLS: dict[str, tuple[str, Callable]] = {
     "figures": ("every figure of the lecture as PNGs plus index.html (the main job)", _figures),
     "serve": ("the explorer: a local web page for every method", _serve),
-    "convert": ("published AlexNet weights (torchvision, caffe) -> a model file", _convert),
+    "convert": ("published AlexNet weights (torchvision, caffe) or an ONNX network -> a model file", _convert),
     "bench": ("benchmarks: explainers, visualisations, cpu (from a source checkout)", _bench),
     "sanity": ("the sanity checks of Adebayo et al. 2018 on the shipped scenes", _sanity),
     "eval": ("a model file's accuracy on Fashion-MNIST scenes", _eval),
