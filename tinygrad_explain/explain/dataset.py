@@ -40,7 +40,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +132,8 @@ class Files:
             x = np.concatenate([te_image.load(p, model) for p in self.paths])
         except ValueError as e:
             raise DatasetError(str(e)) from None
-        return {"x": x, "pictures": te_image.to_display(x, model), "indices": self.offset + np.arange(len(x)),
+        return {"x": x, "pictures": np.stack([te_image.to_display(v, model) for v in x]),
+                "indices": self.offset + np.arange(len(x)),
                 "labels": None if self.labels is None else np.asarray(self.labels, np.int64)}
 
 
@@ -164,7 +165,7 @@ class Array:
             x = np.concatenate([te_image.load(p, model) for p in d]) if len(d) else np.zeros((0,) + model.input_shape)
             pictures = d
         else:
-            x, pictures = d, te_image.to_display(d, model)
+            x, pictures = d, np.stack([te_image.to_display(v, model) for v in d])
         return {"x": x, "pictures": pictures, "indices": self.offset + np.arange(len(d)),
                 "labels": None if self.labels is None else np.asarray(self.labels, np.int64)}
 
@@ -362,7 +363,8 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
                 blur_sigma: float | None = None, smoothgrad_samples: int = 25, occlusion_patch: int = 10,
                 occlusion_stride: int = 6, cam_layer: str | None = None, maps: bool = True,
                 map_dtype: str = "float32", scheduler: str | None = "local", workers: int | None = None,
-                threads: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+                threads: int | None = None, overwrite: bool = False, progress: bool = True,
+                on_chunk: Callable[[int, int], None] | None = None) -> Path:
     """Explain every image of ``images`` with ``methods``, score the maps with ``metrics``
     and write both to ``out`` (HDF5), chunk by chunk; returns the file's path.
 
@@ -381,6 +383,7 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
                BLAS threads per worker (default: cores // workers on a local cluster, else 1)
     maps       also store the maps (map_dtype, float32 by default; float64 for bit-equality)
     overwrite  replace ``out`` if it holds another job's results (never without)
+    on_chunk   called as on_chunk(chunk, images done) after each chunk is committed
 
     An ``out`` with the same manifest resumes: finished chunks are kept, the others run.
     """
@@ -456,6 +459,8 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
                 for c in todo:
                     _write_chunk(f, chunks[c], c, explain_chunk(job, source.part(chunks[c].start, chunks[c].stop)))
                     bar.update(chunks[c].stop - chunks[c].start)
+                    if on_chunk is not None:
+                        on_chunk(c, bar.n)
             elif todo:
                 from dask.distributed import as_completed
                 client, cluster = _client(None if scheduler == "local" else scheduler, local_workers)
@@ -468,6 +473,8 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
                         _write_chunk(f, chunks[c], c, fut.result())
                         bar.update(chunks[c].stop - chunks[c].start)
                         del fut
+                        if on_chunk is not None:
+                            on_chunk(c, bar.n)
                 finally:
                     client.close()
                     if cluster is not None:
