@@ -193,6 +193,7 @@ def test_dask_cluster_of_two_workers_one_killed(tmp_path):
     them equals the in-process job, though one worker is killed after the first chunk:
     every scene is written once."""
     need_test_scenes()
+    pytest.importorskip("distributed")
     dask = Path(sys.executable).with_name("dask")
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -239,6 +240,7 @@ def test_dask_cluster_of_two_workers_one_killed(tmp_path):
 @pytest.mark.slow
 def test_same_seed_same_numbers_on_one_and_two_local_workers(tmp_path, sample):
     """The default local cluster (2 worker processes) gives the in-process numbers."""
+    pytest.importorskip("distributed")
     kw = dict(methods=("smoothgrad", "random"), labels=sample["labels"], chunk_size=2, progress=False, seed=5, **OPTS)
     a = D.load(D.run_dataset(None, sample["images"], out=tmp_path / "one.h5", scheduler=None, **kw))
     b = D.load(D.run_dataset(None, sample["images"], out=tmp_path / "two.h5", workers=2, **kw))

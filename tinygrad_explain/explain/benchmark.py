@@ -230,6 +230,63 @@ def summarize(result: dict) -> dict[str, dict[str, float]]:
     return rows
 
 
+def subset(result: dict, keep: np.ndarray) -> dict:
+    """The result restricted to the scenes ``keep`` (bool (N,)), e.g. ``result["hard"]``;
+    map times scaled to the kept share."""
+    keep = np.asarray(keep, bool)
+    share = keep.mean() if keep.size else 0.0
+    out = {k: v for k, v in result.items() if k not in ("methods", "hard", "predicted", "targets", "indices")}
+    for k in ("hard", "predicted", "targets", "indices"):
+        out[k] = np.asarray(result[k])[keep]
+    out["methods"] = {m: {**{k: np.asarray(r[k])[keep] for k in METRICS if k in r}, "seconds": r["seconds"] * share}
+                      for m, r in result["methods"].items()}
+    return out
+
+
+#: per-scene values whose mean is each column; deletion: lower is better
+PER_SCENE = {"pointing": lambda r: r["pointing"], "mask_iou": lambda r: r["mask_iou"],
+             "box_accuracy": lambda r: (r["box_iou"] >= 0.5).astype(np.float64),
+             "deletion_auc": lambda r: r["deletion_auc"], "insertion_auc": lambda r: r["insertion_auc"]}
+LOWER_IS_BETTER = ("deletion_auc",)
+
+
+def versus_baseline(result: dict, baseline: str = "centre", resamples: int = 2000, level: float = 0.95,
+                    seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """For every metric and method: how much better than ``baseline`` the method scores, the
+    paired per-scene difference of means (sign flipped for deletion, so > 0 is better
+    everywhere), with a percentile bootstrap confidence interval over scenes (``resamples``
+    resamplings of the scenes, the same for every method).  ``beats``: the interval lies
+    above 0.  Returns {metric: {method: {"better_by", "lo", "hi", "beats"}}}."""
+    ms = result["methods"]
+    if baseline not in ms:
+        raise ValueError(f"the result has no {baseline!r} baseline")
+    n = len(ms[baseline]["pointing"])
+    idx = np.random.default_rng(seed).integers(0, n, (resamples, n)) if n else np.zeros((resamples, 0), int)
+    out = {}
+    for metric, value in PER_SCENE.items():
+        ref = value(ms[baseline])
+        out[metric] = {}
+        for m, r in ms.items():
+            if m == baseline:
+                continue
+            d = (value(r) - ref) * (-1 if metric in LOWER_IS_BETTER else 1)
+            boots = d[idx].mean(axis=1) if n else np.zeros(resamples)
+            lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+            out[metric][m] = {"better_by": float(d.mean()) if n else float("nan"), "lo": float(lo), "hi": float(hi),
+                              "beats": bool(lo > 0)}
+    return out
+
+
+def format_versus(vs: dict, baseline: str = "centre") -> str:
+    """One line per metric: the methods that beat the baseline, by how much [95% CI]."""
+    lines = []
+    for metric, rows in vs.items():
+        win = sorted(((r["better_by"], m, r) for m, r in rows.items() if r["beats"]), reverse=True)
+        text = ", ".join(f"{m} +{b:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]" for b, m, r in win) or "none"
+        lines.append(f"  {metric}: beat {baseline}: {text}")
+    return "\n".join(lines)
+
+
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """The methods x metrics table as Markdown (deletion: lower is better; the others higher)."""
     head = "| method | " + " | ".join(t for _, t in COLUMNS) + " |"

@@ -345,8 +345,11 @@ def _client(scheduler, workers: int):
     """(Dask client, local cluster or None): ``scheduler`` None starts a local cluster of
     ``workers`` processes with one thread each; an address ("tcp://host:8786") connects."""
     import logging
-
-    from dask.distributed import Client, LocalCluster
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise DatasetError("Dask distributed is not installed: pip install 'tinygrad-explain[distributed]', or "
+                           "run in this process (scheduler=None, --workers 0)") from None
     if scheduler is None:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=logging.ERROR)

@@ -1,0 +1,166 @@
+#!/usr/bin/env python
+"""Images per second of the explainers that batch their own work -- before (the code at a
+git revision, run in a subprocess from an extracted copy), after (this checkout), and
+Captum on the same network as a torch module (``torch_reference.from_network``), at the
+same batch, all measured in one run side by side (ratios are what to read on a busy
+machine).
+
+    python scripts/bench_batching.py                      # before = 9ce4642 (the parent of this work)
+    python scripts/bench_batching.py --before HEAD~3 --images 16 --repeats 5
+    python scripts/bench_batching.py --no-before --json out.json
+
+Methods and their Captum counterparts (one thread each: Numba / BLAS / torch):
+
+    saliency        Saliency                       max_c |dS/dx|
+    guided          GuidedBackprop                 guided backprop, max_c |.|
+    smoothgrad      NoiseTunnel(Saliency)          25 noisy copies, 15% noise
+    gradcam         LayerGradCam (last conv ReLU)  Captum's map stays at the layer's size
+    guided-gradcam  GuidedGradCam
+    occlusion       Occlusion                      10 px patch, stride 6
+    deletion        --                             deletion + insertion curves, 8 steps
+
+Each time is the best of ``--repeats`` calls on the same ``--images`` scenes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = ("saliency", "guided", "smoothgrad", "gradcam", "guided-gradcam", "occlusion", "deletion")
+CAPTUM = {"saliency": "Saliency", "guided": "GuidedBackprop", "smoothgrad": "NoiseTunnel(Saliency)",
+          "gradcam": "LayerGradCam", "guided-gradcam": "GuidedGradCam", "occlusion": "Occlusion"}
+
+
+def best_of(fn, repeats):
+    fn()                                    # warm-up (Numba compilation, caches)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def te_timings(n, repeats, methods):
+    """{method: seconds for n images} with the tinygrad_explain importable here."""
+    import tinygrad_explain as te
+    from tinygrad_explain import scenes
+    from tinygrad_explain.explain import metrics as M
+    te.set_num_threads(1)
+    model = te.load_model()
+    d = scenes.load_sample()
+    x = np.concatenate([te.image.load(im, model) for im in d["images"][:n]])
+    t = np.asarray(d["labels"][:n], np.int64)
+    E = te.explain
+    sal = E.saliency(model, x, t)
+    base = M.blur(x, 8.0)
+    fns = {"saliency": lambda: E.saliency(model, x, t),
+           "guided": lambda: E.saliency(model, x, t, rule="guided"),
+           "smoothgrad": lambda: E.smoothgrad(model, x, t, samples=25),
+           "gradcam": lambda: E.gradcam(model, x, t),
+           "guided-gradcam": lambda: E.guided_gradcam(model, x, t),
+           "occlusion": lambda: E.occlusion(model, x, t, patch=10, stride=6),
+           "deletion": lambda: M.deletion_insertion(model, x, t, sal, base, 8)}
+    return {m: best_of(fns[m], repeats) for m in methods}
+
+
+def captum_timings(n, repeats, methods):
+    import torch
+    from captum.attr import GuidedBackprop, GuidedGradCam, LayerGradCam, NoiseTunnel, Occlusion, Saliency
+
+    import tinygrad_explain as te
+    from tinygrad_explain import scenes
+    from tinygrad_explain.explain.attribution import default_cam_layer
+    from tinygrad_explain.torch_reference import from_network
+    torch.set_num_threads(1)
+    model = te.load_model()
+    net = from_network(model)
+    layer = net[model.layer_names.index(default_cam_layer(model))]
+    d = scenes.load_sample()
+    x = torch.from_numpy(np.concatenate([te.image.load(im, model) for im in d["images"][:n]]))
+    t = torch.as_tensor(np.asarray(d["labels"][:n], np.int64))
+    sd = float(0.15 * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).mean())
+
+    def probs(z):
+        return torch.softmax(net(z), 1)
+    fns = {"saliency": lambda: Saliency(net).attribute(x.clone().requires_grad_(True), target=t),
+           "guided": lambda: GuidedBackprop(net).attribute(x.clone().requires_grad_(True), target=t),
+           "smoothgrad": lambda: NoiseTunnel(Saliency(net)).attribute(
+               x.clone().requires_grad_(True), nt_type="smoothgrad", nt_samples=25, nt_samples_batch_size=4,
+               stdevs=sd, target=t),
+           "gradcam": lambda: LayerGradCam(net, layer).attribute(x, target=t),
+           "guided-gradcam": lambda: GuidedGradCam(net, layer).attribute(x.clone().requires_grad_(True), target=t),
+           "occlusion": lambda: Occlusion(probs).attribute(x, sliding_window_shapes=(3, 10, 10), strides=(3, 6, 6),
+                                                           target=t, perturbations_per_eval=32)}
+    return {m: best_of(fns[m], repeats) for m in methods if m in fns}
+
+
+def before_timings(rev, n, repeats, methods):
+    """The same te timings with the package as it was at git revision ``rev`` (extracted to a
+    temporary folder, run in a subprocess)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "src.tar"
+        subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "tinygrad_explain", "kernels",
+                        "weights"], check=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import bench_batching as b; "
+                f"print(json.dumps(b.te_timings({n}, {repeats}, {list(methods)!r})))")
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp, env=dict(os.environ, PYTHONPATH=tmp),
+                             capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"before ({rev}) failed:\n{out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=8, help="images per call (default 8)")
+    ap.add_argument("--repeats", type=int, default=3, help="calls per measurement, the best counts (default 3)")
+    ap.add_argument("--before", default="9ce4642", help="git revision of the 'before' column (default 9ce4642)")
+    ap.add_argument("--no-before", action="store_true")
+    ap.add_argument("--no-captum", action="store_true")
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    ap.add_argument("--json", help="write the table to this JSON file")
+    args = ap.parse_args(argv)
+    n = args.images
+    before = {} if args.no_before else before_timings(args.before, n, args.repeats, args.methods)
+    after = te_timings(n, args.repeats, args.methods)
+    captum = {}
+    if not args.no_captum:
+        try:
+            captum = captum_timings(n, args.repeats, args.methods)
+        except ImportError as e:
+            print(f"(no Captum column: {e})")
+    rate = lambda s: n / s if s else float("nan")  # noqa: E731
+    print(f"{n} images per call, best of {args.repeats}, 1 thread each; images / second "
+          f"(before = {args.before}; under whatever load the machine has -- read the ratios)")
+    print("| method | before | after | after / before | Captum | after / Captum |")
+    print("|---|---|---|---|---|---|")
+    rows = {}
+    for m in args.methods:
+        b, a, c = before.get(m), after[m], captum.get(m)
+        rows[m] = {"before": rate(b) if b else None, "after": rate(a), "captum": rate(c) if c else None,
+                   "captum_method": CAPTUM.get(m)}
+        fmt = lambda v: f"{v:.1f}" if v else "--"  # noqa: E731
+        print(f"| {m} | {fmt(rows[m]['before'])} | {fmt(rate(a))} | {fmt(b / a if b else None)} | "
+              f"{fmt(rows[m]['captum'])} {'(' + CAPTUM[m] + ')' if m in CAPTUM else ''} | "
+              f"{fmt(c / a if c else None)} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"images": n, "repeats": args.repeats, "before": args.before, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
