@@ -123,6 +123,26 @@ def before_timings(rev, n, repeats, methods):
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def dask_overhead(tasks=200, workers=2):
+    """Seconds per task of Dask distributed itself: ``tasks`` no-op tasks, each with a chunk's
+    description as argument, through a local cluster of ``workers`` processes (after start-up),
+    and the cluster's start-up time."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster, wait
+
+    from tinygrad_explain.explain.dataset import Scenes
+    t0 = time.perf_counter()
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0",
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        start = time.perf_counter() - t0
+        wait(client.map(len, [Scenes("test", i, i + 50) for i in range(20)], pure=False))    # warm
+        t1 = time.perf_counter()
+        wait(client.map(len, [Scenes("test", i, i + 50) for i in range(tasks)], pure=False))
+        per = (time.perf_counter() - t1) / tasks
+    return {"startup_s": start, "per_task_s": per, "tasks": tasks, "workers": workers}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=8, help="images per call (default 8)")
@@ -132,7 +152,14 @@ def main(argv=None):
     ap.add_argument("--no-captum", action="store_true")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     ap.add_argument("--json", help="write the table to this JSON file")
+    ap.add_argument("--dask-overhead", action="store_true",
+                    help="only: Dask distributed's own time per task and start-up (local cluster, 2 workers)")
     args = ap.parse_args(argv)
+    if args.dask_overhead:
+        o = dask_overhead()
+        print(f"Dask local cluster of {o['workers']} workers: start-up {o['startup_s']:.1f} s, "
+              f"{1000 * o['per_task_s']:.1f} ms per no-op task ({o['tasks']} tasks)")
+        return 0
     n = args.images
     before = {} if args.no_before else before_timings(args.before, n, args.repeats, args.methods)
     after = te_timings(n, args.repeats, args.methods)

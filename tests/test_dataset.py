@@ -248,3 +248,20 @@ def test_same_seed_same_numbers_on_one_and_two_local_workers(tmp_path, sample):
     assert not np.array_equal(a["methods"]["random"]["deletion_auc"],
                               D.load(D.run_dataset(None, sample["images"], out=tmp_path / "s6.h5", scheduler=None,
                                                    **dict(kw, seed=6)))["methods"]["random"]["deletion_auc"])
+
+
+def test_sanity_checks_by_the_dataset_path_equal_one_in_memory_run(tmp_path, sample):
+    """The sanity job's chunks (here 2 + 2 + 1 images) give the numbers of one sanity.run
+    over all images -- the "other scene" floor included, which pairs each image with the
+    next across chunk boundaries (the last with the first)."""
+    from tinygrad_explain.explain import sanity
+    model = te.load_model()
+    images, labels = sample["images"][:5], sample["labels"][:5].astype(np.int64)
+    kw = dict(methods=("saliency", "gradcam"), tests=("independent", "other_scene"))
+    out = D.run_sanity(None, D.Array(images, labels), out=tmp_path / "s.h5", chunk_size=2, scheduler=None,
+                       progress=False, seed=1, **kw)
+    got = D.load_sanity(out).summary()
+    x = np.concatenate([te.image.load(im, model) for im in images])
+    ref = sanity.run(model, x, labels, seed=1, indices=np.arange(5), **kw).summary()
+    assert got == ref
+    assert got["other_scene"]["next scene"]["gradcam"]["spearman"]["n"] == 5

@@ -237,7 +237,8 @@ def worker_model(path: str, sha256: str):
             raise DatasetError(f"{path}: model file missing on this worker (workers need the same file)")
         if sha256_file(path) != sha256:
             raise DatasetError(f"{path}: this worker's copy differs from the job's (sha256 {sha256[:12]}...)")
-        _MODELS.clear()
+        if len(_MODELS) >= 4:
+            _MODELS.clear()
         _MODELS[key] = load_model(path)
     return _MODELS[key]
 
@@ -322,6 +323,18 @@ def _check_resume(path: Path, manifest: dict) -> None:
                            "overwrite=True (--overwrite) to replace it")
 
 
+def _open_out(out: Path, manifest: dict, layout: dict, chunks: int, overwrite: bool) -> Path:
+    """``out`` ready for the job: created (every dataset allocated), or checked to hold the
+    same job (to resume), or -- only with ``overwrite`` -- replaced."""
+    if out.exists() and overwrite:
+        out.unlink()
+    if out.exists():
+        _check_resume(out, manifest)
+    else:
+        _create(out, manifest, layout, chunks)
+    return out
+
+
 def _write_chunk(f, sl: slice, chunk: int, result: dict) -> None:
     """A chunk's data, flushed, then its done mark, flushed: a chunk counts only whole."""
     for name, v in result.items():
@@ -351,7 +364,7 @@ def _client(scheduler, workers: int):
         raise DatasetError("Dask distributed is not installed: pip install 'tinygrad-explain[distributed]', or "
                            "run in this process (scheduler=None, --workers 0)") from None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.ERROR)
         return Client(cluster), cluster
     try:
@@ -391,7 +404,6 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
     An ``out`` with the same manifest resumes: finished chunks are kept, the others run.
     """
     import h5py
-    from tqdm.auto import tqdm
 
     from .. import __version__
     source = as_source(images, labels)
@@ -429,38 +441,43 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
                 "library": {"tinygrad_explain": __version__, "numpy": np.__version__, "h5py": h5py.__version__},
                 "run": {"batch_size": batch_size, "scheduler": scheduler, "workers": workers}}
     chunks = [slice(s, min(N, s + chunk_size)) for s in range(0, N, chunk_size)]
-    out = Path(out)
-    if out.exists() and overwrite:
-        out.unlink()
-    if out.exists():
-        _check_resume(out, manifest)
-    else:
-        layout = {"indices": ((N,), "int64", None), "predicted": ((N,), "int64", None),
-                  "targets": ((N,), "int64", None)}
-        if truth:
-            layout["hard"] = ((N,), "uint8", None)
-        for m in methods:
-            if maps:
-                layout[f"maps/{m}"] = ((N, H, W), options["map_dtype"], (min(chunk_size, N), H, W))
-            layout.update({f"scores/{m}/{k}": ((N,), "float64", None) for k in metrics})
-            layout[f"seconds/{m}"] = ((len(chunks),), "float64", None)
-        _create(out, manifest, layout, len(chunks))
+    layout = {"indices": ((N,), "int64", None), "predicted": ((N,), "int64", None),
+              "targets": ((N,), "int64", None)}
+    if truth:
+        layout["hard"] = ((N,), "uint8", None)
+    for m in methods:
+        if maps:
+            layout[f"maps/{m}"] = ((N, H, W), options["map_dtype"], (min(chunk_size, N), H, W))
+        layout.update({f"scores/{m}/{k}": ((N,), "float64", None) for k in metrics})
+        layout[f"seconds/{m}"] = ((len(chunks),), "float64", None)
+    out = _open_out(Path(out), manifest, layout, len(chunks), overwrite)
+    job = {"model_path": str(path_model), "model_sha256": manifest["model"]["sha256"],
+           "methods": list(methods), "metrics": list(metrics), "options": options, "seed": int(seed),
+           "batch_size": batch_size, "maps": bool(maps), "map_dtype": options["map_dtype"], "threads": threads}
+    return _execute(out, chunks, source, explain_chunk, job, scheduler, workers, progress, on_chunk, "explain")
+
+
+def _execute(out: Path, chunks: list[slice], source, task: Callable, job: dict, scheduler, workers, progress: bool,
+             on_chunk, what: str) -> Path:
+    """Run ``task(job, part)`` for every chunk not yet done in ``out`` -- here, or on Dask
+    workers -- and commit each result as it arrives (``_write_chunk``)."""
+    import h5py
+    from tqdm.auto import tqdm
     cores = os.cpu_count() or 1
+    N = chunks[-1].stop
     with h5py.File(out, "r+") as f:
         done = f["done"][:].astype(bool)
         todo = [c for c in range(len(chunks)) if not done[c]]
         local_workers = max(1, min(cores if workers is None else int(workers), max(1, len(todo))))
-        job = {"model_path": str(path_model), "model_sha256": manifest["model"]["sha256"],
-               "methods": list(methods), "metrics": list(metrics), "options": options, "seed": int(seed),
-               "batch_size": batch_size, "maps": bool(maps), "map_dtype": options["map_dtype"],
-               "threads": int(threads) if threads else (max(1, cores // local_workers) if scheduler == "local"
-                                                        else 1)}
+        threads = job.get("threads")
+        job = dict(job, threads=int(threads) if threads else (max(1, cores // local_workers)
+                                                              if scheduler == "local" else 1))
         bar = tqdm(total=N, initial=sum(chunks[c].stop - chunks[c].start for c in range(len(chunks)) if done[c]),
-                   desc=f"explain -> {out.name}", unit="img", disable=not progress, smoothing=0.1)
+                   desc=f"{what} -> {out.name}", unit="img", disable=not progress, smoothing=0.1)
         try:
             if todo and scheduler is None:
                 for c in todo:
-                    _write_chunk(f, chunks[c], c, explain_chunk(job, source.part(chunks[c].start, chunks[c].stop)))
+                    _write_chunk(f, chunks[c], c, task(job, source.part(chunks[c].start, chunks[c].stop)))
                     bar.update(chunks[c].stop - chunks[c].start)
                     if on_chunk is not None:
                         on_chunk(c, bar.n)
@@ -468,9 +485,9 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
                 from dask.distributed import as_completed
                 client, cluster = _client(None if scheduler == "local" else scheduler, local_workers)
                 try:
-                    token = manifest["model"]["sha256"][:8] + f"-{time.time_ns()}"
-                    futures = {client.submit(explain_chunk, job, source.part(chunks[c].start, chunks[c].stop),
-                                             key=f"explain-chunk-{token}-{c}", retries=3): c for c in todo}
+                    token = job["model_sha256"][:8] + f"-{time.time_ns()}"
+                    futures = {client.submit(task, job, source.part(chunks[c].start, chunks[c].stop),
+                                             key=f"{what}-chunk-{token}-{c}", retries=3): c for c in todo}
                     for fut in as_completed(futures):
                         c = futures.pop(fut)
                         _write_chunk(f, chunks[c], c, fut.result())
@@ -485,6 +502,113 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
         finally:
             bar.close()
     return out
+
+
+# --------------------------------------------------------------------------
+# the sanity checks (Adebayo et al. 2018) as a dataset job
+# --------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _WithNext:
+    """A source whose chunk also loads the image after it (the first after the last): the
+    sanity checks' "other_scene" floor compares each image with the next one."""
+    source: object
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def part(self, a: int, b: int):
+        n = len(self.source)
+        return self.source.part(a, b), self.source.part(b % n, b % n + 1)
+
+
+def sanity_chunk(job: dict, parts) -> dict[str, np.ndarray]:
+    """The sanity checks of one chunk: {"sanity/<test>/<step>/<method>/<measure>": (n,)}."""
+    from ..device import set_num_threads
+    from . import sanity as S
+    set_num_threads(job["threads"])
+    model = worker_model(job["model_path"], job["model_sha256"])
+    twin = worker_model(job["twin_path"], job["twin_sha256"]) if job["twin_path"] else None
+    part, following = parts
+    data, nxt = part.load(model), following.load(model)
+    x, idx, t = data["x"], np.asarray(data["indices"], np.int64), data["labels"]
+    tests = [k for k in job["tests"] if k != "other_scene"]
+    res = S.run(model, x, t, job["methods"], tests, twin=twin, seed=job["seed"], indices=idx)
+    if "other_scene" in job["tests"]:
+        ref = S.explain(model, x, t, job["methods"], idx)
+        after = S.explain(model, nxt["x"], nxt["labels"], job["methods"], nxt["indices"])
+        S.compare(ref, {m: tuple(np.concatenate([ref[m][k][1:], after[m][k]]) for k in (0, 1)) for m in ref},
+                  res, "other_scene", "next scene")
+    return {f"sanity/{test}/{step}/{m}/{k}": np.asarray(v, np.float64)
+            for test, steps in res.scores.items() for step, ms in steps.items() for m, ks in ms.items()
+            for k, v in ks.items()}
+
+
+def run_sanity(model, images, methods: Sequence[str] | None = None, tests: Sequence[str] | None = None,
+               out: str | os.PathLike = "sanity.h5", *, twin="random_labels", seed: int = 0, chunk_size: int = 25,
+               scheduler: str | None = "local", workers: int | None = None, threads: int | None = None,
+               overwrite: bool = False, progress: bool = True,
+               on_chunk: Callable[[int, int], None] | None = None) -> Path:
+    """Adebayo et al.'s sanity checks (``te.explain.sanity.run``) over a data set, by the
+    dataset job's path: chunks on Dask workers (or here, ``scheduler=None``), written to
+    ``out`` as they finish, resumable, the same numbers on any number of workers.
+    ``images`` need labels (the true class is explained): Scenes, or files / an array
+    with ``labels``.  ``twin``: the model trained on permuted labels (the "data" test).
+    Read back with :func:`load_sanity` (a ``SanityResult``)."""
+    import h5py
+
+    from .. import __version__
+    from . import sanity as S
+    source = as_source(images)
+    if getattr(source, "labels", None) is None and not isinstance(source, Scenes):
+        raise DatasetError("the sanity checks explain the true class: give Scenes, or files / an array with labels")
+    methods = tuple(S.METHODS if methods is None else methods)
+    tests = tuple(S.TESTS if tests is None else tests)
+    bad = [m for m in methods if m not in S.METHODS] + [t for t in tests if t not in S.TESTS]
+    if bad:
+        raise DatasetError(f"unknown methods or tests {bad}; methods: {', '.join(S.METHODS)}; tests: "
+                           f"{', '.join(S.TESTS)}")
+    N = len(source)
+    path_model = model_file(model)
+    twin_path = model_file(twin) if "data" in tests else None
+    from ..modelfile import load_model
+    names = S.weight_layers(load_model(path_model))[::-1]
+    steps = {"cascade": names, "independent": names, "data": ["random_labels"], "other_scene": ["next scene"]}
+    manifest = {"format": FORMAT + " (sanity checks)", "model": {"file": str(path_model),
+                                                                  "sha256": sha256_file(path_model)},
+                "twin": None if twin_path is None else {"file": str(twin_path), "sha256": sha256_file(twin_path)},
+                "methods": list(methods), "tests": list(tests), "source": source.describe(), "n": N,
+                "chunk_size": int(chunk_size), "seed": int(seed),
+                "library": {"tinygrad_explain": __version__, "numpy": np.__version__, "h5py": h5py.__version__},
+                "run": {"scheduler": scheduler, "workers": workers}}
+    chunks = [slice(s, min(N, s + chunk_size)) for s in range(0, N, chunk_size)]
+    layout = {f"sanity/{t}/{st}/{m}/{k}": ((N,), "float64", None) for t in tests for st in steps[t] for m in methods
+              for k in S.MEASURES}
+    out = _open_out(Path(out), manifest, layout, len(chunks), overwrite)
+    job = {"model_path": str(path_model), "model_sha256": manifest["model"]["sha256"],
+           "twin_path": None if twin_path is None else str(twin_path),
+           "twin_sha256": None if twin_path is None else manifest["twin"]["sha256"],
+           "methods": list(methods), "tests": list(tests), "seed": int(seed), "threads": threads}
+    return _execute(out, chunks, _WithNext(source), sanity_chunk, job, scheduler, workers, progress, on_chunk,
+                    "sanity")
+
+
+def load_sanity(path: str | os.PathLike):
+    """A finished sanity job's file as a ``te.explain.sanity.SanityResult``."""
+    import h5py
+
+    from .sanity import SanityResult
+    man = read_manifest(path)
+    res = SanityResult(methods=tuple(man["methods"]), images=man["n"])
+    with h5py.File(path, "r") as f:
+        if not f["done"][:].all():
+            raise DatasetError(f"{path}: the sanity job is not finished; run it again to resume it")
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and name.startswith("sanity/"):
+                _, test, step, m, k = name.split("/")
+                res.scores.setdefault(test, {}).setdefault(step, {}).setdefault(m, {})[k] = list(obj[:])
+        f.visititems(visit)
+    return res
 
 
 # --------------------------------------------------------------------------
