@@ -19,7 +19,9 @@ Methods and their Captum counterparts (one thread each: Numba / BLAS / torch):
     occlusion       Occlusion                      10 px patch, stride 6
     deletion        --                             deletion + insertion curves, 8 steps
 
-Each time is the best of ``--repeats`` calls on the same ``--images`` scenes.
+Each time is the best of ``--repeats`` calls on the same ``--images`` scenes; the three
+columns are measured alternately, method by method (before in a subprocess that times a
+call when asked), so that a change of load hits them alike.
 """
 from __future__ import annotations
 
@@ -41,18 +43,8 @@ CAPTUM = {"saliency": "Saliency", "guided": "GuidedBackprop", "smoothgrad": "Noi
           "gradcam": "LayerGradCam", "guided-gradcam": "GuidedGradCam", "occlusion": "Occlusion"}
 
 
-def best_of(fn, repeats):
-    fn()                                    # warm-up (Numba compilation, caches)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def te_timings(n, repeats, methods):
-    """{method: seconds for n images} with the tinygrad_explain importable here."""
+def te_functions(n):
+    """{method: a call on n sample scenes} with the tinygrad_explain importable here."""
     import tinygrad_explain as te
     from tinygrad_explain import scenes
     from tinygrad_explain.explain import metrics as M
@@ -64,17 +56,16 @@ def te_timings(n, repeats, methods):
     E = te.explain
     sal = E.saliency(model, x, t)
     base = M.blur(x, 8.0)
-    fns = {"saliency": lambda: E.saliency(model, x, t),
-           "guided": lambda: E.saliency(model, x, t, rule="guided"),
-           "smoothgrad": lambda: E.smoothgrad(model, x, t, samples=25),
-           "gradcam": lambda: E.gradcam(model, x, t),
-           "guided-gradcam": lambda: E.guided_gradcam(model, x, t),
-           "occlusion": lambda: E.occlusion(model, x, t, patch=10, stride=6),
-           "deletion": lambda: M.deletion_insertion(model, x, t, sal, base, 8)}
-    return {m: best_of(fns[m], repeats) for m in methods}
+    return {"saliency": lambda: E.saliency(model, x, t),
+            "guided": lambda: E.saliency(model, x, t, rule="guided"),
+            "smoothgrad": lambda: E.smoothgrad(model, x, t, samples=25),
+            "gradcam": lambda: E.gradcam(model, x, t),
+            "guided-gradcam": lambda: E.guided_gradcam(model, x, t),
+            "occlusion": lambda: E.occlusion(model, x, t, patch=10, stride=6),
+            "deletion": lambda: M.deletion_insertion(model, x, t, sal, base, 8)}
 
 
-def captum_timings(n, repeats, methods):
+def captum_functions(n):
     import torch
     from captum.attr import GuidedBackprop, GuidedGradCam, LayerGradCam, NoiseTunnel, Occlusion, Saliency
 
@@ -93,34 +84,60 @@ def captum_timings(n, repeats, methods):
 
     def probs(z):
         return torch.softmax(net(z), 1)
-    fns = {"saliency": lambda: Saliency(net).attribute(x.clone().requires_grad_(True), target=t),
-           "guided": lambda: GuidedBackprop(net).attribute(x.clone().requires_grad_(True), target=t),
-           "smoothgrad": lambda: NoiseTunnel(Saliency(net)).attribute(
-               x.clone().requires_grad_(True), nt_type="smoothgrad", nt_samples=25, nt_samples_batch_size=4,
-               stdevs=sd, target=t),
-           "gradcam": lambda: LayerGradCam(net, layer).attribute(x, target=t),
-           "guided-gradcam": lambda: GuidedGradCam(net, layer).attribute(x.clone().requires_grad_(True), target=t),
-           "occlusion": lambda: Occlusion(probs).attribute(x, sliding_window_shapes=(3, 10, 10), strides=(3, 6, 6),
-                                                           target=t, perturbations_per_eval=32)}
-    return {m: best_of(fns[m], repeats) for m in methods if m in fns}
+    return {"saliency": lambda: Saliency(net).attribute(x.clone().requires_grad_(True), target=t),
+            "guided": lambda: GuidedBackprop(net).attribute(x.clone().requires_grad_(True), target=t),
+            "smoothgrad": lambda: NoiseTunnel(Saliency(net)).attribute(
+                x.clone().requires_grad_(True), nt_type="smoothgrad", nt_samples=25, nt_samples_batch_size=4,
+                stdevs=sd, target=t),
+            "gradcam": lambda: LayerGradCam(net, layer).attribute(x, target=t),
+            "guided-gradcam": lambda: GuidedGradCam(net, layer).attribute(x.clone().requires_grad_(True), target=t),
+            "occlusion": lambda: Occlusion(probs).attribute(x, sliding_window_shapes=(3, 10, 10),
+                                                            strides=(3, 6, 6), target=t, perturbations_per_eval=32)}
 
 
-def before_timings(rev, n, repeats, methods):
-    """The same te timings with the package as it was at git revision ``rev`` (extracted to a
-    temporary folder, run in a subprocess)."""
-    with tempfile.TemporaryDirectory() as tmp:
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def serve(n):
+    """The 'before' side: read a method name per line, answer the seconds of one call."""
+    import warnings
+    warnings.filterwarnings("ignore")
+    fns = te_functions(n)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print(json.dumps(timed(fns[line.strip()])), flush=True)
+
+
+class Before:
+    """The code at git revision ``rev``, extracted to a temporary folder, timing calls in a
+    subprocess on request -- so that before, after and Captum alternate in time."""
+
+    def __init__(self, rev, n):
+        self.tmp = tempfile.TemporaryDirectory()
+        tmp = self.tmp.name
         archive = Path(tmp) / "src.tar"
         subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "tinygrad_explain", "kernels",
                         "weights"], check=True)
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
-        code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import bench_batching as b; "
-                f"print(json.dumps(b.te_timings({n}, {repeats}, {list(methods)!r})))")
-        out = subprocess.run([sys.executable, "-c", code], cwd=tmp, env=dict(os.environ, PYTHONPATH=tmp),
-                             capture_output=True, text=True)
-        if out.returncode:
-            raise SystemExit(f"before ({rev}) failed:\n{out.stderr[-2000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        code = f"import sys; sys.path.insert(1, {str(ROOT / 'scripts')!r}); import bench_batching as b; b.serve({n})"
+        self.p = subprocess.Popen([sys.executable, "-c", code], cwd=tmp, env=dict(os.environ, PYTHONPATH=tmp),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.p.stdout.readline().strip() != "ready":
+            raise SystemExit(f"before ({rev}) failed to start")
+
+    def time(self, method):
+        self.p.stdin.write(method + "\n")
+        self.p.stdin.flush()
+        return json.loads(self.p.stdout.readline())
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(30)
+        self.tmp.cleanup()
 
 
 def dask_overhead(tasks=200, workers=2):
@@ -161,14 +178,30 @@ def main(argv=None):
               f"{1000 * o['per_task_s']:.1f} ms per no-op task ({o['tasks']} tasks)")
         return 0
     n = args.images
-    before = {} if args.no_before else before_timings(args.before, n, args.repeats, args.methods)
-    after = te_timings(n, args.repeats, args.methods)
+    after = te_functions(n)
     captum = {}
     if not args.no_captum:
         try:
-            captum = captum_timings(n, args.repeats, args.methods)
+            captum = captum_functions(n)
         except ImportError as e:
             print(f"(no Captum column: {e})")
+    before = None if args.no_before else Before(args.before, n)
+    sides = {"before": (lambda m: before.time(m)) if before else None, "after": lambda m: timed(after[m]),
+             "captum": (lambda m: timed(captum[m])) if captum else None}
+    best = {side: {} for side in sides}
+    try:
+        for r in range(args.repeats + 1):             # round 0 warms up (compilation, caches)
+            for m in args.methods:
+                for side, run in sides.items():       # the three side by side, alternating
+                    if run is None or (side == "captum" and m not in captum):
+                        continue
+                    t = run(m)
+                    if r:
+                        best[side][m] = min(t, best[side].get(m, float("inf")))
+    finally:
+        if before:
+            before.close()
+    before, after, captum = best["before"], best["after"], best["captum"]
     rate = lambda s: n / s if s else float("nan")  # noqa: E731
     print(f"{n} images per call, best of {args.repeats}, 1 thread each; images / second "
           f"(before = {args.before}; under whatever load the machine has -- read the ratios)")

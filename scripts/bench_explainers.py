@@ -129,6 +129,9 @@ def main(argv=None):
           f"target: {args.target} class; pointing tolerance {res['tolerance']:.2f} px; deletion / insertion: "
           f"{args.steps} steps to a blur of sigma {res['blur_sigma']:.1f} px")
     print(B.format_table(rows))
+    if "chunk_seconds" in res:
+        print(f"{seconds / max(1, n):.3f} s per scene wall, {np.sum(res['chunk_seconds']) / max(1, n):.3f} s per "
+              "scene on a worker (all methods and metrics)")
     rows_hard = B.summarize(B.subset(res, res["hard"])) if hard else {}
     if hard:
         print(f"the {hard} hard scenes:")
@@ -146,7 +149,10 @@ def main(argv=None):
               "occlusion_stride": args.stride,
               "cam_layer": args.cam_layer or te.explain.attribution.default_cam_layer(model),
               "weights": args.weights or "embedded (weights/fashion_scenes_alexnet.h5)", "threads": args.threads,
-              "seconds_per_scene": seconds / max(1, n), "rows": rows, "rows_hard": rows_hard,
+              "seconds_per_scene": seconds / max(1, n),
+              "worker_seconds_per_scene": (float(np.sum(res["chunk_seconds"])) / max(1, n)
+                                           if "chunk_seconds" in res else None),
+              "rows": rows, "rows_hard": rows_hard,
               "versus_centre": versus}
     if args.json:
         from tinygrad_explain.safe_io import atomic_write

@@ -22,6 +22,7 @@ The file (``out``):
     maps/<method> (N, H, W)    map_dtype (float32 by default; omitted with maps=False)
     scores/<method>/<metric> (N,) float64
     seconds/<method> (chunks,) the map's computation time per chunk
+    seconds/all (chunks,)      the chunk's whole time on its worker (loading, maps, scores)
 
 Every dataset is allocated in full when the file is created (HDF5's early allocation,
 in a temporary file renamed into place), so writing a chunk changes data only, never
@@ -250,6 +251,7 @@ def explain_chunk(job: dict, part) -> dict[str, np.ndarray]:
     """Explain and score one chunk of images (a module-level function: Dask ships it to
     its workers).  Returns {dataset name in the file: array}."""
     from ..device import set_num_threads
+    t0 = time.perf_counter()
     set_num_threads(job["threads"])                  # Numba + BLAS threads of this worker
     model = worker_model(job["model_path"], job["model_sha256"])
     data = part.load(model)
@@ -272,6 +274,7 @@ def explain_chunk(job: dict, part) -> dict[str, np.ndarray]:
         for k, v in scores[m].items():
             out[f"scores/{m}/{k}"] = np.asarray(v, np.float64)
         out[f"seconds/{m}"] = np.float64(seconds[m])
+    out["seconds/all"] = np.float64(time.perf_counter() - t0)
     return out
 
 
@@ -450,6 +453,7 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
             layout[f"maps/{m}"] = ((N, H, W), options["map_dtype"], (min(chunk_size, N), H, W))
         layout.update({f"scores/{m}/{k}": ((N,), "float64", None) for k in metrics})
         layout[f"seconds/{m}"] = ((len(chunks),), "float64", None)
+    layout["seconds/all"] = ((len(chunks),), "float64", None)
     out = _open_out(Path(out), manifest, layout, len(chunks), overwrite)
     job = {"model_path": str(path_model), "model_sha256": manifest["model"]["sha256"],
            "methods": list(methods), "metrics": list(metrics), "options": options, "seed": int(seed),
@@ -636,6 +640,7 @@ def load(path: str | os.PathLike, partial: bool = False) -> dict:
         res["hard"] = f["hard"][:][keep].astype(bool) if "hard" in f else np.zeros(int(keep.sum()), bool)
         res["methods"] = {m: {**{k: f[f"scores/{m}/{k}"][:][keep] for k in man["metrics"]},
                               "seconds": float(f[f"seconds/{m}"][:][done].sum())} for m in man["methods"]}
+        res["chunk_seconds"] = f["seconds/all"][:][done]
         any_map = next((f"maps/{m}" for m in man["methods"] if f"maps/{m}" in f), None)
         side = min(f[any_map].shape[1:]) if any_map else None
     o = man["options"]
