@@ -105,3 +105,16 @@ def test_default_batch_size_is_memory_bounded():
     assert [(s.start, s.stop) for s in batches(5, 2)] == [(0, 2), (2, 4), (4, 5)]
     with pytest.raises(te.explain.ExplainError, match="batch_size"):
         batches(5, 0)
+
+
+def test_float32_is_bit_identical_too():
+    """The same holds in float32 (the model's own dtype): the arithmetic per image is the
+    same in any batch, not merely close."""
+    model = te.load_model()
+    d = scenes.load_sample()
+    x = np.concatenate([te.image.load(im, model) for im in d["images"][:3]])
+    t = np.asarray(d["labels"][:3], np.int64)
+    assert x.dtype == np.float32
+    assert np.array_equal(te.explain.gradient(model, x, t, batch_size=2),
+                          one_by_one(lambda a, b: te.explain.gradient(model, a, b), x, t))
+    assert np.array_equal(A.gradcam(model, x, t, batch_size=2), one_by_one(lambda a, b: A.gradcam(model, a, b), x, t))
