@@ -640,7 +640,8 @@ def load(path: str | os.PathLike, partial: bool = False) -> dict:
         res["hard"] = f["hard"][:][keep].astype(bool) if "hard" in f else np.zeros(int(keep.sum()), bool)
         res["methods"] = {m: {**{k: f[f"scores/{m}/{k}"][:][keep] for k in man["metrics"]},
                               "seconds": float(f[f"seconds/{m}"][:][done].sum())} for m in man["methods"]}
-        res["chunk_seconds"] = f["seconds/all"][:][done]
+        if "seconds/all" in f:
+            res["chunk_seconds"] = f["seconds/all"][:][done]
         any_map = next((f"maps/{m}" for m in man["methods"] if f"maps/{m}" in f), None)
         side = min(f[any_map].shape[1:]) if any_map else None
     o = man["options"]
