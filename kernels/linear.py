@@ -215,12 +215,32 @@ def forward(x, wt, b=None):
     return y
 
 
+BLAS_ROWS = 8       # rows per BLAS product in ``blas_rows``
+
+
+def blas_rows(g, w):
+    """g @ w as BLAS products of exactly BLAS_ROWS rows each (the last block padded with
+    zero rows).  BLAS picks its kernel -- and with it the order of its sums -- by the
+    product's shape (gemv for one row, small-matrix kernels for a few), so a row's result
+    would depend on how many rows come with it; one shape for every block makes an
+    image's dx the same bit for bit alone and in any batch (what batched explainers
+    promise, tests/test_batching.py)."""
+    n = g.shape[0]
+    pad = -n % BLAS_ROWS
+    if pad:
+        g = np.concatenate([g, np.zeros((pad, g.shape[1]), g.dtype)])
+    out = np.empty((g.shape[0], w.shape[1]), np.result_type(g, w))
+    for s in range(0, g.shape[0], BLAS_ROWS):
+        out[s:s + BLAS_ROWS] = g[s:s + BLAS_ROWS] @ w
+    return out[:n]
+
+
 def backward(g, w):
     """dx = g @ W; g (N, O) -> (N, K).  W (O, K) as it is (or its bfloat16 bits):
     C-contiguous, the streaming loop over its rows; held in the forward layout
     (``in_forward_layout``: the view Wt.T of the contiguous Wt), BLAS -- there
     W's rows are Wt's columns (see the module docstring)."""
     if w.dtype != np.uint16 and in_forward_layout(w) and not w.flags.c_contiguous:
-        with _threads.blas_threads_for(g.shape[0] * w.size):    # a small product on one BLAS thread
-            return g @ w
+        with _threads.blas_threads_for(BLAS_ROWS * w.size):    # a small product on one BLAS thread
+            return blas_rows(g, w)
     return rows_times(g, w)

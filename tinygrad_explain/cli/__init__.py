@@ -15,7 +15,7 @@ command or option, a bad value) prints one line and exits with status 2.
 Where things are: the method subcommands are derived from the method registry
 (``te.explain.methods``; :mod:`.explain` here), the other commands are the
 ``main`` of the module that does the work (:data:`TOOLS`).  A new command is one
-line in :data:`TOOLS` (a new data-set command: ``"dataset"``, see the comment there).
+line in :data:`TOOLS`.
 """
 from __future__ import annotations
 
@@ -79,6 +79,11 @@ def _serve(argv):
 
 def _sanity(argv):
     from .sanity import main
+    return main(argv)
+
+
+def _dataset(argv):
+    from ..explain.dataset import main
     return main(argv)
 
 
@@ -177,7 +182,7 @@ TOOLS: dict[str, tuple[str, Callable]] = {
     "sanity": ("the sanity checks of Adebayo et al. 2018 on the shipped scenes", _sanity),
     "eval": ("a model file's accuracy on Fashion-MNIST scenes", _eval),
     "walkthrough": ("backprop to the input on a tiny network, layer by layer (teaching)", _walkthrough),
-    # "dataset": (one line, a main(argv) in tinygrad_explain/explain/dataset.py or cli/),  <- the data-set command
+    "dataset": ("explain a whole data set: maps and scores to a resumable HDF5 file, on Dask workers", _dataset),
 }
 
 

@@ -18,12 +18,16 @@ per test (mean over the scenes, +- the standard deviation), writes every
 number (mean, std, count per method, layer and measure) to ``--json``.
 
     tinygrad-explain sanity                          # 50 scenes, all methods and tests
+    tinygrad-explain sanity --scenes 500 --dataset sanity500.h5   # a dataset job: chunks on a local
+        # Dask cluster (--workers, --scheduler tcp://host:8786), written to the HDF5 file as they finish;
+        # killed, the same command resumes (te.explain.dataset.run_sanity); over 500 needs the test split
     tinygrad-explain sanity --scenes 10 --methods gradient guided --tests cascade
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +70,10 @@ def main(argv=None):
                     help="where to write every number (default out/sanity_checks.json, under the current folder)")
     ap.add_argument("--threads", type=int, default=1, help="threads for Numba and BLAS")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--dataset", type=Path, help="run as a dataset job writing to this HDF5 file (resumable)")
+    ap.add_argument("--workers", type=int, help="--dataset: local Dask workers (default: the cores; 0 = here)")
+    ap.add_argument("--scheduler", help="--dataset: an existing Dask scheduler (tcp://host:8786)")
+    ap.add_argument("--overwrite", action="store_true", help="--dataset: replace the file if it holds another job")
     args = ap.parse_args(argv)
     if args.scenes < 1:
         ap.error(f"--scenes must be >= 1, got {args.scenes}")
@@ -74,12 +82,29 @@ def main(argv=None):
     t0 = time.perf_counter()
     model = te.load_model(args.weights)
     data = scenes.load_sample()
-    n = min(args.scenes, len(data["images"]))
-    x = np.concatenate([te.image.load(im, model) for im in data["images"][:n]])
-    labels = data["labels"][:n].astype(np.int64)
-    twin = te.load_model(args.twin) if "data" in args.tests else None
-    result = sanity.run(model, x, labels, methods=args.methods, tests=args.tests, twin=twin, seed=args.seed,
-                        progress=not args.no_progress)
+    if args.dataset:
+        from tinygrad_explain.explain import dataset as D
+        n = args.scenes
+        if n <= len(data["images"]):           # the sample is test scenes 0..499: no data set needed
+            images = D.Array(data["images"][:n], data["labels"][:n].astype(np.int64))
+        else:
+            images = D.Scenes("test", 0, n)
+        try:
+            D.run_sanity(args.weights, images, args.methods, args.tests, out=args.dataset, twin=args.twin,
+                         seed=args.seed, scheduler=args.scheduler or (None if args.workers == 0 else "local"),
+                         workers=args.workers or None, threads=args.threads, overwrite=args.overwrite,
+                         progress=not args.no_progress)
+        except (D.DatasetError, FileNotFoundError) as e:
+            print(f"{ap.prog}: error: {e}", file=sys.stderr)
+            return 2
+        result = D.load_sanity(args.dataset)
+    else:
+        n = min(args.scenes, len(data["images"]))
+        x = np.concatenate([te.image.load(im, model) for im in data["images"][:n]])
+        labels = data["labels"][:n].astype(np.int64)
+        twin = te.load_model(args.twin) if "data" in args.tests else None
+        result = sanity.run(model, x, labels, methods=args.methods, tests=args.tests, twin=twin, seed=args.seed,
+                            progress=not args.no_progress, indices=np.arange(n))
     summary = result.summary()
     seconds = time.perf_counter() - t0
     for test in summary:

@@ -23,6 +23,8 @@
     te.explain.invert(model, x, "fc7", recipe="exemplar") # the training scene nearest in code (retrieval)
     te.explain.sanity.run(model, x, "Bag")                # Adebayo et al.'s randomisation tests
     te.explain.methods.get("guided-gradcam").fn(model, x, "Bag")   # every map method by name (CLI, explorer)
+    te.explain.run_dataset(None, te.explain.dataset.Scenes("test", 0, 500), out="test500.h5")
+                                                          # every method on a data set -> HDF5, on Dask workers
 
 Spaces.  Every function takes and returns images in *model space*: float
 (N, C, H, W), the model file's preprocessing applied (mean subtracted, divided
@@ -45,8 +47,10 @@ from .attribution import (smoothgrad, smooth_gradient, gradcam, guided_gradcam, 
                           gradient_x_input)
 from .decoder import decode  # noqa: F401
 from . import methods, regularizers, transforms, metrics, benchmark, sanity, features, quality, decoder, exemplar  # noqa: F401
+from . import dataset  # noqa: F401
+from .dataset import run_dataset, run_sanity  # noqa: F401
 
 __all__ = ["class_names", "gradient", "saliency", "predict", "smoothgrad", "smooth_gradient", "gradcam",
            "guided_gradcam", "occlusion", "gradient_x_input", "class_model", "maximize", "invert", "invert_layers",
            "feature_code", "decode", "grabcut_mask", "optimize", "step_schedule", "relu_toy_example", "ExplainError",
-           "OptimizationError"]
+           "OptimizationError", "run_dataset", "run_sanity"]

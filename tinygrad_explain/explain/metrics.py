@@ -166,26 +166,34 @@ def auc(curve: Sequence[float] | np.ndarray) -> float:
 
 def deletion_insertion(model: Network, x: np.ndarray, target: int | np.ndarray, maps: np.ndarray,
                        baseline: np.ndarray, steps: int = 16, ends: tuple[np.ndarray, np.ndarray] | None = None,
-                       batch_size: int = 128) -> dict[str, np.ndarray]:
+                       batch_size: int | None = None) -> dict[str, np.ndarray]:
     """Deletion and insertion curves and their AUCs for images x (N, C, H, W) in model
     space, one class index per image, one map per image (N, H, W), and the baseline
     images (N, C, H, W) (e.g. ``blur(x, sigma)``).  ``ends``: (p(x), p(baseline)), the
     target's probability on the images and on the baselines, (N,) each -- the curves'
     end points, the same for every map of these images (computed here when None).
+    The 2 (steps - 1) inner images of each path go through the network ``batch_size``
+    at a time (default ``default_batch_size(model)``), a group of images' paths at a
+    time (memory-bounded); each image's curve is the same bit for bit whatever the batch.
     Returns a dict with "deletion" and "insertion" curves (N, steps + 1) of the target's
     softmax probability and "deletion_auc", "insertion_auc" (N,)."""
-    from .gradients import predict
+    from .gradients import batches, default_batch_size, predict
     x, baseline, maps = np.asarray(x), np.asarray(baseline), np.asarray(maps)
     N = len(x)
+    bs = batch_size or default_batch_size(model)
     target = np.broadcast_to(np.asarray(target), (N,))
     if ends is None:
-        probs = predict(model, np.concatenate([x, baseline]), batch_size)[1]
+        probs = predict(model, np.concatenate([x, baseline]), bs)[1]
         ends = probs[np.arange(N), target], probs[N + np.arange(N), target]
     p_x, p_base = (np.asarray(e, np.float64) for e in ends)
-    inner = [np.concatenate([d[1:-1], i[1:-1]])
-             for d, i in (deletion_insertion_images(x[n], baseline[n], maps[n], steps) for n in range(N))]
-    probs = predict(model, np.concatenate(inner), batch_size)[1] if steps > 1 else np.zeros((0, 1))
-    p = probs[np.arange(len(probs)), np.repeat(target, 2 * (steps - 1))].reshape(N, 2, steps - 1)
+    p = np.zeros((N, 2, max(0, steps - 1)))
+    if steps > 1:
+        for g in batches(N, max(1, bs // (2 * (steps - 1)))):      # a group of images' paths at a time
+            inner = [np.concatenate([d[1:-1], i[1:-1]])
+                     for d, i in (deletion_insertion_images(x[n], baseline[n], maps[n], steps)
+                                  for n in range(g.start, g.stop))]
+            probs = predict(model, np.concatenate(inner), bs)[1]
+            p[g] = probs[np.arange(len(probs)), np.repeat(target[g], 2 * (steps - 1))].reshape(-1, 2, steps - 1)
     deletion = np.concatenate([p_x[:, None], p[:, 0], p_base[:, None]], axis=1)
     insertion = np.concatenate([p_base[:, None], p[:, 1], p_x[:, None]], axis=1)
     return {"deletion": deletion, "insertion": insertion,

@@ -130,11 +130,13 @@ def independent(model: Network, seed: int = 0, init: Init = he_reinit) -> list[t
 METHODS = ("gradient", "saliency", "deconvnet", "guided", "smoothgrad", "gradcam", "guided_gradcam")
 
 
-def explain(model: Network, x: Images, target: Target,
-            methods: Sequence[str] = METHODS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def explain(model: Network, x: Images, target: Target, methods: Sequence[str] = METHODS,
+            indices: Sequence[int] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{method: (signed, absolute)}``, two (N, H, W) float64 maps per method
     for images ``x`` (model space) and ``target`` (one class, or one per image).
-    SmoothGrad's noise is drawn with a fixed seed, the same for every model."""
+    SmoothGrad's noise is drawn with a fixed seed, the same for every model: seed 0
+    for the batch, or, with ``indices`` (the images' ids), seed (0, index) per image --
+    then an image's maps do not depend on the images explained with it."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ExplainError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(METHODS)}")
@@ -142,7 +144,10 @@ def explain(model: Network, x: Images, target: Target,
     targets = resolve_targets(model, target, x.shape[0])
     out = {}
     for m in methods:
-        raw = np.asarray(get_method(m).fn(model, x, targets), np.float64)
+        method = get_method(m)
+        seeded = indices is not None and "seed" in method.options
+        raw = np.asarray(method.fn(model, x, targets, **({"seed": [(0, int(i)) for i in indices]} if seeded else {})),
+                         np.float64)
         if raw.ndim == 4:
             out[m] = (raw.sum(axis=1), np.abs(raw).sum(axis=1))
         else:
@@ -315,7 +320,8 @@ TESTS = ("cascade", "independent", "data", "other_scene")
 
 
 def run(model: Network, x: Images, target: Target, methods: Sequence[str] = METHODS, tests: Sequence[str] = TESTS,
-        twin: Network | None = None, seed: int = 0, batch: int = 10, progress: bool = False) -> SanityResult:
+        twin: Network | None = None, seed: int = 0, batch: int = 10, progress: bool = False,
+        indices: Sequence[int] | None = None) -> SanityResult:
     """All sanity checks of Adebayo et al. 2018 on images ``x`` (model space, (N, C, H, W))
     and ``target`` (a class or one per image; the paper explains the predicted or the
     true class -- the script uses the true label).
@@ -328,6 +334,8 @@ def run(model: Network, x: Images, target: Target, methods: Sequence[str] = METH
              images given; the last with the first) -- what two explanations of unrelated
              images share (the architecture's spatial patterns, border effects, centred objects)
     batch    images explained together (memory: SmoothGrad runs 25 noisy copies each)
+    indices  the images' ids: SmoothGrad's noise seeded per image (``explain``), so that a
+             dataset job's chunks (``te.explain.dataset.run_sanity``) give the numbers of one run
     Returns a :class:`SanityResult` (per image, per test, step, method and measure).
     """
     from ..modelfile import load_model
@@ -351,12 +359,13 @@ def run(model: Network, x: Images, target: Target, methods: Sequence[str] = METH
     refs = []
     for s in range(0, x.shape[0], batch):
         xb, tb = x[s:s + batch], targets[s:s + batch]
-        ref = explain(model, xb, tb, methods)
+        ib = None if indices is None else list(indices)[s:s + batch]
+        ref = explain(model, xb, tb, methods, ib)
         refs.append(ref)
         if bar is not None:
             bar.update(len(xb))
         for test, step, m in models:
-            compare(ref, explain(m, xb, tb, methods), result, test, step)
+            compare(ref, explain(m, xb, tb, methods, ib), result, test, step)
             if bar is not None:
                 bar.update(len(xb))
     if bar is not None:
