@@ -234,7 +234,9 @@ def test_clip_kernels(rule, dt):
 
 @pytest.mark.parametrize("case", [((2, 6, 9, 8), (6, 1, 3, 3), (1, 1), (1, 1)),
                                   ((1, 4, 11, 10), (8, 1, 3, 3), (2, 2), (1, 1)),
-                                  ((2, 3, 7, 9), (3, 1, 5, 3), (2, 1), (2, 0))])
+                                  ((2, 3, 7, 9), (3, 1, 5, 3), (2, 1), (2, 0)),
+                                  ((1, 3, 6, 5), (6, 1, 3, 3), (1, 1), (1, 1)),
+                                  ((1, 2, 4, 35), (2, 1, 3, 3), (1, 1), (1, 1))])
 @pytest.mark.parametrize("dt", DTYPES)
 def test_depthwise_kernels(case, dt):
     """The CUDA depthwise loops add in the CPU loops' order: the same bits."""

@@ -61,6 +61,8 @@ CONV_CASES = [
     ((2, 3, 7, 6), (6, 1, 5, 5), 2, 2, 3),            # depthwise with multiplier 2, kernel 5
     ((1, 4, 6, 7), (4, 1, 3, 3), (1, 2), (0, 1), 4),  # per-axis stride / padding
     ((1, 8, 5, 5), (8, 2, 3, 3), 1, 1, 4),            # grouped, 4 groups of 2 channels
+    ((1, 3, 6, 7), (6, 1, 3, 3), 1, 1, 3),            # depthwise stride 1, multiplier 2 (the short-row loops)
+    ((1, 2, 5, 33), (2, 1, 3, 3), 1, 1, 2),           # depthwise stride 1, rows of 33 (the row-by-row loops)
 ]
 
 
