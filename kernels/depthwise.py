@@ -17,6 +17,8 @@ in the array's dtype, in a fixed order whatever the thread count -- each output:
 the bias, then the taps in row-major order; each input pixel's gradient: by
 ascending output row i, then tap column d -- and the weight gradient's long sums
 (over the batch and the image) in float64.  The CUDA twin adds in the same orders.
+Stride 1 with short rows (ow < 32) runs each tap over the whole zero-padded plane in
+one loop (the padding's terms add w * 0: the same sums).
 """
 import numpy as np
 from numba import uint64
@@ -31,11 +33,30 @@ def _forward(x, w, b, sh, sw, ph, pw, y):
     O, _, kh, kw = w.shape
     m = O // C
     oh, ow = y.shape[2], y.shape[3]
+    Wp = W + 2 * pw                     # stride 1: rows of the zero-padded plane, Wp wide
     for no in prange(N * O):
         n = no // O
         o = no % O
         plane = x[n, o // m].reshape(-1)
         out = y[n, o].reshape(-1)
+        if sh == 1 and sw == 1 and ow < 32:
+            # short rows (MobileNet's 14x14 and 7x7 planes): each tap one long loop over the
+            # padded plane, outputs computed Wp wide (the kw - 1 extra columns dropped)
+            xpad = np.zeros((H + 2 * ph) * Wp + kw, x.dtype)
+            for h in range(H):
+                for v in range(W):
+                    xpad[(h + ph) * Wp + pw + v] = plane[h * W + v]
+            acc = np.full(oh * Wp, b[o], y.dtype)
+            for a in range(kh):
+                for d in range(kw):
+                    wv = w[o, 0, a, d]
+                    base = uint64(a * Wp + d)
+                    for q in range(uint64(oh * Wp)):
+                        acc[q] += wv * xpad[base + q]
+            for i in range(oh):
+                for j in range(ow):
+                    out[i * ow + j] = acc[i * Wp + j]
+            continue
         for q in range(oh * ow):
             out[q] = b[o]
         for a in range(kh):
@@ -56,10 +77,31 @@ def _backward_input(g, w, sh, sw, ph, pw, dx):
     O, _, kh, kw = w.shape
     m = O // C
     oh, ow = g.shape[2], g.shape[3]
+    Wp = W + 2 * pw
     for nc in prange(N * C):
         n = nc // C
         c = nc % C
         plane = dx[n, c].reshape(-1)
+        if sh == 1 and sw == 1 and ow < 32:
+            # short rows: as in _forward, each tap one loop over the padded plane, g laid out
+            # Wp wide (its extra columns 0: their terms add w * 0)
+            dpad = np.zeros((H + 2 * ph) * Wp + kw, dx.dtype)
+            gwide = np.zeros(oh * Wp, g.dtype)
+            for o in range(c * m, (c + 1) * m):
+                gp = g[n, o].reshape(-1)
+                for i in range(oh):
+                    for j in range(ow):
+                        gwide[i * Wp + j] = gp[i * ow + j]
+                for a in range(kh - 1, -1, -1):
+                    for d in range(kw):
+                        wv = w[o, 0, a, d]
+                        base = uint64(a * Wp + d)
+                        for q in range(uint64(oh * Wp)):
+                            dpad[base + q] += wv * gwide[q]
+            for h in range(H):
+                for v in range(W):
+                    plane[h * W + v] = dpad[(h + ph) * Wp + pw + v]
+            continue
         for o in range(c * m, (c + 1) * m):
             gp = g[n, o].reshape(-1)
             for a in range(kh - 1, -1, -1):             # a descending: each pixel's terms by ascending i

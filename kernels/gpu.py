@@ -115,9 +115,26 @@ def _check_out(out, shape, dtype, what):
 # --------------------------------------------------------------------------
 # im2col / col2im (twin of kernels/im2col.py)
 # --------------------------------------------------------------------------
-def _im2col(x, kh, kw, stride, padding, out=None):
-    """x (N, C, H, W) -> col (C*kh*kw, N*OH*OW)."""
+def _rows_of(col, N, oh, ow, rows):
+    """The band rows = (i0, i1) of a whole-image col (R, N*OH*OW), as a C-contiguous array."""
+    i0, i1 = rows
+    return _contig(col.reshape(col.shape[0], N, oh, ow)[:, :, i0:i1]).reshape(col.shape[0], -1)
+
+
+def _im2col(x, kh, kw, stride, padding, out=None, rows=None):
+    """x (N, C, H, W) -> col (C*kh*kw, N*OH*OW).  ``rows`` = (i0, i1): only that band of
+    output rows (the CPU's memory bound; on the GPU, where ops take whole images, it is
+    cut from the whole col)."""
     import cupy
+    if rows is not None:
+        N, oh = x.shape[0], _cpu_im2col.out_size(x.shape[2], kh, stride[0], padding[0])
+        band = _rows_of(_im2col(x, kh, kw, stride, padding), N, oh,
+                        _cpu_im2col.out_size(x.shape[3], kw, stride[1], padding[1]), rows)
+        if out is None:
+            return band
+        _check_out(out, band.shape, x.dtype, "im2col")
+        out[...] = band
+        return out
     N, C, H, W = x.shape
     oh, ow = _cpu_im2col.out_size(H, kh, stride[0], padding[0]), _cpu_im2col.out_size(W, kw, stride[1], padding[1])
     shape = (C * kh * kw, N * oh * ow)
@@ -130,10 +147,18 @@ def _im2col(x, kh, kw, stride, padding, out=None):
     return out
 
 
-def _col2im(col, x_shape, kh, kw, stride, padding, out=None):
+def _col2im(col, x_shape, kh, kw, stride, padding, out=None, rows=None):
     """col (C*kh*kw, N*OH*OW) -> dx (N, C, H, W), summing overlapping windows.
-    ``out``, if given, must be zero-filled; the sums are added into it."""
+    ``out``, if given, must be zero-filled; the sums are added into it.  ``rows`` = (i0, i1):
+    col holds only that band of output rows (placed into a zero whole-image col here)."""
     import cupy
+    if rows is not None:
+        N, H, W = x_shape[0], x_shape[2], x_shape[3]
+        oh = _cpu_im2col.out_size(H, kh, stride[0], padding[0])
+        ow = _cpu_im2col.out_size(W, kw, stride[1], padding[1])
+        full = cupy.zeros((col.shape[0], N, oh, ow), dtype=col.dtype)
+        full[:, :, rows[0]:rows[1]] = col.reshape(col.shape[0], N, rows[1] - rows[0], ow)
+        return _col2im(full.reshape(col.shape[0], -1), x_shape, kh, kw, stride, padding, out=out)
     N, C, H, W = x_shape
     oh, ow = _cpu_im2col.out_size(H, kh, stride[0], padding[0]), _cpu_im2col.out_size(W, kw, stride[1], padding[1])
     dx = cupy.zeros(x_shape, dtype=col.dtype) if out is None else out

@@ -53,7 +53,7 @@ def _valid(n_out, stride, offset, size):
 # Every unsigned index is a position inside the array: the valid range
 # [j0, j1) of ``_valid`` keeps the input positions in [0, W).
 @kernel
-def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, col):
+def _im2col(x, kh, kw, sh, sw, ph, pw, i0, oh, ow, col):
     N, C, H, W = x.shape
     L = oh * ow
     xf = x.reshape(-1)
@@ -66,7 +66,7 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, col):
         row = col[r]
         for n in range(N):
             for i in range(oh):
-                h = i * sh - ph + ki
+                h = (i0 + i) * sh - ph + ki
                 o = uint64(n * L + i * ow)      # this output row's first column
                 if h < 0 or h >= H:
                     for j in range(uint64(ow)):
@@ -87,7 +87,7 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, col):
 
 
 @kernel
-def _col2im(col, kh, kw, sh, sw, ph, pw, oh, ow, dx):
+def _col2im(col, kh, kw, sh, sw, ph, pw, i0, oh, ow, dx):
     N, C, H, W = dx.shape
     L = oh * ow
     for nc in prange(N * C):
@@ -101,7 +101,7 @@ def _col2im(col, kh, kw, sh, sw, ph, pw, oh, ow, dx):
                 j0, j1 = _valid(ow, sw, off, W)
                 row = col[r]
                 for i in range(oh):
-                    h = i * sh - ph + ki
+                    h = (i0 + i) * sh - ph + ki
                     if h < 0 or h >= H:
                         continue
                     src = uint64(n * L + i * ow + j0)           # col[r, n*L + i*ow + j0]
@@ -114,23 +114,33 @@ def _col2im(col, kh, kw, sh, sw, ph, pw, oh, ow, dx):
                             plane[dst + j * uint64(sw)] += row[src + j]
 
 
-def im2col(x, kh, kw, stride, padding, out=None):
-    """x (N, C, H, W) -> col (C*kh*kw, N*OH*OW)."""
+def _band(H, kh, stride, padding, rows):
+    """(i0, number of output rows): the whole output, or the band rows = (i0, i1)."""
+    oh = out_size(H, kh, stride[0], padding[0])
+    return (0, oh) if rows is None else (int(rows[0]), int(rows[1]) - int(rows[0]))
+
+
+def im2col(x, kh, kw, stride, padding, out=None, rows=None):
+    """x (N, C, H, W) -> col (C*kh*kw, N*OH*OW); with ``rows`` = (i0, i1), only output rows
+    i0 <= i < i1: col (C*kh*kw, N*(i1 - i0)*OW) (a band, to bound the scratch memory)."""
     N, C, H, W = x.shape
-    oh, ow = out_size(H, kh, stride[0], padding[0]), out_size(W, kw, stride[1], padding[1])
+    i0, oh = _band(H, kh, stride, padding, rows)
+    ow = out_size(W, kw, stride[1], padding[1])
     if out is None:
         out = np.empty((C * kh * kw, N * oh * ow), dtype=x.dtype)
-    _im2col(np.ascontiguousarray(x), kh, kw, stride[0], stride[1], padding[0], padding[1], oh, ow, out)
+    _im2col(np.ascontiguousarray(x), kh, kw, stride[0], stride[1], padding[0], padding[1], i0, oh, ow, out)
     return out
 
 
-def col2im(col, x_shape, kh, kw, stride, padding, out=None):
-    """col (C*kh*kw, N*OH*OW) -> dx (N, C, H, W), summing overlapping windows.
-    ``out``, if given, must be zero-filled; the sums are added into it."""
+def col2im(col, x_shape, kh, kw, stride, padding, out=None, rows=None):
+    """col (C*kh*kw, N*OH*OW) -> dx (N, C, H, W), summing overlapping windows; ``rows`` as in
+    ``im2col`` (col then holds that band only).  ``out``, if given, must be zero-filled
+    (or hold other bands' sums); the sums are added into it."""
     N, C, H, W = x_shape
-    oh, ow = out_size(H, kh, stride[0], padding[0]), out_size(W, kw, stride[1], padding[1])
+    i0, oh = _band(H, kh, stride, padding, rows)
+    ow = out_size(W, kw, stride[1], padding[1])
     dx = np.zeros(x_shape, dtype=col.dtype) if out is None else out
     if not dx.flags.c_contiguous:
         raise ValueError("col2im: out must be C-contiguous")
-    _col2im(np.ascontiguousarray(col), kh, kw, stride[0], stride[1], padding[0], padding[1], oh, ow, dx)
+    _col2im(np.ascontiguousarray(col), kh, kw, stride[0], stride[1], padding[0], padding[1], i0, oh, ow, dx)
     return dx

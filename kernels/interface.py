@@ -46,11 +46,12 @@ INTERFACE = {
     "im2col": Namespace({
         "out_size": Kernel("size, k, s, p, ceil_mode=False", "output length of a window: floor mode "
                            "(size + 2p - k) // s + 1, or PyTorch's ceil_mode rule for pooling", "-"),
-        "im2col": Kernel("x, kh, kw, stride, padding, out=None",
-                         "x (N, C, H, W) -> col (C*kh*kw, N*L); stride, padding are pairs", "out"),
-        "col2im": Kernel("col, x_shape, kh, kw, stride, padding, out=None",
+        "im2col": Kernel("x, kh, kw, stride, padding, out=None, rows=None",
+                         "x (N, C, H, W) -> col (C*kh*kw, N*L); stride, padding are pairs; rows = (i0, i1): "
+                         "only that band of output rows", "out"),
+        "col2im": Kernel("col, x_shape, kh, kw, stride, padding, out=None, rows=None",
                          "col (C*kh*kw, N*L) -> dx (N, C, H, W), overlapping windows summed into a "
-                         "zero-filled ``out``", "out"),
+                         "zero-filled ``out``; rows as in im2col", "out"),
     }),
     "layout": Namespace({
         "rows_to_nchw": Kernel("rows, bias, out", "rows (O, N*L) + bias (O,) or None -> out (N, O, L)", "out"),

@@ -105,6 +105,13 @@ def test_im2col_col2im(case, dt):
     assert_close(G.im2col.col2im(gpu(dcol), x.shape, kh, kw, s, p), dx, 1e-6, "col2im")
     acc = cp.ones(x.shape, dt)                                 # out= is added into
     assert_close(G.im2col.col2im(gpu(dcol), x.shape, kh, kw, s, p, out=acc), dx + 1, 1e-6, "col2im out=")
+    oh = K.im2col.out_size(H, kh, s[0], p[0])
+    band = (oh // 3, oh // 3 + max(1, oh // 2))               # a band of output rows
+    cb = K.im2col.im2col(x, kh, kw, s, p, rows=band)
+    assert_equal(G.im2col.im2col(gpu(x), kh, kw, s, p, rows=band), cb, "im2col rows")
+    dcb = rng(3).standard_normal(cb.shape).astype(dt)
+    assert_close(G.im2col.col2im(gpu(dcb), x.shape, kh, kw, s, p, rows=band),
+                 K.im2col.col2im(dcb, x.shape, kh, kw, s, p, rows=band), 1e-6, "col2im rows")
 
 
 @pytest.mark.parametrize("N", [1, 3])
@@ -234,7 +241,9 @@ def test_clip_kernels(rule, dt):
 
 @pytest.mark.parametrize("case", [((2, 6, 9, 8), (6, 1, 3, 3), (1, 1), (1, 1)),
                                   ((1, 4, 11, 10), (8, 1, 3, 3), (2, 2), (1, 1)),
-                                  ((2, 3, 7, 9), (3, 1, 5, 3), (2, 1), (2, 0))])
+                                  ((2, 3, 7, 9), (3, 1, 5, 3), (2, 1), (2, 0)),
+                                  ((1, 3, 6, 5), (6, 1, 3, 3), (1, 1), (1, 1)),
+                                  ((1, 2, 4, 35), (2, 1, 3, 3), (1, 1), (1, 1))])
 @pytest.mark.parametrize("dt", DTYPES)
 def test_depthwise_kernels(case, dt):
     """The CUDA depthwise loops add in the CPU loops' order: the same bits."""

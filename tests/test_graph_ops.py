@@ -61,6 +61,8 @@ CONV_CASES = [
     ((2, 3, 7, 6), (6, 1, 5, 5), 2, 2, 3),            # depthwise with multiplier 2, kernel 5
     ((1, 4, 6, 7), (4, 1, 3, 3), (1, 2), (0, 1), 4),  # per-axis stride / padding
     ((1, 8, 5, 5), (8, 2, 3, 3), 1, 1, 4),            # grouped, 4 groups of 2 channels
+    ((1, 3, 6, 7), (6, 1, 3, 3), 1, 1, 3),            # depthwise stride 1, multiplier 2 (the short-row loops)
+    ((1, 2, 5, 33), (2, 1, 3, 3), 1, 1, 2),           # depthwise stride 1, rows of 33 (the row-by-row loops)
 ]
 
 
@@ -131,6 +133,46 @@ def test_pointwise_conv_reads_the_image_itself(monkeypatch, budget, groups):
     _, (dx_t,) = _torch_grads(lambda t: F.conv2d(t, torch.tensor(w), torch.tensor(b), 1, 0, 1, groups), [x], g)
     np.testing.assert_allclose(dx, dx_t, rtol=1e-12, atol=1e-12)
     assert te.gradcheck(lambda t: conv(t, te.Tensor(w), te.Tensor(b)), [x])
+
+
+@pytest.mark.parametrize("budget", [1, 700])
+@pytest.mark.parametrize("xs,ws,stride,padding,groups", [((2, 4, 9, 11), (6, 4, 3, 3), 1, 1, 1),
+                                                         ((2, 4, 11, 10), (6, 2, 5, 5), 2, 2, 2),
+                                                         ((1, 3, 13, 13), (4, 3, 3, 3), (2, 1), (0, 1), 1)])
+def test_conv2d_in_bands_of_output_rows(monkeypatch, budget, xs, ws, stride, padding, groups):
+    """An image whose col exceeds COL_BUDGET is convolved in bands of output rows (one row
+    per band at budget 1), forward and input gradient: the same as torch."""
+    monkeypatch.setattr(ops.Conv2d, "COL_BUDGET", budget)
+    x, w, b = rng(1).standard_normal(xs), rng(2).standard_normal(ws), rng(3).standard_normal(ws[0])
+    from tinygrad_explain import kernels as K
+    banded = []
+    real = K.im2col.im2col
+    monkeypatch.setattr(K.im2col, "im2col", lambda *a, **k: (banded.append(k.get("rows")), real(*a, **k))[1])
+    g = rng(4).standard_normal(F.conv2d(torch.tensor(x), torch.tensor(w), None, stride, padding, 1, groups).shape)
+    y, (dx,) = _te_grads(lambda t: ops.conv2d(t, te.Tensor(w), te.Tensor(b), stride, padding, groups), [x], g)
+    y_t, (dx_t,) = _torch_grads(lambda t: F.conv2d(t, torch.tensor(w), torch.tensor(b), stride, padding, 1, groups),
+                                [x], g)
+    assert banded and all(r is not None for r in banded)
+    np.testing.assert_allclose(y, y_t, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, dx_t, rtol=1e-12, atol=1e-12)
+
+
+def test_im2col_band_is_the_rows_of_the_whole_col():
+    from tinygrad_explain import kernels as K
+    x = rng(1).standard_normal((2, 3, 9, 8))
+    R, s, p = 3 * 3 * 2, (2, 1), (1, 0)
+    col = K.im2col.im2col(x, 3, 2, s, p)
+    oh, ow = K.im2col.out_size(9, 3, 2, 1), K.im2col.out_size(8, 2, 1, 0)
+    for i0, i1 in [(0, 2), (2, 5), (4, 5)]:
+        band = K.im2col.im2col(x, 3, 2, s, p, rows=(i0, i1))
+        np.testing.assert_array_equal(band, col.reshape(R, 2, oh, ow)[:, :, i0:i1].reshape(R, -1))
+    dcol = rng(2).standard_normal(col.shape)
+    whole = K.im2col.col2im(dcol, x.shape, 3, 2, s, p)
+    parts = np.zeros(x.shape)
+    for i0, i1 in [(0, 2), (2, 5)]:
+        K.im2col.col2im(np.ascontiguousarray(dcol.reshape(R, 2, oh, ow)[:, :, i0:i1]).reshape(R, -1), x.shape,
+                        3, 2, s, p, out=parts, rows=(i0, i1))
+    np.testing.assert_allclose(parts, whole, rtol=1e-14, atol=1e-14)
 
 
 def test_conv2d_refuses_dilation_and_bad_groups():

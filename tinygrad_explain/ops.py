@@ -77,7 +77,10 @@ class Conv2d(Function):
     not, and a backward that still needs it recomputes it chunk by chunk (as
     Caffe does).  On the
     GPU the budget is larger (``GPU_COL_BUDGET``): a whole AlexNet batch of
-    32 is one im2col and one cuBLAS GEMM per group.
+    32 is one im2col and one cuBLAS GEMM per group.  On the CPU, an image whose
+    col alone would exceed ``COL_BUDGET`` (VGG16's first layers: 115 MB) is
+    processed in bands of output rows, forward and backward to the input
+    (``_bands``; im2col / col2im of a band), so the scratch memory stays bounded.
 
     Groups: weight (O, C/G, kh, kw); group g's output channels [g*O/G, (g+1)*O/G)
     read input channels [g*C/G, (g+1)*C/G) -- one GEMM per group (AlexNet's G = 2).
@@ -105,6 +108,14 @@ class Conv2d(Function):
         (C, H*W) -- no im2col copy, and dx is written by the GEMM, no col2im (ResNet's and
         MobileNet's 1x1 layers)."""
         return n == 1 and kh == kw == 1 and self.stride == (1, 1) and self.padding == (0, 0)
+
+    def _bands(self, GR, kh, kw, oh, ow):
+        """Bands (i0, i1) of output rows whose col fits COL_BUDGET, for one image on the CPU
+        whose whole col would not (VGG's first layers: 115 MB each); None: the whole image."""
+        if self._pointwise(1, kh, kw) or GR * oh * ow <= self.COL_BUDGET:
+            return None
+        band = max(1, self.COL_BUDGET // (GR * ow))
+        return [(i0, min(oh, i0 + band)) for i0 in range(0, oh, band)]
 
     def _im2col(self, B, x, kh, kw, out):
         """col (C*kh*kw, n*L) of a chunk x (n, C, H, W), written into ``out`` (a view of a
@@ -170,8 +181,24 @@ class Conv2d(Function):
         # col for backward instead of recomputing it there.
         self.cols = [] if len(self.needs_grad) > 1 and self.needs_grad[1] else None
 
-        def run(a, z, step=step):       # images [a, z), chunk by chunk
+        def run_bands(n0, bands):       # one image, band by band of output rows
+            for i0, i1 in bands:
+                shape = (G * R, (i1 - i0) * ow)
+                col = B.im2col.im2col(x[n0:n0 + 1], kh, kw, self.stride, self.padding,
+                                      out=B.workspace.get("col", shape, x.dtype), rows=(i0, i1))
+                rows = B.workspace.get("rows", (O, shape[1]), x.dtype)
+                self.forward_gemm(xp, wg, col, rows)
+                out = y[n0, :, i0 * ow:i1 * ow]
+                if b is None:
+                    out[...] = rows
+                else:                   # rows + b, as forward_bias adds it
+                    np.add(rows, b.astype(x.dtype, copy=False)[:, None], out=out)
+
+        def run(a, z, step=step, bands=None):   # images [a, z), chunk by chunk
             for n0 in range(a, z, step):
+                if bands is not None:
+                    run_bands(n0, bands)
+                    continue
                 n1 = min(z, n0 + step)
                 shape = (G * R, (n1 - n0) * L)
                 col = self._im2col(B, x[n0:n1], kh, kw, B.workspace.get("col", shape, x.dtype)
@@ -183,7 +210,8 @@ class Conv2d(Function):
                 self.forward_bias(B, rows, b, y[n0:n1])
         if self.cols is None and xp is np:
             # the images handed out to the threads one by one (kernels/threads.py)
-            K.threads.over_batch(lambda a, z: run(a, z, 1), N, O * R * L)
+            bands = self._bands(G * R, kh, kw, oh, ow)
+            K.threads.over_batch(lambda a, z: run(a, z, 1, bands), N, O * R * L)
         else:
             run(0, N)                           # training keeps the cols in order; the GPU takes chunks
         if any(self.needs_grad):
@@ -206,8 +234,18 @@ class Conv2d(Function):
         dw = xp.zeros((G, Og, R), dtype=g.dtype) if need_w else None
         cols, self.cols = self.cols, None
 
-        def run(a, z, step=step):       # images [a, z), chunk by chunk
+        def run_bands(n0, bands):       # dx of one image, band by band of output rows
+            for i0, i1 in bands:
+                dcol = B.workspace.get("col", (G * R, (i1 - i0) * ow), g.dtype)
+                self.backward_gemm(xp, wg, g[n0, :, i0 * ow:i1 * ow], dcol)
+                B.im2col.col2im(dcol, (1,) + x.shape[1:], kh, kw, self.stride, self.padding,
+                                out=dx[n0:n0 + 1], rows=(i0, i1))
+
+        def run(a, z, step=step, bands=None):   # images [a, z), chunk by chunk
             for k, n0 in enumerate(range(a, z, step)):
+                if bands is not None:
+                    run_bands(n0, bands)
+                    continue
                 n1 = min(z, n0 + step)
                 grows = B.layout.nchw_to_rows(g[n0:n1], B.workspace.get("grows", (O, (n1 - n0) * L), g.dtype)
                                               if n1 - n0 > 1 else None)
@@ -227,7 +265,8 @@ class Conv2d(Function):
         if need_w or xp is not np:
             run(0, N)                           # one dw accumulated chunk by chunk; the GPU takes chunks
         else:
-            K.threads.over_batch(lambda a, z: run(a, z, 1), N, O * R * L)     # as in forward
+            bands = self._bands(G * R, kh, kw, oh, ow) if need_x else None
+            K.threads.over_batch(lambda a, z: run(a, z, 1, bands), N, O * R * L)     # as in forward
         db = self.backward_bias(B, g) if need_b else None
         if dw is not None:
             dw = dw.reshape(w.shape).astype(w.dtype, copy=False)
