@@ -217,8 +217,10 @@ def main(argv=None):
               f"{fmt(rows[m]['captum'])} {'(' + CAPTUM[m] + ')' if m in CAPTUM else ''} | "
               f"{fmt(c / a if c else None)} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"images": n, "repeats": args.repeats, "before": args.before, "rows": rows}, f, indent=1)
+        sys.path.insert(0, str(ROOT))
+        from tinygrad_explain.safe_io import write_text
+        write_text(args.json, json.dumps({"images": n, "repeats": args.repeats, "before": args.before,
+                                          "rows": rows}, indent=1))
     return 0
 
 

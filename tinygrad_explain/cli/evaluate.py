@@ -25,6 +25,7 @@ import numpy as np
 
 import tinygrad_explain as te
 from tinygrad_explain import scenes, train
+from tinygrad_explain.safe_io import regular_file_problem
 
 
 def per_class(scores, labels, names):
@@ -71,7 +72,12 @@ def main(argv=None):
         if args.cache_dir:
             p = Path(args.cache_dir) / "scenes_test_images.npy"
             if p.exists():
-                imgs = np.load(p, allow_pickle=False)[:args.n]
+                # memory-mapped (nothing allocated but the n scenes taken; no pickles), after the
+                # regular-file check every loader makes (a FIFO would block)
+                problem = regular_file_problem(p)
+                if problem:
+                    raise SystemExit(f"{p}: not a regular file ({problem})")
+                imgs = np.array(np.lib.format.open_memmap(p, mode="r")[:args.n])
         if imgs is None:
             imgs = scenes.generate("test", n=args.n, seed=0, progress=False)["images"]
         lab = np.asarray(labels[:args.n])

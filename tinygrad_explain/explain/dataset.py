@@ -282,23 +282,20 @@ def explain_chunk(job: dict, part) -> dict[str, np.ndarray]:
 # the file
 # --------------------------------------------------------------------------
 def _create(path: Path, manifest: dict, layout: dict[str, tuple[tuple, str, tuple | None]], chunks: int) -> None:
-    """Write the file with every dataset allocated (early allocation) to a temporary name,
-    then rename it into place (atomic: the file exists complete or not at all)."""
+    """Write the file with every dataset allocated (early allocation) through
+    ``safe_io.atomic_write``: a temporary file renamed into place, so the file exists
+    complete or not at all."""
     import h5py
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["manifest"] = json.dumps(manifest, sort_keys=True)
-            for name, (shape, dtype, chunk) in {"done": ((chunks,), "uint8", None), **layout}.items():
-                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-                if chunk is not None:
-                    dcpl.set_chunk(chunk)
-                f.create_dataset(name, shape, dtype=dtype, dcpl=dcpl)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    from ..safe_io import atomic_write
+    with atomic_write(path) as fobj, h5py.File(fobj, "w") as f:
+        f.attrs["manifest"] = json.dumps(manifest, sort_keys=True)
+        for name, (shape, dtype, chunk) in {"done": ((chunks,), "uint8", None), **layout}.items():
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            if chunk is not None:
+                dcpl.set_chunk(chunk)
+            f.create_dataset(name, shape, dtype=dtype, dcpl=dcpl)
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
