@@ -273,7 +273,10 @@ def test_fully_connected_small_products_on_one_blas_thread(monkeypatch, request)
     t = te.Tensor(x, requires_grad=True)
     layer(t).backward(g)
     np.testing.assert_allclose(t.grad, g @ layer.weight.data, rtol=1e-6)
-    assert seen == [(4 * 64 * 32, {1})]                     # the backward to the input, on one thread
+    # the backward to the input, on one thread: BLAS products of kernels.linear.BLAS_ROWS rows each
+    # (4 rows padded to one block of 8; the same shape in any batch, so the same bits)
+    from tinygrad_explain.kernels.linear import BLAS_ROWS
+    assert seen == [(BLAS_ROWS * 64 * 32, {1})]
     seen.clear()
     big = nn.Linear(1024, 1024)                             # trainable, 40 rows: BLAS for all three products
     big.weight.requires_grad = True
