@@ -8,7 +8,8 @@ Matrix products go through NumPy's BLAS (``np.matmul``), except the fully
 connected layers' products for a few rows (``linear``).
 
 Modules: ``im2col`` (convolution data movement), ``layout`` (bias add and
-NCHW <-> rows transposition), ``relu``, ``maxpool``, ``lrn``, ``avgpool``,
+NCHW <-> rows transposition), ``relu``, ``clip`` (ReLU6), ``maxpool``, ``lrn``,
+``avgpool`` (adaptive and windowed), ``depthwise`` (depthwise convolution),
 ``linear`` (fully connected products for a few rows),
 ``adam`` (the optimiser's update, for training), ``workspace`` (reusable
 scratch buffers), ``threads`` (a batch split over the threads, one slice of
@@ -27,7 +28,7 @@ tinygrad_explain never imports CuPy.
 """
 import sys
 
-from . import adam, avgpool, im2col, layout, linear, lrn, maxpool, relu, threads, workspace  # noqa: F401
+from . import adam, avgpool, clip, depthwise, im2col, layout, linear, lrn, maxpool, relu, threads, workspace  # noqa: F401
 
 
 def backend(a):

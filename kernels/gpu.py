@@ -4,8 +4,8 @@ Each ``kernels/<op>.cu`` is the twin of ``kernels/<op>.py``: the same array
 layouts, the same formula in its header comment, and (where the CPU kernel
 fixes an order of floating-point additions) the same order, so that most GPU
 results equal the CPU bits.  This module mirrors the CPU package: the
-namespaces ``im2col``, ``layout``, ``relu``, ``maxpool``, ``lrn``, ``avgpool``
-and ``workspace`` offer wrappers with the CPU wrappers' signatures and return
+namespaces ``im2col``, ``layout``, ``relu``, ``clip``, ``depthwise``, ``maxpool``,
+``lrn``, ``avgpool`` and ``workspace`` offer wrappers with the CPU wrappers' signatures and return
 conventions, taking and returning CuPy arrays.  ``kernels.backend(array)``
 picks this module for a CuPy array, the CPU package for a NumPy array.
 
@@ -32,6 +32,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from . import avgpool as _cpu_avgpool
 from . import im2col as _cpu_im2col
 
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -40,6 +41,8 @@ KERNELS = {
     "im2col.cu": ("im2col", "col2im"),
     "layout.cu": ("rows_to_nchw", "nchw_to_rows", "bias_grad"),
     "relu.cu": ("relu_forward", "relu_backward"),
+    "clip.cu": ("clip_forward", "clip_backward"),
+    "depthwise.cu": ("depthwise_forward", "depthwise_backward_input", "depthwise_backward_weight"),
     "maxpool.cu": ("maxpool_forward", "maxpool_backward"),
     "lrn.cu": ("lrn_forward", "lrn_backward"),
     "avgpool.cu": ("avgpool_forward", "avgpool_backward"),
@@ -199,12 +202,75 @@ def _relu_backward(y, g, mask_x, mask_g):
 
 
 # --------------------------------------------------------------------------
+# clip (twin of kernels/clip.py)
+# --------------------------------------------------------------------------
+def _clip_forward(x, lo, hi):
+    import cupy
+    x = _contig(x)
+    y = cupy.empty_like(x)
+    t = x.dtype.type
+    _launch("clip.cu", "clip_forward", x.dtype, x.size, (x, _ll(x.size), t(lo), t(hi), y))
+    return y
+
+
+def _clip_backward(y, g, lo, hi, mask_x, mask_g):
+    import cupy
+    g = _contig(g)
+    dx = cupy.empty_like(g)
+    t = g.dtype.type
+    _launch("clip.cu", "clip_backward", g.dtype, g.size,
+            (_contig(y), g, _ll(g.size), t(lo), t(hi), _i(bool(mask_x)), _i(bool(mask_g)), dx))
+    return dx
+
+
+# --------------------------------------------------------------------------
+# depthwise convolution (twin of kernels/depthwise.py)
+# --------------------------------------------------------------------------
+def _depthwise_args(x_shape, w_shape, stride, padding):
+    N, C, H, W = x_shape
+    O, _, kh, kw = w_shape
+    if w_shape[1] != 1 or O % C:
+        raise ValueError(f"depthwise convolution: weight {tuple(w_shape)} is not (m*C, 1, kh, kw) for C = {C}")
+    oh = _cpu_im2col.out_size(H, kh, stride[0], padding[0])
+    ow = _cpu_im2col.out_size(W, kw, stride[1], padding[1])
+    return (N, C, H, W, O, kh, kw, stride[0], stride[1], padding[0], padding[1], oh, ow)
+
+
+def _depthwise_forward(x, w, b, stride, padding):
+    import cupy
+    dims = _depthwise_args(x.shape, w.shape, stride, padding)
+    y = cupy.empty((dims[0], dims[4], dims[-2], dims[-1]), dtype=x.dtype)
+    b = cupy.zeros(dims[4], x.dtype) if b is None else _contig(b.astype(x.dtype, copy=False))
+    _launch("depthwise.cu", "depthwise_forward", x.dtype, y.size,
+            (_contig(x), _contig(w.astype(x.dtype, copy=False)), b, *map(_i, dims), y))
+    return y
+
+
+def _depthwise_backward_input(g, w, x_shape, stride, padding):
+    import cupy
+    dims = _depthwise_args(x_shape, w.shape, stride, padding)
+    dx = cupy.empty(x_shape, dtype=g.dtype)
+    _launch("depthwise.cu", "depthwise_backward_input", g.dtype, dx.size,
+            (_contig(g), _contig(w.astype(g.dtype, copy=False)), *map(_i, dims), dx))
+    return dx
+
+
+def _depthwise_backward_weight(g, x, w_shape, stride, padding):
+    import cupy
+    dims = _depthwise_args(x.shape, w_shape, stride, padding)
+    dw = cupy.empty(w_shape, dtype=g.dtype)
+    _launch("depthwise.cu", "depthwise_backward_weight", g.dtype, dw.size,
+            (_contig(g), _contig(x.astype(g.dtype, copy=False)), *map(_i, dims), dw))
+    return dw
+
+
+# --------------------------------------------------------------------------
 # maxpool (twin of kernels/maxpool.py)
 # --------------------------------------------------------------------------
-def _maxpool_forward(x, k, s, p):
+def _maxpool_forward(x, k, s, p, ceil_mode=False):
     import cupy
     N, C, H, W = x.shape
-    oh, ow = _cpu_im2col.out_size(H, k, s, p), _cpu_im2col.out_size(W, k, s, p)
+    oh, ow = _cpu_im2col.out_size(H, k, s, p, ceil_mode), _cpu_im2col.out_size(W, k, s, p, ceil_mode)
     y = cupy.empty((N, C, oh, ow), dtype=x.dtype)
     switch = cupy.empty((N, C, oh, ow), dtype=np.int32)
     _launch("maxpool.cu", "maxpool_forward", x.dtype, y.size,
@@ -255,26 +321,54 @@ def _lrn_backward(x, y, saved, dy, size, alpha, beta):
 
 
 # --------------------------------------------------------------------------
-# adaptive average pooling (twin of kernels/avgpool.py)
+# average pooling, adaptive and windowed (twin of kernels/avgpool.py; the windows
+# are computed there, on the host, and copied to the GPU: a few int32s per axis)
 # --------------------------------------------------------------------------
-def _avgpool_forward(x, out_hw):
+def _window_args(rows, cols):
+    import cupy
+    return tuple(cupy.asarray(a.astype(np.int32)) for a in (*rows, *cols))
+
+
+def _avgpool_run(x, rows, cols):
     import cupy
     N, C, H, W = x.shape
-    OH, OW = (int(v) for v in out_hw)
+    OH, OW = len(rows[0]), len(cols[0])
     y = cupy.empty((N, C, OH, OW), dtype=x.dtype)
     _launch("avgpool.cu", "avgpool_forward", x.dtype, y.size,
-            (_contig(x), _i(N), _i(C), _i(H), _i(W), _i(OH), _i(OW), y))
+            (_contig(x), _i(N), _i(C), _i(H), _i(W), _i(OH), _i(OW), *_window_args(rows, cols), y))
     return y
 
 
-def _avgpool_backward(dy, x_shape):
+def _avgpool_spread(dy, x_shape, rows, cols):
     import cupy
     N, C, H, W = x_shape
     OH, OW = dy.shape[2], dy.shape[3]
     dx = cupy.empty(x_shape, dtype=dy.dtype)
     _launch("avgpool.cu", "avgpool_backward", dy.dtype, dx.size,
-            (_contig(dy), _i(N), _i(C), _i(H), _i(W), _i(OH), _i(OW), dx))
+            (_contig(dy), _i(N), _i(C), _i(H), _i(W), _i(OH), _i(OW), *_window_args(rows, cols), dx))
     return dx
+
+
+def _avgpool_forward(x, out_hw):
+    OH, OW = (int(v) for v in out_hw)
+    return _avgpool_run(x, _cpu_avgpool.adaptive_windows(x.shape[2], OH), _cpu_avgpool.adaptive_windows(x.shape[3], OW))
+
+
+def _avgpool_backward(dy, x_shape):
+    return _avgpool_spread(dy, x_shape, _cpu_avgpool.adaptive_windows(x_shape[2], dy.shape[2]),
+                           _cpu_avgpool.adaptive_windows(x_shape[3], dy.shape[3]))
+
+
+def _avgpool_pool_forward(x, k, s, p, ceil_mode=False, count_include_pad=True):
+    H, W = x.shape[2:]
+    return _avgpool_run(x, _cpu_avgpool.pool_windows(H, k, s, p, ceil_mode, count_include_pad),
+                        _cpu_avgpool.pool_windows(W, k, s, p, ceil_mode, count_include_pad))
+
+
+def _avgpool_pool_backward(dy, x_shape, k, s, p, ceil_mode=False, count_include_pad=True):
+    H, W = x_shape[2:]
+    return _avgpool_spread(dy, x_shape, _cpu_avgpool.pool_windows(H, k, s, p, ceil_mode, count_include_pad),
+                           _cpu_avgpool.pool_windows(W, k, s, p, ceil_mode, count_include_pad))
 
 
 # --------------------------------------------------------------------------
@@ -314,7 +408,11 @@ def _ws_clear():
 im2col = SimpleNamespace(out_size=_cpu_im2col.out_size, im2col=_im2col, col2im=_col2im)
 layout = SimpleNamespace(rows_to_nchw=_rows_to_nchw, nchw_to_rows=_nchw_to_rows, bias_grad=_bias_grad)
 relu = SimpleNamespace(forward=_relu_forward, backward=_relu_backward)
+clip = SimpleNamespace(forward=_clip_forward, backward=_clip_backward)
+depthwise = SimpleNamespace(forward=_depthwise_forward, backward_input=_depthwise_backward_input,
+                            backward_weight=_depthwise_backward_weight)
 maxpool = SimpleNamespace(forward=_maxpool_forward, backward=_maxpool_backward)
 lrn = SimpleNamespace(forward=_lrn_forward, backward=_lrn_backward)
-avgpool = SimpleNamespace(forward=_avgpool_forward, backward=_avgpool_backward)
+avgpool = SimpleNamespace(forward=_avgpool_forward, backward=_avgpool_backward, pool_forward=_avgpool_pool_forward,
+                          pool_backward=_avgpool_pool_backward)
 workspace = SimpleNamespace(get=_ws_get, clear=_ws_clear)

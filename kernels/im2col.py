@@ -20,9 +20,19 @@ from numba import uint64
 from ._numba import kernel, njit, prange
 
 
-def out_size(size, k, s, p):
-    """Output length of a window of size k, stride s, padding p (floor mode)."""
-    return (size + 2 * p - k) // s + 1
+def out_size(size, k, s, p, ceil_mode=False):
+    """Output length of a window of size k, stride s, padding p: floor mode, or with
+    ``ceil_mode`` (pooling) PyTorch's rule -- rounded up, except that the last window
+    must start inside the input or its left padding (a window that would start in
+    the right padding is dropped):
+
+        floor:  (size + 2p - k) // s + 1
+        ceil:   n = (size + 2p - k + s - 1) // s + 1,  minus 1 if (n - 1) * s >= size + p
+    """
+    if not ceil_mode:
+        return (size + 2 * p - k) // s + 1
+    n = (size + 2 * p - k + s - 1) // s + 1
+    return n - 1 if (n - 1) * s >= size + p else n
 
 
 @njit(cache=True, inline="always")

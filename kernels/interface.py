@@ -44,7 +44,8 @@ class Namespace:
 
 INTERFACE = {
     "im2col": Namespace({
-        "out_size": Kernel("size, k, s, p", "output length of a window (floor mode): (size + 2p - k) // s + 1", "-"),
+        "out_size": Kernel("size, k, s, p, ceil_mode=False", "output length of a window: floor mode "
+                           "(size + 2p - k) // s + 1, or PyTorch's ceil_mode rule for pooling", "-"),
         "im2col": Kernel("x, kh, kw, stride, padding, out=None",
                          "x (N, C, H, W) -> col (C*kh*kw, N*L); stride, padding are pairs", "out"),
         "col2im": Kernel("col, x_shape, kh, kw, stride, padding, out=None",
@@ -61,9 +62,20 @@ INTERFACE = {
         "backward": Kernel("y, g, mask_x, mask_g", "saved y, upstream g -> dx = g * [y>0 if mask_x] * [g>0 if "
                            "mask_g] (engine.RELU_MASKS gives the masks of each rule)", "new"),
     }),
+    "clip": Namespace({
+        "forward": Kernel("x, lo, hi", "x (any shape) -> y = min(max(x, lo), hi) (NaN passes)", "new"),
+        "backward": Kernel("y, g, lo, hi, mask_x, mask_g", "saved y, upstream g -> dx = g * [y>lo if mask_x] * "
+                           "[g>0 if mask_g] * [y<hi] (the ReLU rules at the lower bound)", "new"),
+    }),
+    "depthwise": Namespace({
+        "forward": Kernel("x, w, b, stride, padding", "x (N, C, H, W), w (m*C, 1, kh, kw), b (m*C,) or None -> "
+                          "y (N, m*C, OH, OW); stride, padding are pairs", "new"),
+        "backward_input": Kernel("g, w, x_shape, stride, padding", "g (N, m*C, OH, OW) -> dx (x_shape)", "new"),
+        "backward_weight": Kernel("g, x, w_shape, stride, padding", "g, x -> dw (w_shape) in g's dtype", "new"),
+    }),
     "maxpool": Namespace({
-        "forward": Kernel("x, k, s, p", "x (N, C, H, W) -> (y (N, C, OH, OW), switch int32 (N, C, OH, OW): "
-                          "the flat index in the H*W plane of each maximum)", "new"),
+        "forward": Kernel("x, k, s, p, ceil_mode=False", "x (N, C, H, W) -> (y (N, C, OH, OW), switch int32 "
+                          "(N, C, OH, OW): the flat index in the H*W plane of each maximum)", "new"),
         "backward": Kernel("dy, switch, x_shape, window=None", "dy (N, C, OH, OW) -> dx (x_shape), each gradient "
                            "to its switch; window = (k, s, p)", "new"),
     }),
@@ -76,6 +88,10 @@ INTERFACE = {
         "forward": Kernel("x, out_hw", "x (N, C, H, W) -> y (N, C, *out_hw), adaptive average windows", "new"),
         "backward": Kernel("dy, x_shape", "dy (N, C, *out_hw) -> dx (x_shape), each window's mean spread back",
                            "new"),
+        "pool_forward": Kernel("x, k, s, p, ceil_mode=False, count_include_pad=True",
+                               "x (N, C, H, W) -> y (N, C, OH, OW), k x k windows (PyTorch's avg_pool2d)", "new"),
+        "pool_backward": Kernel("dy, x_shape, k, s, p, ceil_mode=False, count_include_pad=True",
+                                "dy (N, C, OH, OW) -> dx (x_shape), each window's mean spread back", "new"),
     }),
     "workspace": Namespace({
         "get": Kernel("name, shape, dtype", "an uninitialised array backed by this thread's buffer ``name``",

@@ -5,11 +5,13 @@ Forward:   y[n, c, i, j] = max over the window of x[n, c, i*s - p + a, j*s - p +
 Backward:  dx[n, c, switch[n, c, i, j]] += dy[n, c, i, j]
            (overlapping windows, e.g. AlexNet's 3x3 stride 2, may route several
             gradients to the same input pixel: they add up)
-Padding positions count as -inf; floor output size.
+Padding positions count as -inf (every window holds at least one input pixel, so
+a padded position never wins); floor output size, or ceil with ``ceil_mode``
+(``im2col.out_size``: windows that hang off the end are clipped the same way).
 
 Two forward kernels: ``_forward`` for any window (the reference: bounds
 clipped per window, ``k`` a run-time loop), and ``_forward_3x3`` for
-AlexNet's 3x3 windows without padding -- every window then lies inside the
+AlexNet's 3x3 windows without padding or ceil_mode -- every window then lies inside the
 plane, the 3x3 loop is unrolled at compile time and the outputs of a row are
 computed side by side (vectorised); 3.4-3.8x faster on the embedded model's
 pool1/pool2 (one thread).  Both visit a window in the same row-major order
@@ -95,12 +97,14 @@ def _backward(dy, switch, dx):
             plane[uint64(sw[q])] += g[q]
 
 
-def forward(x, k, s, p):
+def forward(x, k, s, p, ceil_mode=False):
+    """``ceil_mode``: the output size rounded up (``im2col.out_size``); the last windows
+    may then hang off the bottom/right edge, and only their part inside the input counts."""
     N, C, H, W = x.shape
-    oh, ow = out_size(H, k, s, p), out_size(W, k, s, p)
+    oh, ow = out_size(H, k, s, p, ceil_mode), out_size(W, k, s, p, ceil_mode)
     y = np.empty((N, C, oh, ow), dtype=x.dtype)
     switch = np.empty((N, C, oh, ow), dtype=np.int32)
-    if k == 3 and p == 0:
+    if k == 3 and p == 0 and (oh, ow) == (out_size(H, k, s, p), out_size(W, k, s, p)):
         _forward_3x3(np.ascontiguousarray(x), s, y, switch)
     else:
         _forward(np.ascontiguousarray(x), k, s, p, y, switch)

@@ -66,7 +66,7 @@ def gpu(a):
 def test_backend_dispatch():
     assert K.backend(np.zeros(3)) is K
     assert K.backend(cp.zeros(3)) is G
-    for ns in ("im2col", "layout", "relu", "maxpool", "lrn", "avgpool", "workspace"):
+    for ns in ("im2col", "layout", "relu", "clip", "depthwise", "maxpool", "lrn", "avgpool", "workspace"):
         assert hasattr(G, ns) and hasattr(K, ns), ns
     t = te.Tensor(cp.ones((2, 3), np.float32))
     assert t.device == "gpu" and isinstance(t.numpy(), np.ndarray)
@@ -189,6 +189,67 @@ def test_avgpool_kernels(in_hw, out_hw, dt):
     assert_close(G.avgpool.backward(gpu(dy), x.shape), K.avgpool.backward(dy, x.shape), 1e-6, "avgpool backward")
 
 
+@pytest.mark.parametrize("case", [((2, 3, 9, 11), 3, 2, 0, True), ((1, 2, 8, 8), 3, 2, 0, True),
+                                  ((2, 2, 7, 9), 3, 2, 1, True), ((1, 2, 5, 7), 2, 2, 1, True)])
+@pytest.mark.parametrize("dt", DTYPES)
+def test_maxpool_ceil_mode_kernels(case, dt):
+    xs, k, s, p, ceil = case
+    x = distinct(xs).astype(dt)
+    y, sw = K.maxpool.forward(x, k, s, p, ceil_mode=ceil)
+    gy, gsw = G.maxpool.forward(gpu(x), k, s, p, ceil_mode=ceil)
+    assert_equal(gy, y, "maxpool ceil y")
+    assert_equal(gsw, sw, "maxpool ceil switches")
+    dy = rng(2).standard_normal(y.shape).astype(dt)
+    assert_equal(G.maxpool.backward(gpu(dy), gsw, x.shape, (k, s, p)), K.maxpool.backward(dy, sw, x.shape),
+                 "maxpool ceil backward")
+
+
+@pytest.mark.parametrize("window", [(3, 2, 1, False, True), (3, 2, 1, True, False), (2, 2, 0, True, True),
+                                    (3, 1, 1, False, False), (4, 3, 2, True, True)])
+@pytest.mark.parametrize("dt", DTYPES)
+def test_avgpool_window_kernels(window, dt):
+    """Windowed average pooling: the same bits as the CPU (same windows, same order of sums)."""
+    x = rng(1).standard_normal((2, 3, 9, 7)).astype(dt)
+    y = K.avgpool.pool_forward(x, *window)
+    assert_equal(G.avgpool.pool_forward(gpu(x), *window), y, "avgpool window forward")
+    dy = rng(2).standard_normal(y.shape).astype(dt)
+    assert_equal(G.avgpool.pool_backward(gpu(dy), x.shape, *window), K.avgpool.pool_backward(dy, x.shape, *window),
+                 "avgpool window backward")
+
+
+@pytest.mark.parametrize("rule", te.RELU_RULES)
+@pytest.mark.parametrize("dt", DTYPES)
+def test_clip_kernels(rule, dt):
+    x = rng(1).uniform(-3, 9, (3, 4, 5, 6)).astype(dt)
+    x.flat[:5] = [0.0, 6.0, np.nan, np.inf, -np.inf]          # at the bounds, NaN, infinities
+    g = rng(2).standard_normal(x.shape).astype(dt)
+    g.flat[5:7] = [np.nan, 0.0]
+    y = K.clip.forward(x, 0.0, 6.0)
+    assert_equal(G.clip.forward(gpu(x), 0.0, 6.0), y, "clip forward")
+    masks = te.engine.RELU_MASKS[rule]
+    assert_equal(G.clip.backward(gpu(y), gpu(g), 0.0, 6.0, *masks), K.clip.backward(y, g, 0.0, 6.0, *masks),
+                 f"clip backward {rule}")
+
+
+@pytest.mark.parametrize("case", [((2, 6, 9, 8), (6, 1, 3, 3), (1, 1), (1, 1)),
+                                  ((1, 4, 11, 10), (8, 1, 3, 3), (2, 2), (1, 1)),
+                                  ((2, 3, 7, 9), (3, 1, 5, 3), (2, 1), (2, 0))])
+@pytest.mark.parametrize("dt", DTYPES)
+def test_depthwise_kernels(case, dt):
+    """The CUDA depthwise loops add in the CPU loops' order: the same bits."""
+    xs, ws, stride, padding = case
+    x, w, b = (rng(i).standard_normal(sh).astype(dt) for i, sh in enumerate((xs, ws, ws[:1]), 1))
+    y = K.depthwise.forward(x, w, b, stride, padding)
+    assert_equal(G.depthwise.forward(gpu(x), gpu(w), gpu(b), stride, padding), y, "depthwise forward")
+    assert_equal(G.depthwise.forward(gpu(x), gpu(w), None, stride, padding),
+                 K.depthwise.forward(x, w, None, stride, padding), "depthwise forward, no bias")
+    g = rng(4).standard_normal(y.shape).astype(dt)
+    assert_equal(G.depthwise.backward_input(gpu(g), gpu(w), x.shape, stride, padding),
+                 K.depthwise.backward_input(g, w, x.shape, stride, padding), "depthwise dx")
+    assert_equal(G.depthwise.backward_weight(gpu(g), gpu(x), w.shape, stride, padding),
+                 K.depthwise.backward_weight(g, x, w.shape, stride, padding), "depthwise dw")
+
+
 def test_workspace_reuses_memory():
     a = G.workspace.get("test", (4, 5), np.float32)
     b = G.workspace.get("test", (3, 2), np.float64)
@@ -243,6 +304,32 @@ def test_conv2d_gpu_batch_chunks(monkeypatch, budget):
     monkeypatch.setattr(ops.Conv2d, "GPU_COL_BUDGET", budget)
     x, w, b = rng(1).standard_normal((9, 4, 10, 10)), rng(2).standard_normal((4, 2, 3, 3)), rng(3).standard_normal(4)
     both(lambda x, w, b: te.conv2d(x, w, b, 1, 1, 2), [x, w, b], what=f"conv2d chunks {budget}")
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_depthwise_conv2d_op(dt):
+    x, w, b = (rng(i).standard_normal(sh).astype(dt) for i, sh in enumerate(((2, 6, 9, 8), (6, 1, 3, 3), (6,)), 1))
+    both(lambda x, w, b: te.conv2d(x, w, b, 2, 1, 6), [x, w, b], what="depthwise conv2d")
+    both(lambda x, w, b: te.conv2d(x, w, b, 1, 1, 6), [x, w, b], what="depthwise conv2d frozen", const=(1, 2))
+
+
+def test_graph_ops():
+    """Pooling with ceil_mode / count_include_pad, global pooling, batch norm, concat,
+    ReLU6 under each rule, sigmoid / SiLU: GPU tensors against CPU tensors."""
+    x = rng(1).standard_normal((2, 4, 9, 7))
+    both(lambda t: ops.max_pool2d(t, 3, 2, 1, ceil_mode=True), [distinct((2, 4, 9, 7))], what="max_pool2d ceil")
+    both(lambda t: ops.avg_pool2d(t, 3, 2, 1, False, True), [x], what="avg_pool2d")
+    both(ops.global_avg_pool2d, [x], what="global_avg_pool2d")
+    mean, var = gpu(rng(2).standard_normal(4)), gpu(rng(3).random(4) + 0.1)
+    both(lambda t, w, b: ops.batch_norm(t, mean if t.device == "gpu" else mean.get(),
+                                        var if t.device == "gpu" else var.get(), w, b),
+         [x, rng(4).standard_normal(4), rng(5).standard_normal(4)], what="batch_norm")
+    both(lambda a, b: ops.concat([a, b], 1), [x, x[:, :2]], what="concat")
+    both(ops.sigmoid, [x], what="sigmoid")
+    both(ops.silu, [x], what="silu")
+    for rule in te.RELU_RULES:
+        with te.relu_backward(rule):
+            both(ops.relu6, [3 * x + 3], what=f"relu6 {rule}")
 
 
 @pytest.mark.parametrize("dt", DTYPES)

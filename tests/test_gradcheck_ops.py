@@ -800,7 +800,7 @@ def test_kernels_parallel_equals_serial(monkeypatch):
     from tinygrad_explain.kernels import _numba
     monkeypatch.setattr(_numba, "PARALLEL_MIN", 0)
     calls = {"parallel": 0}
-    for mod in (K.im2col, K.relu, K.maxpool, K.lrn, K.avgpool, K.layout):
+    for mod in (K.im2col, K.relu, K.maxpool, K.lrn, K.avgpool, K.layout, K.clip, K.depthwise):
         for name in dir(mod):
             k = getattr(mod, name)
             if isinstance(k, _numba.kernel):
@@ -813,6 +813,7 @@ def test_kernels_parallel_equals_serial(monkeypatch):
     r = rng(11)
     x = r.standard_normal((3, 8, 15, 13)).astype(np.float32)
     w = r.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    wd, bd = (rng(13).standard_normal(sh).astype(np.float32) for sh in ((16, 1, 3, 3), (16,)))
     b = r.standard_normal(6).astype(np.float32)
 
     def run():
@@ -822,7 +823,12 @@ def test_kernels_parallel_equals_serial(monkeypatch):
                   lambda t: te.max_pool2d(t, 3, 2, 1),
                   lambda t: te.max_pool2d(t, 3, 2, 0),          # the unrolled 3x3 kernel
                   lambda t: te.local_response_norm(t, 5, 1.0, 0.75, 1.0),
-                  lambda t: te.adaptive_avg_pool2d(t, (4, 5))):
+                  lambda t: te.adaptive_avg_pool2d(t, (4, 5)),
+                  lambda t: ops.max_pool2d(t, 3, 2, 1, ceil_mode=True),
+                  lambda t: ops.avg_pool2d(t, 3, 2, 1, False, True),
+                  ops.relu6,
+                  lambda t: ops.conv2d(t, te.Tensor(wd), te.Tensor(bd), 1, 1, 8),    # depthwise, multiplier 2
+                  ):
             t = te.Tensor(x.copy(), requires_grad=True)
             y = f(t)
             g = np.random.default_rng(12).standard_normal(y.shape).astype(np.float32)

@@ -24,8 +24,13 @@ def _pair(v):
     return (v, v) if np.isscalar(v) else tuple(v)
 
 
-def _out(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
+def _out(size, k, s, p, ceil_mode=False):
+    """Output length; ``ceil_mode``: rounded up, but the last window must start inside
+    the input or its left padding (PyTorch's rule)."""
+    if not ceil_mode:
+        return (size + 2 * p - k) // s + 1
+    n = -(-(size + 2 * p - k) // s) + 1
+    return n - 1 if (n - 1) * s >= size + p else n
 
 
 # --------------------------------------------------------------------------
@@ -131,13 +136,14 @@ def relu_backward(g, x, rule="backprop"):
 # --------------------------------------------------------------------------
 # max pooling
 # --------------------------------------------------------------------------
-def max_pool2d_forward(x, k=3, s=2, p=0):
-    """y[n, c, i, j] = max over the window of x_pad[n, c, i*s + a, j*s + b] (padding = -inf).
+def max_pool2d_forward(x, k=3, s=2, p=0, ceil_mode=False):
+    """y[n, c, i, j] = max over the window of x_pad[n, c, i*s + a, j*s + b] (padding = -inf;
+    with ``ceil_mode`` the last windows may hang off the end: only their pixels inside x count).
 
     Also returns the switches: for each output, the (row, column) in x of the
     window's maximum, the first one in row-major order on ties."""
     N, C, H, W = x.shape
-    oh, ow = _out(H, k, s, p), _out(W, k, s, p)
+    oh, ow = _out(H, k, s, p, ceil_mode), _out(W, k, s, p, ceil_mode)
     y = np.empty((N, C, oh, ow), dtype=x.dtype)
     switch = np.empty((N, C, oh, ow, 2), dtype=np.int64)
     for n in range(N):
@@ -236,3 +242,102 @@ def adaptive_avg_pool2d_backward(g, x_shape):
             w0, w1 = _adaptive_window(j, W, OW)
             dx[:, :, h0:h1, w0:w1] += g[:, :, i, j][:, :, None, None] / ((h1 - h0) * (w1 - w0))
     return dx
+
+
+# --------------------------------------------------------------------------
+# average pooling (PyTorch's avg_pool2d) and batch normalisation
+# --------------------------------------------------------------------------
+def _avg_pool_parts(x_shape, k, s, p, ceil_mode, count_include_pad):
+    """For each output cell: the window as slices of the zero-padded input and its divisor.
+
+    The window is rows [i*s, i*s + k) of the padded input (H + 2p rows), cut at its
+    end (a ceil_mode window may hang off it).  The divisor counts the cells of that cut
+    window (``count_include_pad``: padding counts as zeros) or only those inside x."""
+    N, C, H, W = x_shape
+    inside = np.pad(np.ones((H, W)), p)                     # 1 on x, 0 on the padding
+    for i in range(_out(H, k, s, p, ceil_mode)):
+        for j in range(_out(W, k, s, p, ceil_mode)):
+            rows, cols = slice(i * s, min(i * s + k, H + 2 * p)), slice(j * s, min(j * s + k, W + 2 * p))
+            win = inside[rows, cols]
+            yield i, j, rows, cols, (win.size if count_include_pad else win.sum())
+
+
+def avg_pool2d_forward(x, k, s=None, p=0, ceil_mode=False, count_include_pad=True):
+    """y[n, c, i, j] = sum of x_pad[n, c, window(i, j)] / divisor(i, j)   (x_pad: zero padding)"""
+    s = k if s is None else s
+    N, C, H, W = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    y = np.empty((N, C, _out(H, k, s, p, ceil_mode), _out(W, k, s, p, ceil_mode)), dtype=x.dtype)
+    for i, j, rows, cols, div in _avg_pool_parts(x.shape, k, s, p, ceil_mode, count_include_pad):
+        y[:, :, i, j] = xp[:, :, rows, cols].sum(axis=(2, 3)) / div
+    return y
+
+
+def avg_pool2d_backward(g, x_shape, k, s=None, p=0, ceil_mode=False, count_include_pad=True):
+    """dx_pad[n, c, window(i, j)] += g[n, c, i, j] / divisor(i, j); dx drops the padding."""
+    s = k if s is None else s
+    N, C, H, W = x_shape
+    dxp = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=g.dtype)
+    for i, j, rows, cols, div in _avg_pool_parts(x_shape, k, s, p, ceil_mode, count_include_pad):
+        dxp[:, :, rows, cols] += g[:, :, i, j][:, :, None, None] / div
+    return dxp[:, :, p:p + H, p:p + W]
+
+
+def batch_norm_forward(x, mean, var, weight, bias, eps=1e-5):
+    """y[:, c] = (x[:, c] - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]"""
+    y = np.empty_like(x)
+    for c in range(x.shape[1]):
+        y[:, c] = (x[:, c] - mean[c]) / np.sqrt(var[c] + eps) * weight[c] + bias[c]
+    return y
+
+
+def batch_norm_backward(g, x, mean, var, weight, eps=1e-5):
+    """dx[:, c] = g[:, c] * weight[c] / sqrt(var[c] + eps)
+    dweight[c] = sum g[:, c] * (x[:, c] - mean[c]) / sqrt(var[c] + eps);  dbias[c] = sum g[:, c]"""
+    dx, dw, db = np.empty_like(g), np.empty(x.shape[1], g.dtype), np.empty(x.shape[1], g.dtype)
+    for c in range(x.shape[1]):
+        sd = np.sqrt(var[c] + eps)
+        dx[:, c] = g[:, c] * weight[c] / sd
+        dw[c] = (g[:, c] * (x[:, c] - mean[c]) / sd).sum()
+        db[c] = g[:, c].sum()
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------
+# concatenation, clip / ReLU6
+# --------------------------------------------------------------------------
+def concat_forward(xs, axis=1):
+    """y = the arrays one after the other along ``axis``"""
+    return np.concatenate(xs, axis=axis)
+
+
+def concat_backward(g, sizes, axis=1):
+    """Input k's gradient: the k-th block of g along ``axis`` (``sizes``: the inputs' lengths there)."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(np.take(g, range(start, start + n), axis=axis))
+        start += n
+    return out
+
+
+def clip_forward(x, lo=0.0, hi=6.0):
+    """y = lo where x < lo, hi where x > hi, x elsewhere"""
+    return np.where(x < lo, lo, np.where(x > hi, hi, x)).astype(x.dtype)
+
+
+def clip_backward(g, x, lo=0.0, hi=6.0, rule="backprop"):
+    """The ReLU rules act at the lower bound; the upper bound gates like the gradient:
+
+        backprop   dx = g * [lo < x < hi]
+        deconvnet  dx = relu(g) * [x < hi]
+        guided     dx = g * [x > lo] * [x < hi] * [g > 0]
+    """
+    if rule == "backprop":
+        keep = (x > lo) & (x < hi)
+    elif rule == "deconvnet":
+        keep = (g > 0) & (x < hi)
+    elif rule == "guided":
+        keep = (x > lo) & (x < hi) & (g > 0)
+    else:
+        raise ValueError(f"unknown ReLU rule {rule!r}")
+    return np.where(keep, g, np.zeros_like(g))

@@ -240,25 +240,67 @@ class ReLU(Layer):
         return ops.relu(x)
 
 
-class MaxPool2d(Layer):
-    type = "maxpool"
+class _Pool2d(Layer):
+    """A k x k pooling window, stride, padding and ``ceil_mode`` (PyTorch's output size rule)."""
 
-    def __init__(self, kernel_size: int = 3, stride: int = 2, padding: int = 0):
+    def __init__(self, kernel_size: int, stride: int, padding: int = 0, ceil_mode: bool = False):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = _positive("maxpool", kernel_size=kernel_size, stride=stride,
+        self.kernel_size, self.stride, self.padding = _positive(self.type, kernel_size=kernel_size, stride=stride,
                                                                 padding=padding)
         if self.padding * 2 > self.kernel_size:
-            raise ValueError(f"maxpool: padding {padding} must be at most half of kernel_size {kernel_size}")
+            raise ValueError(f"{self.type}: padding {padding} must be at most half of kernel_size {kernel_size}")
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise ValueError(f"{self.type}: ceil_mode must be true or false, got {ceil_mode!r}")
+        self.ceil_mode = bool(ceil_mode)
 
     def spec(self) -> dict:
-        return {"type": self.type, "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
+        d = {"type": self.type, "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
+        if self.ceil_mode:              # only when set: the files of floor-mode networks stay as they were
+            d["ceil_mode"] = True
+        return d
 
     def out_shape(self, s: tuple) -> tuple:
         k, st, p = self.kernel_size, self.stride, self.padding
-        return (s[0], (s[1] + 2 * p - k) // st + 1, (s[2] + 2 * p - k) // st + 1)
+        return (s[0],) + tuple(K.im2col.out_size(n, k, st, p, self.ceil_mode) for n in s[1:])
+
+
+class MaxPool2d(_Pool2d):
+    type = "maxpool"
+
+    def __init__(self, kernel_size: int = 3, stride: int = 2, padding: int = 0, ceil_mode: bool = False):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
+
+
+class AvgPool2d(_Pool2d):
+    """Average pooling (``ops.avg_pool2d``, PyTorch's semantics); stride defaults to kernel_size."""
+    type = "avgpool"
+
+    def __init__(self, kernel_size: int = 2, stride: int | None = None, padding: int = 0,
+                 count_include_pad: bool = True, ceil_mode: bool = False):
+        super().__init__(kernel_size, kernel_size if stride is None else stride, padding, ceil_mode)
+        if not isinstance(count_include_pad, (bool, np.bool_)):
+            raise ValueError(f"avgpool: count_include_pad must be true or false, got {count_include_pad!r}")
+        self.count_include_pad = bool(count_include_pad)
+
+    def spec(self) -> dict:
+        return dict(super().spec(), count_include_pad=self.count_include_pad, ceil_mode=self.ceil_mode)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad, self.ceil_mode)
+
+
+class GlobalAvgPool2d(Layer):
+    """(C, H, W) -> (C, 1, 1): the mean of each channel (ResNet, MobileNet, SqueezeNet, GoogLeNet)."""
+    type = "global_avgpool"
+
+    def out_shape(self, s: tuple) -> tuple:
+        return (s[0], 1, 1)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ops.global_avg_pool2d(x)
 
 
 class LocalResponseNorm(Layer):
@@ -297,6 +339,113 @@ class AdaptiveAvgPool2d(Layer):
 
     def __call__(self, x: Tensor) -> Tensor:
         return ops.adaptive_avg_pool2d(x, self.output_size)
+
+
+class BatchNorm2d(Layer):
+    """Inference batch normalisation (``ops.batch_norm``): parameters weight (gamma) and bias
+    (beta), and the running statistics running_mean, running_var (PyTorch's state-dict
+    names).  The statistics are parameters for ``state_dict``, ``astype``, ``to`` and the
+    model file, but the op takes them as constants: they never get a gradient."""
+    type = "batchnorm"
+    params = ("weight", "bias", "running_mean", "running_var")
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        (self.num_features,) = _positive("batchnorm", num_features=num_features)
+        if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps > 0):
+            raise ValueError(f"batchnorm: eps must be a finite number > 0, got {eps!r}")
+        self.eps = float(eps)
+        C = self.num_features
+        self.weight, self.bias = Tensor(np.ones(C, np.float32)), Tensor(np.zeros(C, np.float32))
+        self.running_mean, self.running_var = Tensor(np.zeros(C, np.float32)), Tensor(np.ones(C, np.float32))
+
+    def spec(self) -> dict:
+        return {"type": self.type, "num_features": self.num_features, "eps": self.eps}
+
+    def copy_in(self, name: str, value: np.ndarray) -> np.ndarray:
+        if name == "running_var" and (np.asarray(value) + self.eps <= 0).any():
+            raise ValueError(f"batchnorm: running_var + eps must be > 0, got min {np.min(value)}")
+        return super().copy_in(name, value)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ops.batch_norm(x, self.running_mean.data, self.running_var.data, self.weight, self.bias, self.eps)
+
+
+def fold_batch_norm(conv_weight: np.ndarray, conv_bias: np.ndarray | None, mean: np.ndarray, var: np.ndarray,
+                    gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+    """A convolution followed by inference batch norm, as one convolution (at load time):
+
+        bn(conv(x)) = (w * x + b - mean) * s + beta,   s = gamma / sqrt(var + eps)
+                    = (w * s) * x + ((b - mean) * s + beta)
+
+    so weight' = w * s (per output channel), bias' = (b - mean) * s + beta (b = 0 if None).
+    Computed in float64 and returned in float64 (``Network.load_state_dict`` casts to
+    the model's dtype).  Works for any weight (O, ...) whose first axis is the channel."""
+    w = np.asarray(conv_weight, np.float64)
+    O = w.shape[0] if w.ndim else 0
+    b = np.zeros(O) if conv_bias is None else np.asarray(conv_bias, np.float64)
+    parts = {"conv_bias": b, "mean": mean, "var": var, "gamma": gamma, "beta": beta}
+    for name, v in parts.items():
+        if np.shape(v) != (O,):
+            raise ValueError(f"fold_batch_norm: {name} has shape {np.shape(v)}, expected ({O},) for a "
+                             f"weight of shape {np.shape(conv_weight)}")
+    var = np.asarray(var, np.float64)
+    if not (np.isfinite(eps) and (var + eps > 0).all()):
+        raise ValueError(f"fold_batch_norm: var + eps must be > 0 (eps={eps}, min var {var.min()})")
+    s = np.asarray(gamma, np.float64) / np.sqrt(var + eps)
+    weight = w * s.reshape((O,) + (1,) * (w.ndim - 1))
+    bias = (b - np.asarray(mean, np.float64)) * s + np.asarray(beta, np.float64)
+    return weight, bias
+
+
+class Clip(Layer):
+    """y = min(max(x, lo), hi) (``ops.clip``); the ReLU rules act at the lower bound."""
+    type = "clip"
+
+    def __init__(self, lo: float | None = 0.0, hi: float | None = 6.0):
+        super().__init__()
+        lo = -math.inf if lo is None else lo
+        hi = math.inf if hi is None else hi
+        if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and not math.isnan(lo)
+                and not math.isnan(hi) and lo <= hi):
+            raise ValueError(f"clip: need numbers lo <= hi, got lo={lo!r}, hi={hi!r}")
+        self.lo, self.hi = float(lo), float(hi)
+
+    def spec(self) -> dict:
+        # JSON has no infinity: an absent bound is written as None
+        return {"type": self.type, "lo": self.lo if math.isfinite(self.lo) else None,
+                "hi": self.hi if math.isfinite(self.hi) else None}
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ops.clip(x, self.lo, self.hi)
+
+
+class ReLU6(Clip):
+    """clip(x, 0, 6) (MobileNetV2); the ReLU rules act at 0."""
+    type = "relu6"
+
+    def __init__(self):
+        super().__init__(0.0, 6.0)
+
+    def spec(self) -> dict:
+        return {"type": self.type}
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ops.relu6(x)
+
+
+class Sigmoid(Layer):
+    type = "sigmoid"
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ops.sigmoid(x)
+
+
+class SiLU(Layer):
+    type = "silu"
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ops.silu(x)
 
 
 class Dropout(Layer):
@@ -377,7 +526,7 @@ class Upsample(Layer):
 
 LAYER_TYPES = {cls.type: cls for cls in
                (Conv2d, Linear, ReLU, MaxPool2d, LocalResponseNorm, AdaptiveAvgPool2d, Dropout, Flatten,
-                Unflatten, Upsample)}
+                Unflatten, Upsample, AvgPool2d, GlobalAvgPool2d, BatchNorm2d, Clip, ReLU6, Sigmoid, SiLU)}
 
 
 def layer_from_spec(spec: dict) -> Layer:

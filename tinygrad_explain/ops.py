@@ -16,7 +16,7 @@ host and device behind the caller's back.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 import numpy as np
@@ -78,6 +78,12 @@ class Conv2d(Function):
     Caffe does).  On the
     GPU the budget is larger (``GPU_COL_BUDGET``): a whole AlexNet batch of
     32 is one im2col and one cuBLAS GEMM per group.
+
+    Groups: weight (O, C/G, kh, kw); group g's output channels [g*O/G, (g+1)*O/G)
+    read input channels [g*C/G, (g+1)*C/G) -- one GEMM per group (AlexNet's G = 2).
+    Depthwise (G = C, weight (m*C, 1, kh, kw), MobileNetV2's m = 1) has its own
+    loops instead of C one-row GEMMs (``is_depthwise``, kernels/depthwise.py; the
+    chain rule is written there).
     """
 
     COL_BUDGET = 1 << 21        # floats of im2col per chunk (8 MB in float32)
@@ -129,11 +135,22 @@ class Conv2d(Function):
         """db (O,) = sum of g (N, O, L) over n and l."""
         return B.layout.bias_grad(g)
 
+    @staticmethod
+    def is_depthwise(x_shape: tuple, w_shape: tuple, groups: int) -> bool:
+        """groups = C > 1 input channels, one input channel per filter: the depthwise kernels
+        (kernels/depthwise.py) instead of C one-row GEMMs."""
+        return groups > 1 and groups == x_shape[1] and w_shape[1] == 1
+
     # ---- forward and backward: chunks and buffers ---------------------------
     def forward(self, x: Array, w: Array, b: Array | None = None, stride: Size2 = 1, padding: Size2 = 0,
                 groups: int = 1) -> Array:
         xp, B = _xp(x), K.backend(x)
         self.stride, self.padding, self.groups = _pair(stride), _pair(padding), int(groups)
+        self.depthwise = self.is_depthwise(x.shape, w.shape, self.groups)
+        if self.depthwise:
+            if any(self.needs_grad):
+                self.x, self.w = x, w
+            return B.depthwise.forward(x, w, b, self.stride, self.padding)
         N, G, (O, _, kh, kw) = x.shape[0], self.groups, w.shape
         oh, ow, R, Og, step = self._geometry(x.shape, w.shape, xp)
         L = oh * ow
@@ -165,6 +182,8 @@ class Conv2d(Function):
         return y.reshape(N, O, oh, ow)
 
     def backward(self, g: Array) -> Grads:
+        if self.depthwise:
+            return self._backward_depthwise(g)
         xp, B = _xp(g), K.backend(g)
         x, w, G = self.x, self.w, self.groups
         N, (O, _, kh, kw) = x.shape[0], w.shape
@@ -199,6 +218,16 @@ class Conv2d(Function):
         db = self.backward_bias(B, g) if need_b else None
         if dw is not None:
             dw = dw.reshape(w.shape).astype(w.dtype, copy=False)
+        return dx, dw, db
+
+    def _backward_depthwise(self, g: Array) -> Grads:
+        """The chain rule of kernels/depthwise.py: dx and dw by its loops, db = sum of g."""
+        B, x, w = K.backend(g), self.x, self.w
+        need = tuple(self.needs_grad) + (False,) * (3 - len(self.needs_grad))
+        dx = B.depthwise.backward_input(g, w, x.shape, self.stride, self.padding) if need[0] else None
+        dw = (B.depthwise.backward_weight(g, x, w.shape, self.stride, self.padding).astype(w.dtype, copy=False)
+              if need[1] else None)
+        db = self.backward_bias(B, g.reshape(g.shape[0], g.shape[1], -1)) if need[2] else None
         return dx, dw, db
 
 
@@ -278,11 +307,15 @@ class ReLU(Function):
 
 class MaxPool2d(Function):
     """Max-pooling, k x k windows, stride s, padding p; switches recorded in forward.
-    x (N, C, H, W) -> y (N, C, OH, OW).   dx[argmax of window] += dy."""
+    x (N, C, H, W) -> y (N, C, OH, OW).   dx[argmax of window] += dy.
+    Padded positions never win (as -inf); ``ceil_mode`` rounds the output size up
+    (PyTorch's rule, ``kernels.im2col.out_size``), the windows that then hang off
+    the end count only their pixels inside the input."""
 
-    def forward(self, x: Array, kernel_size: int = 3, stride: int = 2, padding: int = 0) -> Array:
+    def forward(self, x: Array, kernel_size: int = 3, stride: int = 2, padding: int = 0,
+                ceil_mode: bool = False) -> Array:
         self.window = (int(kernel_size), int(stride), int(padding))
-        y, switch = K.backend(x).maxpool.forward(x, *self.window)
+        y, switch = K.backend(x).maxpool.forward(x, *self.window, ceil_mode=bool(ceil_mode))
         self.switch, self.x_shape = switch, x.shape
         return y
 
@@ -319,6 +352,122 @@ class AdaptiveAvgPool2d(Function):
 
     def backward(self, g: Array) -> Array:
         return g if self.identity else K.backend(g).avgpool.backward(g, self.x_shape)
+
+
+class AvgPool2d(Function):
+    """Average pooling, k x k windows, stride s, padding p (PyTorch's ``avg_pool2d``):
+        y[n, c, i, j] = sum of x over the window's pixels inside the input / divisor
+    divisor = the window's size within the padded input (``count_include_pad``: the
+    padding counts as zeros) or the number of its pixels inside the input; with
+    ``ceil_mode`` the last windows may hang off the padded input, and that part
+    counts for neither (kernels/avgpool.py).
+    Chain rule: dx[n, c, h, w] = sum over the windows (i, j) holding (h, w) of
+    g[n, c, i, j] / divisor(i, j)."""
+
+    def forward(self, x: Array, kernel_size: int = 2, stride: int | None = None, padding: int = 0,
+                count_include_pad: bool = True, ceil_mode: bool = False) -> Array:
+        k = int(kernel_size)
+        self.window = (k, k if stride is None else int(stride), int(padding), bool(ceil_mode),
+                       bool(count_include_pad))
+        self.x_shape = x.shape
+        return K.backend(x).avgpool.pool_forward(x, *self.window)
+
+    def backward(self, g: Array) -> Array:
+        return K.backend(g).avgpool.pool_backward(g, self.x_shape, *self.window)
+
+
+class BatchNorm(Function):
+    """Inference batch normalisation of x (N, C, H, W) (or (N, C)) with fixed statistics:
+        y = (x - mean) * s + bias,   s = weight / sqrt(var + eps)     (per channel c)
+    mean and var are constants (the running statistics), weight and bias inputs.
+    Chain rule (xhat = (x - mean) / sqrt(var + eps)):
+        dx = g * s;   dweight = sum_{n, h, w} g * xhat;   dbias = sum_{n, h, w} g
+    s and the shift are computed in float64 and applied in x's dtype.  A batch norm
+    right after a convolution is better folded into it at load time
+    (``nn.fold_batch_norm``): then it costs nothing."""
+
+    def forward(self, x: Array, weight: Array, bias: Array, mean: Array | None = None, var: Array | None = None,
+                eps: float = 1e-5) -> Array:
+        xp = _xp(x)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        inv = 1.0 / xp.sqrt(xp.asarray(var, dtype=np.float64) + float(eps))
+        self.scale = (xp.asarray(weight, dtype=np.float64) * inv).astype(x.dtype).reshape(shape)
+        self.mean = xp.asarray(mean, dtype=x.dtype).reshape(shape)
+        y = (x - self.mean) * self.scale
+        y += bias.astype(x.dtype, copy=False).reshape(shape)
+        if len(self.needs_grad) > 1 and self.needs_grad[1]:
+            self.x, self.inv, self.w_dtype = x, inv.astype(x.dtype).reshape(shape), weight.dtype
+        return y
+
+    def backward(self, g: Array) -> Grads:
+        axes = (0,) + tuple(range(2, g.ndim))
+        dx = g * self.scale if self.needs_grad[0] else None
+        dw = ((g * ((self.x - self.mean) * self.inv)).sum(axis=axes).astype(self.w_dtype, copy=False)
+              if self.needs_grad[1] else None)
+        db = g.sum(axis=axes) if self.needs_grad[2] else None
+        return dx, dw, db
+
+
+class Concat(Function):
+    """y = the inputs joined along ``axis`` (GoogLeNet's inception, SqueezeNet's fire).
+    Chain rule: each input's gradient is its slice of g."""
+
+    def forward(self, *arrays: Array, axis: int = 1) -> Array:
+        self.axis = axis
+        self.bounds = np.cumsum([0] + [a.shape[axis] for a in arrays])
+        return _xp(arrays[0]).concatenate(arrays, axis=axis)
+
+    def backward(self, g: Array) -> Grads:
+        xp, idx = _xp(g), [slice(None)] * g.ndim
+        out = []
+        for i, need in enumerate(self.needs_grad):
+            idx[self.axis] = slice(int(self.bounds[i]), int(self.bounds[i + 1]))
+            out.append(xp.ascontiguousarray(g[tuple(idx)]) if need else None)
+        return tuple(out)
+
+
+class Clip(Function):
+    """y = min(max(x, lo), hi) (ReLU6: lo = 0, hi = 6; NaN stays NaN).  Backward: the
+    engine's ReLU rule (``te.relu_backward``, ``engine.RELU_MASKS``) acts at the LOWER
+    bound, the upper bound always gates like the true gradient:
+        backprop   dx = g * [lo < x < hi]
+        deconvnet  dx = relu(g) * [x < hi]
+        guided     dx = g * [x > lo] * [x < hi] * [g > 0]
+    (kernels/clip.py; at x = lo or x = hi exactly, no gradient, as PyTorch's hardtanh)."""
+
+    def forward(self, x: Array, lo: float = 0.0, hi: float = 6.0) -> Array:
+        self.lo, self.hi = lo, hi
+        self.y = K.backend(x).clip.forward(x, lo, hi)
+        return self.y
+
+    def backward(self, g: Array) -> Array:
+        mask_x, mask_g = engine.RELU_MASKS[engine.current_relu_rule()]
+        return K.backend(g).clip.backward(self.y, g, self.lo, self.hi, mask_x, mask_g)
+
+
+class Sigmoid(Function):
+    """y = 1 / (1 + exp(-x)), computed as exp(min(x, 0)) / (1 + exp(-|x|)) (no overflow).
+    Chain rule: dx = g * y * (1 - y)."""
+
+    def forward(self, x: Array) -> Array:
+        xp = _xp(x)
+        self.y = xp.exp(xp.minimum(x, 0)) / (1 + xp.exp(-xp.abs(x)))
+        return self.y
+
+    def backward(self, g: Array) -> Array:
+        return g * self.y * (1 - self.y)
+
+
+class SiLU(Function):
+    """y = x * sigmoid(x) (swish).  Chain rule: dx = g * s * (1 + x * (1 - s)), s = sigmoid(x)."""
+
+    def forward(self, x: Array) -> Array:
+        xp = _xp(x)
+        self.x, self.s = x, xp.exp(xp.minimum(x, 0)) / (1 + xp.exp(-xp.abs(x)))
+        return x * self.s
+
+    def backward(self, g: Array) -> Array:
+        return g * self.s * (1 + self.x * (1 - self.s))
 
 
 class Upsample(Function):
@@ -632,8 +781,51 @@ def _const(v, like: Tensor) -> Tensor:
     return Tensor(_xp(v).asarray(v, dtype=like.dtype))
 
 
+def _int(name, v, lo, op):
+    """v as an int >= lo, or a one-line ValueError naming ``op`` and ``name``."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"{op}: {name} must be an integer >= {lo}, got {v!r}")
+    return int(v)
+
+
+def _square(name, v, lo, op):
+    """An int, or a pair of equal ints (the pooling kernels take square windows)."""
+    if not np.isscalar(v):
+        v = tuple(v)
+        if len(v) != 2 or v[0] != v[1]:
+            raise ValueError(f"{op}: {name} must be one integer or a pair of equal integers, got {v!r}")
+        v = v[0]
+    return _int(name, v, lo, op)
+
+
+def _check_pool(op, x, k, s, p, ceil_mode):
+    """Validate a pooling window on x (N, C, H, W); return the output size (OH, OW)."""
+    if x.ndim != 4:
+        raise ValueError(f"{op}: input must be (N, C, H, W), got shape {x.shape}")
+    if 2 * p > k:
+        raise ValueError(f"{op}: padding {p} must be at most half of kernel_size {k}")
+    out = tuple(K.im2col.out_size(n, k, s, p, ceil_mode) for n in x.shape[2:])
+    if min(out) < 1:
+        raise ValueError(f"{op}: kernel_size {k} (padding {p}) is larger than the {x.shape[2]}x{x.shape[3]} input")
+    return out
+
+
 def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Size2 = 1, padding: Size2 = 0,
-           groups: int = 1) -> Tensor:
+           groups: int = 1, dilation: Size2 = 1) -> Tensor:
+    """Convolution (cross-correlation), w (O, C/groups, kh, kw); ``groups`` = C with one
+    input channel per filter is a depthwise convolution.  Dilation is not supported
+    (only 1)."""
+    if _pair(dilation) != (1, 1):
+        raise ValueError(f"conv2d: dilation {dilation!r} is not supported (only 1)")
+    groups = _int("groups", groups, 1, "conv2d")
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError(f"conv2d: need x (N, C, H, W) and w (O, C/groups, kh, kw), got {x.shape} and {w.shape}")
+    C, O = x.shape[1], w.shape[0]
+    if C % groups or O % groups or w.shape[1] * groups != C:
+        raise ValueError(f"conv2d: weight {w.shape} with groups={groups} does not fit {C} input channels "
+                         f"(need C and O divisible by groups, w.shape[1] = C/groups)")
+    if b is not None and tuple(b.shape) != (O,):
+        raise ValueError(f"conv2d: bias shape {b.shape} is not ({O},)")
     args = (x, w) if b is None else (x, w, b)
     return Conv2d.apply(*args, stride=stride, padding=padding, groups=groups)
 
@@ -648,8 +840,96 @@ def relu(x: Tensor) -> Tensor:
     return ReLU.apply(x)
 
 
-def max_pool2d(x: Tensor, kernel_size: int = 3, stride: int = 2, padding: int = 0) -> Tensor:
-    return MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
+def max_pool2d(x: Tensor, kernel_size: int = 3, stride: int = 2, padding: int = 0,
+               ceil_mode: bool = False) -> Tensor:
+    """Max-pooling; padded positions never win; ``ceil_mode`` as PyTorch's (see ``MaxPool2d``)."""
+    k, s = _square("kernel_size", kernel_size, 1, "max_pool2d"), _square("stride", stride, 1, "max_pool2d")
+    p = _square("padding", padding, 0, "max_pool2d")
+    _check_pool("max_pool2d", x, k, s, p, ceil_mode)
+    return MaxPool2d.apply(x, kernel_size=k, stride=s, padding=p, ceil_mode=bool(ceil_mode))
+
+
+def avg_pool2d(x: Tensor, kernel_size: int, stride: int | None = None, padding: int = 0,
+               count_include_pad: bool = True, ceil_mode: bool = False) -> Tensor:
+    """Average pooling with PyTorch's ``avg_pool2d`` semantics (see ``AvgPool2d``);
+    ``stride`` defaults to ``kernel_size``."""
+    k = _square("kernel_size", kernel_size, 1, "avg_pool2d")
+    s = k if stride is None else _square("stride", stride, 1, "avg_pool2d")
+    p = _square("padding", padding, 0, "avg_pool2d")
+    _check_pool("avg_pool2d", x, k, s, p, ceil_mode)
+    return AvgPool2d.apply(x, kernel_size=k, stride=s, padding=p, count_include_pad=bool(count_include_pad),
+                           ceil_mode=bool(ceil_mode))
+
+
+def global_avg_pool2d(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C, 1, 1), the mean of each plane: adaptive pooling to 1 x 1."""
+    return AdaptiveAvgPool2d.apply(x, output_size=(1, 1))
+
+
+def batch_norm(x: Tensor, mean: ArrayLike, var: ArrayLike, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Inference batch norm (see ``BatchNorm``): mean, var (C,) constants (arrays or
+    Tensors, no gradient); weight, bias (C,) Tensors (None: 1 and 0)."""
+    C = x.shape[1] if x.ndim >= 2 else -1
+    mean, var = (v.data if isinstance(v, Tensor) else v for v in (mean, var))
+    weight = Tensor(_xp(x.data).ones(C, x.dtype)) if weight is None else weight
+    bias = Tensor(_xp(x.data).zeros(C, x.dtype)) if bias is None else bias
+    for name, v in (("mean", mean), ("var", var), ("weight", weight), ("bias", bias)):
+        shape = tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
+        if shape != (C,):
+            raise ValueError(f"batch_norm: {name} has shape {shape}, expected ({C},) for an input of shape {x.shape}")
+    if not float(eps) > 0:
+        raise ValueError(f"batch_norm: eps must be > 0, got {eps!r}")
+    return BatchNorm.apply(x, weight, bias, mean=mean, var=var, eps=float(eps))
+
+
+def concat(tensors: Sequence[Tensor], axis: int = 1) -> Tensor:
+    """Join tensors of one dtype and equal shapes but for ``axis``; each gets its slice of the gradient."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concat: no tensors given")
+    shapes = [tuple(t.shape) for t in tensors]
+    nd = len(shapes[0])
+    if not -nd <= axis < nd:
+        raise ValueError(f"concat: axis {axis} out of range for {nd}-d tensors")
+    axis %= nd
+    if any(len(s) != nd or s[:axis] + s[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:] for s in shapes):
+        raise ValueError(f"concat: shapes {shapes} differ outside axis {axis}")
+    if len({np.dtype(t.dtype) for t in tensors}) > 1:
+        raise ValueError(f"concat: dtypes differ ({', '.join(str(t.dtype) for t in tensors)})")
+    return Concat.apply(*tensors, axis=axis)
+
+
+def clip(x: Tensor, lo: float | None = 0.0, hi: float | None = 6.0) -> Tensor:
+    """min(max(x, lo), hi); None is no bound.  The ReLU rules act at the lower bound (see ``Clip``)."""
+    lo = -np.inf if lo is None else float(lo)
+    hi = np.inf if hi is None else float(hi)
+    if not lo <= hi:
+        raise ValueError(f"clip: need lo <= hi, got lo={lo}, hi={hi}")
+    return Clip.apply(x, lo=lo, hi=hi)
+
+
+def relu6(x: Tensor) -> Tensor:
+    """clip(x, 0, 6) (MobileNetV2)."""
+    return Clip.apply(x, lo=0.0, hi=6.0)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    return Sigmoid.apply(x)
+
+
+def silu(x: Tensor) -> Tensor:
+    return SiLU.apply(x)
+
+
+def mul(a: Tensor, b: Tensor) -> Tensor:
+    """a * b with broadcasting (``Mul``): e.g. squeeze-and-excitation's x (N, C, H, W) * s (N, C, 1, 1)."""
+    return Mul.apply(a, b)
+
+
+def add(a: Tensor, b: Tensor) -> Tensor:
+    """a + b with broadcasting (``Add``): a residual connection's x + f(x)."""
+    return Add.apply(a, b)
 
 
 def local_response_norm(x: Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
@@ -755,3 +1035,5 @@ Tensor.sum = _sum
 Tensor.mean = _mean
 Tensor.reshape = _reshape
 Tensor.relu = relu
+Tensor.clip = clip
+Tensor.sigmoid = sigmoid

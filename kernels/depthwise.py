@@ -1,0 +1,136 @@
+"""Depthwise convolution: each input channel convolved with its own filters
+(groups = C input channels, weight (O, 1, kh, kw), O = m*C: channel multiplier m,
+output channel o reads input channel c = o // m).  MobileNetV2's 3x3 layers
+(m = 1).  As im2col + GEMM this is C products of one row each -- a Python loop of
+hundreds of tiny GEMMs -- so it has its own loops:
+
+    y[n, o, i, j]  = b[o] + sum_{a, d} w[o, 0, a, d] * x[n, c, i*sh - ph + a, j*sw - pw + d]   (0 outside)
+Chain rule:
+    dx[n, c, h, w] = sum_{o of c} sum_{a, d, (i, j): i*sh - ph + a = h, j*sw - pw + d = w} g[n, o, i, j] * w[o, 0, a, d]
+    dw[o, 0, a, d] = sum_{n, i, j} g[n, o, i, j] * x[n, c, i*sh - ph + a, j*sw - pw + d]
+    db[o]          = sum_{n, i, j} g[n, o, i, j]            (layout.bias_grad)
+
+Every loop runs tap by tap over a whole output row (j innermost, over the valid
+range of ``im2col._valid``: no test per pixel), so the inner loop is a
+vectorised multiply-add.  Sums are in the array's dtype, in a fixed order (bias,
+then the taps in row-major order), whatever the thread count; the weight
+gradient's long sums (over the batch and the image) in float64.
+"""
+import numpy as np
+from numba import uint64
+
+from ._numba import kernel, prange
+from .im2col import _valid, out_size
+
+
+@kernel
+def _forward(x, w, b, sh, sw, ph, pw, y):
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    m = O // C
+    oh, ow = y.shape[2], y.shape[3]
+    for no in prange(N * O):
+        n = no // O
+        o = no % O
+        plane = x[n, o // m].reshape(-1)
+        for i in range(oh):
+            row = y[n, o, i]
+            for j in range(ow):
+                row[j] = b[o]
+            for a in range(kh):
+                h = i * sh - ph + a
+                if h < 0 or h >= H:
+                    continue
+                for d in range(kw):
+                    off = d - pw
+                    j0, j1 = _valid(ow, sw, off, W)
+                    wv = w[o, 0, a, d]
+                    src = uint64(h * W + j0 * sw + off)
+                    for j in range(uint64(j1 - j0)):
+                        row[uint64(j0) + j] += wv * plane[src + j * uint64(sw)]
+
+
+@kernel
+def _backward_input(g, w, sh, sw, ph, pw, dx):
+    N, C, H, W = dx.shape
+    O, _, kh, kw = w.shape
+    m = O // C
+    oh, ow = g.shape[2], g.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        plane = dx[n, c].reshape(-1)
+        for o in range(c * m, (c + 1) * m):
+            for i in range(oh):
+                grow = g[n, o, i]
+                for a in range(kh):
+                    h = i * sh - ph + a
+                    if h < 0 or h >= H:
+                        continue
+                    for d in range(kw):
+                        off = d - pw
+                        j0, j1 = _valid(ow, sw, off, W)
+                        wv = w[o, 0, a, d]
+                        dst = uint64(h * W + j0 * sw + off)
+                        for j in range(uint64(j1 - j0)):
+                            plane[dst + j * uint64(sw)] += wv * grow[uint64(j0) + j]
+
+
+@kernel
+def _backward_weight(g, x, sh, sw, ph, pw, dw):
+    N, C, H, W = x.shape
+    O, _, kh, kw = dw.shape
+    m = O // C
+    oh, ow = g.shape[2], g.shape[3]
+    for o in prange(O):
+        c = o // m
+        for a in range(kh):
+            for d in range(kw):
+                off = d - pw
+                j0, j1 = _valid(ow, sw, off, W)
+                s = 0.0                         # a sum over the batch and the image: in float64
+                for n in range(N):
+                    plane = x[n, c].reshape(-1)
+                    for i in range(oh):
+                        h = i * sh - ph + a
+                        if h < 0 or h >= H:
+                            continue
+                        grow = g[n, o, i]
+                        src = uint64(h * W + j0 * sw + off)
+                        for j in range(uint64(j1 - j0)):
+                            s += grow[uint64(j0) + j] * plane[src + j * uint64(sw)]
+                dw[o, 0, a, d] = s
+
+
+def _check(x, w):
+    if w.shape[1] != 1 or w.shape[0] % x.shape[1]:
+        raise ValueError(f"depthwise convolution: weight {w.shape} is not (m*C, 1, kh, kw) for C = {x.shape[1]}")
+
+
+def forward(x, w, b, stride, padding):
+    """x (N, C, H, W), w (m*C, 1, kh, kw), b (m*C,) or None -> y (N, m*C, OH, OW)."""
+    _check(x, w)
+    N, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    oh, ow = out_size(H, kh, stride[0], padding[0]), out_size(W, kw, stride[1], padding[1])
+    y = np.empty((N, O, oh, ow), dtype=x.dtype)
+    b = np.zeros(O, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    _forward(np.ascontiguousarray(x), np.ascontiguousarray(w, dtype=x.dtype), b, stride[0], stride[1],
+             padding[0], padding[1], y)
+    return y
+
+
+def backward_input(g, w, x_shape, stride, padding):
+    """g (N, m*C, OH, OW) -> dx (x_shape)."""
+    dx = np.zeros(x_shape, dtype=g.dtype)
+    _backward_input(np.ascontiguousarray(g), np.ascontiguousarray(w, dtype=g.dtype), stride[0], stride[1],
+                    padding[0], padding[1], dx)
+    return dx
+
+
+def backward_weight(g, x, w_shape, stride, padding):
+    """g (N, m*C, OH, OW), x (N, C, H, W) -> dw (w_shape) in g's dtype."""
+    dw = np.empty(w_shape, dtype=g.dtype)
+    _backward_weight(np.ascontiguousarray(g), np.ascontiguousarray(x, dtype=g.dtype), stride[0], stride[1],
+                     padding[0], padding[1], dw)
+    return dw
