@@ -25,7 +25,7 @@ random horizontal flips, label smoothing 0.1, pixels scaled to [0, 1] then
 per-channel mean/std of the epoch-0 training scenes -- with SGD (Nesterov
 momentum 0.9, weight decay 5e-4 on the weights, not on batch norm or biases),
 batch 128, learning rate warmed up linearly over half an epoch to 0.1 then
-cosine-annealed to 0, 6 epochs, seed 0, two processes of one thread.  One checkpoint per epoch
+cosine-annealed to 0, 5 epochs, seed 0, four processes of one thread.  One checkpoint per epoch
 (``--out-dir``, default /tmp/train_resnet; torch's ``.pt`` files, not shipped),
 the final model exported to ``<out-dir>/fashion_scenes_resnet.onnx`` (eval
 mode, opset 17, batch axis dynamic) with the class names and preprocessing in
@@ -184,7 +184,7 @@ def convert(onnx_path, out):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
     ap.add_argument("--momentum", type=float, default=0.9)
@@ -196,8 +196,8 @@ def main(argv=None):
     ap.add_argument("--eval-size", type=int, default=2000, help="test scenes scored after each epoch")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads (default 1: on the shared 2-core machine two threads ran 2-3x slower)")
-    ap.add_argument("--workers", type=int, default=2,
-                    help="training processes, each with a share of every batch (default 2; gradients "
+    ap.add_argument("--workers", type=int, default=4,
+                    help="training processes, each with a share of every batch (default 4; gradients "
                          "averaged by DistributedDataParallel over gloo)")
     ap.add_argument("--port", type=int, default=29517, help="local port of the processes' rendezvous")
     ap.add_argument("--out-dir", type=Path, default=Path("/tmp/train_resnet"),
