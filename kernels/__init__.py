@@ -10,6 +10,7 @@ connected layers' products for a few rows (``linear``).
 Modules: ``im2col`` (convolution data movement), ``layout`` (bias add and
 NCHW <-> rows transposition), ``relu``, ``clip`` (ReLU6), ``maxpool``, ``lrn``,
 ``avgpool`` (adaptive and windowed), ``depthwise`` (depthwise convolution),
+``batchnorm`` (inference batch normalisation),
 ``linear`` (fully connected products for a few rows),
 ``adam`` (the optimiser's update, for training), ``workspace`` (reusable
 scratch buffers), ``threads`` (a batch split over the threads, one slice of
@@ -28,7 +29,7 @@ tinygrad_explain never imports CuPy.
 """
 import sys
 
-from . import adam, avgpool, clip, depthwise, im2col, layout, linear, lrn, maxpool, relu, threads, workspace  # noqa: F401
+from . import adam, avgpool, batchnorm, clip, depthwise, im2col, layout, linear, lrn, maxpool, relu, threads, workspace  # noqa: F401
 
 
 def backend(a):

@@ -10,11 +10,13 @@ Chain rule:
     dw[o, 0, a, d] = sum_{n, i, j} g[n, o, i, j] * x[n, c, i*sh - ph + a, j*sw - pw + d]
     db[o]          = sum_{n, i, j} g[n, o, i, j]            (layout.bias_grad)
 
-Every loop runs tap by tap over a whole output row (j innermost, over the valid
-range of ``im2col._valid``: no test per pixel), so the inner loop is a
-vectorised multiply-add.  Sums are in the array's dtype, in a fixed order (bias,
-then the taps in row-major order), whatever the thread count; the weight
-gradient's long sums (over the batch and the image) in float64.
+Every loop runs tap by tap (a, d) over the output rows and columns whose input
+pixel is inside (the ranges of ``im2col._valid``, computed once per tap: no test
+per pixel), so the inner loop is a vectorised multiply-add along a row.  Sums are
+in the array's dtype, in a fixed order whatever the thread count -- each output:
+the bias, then the taps in row-major order; each input pixel's gradient: by
+ascending output row i, then tap column d -- and the weight gradient's long sums
+(over the batch and the image) in float64.  The CUDA twin adds in the same orders.
 """
 import numpy as np
 from numba import uint64
@@ -33,21 +35,19 @@ def _forward(x, w, b, sh, sw, ph, pw, y):
         n = no // O
         o = no % O
         plane = x[n, o // m].reshape(-1)
-        for i in range(oh):
-            row = y[n, o, i]
-            for j in range(ow):
-                row[j] = b[o]
-            for a in range(kh):
-                h = i * sh - ph + a
-                if h < 0 or h >= H:
-                    continue
-                for d in range(kw):
-                    off = d - pw
-                    j0, j1 = _valid(ow, sw, off, W)
-                    wv = w[o, 0, a, d]
-                    src = uint64(h * W + j0 * sw + off)
+        out = y[n, o].reshape(-1)
+        for q in range(oh * ow):
+            out[q] = b[o]
+        for a in range(kh):
+            i0, i1 = _valid(oh, sh, a - ph, H)          # output rows whose input row is inside
+            for d in range(kw):
+                j0, j1 = _valid(ow, sw, d - pw, W)
+                wv = w[o, 0, a, d]
+                for i in range(i0, i1):
+                    src = uint64((i * sh + a - ph) * W + j0 * sw + d - pw)
+                    dst = uint64(i * ow + j0)
                     for j in range(uint64(j1 - j0)):
-                        row[uint64(j0) + j] += wv * plane[src + j * uint64(sw)]
+                        out[dst + j] += wv * plane[src + j * uint64(sw)]
 
 
 @kernel
@@ -61,19 +61,17 @@ def _backward_input(g, w, sh, sw, ph, pw, dx):
         c = nc % C
         plane = dx[n, c].reshape(-1)
         for o in range(c * m, (c + 1) * m):
-            for i in range(oh):
-                grow = g[n, o, i]
-                for a in range(kh):
-                    h = i * sh - ph + a
-                    if h < 0 or h >= H:
-                        continue
-                    for d in range(kw):
-                        off = d - pw
-                        j0, j1 = _valid(ow, sw, off, W)
-                        wv = w[o, 0, a, d]
-                        dst = uint64(h * W + j0 * sw + off)
+            gp = g[n, o].reshape(-1)
+            for a in range(kh - 1, -1, -1):             # a descending: each pixel's terms by ascending i
+                i0, i1 = _valid(oh, sh, a - ph, H)
+                for d in range(kw):
+                    j0, j1 = _valid(ow, sw, d - pw, W)
+                    wv = w[o, 0, a, d]
+                    for i in range(i0, i1):
+                        dst = uint64((i * sh + a - ph) * W + j0 * sw + d - pw)
+                        src = uint64(i * ow + j0)
                         for j in range(uint64(j1 - j0)):
-                            plane[dst + j * uint64(sw)] += wv * grow[uint64(j0) + j]
+                            plane[dst + j * uint64(sw)] += wv * gp[src + j]
 
 
 @kernel
@@ -85,20 +83,18 @@ def _backward_weight(g, x, sh, sw, ph, pw, dw):
     for o in prange(O):
         c = o // m
         for a in range(kh):
+            i0, i1 = _valid(oh, sh, a - ph, H)
             for d in range(kw):
-                off = d - pw
-                j0, j1 = _valid(ow, sw, off, W)
+                j0, j1 = _valid(ow, sw, d - pw, W)
                 s = 0.0                         # a sum over the batch and the image: in float64
                 for n in range(N):
                     plane = x[n, c].reshape(-1)
-                    for i in range(oh):
-                        h = i * sh - ph + a
-                        if h < 0 or h >= H:
-                            continue
-                        grow = g[n, o, i]
-                        src = uint64(h * W + j0 * sw + off)
+                    gp = g[n, o].reshape(-1)
+                    for i in range(i0, i1):
+                        src = uint64((i * sh + a - ph) * W + j0 * sw + d - pw)
+                        dst = uint64(i * ow + j0)
                         for j in range(uint64(j1 - j0)):
-                            s += grow[uint64(j0) + j] * plane[src + j * uint64(sw)]
+                            s += gp[dst + j] * plane[src + j * uint64(sw)]
                 dw[o, 0, a, d] = s
 
 

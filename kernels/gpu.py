@@ -4,7 +4,7 @@ Each ``kernels/<op>.cu`` is the twin of ``kernels/<op>.py``: the same array
 layouts, the same formula in its header comment, and (where the CPU kernel
 fixes an order of floating-point additions) the same order, so that most GPU
 results equal the CPU bits.  This module mirrors the CPU package: the
-namespaces ``im2col``, ``layout``, ``relu``, ``clip``, ``depthwise``, ``maxpool``,
+namespaces ``im2col``, ``layout``, ``relu``, ``clip``, ``depthwise``, ``batchnorm``, ``maxpool``,
 ``lrn``, ``avgpool`` and ``workspace`` offer wrappers with the CPU wrappers' signatures and return
 conventions, taking and returning CuPy arrays.  ``kernels.backend(array)``
 picks this module for a CuPy array, the CPU package for a NumPy array.
@@ -42,6 +42,7 @@ KERNELS = {
     "layout.cu": ("rows_to_nchw", "nchw_to_rows", "bias_grad"),
     "relu.cu": ("relu_forward", "relu_backward"),
     "clip.cu": ("clip_forward", "clip_backward"),
+    "batchnorm.cu": ("batchnorm_forward", "batchnorm_backward_input", "batchnorm_backward_params"),
     "depthwise.cu": ("depthwise_forward", "depthwise_backward_input", "depthwise_backward_weight"),
     "maxpool.cu": ("maxpool_forward", "maxpool_backward"),
     "lrn.cu": ("lrn_forward", "lrn_backward"),
@@ -265,6 +266,39 @@ def _depthwise_backward_weight(g, x, w_shape, stride, padding):
 
 
 # --------------------------------------------------------------------------
+# batch normalisation (twin of kernels/batchnorm.py)
+# --------------------------------------------------------------------------
+def _bn_dims(a):
+    return _i(a.shape[0]), _i(a.shape[1]), _ll(int(np.prod(a.shape[2:], dtype=np.int64)))
+
+
+def _batchnorm_forward(x, mean, scale, bias):
+    import cupy
+    x = _contig(x)
+    y = cupy.empty_like(x)
+    _launch("batchnorm.cu", "batchnorm_forward", x.dtype, x.size,
+            (x, _contig(mean), _contig(scale), _contig(bias), *_bn_dims(x), y))
+    return y
+
+
+def _batchnorm_backward_input(g, scale):
+    import cupy
+    g = _contig(g)
+    dx = cupy.empty_like(g)
+    _launch("batchnorm.cu", "batchnorm_backward_input", g.dtype, g.size, (g, _contig(scale), *_bn_dims(g), dx))
+    return dx
+
+
+def _batchnorm_backward_params(g, x, mean, inv):
+    import cupy
+    C = g.shape[1]
+    dw, db = cupy.empty(C, g.dtype), cupy.empty(C, g.dtype)
+    _launch("batchnorm.cu", "batchnorm_backward_params", g.dtype, C,
+            (_contig(g), _contig(x), _contig(mean), _contig(inv), *_bn_dims(g), dw, db))
+    return dw, db
+
+
+# --------------------------------------------------------------------------
 # maxpool (twin of kernels/maxpool.py)
 # --------------------------------------------------------------------------
 def _maxpool_forward(x, k, s, p, ceil_mode=False):
@@ -409,6 +443,8 @@ im2col = SimpleNamespace(out_size=_cpu_im2col.out_size, im2col=_im2col, col2im=_
 layout = SimpleNamespace(rows_to_nchw=_rows_to_nchw, nchw_to_rows=_nchw_to_rows, bias_grad=_bias_grad)
 relu = SimpleNamespace(forward=_relu_forward, backward=_relu_backward)
 clip = SimpleNamespace(forward=_clip_forward, backward=_clip_backward)
+batchnorm = SimpleNamespace(forward=_batchnorm_forward, backward_input=_batchnorm_backward_input,
+                            backward_params=_batchnorm_backward_params)
 depthwise = SimpleNamespace(forward=_depthwise_forward, backward_input=_depthwise_backward_input,
                             backward_weight=_depthwise_backward_weight)
 maxpool = SimpleNamespace(forward=_maxpool_forward, backward=_maxpool_backward)

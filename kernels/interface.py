@@ -73,6 +73,13 @@ INTERFACE = {
         "backward_input": Kernel("g, w, x_shape, stride, padding", "g (N, m*C, OH, OW) -> dx (x_shape)", "new"),
         "backward_weight": Kernel("g, x, w_shape, stride, padding", "g, x -> dw (w_shape) in g's dtype", "new"),
     }),
+    "batchnorm": Namespace({
+        "forward": Kernel("x, mean, scale, bias", "x (N, C, ...), per-channel (C,) constants -> y = (x - mean) * "
+                          "scale + bias", "new"),
+        "backward_input": Kernel("g, scale", "g (N, C, ...) -> dx = g * scale", "new"),
+        "backward_params": Kernel("g, x, mean, inv", "-> (dweight, dbias) (C,): sums of g * (x - mean) * inv "
+                                  "and of g", "new"),
+    }),
     "maxpool": Namespace({
         "forward": Kernel("x, k, s, p, ceil_mode=False", "x (N, C, H, W) -> (y (N, C, OH, OW), switch int32 "
                           "(N, C, OH, OW): the flat index in the H*W plane of each maximum)", "new"),

@@ -392,7 +392,7 @@ def torch_classifiers():
         "vgg16_bn": (lambda: VGG(width=8), 224),
         "resnet18": (lambda: ResNet(BasicBlock, [2, 2, 2, 2]), 64),
         "resnet50": (lambda: ResNet(Bottleneck, [3, 4, 6, 3], width=4), 64),
-        "mobilenet_v2": (lambda: MobileNetV2(), 64),
+        "mobilenet_v2": (lambda: MobileNetV2(width=2), 64),
         "squeezenet1_1": (lambda: SqueezeNet(), 64),
         "googlenet": (lambda: GoogLeNet(width=2), 64),
     }

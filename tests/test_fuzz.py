@@ -274,3 +274,80 @@ def test_fuzz_image_arrays(shape, seed):
         assert "\n" not in str(e)
         return
     assert x.shape == (1, 3, 24, 24) and np.isfinite(x).all()
+
+
+# --------------------------------------------------------------------------
+# ONNX files (tinygrad_explain/onnx_import.py)
+# --------------------------------------------------------------------------
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from test_onnx_import import tiny_onnx  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def good_onnx_bytes(tmp_path_factory):
+    p, _ = tiny_onnx(tmp_path_factory.mktemp("onnx") / "t.onnx")
+    return p.read_bytes()
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_onnx_bytes(workdir, good_onnx_bytes, data):
+    """Corrupt a valid ONNX file: byte flips (protobuf tags, lengths, weights) and truncation."""
+    b = bytearray(good_onnx_bytes)
+    for _ in range(data.draw(st.integers(1, 8))):
+        b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        b = b[:data.draw(st.integers(0, len(b)))]
+    p = workdir / "bytes.onnx"
+    p.write_bytes(bytes(b))
+    try:
+        m = te.load_model(p)
+    except te.ModelFileError as e:
+        assert "\n" not in str(e) and str(p) in str(e)
+    else:
+        assert m.num_classes >= 1
+
+
+ONNX_OPS = ["Conv", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Concat", "Flatten",
+            "Reshape", "Gemm", "MatMul", "Dropout", "Identity", "BatchNormalization", "Shape", "Gather",
+            "Unsqueeze", "Constant", "Sigmoid", "Resize", "Loop"]
+onnx_attrs = st.dictionaries(st.sampled_from(["kernel_shape", "strides", "pads", "group", "axis", "ceil_mode",
+                                              "transB", "epsilon", "dilations", "auto_pad"]),
+                             st.one_of(st.integers(-3, 2 ** 33), st.lists(st.integers(-2, 9), max_size=5),
+                                       st.floats(allow_nan=True), st.text(max_size=4)), max_size=3)
+
+
+@FUZZ
+@given(nodes=st.lists(st.tuples(st.sampled_from(ONNX_OPS), st.lists(st.sampled_from(["x", "w", "v0", "v1", "v2",
+                                                                                    "big", "ext", ""]),
+                                                                   max_size=3), onnx_attrs), min_size=1, max_size=5),
+       dims=st.lists(st.integers(-2, 2 ** 31), max_size=4), in_dims=st.lists(st.integers(-1, 70000), max_size=5),
+       external=st.booleans())
+def test_fuzz_onnx_graphs(workdir, nodes, dims, in_dims, external):
+    """Generated graphs of supported and unsupported ops with random attributes, inputs,
+    huge declared dims and external data: a clear one-line error naming the file, or a model."""
+    inits = [numpy_helper.from_array(np.ones((4, 2, 3, 3), np.float32), "w")]
+    big = TensorProto(name="big", data_type=TensorProto.FLOAT, dims=dims)
+    big.raw_data = b"\0" * 8
+    inits.append(big)
+    if external:
+        ext = TensorProto(name="ext", data_type=TensorProto.FLOAT, dims=[2], data_location=TensorProto.EXTERNAL)
+        ext.external_data.add(key="location", value="/etc/passwd")
+        inits.append(ext)
+    onodes = []
+    for k, (op, ins, attrs) in enumerate(nodes):
+        try:
+            onodes.append(helper.make_node(op, ins, [f"v{k}"], name=f"n{k}", **attrs))
+        except (ValueError, TypeError):
+            onodes.append(helper.make_node(op, ins, [f"v{k}"], name=f"n{k}"))
+    g = helper.make_graph(onodes, "fuzz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_dims)],
+                          [helper.make_tensor_value_info(f"v{len(nodes) - 1}", TensorProto.FLOAT, None)], inits)
+    p = workdir / "graph.onnx"
+    p.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    try:
+        m = te.load_model(p)
+    except te.ModelFileError as e:
+        assert "\n" not in str(e) and str(p) in str(e)
+    else:
+        assert m.num_classes >= 1

@@ -66,7 +66,8 @@ def gpu(a):
 def test_backend_dispatch():
     assert K.backend(np.zeros(3)) is K
     assert K.backend(cp.zeros(3)) is G
-    for ns in ("im2col", "layout", "relu", "clip", "depthwise", "maxpool", "lrn", "avgpool", "workspace"):
+    for ns in ("im2col", "layout", "relu", "clip", "depthwise", "batchnorm", "maxpool", "lrn", "avgpool",
+               "workspace"):
         assert hasattr(G, ns) and hasattr(K, ns), ns
     t = te.Tensor(cp.ones((2, 3), np.float32))
     assert t.device == "gpu" and isinstance(t.numpy(), np.ndarray)
@@ -248,6 +249,21 @@ def test_depthwise_kernels(case, dt):
                  K.depthwise.backward_input(g, w, x.shape, stride, padding), "depthwise dx")
     assert_equal(G.depthwise.backward_weight(gpu(g), gpu(x), w.shape, stride, padding),
                  K.depthwise.backward_weight(g, x, w.shape, stride, padding), "depthwise dw")
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4, 3), (3, 6)])
+@pytest.mark.parametrize("dt", DTYPES)
+def test_batchnorm_kernels(shape, dt):
+    """Same formula, same order of the float64 sums: the same bits."""
+    x = (3 * rng(1).standard_normal(shape) + 1).astype(dt)
+    mean, scale, bias, inv = (rng(i).standard_normal(shape[1]).astype(dt) for i in range(2, 6))
+    y = K.batchnorm.forward(x, mean, scale, bias)
+    assert_equal(G.batchnorm.forward(gpu(x), gpu(mean), gpu(scale), gpu(bias)), y, "batchnorm forward")
+    g = rng(6).standard_normal(shape).astype(dt)
+    assert_equal(G.batchnorm.backward_input(gpu(g), gpu(scale)), K.batchnorm.backward_input(g, scale), "bn dx")
+    for what, a, b in zip(("dweight", "dbias"), G.batchnorm.backward_params(gpu(g), gpu(x), gpu(mean), gpu(inv)),
+                          K.batchnorm.backward_params(g, x, mean, inv)):
+        assert_equal(a, b, f"batchnorm {what}")
 
 
 def test_workspace_reuses_memory():

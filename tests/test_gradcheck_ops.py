@@ -800,7 +800,7 @@ def test_kernels_parallel_equals_serial(monkeypatch):
     from tinygrad_explain.kernels import _numba
     monkeypatch.setattr(_numba, "PARALLEL_MIN", 0)
     calls = {"parallel": 0}
-    for mod in (K.im2col, K.relu, K.maxpool, K.lrn, K.avgpool, K.layout, K.clip, K.depthwise):
+    for mod in (K.im2col, K.relu, K.maxpool, K.lrn, K.avgpool, K.layout, K.clip, K.depthwise, K.batchnorm):
         for name in dir(mod):
             k = getattr(mod, name)
             if isinstance(k, _numba.kernel):
@@ -828,6 +828,8 @@ def test_kernels_parallel_equals_serial(monkeypatch):
                   lambda t: ops.avg_pool2d(t, 3, 2, 1, False, True),
                   ops.relu6,
                   lambda t: ops.conv2d(t, te.Tensor(wd), te.Tensor(bd), 1, 1, 8),    # depthwise, multiplier 2
+                  lambda t: ops.batch_norm(t, bd[:8], bd[8:] ** 2 + 0.1, te.Tensor(wd[:8, 0, 0, 0]),
+                                           te.Tensor(wd[8:, 0, 0, 0])),
                   ):
             t = te.Tensor(x.copy(), requires_grad=True)
             y = f(t)

@@ -163,6 +163,8 @@ def test_until_keep_start_on_node_names(net, x):
         net(x, until="layer2.0.conv2", keep="layer2.0.downsample")
     with pytest.raises(ValueError, match="does not come after"):
         net(x, start="layer2.0.conv2", until="layer2.0.downsample")
+    with pytest.raises(ValueError, match="does not come after"):
+        net(net(x, until="pool"), start="pool", until="pool")
     with pytest.raises(ValueError, match="input after layer 'relu1' must have shape"):
         net(x, start="relu1")
 
@@ -267,3 +269,117 @@ def test_building_errors():
         GraphNetwork([("a", R()), ("b", R()), ("r", R(), ["a", "b"])], (1,))
     with pytest.raises(ValueError, match="duplicate node name 'a'"):
         GraphNetwork([("a", R()), ("a", R())], (1,))
+
+
+# --------------------------------------------------------------------------
+# the methods on a graph network: inversion and maximisation at a node, the
+# explorer's layer-by-layer view, the command line on an ONNX file
+# --------------------------------------------------------------------------
+def torch_node(net, x, node):
+    """The output of ``node`` computed by the PyTorch twin (an independent forward)."""
+    ref = TorchResidual(net).double()
+    v = {INPUT: torch.tensor(np.asarray(x, np.float64))}
+    with torch.no_grad():
+        for n in ref.order:
+            ins = [v[i] for i in ref.inputs[n]]
+            v[n] = sum(ins[1:], ins[0]) if n.endswith(".add") else ref.m[n.replace(".", "_")](ins[0])
+            if n == node:
+                return v[n].numpy()
+
+
+def test_invert_and_maximize_at_a_node(net, x):
+    node = "layer1.0.add"
+    inv = te.explain.invert(net, x[:1], layer=node, inits=2, steps=30, progress=False)
+    code = torch_node(net, x[:1], node).reshape(-1)
+    feats = torch_node(net, inv.images, node).reshape(2, -1)
+    errors = np.sqrt(((feats - code) ** 2).sum(1) / (code ** 2).sum())
+    np.testing.assert_allclose(inv.errors, errors, rtol=1e-6)
+    assert (errors < 0.9).all()          # the optimisation went somewhere
+    with pytest.raises(te.explain.ExplainError, match="invert one node at a time"):
+        te.explain.invert_layers(net, x[:1], ["relu1"])
+    with pytest.raises(TypeError, match="add: needs two or more inputs"):
+        net.layers["layer1.0.add"](te.Tensor(x))
+    v = te.explain.maximize(net, "layer2.0.add", (2, 1, 1), steps=20, progress=False)
+    np.testing.assert_allclose(v.final[0], torch_node(net, v.image, "layer2.0.add")[0, 2, 1, 1], rtol=1e-5)
+
+
+def test_explorer_layer_view_on_a_graph(net, x):
+    """One row per node the target depends on; each gradient norm is the norm of the
+    gradient at that node (te.explain.gradient(layer=node), itself checked above)."""
+    from types import SimpleNamespace
+
+    from tinygrad_explain.explorer import Explorer
+    rows = Explorer.layer_flow(SimpleNamespace(model=net), x[:1], ("layer2.0.relu2", 1), "guided")
+    names = [r["name"] for r in rows]
+    assert names == ["input"] + [n for n in net.layer_names if net.feeds(n, "layer2.0.relu2")] + ["layer2.0.relu2"]
+    for r in rows[1:-1]:
+        g = te.explain.gradient(net, x[:1], ("layer2.0.relu2", 1), rule="guided", layer=r["name"])
+        np.testing.assert_allclose(r["grad_norm"], np.linalg.norm(g), rtol=1e-6)
+
+
+def residual_onnx(path):
+    """A (3, 16, 16) residual classifier written with the onnx helpers: Conv-Relu-Conv,
+    Add (skip), Relu, GlobalAveragePool, Flatten, Gemm (4 classes)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    r = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(r.standard_normal(s).astype(np.float32) * 0.3, n) for n, s in
+             (("w1", (6, 3, 3, 3)), ("b1", (6,)), ("w2", (6, 6, 3, 3)), ("b2", (6,)), ("fw", (4, 6)), ("fb", (4,)))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="/conv1/Conv", kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="/relu1/Relu"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="/block/conv/Conv", kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c2", "r1"], ["a"], name="/block/Add"),
+             helper.make_node("Relu", ["a"], ["r2"], name="/block/relu/Relu"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="/pool/GlobalAveragePool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="/Flatten"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="/fc/Gemm", transB=1)]
+    g = helper.make_graph(nodes, "res", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_command_line_on_an_onnx_file(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from tinygrad_explain.__main__ import main
+    path = residual_onnx(tmp_path / "res.onnx")
+    img = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), np.uint8)).save(img)
+    model = te.load_model(path)
+    assert model.layer_names == ["conv1", "relu1", "block.conv", "block.add", "block.relu", "pool", "flatten",
+                                 "fc"]
+    x = te.image.load(str(img), model)
+    pred = int(ort.InferenceSession(str(path)).run(None, {"x": x})[0][0].argmax())
+    assert main(["saliency", "--weights", str(path), "--image", str(img), "--out", str(tmp_path / "s.png")]) == 0
+    assert f"predicted: {pred} " in capsys.readouterr().out and (tmp_path / "s.png").stat().st_size > 0
+    assert main(["guided", "--weights", str(path), "--image", str(img), "--target", "block.relu:2:3:4",
+                 "--out", str(tmp_path / "g.png")]) == 0
+    assert "target: block.relu[2,3,4]" in capsys.readouterr().out
+    assert main(["gradcam", "--weights", str(path), "--image", str(img), "--layer", "block.add",
+                 "--out", str(tmp_path / "c.png")]) == 0
+    assert main(["gradcam", "--weights", str(path), "--image", str(img), "--layer", "block.ad",
+                 "--out", str(tmp_path / "d.png")]) == 2
+    assert "unknown layer 'block.ad'; did you mean 'block.add'" in capsys.readouterr().err
+    assert te.explain.attribution.default_cam_layer(model) == "block.relu"
+
+
+def test_explorer_on_an_onnx_file(tmp_path):
+    """``serve --weights net.onnx``'s model side: the layer menu lists the nodes, and a
+    request for a channel of a dotted node gives that gradient's map and the layer view."""
+    from tinygrad_explain.explorer import Explorer
+    ex = Explorer(weights=str(residual_onnx(tmp_path / "res.onnx")))
+    try:
+        info = ex.info()
+        assert [l["name"] for l in info["layers"]] == ["conv1", "relu1", "block.conv", "block.add", "block.relu",
+                                                       "pool", "flatten"]
+        x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+        rows = ex.run(ex.layer_flow, x, ("block.add", 2), "backprop")
+        assert [r["name"] for r in rows] == ["input", "conv1", "relu1", "block.conv", "block.add"]
+        g = te.explain.gradient(ex.model, x, ("block.add", 2), layer="relu1")
+        np.testing.assert_allclose(rows[2]["grad_norm"], np.linalg.norm(g), rtol=1e-6)
+    finally:
+        ex.close()

@@ -111,6 +111,28 @@ def test_depthwise_kernel_equals_the_grouped_gemm_path(monkeypatch, dtype, xs, w
         np.testing.assert_allclose(a, c, rtol=tol, atol=tol * np.abs(c).max(), err_msg=name)
 
 
+@pytest.mark.parametrize("budget", [None, 1])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_pointwise_conv_reads_the_image_itself(monkeypatch, budget, groups):
+    """1x1 convolutions (ResNet's bottlenecks, MobileNet's pointwise layers) skip im2col and
+    col2im on one image: frozen weights (input gradient only, image by image) and
+    training with a chunk budget of one image (kept cols are views of x) equal torch."""
+    if budget is not None:
+        monkeypatch.setattr(ops.Conv2d, "COL_BUDGET", budget)
+    x, w = rng(1).standard_normal((3, 4, 5, 7)), rng(2).standard_normal((6, 4 // groups, 1, 1))
+    b = rng(3).standard_normal(6)
+    conv = lambda x_, w_, b_: ops.conv2d(x_, w_, b_, 1, 0, groups)       # noqa: E731
+    _same_as_torch(conv, lambda x_, w_, b_: F.conv2d(x_, w_, b_, 1, 0, 1, groups), [x, w, b])
+    g = rng(4).standard_normal((3, 6, 5, 7))
+    from tinygrad_explain import kernels as K
+    for name in ("im2col", "col2im"):                   # the frozen-weight path uses neither
+        monkeypatch.setattr(K.im2col, name, lambda *a, **k: pytest.fail("im2col/col2im on a 1x1 convolution"))
+    _, (dx,) = _te_grads(lambda t: conv(t, te.Tensor(w), te.Tensor(b)), [x], g)
+    _, (dx_t,) = _torch_grads(lambda t: F.conv2d(t, torch.tensor(w), torch.tensor(b), 1, 0, 1, groups), [x], g)
+    np.testing.assert_allclose(dx, dx_t, rtol=1e-12, atol=1e-12)
+    assert te.gradcheck(lambda t: conv(t, te.Tensor(w), te.Tensor(b)), [x])
+
+
 def test_conv2d_refuses_dilation_and_bad_groups():
     x, w = te.Tensor(np.zeros((1, 4, 5, 5))), te.Tensor(np.zeros((4, 1, 3, 3)))
     with pytest.raises(ValueError, match="dilation 2 is not supported"):

@@ -50,6 +50,8 @@ from .ops import (conv2d, linear, relu, max_pool2d, local_response_norm, adaptiv
 from .gradcheck import gradcheck, GradcheckError, central_differences  # noqa: F401
 from . import nn, models  # noqa: F401
 from .models import Network  # noqa: F401
+from . import graph, onnx_import  # noqa: F401
+from .graph import GraphNetwork  # noqa: F401
 from .modelfile import save_model, load_model, ModelFileError  # noqa: F401
 from . import image, imagenet, explain, naive  # noqa: F401
 

@@ -288,7 +288,7 @@ class Explorer:
         m = self.model
         names = m.layer_names
         obj = resolve_objective(m, target, 1)          # the seed te.explain.gradient starts from
-        run = names[:names.index(obj.layer) + 1]
+        run = [n for n in names[:names.index(obj.layer) + 1] if n == obj.layer or m.feeds(n, obj.layer)]
         leaf = Tensor(np.array(x, copy=True), requires_grad=True)
         with relu_backward(rule):
             outs = m(leaf, until=obj.layer, keep=run)
@@ -302,6 +302,8 @@ class Explorer:
                    "grad_norm": float(np.linalg.norm(g))}
             if g.ndim == 4:
                 row["map"] = png_data_url(heat(np.abs(g[0]).sum(0)))
+            if hasattr(m, "inputs"):                    # a graph network: the node this one reads
+                below = leaf if m.inputs[n][0] == "input" else outs[m.inputs[n][0]]
             if m.layers[n].type == "relu":
                 gin = below.grad if below.grad is not None else np.zeros(below.shape, np.float32)
                 row["active"] = float((below.data > 0).mean())

@@ -50,6 +50,7 @@ class Add(nn.Layer):
         return tuple(shapes[0])
 
     def __call__(self, *xs: Tensor) -> Tensor:
+        _check_merge(self, xs)
         y = xs[0]
         for x in xs[1:]:
             y = y + x
@@ -70,7 +71,15 @@ class Concat(nn.Layer):
 
     def __call__(self, *xs: Tensor) -> Tensor:
         from . import ops
+        _check_merge(self, xs)
         return ops.concat(list(xs), axis=1)
+
+
+def _check_merge(layer, xs):
+    """A merge layer called with one input is a chain's loop run over a graph: refuse it."""
+    if len(xs) < 2:
+        raise TypeError(f"{layer.type}: needs two or more inputs, got {len(xs)} (a graph node: run the "
+                        "network, model(x, until=...), not its layers one after the other)")
 
 
 #: layer types that only graphs have (the model file's "add" and "concat")
@@ -105,6 +114,7 @@ class GraphNetwork(Network):
 
     def __init__(self, nodes: Iterable[tuple], input_shape: Sequence[int],
                  class_names: Sequence[str] | None = None, preprocessing: dict | None = None) -> None:
+        nodes = list(nodes)
         layers, inputs, previous = [], {}, INPUT
         for k, node in enumerate(nodes):
             if not isinstance(node, (tuple, list)) or len(node) not in (2, 3):
@@ -203,7 +213,7 @@ class GraphNetwork(Network):
         keep = [] if keep is None else [self._layer_name(k, "keep") for k in keep]
         need = self.ancestors(until)
         if start is not None:
-            if start not in need:
+            if start not in need or start == until:
                 raise ValueError(f"until={until!r} does not come after start={start!r}: no node would run")
             below = self.ancestors(start)
             need -= below

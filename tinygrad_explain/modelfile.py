@@ -193,7 +193,7 @@ def _short(v, n=60):
 
 def parameter_count(arch: Sequence[dict]) -> int:
     """Number of weights the architecture asks for, computed from the specs alone
-    (nothing allocated): conv O*(I/groups)*k*k + O, linear out*in + out."""
+    (nothing allocated): conv O*(I/groups)*k*k + O, linear out*in + out, batch norm 4*C."""
     from .nn import _positive
     total = 0
     for spec in arch:
@@ -208,6 +208,9 @@ def parameter_count(arch: Sequence[dict]) -> int:
             elif t == "linear":
                 i, o = _positive("linear", in_features=spec.get("in_features"), out_features=spec.get("out_features"))
                 total += o * i + o
+            elif t == "batchnorm":
+                (c,) = _positive("batchnorm", num_features=spec.get("num_features"))
+                total += 4 * c                  # weight, bias, running mean and variance
         except ValueError as e:
             raise ValueError(f"layer {name!r}: {e}") from None
     return total

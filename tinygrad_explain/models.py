@@ -255,8 +255,8 @@ def layer_output_shape(name: str, layer: nn.Layer, s: tuple, input_shape: tuple)
     """The output shape of ``layer`` (named ``name``) for an input of shape ``s`` (no
     batch axis), after checking that the layer can take it: a clear error naming the
     layer for a wrong architecture (the one check of ``Network`` and ``GraphNetwork``)."""
-    maps = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm, nn.Upsample)
-    maps += tuple(getattr(nn, c) for c in ("BatchNorm2d", "AvgPool2d", "GlobalAvgPool2d") if hasattr(nn, c))
+    maps = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm, nn.Upsample, nn.BatchNorm2d,
+            nn.AvgPool2d, nn.GlobalAvgPool2d)
     if isinstance(layer, maps) and len(s) != 3:
         raise ValueError(f"layer {name!r} ({layer.type}) needs a (C, H, W) map as input, gets shape {s}")
     if isinstance(layer, nn.Conv2d) and s[0] != layer.in_channels:

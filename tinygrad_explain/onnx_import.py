@@ -267,10 +267,9 @@ def _pads(a, where):
     return p[0]
 
 
-def build_graph(model, path="<onnx>", max_parameters=None, input_size=None):
+def build_graph(model, path="<onnx>", max_parameters=None, input_size=None, fold_batch_norm=True):
     """(nodes [(name, layer, inputs)], state {key: array}, input_shape) from a checked
     ``onnx.ModelProto`` (:func:`read_onnx`): the te graph, its weights folded and named."""
-    from . import nn
     from .models import layer_output_shape
     limit = _max_parameters(max_parameters)
     g = model.graph
@@ -308,151 +307,176 @@ def build_graph(model, path="<onnx>", max_parameters=None, input_size=None):
         return name
 
     for n in g.node:
-        op, a = n.op_type, _attrs(n)
-        where = f"{path}: node {n.name!r} ({op})"
-        ins = list(n.input)
-        dyn = [i for i in ins if i and i in src]
-        if op in _FOLDABLE and not (dyn and op in ("Identity", "Concat")) and op != "Shape":
-            const[n.output[0]] = _fold(n, a, ins, const, where)
-            continue
-        if op == "Shape":
-            if ins[0] in src:
-                const[n.output[0]] = np.array((_BATCH,) + shape[src[ins[0]]], np.int64)
-            else:
-                const[n.output[0]] = np.array(const[ins[0]].shape, np.int64)
-            continue
-        if not dyn:
-            raise OnnxImportError(f"{where}: no input is computed from the image (constant subgraphs of this "
-                                  "op are not folded)")
-        x = src[ins[0]] if ins[0] in src else None
-        if x is None:
-            raise OnnxImportError(f"{where}: its first input {ins[0]!r} is not computed from the image")
+        where = f"{path}: node {n.name!r} ({n.op_type})"
+        try:
+            _convert_node(n, where, path, const, src, shape, kind, state, readers, outputs, add, fold_batch_norm)
+        except OnnxImportError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+                ZeroDivisionError) as e:          # a layer refusing its arguments, a malformed attribute
+            raise OnnxImportError(f"{where}: {type(e).__name__}: {e.args[0] if e.args else e}") from None
+    nodes, state = _finish(g, path, src, nodes, state)
+    return nodes, state, input_shape
 
-        def cst(k, what):
-            if k >= len(ins) or not ins[k]:
-                return None
-            if ins[k] not in const:
-                raise OnnxImportError(f"{where}: {what} ({ins[k]!r}) must be a constant")
-            return const[ins[k]]
 
-        if op in ("Identity", "Dropout"):
-            if op == "Dropout" and len(n.output) > 1 and readers.get(n.output[1]):
-                raise OnnxImportError(f"{where}: its mask output is used (a training graph); export in eval mode")
+def _convert_node(n, where, path, const, src, shape, kind, state, readers, outputs, add, fold_batch_norm):
+    """Turn ONNX node ``n`` into te nodes (``add``), a folded constant or an alias."""
+    from . import nn
+    op, a = n.op_type, _attrs(n)
+    ins = list(n.input)
+    dyn = [i for i in ins if i and i in src]
+    if op in _FOLDABLE and not (dyn and op in ("Identity", "Concat")) and op != "Shape":
+        const[n.output[0]] = _fold(n, a, ins, const, where)
+        return
+    if op == "Shape":
+        if ins[0] in src:
+            const[n.output[0]] = np.array((_BATCH,) + shape[src[ins[0]]], np.int64)
+        elif ins[0] in const:
+            const[n.output[0]] = np.array(const[ins[0]].shape, np.int64)
+        else:
+            raise OnnxImportError(f"{where}: input {ins[0]!r} is not defined before this node")
+        return
+    if not dyn:
+        raise OnnxImportError(f"{where}: no input is computed from the image (constant subgraphs of this "
+                              "op are not folded)")
+    x = src[ins[0]] if ins[0] in src else None
+    if x is None:
+        raise OnnxImportError(f"{where}: its first input {ins[0]!r} is not computed from the image")
+
+    def cst(k, what):
+        if k >= len(ins) or not ins[k]:
+            return None
+        if ins[k] not in const:
+            raise OnnxImportError(f"{where}: {what} ({ins[k]!r}) must be a constant")
+        return const[ins[k]]
+
+    if op in ("Identity", "Dropout"):
+        if op == "Dropout" and (len(n.output) > 1 and readers.get(n.output[1])
+                                or len(ins) > 2 and ins[2] and bool(np.any(cst(2, "training_mode")))):
+            raise OnnxImportError(f"{where}: in training mode or its mask is used (a training graph); "
+                                  "export in eval mode")
+        src[n.output[0]] = x
+    elif op == "Conv":
+        w, b = cst(1, "the weight"), cst(2, "the bias")
+        if w is None or w.ndim != 4:
+            raise OnnxImportError(f"{where}: the weight must be a constant (O, I/groups, kH, kW)")
+        k = _square(a.get("kernel_shape", w.shape[2:]), "kernel_shape", where)
+        if tuple(w.shape[2:]) != (k, k):
+            raise OnnxImportError(f"{where}: kernel_shape {k} does not match the weight {list(w.shape)}")
+        s = _square(a.get("strides", [1, 1]), "strides", where)
+        groups = int(a.get("group", 1))
+        layer = nn.Conv2d(w.shape[1] * groups, w.shape[0], k, s, _pads(a, where), groups=groups)
+        add(n, layer, [x], {"weight": w, "bias": np.zeros(w.shape[0]) if b is None else b})
+    elif op == "BatchNormalization":
+        if int(a.get("training_mode", 0)):
+            raise OnnxImportError(f"{where}: training_mode=1 (a training graph); export in eval mode")
+        gamma, beta, mean, var = (cst(k, w) for k, w in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
+        if any(v is None for v in (gamma, beta, mean, var)):
+            raise OnnxImportError(f"{where}: scale, B, mean and var must all be constants")
+        eps = float(a.get("epsilon", 1e-5))
+        if fold_batch_norm and kind.get(x) == "Conv" and readers.get(ins[0]) == 1 and ins[0] not in outputs:
+            w, b = nn.fold_batch_norm(state[f"{x}.weight"], state[f"{x}.bias"], mean, var, gamma, beta, eps)
+            state[f"{x}.weight"], state[f"{x}.bias"] = np.asarray(w, np.float32), np.asarray(b, np.float32)
+            kind[x] = "Conv+BatchNormalization"
             src[n.output[0]] = x
-        elif op == "Conv":
-            w, b = cst(1, "the weight"), cst(2, "the bias")
-            if w is None or w.ndim != 4:
-                raise OnnxImportError(f"{where}: the weight must be a constant (O, I/groups, kH, kW)")
-            k = _square(a.get("kernel_shape", w.shape[2:]), "kernel_shape", where)
-            if tuple(w.shape[2:]) != (k, k):
-                raise OnnxImportError(f"{where}: kernel_shape {k} does not match the weight {list(w.shape)}")
-            s = _square(a.get("strides", [1, 1]), "strides", where)
-            groups = int(a.get("group", 1))
-            layer = nn.Conv2d(w.shape[1] * groups, w.shape[0], k, s, _pads(a, where), groups=groups)
-            add(n, layer, [x], {"weight": w, "bias": np.zeros(w.shape[0]) if b is None else b})
-        elif op == "BatchNormalization":
-            if int(a.get("training_mode", 0)):
-                raise OnnxImportError(f"{where}: training_mode=1 (a training graph); export in eval mode")
-            gamma, beta, mean, var = (cst(k, w) for k, w in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
-            if any(v is None for v in (gamma, beta, mean, var)):
-                raise OnnxImportError(f"{where}: scale, B, mean and var must all be constants")
-            eps = float(a.get("epsilon", 1e-5))
-            if kind.get(x) == "Conv" and readers.get(ins[0]) == 1 and ins[0] not in outputs:
-                w, b = nn.fold_batch_norm(state[f"{x}.weight"], state[f"{x}.bias"], mean, var, gamma, beta, eps)
-                state[f"{x}.weight"], state[f"{x}.bias"] = np.asarray(w, np.float32), np.asarray(b, np.float32)
-                kind[x] = "Conv+BatchNormalization"
-                src[n.output[0]] = x
-            else:
-                c = shape[x][0] if shape[x] else 0
-                add(n, nn.BatchNorm2d(c, eps=eps), [x],
-                    {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var})
-        elif op == "Relu":
+        else:
+            c = shape[x][0] if shape[x] else 0
+            add(n, nn.BatchNorm2d(c, eps=eps), [x],
+                {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var})
+    elif op == "Relu":
+        add(n, nn.ReLU(), [x])
+    elif op == "Clip":
+        lo, hi = (cst(1, "min"), cst(2, "max")) if len(ins) > 1 else (a.get("min"), a.get("max"))
+        lo = -np.inf if lo is None else float(np.asarray(lo))
+        hi = np.inf if hi is None else float(np.asarray(hi))
+        if lo == 0 and hi == 6:
+            add(n, nn.ReLU6(), [x])
+        elif lo == 0 and hi == np.inf:
             add(n, nn.ReLU(), [x])
-        elif op == "Clip":
-            lo, hi = (cst(1, "min"), cst(2, "max")) if len(ins) > 1 else (a.get("min"), a.get("max"))
-            lo = -np.inf if lo is None else float(np.asarray(lo))
-            hi = np.inf if hi is None else float(np.asarray(hi))
-            if lo == 0 and hi == 6:
-                add(n, nn.ReLU6(), [x])
-            elif lo == 0 and hi == np.inf:
-                add(n, nn.ReLU(), [x])
+        else:
+            add(n, nn.Clip(lo, hi), [x])
+    elif op in ("MaxPool", "AveragePool"):
+        if int(a.get("storage_order", 0)) or len(n.output) > 1 and readers.get(n.output[1]):
+            raise OnnxImportError(f"{where}: indices output / storage_order are not supported")
+        k = _square(a["kernel_shape"], "kernel_shape", where)
+        s = _square(a.get("strides", [1, 1]), "strides", where)
+        p, ceil = _pads(a, where), bool(a.get("ceil_mode", 0))
+        if op == "MaxPool":
+            layer = nn.MaxPool2d(k, s, p, ceil_mode=ceil)
+        else:
+            layer = nn.AvgPool2d(k, s, p, count_include_pad=bool(a.get("count_include_pad", 0)), ceil_mode=ceil)
+        add(n, layer, [x])
+    elif op == "GlobalAveragePool":
+        add(n, nn.GlobalAvgPool2d(), [x])
+    elif op in ("Flatten", "Reshape"):
+        s = shape[x]
+        if op == "Flatten":
+            if int(a.get("axis", 1)) != 1:
+                raise OnnxImportError(f"{where}: axis {a.get('axis')} (only axis=1, keeping the batch)")
+        else:
+            t = cst(1, "the target shape")
+            if t is None:
+                raise OnnxImportError(f"{where}: the target shape must be a constant")
+            t = [int(v) for v in np.asarray(t).reshape(-1)]
+            if not (len(t) == 2 and t[0] in (0, -1, 1, _BATCH) and t[1] in (-1, int(np.prod(s)))):
+                shown = ["N" if v == _BATCH else v for v in t]
+                raise OnnxImportError(f"{where}: a Reshape to {shown} of a {list(s)} map; only the flatten "
+                                      "kind (N, -1) is supported")
+        if len(s) == 1:
+            src[n.output[0]] = x
+        else:
+            add(n, nn.Flatten(), [x])
+    elif op in ("Gemm", "MatMul"):
+        w = cst(1, "the weight")
+        if w is None or w.ndim != 2 or len(shape[x]) != 1:
+            raise OnnxImportError(f"{where}: only (N, F) times a constant matrix is supported")
+        if op == "Gemm":
+            if int(a.get("transA", 0)):
+                raise OnnxImportError(f"{where}: transA=1 is not supported")
+            w = w if int(a.get("transB", 0)) else w.T
+            w = w * float(a.get("alpha", 1.0))
+            b, O = cst(2, "C"), w.shape[0]
+            if b is not None:
+                b = np.asarray(b, np.float64)
+                b = float(a.get("beta", 1.0)) * np.broadcast_to(b.reshape(-1) if b.size == O else b, (O,))
             else:
-                add(n, nn.Clip(lo, hi), [x])
-        elif op in ("MaxPool", "AveragePool"):
-            if int(a.get("storage_order", 0)) or len(n.output) > 1 and readers.get(n.output[1]):
-                raise OnnxImportError(f"{where}: indices output / storage_order are not supported")
-            k = _square(a["kernel_shape"], "kernel_shape", where)
-            s = _square(a.get("strides", [1, 1]), "strides", where)
-            p, ceil = _pads(a, where), bool(a.get("ceil_mode", 0))
-            if op == "MaxPool":
-                layer = nn.MaxPool2d(k, s, p, ceil_mode=ceil)
+                b = np.zeros(O)
+        else:
+            w, b = w.T, np.zeros(w.shape[1])
+        add(n, nn.Linear(w.shape[1], w.shape[0]), [x], {"weight": w, "bias": b})
+    elif op == "Add":
+        other = [i for i in ins if i not in src]
+        if not other:
+            if len(set(ins)) != len(ins):
+                raise OnnxImportError(f"{where}: adds a value to itself; not supported")
+            add(n, Add(), [src[i] for i in ins])
+        else:
+            b = const.get(other[0])
+            if b is None:
+                raise OnnxImportError(f"{where}: input {other[0]!r} is neither computed nor a constant")
+            xn = src[dyn[0]]
+            if kind.get(xn) == "MatMul" and readers.get(dyn[0]) == 1 and b.size == shape[xn][0]:
+                state[f"{xn}.bias"] = state[f"{xn}.bias"] + np.asarray(b, np.float32).reshape(-1)
+                kind[xn] = "MatMul+Add"
+                src[n.output[0]] = xn
             else:
-                layer = nn.AvgPool2d(k, s, p, count_include_pad=bool(a.get("count_include_pad", 0)), ceil_mode=ceil)
-            add(n, layer, [x])
-        elif op == "GlobalAveragePool":
-            add(n, nn.GlobalAvgPool2d(), [x])
-        elif op in ("Flatten", "Reshape"):
-            s = shape[x]
-            if op == "Flatten":
-                if int(a.get("axis", 1)) != 1:
-                    raise OnnxImportError(f"{where}: axis {a.get('axis')} (only axis=1, keeping the batch)")
-            else:
-                t = cst(1, "the target shape")
-                if t is None:
-                    raise OnnxImportError(f"{where}: the target shape must be a constant")
-                t = [int(v) for v in np.asarray(t).reshape(-1)]
-                if not (len(t) == 2 and t[0] in (0, -1, 1, _BATCH) and t[1] in (-1, int(np.prod(s)))):
-                    shown = ["N" if v == _BATCH else v for v in t]
-                    raise OnnxImportError(f"{where}: a Reshape to {shown} of a {list(s)} map; only the flatten "
-                                          "kind (N, -1) is supported")
-            if len(s) == 1:
-                src[n.output[0]] = x
-            else:
-                add(n, nn.Flatten(), [x])
-        elif op in ("Gemm", "MatMul"):
-            w = cst(1, "the weight")
-            if w is None or w.ndim != 2 or len(shape[x]) != 1:
-                raise OnnxImportError(f"{where}: only (N, F) times a constant matrix is supported")
-            if op == "Gemm":
-                if int(a.get("transA", 0)):
-                    raise OnnxImportError(f"{where}: transA=1 is not supported")
-                w = w if int(a.get("transB", 0)) else w.T
-                w = w * float(a.get("alpha", 1.0))
-                b = cst(2, "C")
-                b = np.zeros(w.shape[0]) if b is None else float(a.get("beta", 1.0)) * np.broadcast_to(
-                    np.asarray(b), (w.shape[0],))
-            else:
-                w, b = w.T, np.zeros(w.shape[1])
-            add(n, nn.Linear(w.shape[1], w.shape[0]), [x], {"weight": w, "bias": b})
-        elif op == "Add":
-            other = [i for i in ins if i not in src]
-            if not other:
-                if len(set(ins)) != len(ins):
-                    raise OnnxImportError(f"{where}: adds a value to itself; not supported")
-                add(n, Add(), [src[i] for i in ins])
-            else:
-                b = const.get(other[0])
-                if b is None:
-                    raise OnnxImportError(f"{where}: input {other[0]!r} is neither computed nor a constant")
-                xn = src[dyn[0]]
-                if kind.get(xn) == "MatMul" and readers.get(dyn[0]) == 1 and b.size == shape[xn][0]:
-                    state[f"{xn}.bias"] = state[f"{xn}.bias"] + np.asarray(b, np.float32).reshape(-1)
-                    kind[xn] = "MatMul+Add"
-                    src[n.output[0]] = xn
-                else:
-                    raise OnnxImportError(f"{where}: adds a constant to something other than a MatMul's "
-                                          "output; not supported")
-        elif op == "Concat":
-            if any(i not in src for i in ins):
-                raise OnnxImportError(f"{where}: concatenates computed values with constants; not supported")
-            axis = int(a.get("axis", 1))
-            if axis not in (1, -3) or len(shape[src[ins[0]]]) != 3:
-                raise OnnxImportError(f"{where}: only concatenation of maps along channels (axis 1) is "
-                                      f"supported, got axis {axis}")
-            add(n, Concat(), [src[i] for i in ins])
-        else:                                # a shape op on a computed value
-            raise OnnxImportError(f"{where}: reads a computed value ({dyn[0]!r}); only constants and shapes "
-                                  "can go through it")
+                raise OnnxImportError(f"{where}: adds a constant to something other than a MatMul's "
+                                      "output; not supported")
+    elif op == "Concat":
+        if any(i not in src for i in ins):
+            raise OnnxImportError(f"{where}: concatenates computed values with constants; not supported")
+        axis = int(a.get("axis", 1))
+        if axis not in (1, -3) or len(shape[src[ins[0]]]) != 3:
+            raise OnnxImportError(f"{where}: only concatenation of maps along channels (axis 1) is "
+                                  f"supported, got axis {axis}")
+        add(n, Concat(), [src[i] for i in ins])
+    else:                                # a shape op on a computed value
+        raise OnnxImportError(f"{where}: reads a computed value ({dyn[0]!r}); only constants and shapes "
+                              "can go through it")
+
+
+def _finish(g, path, src, nodes, state):
+    """Keep the nodes the one output depends on; (nodes, state)."""
     outs = [o.name for o in g.output]
     if len(outs) != 1:
         raise OnnxImportError(f"{path}: the graph has {len(outs)} outputs {outs}; a classifier has one")
@@ -472,7 +496,7 @@ def build_graph(model, path="<onnx>", max_parameters=None, input_size=None):
     if nodes[-1][0] != last:
         raise OnnxImportError(f"{path}: the output node {last!r} is not the last node in the file's order")
     state = {k: v for k, v in state.items() if k.rsplit(".", 1)[0] in need}
-    return nodes, state, input_shape
+    return nodes, state
 
 
 def _fold(n, a, ins, const, where):
@@ -519,10 +543,12 @@ def load_onnx(path: str | os.PathLike, *, class_names: Sequence[str] | None = No
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
               channel_order: str | None = None, pixel_scale: float | None = None, resize: int | None = None,
               crop: int | None = None, input_size: int | Sequence[int] | None = None,
-              max_parameters: int | None = None, device: str = "cpu") -> GraphNetwork:
+              max_parameters: int | None = None, fold_batch_norm: bool = True, device: str = "cpu") -> GraphNetwork:
     """An ONNX classifier as a GraphNetwork (module docstring: what is read, what is
     refused, how nodes are named).  Preprocessing and class names as for ``save_model``;
-    ``input_size`` (H, W) where the file leaves the image size open.  Every problem
+    ``input_size`` (H, W) where the file leaves the image size open.  ``fold_batch_norm=False``
+    keeps every BatchNormalization as a ``batchnorm`` node (the file's own numbers, for
+    float64 comparisons; folding rounds the folded weights to float32).  Every problem
     raises :class:`OnnxImportError` (a ``ModelFileError``) naming the file and the node."""
     from .image import preprocessing_of
     from .imagenet import IMAGENET_CLASSES
@@ -530,7 +556,7 @@ def load_onnx(path: str | os.PathLike, *, class_names: Sequence[str] | None = No
     path = Path(path)
     model = read_onnx(path, max_parameters, input_size)
     with weights_to_be_loaded():           # every weight is loaded from the file below
-        nodes, state, input_shape = build_graph(model, path, max_parameters, input_size)
+        nodes, state, input_shape = build_graph(model, path, max_parameters, input_size, fold_batch_norm)
         pre = {k: v for k, v in (("mean", mean), ("std", std), ("channel_order", channel_order),
                                  ("pixel_scale", pixel_scale), ("resize", resize), ("crop", crop)) if v is not None}
         pre = {k: (list(map(float, v)) if k in ("mean", "std") else v) for k, v in pre.items()}

@@ -100,8 +100,17 @@ class Conv2d(Function):
         return oh, ow, R, O // self.groups, step
 
     # ---- the steps ----------------------------------------------------------
+    def _pointwise(self, n, kh, kw):
+        """A 1x1 convolution, stride 1, no padding, on one image: its col is the image itself
+        (C, H*W) -- no im2col copy, and dx is written by the GEMM, no col2im (ResNet's and
+        MobileNet's 1x1 layers)."""
+        return n == 1 and kh == kw == 1 and self.stride == (1, 1) and self.padding == (0, 0)
+
     def _im2col(self, B, x, kh, kw, out):
-        """col (C*kh*kw, n*L) of a chunk x (n, C, H, W), written into ``out``."""
+        """col (C*kh*kw, n*L) of a chunk x (n, C, H, W), written into ``out`` (a view of a
+        contiguous x itself for a 1x1 convolution on one image, ``_pointwise``)."""
+        if self._pointwise(x.shape[0], kh, kw):
+            return x.reshape(x.shape[1], -1)
         return B.im2col.im2col(x, kh, kw, self.stride, self.padding, out=out)
 
     @staticmethod
@@ -202,7 +211,9 @@ class Conv2d(Function):
                 n1 = min(z, n0 + step)
                 grows = B.layout.nchw_to_rows(g[n0:n1], B.workspace.get("grows", (O, (n1 - n0) * L), g.dtype)
                                               if n1 - n0 > 1 else None)
-                if need_x:
+                if need_x and self._pointwise(n1 - n0, kh, kw):
+                    self.backward_gemm(xp, wg, grows, dx[n0].reshape(G * R, L))
+                elif need_x:
                     dcol = B.workspace.get("dcol", (G * R, (n1 - n0) * L), g.dtype)
                     self.backward_gemm(xp, wg, grows, dcol)
                     B.im2col.col2im(dcol, (n1 - n0,) + x.shape[1:], kh, kw, self.stride, self.padding,
@@ -382,29 +393,30 @@ class BatchNorm(Function):
     mean and var are constants (the running statistics), weight and bias inputs.
     Chain rule (xhat = (x - mean) / sqrt(var + eps)):
         dx = g * s;   dweight = sum_{n, h, w} g * xhat;   dbias = sum_{n, h, w} g
-    s and the shift are computed in float64 and applied in x's dtype.  A batch norm
-    right after a convolution is better folded into it at load time
-    (``nn.fold_batch_norm``): then it costs nothing."""
+    s and 1 / sqrt(var + eps) are computed in float64 and applied in x's dtype, one
+    pass per array (kernels/batchnorm.py).  A batch norm right after a convolution
+    is better folded into it at load time (``nn.fold_batch_norm``): then it costs
+    nothing."""
 
     def forward(self, x: Array, weight: Array, bias: Array, mean: Array | None = None, var: Array | None = None,
                 eps: float = 1e-5) -> Array:
         xp = _xp(x)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
         inv = 1.0 / xp.sqrt(xp.asarray(var, dtype=np.float64) + float(eps))
-        self.scale = (xp.asarray(weight, dtype=np.float64) * inv).astype(x.dtype).reshape(shape)
-        self.mean = xp.asarray(mean, dtype=x.dtype).reshape(shape)
-        y = (x - self.mean) * self.scale
-        y += bias.astype(x.dtype, copy=False).reshape(shape)
-        if len(self.needs_grad) > 1 and self.needs_grad[1]:
-            self.x, self.inv, self.w_dtype = x, inv.astype(x.dtype).reshape(shape), weight.dtype
+        self.scale = (xp.asarray(weight, dtype=np.float64) * inv).astype(x.dtype)
+        self.mean = xp.ascontiguousarray(xp.asarray(mean, dtype=x.dtype))
+        y = K.backend(x).batchnorm.forward(x, self.mean, self.scale, xp.ascontiguousarray(bias.astype(x.dtype)))
+        if len(self.needs_grad) > 1 and (self.needs_grad[1] or self.needs_grad[2]):
+            self.x, self.inv, self.w_dtype = x, inv.astype(x.dtype), weight.dtype
         return y
 
     def backward(self, g: Array) -> Grads:
-        axes = (0,) + tuple(range(2, g.ndim))
-        dx = g * self.scale if self.needs_grad[0] else None
-        dw = ((g * ((self.x - self.mean) * self.inv)).sum(axis=axes).astype(self.w_dtype, copy=False)
-              if self.needs_grad[1] else None)
-        db = g.sum(axis=axes) if self.needs_grad[2] else None
+        B = K.backend(g)
+        dx = B.batchnorm.backward_input(g, self.scale) if self.needs_grad[0] else None
+        dw = db = None
+        if self.needs_grad[1] or self.needs_grad[2]:
+            dw, db = B.batchnorm.backward_params(g, self.x, self.mean, self.inv)
+            dw = dw.astype(self.w_dtype, copy=False) if self.needs_grad[1] else None
+            db = db if self.needs_grad[2] else None
         return dx, dw, db
 
 

@@ -301,6 +301,9 @@ def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None 
     FIGURE_LAYERS the model has, conv1 ... fc8), all as one batch: row l of the batch is
     matched to layer l's code only (one forward pass serves every row, each row going
     only as deep as its own layer).  Settings as in :func:`invert`."""
+    if hasattr(model, "inputs"):
+        raise ExplainError("invert_layers runs the layers as a chain; on a graph network invert one node at a "
+                           "time with invert(model, x, layer=node)")
     layers = [l for l in FIGURE_LAYERS if l in model.layer_names] if layers is None else \
         [resolve_layer(model, l) for l in layers]
     if not layers:
