@@ -194,6 +194,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-size", type=int, default=None, help="first N training scenes (default: all 60,000)")
     ap.add_argument("--eval-size", type=int, default=2000, help="test scenes scored after each epoch")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start from this checkpoint (an epoch_NNN.pt of this script) instead of a fresh network")
+    ap.add_argument("--first-epoch", type=int, default=0,
+                    help="number of the first epoch (its scene seed; with --init-from, the checkpoint's epoch)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads (default 1: on the shared 2-core machine two threads ran 2-3x slower)")
     ap.add_argument("--workers", type=int, default=4,
@@ -263,6 +267,11 @@ def train_worker(rank, args):
               flush=True)
 
     model = scene_resnet()
+    if args.init_from:                       # a second cycle: go on from a checkpoint of this script
+        ck = torch.load(args.init_from, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        if not np.allclose(ck["mean"].numpy(), mean) or not np.allclose(ck["std"].numpy(), std):
+            raise SystemExit(f"{args.init_from}: its preprocessing differs from these scenes'")
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
         print(model)
@@ -276,7 +285,7 @@ def train_worker(rank, args):
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    rng = np.random.default_rng([args.seed, 1, rank])
+    rng = np.random.default_rng([args.seed, 1, rank] + ([args.first_epoch] if args.first_epoch else []))
     part = args.batch // world
     steps_per_epoch = n_all // args.batch
     total, warm = steps_per_epoch * args.epochs, int(args.warmup * steps_per_epoch)
@@ -288,7 +297,7 @@ def train_worker(rank, args):
 
     history = []
     t_train = time.perf_counter()
-    for epoch in range(args.epochs):
+    for epoch in range(args.first_epoch, args.first_epoch + args.epochs):
         t0 = time.perf_counter()
         if epoch > 0:     # the same items in new scenes (scene seed = epoch), as scripts/train_embedded.py
             images = scenes.render_images("train", epoch, lo, hi)
@@ -301,7 +310,7 @@ def train_worker(rank, args):
             xb = scenes.augment(images[idx], rng, flip=True, shift=0)
             x, y = to_tensor(xb, mean, std), torch.from_numpy(labels[idx])
             for g in opt.param_groups:
-                g["lr"] = lr_at(epoch * steps_per_epoch + k)
+                g["lr"] = lr_at((epoch - args.first_epoch) * steps_per_epoch + k)
             out = net(x)
             loss = loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
@@ -320,7 +329,8 @@ def train_worker(rank, args):
                    "seconds": time.perf_counter() - t0, "render_seconds": t_data}
             history.append(rec)
             print(json.dumps(rec), flush=True)
-            torch.save({"model": model.state_dict(), "epoch": epoch + 1, "mean": mean, "std": std},
+            torch.save({"model": model.state_dict(), "epoch": epoch + 1, "mean": torch.from_numpy(mean),
+                        "std": torch.from_numpy(std)},
                        args.out_dir / f"epoch_{epoch + 1:03d}.pt")
     if rank != 0:
         return
