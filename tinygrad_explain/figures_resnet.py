@@ -81,8 +81,8 @@ def fig_resnet(inp, out, summary, resnet=None, judge=None):
                 else:
                     tile = cam_overlay(pictures[i], p[key][i])
                 row.append(tile)
-                extra = f"\n{p['cam_layer']}" if key == "gradcam" else ""
-                row_labels.append(f"{name} {what}{extra}\n{names[p['pred'][i]]} p {p['p'][i]:.2f}")
+                extra = f" {p['cam_layer']}" if key == "gradcam" else ""
+                row_labels.append(f"{name}\n{what}{extra}\n{names[p['pred'][i]]} p {p['p'][i]:.2f}")
         tiles += row + [blank] * (ncol - len(row))
         labels += row_labels + [""] * (ncol - len(row))
     for name, p in (("AlexNet", a), ("ResNet", b)):
