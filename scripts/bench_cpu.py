@@ -35,6 +35,12 @@ training step of the embedded model at batch 128.
     python scripts/bench_cpu.py --fc --no-speed --no-memory --no-startup --no-train
     python scripts/bench_cpu.py --loops --no-speed --no-memory --no-startup --no-train
     python scripts/bench_cpu.py --reduced --no-speed --batches 1 8 --no-memory --no-startup --no-train
+    python scripts/bench_cpu.py --variants resnet50 vgg16 --batches 1 8 --no-startup --no-train
+
+``--variants resnet50 vgg16`` times torchvision's ResNet-50 and VGG16 (224 px, random
+weights; ``torch_graph_net``), exported to ONNX and loaded as graph networks, against
+the torch modules they were exported from (issue 28).  ``--profile`` skips them (its
+table pairs AlexNet's layers one to one).
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -62,19 +69,87 @@ def blas_info():
         return f"{b.get('name', '?')} {b.get('version', '')}"
 
 
-VARIANTS = ("embedded", "torchvision", "caffe")
+ALEXNETS = ("embedded", "torchvision", "caffe")
+GRAPH_VARIANTS = ("resnet50", "vgg16")          # graph networks, brought in through ONNX
+VARIANTS = ALEXNETS + GRAPH_VARIANTS
+
+
+def torch_graph_net(variant):
+    """torchvision's ResNet-50 or VGG16 (224 px, 1000 classes) written out in plain torch
+    (torchvision need not be installed), torchvision's random initialisation (seed 0),
+    eval mode.  Every ReLU is a module of its own, used once, so that the backward hooks
+    of the deconvnet / guided rules (``TORCH_RULES``) see each call."""
+    import torch
+    from torch import nn as T
+    torch.manual_seed(0)
+    if variant == "vgg16":
+        layers, cin = [], 3
+        for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"):
+            layers += [T.MaxPool2d(2, 2)] if v == "M" else [T.Conv2d(cin, v, 3, padding=1), T.ReLU()]
+            cin = cin if v == "M" else v
+        net = T.Sequential(*layers, T.AdaptiveAvgPool2d(7), T.Flatten(), T.Linear(512 * 49, 4096), T.ReLU(),
+                           T.Dropout(), T.Linear(4096, 4096), T.ReLU(), T.Dropout(), T.Linear(4096, 1000))
+    else:
+        class Bottleneck(T.Module):
+            def __init__(self, cin, planes, stride):
+                super().__init__()
+                cout = planes * 4
+                self.body = T.Sequential(
+                    T.Conv2d(cin, planes, 1, bias=False), T.BatchNorm2d(planes), T.ReLU(),
+                    T.Conv2d(planes, planes, 3, stride, 1, bias=False), T.BatchNorm2d(planes), T.ReLU(),
+                    T.Conv2d(planes, cout, 1, bias=False), T.BatchNorm2d(cout))
+                self.downsample = (T.Sequential(T.Conv2d(cin, cout, 1, stride, bias=False), T.BatchNorm2d(cout))
+                                   if stride != 1 or cin != cout else None)
+                self.relu = T.ReLU()
+
+            def forward(self, x):
+                return self.relu(self.body(x) + (x if self.downsample is None else self.downsample(x)))
+
+        blocks, cin = [], 64
+        for planes, n, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            for i in range(n):
+                blocks.append(Bottleneck(cin, planes, stride if i == 0 else 1))
+                cin = planes * 4
+        net = T.Sequential(T.Conv2d(3, 64, 7, 2, 3, bias=False), T.BatchNorm2d(64), T.ReLU(), T.MaxPool2d(3, 2, 1),
+                           *blocks, T.AdaptiveAvgPool2d(1), T.Flatten(), T.Linear(2048, 1000))
+    for m in net.modules():                     # torchvision's initialisation
+        if isinstance(m, T.Conv2d):
+            T.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                T.init.zeros_(m.bias)
+        elif isinstance(m, T.Linear):
+            T.init.normal_(m.weight, 0, 0.01)
+            T.init.zeros_(m.bias)
+    return net.eval()
 
 
 def te_model(variant):
     """"embedded": the shipped scene model (64x64, trained); "torchvision" (224) / "caffe"
-    (227): the ImageNet AlexNets with random weights (seed 0)."""
+    (227): the ImageNet AlexNets with random weights (seed 0); "resnet50" / "vgg16":
+    ``torch_graph_net`` exported to ONNX and loaded as a user does (``te.load_model``,
+    batch norm folded into the convolutions), the torch module kept as ``torch_source``."""
     import tinygrad_explain as te
     te.manual_seed(0)
+    if variant in GRAPH_VARIANTS:
+        import torch
+        tm = torch_graph_net(variant)
+        with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # the legacy exporter's deprecation notice
+            path = os.path.join(d, f"{variant}.onnx")
+            torch.onnx.export(tm, (torch.zeros(1, 3, 224, 224),), path, dynamo=False, opset_version=17,
+                              input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+            model = te.load_model(path)
+        model.torch_source = tm
+        return model
     return te.load_model() if variant == "embedded" else te.models.alexnet(variant)
 
 
 def torch_twin(te_model):
-    """The same network in torch, one module per layer (torch_reference.from_network)."""
+    """The same network in torch: the module a graph network was exported from (a fresh
+    copy), else one module per layer (torch_reference.from_network)."""
+    if hasattr(te_model, "torch_source"):
+        import copy
+        return copy.deepcopy(te_model.torch_source)
     from tinygrad_explain.torch_reference import from_network
     return from_network(te_model)
 
@@ -173,6 +248,10 @@ def run_speed(args, have_torch):
         for batch in args.batches:
             model, fwd, grad = te_setup(variant, batch)
             tfwd, tgrad = torch_setup(variant, batch, model) if have_torch else (None, lambda rule: None)
+            if have_torch and variant in GRAPH_VARIANTS:        # the same network: its scores agree
+                a, b = np.asarray(fwd(), np.float64), tfwd().double().numpy()
+                print(f"{variant:<12} {batch:>5}  scores: max |te - torch| / max |torch| = "
+                      f"{np.abs(a - b).max() / np.abs(b).max():.1e}", flush=True)
             rows.append((variant, batch) + compare("forward", fwd, tfwd, args.repeats) + (uptime(),))
             print_row(rows[-1:])
             for rule in args.rules:
@@ -515,8 +594,9 @@ def status(key):
         for line in f:
             if line.startswith(key): return int(line.split()[1]) * 1024
 import tinygrad_explain as te
-te.manual_seed(0)
-m = te.load_model() if variant == 'embedded' else te.models.alexnet(variant)
+sys.path.insert(0, %r)
+from bench_cpu import te_model, torch_twin
+m = te_model(variant)
 shape = m.input_shape
 if engine == 'te':
     def step(b):
@@ -525,8 +605,7 @@ if engine == 'te':
         xt = te.Tensor(x, requires_grad=True); m(xt).backward(oh); return xt.grad
 else:
     import torch; torch.set_num_threads(%d)
-    from tinygrad_explain.torch_reference import from_network
-    tm = from_network(m); del m
+    tm = torch_twin(m); del m
     for p in tm.parameters(): p.requires_grad_(False)
     def step(b):
         x0 = np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)
@@ -550,7 +629,7 @@ print(status('VmHWM') - base + extra, extra, fc)
 def run_memory(variant, batch, threads):
     out = {}
     for engine in ("te", "torch"):
-        r = subprocess.run([sys.executable, "-c", CHILD % threads, engine, variant, str(batch)],
+        r = subprocess.run([sys.executable, "-c", CHILD % (HERE, threads), engine, variant, str(batch)],
                            capture_output=True, text=True)
         if r.returncode != 0:
             out[engine] = None
@@ -637,7 +716,9 @@ def main():
     from tinygrad_explain.device import rerun_without_blas_pins
     rerun_without_blas_pins()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=list(ALEXNETS), choices=VARIANTS,
+                    help="networks to time (default: the AlexNets); resnet50, vgg16: 224 px graph networks "
+                         "through ONNX")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     ap.add_argument("--rules", nargs="+", default=["backprop", "deconvnet", "guided"], choices=list(TORCH_RULES))
     ap.add_argument("--repeats", type=int, default=7)
@@ -680,7 +761,7 @@ def main():
     if args.loops and have_torch:
         run_loops(args)
     if args.profile and have_torch:
-        for variant in args.variants:
+        for variant in (v for v in args.variants if v not in GRAPH_VARIANTS):     # layers match one to one
             for batch in args.batches:
                 print_profile(variant, batch, profile_layers(variant, batch, args.repeats))
 

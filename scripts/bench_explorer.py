@@ -46,7 +46,8 @@ def main(argv=None):
         wall, split = [], []
         for r in range(args.repeats + 1):
             body = json.dumps({"image": f"scene:{r}", "method": method, "layers": not args.no_layers}).encode()
-            req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+            req = urllib.request.Request(url, body, {"Content-Type": "application/json",
+                                                     explorer.TOKEN_HEADER: server.token})
             t = time.perf_counter()
             with urllib.request.urlopen(req) as resp:
                 res = json.loads(resp.read())

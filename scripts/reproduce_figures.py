@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Reproduce every figure of the lecture "Explaining CNNs: Early Methods".
+"""Reproduce every figure of the lecture "Explaining CNNs: Early Methods": `tinygrad-explain figures`.
 
-    python scripts/reproduce_figures.py --out figures/                      # embedded model, sample scenes
-    python scripts/reproduce_figures.py --out fig_alexnet/ --weights alexnet.h5 --images cat.jpg boat.jpg
+    tinygrad-explain figures --out figures/                      # embedded model, sample scenes
+    tinygrad-explain figures --out fig_alexnet/ --weights alexnet.h5 --images cat.jpg boat.jpg
+    python scripts/reproduce_figures.py --out figures/           # the same, from a checkout
 
 Writes PNGs and an index.html gallery with captions (the recipes: tinygrad_explain/figures.py;
 the folder and the page: tinygrad_explain/gallery.py),
@@ -11,8 +12,11 @@ fc7 inversion errors.  When every figure is done, its files replace their namesa
 in the --out folder; nothing else there is touched (--out . is safe).
 """
 import sys
+from pathlib import Path
 
-from tinygrad_explain.figures import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
+
+from tinygrad_explain.figures import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,6 +5,9 @@ CuPy whose kernels are the .cu sources compiled for the host) first on the
 import path, so that ``tests/test_gpu.py`` runs its GPU code path on a
 machine without a GPU.  See tests/fake_cupy/README.md for what that does and
 does not check.
+
+``@pytest.mark.needs(ok, why)``: the test needs something that may be missing (tests/_need.py):
+skipped when ``ok`` is false, failed instead under ``CI=true``.
 """
 import os
 import sys
@@ -13,6 +16,15 @@ import pytest
 
 if os.environ.get("TE_FAKE_CUPY"):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_cupy"))
+
+
+def pytest_runtest_setup(item):
+    """``@pytest.mark.needs(ok, why)``: skip (in CI: fail) a test whose data set, tool or extra is missing."""
+    for mark in item.iter_markers("needs"):
+        ok, why = mark.args
+        if not ok:
+            from _need import missing
+            missing(why)
 
 
 @pytest.fixture(scope="module")

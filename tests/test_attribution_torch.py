@@ -6,14 +6,15 @@ Captum's noise draw is replaced by te's ``smoothgrad_noise``.
 """
 from __future__ import annotations
 
+import _need as need
 import numpy as np
 import pytest
 
 import tinygrad_explain as te
 from tinygrad_explain.explain import attribution as A
 
-torch = pytest.importorskip("torch")
-captum_attr = pytest.importorskip("captum.attr")
+torch = need.module("torch")
+captum_attr = need.module("captum.attr")
 
 from _reference import numeric_grad  # noqa: E402
 from test_explain_torch import te_net, torch_net  # noqa: E402

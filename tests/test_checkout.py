@@ -53,3 +53,64 @@ def test_this_checkout_maps_its_own_kernels():
     if (Path(te.__file__).parent / "kernels").is_dir():
         pytest.skip("an installed wheel: the kernels are inside the package")
     assert Path(te.kernels.__file__).resolve() == (ROOT / "kernels" / "__init__.py").resolve()
+
+
+# --------------------------------------------------------------------------
+# what the wheel ships (tinygrad_explain/shipped.py; .ci/run builds and installs the real wheel)
+# --------------------------------------------------------------------------
+WHEEL_LIMIT = 100_000_000          # the package index's default upload limit, in bytes
+
+
+def _wheel_layout(dest):
+    """The package as a wheel installs it: kernels/ and weights/ inside tinygrad_explain/."""
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc")
+    shutil.copytree(ROOT / "tinygrad_explain", dest / "tinygrad_explain", ignore=skip)
+    shutil.copytree(ROOT / "kernels", dest / "tinygrad_explain" / "kernels", ignore=skip)
+    shutil.copytree(ROOT / "weights", dest / "tinygrad_explain" / "weights",
+                    ignore=shutil.ignore_patterns("alexnet_*"))
+
+
+def test_named_models_load_from_a_wheel_layout_anywhere(tmp_path):
+    """Installed (weights/ inside the package), every named model, the decoders and the bank load
+    from any working directory, from the package's own folder -- not from a checkout beside it."""
+    _wheel_layout(tmp_path / "site")
+    (tmp_path / "elsewhere").mkdir()
+    probe = ("import tinygrad_explain as te; from tinygrad_explain.modelfile import MODEL_NAMES; "
+             "from tinygrad_explain.explain import decoder, exemplar; "
+             "m = te.load_model(); paths = [te.load_model(n).path for n in MODEL_NAMES]; "
+             "paths += [decoder.load_decoder(m, l).path for l in ('pool5', 'fc6', 'fc7')]; "
+             "paths.append(str(exemplar.BANK_PATH)); exemplar.load_bank(); "
+             "print(te.__file__); print(*paths, sep='\\n')")
+    env = {k: v for k, v in os.environ.items() if k not in ("TE_FAKE_CUPY", "TGE_WEIGHTS")}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path / "elsewhere", env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    pkg, *paths = r.stdout.strip().splitlines()
+    inside = (tmp_path / "site" / "tinygrad_explain").resolve()
+    assert Path(pkg).resolve().parent == inside
+    assert len(paths) == 4 + 3 + 1
+    for p in paths:
+        assert Path(p).resolve().is_relative_to(inside), p
+
+
+def test_every_shipped_file_is_in_the_wheel_and_it_fits():
+    """setup.cfg maps weights/ into the package and ships every *.h5 there (a new model file needs
+    no edit), the data and the explorer's page; what ships is under the upload limit."""
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    mapped = dict(line.split(" = ") for line in cfg["options"]["package_dir"].strip().splitlines())
+    assert mapped["tinygrad_explain.weights"] == "weights" and mapped["tinygrad_explain.kernels"] == "kernels"
+    package_data = cfg["options.package_data"]
+    assert package_data["tinygrad_explain.weights"].strip() == "*.h5"
+    assert "*.cu" in package_data["tinygrad_explain.kernels"]
+    assert {"data/*.npz", "data/*.txt", "explorer_static/*"} <= {
+        p.strip() for p in package_data["tinygrad_explain"].split(",")}
+    from tinygrad_explain import shipped
+    from tinygrad_explain.modelfile import MODEL_NAMES
+    for name, path in MODEL_NAMES.items():
+        assert path.parent == shipped.WEIGHTS_DIR and path.exists(), name
+    ships = [p for p in (ROOT / "weights").glob("*.h5") if not p.name.startswith("alexnet_")]
+    ships += list((ROOT / "tinygrad_explain" / "data").iterdir())
+    assert sum(p.stat().st_size for p in ships) < 0.7 * WHEEL_LIMIT      # room for the code and a new model

@@ -1,5 +1,6 @@
-"""The command line (python -m tinygrad_explain) and the figure gallery, on a small
-random-weight scene model (mechanics and error messages, not quality)."""
+"""The command line (tinygrad-explain, python -m tinygrad_explain) and the figure gallery, on a
+small random-weight scene model: what the CLI writes is what the API computes (pixel for pixel,
+number for number), and its error messages (mechanics, not quality)."""
 from __future__ import annotations
 
 import json
@@ -8,12 +9,15 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import __main__ as cli
-from tinygrad_explain import figures
+from tinygrad_explain import cli, figures
+from tinygrad_explain import draw as D
+from tinygrad_explain.cli import explain as cli_explain
+from tinygrad_explain.explain import methods
 from tinygrad_explain.fashion_mnist import CLASS_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,19 +49,53 @@ def run_cli(capsys, *argv):
     return rc, out.out, out.err
 
 
-@pytest.mark.parametrize("method, extra", [
-    ("saliency", ()), ("guided", ()), ("deconvnet", ()), ("grabcut", ()), ("smoothgrad", ("--samples", "3")),
-    ("gradcam", ()), ("gradcam", ("--layer", "conv3")), ("guided-gradcam", ()),
-    ("occlusion", ("--patch", "16", "--stride", "16")), ("grad-x-input", ())])
-def test_cli_gradient_methods(method, extra, model_file, scene_png, tmp_path, capsys):
+X = te.explain
+API = {   # each subcommand's map, written with te.explain's own functions (not the registry's entries)
+    "gradient": lambda m, x, t, o: X.gradient(m, x, t),
+    "saliency": lambda m, x, t, o: X.saliency(m, x, t),
+    "guided": lambda m, x, t, o: X.gradient(m, x, t, rule="guided"),
+    "deconvnet": lambda m, x, t, o: X.gradient(m, x, t, rule="deconvnet"),
+    "grabcut": lambda m, x, t, o: X.saliency(m, x, t),
+    "smoothgrad": lambda m, x, t, o: X.smoothgrad(m, x, t, **o),
+    "gradcam": lambda m, x, t, o: X.gradcam(m, x, t, **o),
+    "guided-gradcam": lambda m, x, t, o: X.guided_gradcam(m, x, t),
+    "occlusion": lambda m, x, t, o: X.occlusion(m, x, t, **o),
+    "grad-x-input": lambda m, x, t, o: X.gradient_x_input(m, x, t),
+}
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.parametrize("method, options", [
+    ("gradient", {}), ("saliency", {}), ("guided", {}), ("deconvnet", {}), ("grabcut", {}),
+    ("smoothgrad", {"samples": 3}), ("gradcam", {}), ("gradcam", {"layer": "conv3"}), ("guided-gradcam", {}),
+    ("occlusion", {"patch": 16, "stride": 16}), ("grad-x-input", {})])
+def test_cli_gradient_methods(method, options, model_file, scene_png, tmp_path, capsys):
+    """Each map subcommand writes the picture of what te.explain computes for the image and class,
+    and prints the prediction the model makes."""
     out = tmp_path / f"{method}.png"
+    extra = [a for k, v in options.items() for a in (f"--{k}", str(v))]
     rc, so, se = run_cli(capsys, method, "--image", str(scene_png / "scene.png"), "--target", "Bag",
                          "--weights", model_file, "--out", str(out), *extra)
     assert rc == 0, se
-    assert "target: Bag" in so and out.exists()
-    assert Image.open(out).size[0] >= 64
+    model = te.load_model(model_file)
+    x = te.image.load(str(scene_png / "scene.png"), model)
+    picture = te.image.to_display(x, model)
+    _, probs = X.predict(model, x)
+    pred = int(probs[0].argmax())
+    assert f"predicted: {X.class_names(model)[pred]} (index {pred}, softmax {probs[0, pred]:.3f})" in so
+    bag = X.resolve_class(model, "Bag")
+    assert f"target: Bag (index {bag})" in so
+    values = API[method](model, x, bag, options)[0]
     if method == "grabcut":
-        assert "box (x0, y0, x1, y1)" in so
+        mask, box = X.grabcut_mask(picture, values)
+        want = D.overlay(picture, mask, box)
+        assert f"box (x0, y0, x1, y1): {tuple(int(v) for v in box)}; mask area {int(mask.sum())} px" in so
+    else:
+        want = D.upscale(D.method_picture(method, values, picture))
+    np.testing.assert_array_equal(_pixels(out), D.as_rgb(np.asarray(want)))
 
 
 @pytest.mark.parametrize("target, label", [("conv5:12", "target: conv5[12]"),
@@ -78,18 +116,28 @@ def test_cli_any_size_and_greyscale(model_file, scene_png, tmp_path, capsys):
 
 
 def test_cli_optimisation_methods(model_file, scene_png, tmp_path, capsys):
+    """class-model, maximize and invert write what te.explain's class_model, maximize and invert make
+    (same seed, same steps), and print their scores and errors."""
+    model = te.load_model(model_file)
     rc, so, se = run_cli(capsys, "class-model", "--target", "3", "--steps", "3", "--weights", model_file,
                          "--out", str(tmp_path / "c.png"))
     assert rc == 0, se
-    assert "class model of Dress" in so
+    v = X.class_model(model, 3, steps=3, seed=0, progress=False)
+    assert f"class model of Dress: score {v.final[0]:.2f}, softmax {v.probability[0]:.4f}" in so
+    np.testing.assert_array_equal(_pixels(tmp_path / "c.png"), D.as_rgb(D.upscale(v.display[0])))
     rc, so, se = run_cli(capsys, "maximize", "--layer", "conv3", "--unit", "2", "--steps", "3",
                          "--weights", model_file, "--out", str(tmp_path / "m.png"))
     assert rc == 0, se
-    assert "conv3[2]" in so
+    v = X.maximize(model, "conv3", 2, steps=3, seed=0, progress=False)
+    assert f"conv3[2]: activation {v.final[0]:.3f}" in so
+    np.testing.assert_array_equal(_pixels(tmp_path / "m.png"), D.as_rgb(D.upscale(v.display[0])))
     rc, so, se = run_cli(capsys, "invert", "--image", str(scene_png / "scene.png"), "--inits", "2", "--steps", "3",
                          "--weights", model_file, "--out", str(tmp_path / "i.png"))
     assert rc == 0, se
-    assert "normalised errors" in so and (tmp_path / "i.png").exists()
+    inv = X.invert(model, te.image.load(str(scene_png / "scene.png"), model), layer="fc7", inits=2, steps=3,
+                   seed=0, progress=False)
+    assert "normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors) in so
+    assert (tmp_path / "i.png").exists()
 
 
 def test_cli_recipes(scene_png, tmp_path, capsys):
@@ -123,7 +171,8 @@ def test_cli_recipes(scene_png, tmp_path, capsys):
     (["guided", "--target", "conv5:1:x"], "integer indices"),
     (["maximize", "--layer", "conv9", "--unit", "1"], "unknown layer 'conv9'"),
     (["maximize", "--layer", "conv3", "--unit", "999"], "out of range"),
-    (["maximize", "--layer", "conv3"], "needs --layer and --unit"),
+    (["maximize", "--layer", "conv3"], "maximize needs --unit"),
+    (["maximize"], "maximize needs --layer and --unit"),
     (["saliency", "--image", "NOTES"], "not an image file"),
     (["saliency", "--image", "MISSING"], "no such file"),
     (["saliency", "--out", "/nonexistent-folder/x.png"], "cannot write"),
@@ -145,16 +194,25 @@ def test_cli_bad_input(argv, message, model_file, scene_png, tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
-@pytest.mark.parametrize("method", list(cli.METHODS))
+@pytest.mark.parametrize("method", list(methods.every()))
 def test_cli_help_of_each_method(method, capsys):
+    """Every registry entry is a subcommand whose --help gives its summary, paper and exactly its options."""
     with pytest.raises(SystemExit) as e:
         cli.main([method, "--help"])
     assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())           # argparse wraps lines
+    entry = methods.every()[method]
+    assert " ".join(entry.summary.split()) in text and entry.paper in text
+    offered = {o for o in cli_explain.OPTIONS if f"--{o} " in text}
+    assert offered == set(entry.options)
+
+
+def test_every_registry_entry_is_a_subcommand(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
     text = capsys.readouterr().out
-    assert cli.METHODS[method][0].split(" ")[0] in text                # its own description
-    for option in cli.METHODS[method][1]:
-        assert f"--{option}" in text
-    assert ("--noise" in text) == (method == "smoothgrad") and ("--patch" in text) == (method == "occlusion")
+    for name in [*methods.every(), *cli.TOOLS]:
+        assert f"    {name} " in text or f"    {name}\n" in text, name
 
 
 def test_cli_missing_weights(tmp_path, capsys):
@@ -164,7 +222,49 @@ def test_cli_missing_weights(tmp_path, capsys):
 
 def test_cli_runs_as_module(model_file, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tinygrad_explain", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "class-model" in r.stdout
+    assert r.returncode == 0 and "class-model" in r.stdout and "figures" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "tinygrad_explain", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"tinygrad-explain {te.__version__}"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["lime"], "invalid choice: 'lime'"),
+    (["saliency", "--bogus"], "unrecognized arguments: --bogus"),
+    (["saliency", "--steps", "3"], "unrecognized arguments: --steps"),          # not an option of saliency
+    (["figures"], "the following arguments are required: --out"),
+    (["figures", "--out", "x", "--only", "nope"], "invalid choice: 'nope'"),
+    (["convert"], "say which kind: torchvision, caffe"),
+    (["convert", "keras"], "unknown kind 'keras'"),
+    (["convert", "caffe"], "the following arguments are required: input, output"),
+    (["bench", "gpu"], "unknown benchmark 'gpu'"),
+    (["serve", "--port", "x"], "invalid int value: 'x'"),
+    (["sanity", "--scenes", "0"], "--scenes must be >= 1"),
+])
+def test_cli_usage_error_is_one_line(argv, message, capsys):
+    """A usage error of any subcommand: exit status 2 and one line naming the command, no traceback."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("tinygrad-explain"), err
+
+
+@pytest.mark.parametrize("command", ["figures", "serve", "sanity", "eval", "walkthrough", "convert", "bench"])
+def test_cli_help_of_each_tool(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: tinygrad-explain " + command)
+
+
+def test_cli_figures_writes_what_the_api_draws(model_file, tmp_path, capsys):
+    """`tinygrad-explain figures --only toy` writes the figure te's fig_toy draws, and a gallery page."""
+    assert cli.main(["figures", "--out", str(tmp_path / "g"), "--weights", model_file, "--only", "toy"]) == 0
+    (tmp_path / "api").mkdir()
+    figures.fig_toy(None, tmp_path / "api", {})
+    got, want = (tmp_path / "g" / "toy_relu_rules.png"), (tmp_path / "api" / "toy_relu_rules.png")
+    assert got.read_bytes() == want.read_bytes()
+    assert "toy_relu_rules.png" in (tmp_path / "g" / "index.html").read_text()
 
 
 # --------------------------------------------------------------------------

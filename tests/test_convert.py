@@ -13,6 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import _need as need
 import numpy as np
 import pytest
 
@@ -149,7 +150,7 @@ def test_big_endian_archive(tmp_path):
 
 
 def test_torch_saved_file_matches_torch(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = need.module("torch")
     base = torch.randn(4, 5, 6)
     sd = {"w": torch.randn(3, 4).t(), "half": torch.randn(5).half(), "long": torch.arange(4),
           "param": torch.nn.Parameter(torch.randn(2, 2)), "view": base[1:3, ::2, 1],
@@ -249,7 +250,7 @@ def test_legacy_and_non_checkpoint_files(tmp_path):
 
 
 def test_legacy_torch_format_is_explained(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = need.module("torch")
     torch.save({"w": torch.ones(2)}, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
     with pytest.raises(ValueError, match="legacy") as info:
         load_torch_state_dict(tmp_path / "old.pth")
@@ -380,7 +381,7 @@ def _torch_alexnet(torch):
 
 @pytest.mark.slow
 def test_torchvision_end_to_end_scores_match_torch(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = need.module("torch")
     torch.manual_seed(0)
     net = _torch_alexnet(torch)
     # Larger biases than the default init so the class scores are not all ~0.

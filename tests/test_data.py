@@ -56,9 +56,7 @@ def have_debian_dataset():
     return True
 
 
-needs_debian = pytest.mark.skipif(
-    not have_debian_dataset(),
-    reason="Debian package dataset-fashion-mnist not installed")
+needs_debian = pytest.mark.needs(have_debian_dataset(), "Debian package dataset-fashion-mnist not installed")
 
 
 # ----------------------------------------------------------------------------

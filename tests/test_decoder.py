@@ -1,5 +1,6 @@
 """The learned inversion decoders (explain/decoder.py; Dosovitskiy & Brox 2016): their
 layers against PyTorch, the shipped files, the checks, and the "decoder" inversion recipe."""
+import _need as need
 import numpy as np
 import pytest
 
@@ -38,7 +39,7 @@ def test_layer_specs_are_checked():
 def test_decoder_matches_torch_float64():
     """A whole decoder (linear, unflatten, nearest upsampling, then a convolution) against PyTorch in float64:
     the output and the gradient of a weighted sum with respect to the code."""
-    torch = pytest.importorskip("torch")
+    torch = need.module("torch")
     from tinygrad_explain.torch_reference import from_network
     arch = dec.decoder_architecture((6,), (3, 4, 4), 2) + [
         dict(name="conv", type="conv", in_channels=3, out_channels=2, kernel_size=3, padding=1)]

@@ -110,7 +110,7 @@ def test_import_does_not_import_cupy():
     assert r.stdout.strip().splitlines()[-1] == "False"
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to compile the .cu sources for the host")
+@pytest.mark.needs(shutil.which("g++") is not None, "needs g++ to compile the .cu sources for the host")
 def test_gpu_code_path_on_the_host():
     """tests/test_gpu.py with the fake CuPy (everything but the full-size AlexNets)."""
     env = dict(os.environ, TE_FAKE_CUPY="1", NUMBA_NUM_THREADS="1")

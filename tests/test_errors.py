@@ -3,6 +3,7 @@ that names the offending thing (the layer, the key, the file, the value).
 Plus save -> load round trips of the HDF5 model file."""
 import json
 
+import _need as need
 import numpy as np
 import pytest
 from _reference import edit, rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
@@ -13,7 +14,7 @@ from tinygrad_explain.models import Network, alexnet
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
-h5py = pytest.importorskip("h5py")
+h5py = need.module("h5py")
 
 
 @pytest.fixture(scope="module")
@@ -456,3 +457,56 @@ def test_round_trip_alexnet_caffe(tmp_path):
     _assert_same_weights(back, m)
     assert back.class_names[999] == "c999"
     assert back.preprocessing["channel_order"] == "BGR" and back.preprocessing["crop"] == 227
+
+
+# --------------------------------------------------------------------------
+# arguments checked against the machine (issue #32)
+# --------------------------------------------------------------------------
+def test_thread_count_is_capped_to_the_cores():
+    """--threads 64 must not reach Numba or the BLAS: capped, with a line saying so."""
+    import io
+
+    import numba
+    from threadpoolctl import threadpool_info
+
+    from tinygrad_explain.device import set_num_threads, usable_cores
+    prev, blas = numba.get_num_threads(), [i["num_threads"] for i in threadpool_info()]
+    note = io.StringIO()
+    try:
+        got = set_num_threads(10_000, file=note)
+        assert got == min(usable_cores(), numba.config.NUMBA_NUM_THREADS)
+        assert numba.get_num_threads() == got
+        assert all(i["num_threads"] <= got for i in threadpool_info() if i["user_api"] == "blas")
+        assert "10000 threads requested, using" in note.getvalue()
+        quiet = io.StringIO()
+        assert set_num_threads(1, file=quiet) == 1 and quiet.getvalue() == ""
+        for bad in (-1, 2.5, "4", True):
+            with pytest.raises(ValueError, match="thread count"):
+                set_num_threads(bad)
+    finally:
+        numba.set_num_threads(prev)
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(max(blas) if blas else None)
+
+
+def test_absurd_sample_and_step_counts_are_refused_before_work():
+    """SmoothGrad with 10^8 samples (9 TiB of noise before) and an optimisation of
+    3x10^11 steps are refused at once, in one line, before anything is allocated."""
+    import time
+
+    from tinygrad_explain import explain as X
+    m = tiny_network()
+    x = np.zeros((1, 2, 9, 9), np.float32)
+    t0 = time.perf_counter()
+    with pytest.raises(X.ExplainError, match="samples must be at most"):
+        X.smoothgrad(m, x, 0, samples=100_000_000)
+    with pytest.raises(ValueError, match="steps must be at most"):
+        X.optimize(lambda t: t.sum(), x, steps=300_000_000_000)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_reproduce_figures_refuses_an_absurd_steps_scale(capsys):
+    from tinygrad_explain import figures
+    with pytest.raises(SystemExit) as e:
+        figures.main(["--out", "/nonexistent/never-written", "--steps-scale", "1e9"])
+    assert e.value.code == 2 and "--steps-scale 1e+09 makes" in capsys.readouterr().err

@@ -7,14 +7,15 @@ must agree to float32 rounding.
 """
 from __future__ import annotations
 
+import _need as need
 import numpy as np
 import pytest
 
 import tinygrad_explain as te
 from tinygrad_explain import nn
 
-torch = pytest.importorskip("torch")
-captum_attr = pytest.importorskip("captum.attr")
+torch = need.module("torch")
+captum_attr = need.module("captum.attr")
 
 NAMES = ["a", "b", "c", "d", "e"]
 

@@ -5,7 +5,10 @@ deadline per example, derandomised so CI runs the same cases every time.
 
 Documented errors: ModelFileError (model files), ValueError and its subclasses
 UnsafeCheckpointError / ConversionError (checkpoints, caffemodels), ValueError
-(images), FileNotFoundError.
+(images), FileNotFoundError; for the .npz loaders (issue #32: training checkpoints,
+the exemplar bank, the scene sample, benchmark results, safe_io.load_npz) ValueError
+and its subclasses NpzError / CheckpointError / ExplainError, with a bound on the
+memory they may take (tracemalloc's peak).
 """
 from __future__ import annotations
 
@@ -15,10 +18,11 @@ import os
 import warnings
 import zipfile
 
+import _need as need
 import numpy as np
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
+hypothesis = need.module("hypothesis")
 from _reference import tiny_network  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st
@@ -29,7 +33,7 @@ from tinygrad_explain import image as te_image  # noqa: E402
 from tinygrad_explain import torch_checkpoint as tc  # noqa: E402
 from tinygrad_explain.convert import torchvision_to_state_dict  # noqa: E402
 
-h5py = pytest.importorskip("h5py")
+h5py = need.module("h5py")
 
 # TGE_FUZZ_EXAMPLES=2000 TGE_FUZZ_RANDOM=1 for a longer, exploring run by hand
 FUZZ = settings(max_examples=int(os.environ.get("TGE_FUZZ_EXAMPLES", 60)), deadline=5000,
@@ -256,6 +260,11 @@ def test_fuzz_images(workdir, mode, w, h, fmt, flips, cut, which, seed):
     p = workdir / f"img.{fmt.lower()}"
     p.write_bytes(bytes(b))
     model = MODEL_LIKE[which]
+    try:                                            # the explorer's way: in memory, under the upload budget
+        x = te_image.load(io.BytesIO(bytes(b)), model, limits=te_image.UPLOAD_LIMITS)
+        assert x.shape == (1, *model.input_shape) and x.dtype == np.float32 and np.isfinite(x).all()
+    except ValueError as e:
+        assert "\n" not in str(e) and "(uploaded data)" in str(e)
     try:
         x = te_image.load(p, model)
     except ValueError as e:
@@ -274,6 +283,102 @@ def test_fuzz_image_arrays(shape, seed):
         assert "\n" not in str(e)
         return
     assert x.shape == (1, 3, 24, 24) and np.isfinite(x).all()
+
+
+# --------------------------------------------------------------------------
+# .npz loaders: training checkpoints, the exemplar bank, the scene sample, results
+# --------------------------------------------------------------------------
+NPZ_NAMES = ["images", "labels", "indices", "seed", "masks", "boxes", "epoch", "rng_states", "preprocessing",
+             "extra", "opt/lr", "opt/steps", "opt/velocity.0", "model/conv1.weight", "model/conv1.bias",
+             "tolerance", "steps", "blur_sigma", "saliency/pointing", "saliency/seconds"]
+NPZ_DTYPES = ["|u1", "<f4", ">f8", "<i8", "|b1", "<U8", "|O", "<c16", "|V4", "<M8[s]"]
+
+
+def _npz_loaders():
+    from tinygrad_explain import checkpoint, optim, scenes
+    from tinygrad_explain.explain import benchmark, exemplar
+    from tinygrad_explain.safe_io import load_npz
+    model = tiny_network(dropout=False)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return {"checkpoint": lambda p: checkpoint.load_checkpoint(p, model, opt), "bank": exemplar.load_bank,
+            "sample": scenes.load_sample, "benchmark": __import__("functools").partial(benchmark.load),
+            "npz": load_npz}
+
+
+def _npz_check(path):
+    """Every loader on ``path``: a documented one-line error naming the file, or a result;
+    never more than 64 MB of memory (tracemalloc traces NumPy's allocations)."""
+    import tracemalloc
+
+    from tinygrad_explain.explain import exemplar
+    for name, load in _npz_loaders().items():
+        exemplar._banks.clear()                           # the bank is cached per path
+        tracemalloc.start()
+        try:
+            load(path)
+        except ValueError as e:
+            assert "\n" not in str(e) and str(path) in str(e), (name, str(e))
+        finally:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        assert peak < 64 << 20, (name, peak)
+
+
+@FUZZ
+@given(members=st.lists(st.tuples(
+    st.sampled_from(NPZ_NAMES), st.lists(st.one_of(st.integers(0, 70), st.sampled_from([2 ** 31, 2 ** 40, 2 ** 62])),
+                                         max_size=4),
+    st.sampled_from(NPZ_DTYPES), st.booleans(), st.binary(max_size=200), st.booleans()), max_size=6),
+    version=st.sampled_from([(1, 0), (2, 0), (3, 0), (9, 9)]))
+def test_fuzz_npz_contents(workdir, members, version):
+    """Archives of members whose .npy headers claim any shape (up to 2^62 values) and
+    dtype (objects, strings, complex, void, datetimes included), with or without the
+    data they claim, stored or deflated."""
+    import struct
+    p = workdir / "f.npz"
+    with zipfile.ZipFile(p, "w") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore")                 # duplicate names are part of the fuzz
+        for name, shape, dtype, fortran, data, deflate in members:
+            text = repr({"descr": dtype, "fortran_order": fortran, "shape": tuple(shape)}).encode()
+            size = "<H" if version[0] == 1 else "<I"
+            pad = -(10 + (2 if version[0] != 1 else 0) + len(text) + 1) % 64
+            text += b" " * pad + b"\n"
+            raw = b"\x93NUMPY" + bytes(version) + struct.pack(size, len(text)) + text
+            count = int(np.prod(shape, dtype=np.float64))
+            want = count * np.dtype(dtype).itemsize if np.dtype(dtype).itemsize else 0
+            body = data if want > 4096 or not data else (data * (want // len(data) + 1))[:want]
+            z.writestr(name + ".npy", raw + body, zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+    _npz_check(p)
+
+
+@pytest.fixture(scope="module")
+def good_npz_files(workdir):
+    """A real checkpoint of the tiny network and a real (small) bank, to flip bytes in."""
+    from tinygrad_explain import checkpoint, optim
+    model = tiny_network(dropout=False)
+    ck = checkpoint.save_checkpoint(workdir / "good_ck.npz", model, optim.SGD(model.parameters(), lr=0.1,
+                                                                               momentum=0.9), 1)
+    rng = np.random.default_rng(0)
+    bank = workdir / "good_bank.npz"
+    np.savez_compressed(bank, images=rng.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8),
+                        labels=np.arange(4, dtype=np.uint8), indices=np.arange(4), seed=np.asarray(0))
+    return ck, bank
+
+
+@FUZZ
+@given(which=st.booleans(), flips=st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255)), min_size=1,
+                                            max_size=6), cut=st.one_of(st.none(), st.integers(0, 10 ** 5)))
+def test_fuzz_npz_bytes(workdir, good_npz_files, which, flips, cut):
+    """A real checkpoint or bank with bytes flipped (zip directory, .npy headers, deflate
+    streams, CRCs) or cut short."""
+    b = bytearray(good_npz_files[int(which)].read_bytes())
+    for at, v in flips:
+        b[at % len(b)] = v
+    if cut is not None:
+        b = b[:cut]
+    p = workdir / "flipped_npz.npz"
+    p.write_bytes(bytes(b))
+    _npz_check(p)
 
 
 # --------------------------------------------------------------------------
@@ -345,6 +450,34 @@ def test_fuzz_onnx_graphs(workdir, nodes, dims, in_dims, external):
                           [helper.make_tensor_value_info(f"v{len(nodes) - 1}", TensorProto.FLOAT, None)], inits)
     p = workdir / "graph.onnx"
     p.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    try:
+        m = te.load_model(p)
+    except te.ModelFileError as e:
+        assert "\n" not in str(e) and str(p) in str(e)
+    else:
+        assert m.num_classes >= 1
+
+
+@FUZZ
+@given(nodes=st.lists(st.tuples(st.sampled_from(["a", "b", "c", "input", "a/b", ""]),
+                                st.sampled_from([{"type": "add"}, {"type": "concat"}, {"type": "relu"},
+                                                 {"type": "flatten"}, {"type": "add", "x": 1},
+                                                 {"type": "conv", "in_channels": 2, "out_channels": 2,
+                                                  "kernel_size": 1}]),
+                                st.one_of(st.none(), st.lists(st.sampled_from(["a", "b", "c", "input", "zz"]),
+                                                              max_size=3), st.text(max_size=3), st.integers())),
+                      max_size=5))
+def test_fuzz_graph_model_files(workdir, nodes):
+    """Version-2 architectures with hostile node lists (unknown or later inputs, merge nodes
+    with one input, reserved names, dead nodes): a ModelFileError naming the file, or a model."""
+    p = workdir / "graph.h5"
+    arch = [dict(spec, name=name, **({} if ins is None else {"inputs": ins})) for name, spec, ins in nodes]
+    with h5py.File(p, "w") as f:
+        f.attrs["format"] = "tinygrad-explain-model"
+        f.attrs["format_version"] = 2
+        f.attrs["input_shape"] = np.array([2, 3, 3])
+        f.attrs["architecture"] = json.dumps(arch)
+        f.create_group("weights")
     try:
         m = te.load_model(p)
     except te.ModelFileError as e:

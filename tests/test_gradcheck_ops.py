@@ -5,6 +5,7 @@ The backward of an op is only as good as its agreement with its own forward,
 so the forward references matter too: a wrong forward with a consistent
 backward would pass gradcheck.
 """
+import _need as need
 import numpy as np
 import pytest
 from _reference import (  # noqa: F401
@@ -242,7 +243,7 @@ def test_relu_propagates_nan():
               "guided": [1, 0, np.nan, 0, np.nan, 0, 1, 0, 0]}
     for rule in te.RELU_RULES:
         np.testing.assert_array_equal(_relu_grad(x, g, rule), expect[rule], err_msg=rule)
-    torch = pytest.importorskip("torch")
+    torch = need.module("torch")
     xt = torch.from_numpy(x).requires_grad_(True)
     torch.relu(xt).backward(torch.from_numpy(np.nan_to_num(g, nan=5.0)))
     assert torch.isnan(torch.relu(torch.from_numpy(x))[:2]).all()
@@ -493,7 +494,7 @@ def test_max_ties_split_the_gradient_equally():
     t = te.Tensor(x, requires_grad=True)
     t.max().backward()                                    # one maximum over everything: 5
     np.testing.assert_array_equal(t.grad, (x == 5.0).astype(float))
-    torch = pytest.importorskip("torch")
+    torch = need.module("torch")
     for axis in (0, 1):
         tt = torch.from_numpy(x).requires_grad_(True)
         torch.amax(tt, dim=axis).sum().backward()
@@ -794,7 +795,7 @@ def test_kernels_parallel_equals_serial(monkeypatch):
     iteration, so the thread count must not change a single bit (a race or
     a reduction split across threads would).  These arrays are small, so the
     size threshold is lowered to 0 to make the parallel versions run."""
-    numba = pytest.importorskip("numba")
+    numba = need.module("numba")
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here")
     from tinygrad_explain.kernels import _numba
@@ -851,7 +852,7 @@ def test_conv2d_split_over_threads_equals_one_thread(monkeypatch, dtype):
     image on one BLAS thread: the same bits as on one thread, the forward equal
     to the naive reference, the gradient checked against central differences
     with all threads."""
-    numba = pytest.importorskip("numba")
+    numba = need.module("numba")
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here")
     x, w, b = (a.astype(dtype) for a in (rng(1).standard_normal((5, 4, 9, 8)), rng(2).standard_normal((6, 2, 3, 3)),

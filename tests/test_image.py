@@ -1,6 +1,7 @@
 """Image preprocessing: decoding, geometry, value mapping and its inverse, display helpers."""
 from types import SimpleNamespace
 
+import _need as need
 import numpy as np
 import pytest
 from PIL import Image
@@ -168,7 +169,7 @@ def test_inconsistent_preprocessing_is_reported():
 
 
 def test_preprocessing_from_real_model_file(tmp_path):
-    te = pytest.importorskip("tinygrad_explain")
+    te = need.module("tinygrad_explain")
     model = te.models.alexnet("torchvision", num_classes=3)
     path = tmp_path / "m.h5"
     te.save_model(model, path, class_names=["a", "b", "c"], mean=TORCHVISION_MEAN,
@@ -182,7 +183,7 @@ def test_preprocessing_from_real_model_file(tmp_path):
 
 
 def test_to_display_clips_and_accepts_tensors():
-    te = pytest.importorskip("tinygrad_explain")
+    te = need.module("tinygrad_explain")
     sign = np.where(rand_img(224, 224).transpose(2, 0, 1)[None] > 127, 1.0, -1.0)
     x = (sign * 100).astype(np.float32)                   # far outside the image range
     out = image.to_display(te.Tensor(x), PLAIN)

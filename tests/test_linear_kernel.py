@@ -7,6 +7,7 @@ and PyTorch; a frozen weight is held once, in the forward layout, through
 every change; the bfloat16 copies follow every change of the weight."""
 import pickle
 
+import _need as need
 import numpy as np
 import pytest
 from _reference import one_and_all_threads, rng, serial_kernels  # noqa: F401 (fixture)
@@ -57,7 +58,7 @@ def test_pack_is_the_transpose():
 
 
 def test_kernels_parallel_equal_serial(monkeypatch):
-    numba = pytest.importorskip("numba")
+    numba = need.module("numba")
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here")
     monkeypatch.setattr(_numba, "PARALLEL_MIN", 0)
@@ -106,7 +107,7 @@ def test_layer_gradcheck_through_the_kernel(N, monkeypatch):
 @pytest.mark.parametrize("N", [1, 8, 32, 33])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_layer_matches_torch(N, dtype, monkeypatch):
-    torch = pytest.importorskip("torch")
+    torch = need.module("torch")
     read = []
     monkeypatch.setattr(K.linear, "forward", lambda x, wt, b=None, _f=K.linear.forward: read.append(wt) or _f(x, wt, b))
     layer = _layer(dtype, 300, 130)

@@ -12,6 +12,7 @@ input shape (an MLP):
 """
 import re
 
+import _need as need
 import numpy as np
 import pytest
 from _reference import serial_kernels, tiny_network  # noqa: F401
@@ -187,7 +188,7 @@ def test_mlp_building_errors():
 
 
 def test_mlp_training_step_matches_pytorch():
-    torch = pytest.importorskip("torch")
+    torch = need.module("torch")
     m = mlp().requires_grad_(True)
     tm = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU(),
                              torch.nn.Linear(8, 3)).double()

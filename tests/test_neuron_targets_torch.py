@@ -11,11 +11,12 @@ flips, no max-pool near-ties): the results must agree to rounding.
 Cost: each variant's float64 AlexNet runs a few forward/backward passes per side
 on one thread (tens of seconds on a busy 2-core machine in all).
 """
+import _need as need
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-captum_attr = pytest.importorskip("captum.attr")
+torch = need.module("torch")
+captum_attr = need.module("captum.attr")
 
 from _reference import rel_err, torch_alexnet, torch_state_dict  # noqa: E402
 

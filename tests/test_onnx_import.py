@@ -164,7 +164,14 @@ def test_convert_onnx_stores_preprocessing_and_class_names(tmp_path):
     assert m.class_names == ["cat", "dog", "bird"] and m.preprocessing["mean"] == [0.5, 0.4]
     x = np.random.default_rng(0).standard_normal((1, 2, 6, 6)).astype(np.float32)
     np.testing.assert_array_equal(m(x).numpy(), load_onnx(path)(x).numpy())
+
+def test_convert_onnx_refuses_preprocessing_of_the_wrong_length(tmp_path, capsys):
+    from tinygrad_explain.onnx_import import cli
+    path, _ = tiny_onnx(tmp_path / "t.onnx")
     assert cli([str(path), str(tmp_path / "u.h5"), "--mean", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: mean has 1 values; the network takes 2 input channels" in err and err.count("\n") == 1
+    assert not (tmp_path / "u.h5").exists()
 
 
 def test_batch_norm_is_folded_only_where_its_conv_feeds_it_alone(tmp_path):
@@ -178,9 +185,10 @@ def test_batch_norm_is_folded_only_where_its_conv_feeds_it_alone(tmp_path):
     fw = numpy_helper.from_array(r.standard_normal((3, 2 * 36)).astype(np.float32), "fw")
 
     def graph(shared):
-        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="/conv/Conv", kernel_shape=[1, 1]),
-                 helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "var"], ["b"], name="/bn/BN",
-                                  epsilon=1e-3)]
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="/conv/Conv", kernel_shape=[1, 1])]
+        nodes += [helper.make_node("Identity", ["c"], ["ci"], name="/ci")] if shared else []  # BN reads an alias
+        nodes += [helper.make_node("BatchNormalization", ["ci" if shared else "c", "g", "be", "mu", "var"], ["b"],
+                                   name="/bn/BN", epsilon=1e-3)]
         nodes += [helper.make_node("Add", ["b", "c"], ["s"], name="/Add")] if shared else \
             [helper.make_node("Identity", ["b"], ["s"], name="/id")]
         nodes += [helper.make_node("Flatten", ["s"], ["f"], name="/Flatten"),

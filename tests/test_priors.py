@@ -9,7 +9,8 @@ import pytest
 import tinygrad_explain as te
 from tinygrad_explain.explain import ExplainError
 from tinygrad_explain.explain import transforms as T
-from tinygrad_explain.explain.optimize import optimize, recipe
+from tinygrad_explain.explain.optimize import optimize
+from tinygrad_explain.explain.recipes import lookup as recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,6 +8,7 @@ says about real scenes and about noise.
 import importlib.util
 from pathlib import Path
 
+import _need as need
 import numpy as np
 import pytest
 
@@ -126,7 +127,7 @@ def test_judge_is_not_confident_about_noise(judge):
 def test_fold_batchnorm_matches_torch():
     """BatchNorm folded into the convolutions gives the same scores as the PyTorch network
     with BatchNorm in eval mode (float64, random weights and running statistics)."""
-    torch = pytest.importorskip("torch")
+    torch = need.module("torch")
     tj = _train_judge_module()
     torch.manual_seed(3)
     net = tj.Judge()
@@ -149,7 +150,7 @@ def test_fold_batchnorm_matches_torch():
 
 def test_shipped_judge_matches_torch(judge, sample):
     """The shipped file through the engine and through PyTorch's own layers (float64)."""
-    torch = pytest.importorskip("torch")
+    torch = need.module("torch")
     F = torch.nn.functional
     state = {k: torch.from_numpy(v.astype(np.float64)) for k, v in judge.state_dict().items()}
     x = np.concatenate([te.image.load(img, judge) for img in sample["images"][:8]]).astype(np.float64)

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import _need as need
 import numpy as np
 import pytest
 from _reference import edit, tiny_network
@@ -18,7 +19,7 @@ from PIL import Image
 import tinygrad_explain as te
 from tinygrad_explain import image as te_image
 
-h5py = pytest.importorskip("h5py")
+h5py = need.module("h5py")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -514,3 +515,185 @@ def test_cli_reports_overflow_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "NaN or Inf" in err, err
     assert not (tmp_path / "s.png").exists()
+
+
+# --------------------------------------------------------------------------
+# .npz loaders under one rule (issue #32): checkpoints, the bank, the sample
+# --------------------------------------------------------------------------
+def _npy_member(z, name, shape, dtype="<u1", data=b""):
+    """A member ``name.npy`` whose header claims ``shape`` of ``dtype``, followed by ``data``."""
+    from numpy.lib import format as npy
+    buf = __import__("io").BytesIO()
+    npy.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
+    z.writestr(name + ".npy", buf.getvalue() + data)
+
+
+def _loaders():
+    """(name, a function reading an .npz path, the error it must raise) for every loader."""
+    from tinygrad_explain import checkpoint, optim, scenes
+    from tinygrad_explain.explain import ExplainError, benchmark, exemplar
+    from tinygrad_explain.safe_io import NpzError, load_npz
+    model = tiny_network(dropout=False)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return [("checkpoint", lambda p: checkpoint.load_checkpoint(p, model, opt), ValueError),
+            ("exemplar bank", lambda p: exemplar.load_bank(p), ExplainError),
+            ("scene sample", scenes.load_sample, ValueError),
+            ("benchmark result", benchmark.load, ValueError),
+            ("file", load_npz, NpzError)]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_npz_loaders_refuse_a_fifo_without_hanging(tmp_path):
+    """A FIFO named like a checkpoint, bank or sample: refused without being opened for
+    reading (which blocks forever); --resume's latest checkpoint too.  In a subprocess
+    with a timeout, so that a regression fails instead of hanging the suite."""
+    (tmp_path / "ck").mkdir()
+    os.mkfifo(tmp_path / "ck" / "epoch_001.npz")
+    os.mkfifo(tmp_path / "x.npz")
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        from test_reliability import _loaders
+        from tinygrad_explain import checkpoint, optim
+        from _reference import tiny_network
+        for name, load, err in _loaders():
+            try:
+                load({str(tmp_path / 'x.npz')!r})
+            except err as e:
+                print("ERR", name, e)
+        m = tiny_network(dropout=False)
+        try:
+            checkpoint.resume({str(tmp_path / 'ck')!r}, m, optim.SGD(m.parameters(), lr=0.1), {{}}, ())
+        except ValueError as e:
+            print("ERR resume", e)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("ERR")]
+    assert len(lines) == 6 and all("not a regular file (a FIFO)" in ln for ln in lines), r.stdout + r.stderr
+
+
+def test_npz_bombs_are_refused_before_reading(tmp_path, monkeypatch):
+    """Sizes come from the zip directory and the .npy headers, checked before a byte is
+    decompressed: a 1 TiB header, a member bigger than the archive says, a zip bomb
+    (deflated zeros; here a 2 MB one under a 1 MB limit, the environment's override) and
+    an object array (a pickle) are each one line naming the file and the member."""
+    import zipfile
+    cases = {}
+    with zipfile.ZipFile(tmp_path / "tib.npz", "w") as z:
+        _npy_member(z, "images", (1 << 40,))
+    cases["tib.npz"] = "1,099,511,627,776 bytes"
+    with zipfile.ZipFile(tmp_path / "short.npz", "w") as z:
+        _npy_member(z, "images", (1000,), "<f8", b"\0" * 16)
+    cases["short.npz"] = "the file is damaged"
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        _npy_member(z, "images", (2 << 20,), "<u1", b"\0" * (2 << 20))
+    cases["bomb.npz"] = "declare"
+    with zipfile.ZipFile(tmp_path / "pickle.npz", "w") as z:
+        _npy_member(z, "images", (1,), "|O", b"\x80\x04N.")
+    cases["pickle.npz"] = "pickle"
+    assert (tmp_path / "bomb.npz").stat().st_size < 20_000
+    monkeypatch.setenv("TGE_MAX_NPZ_BYTES", str(1 << 20))
+    for name, load, err in _loaders():
+        for fname, want in cases.items():
+            with pytest.raises(err) as e:
+                load(tmp_path / fname)
+            msg = str(e.value)
+            assert fname in msg and want in msg and "\n" not in msg, (name, msg)
+            assert "'images'" in msg or fname == "bomb.npz", (name, msg)
+
+
+def _checkpoint_state(model, opt):
+    from tinygrad_explain import engine
+    return ({k: v.copy() for k, v in model.state_dict().items()}, opt.lr, opt.steps,
+            [v.copy() for v in opt.velocity], json.dumps(model.preprocessing, default=list),
+            json.dumps(engine.rng().bit_generator.state))
+
+
+def test_a_bad_checkpoint_changes_nothing(tmp_path):
+    """All or nothing: every part of a checkpoint is checked before anything is assigned,
+    so one that fails late (bad preprocessing, a bad generator) leaves the model's
+    weights, the optimiser and the generator as they were; values are checked (lr > 0,
+    0 <= momentum < 1, std > 0, finite weights), and errors name the file and the key."""
+    from tinygrad_explain import checkpoint, optim
+    from tinygrad_explain.checkpoint import CheckpointError
+    src = tiny_network(seed=1, dropout=False)
+    src_opt = optim.SGD(src.parameters(), lr=0.05, momentum=0.9)
+    good = checkpoint.save_checkpoint(tmp_path / "good.npz", src, src_opt, 3, extra={"config": {"lr": 0.05,
+                                                                                             "momentum": 0.9}})
+    with np.load(good, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+
+    def js(key, **change):
+        return np.asarray(json.dumps(dict(json.loads(str(arrays[key])), **change)))
+    w0 = next(k for k in arrays if k.startswith("model/"))
+    v0 = next(k for k in arrays if k.startswith("opt/velocity"))
+    bad = {
+        "lr_nan": ({"opt/lr": np.asarray(np.nan)}, "'opt/lr'"),
+        "lr_negative": ({"opt/lr": np.asarray(-0.1)}, "'opt/lr'"),
+        "steps_negative": ({"opt/steps": np.asarray(-1)}, "'opt/steps'"),
+        "momentum_nan": ({"extra": js("extra", config={"momentum": float("nan")})}, "'momentum'"),
+        "momentum_one": ({"extra": js("extra", config={"momentum": 1.0})}, "'momentum'"),
+        "std_zero": ({"preprocessing": js("preprocessing", std=[0.0, 0.0])}, "std"),
+        "weight_nan": ({w0: np.full_like(arrays[w0], np.nan)}, w0),
+        "velocity_shape": ({v0: np.zeros(3, np.float32)}, v0),
+        "epoch_negative": ({"epoch": np.asarray(-2)}, "'epoch'"),
+        "bad_json": ({"rng_states": np.asarray("{not json")}, "'rng_states'"),
+        "bad_generator": ({"rng_states": js("rng_states", engine={"bit_generator": "seed"})}, "'seed'"),
+        "missing_extra": ({"extra": None}, "'extra'"),
+        "missing_weight": ({w0: None}, "missing weights"),
+    }
+    model = tiny_network(seed=2, dropout=False)
+    model.preprocessing["std"] = [0.5, 0.5]
+    opt = optim.SGD(model.parameters(), lr=0.3, momentum=0.5)
+    for name, (change, key) in bad.items():
+        p = tmp_path / f"{name}.npz"
+        np.savez(p, **{k: v for k, v in {**arrays, **change}.items() if v is not None})
+        before = _checkpoint_state(model, opt)
+        with pytest.raises(CheckpointError) as e:
+            checkpoint.load_checkpoint(p, model, opt)
+        msg = str(e.value)
+        assert f"{name}.npz" in msg and key in msg and "\n" not in msg, (name, msg)
+        after = _checkpoint_state(model, opt)
+        for k in before[0]:
+            np.testing.assert_array_equal(before[0][k], after[0][k], err_msg=name)
+        assert before[1:3] == after[1:3] and before[4:] == after[4:], name
+        for a, b in zip(before[3], after[3]):
+            np.testing.assert_array_equal(a, b)
+    # and the good one loads whole
+    epoch, _, extra = checkpoint.load_checkpoint(good, model, opt)
+    assert epoch == 3 and opt.lr == 0.05 and extra["config"]["momentum"] == 0.9
+    for k, v in src.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[k], v)
+
+
+def test_upload_limits_decide_before_decoding(tmp_path):
+    """te.image.UPLOAD_LIMITS (the explorer's uploads): formats and pixel modes from an
+    allow-list, the pixel cap from the header -- a large JPEG decoded at a reduced scale
+    by the decoder itself, anything else over the cap refused before its raster exists."""
+    import io
+    import tracemalloc
+    lim = te_image.UPLOAD_LIMITS
+    buf = io.BytesIO()
+    Image.new("RGB", (6000, 4000), (200, 10, 10)).save(buf, format="JPEG")
+    im = te_image.load_pil(io.BytesIO(buf.getvalue()), limits=lim)
+    assert im.size == (3000, 2000) and im.getpixel((5, 5))[0] > 150            # 1/2 scale: 6 M pixels
+    assert te_image.load_pil(io.BytesIO(buf.getvalue())).size == (6000, 4000)   # without limits: whole
+    buf = io.BytesIO()
+    Image.new("I;16", (5000, 4000)).save(buf, format="PNG")                    # 20 M pixels, not a JPEG
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="5000x4000 is 20,000,000 pixels, more than this decoder's limit"):
+            te_image.load_pil(io.BytesIO(buf.getvalue()), limits=lim)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n"
+    (tmp_path / "fake.png").write_bytes(eps)
+    with pytest.raises(te_image.UnsupportedImageError, match="not a PNG, JPEG, WEBP, BMP, GIF, TIFF image"):
+        te_image.load_pil(tmp_path / "fake.png", limits=lim)
+    buf = io.BytesIO()
+    Image.new("LAB", (8, 8)).save(buf, format="TIFF")
+    with pytest.raises(te_image.UnsupportedImageError, match="pixel mode 'LAB'"):
+        te_image.load_pil(io.BytesIO(buf.getvalue()), limits=lim)

@@ -152,7 +152,6 @@ _WRITE = re.compile(r"""\.write_(text|bytes)\(|open\([^)]*['"][wax]b?\+?['"]|np\
 _EXEMPT = {"tinygrad_explain/safe_io.py": "the helper itself",
            "scripts/check_cuda_sources.py": "compile stubs in a fresh temporary folder",
            "scripts/bench_cpu.py": "writes /proc/self/clear_refs",
-           "tinygrad_explain/explorer.py": "a private scratch copy of an upload, decoded and deleted at once",
            "scripts/sweep_recipes_torch.py": "scratch arrays of a torch-only sweep in its own scratch folder"}
 
 
@@ -166,3 +165,15 @@ def test_every_write_goes_through_atomic_write():
             if _WRITE.search(line) and "atomic_write" not in line:
                 found.append(f"{rel}:{i}: {line.strip()}")
     assert not found, "writes that bypass safe_io.atomic_write:\n" + "\n".join(found)
+
+
+def test_every_npz_is_read_through_load_npz():
+    """One reader of .npz archives in the package (safe_io.load_npz: regular file, no
+    pickles, sizes from the zip directory and the .npy headers checked before reading)."""
+    found = []
+    for p in sorted(ROOT.glob("tinygrad_explain/**/*.py")):
+        rel = p.relative_to(ROOT).as_posix()
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if re.search(r"\bnp\.load\(|numpy\.load\(", line):
+                found.append(f"{rel}:{i}: {line.strip()}")
+    assert not found, "npz reads that bypass safe_io.load_npz:\n" + "\n".join(found)

@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import _need as need
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +123,7 @@ def test_workspace_is_per_thread():
 def _all_threads():
     """Numba with all its threads (an earlier test in the process -- the CLI's main, a
     one-thread fixture -- may have left it at one); skip where it has a single one."""
-    numba = pytest.importorskip("numba")
+    numba = need.module("numba")
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here")
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)

@@ -14,10 +14,11 @@ says so (``relu sign flips``) -- then it is the test point, not the engine.
 """
 import warnings
 
+import _need as need
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = need.module("torch")
 
 from _reference import rel_err, serial_kernels, torch_alexnet, torch_state_dict  # noqa: E402,F401
 
@@ -123,7 +124,7 @@ def test_backprop_gradient(pair):
 
 @pytest.mark.parametrize("rule", ["guided", "deconvnet"])
 def test_guided_and_deconvnet_match_captum(pair, rule):
-    captum_attr = pytest.importorskip("captum.attr")
+    captum_attr = need.module("captum.attr")
     cls = {"guided": captum_attr.GuidedBackprop, "deconvnet": captum_attr.Deconvolution}[rule]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -142,7 +143,7 @@ def test_full_size_parallel_kernels_equal_serial(pair):
     """The production path (all Numba threads) on a full-size network gives
     the serial results bit for bit.  caffe only: it has every kernel type
     (grouped conv, LRN, overlapping max-pool)."""
-    numba = pytest.importorskip("numba")
+    numba = need.module("numba")
     if pair.variant != "caffe":
         pytest.skip("run once, on the caffe layout")
     if numba.config.NUMBA_NUM_THREADS < 2:

@@ -353,7 +353,7 @@ def _have_fashion_mnist():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _have_fashion_mnist(), reason="needs Fashion-MNIST (dataset-fashion-mnist)")
+@pytest.mark.needs(_have_fashion_mnist(), "needs Fashion-MNIST (dataset-fashion-mnist)")
 def test_script_resumes_after_interruption(tmp_path):
     common = [sys.executable, str(ROOT / "scripts" / "train_embedded.py"), "--train-size", "96", "--epochs", "2",
               "--batch", "32", "--eval-size", "0", "--width", "8,8,8,8,8", "--fc", "16", "--no-progress",

@@ -64,9 +64,25 @@ def move(array, device: str):
     return cupy.asarray(np.asarray(array), order="C")   # (a frozen CPU fc weight is column-major)
 
 
-def set_num_threads(n: int):
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; os.cpu_count() where
+    the platform has no affinity)."""
+    import os
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def set_num_threads(n: int, file=None) -> int:
     """Limit the CPU thread pools -- Numba's kernels and the BLAS -- to ``n`` threads
-    (0 or None: leave them alone).
+    (0 or None: leave them alone); returns the count set (0 for none).
+
+    ``n`` is capped to the cores this process may use (:func:`usable_cores`), with
+    a line on stderr (``file``) saying so: more threads than cores only make the
+    pools fight over them, and each OpenBLAS thread reserves its own buffers --
+    ``--threads 64`` under a memory limit crashed OpenBLAS.  The capped value is the
+    only one that reaches Numba and the BLAS.  A negative or non-integer ``n``
+    raises ValueError.
 
     The explainers run many small batches (a 64x64 network at batch 1); there one
     thread is fastest by far, and on a busy machine two pools of spinning threads
@@ -74,15 +90,27 @@ def set_num_threads(n: int):
     class-model step 30x slower.  The scripts and the CLI use one thread unless
     told otherwise (--threads); large batches (AlexNet at batch 8, training) gain
     from more on an idle machine."""
-    if not n:
-        return
+    import sys
+    if n is None:
+        return 0
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"thread count must be an integer >= 0 (0: the library's default), got {n!r}")
+    n = int(n)
+    if n == 0:
+        return 0
     import numba
-    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    cap = max(1, min(usable_cores(), numba.config.NUMBA_NUM_THREADS))
+    if n > cap:
+        print(f"note: {n} threads requested, using {cap} (the CPU cores this process may use)",
+              file=file or sys.stderr)
+        n = cap
+    numba.set_num_threads(n)
     try:
         from threadpoolctl import threadpool_limits
-        threadpool_limits(int(n))
+        threadpool_limits(n)
     except ImportError:                     # a dependency; OPENBLAS_NUM_THREADS does it too
         pass
+    return n
 
 
 #: Environment variables that pin OpenBLAS to one processor's kernels.

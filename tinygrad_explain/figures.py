@@ -82,6 +82,86 @@ def _say(text):
     tqdm.write(str(text))
 
 
+# --------------------------------------------------------------------------
+# measured numbers in captions: read from the JSON files the benchmark scripts write in docs/
+# --------------------------------------------------------------------------
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def bench_json(name: str) -> dict | None:
+    """docs/``name``, a JSON file that a benchmark script wrote (scripts/bench_visualizations.py
+    ...), or None where the checkout's docs/ is absent (an installed package): captions quote
+    measured numbers from these files only, never typed in."""
+    p = DOCS / name
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+
+
+def _r(v: float) -> str:
+    """A correlation as a caption quotes it: two decimals, no minus sign on a rounded zero."""
+    t = f"{v:.2f}"
+    return "0.00" if t == "-0.00" else t
+
+
+def _judged(bench: dict, recipe: str, layer: str) -> int:
+    """How many of a bench's scenes the judge names the original's class for, from ``layer``'s inversion."""
+    n = len(bench["config"]["chosen"])
+    return int(round(bench["results"][recipe]["inversion"][layer]["judge_agreement"] * n))
+
+
+def decoder_caption_numbers() -> str:
+    """The decoder figure's measured sentence, from docs/bench_visualizations_learned20.json (recipe
+    "decoder"), ..._natural20.json (the random-start recipe) and ..._decoder20_steps0.json (D(code) alone)."""
+    learned, natural, alone = (bench_json(f"bench_visualizations_{n}.json")
+                               for n in ("learned20", "natural20", "decoder20_steps0"))
+    if learned is None or natural is None or alone is None:
+        return " Measured numbers: docs/explainers.md."
+    dec = learned["results"]["decoder"]["inversion"]
+    nat = natural["results"]["natural"]["inversion"]
+    n = len(learned["config"]["chosen"])
+    k5, k6 = _judged(learned, "decoder", "pool5"), _judged(learned, "decoder", "fc6")
+    return (f" On {n} held-out scenes (docs/explainers.md) the refined pool5 and "
+            f"fc6 reconstructions correlate {_r(dec['pool5']['corr_original_mean'])} and "
+            f"{_r(dec['fc6']['corr_original_mean'])} with their scene (the random-start recipe's: "
+            f"{_r(nat['pool5']['corr_original_mean'])} and {_r(nat['fc6']['corr_original_mean'])}) and the judge "
+            f"names the scene's class for {f'{k5} of {n} each' if k5 == k6 else f'{k5} and {k6} of {n}'}; fc7's "
+            f"only weakly ({_r(dec['fc7']['corr_original_mean'])}, the decoder's image alone "
+            f"{_r(alone['results']['decoder']['inversion']['fc7']['corr_original_mean'])}; the judge agrees for "
+            f"{_judged(learned, 'decoder', 'fc7')} of {n}), and fc8 (ten class scores) has "
+            "no useful linear decoder.")
+
+
+def layers_caption_numbers() -> str:
+    """The per-layer figure's measured range, from docs/bench_visualizations_natural20.json (the default
+    recipe's reconstructions of the bench's scenes)."""
+    natural = bench_json("bench_visualizations_natural20.json")
+    if natural is None:
+        return " (docs/explainers.md)"
+    inv = natural["results"]["natural"]["inversion"]
+    conv = [inv[l]["corr_original_mean"] for l in ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4") if l in inv]
+    return (f" (on {len(natural['config']['chosen'])} held-out scenes at {natural['config']['invert_steps']} steps, "
+            f"the blurred grey correlation with the original is {_r(min(conv))}-{_r(max(conv))} up to conv4 and "
+            f"{_r(inv['conv5']['corr_original_mean'])} at conv5)")
+
+
+def exemplar_caption_numbers(fc7_errors) -> str:
+    """The retrieval figure's measured numbers: this figure's own fc7 errors (``fc7_errors``), then
+    docs/bench_visualizations_learned20.json (recipe "exemplar") against ..._natural20.json."""
+    out = (f"fc7 errors (about {min(fc7_errors):.2f}-{max(fc7_errors):.2f}) are a little above the "
+           "optimiser's.")
+    learned, natural = (bench_json(f"bench_visualizations_{n}.json") for n in ("learned20", "natural20"))
+    if learned is None or natural is None:
+        return out + " Measured numbers: docs/explainers.md."
+    n = len(learned["config"]["chosen"])
+    ks = [_judged(learned, "exemplar", l) for l in ("fc6", "fc7", "fc8")]
+    opt = [_judged(natural, "natural", l) for l in ("fc6", "fc7", "fc8")]
+    return out + (f" On {n} held-out scenes "
+                  "(docs/explainers.md) the independent judge names the original's class from the fc6, fc7 and "
+                  f"fc8 retrievals for {ks[0]}, {ks[1]} and {ks[2]} of {n}, against {min(opt)}-{max(opt)} for the "
+                  "optimised pictures; r (the "
+                  "blurred grey correlation with the original) stays near 0 at fc8, whose ten class scores say "
+                  "nothing of the scene's layout.")
+
+
 LECTURE_IMAGENET_CLASSES = ["washer", "goose", "ostrich", "limousine", "computer keyboard", "dalmatian"]
 
 
@@ -300,8 +380,8 @@ def fig_inversion_layers(inp, out, summary):
                   "reconstructions layer by layer): one reconstruction per layer, all optimised as one batch "
                   "with the same priors as the fc7 figure; the normalised error "
                   "&Vert;&phi;<sub>l</sub>(x)&minus;&phi;<sub>l,0</sub>&Vert;/&Vert;&phi;<sub>l,0</sub>&Vert; "
-                  "under each. Up to conv5 the reconstructions show the scene (blurred grey correlation with "
-                  "the original about 0.9 and more); pool5 and fc6 keep at most the object's rough place, often "
+                  "under each. Up to conv5 the reconstructions show the scene" + layers_caption_numbers() +
+                  "; pool5 and fc6 keep at most the object's rough place, often "
                   "with its brightness inverted; fc7 does not show the scene, and fc8 (ten class scores) at most a "
                   "class-like outline, not this scene -- this network was "
                   "trained on randomly tinted items, and its deep codes hardly change when the object turns "
@@ -350,11 +430,8 @@ def fig_inversion_decoder(inp, out, summary):
                   "averaged to grey); right: that image refined by the same objective and priors as the figure "
                   f"above ({s.get('steps', X.inversion.INVERT_RECIPES['decoder']['steps'])} steps, recipe "
                   "\"decoder\"), which adds the contrast and detail the code asks for. r: the blurred grey "
-                  "correlation with the original. On 20 held-out scenes (docs/explainers.md) the refined pool5 and "
-                  "fc6 reconstructions correlate 0.68 and 0.53 with their scene (the random-start recipe's: 0.17 "
-                  "and 0.00) and the judge names the scene's class for 13 of 20 each; fc7's only weakly (0.11, "
-                  "the decoder's image alone 0.37; the judge agrees for 9 of 20), and fc8 (ten class scores) has "
-                  "no useful linear decoder. Retrieval, the next figure, is what the judge names best.")
+                  "correlation with the original." + decoder_caption_numbers() +
+                  " Retrieval, the next figure, is what the judge names best.")
 
 
 EXEMPLAR_LAYERS = ("pool5", "fc6", "fc7", "fc8")
@@ -398,11 +475,7 @@ def fig_inversion_exemplar(inp, out, summary):
                   "most like the decoder's image D(code) where the layer has a decoder). Top row: pool5 ... fc8; "
                   "bottom row: fc7's five nearest. These are other scenes that the network can hardly tell from "
                   "the original at that layer -- the invariance made visible, not the original recovered: their "
-                  "fc7 errors (about 0.15-0.27) are a little above the optimiser's. On 20 held-out scenes "
-                  "(docs/explainers.md) the independent judge names the original's class from the fc6, fc7 and "
-                  "fc8 retrievals for 17, 19 and 17 of 20, against 10-14 for the optimised pictures; r (the "
-                  "blurred grey correlation with the original) stays near 0 at fc8, whose ten class scores say "
-                  "nothing of the scene's layout.")
+                  + exemplar_caption_numbers(five.errors))
 
 
 def fig_rules(inp, out, summary):
@@ -822,11 +895,11 @@ IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet s
 }
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog="tinygrad-explain figures") -> int:
     import argparse
     import sys
     ap = argparse.ArgumentParser(
-        prog="reproduce_figures.py",
+        prog=prog,
         description="Write every figure of the lecture 'Explaining CNNs: Early Methods' as PNG, plus index.html. "
                     "Default: the embedded Fashion-MNIST-scenes AlexNet and shipped sample scenes; "
                     "--weights FILE --images PHOTO... for real AlexNet (ImageNet preprocessing from the file).")
@@ -857,6 +930,12 @@ def main(argv=None) -> int:
         ap.error(f"--units must be at least 1, got {args.units}")
     if not (args.steps_scale > 0 and np.isfinite(args.steps_scale)):
         ap.error(f"--steps-scale must be a positive number, got {args.steps_scale}")
+    from .explain.optimize import MAX_STEPS
+    most = max(v for d in (EMBEDDED_SETTINGS, IMAGENET_SETTINGS) for s in d.values() for k, v in s.items()
+               if k.endswith("steps"))
+    if most * args.steps_scale > MAX_STEPS:
+        ap.error(f"--steps-scale {args.steps_scale:g} makes {most * args.steps_scale:,.0f} steps; "
+                 f"at most {MAX_STEPS:,}")
     if args.jobs is None:
         args.jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if args.jobs < 1:

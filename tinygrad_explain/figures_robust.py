@@ -45,6 +45,29 @@ def _panels(model, x, classes, s):
             "inversion": list(inv.display), "inversion_errors": [float(e) for e in inv.errors], "class_models": cm}
 
 
+def judge_caption_numbers() -> str:
+    """What the independent judge made of both models' class models, from the JSON that
+    ``scripts/bench_visualizations.py --model embedded|robust --recipes natural,natural-opaque
+    --skip neurons,invert`` writes: docs/bench_visualizations_class_embedded.json and
+    ..._class_robust.json (the recipes at their own steps, seed 0)."""
+    from .figures import bench_json
+    emb, rob = (bench_json(f"bench_visualizations_class_{m}.json") for m in ("embedded", "robust"))
+    if emb is None or rob is None:
+        return " (the independent judge's numbers: docs/explainers.md)"
+    from .explain.recipes import RECIPES
+
+    def judged(bench, recipe):
+        c = bench["results"][recipe]["class_models"]
+        steps = bench["config"]["class_steps"] or RECIPES["class_model"][recipe]["steps"]
+        return c["recognised"], c["of"], c["judge_p_target_mean"], steps
+    (ro, n, _, so), (eo, _, _, _) = judged(rob, "natural-opaque"), judged(emb, "natural-opaque")
+    (rn, n2, rp, sn), (en, _, ep, _) = judged(rob, "natural"), judged(emb, "natural")
+    both = f"{rn}/{n2} each" if rn == en else f"{rn}/{n2} against {en}/{n2}"
+    return (f" (the independent judge recognised {ro} of {n} of the twin's against {eo} of the "
+            f"standard model's at {so} steps); with transparency, the default now, both are silhouettes "
+            f"(at {sn} steps {both}, mean judge probability {rp:.3f} against {ep:.3f})")
+
+
 def fig_robust(inp, out, summary, robust=None):
     """Standard (``inp.model``) and robust twin side by side; ``robust`` defaults to
     ``te.load_model("robust")``.  Writes ``robust.png``; returns a :class:`~.figures.Figure`."""
@@ -108,9 +131,7 @@ def fig_robust(inp, out, summary, robust=None):
                   f"(natural recipe, {s['class_steps']} steps; softmax under each). Adversarial training is meant "
                   "to make the input gradient point along directions a person sees (Tsipras et al. 2019; "
                   "Santurkar et al. 2019). On this mildly robust twin that showed in the class models of "
-                  "opaque images (the independent judge recognised 8 of 10 of the twin's against 6 of the "
-                  "standard model's at 600 steps); with transparency, the default now, both are silhouettes "
-                  "(at 600 steps 9/10 each, mean judge probability 0.867 against 0.738); the saliency and "
+                  "opaque images" + judge_caption_numbers() + "; the saliency and "
                   "guided-backprop maps of the two barely differ, and neither "
                   "model's pool5 / fc7 reconstruction shows the scene. See docs/explainers.md for the judge's "
                   "numbers.")

@@ -247,7 +247,6 @@ class GraphNetwork(Network):
         if keep is not None:
             try:
                 keep = list(keep)
-                [self._layer_name(k, "keep") for k in keep]
             except TypeError:
                 raise TypeError(f"keep must be a layer name or a list of layer names, got {keep!r}") from None
         run = self._plan(until, keep, start)

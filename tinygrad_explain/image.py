@@ -42,8 +42,12 @@ viewable uint8 image.
 """
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from struct import error as struct_error
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
@@ -71,6 +75,37 @@ MIN_STD = 1e-6
 #: side (a 2 x 20000 strip resized to a shorter side of 256 would be 256 x 2.56 M).
 MAX_PIXELS = 100_000_000
 MAX_ASPECT = 50
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """A stricter decoding budget for untrusted files (the explorer's uploads), decided
+    before a pixel is decoded:
+
+    * ``formats``: the Pillow formats tried at all -- anything else (EPS, which Pillow
+      hands to Ghostscript; PSD, ICNS, ...) is :class:`UnsupportedImageError`;
+    * ``modes``: the pixel layouts accepted (sane depths: 1/8/16-bit integer, 32-bit
+      integer or float greyscale, 8-bit colour);
+    * ``max_pixels``: the decoded raster's pixel count.  A JPEG larger than that is
+      decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``: the DCT is scaled, the full
+      raster never exists) when that brings it under the cap; any other format is
+      refused from its header.  At most 4 bytes a pixel in Pillow, so the raster is at
+      most ``4 * max_pixels`` bytes, and the conversions after it (:func:`_to_8bit`)
+      work in row blocks.
+
+    The default :data:`UPLOAD_LIMITS` keeps 16 M pixels -- a 64x64 or 224x224 model
+    needs a tiny fraction of that -- i.e. a raster of at most 64 MiB."""
+    max_pixels: int = 16_000_000
+    formats: tuple = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+    modes: tuple = ("1", "L", "P", "LA", "PA", "RGB", "RGBA", "RGBX", "RGBa", "La", "CMYK", "YCbCr",
+                    "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+UPLOAD_LIMITS = DecodeLimits()
+
+
+class UnsupportedImageError(ValueError):
+    """A file that is not one of the accepted image formats or pixel layouts (HTTP 415 in the explorer)."""
 
 
 def _as_str(v, default, key):
@@ -286,12 +321,13 @@ def _check_size(w: int, h: int, what: str):
                          f"te.image.MAX_ASPECT = {MAX_ASPECT}:1")
 
 
-def _open(src) -> Image.Image:
-    """File path / PIL image / uint8 array -> a loaded PIL image (any mode).
+def _open(src, limits: DecodeLimits | None = None) -> Image.Image:
+    """File path / in-memory file (``io.BytesIO``) / PIL image / uint8 array -> a loaded
+    PIL image (any mode).
 
-    Size limits (:func:`_check_size`) are applied before the pixels are
-    decoded; a path that is not a regular file (a FIFO would block) is
-    refused before it is opened."""
+    Size limits (:func:`_check_size`, and ``limits`` if given: see
+    :class:`DecodeLimits`) are applied before the pixels are decoded; a path that
+    is not a regular file (a FIFO would block) is refused before it is opened."""
     if isinstance(src, Image.Image):
         _check_size(*src.size, what=type(src).__name__)
         return src
@@ -309,34 +345,72 @@ def _open(src) -> Image.Image:
         if a.ndim == 2:
             return Image.fromarray(np.ascontiguousarray(a), "L")
         return Image.fromarray(np.ascontiguousarray(a), "RGB" if a.shape[2] == 3 else "RGBA")
-    if isinstance(src, (str, bytes, os.PathLike)):
+    if isinstance(src, io.BytesIO):
+        fp, what = src, "(uploaded data)"
+    elif isinstance(src, (str, bytes, os.PathLike)):
         from .safe_io import regular_file_problem
-        path = os.fsdecode(os.fspath(src))
-        try:
-            problem = regular_file_problem(path)
+        fp = os.fsdecode(os.fspath(src))
+        what = repr(fp)
+    else:
+        raise TypeError(f"expected a file path, PIL image or uint8 array, got {type(src).__name__}")
+    try:
+        if not isinstance(fp, io.BytesIO):
+            problem = regular_file_problem(fp)
             if problem:
-                raise ValueError(f"cannot read image {path!r}: not a regular file ({problem})")
-            with Image.open(path) as im:
-                _check_size(*im.size, what=repr(path))   # from the header, before decoding
-                im.load()                     # decode now: truncated files fail here
-                upright = ImageOps.exif_transpose(im)
-                return upright if upright is not None else im
-        except FileNotFoundError:
-            raise ValueError(f"cannot read image {path!r}: no such file") from None
-        except IsADirectoryError:
-            raise ValueError(f"cannot read image {path!r}: it is a directory") from None
-        except UnidentifiedImageError:
-            raise ValueError(f"cannot read image {path!r}: not an image file "
-                             "(or a format Pillow cannot decode)") from None
-        except MemoryError:
-            raise ValueError(f"cannot read image {path!r}: not enough memory to decode it") from None
-        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-            raise ValueError(f"cannot read image {path!r}: {e}") from None
-        except ValueError as e:                    # ours already name the file; Pillow's do not
-            if str(e).startswith("cannot read image"):
-                raise
-            raise ValueError(f"cannot read image {path!r}: {e}") from None
-    raise TypeError(f"expected a file path, PIL image or uint8 array, got {type(src).__name__}")
+                raise ValueError(f"cannot read image {what}: not a regular file ({problem})")
+        with warnings.catch_warnings():
+            if limits is not None:             # our cap is far stricter than Pillow's warning (89 M pixels)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fp, formats=None if limits is None else list(limits.formats))
+        with im:
+            if limits is not None:
+                _check_limits(im, limits, what)     # from the header, before decoding
+            _check_size(*im.size, what=what)       # from the header, before decoding
+            im.load()                     # decode now: truncated files fail here
+            upright = ImageOps.exif_transpose(im)
+            return upright if upright is not None else im
+    except FileNotFoundError:
+        raise ValueError(f"cannot read image {what}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"cannot read image {what}: it is a directory") from None
+    except UnidentifiedImageError:
+        if limits is not None:
+            raise UnsupportedImageError(f"cannot read image {what}: not a {', '.join(limits.formats)} image "
+                                        "(other formats are refused)") from None
+        raise ValueError(f"cannot read image {what}: not an image file "
+                         "(or a format Pillow cannot decode)") from None
+    except MemoryError:
+        raise ValueError(f"cannot read image {what}: not enough memory to decode it") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError, EOFError, struct_error, ZeroDivisionError,
+            IndexError, KeyError, TypeError, OverflowError) as e:
+        # Pillow's plugins raise more than OSError on a damaged header (struct.error, EOFError, ...)
+        raise ValueError(f"cannot read image {what}: {e or type(e).__name__}") from None
+    except ValueError as e:                    # ours already name the file; Pillow's do not
+        if str(e).startswith("cannot read image"):
+            raise
+        raise ValueError(f"cannot read image {what}: {e}") from None
+
+
+def _check_limits(im: Image.Image, limits: DecodeLimits, what: str):
+    """``limits`` against an opened, not yet decoded image; a JPEG over the pixel cap is set
+    to decode at the smallest reduction (1/2, 1/4, 1/8) that fits under it."""
+    if im.format not in limits.formats:
+        raise UnsupportedImageError(f"cannot read image {what}: format {im.format} is not accepted "
+                                    f"({', '.join(limits.formats)} are)")
+    if im.mode not in limits.modes:
+        raise UnsupportedImageError(f"cannot read image {what}: pixel mode {im.mode!r} is not accepted "
+                                    "(8-bit colour, or 1/8/16/32-bit greyscale)")
+    w, h = im.size
+    if w * h > limits.max_pixels and im.format == "JPEG":
+        for k in (2, 4, 8):
+            sw, sh = -(-w // k), -(-h // k)
+            if sw * sh <= limits.max_pixels:
+                im.draft(im.mode, (sw, sh))
+                break
+        w, h = im.size
+    if w * h > limits.max_pixels:
+        raise ValueError(f"cannot read image {what}: {w}x{h} is {w * h:,} pixels, more than this decoder's "
+                         f"limit of {limits.max_pixels:,} (the model needs far fewer; scale it down first)")
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
@@ -346,23 +420,43 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     a 16-bit one saturated.  Integers are read on the smallest of the
     scales 0..255, 0..65535, 0..2^31-1 that holds their maximum; floats
     in [0, 1] are taken as such, otherwise on the same integer scales.
-    Negative values clip to 0."""
-    a = np.asarray(im, dtype=np.float64)
-    if not np.isfinite(a).all():
-        raise ValueError("image contains NaN or Inf pixel values")
-    top = float(a.max()) if a.size else 0.0
+    Negative values clip to 0.  Worked in blocks of rows (float64 scratch of
+    at most ``_BLOCK`` values), so the memory beyond the raster is one byte a pixel."""
+    w, h = im.size
+    step = max(1, _BLOCK // max(1, w))
+    def blocks():                 # (first row, the rows' values), one block of rows at a time
+        for r in range(0, h, step):
+            yield r, np.asarray(im.crop((0, r, w, min(h, r + step))))
+    top = 0.0
+    for _, part in blocks():
+        if part.dtype.kind == "f" and not np.isfinite(part).all():
+            raise ValueError("image contains NaN or Inf pixel values")
+        if part.size:
+            top = max(top, float(part.max()))
     if im.mode == "F" and top <= 1.0:
         hi = 1.0
     else:
         hi = next(v for v in (255.0, 65535.0, 2147483647.0, np.inf) if top <= v)
         if hi == np.inf:
             hi = top
-    return Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    out = np.empty((h, w), np.uint8)
+    for r, part in blocks():
+        part = part.astype(np.float64)
+        part /= hi
+        part *= 255.0
+        part += 0.5
+        np.clip(part, 0, 255, out=part)
+        out[r:r + step] = part
+    return Image.fromarray(out, "L")
 
 
-def load_pil(src: ImageSource, channels: int = 3) -> Image.Image:
-    """Decode ``src`` to an ``"RGB"`` (or ``"L"`` for ``channels == 1``) PIL image."""
-    im = _open(src)
+_BLOCK = 1 << 20          # values per block of _to_8bit's float64 scratch (8 MiB)
+
+
+def load_pil(src: ImageSource, channels: int = 3, limits: DecodeLimits | None = None) -> Image.Image:
+    """Decode ``src`` to an ``"RGB"`` (or ``"L"`` for ``channels == 1``) PIL image
+    (``limits``: a stricter budget for untrusted files, :class:`DecodeLimits`)."""
+    im = _open(src, limits)
     mode = "L" if channels == 1 else "RGB"
     if im.mode == mode:
         return im
@@ -432,11 +526,14 @@ def _fit(im: Image.Image, pre: dict, H: int, W: int) -> Image.Image:
 # ---------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------
-def load(src: ImageSource, model: Network) -> np.ndarray:
+def load(src: ImageSource, model: Network, limits: DecodeLimits | None = None) -> np.ndarray:
     """Image (path, PIL image or uint8 array) -> float32 ``(1, C, H, W)`` model input.
 
     See the module docstring for the exact steps.  Raises ``ValueError``
-    naming the file if it is missing or not a decodable image.
+    naming the file if it is missing or not a decodable image.  ``limits``
+    (e.g. :data:`UPLOAD_LIMITS`): a stricter decoding budget for untrusted
+    files -- formats, pixel modes and a pixel cap checked from the header
+    (:class:`DecodeLimits`); ``src`` may then also be an ``io.BytesIO``.
 
     >>> x = load("cat.jpg", model)                  # doctest: +SKIP
     >>> scores = model(x)                           # doctest: +SKIP
@@ -445,7 +542,7 @@ def load(src: ImageSource, model: Network) -> np.ndarray:
     if C not in (1, 3):
         raise ValueError(f"image models must have 1 or 3 input channels, got {C}")
     pre = preprocessing_of(model)
-    im = _fit(load_pil(src, channels=C), pre, H, W)
+    im = _fit(load_pil(src, channels=C, limits=limits), pre, H, W)
     a = np.asarray(im, dtype=np.float32)                   # (H, W, 3) or (H, W), 0..255
     if a.ndim == 2:
         a = a[:, :, None]

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .shipped import weights_file
+
 if TYPE_CHECKING:
     from .models import Network
 
@@ -37,7 +39,7 @@ FORMAT = "tinygrad-explain-model"
 #: "inputs").  A chain is still written as version 1 (files older readers read).
 VERSION = 2
 VERSIONS = (1, 2)
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "fashion_scenes_alexnet.h5"
+DEFAULT_WEIGHTS = weights_file("fashion_scenes_alexnet.h5")     # where: tinygrad_explain.shipped
 #: Largest parameter count load_model accepts unless told otherwise (AlexNet has 61 M;
 #: 300 M float32 weights are 1.2 GB).  Override per call or with TGE_MAX_PARAMETERS.
 MAX_PARAMETERS = 300_000_000

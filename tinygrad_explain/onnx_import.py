@@ -300,7 +300,7 @@ def build_graph(model, path="<onnx>", max_parameters=None, input_size=None, fold
             raise OnnxImportError(f"{where}: would output {list(s)}, more than {MAX_ACTIVATIONS:,} values per image")
         shape[name] = s
         nodes.append((name, layer, list(ins)))
-        kind[name] = onnx_node.op_type
+        kind[name] = (onnx_node.op_type, onnx_node.output[0])     # what made it, and its ONNX output
         for k, v in (params or {}).items():
             state[f"{name}.{k}"] = np.asarray(v, np.float32)
         src[onnx_node.output[0]] = name
@@ -374,10 +374,12 @@ def _convert_node(n, where, path, const, src, shape, kind, state, readers, outpu
         if any(v is None for v in (gamma, beta, mean, var)):
             raise OnnxImportError(f"{where}: scale, B, mean and var must all be constants")
         eps = float(a.get("epsilon", 1e-5))
-        if fold_batch_norm and kind.get(x) == "Conv" and readers.get(ins[0]) == 1 and ins[0] not in outputs:
+        # fold only where BN reads the conv's own output and nothing else does (not through an Identity)
+        if fold_batch_norm and kind.get(x) == ("Conv", ins[0]) and readers.get(ins[0]) == 1 \
+                and ins[0] not in outputs:
             w, b = nn.fold_batch_norm(state[f"{x}.weight"], state[f"{x}.bias"], mean, var, gamma, beta, eps)
             state[f"{x}.weight"], state[f"{x}.bias"] = np.asarray(w, np.float32), np.asarray(b, np.float32)
-            kind[x] = "Conv+BatchNormalization"
+            kind[x] = ("Conv+BatchNormalization", n.output[0])
             src[n.output[0]] = x
         else:
             c = shape[x][0] if shape[x] else 0
@@ -455,9 +457,9 @@ def _convert_node(n, where, path, const, src, shape, kind, state, readers, outpu
             if b is None:
                 raise OnnxImportError(f"{where}: input {other[0]!r} is neither computed nor a constant")
             xn = src[dyn[0]]
-            if kind.get(xn) == "MatMul" and readers.get(dyn[0]) == 1 and b.size == shape[xn][0]:
+            if kind.get(xn) == ("MatMul", dyn[0]) and readers.get(dyn[0]) == 1 and b.size == shape[xn][0]:
                 state[f"{xn}.bias"] = state[f"{xn}.bias"] + np.asarray(b, np.float32).reshape(-1)
-                kind[xn] = "MatMul+Add"
+                kind[xn] = ("MatMul+Add", n.output[0])
                 src[n.output[0]] = xn
             else:
                 raise OnnxImportError(f"{where}: adds a constant to something other than a MatMul's "
@@ -560,6 +562,10 @@ def load_onnx(path: str | os.PathLike, *, class_names: Sequence[str] | None = No
         pre = {k: v for k, v in (("mean", mean), ("std", std), ("channel_order", channel_order),
                                  ("pixel_scale", pixel_scale), ("resize", resize), ("crop", crop)) if v is not None}
         pre = {k: (list(map(float, v)) if k in ("mean", "std") else v) for k, v in pre.items()}
+        for k in ("mean", "std"):
+            if k in pre and len(pre[k]) != input_shape[0]:
+                raise OnnxImportError(f"{path}: {k} has {len(pre[k])} values; the network takes "
+                                      f"{input_shape[0]} input channels (give one per channel)")
         try:
             net = GraphNetwork(nodes, input_shape, preprocessing=pre)
         except ValueError as e:

@@ -214,7 +214,9 @@ class Conv2d(Function):
                 if need_x and self._pointwise(n1 - n0, kh, kw):
                     self.backward_gemm(xp, wg, grows, dx[n0].reshape(G * R, L))
                 elif need_x:
-                    dcol = B.workspace.get("dcol", (G * R, (n1 - n0) * L), g.dtype)
+                    # dcol in forward's "col" buffer: col2im has consumed it before a weight
+                    # gradient recomputes col there (one buffer of this size per thread, not two)
+                    dcol = B.workspace.get("col", (G * R, (n1 - n0) * L), g.dtype)
                     self.backward_gemm(xp, wg, grows, dcol)
                     B.im2col.col2im(dcol, (n1 - n0,) + x.shape[1:], kh, kw, self.stride, self.padding,
                                     out=dx[n0:n1])

@@ -19,7 +19,12 @@ write has the same guarantees:
   keeps that file's permission bits.
 * Reading: :func:`regular_file_problem` tells the readers (model files,
   checkpoints, caffemodels, images) to refuse a FIFO or device before
-  opening it.
+  opening it; :func:`load_npz` is the one reader of ``.npz`` archives
+  (checkpoints, the exemplar bank, the scene sample, benchmark results):
+  a regular file, no pickles, and every member's size -- the zip
+  directory's declared size and the ``.npy`` header's shape x itemsize --
+  checked against a limit before a byte of it is read (a 1.5 MB zip bomb
+  or a header claiming 1 TiB is a one-line :class:`NpzError`).
 * **Checked before the work**: :func:`check_output` refuses an output that
   is a directory, sits in a folder that does not exist, or is the same file
   as one of the inputs (``convert a.pth a.pth`` must not destroy the
@@ -38,7 +43,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["OutputPathError", "check_output", "atomic_write", "write_text", "regular_file_problem"]
+__all__ = ["OutputPathError", "check_output", "atomic_write", "write_text", "regular_file_problem",
+           "NpzError", "load_npz", "MAX_NPZ_BYTES"]
 
 
 class OutputPathError(ValueError):
@@ -139,3 +145,120 @@ def write_text(path, text: str, inputs=()) -> Path:
     with atomic_write(path, inputs, mode="w") as f:
         f.write(text)
     return Path(path)
+
+
+# ---------------------------------------------------------------------------
+# .npz archives
+# ---------------------------------------------------------------------------
+#: Default bound on the decoded size of one ``.npz`` archive (all members together).
+#: The shipped bank is 25 MB decoded, the scene sample 8 MB, a checkpoint of the
+#: embedded model ~20 MB (checkpoints of larger models get a bound from the model);
+#: override per call (``max_bytes=``) or with the environment variable TGE_MAX_NPZ_BYTES.
+MAX_NPZ_BYTES = 256 << 20
+_MAX_NPZ_MEMBERS = 10_000
+_NPY_HEADER_MAX = 10_000          # bytes; numpy's own default limit for a .npy header
+
+
+class NpzError(ValueError):
+    """An ``.npz`` file that cannot or must not be read (the message names the file and member)."""
+
+
+def _npz_limit(max_bytes):
+    if max_bytes is not None:
+        return int(max_bytes)
+    env = os.environ.get("TGE_MAX_NPZ_BYTES")
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise ValueError(f"TGE_MAX_NPZ_BYTES must be an integer, got {env!r}") from None
+    return MAX_NPZ_BYTES
+
+
+def load_npz(path, what: str = "file", keys=None, max_bytes: int | None = None) -> dict:
+    """Read the arrays of an ``.npz`` archive into a dict ``{name: ndarray}``, safely.
+
+    * ``path`` must be a regular file (a FIFO or device is refused without
+      opening it for reading: it would block or never end);
+    * no pickles (object arrays are refused);
+    * before any member is decompressed, the zip directory's declared
+      uncompressed sizes are summed and checked against ``max_bytes``
+      (default :data:`MAX_NPZ_BYTES`), and each member's ``.npy`` header
+      (shape x itemsize) is checked against the bytes the directory declares
+      and against ``max_bytes`` -- so neither a zip bomb nor a header claiming
+      1 TiB allocates anything;
+    * ``keys``: read only these members (names without ``.npy``; absent ones
+      are simply missing from the result).
+
+    Every problem is an :class:`NpzError` (a ValueError) naming ``what`` and the file,
+    and the member where there is one.  A missing file raises FileNotFoundError."""
+    import lzma
+    import tokenize
+    import zipfile
+    import zlib
+
+    import numpy as np
+    from numpy.lib import format as npy
+
+    label = f"{what} {os.fspath(path)}"
+    problem = regular_file_problem(path)          # FileNotFoundError for a missing path
+    if problem:
+        raise NpzError(f"{label}: not a regular file ({problem})")
+    limit = _npz_limit(max_bytes)
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, OverflowError) as e:
+        raise NpzError(f"{label}: not a readable .npz archive ({' '.join(str(e).split())[:200]})") from None
+    out = {}
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > _MAX_NPZ_MEMBERS:
+            raise NpzError(f"{label}: {len(infos)} members, more than {_MAX_NPZ_MEMBERS}")
+        wanted = []
+        for info in infos:
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if keys is None or name in keys:
+                wanted.append((name, info))
+        declared = sum(info.file_size for _, info in wanted)
+        if declared > limit:
+            raise NpzError(f"{label}: its members declare {declared:,} bytes, more than the limit of {limit:,} "
+                           "(TGE_MAX_NPZ_BYTES raises it)")
+        for name, info in wanted:
+            member = f"{label}: member {name!r}"
+            try:
+                with zf.open(info) as f:
+                    version = npy.read_magic(f)
+                    if version not in ((1, 0), (2, 0), (3, 0)):
+                        raise NpzError(f"{member}: unknown .npy version {version}")
+                    read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                    shape, fortran, dtype = read_header(f, max_header_size=_NPY_HEADER_MAX)
+                    if dtype.hasobject:
+                        raise NpzError(f"{member}: holds Python objects (a pickle); refusing to load it")
+                    count = 1
+                    for d in shape:
+                        count *= int(d)
+                    nbytes = count * dtype.itemsize
+                    if nbytes > limit:
+                        raise NpzError(f"{member}: its header claims shape {shape} of {dtype} = {nbytes:,} bytes, "
+                                       f"more than the limit of {limit:,}")
+                    if nbytes > info.file_size:
+                        raise NpzError(f"{member}: its header claims {nbytes:,} bytes but the archive holds "
+                                       f"{info.file_size:,}; the file is damaged")
+                    data = bytearray(nbytes)          # read in place: one copy of the array, writeable
+                    view, got = memoryview(data), 0
+                    while got < nbytes:
+                        n = f.readinto(view[got:])
+                        if not n:
+                            raise NpzError(f"{member}: truncated ({got:,} of {nbytes:,} bytes)")
+                        got += n
+                    a = np.frombuffer(data, dtype=dtype)
+                    out[name] = a.reshape(shape[::-1]).transpose() if fortran else a.reshape(shape)
+            except NpzError:
+                raise
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, TypeError, SyntaxError, zlib.error,
+                    lzma.LZMAError, tokenize.TokenError, NotImplementedError, OverflowError, RecursionError,
+                    MemoryError) as e:
+                # zlib errors, CRC mismatches, malformed headers, an unsupported compression method
+                why = " ".join(str(e).split())              # numpy's messages span lines
+                raise NpzError(f"{member}: unreadable ({type(e).__name__}: {why[:200]})") from None
+    return out

@@ -439,9 +439,19 @@ def load_sample(path=None) -> dict:
     ``boxes`` int64 (500, 4), ``indices`` int64 (500,) (test-split indices),
     ``seed`` int.  Regenerate with ``scripts/make_scene_sample.py``.
     """
+    from .safe_io import load_npz
     path = SAMPLE_PATH if path is None else Path(path)
-    with np.load(path, allow_pickle=False) as z:
-        out = {k: z[k] for k in z.files}
+    out = load_npz(path, "scene sample")           # regular file, no pickles, sizes checked before reading
+    need = {"images": 4, "labels": 1, "masks": 3, "boxes": 2, "indices": 1, "seed": 0}
+    for k, nd in need.items():
+        a = out.get(k)
+        if a is None or a.ndim != nd or (nd and len(a) != len(out["images"])):
+            raise ValueError(f"scene sample {path}: needs {k!r} with {nd} dimensions"
+                             + (" and one entry per image" if nd else "") + ", got "
+                             + ("nothing" if a is None else f"shape {a.shape}"))
+    im, seed = out["images"], out["seed"]
+    if im.dtype != np.uint8 or im.shape[-1] != 3 or not np.issubdtype(seed.dtype, np.integer):
+        raise ValueError(f"scene sample {path}: 'images' must be uint8 (n, H, W, 3) and 'seed' an integer")
     out["seed"] = int(out["seed"])
     return out
 

@@ -36,10 +36,15 @@ from ._common import (
 )
 from .gradients import gradient
 
-
 # --------------------------------------------------------------------------
 # SmoothGrad
 # --------------------------------------------------------------------------
+#: Bounds checked before any noise is drawn: SmoothGrad's copies per image, and the
+#: memory its noise, noisy copies and gradients take (16 bytes a value together).
+MAX_SAMPLES = 10_000
+MAX_SMOOTHGRAD_BYTES = 4 << 30
+
+
 def smoothgrad_noise(x: Array, noise: float, samples: int, seed: int) -> np.ndarray:
     """The noise SmoothGrad adds: (N, samples, C, H, W) float, N(0, sigma_n^2) with
     sigma_n = noise * (max(x_n) - min(x_n)) for image n (Smilkov et al.'s "noise level"
@@ -49,6 +54,14 @@ def smoothgrad_noise(x: Array, noise: float, samples: int, seed: int) -> np.ndar
         raise ExplainError(f"noise must be a finite level >= 0 (a fraction of the image's range), got {noise}")
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise ExplainError(f"samples must be an integer >= 1, got {samples!r}")
+    if samples > MAX_SAMPLES:
+        raise ExplainError(f"samples must be at most {MAX_SAMPLES:,} (SmoothGrad's average settles within "
+                           f"~50), got {samples:,}")
+    need = 16 * x.size * int(samples)              # the float64 noise, the noisy copies and their gradients
+    if need > MAX_SMOOTHGRAD_BYTES:
+        raise ExplainError(f"{samples:,} noisy copies of {len(x)} image(s) of {x[0].size:,} values need "
+                           f"{need / 2 ** 30:.1f} GiB, more than {MAX_SMOOTHGRAD_BYTES / 2 ** 30:.0f} GiB; "
+                           "use fewer samples (or fewer images per call)")
     sigma = noise * (x.reshape(len(x), -1).max(1) - x.reshape(len(x), -1).min(1))
     eps = np.random.default_rng(seed).standard_normal((len(x), int(samples)) + x.shape[1:])
     return eps * sigma[:, None, None, None, None]

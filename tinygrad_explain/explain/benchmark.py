@@ -152,13 +152,19 @@ def save(result: dict, path: str | os.PathLike) -> None:
 
 def load(path: str | os.PathLike) -> dict:
     """A result written by :func:`save`."""
-    with np.load(path, allow_pickle=False) as z:
-        out = {k: z[k] for k in z.files if "/" not in k}
+    from ..safe_io import load_npz
+    z = load_npz(path, "benchmark result")          # regular file, no pickles, sizes checked before reading
+    try:
+        out = {k: v for k, v in z.items() if "/" not in k}
         for k in ("tolerance", "steps", "blur_sigma"):
             out[k] = out[k].item()
-        methods = dict.fromkeys(k.split("/")[0] for k in z.files if "/" in k)
+        methods = dict.fromkeys(k.split("/")[0] for k in z if "/" in k)
         out["methods"] = {m: {**{k: z[f"{m}/{k}"] for k in SCENE_KEYS}, "seconds": float(z[f"{m}/seconds"])}
                           for m in methods}
+    except KeyError as e:
+        raise ValueError(f"benchmark result {path}: no array {e.args[0]!r}; not a file written by save()") from None
+    except (ValueError, TypeError) as e:                # a setting that is not one number, ...
+        raise ValueError(f"benchmark result {path}: not a file written by save() ({e})") from None
     return out
 
 

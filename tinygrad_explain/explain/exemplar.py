@@ -43,9 +43,10 @@ import numpy as np
 
 from ..engine import Tensor, no_grad
 from ..models import Network
+from ..shipped import DATA_DIR
 from ._common import ExplainError, LayerName, resolve_layer
 
-BANK_PATH = Path(__file__).resolve().parent.parent / "data" / "fashion_scenes_bank.npz"
+BANK_PATH = DATA_DIR / "fashion_scenes_bank.npz"
 CANDIDATES = 5          # nearest scenes by code that the decoder re-ranks (measured: docs/explainers.md)
 _BATCH = 250            # scenes per forward pass over the bank
 CACHE_MAX_VALUES = 4096  # a layer's bank codes are kept if one code has at most this many values
@@ -67,15 +68,21 @@ def load_bank(path: str | Path | None = None) -> dict:
             return _banks[key]
     if not path.exists():
         raise ExplainError(f"exemplar bank {path} does not exist (scripts/make_scene_sample.py --bank makes it)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            bank = {k: z[k] for k in ("images", "labels", "indices", "seed") if k in z.files}
+    from ..safe_io import load_npz
+    try:     # regular file, no pickles, sizes checked before reading (safe_io.load_npz)
+        bank = load_npz(path, "exemplar bank", keys=("images", "labels", "indices", "seed"))
     except (OSError, ValueError) as e:
-        raise ExplainError(f"exemplar bank {path}: not a readable .npz of arrays ({e})") from None
+        raise ExplainError(str(e) if str(e).startswith("exemplar bank") else
+                           f"exemplar bank {path}: not a readable .npz of arrays ({e})") from None
     im = bank.get("images")
     if im is None or im.dtype != np.uint8 or im.ndim != 4 or im.shape[-1] != 3 or len(im) == 0:
         raise ExplainError(f"exemplar bank {path}: needs 'images', uint8 (n, H, W, 3) with n >= 1, got "
                            f"{None if im is None else (im.dtype, im.shape)}")
+    for k in ("labels", "indices"):
+        a = bank.get(k)
+        if a is not None and (a.ndim != 1 or len(a) != len(im) or a.dtype.kind not in "iu"):
+            raise ExplainError(f"exemplar bank {path}: {k!r} must be {len(im)} integers (one per scene), got "
+                               f"{a.dtype} of shape {a.shape}")
     bank["path"] = key
     with _lock:
         return _banks.setdefault(key, bank)

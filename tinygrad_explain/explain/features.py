@@ -41,6 +41,8 @@ def _geometry(model, layer):
     from .. import nn
     r, j, s = 1.0, 1.0, 0.0
     for name, l in model.layers.items():
+        if name != layer and not model.feeds(name, layer):
+            continue                        # a graph network: only the nodes on the way to ``layer``
         if isinstance(l, (nn.Conv2d, nn.MaxPool2d)):
             k, t, p = l.kernel_size, l.stride, l.padding          # square kernels (ints)
             r += (k - 1) * j

@@ -12,7 +12,8 @@ Given a code phi0 = phi(x0) -- by default the fc7 output of an image -- find
   piecewise-smooth images;
 * the paper's step schedule -- the step size held, then divided by 10 twice.
 
-Named recipes (``recipe=``, INVERT_RECIPES):
+Named recipes (``recipe=``, INVERT_RECIPES; their settings and how they reach the
+optimiser are in :mod:`.recipes`):
 
 * ``"mahendran2015"``: the paper -- momentum SGD (m = 0.9), alpha-norm + TV^beta,
   white-noise starts.  On the embedded model one or two of five starts stay
@@ -57,39 +58,18 @@ import numpy as np
 
 from .. import device as _device
 from ..engine import Function, Tensor, _xp, no_grad
-from ..image import data_scale, pixel_bounds
 from ..models import Network
+from . import recipes as _recipes
 from ._common import Array, ExplainError, Images, LayerName, as_batch, resolve_layer
 from .exemplar import CANDIDATES, exemplar_starts
-from .optimize import optimize, step_schedule
-from .optimize import recipe as _recipe_settings
-from .regularizers import gaussian_blur
 
-# lr: Adam in units of B per step, SGD in the paper's normalised units (the optimisation
-# runs on x / B: a model-space step of lr * B^2); l2 in units of 1/B^2; init_std in units of B;
-# init_smooth a fraction of the image side (0 = white noise).
-INVERT_RECIPES = {
-    "mahendran2015": dict(steps=2500, lr=0.03, optimizer="sgd", momentum=0.9, milestones=(0.7, 0.9), alpha=6.0,
-                          beta=2.0, alpha_norm=1e-5, tv=3e-3, init_std=0.3, init_smooth=0.0),
-    "natural": dict(steps=2500, lr=0.03, optimizer="adam", milestones=(0.7, 0.9), alpha=6.0, beta=2.0,
-                    alpha_norm=1e-5, tv=3e-3, init_std=0.03, init_smooth=0.0, jitter=0.0625, param="fourier",
-                    colour="natural"),
-    "simonyan2014": dict(steps=2500, lr=0.03, optimizer="sgd", momentum=0.0, l2=1e-4, init_std=0.01,
-                         init_smooth=0.0),
-}
-# Dosovitskiy & Brox (2016) as a start: the learned decoder's image D(phi0) (decoder.py), refined by the
-# natural recipe's objective and priors for fewer steps.  Layers without a shipped decoder start as "natural".
-INVERT_RECIPES["decoder"] = dict(INVERT_RECIPES["natural"], init="decoder", steps=100)
-# Inversion by retrieval (exemplar.py): the bank scene nearest in code, re-ranked by the decoder's
-# image where the layer has one, returned as it is (steps=0: no random start either); steps > 0 refine it
-# with the natural recipe's objective and priors.
-INVERT_RECIPES["exemplar"] = dict(INVERT_RECIPES["natural"], init="exemplar", steps=0, init_std=0.0,
-                                  candidates=CANDIDATES)
-DEFAULT_RECIPE = "natural"
+# the recipes live in recipes.RECIPES, the one table; this is its inversion part
+INVERT_RECIPES = _recipes.RECIPES["invert"]
+DEFAULT_RECIPE = _recipes.DEFAULT_RECIPE
 INVERT_DEFAULTS = INVERT_RECIPES[DEFAULT_RECIPE]
-SETTINGS = ("steps", "lr", "optimizer", "momentum", "milestones", "alpha", "beta", "alpha_norm", "tv", "l2",
-            "init", "init_std", "init_smooth", "jitter", "scales", "angles", "blur_every", "blur_sigma", "clip",
-            "param", "decay", "colour", "octaves", "candidates")
+# every setting a recipe may hold: optimize's tunable arguments by its signature (no transparency:
+# a reconstruction is opaque), plus the start's init, init_std, init_smooth, candidates (recipes.settings_of)
+SETTINGS = _recipes.settings_of("invert")
 # the layers of Mahendran & Vedaldi's figure that exist in AlexNet-style models
 FIGURE_LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
 
@@ -130,10 +110,7 @@ def feature_code(model: Network, x: Images, layer: LayerName = "fc7") -> np.ndar
 
 
 def _settings(recipe, overrides):
-    unknown = sorted(set(overrides) - set(SETTINGS))
-    if unknown:
-        raise ExplainError(f"unknown setting(s) {', '.join(unknown)}; a recipe holds {', '.join(SETTINGS)}")
-    return _recipe_settings(recipe, INVERT_RECIPES, **overrides)
+    return _recipes.resolve("invert", recipe, overrides)
 
 
 def _check_code(model, name, code):
@@ -165,31 +142,10 @@ def _decoder_start(model, layer, code, required):
 
 
 def _reconstruct(model, objective, n, s, seed, progress, desc, start=None):
-    """Minimise ``objective`` (N,) from ``n`` random starts with the settings ``s``:
-    ``start`` (n or 1, C, H, W) model space plus the random start (zeros if None)."""
-    B = data_scale(model)
-    rng = np.random.default_rng(seed)
-    C, H, W = model.input_shape
-    x0 = rng.standard_normal((n, C, H, W)).astype(np.float32)
-    if s.get("init_smooth", 0) > 0:             # low-frequency noise: random, but already image-like
-        x0 = gaussian_blur(x0, s["init_smooth"] * max(H, W))
-        x0 /= x0.std(axis=(1, 2, 3), keepdims=True) + 1e-12
-    x0 = (s["init_std"] * B * x0).astype(np.float32)
-    if start is not None:
-        x0 += np.asarray(start, np.float32)
-    optimizer = s.get("optimizer", "adam")
-    rate = s["lr"] * B * B if optimizer == "sgd" else s["lr"] * B
-    colour = s.get("colour")
-    if isinstance(colour, str):
-        from .visualize import natural_colour
-        colour = natural_colour(model)
-    kw = {k: s[k] for k in ("momentum", "alpha_norm", "alpha", "tv", "beta", "jitter", "scales", "angles",
-                            "blur_every", "blur_sigma", "param", "decay", "octaves") if k in s}
-    return optimize(objective, x0, steps=s["steps"], lr=rate, maximize=False, optimizer=optimizer,
-                    schedule=step_schedule(s["milestones"], 0.1) if s.get("milestones") else None,
-                    l2=s.get("l2", 0.0) / (B * B), scale=B, colour=colour,
-                    bounds=pixel_bounds(model) if s.get("clip") else None,
-                    seed=seed, progress=progress, desc=desc, device=getattr(model, "device", "cpu"), **kw)
+    """Minimise ``objective`` (N,) from ``n`` random starts with the resolved recipe ``s``:
+    ``start`` (n or 1, C, H, W) model space plus the random start (recipes.start_images)."""
+    x0 = _recipes.start_images(model, n, s, seed, base=start)
+    return _recipes.run(model, objective, x0, s, maximize=False, seed=seed, progress=progress, desc=desc)
 
 
 def invert(model: Network, x: Images | None = None, layer: LayerName = "fc7", inits: int = 5, *,

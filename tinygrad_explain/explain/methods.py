@@ -1,6 +1,12 @@
-"""The explanation methods by name: the one table that the command line
-(``python -m tinygrad_explain METHOD``), the explorer, the sanity checks and the
-benchmark read.
+"""The explanation methods by name: the one registry that the command line
+(``tinygrad-explain METHOD``, one subcommand per entry, its flags from ``options``),
+the explorer, the sanity checks and the benchmark read.
+
+Two tables: :data:`METHODS`, the maps of an image, and :data:`OPTIMIZATIONS`, the
+images made by optimisation (class model, activation maximisation, inversion).
+Adding a map method is one function, one :class:`Method` entry here and its test:
+the command line offers it (with its options and their defaults read from the
+function's signature) without further edits.
 
 Each entry is a :class:`Method` whose ``fn`` has one signature,
 
@@ -26,7 +32,8 @@ methods and (N, H, W) for the others:
 ``grabcut``'s map is the saliency map; ``te.explain.grabcut_mask(picture, map)``
 turns it into the object's mask and box (the CLI and the explorer draw them).
 ``options`` names the keyword options each ``fn`` takes beyond its defaults (the
-CLI offers them as flags).  Names are written with hyphens, as on the command
+CLI offers them as flags); ``targets`` says whether the method explains a class only
+or also a channel / neuron; ``shows`` how the CLI draws it.  Names are written with hyphens, as on the command
 line; :func:`get` also accepts underscores (``"guided_gradcam"``).
 """
 from __future__ import annotations
@@ -46,13 +53,20 @@ class Method:
     """One explanation method: ``fn(model, x, target, **options)`` -> (N, C, H, W) or (N, H, W)
     on the host; ``summary`` one line on what the map is and ``paper`` where it comes from
     (together: the CLI's ``--help``); ``rule`` the ReLU rule of its backward pass (what the
-    explorer's layer view follows); ``options`` the keyword options of ``fn`` offered to users."""
+    explorer's layer view follows); ``options`` the keyword options of ``fn`` offered to users;
+    ``targets`` ``"class"`` (a class only) or ``"any"`` (also a channel ``conv5:12`` or a neuron
+    ``conv5:12:3:4``); ``shows`` what the command line draws: ``"map"`` (``draw.method_picture``)
+    or ``"mask"`` (the GrabCut mask and box that the map seeds)."""
     name: str
     fn: Callable[..., np.ndarray]
     summary: str
     paper: str
     rule: str = "backprop"
     options: tuple[str, ...] = ()
+    targets: str = "class"
+    shows: str = "map"
+    needs_image: bool = True
+    required: tuple[str, ...] = ()
 
     @property
     def help(self) -> str:
@@ -70,14 +84,15 @@ def _rule(rule: str) -> Callable[..., np.ndarray]:
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("gradient", _rule("backprop"), "The gradient dS/dx of the class score with respect to the image",
-           "Simonyan et al. 2014"),
-    Method("saliency", saliency, "The image-specific class saliency map max_c |dS/dx|", "Simonyan et al. 2014"),
+           "Simonyan et al. 2014", targets="any"),
+    Method("saliency", saliency, "The image-specific class saliency map max_c |dS/dx|", "Simonyan et al. 2014",
+           targets="any"),
     Method("deconvnet", _rule("deconvnet"),
            "The deconvnet 'gradient' of the class score: every ReLU passes back the positive gradients",
-           "Zeiler & Fergus 2014", rule="deconvnet"),
+           "Zeiler & Fergus 2014", rule="deconvnet", targets="any"),
     Method("guided", _rule("guided"),
            "The guided-backprop gradient of the class score: ReLUs pass back positive gradients where "
-           "their input was positive", "Springenberg et al. 2015", rule="guided"),
+           "their input was positive", "Springenberg et al. 2015", rule="guided", targets="any"),
     Method("smoothgrad", smoothgrad, "SmoothGrad: the saliency map averaged over noisy copies of the image",
            "Smilkov et al. 2017", options=("noise", "samples", "seed")),
     Method("gradcam", gradcam, "Grad-CAM: a conv layer's maps weighted by their mean gradient, rectified "
@@ -89,13 +104,92 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("grad-x-input", gradient_x_input, "Gradient x input: the image times its gradient",
            "Shrikumar et al. 2016"),
     Method("grabcut", saliency, "Saliency -> GrabCut: the object's mask and box from the saliency map",
-           "Simonyan et al. 2014, section 6"),
+           "Simonyan et al. 2014, section 6", targets="any", shows="mask"),
+)}
+
+
+# --------------------------------------------------------------------------
+# the images made by optimisation
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Made:
+    """What an optimisation method made, for display: ``images`` uint8 (H, W, 3) pictures;
+    ``captions`` None for one picture shown alone, else one per picture, drawn beside the
+    input image; ``lines`` what to print (scores, errors)."""
+    images: list
+    captions: list[str] | None
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """An image made by optimisation: ``fn(model, x, target, **options) -> Made`` (``x`` None
+    unless ``needs_image``); ``required`` the options (or ``"target"``) it cannot do without;
+    the rest as :class:`Method`."""
+    name: str
+    fn: Callable[..., Made]
+    summary: str
+    paper: str
+    options: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    needs_image: bool = False
+
+    @property
+    def help(self) -> str:
+        """``summary (paper).``: the method's line in ``--help``."""
+        return f"{self.summary} ({self.paper})."
+
+
+def _given(**settings):
+    """The settings a caller gave (None: the recipe's own)."""
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def _class_model(model, x, target, *, recipe=None, steps=None, lr=None, seed=0) -> Made:
+    from ._common import resolve_class
+    from .visualize import class_model
+    v = class_model(model, resolve_class(model, target), seed=seed, **_given(recipe=recipe, steps=steps, lr=lr))
+    return Made([v.display[0]], None,
+                [f"class model of {v.labels[0]}: score {v.final[0]:.2f}, softmax {v.probability[0]:.4f}"])
+
+
+def _maximize(model, x, target, *, layer=None, unit=None, recipe=None, steps=None, lr=None, seed=0) -> Made:
+    from ._common import resolve_layer, resolve_unit
+    from .visualize import maximize
+    layer = resolve_layer(model, layer)
+    v = maximize(model, layer, resolve_unit(model, layer, unit), seed=seed,
+                 **_given(recipe=recipe, steps=steps, lr=lr))
+    return Made([v.display[0]], None, [f"{v.labels[0]}: activation {v.final[0]:.3f}"])
+
+
+def _invert(model, x, target, *, layer="fc7", inits=5, recipe=None, steps=None, lr=None, seed=0) -> Made:
+    from .inversion import invert
+    inv = invert(model, x, layer=layer, inits=inits, seed=seed, **_given(recipe=recipe, steps=steps, lr=lr))
+    return Made(list(inv.display), [f"error {e:.3f}" for e in inv.errors],
+                ["normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors),
+                 f"mean pairwise |difference|: {inv.mean_pairwise_mad:.4f}"])
+
+
+OPTIMIZATIONS: dict[str, Optimization] = {m.name: m for m in (
+    Optimization("class-model", _class_model, "The class model image of --target; no --image needed",
+                 "Simonyan et al. 2014", options=("recipe", "steps", "lr", "seed"), required=("target",)),
+    Optimization("maximize", _maximize, "The image maximising --unit of --layer (activation maximisation); "
+                 "no --image needed", "Erhan et al. 2009; Simonyan et al. 2014",
+                 options=("layer", "unit", "recipe", "steps", "lr", "seed"), required=("layer", "unit")),
+    Optimization("invert", _invert, "The image beside --inits reconstructions from its --layer code",
+                 "Mahendran & Vedaldi 2015", options=("layer", "inits", "recipe", "steps", "lr", "seed"),
+                 needs_image=True),
 )}
 
 
 def get(name: str) -> Method:
-    """The method called ``name`` (hyphens or underscores); an unknown name lists the known ones."""
+    """The map method called ``name`` (hyphens or underscores); an unknown name lists the known ones."""
     key = str(name).replace("_", "-")
     if key not in METHODS:
         raise ExplainError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     return METHODS[key]
+
+
+def every() -> dict[str, Method | Optimization]:
+    """Every registered method, the maps first, then the optimisations (the command line's subcommands)."""
+    return {**METHODS, **OPTIMIZATIONS}

@@ -61,8 +61,20 @@ NaN check) come back to the host.  Blur (off by default) is OpenCV's on the
 host, a round trip every ``blur_every`` steps.  The result ``x`` is a host
 (NumPy) array.
 
-:func:`recipe` holds the named presets ("simonyan2014", "mahendran2015",
-"natural") that the explainers take as ``recipe=``.
+The steps of one run, each a function below that :func:`optimize` calls in turn:
+
+1. parametrisation -- :func:`parametrise`: the parameter ``p`` of the current octave, its
+   image ``x = P(p)`` and the update rule on ``p``;
+2. transforms / priors -- :func:`priors_of` (the weighted regularisers) and :func:`view`
+   (what the objective sees: ``T(x)``, over a random background);
+3. objective -- :func:`evaluate`: ``sign * f(T(x)) + sum w R(x)``, one graph, one backward,
+   and the NaN / Inf check;
+4. update -- :func:`update`: the scheduled step size, one optimiser step;
+5. projection -- :func:`project`: blur and clip the image, back into the parameter.
+
+The named presets that the explainers take as ``recipe=`` ("simonyan2014",
+"mahendran2015", "natural", ...) and their translation to this function's
+arguments live beside it, in :mod:`.recipes`.
 """
 from __future__ import annotations
 
@@ -77,8 +89,10 @@ from .. import device as _device
 from ..engine import Tensor, _xp, no_grad
 from . import regularizers as R
 from . import transforms as T
-from ._common import Array, ExplainError, OptimizationError
+from ._common import Array, OptimizationError
 
+#: The most steps one optimisation may take (the recipes use 100-2000; checked before any work).
+MAX_STEPS = 1_000_000
 #: ``schedule(step, steps) -> lr multiplier``
 Schedule = Callable[[int, int], float]
 #: what ``optimize`` steps on: images (N, C, H, W) -> the per-image quantity f (N,), or (f, {name: (N,) values})
@@ -108,16 +122,6 @@ def step_schedule(milestones: Sequence[float] = (0.5, 0.75), factor: float = 0.1
         frac = step / max(steps, 1)
         return float(factor ** sum(frac >= m for m in milestones))
     return schedule
-
-
-def recipe(name: str, table: dict[str, dict], **overrides) -> dict:
-    """The settings of the named recipe in ``table`` (an explainer's presets), with the
-    caller's ``overrides`` (those not None) on top.  Unknown names list the valid ones."""
-    if name not in table:
-        raise ExplainError(f"unknown recipe {name!r}; expected one of {', '.join(repr(k) for k in table)}")
-    out = dict(table[name])
-    out.update({k: v for k, v in overrides.items() if v is not None})
-    return out
 
 
 def _octave_plan(octaves, steps, hw):
@@ -213,18 +217,9 @@ def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float =
     Raises OptimizationError if the objective, the gradient or the image stops
     being finite -- with the step and a hint, rather than returning garbage.
     """
-    from ..optim import SGD, Adam
-    if device is not None:
-        x0 = _device.move(x0 if hasattr(x0, "dtype") else np.asarray(x0), device)
-    xp = _xp(x0)
-    x = xp.array(x0, dtype=np.float32 if xp.asarray(x0).dtype != np.float64 else np.float64, copy=True)
-    if x.ndim != 4:
-        raise ValueError(f"x0 must be (N, C, H, W), got shape {x.shape}")
-    if steps < 0 or not np.isfinite(lr) or lr <= 0:
-        raise ValueError(f"need steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
-    if optimizer not in ("sgd", "adam"):
-        raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd' or 'adam'")
-    hw = x.shape[2:]
+    from tqdm.auto import tqdm
+    x, hw = _first_image(x0, device, steps, lr, optimizer)
+    bg_bounds = None
     if backgrounds is not None:
         x, bounds, colour, bg_bounds = _with_opacity(x, bounds, colour, scale, backgrounds)
     plan = _octave_plan(octaves, steps, hw)
@@ -235,85 +230,33 @@ def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float =
     transform = T.RandomTransform(jitter, scales, angles)
     rng = np.random.default_rng(seed)
     sign = -1.0 if maximize else 1.0                  # we minimise sign * f + regularisers
+    xp = _xp(x)
     lo, hi = (None, None) if bounds is None else (_device.move(np.asarray(b, x.dtype), _device.of(x)) for b in bounds)
+    priors = priors_of(x.shape[0], scale, l2=l2, alpha_norm=alpha_norm, alpha=alpha, tv=tv, beta=beta,
+                       opacity=opacity if backgrounds else 0.0)
+    rule = dict(optimizer=optimizer, lr=lr, momentum=momentum)
     hist: dict[str, list] = {}
     t0 = time.perf_counter()
 
-    def start_octave(k, image):
-        P = T.Parameterization(param, hw, size=plan[k][1], decay=decay, colour=colour)
-        p = Tensor(P.from_image(image), requires_grad=True)
-        opt = Adam([p], lr=lr) if optimizer == "adam" else SGD([p], lr=lr, momentum=momentum)
-        return P, p, opt
-
-    weight = lambda w: np.broadcast_to(np.asarray(w, np.float64), (x.shape[0],))          # noqa: E731
-    priors = [(name, weight(w), fn) for name, w, fn in (
-        ("l2", l2, lambda t: R.l2(t)),
-        ("alpha_norm", alpha_norm, lambda t: R.alpha_norm(t, alpha, scale)),
-        ("tv", tv, lambda t: R.total_variation(t, beta, scale / R.TV_RATIO)),
-        ("opacity", opacity if backgrounds else 0.0, lambda t: T.opacity(t, scale).mean(axis=(1, 2, 3))))
-        if np.any(weight(w))]
-
-    def shown(image):
-        """The image as the result shows it: over the backdrop, without the opacity channel."""
-        if backgrounds is None:
-            return image
-        with no_grad():
-            return T.composite(Tensor(image), xp.asarray(T.backdrop(*bg_bounds, backgrounds), image.dtype), scale).data
-
-    P, p, opt = start_octave(0, x)
+    P, p, opt = parametrise(param, hw, plan[0][1], decay, colour, x, **rule)
     octave = 0
-    from tqdm.auto import tqdm
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for step in bar:
         if octave + 1 < len(plan) and step == plan[octave + 1][0]:
             octave += 1
-            P, p, opt = start_octave(octave, P.to_image(p.data))
-        # 1. one graph: the parameter -> the image -> (a random transformation -> the objective) + priors
+            P, p, opt = parametrise(param, hw, plan[octave][1], decay, colour, P.to_image(p.data), **rule)
         p.grad = None
-        xt = P.image(p)
-        seen = transform.apply(xt, *transform.sample(rng)) if transform.active else xt
-        if backgrounds is not None:         # over a new random background (the same draw on the CPU and GPU)
-            bg = T.random_backgrounds(rng, x.shape[0], *bg_bounds, hw, backgrounds)
-            seen = T.composite(seen, xp.asarray(bg, dtype=seen.dtype), scale)
-        out = objective(seen)
-        f, extra = (out if isinstance(out, tuple) else (out, {}))
-        fval = f.numpy().astype(np.float64)
-        total_t = f * sign
-        reg_total = np.zeros(x.shape[0])
-        for name, w, fn in priors:
-            r = fn(xt)
-            v = r.numpy().astype(np.float64)
-            hist.setdefault(name, []).append(v)
-            reg_total += w * v
-            total_t = total_t + r * (float(w[0]) if np.all(w == w[0]) else xp.asarray(w.astype(r.dtype)))
-        if total_t.requires_grad:
-            total_t.backward(xp.ones(total_t.shape, dtype=total_t.dtype))
-        grad = p.grad
-
-        total = sign * fval + reg_total
-        if not (np.all(np.isfinite(total)) and (grad is None or bool(xp.isfinite(grad).all()))):
-            bad = ("objective" if not np.all(np.isfinite(fval)) else
-                   "regulariser" if not np.all(np.isfinite(reg_total)) else "gradient")
-            raise OptimizationError(f"{desc}: NaN/Inf in the {bad} at step {step + 1}/{steps} "
-                                    f"(lr={lr:g}); try a smaller learning rate or a stronger regulariser")
-
-        # 2. the update (optim.SGD / optim.Adam on the parameter), then blur and clip the image
-        rate = lr * (schedule(step, steps) if schedule is not None else 1.0)
-        opt.lr = rate
-        opt.step()
-        sigma = _blur_sigma_at(blur_sigma, step, steps) if blur_every else 0.0
-        blur = sigma > 0 and (step + 1) % blur_every == 0
-        if blur or lo is not None:
-            img = P.to_image(p.data)
-            if blur:
-                img = R.gaussian_blur(img, sigma)
-            if lo is not None:
-                img = xp.clip(img, lo, hi)
-            p.data[...] = img if P.identity else P.from_image(img)
+        xt = P.image(p)                                                           # 1. parametrisation
+        seen = view(xt, transform, rng, backgrounds, bg_bounds, scale)            # 2. transforms
+        fval, reg, extra = evaluate(objective, seen, xt, priors, sign, p, hist)   # 3. objective + priors
+        _check_finite(desc, step, steps, lr, sign, fval, reg, p.grad)
+        rate = update(opt, lr, schedule, step, steps)                             # 4. update
+        project(P, p, blur_every, blur_sigma, step, steps, lo, hi)                # 5. projection
         if not bool(xp.isfinite(p.data).all()):
             raise OptimizationError(f"{desc}: the image became NaN/Inf at step {step + 1}/{steps} "
                                     f"(lr={lr:g}); try a smaller learning rate")
 
+        total = sign * fval + reg
         hist.setdefault("objective", []).append(fval)
         hist.setdefault("total", []).append(-total if maximize else total)
         hist.setdefault("lr", []).append(rate)
@@ -322,14 +265,139 @@ def optimize(objective: ObjectiveFn, x0: Array, *, steps: int = 100, lr: float =
         if progress and (step % 10 == 0 or step == steps - 1):
             bar.set_postfix_str(f"objective {np.mean(fval):.4g}")
         if callback is not None:
-            callback(step, shown(P.to_image(p.data)))
+            callback(step, _shown(P.to_image(p.data), backgrounds, bg_bounds, scale))
     bar.close()
     x = P.to_image(p.data)
     alpha = None
     if backgrounds is not None:
         with no_grad():
             alpha = _device.move(T.opacity(Tensor(x), scale).data, "cpu")
-    x = shown(x)
+    x = _shown(x, backgrounds, bg_bounds, scale)
     return OptimizeResult(x=_device.move(xp.array(x, copy=True) if x is p.data else x, "cpu"),
                           history={k: np.asarray(v) for k, v in hist.items()}, steps=steps,
                           seconds=time.perf_counter() - t0, alpha=alpha)
+
+
+# --------------------------------------------------------------------------
+# the steps of one run
+# --------------------------------------------------------------------------
+def _first_image(x0, device, steps, lr, optimizer):
+    """A float copy of ``x0`` on ``device`` (None: where it is) after the argument checks; its (H, W)."""
+    if device is not None:
+        x0 = _device.move(x0 if hasattr(x0, "dtype") else np.asarray(x0), device)
+    xp = _xp(x0)
+    x = xp.array(x0, dtype=np.float32 if xp.asarray(x0).dtype != np.float64 else np.float64, copy=True)
+    if x.ndim != 4:
+        raise ValueError(f"x0 must be (N, C, H, W), got shape {x.shape}")
+    if steps < 0 or not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"need steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps must be at most {MAX_STEPS:,} (the recipes use 100-2000), got {steps:,}")
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd' or 'adam'")
+    return x, x.shape[2:]
+
+
+def parametrise(param: str, hw, size, decay: float, colour, image: Array, *, optimizer: str, lr: float,
+                momentum: float):
+    """Step 1, once per octave: the parameterisation ``P`` (pixel / Fourier, colour mix, an
+    ``size`` grid upsampled to ``hw``), the parameter ``p`` with ``P(p) = image``, and the
+    update rule on it (optim.Adam, or optim.SGD with ``momentum``; fresh moments)."""
+    from ..optim import SGD, Adam
+    P = T.Parameterization(param, hw, size=size, decay=decay, colour=colour)
+    p = Tensor(P.from_image(image), requires_grad=True)
+    opt = Adam([p], lr=lr) if optimizer == "adam" else SGD([p], lr=lr, momentum=momentum)
+    return P, p, opt
+
+
+def priors_of(n: int, scale: float, *, l2=0.0, alpha_norm=0.0, alpha=6.0, tv=0.0, beta=2.0, opacity=0.0):
+    """Step 2 (priors): [(name, weights (n,), R)] for the regularisers with a nonzero weight;
+    each R maps the image (N, C, H, W) to (N,)."""
+    weight = lambda w: np.broadcast_to(np.asarray(w, np.float64), (n,))          # noqa: E731
+    return [(name, weight(w), fn) for name, w, fn in (
+        ("l2", l2, lambda t: R.l2(t)),
+        ("alpha_norm", alpha_norm, lambda t: R.alpha_norm(t, alpha, scale)),
+        ("tv", tv, lambda t: R.total_variation(t, beta, scale / R.TV_RATIO)),
+        ("opacity", opacity, lambda t: T.opacity(t, scale).mean(axis=(1, 2, 3))))
+        if np.any(weight(w))]
+
+
+def view(xt: Tensor, transform: T.RandomTransform, rng: np.random.Generator, backgrounds: str | None,
+         bg_bounds, scale: float) -> Tensor:
+    """Step 2 (transforms): what the objective sees -- the image randomly shifted / scaled /
+    rotated, then (with ``backgrounds``) composited over a new random background (the same
+    draws on the CPU and GPU, in this order)."""
+    seen = transform.apply(xt, *transform.sample(rng)) if transform.active else xt
+    if backgrounds is not None:
+        bg = T.random_backgrounds(rng, xt.shape[0], *bg_bounds, xt.shape[2:], backgrounds)
+        seen = T.composite(seen, _xp(xt.data).asarray(bg, dtype=seen.dtype), scale)
+    return seen
+
+
+def evaluate(objective: ObjectiveFn, seen: Tensor, xt: Tensor, priors, sign: float, p: Tensor, hist: dict):
+    """Step 3: the loss ``sign * f(seen) + sum_k w_k R_k(xt)`` as one graph, and its backward
+    into ``p.grad``.  Records each prior's values in ``hist``; returns f (N,), the weighted
+    prior sum (N,) and the objective's extra metrics."""
+    out = objective(seen)
+    f, extra = (out if isinstance(out, tuple) else (out, {}))
+    fval = f.numpy().astype(np.float64)
+    total_t = f * sign
+    reg_total = np.zeros(seen.shape[0])
+    for name, w, fn in priors:
+        r = fn(xt)
+        v = r.numpy().astype(np.float64)
+        hist.setdefault(name, []).append(v)
+        reg_total += w * v
+        total_t = total_t + r * (float(w[0]) if np.all(w == w[0]) else _xp(r.data).asarray(w.astype(r.dtype)))
+    if total_t.requires_grad:
+        total_t.backward(_xp(total_t.data).ones(total_t.shape, dtype=total_t.dtype))
+    return fval, reg_total, extra
+
+
+def _check_finite(desc, step, steps, lr, sign, fval, reg_total, grad):
+    """OptimizationError naming the step and the culprit if the loss or the gradient is NaN/Inf."""
+    total = sign * fval + reg_total
+    if not (np.all(np.isfinite(total)) and (grad is None or bool(_xp(grad).isfinite(grad).all()))):
+        bad = ("objective" if not np.all(np.isfinite(fval)) else
+               "regulariser" if not np.all(np.isfinite(reg_total)) else "gradient")
+        raise OptimizationError(f"{desc}: NaN/Inf in the {bad} at step {step + 1}/{steps} "
+                                f"(lr={lr:g}); try a smaller learning rate or a stronger regulariser")
+
+
+def update(opt, lr: float, schedule: Schedule | None, step: int, steps: int) -> float:
+    """Step 4: one step of the update rule at the scheduled rate; returns the rate."""
+    rate = lr * (schedule(step, steps) if schedule is not None else 1.0)
+    opt.lr = rate
+    opt.step()
+    return rate
+
+
+def project(P: T.Parameterization, p: Tensor, blur_every: int, blur_sigma, step: int, steps: int, lo, hi) -> None:
+    """Step 5: blur the image every ``blur_every`` steps and clip it to [lo, hi] (None: off),
+    written back into the parameter (through its inverse for a Fourier one)."""
+    sigma = _blur_sigma_at(blur_sigma, step, steps) if blur_every else 0.0
+    blur = sigma > 0 and (step + 1) % blur_every == 0
+    if blur or lo is not None:
+        img = P.to_image(p.data)
+        if blur:
+            img = R.gaussian_blur(img, sigma)
+        if lo is not None:
+            img = _xp(img).clip(img, lo, hi)
+        p.data[...] = img if P.identity else P.from_image(img)
+
+
+def _shown(image: Array, backgrounds: str | None, bg_bounds, scale: float) -> Array:
+    """The image as the result shows it: over the backdrop, without the opacity channel."""
+    if backgrounds is None:
+        return image
+    with no_grad():
+        return T.composite(Tensor(image), _xp(image).asarray(T.backdrop(*bg_bounds, backgrounds), image.dtype),
+                           scale).data
+
+
+def __getattr__(name):
+    # optimize.recipe: the recipe lookup, now recipes.lookup (kept for one release)
+    if name == "recipe":
+        from .recipes import lookup
+        return lookup
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

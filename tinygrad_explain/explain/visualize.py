@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..image import data_scale, pixel_bounds
 from ..models import Network
+from . import recipes as _recipes
 from ._common import (
     ExplainError,
     LayerName,
@@ -50,44 +50,17 @@ from ._common import (
     resolve_layer,
     resolve_unit,
 )
-from .optimize import optimize, step_schedule
-from .optimize import recipe as _recipe_settings
+from .recipes import natural_colour  # noqa: F401  (its home is recipes.py; kept here for one release)
 
-# Named recipes (``recipe=``).  lr is in units of B per step for Adam, B^2 for SGD (B the
-# range of natural images in model space), l2 in units of 1/B^2, so that they suit
-# [0,1]/std and [0,255]-mean models alike; alpha_norm / tv are Mahendran & Vedaldi's
-# normalised priors (weights relative to the score); see optimize.py for the others.
-CLASS_MODEL_RECIPES = {
-    # Simonyan et al. 2014: plain gradient ascent on S_c - lambda ||I||^2 from the zero image
-    "simonyan2014": dict(steps=300, lr=0.3, l2=3e-3, optimizer="sgd", momentum=0.0, init_noise=0.01),
-    # Mahendran & Vedaldi 2015/2016: alpha-norm + TV^beta, momentum 0.9, the step schedule
-    "mahendran2015": dict(steps=300, lr=0.3, optimizer="sgd", momentum=0.9, milestones=(0.7, 0.9),
-                          alpha_norm=1.0, alpha=6.0, tv=1.0, beta=2.0, init_noise=0.01, clip=True),
-    # natural-image priors (Olah et al. 2017) on an opaque image: decorrelated-colour Fourier image,
-    # transformation robustness, Adam
-    "natural-opaque": dict(steps=600, lr=0.1, l2=3e-3, optimizer="adam", init_noise=0.01, param="fourier",
-                           decay=1.5, colour="natural", jitter=0.125, scales=(0.8, 0.9, 1.0, 1.1, 1.2),
-                           angles=(-15, -10, -5, 0, 5, 10, 15), clip=True),
-}
-# the same with transparency (Mordvintsev et al. 2018): an opacity channel, the image composited
-# over a new random dark background every step, the mean opacity weighed by ``opacity`` (no L2);
-# shown over black.  What the independent judge recognises best (docs/explainers.md)
-CLASS_MODEL_RECIPES["natural"] = dict(CLASS_MODEL_RECIPES["natural-opaque"], l2=0.0, backgrounds="dark",
-                                      opacity=3.0)
-# a single unit's activation is far smaller than a class score (0.1-10 against 10-100), so the
-# same priors would pin the image to zero: neuron maximisation weighs them 10x less
-# (and, to keep the main job short, at most 300 steps: neuron pictures are not scored by the judge)
-MAXIMIZE_RECIPES = {k: dict(v, steps=min(v["steps"], 300),
-                            **{p: v[p] / 10 for p in ("l2", "alpha_norm", "tv") if p in v})
-                    for k, v in dict(CLASS_MODEL_RECIPES, natural=CLASS_MODEL_RECIPES["natural-opaque"]).items()}
-DEFAULT_RECIPE = "natural"
+# the recipes live in recipes.RECIPES, the one table; these are its class-model and neuron parts
+CLASS_MODEL_RECIPES = _recipes.RECIPES["class_model"]
+MAXIMIZE_RECIPES = _recipes.RECIPES["maximize"]
+DEFAULT_RECIPE = _recipes.DEFAULT_RECIPE
 CLASS_MODEL_DEFAULTS = CLASS_MODEL_RECIPES[DEFAULT_RECIPE]
 MAXIMIZE_DEFAULTS = MAXIMIZE_RECIPES[DEFAULT_RECIPE]
-
-# every setting a recipe may hold (and a caller may override by keyword)
-SETTINGS = ("steps", "lr", "l2", "optimizer", "momentum", "milestones", "init_noise", "clip", "jitter", "scales",
-            "angles", "blur_every", "blur_sigma", "alpha_norm", "alpha", "tv", "beta", "param", "decay",
-            "colour", "octaves", "backgrounds", "opacity")
+# every setting a recipe may hold (and a caller may override by keyword): optimize's tunable
+# arguments, by its signature, plus the start's init_noise (recipes.settings_of)
+SETTINGS = _recipes.settings_of("class_model")
 
 
 @dataclass
@@ -125,62 +98,15 @@ def _display(model, x, stretch=False):
     return out
 
 
-_COLOURS = {}
-
-
-def natural_colour(model: Network) -> np.ndarray | None:
-    """The decorrelating colour matrix for ``param="fourier"`` / ``colour="natural"``: the square
-    root of the channel covariance of the shipped sample scenes in this model's space
-    (transforms.colour_sqrt), computed once per model.  For ImageNet models these scenes
-    are only a stand-in for photographs."""
-    key = id(model)
-    if key not in _COLOURS:
-        from .. import image as te_image
-        from .. import scenes
-        from .transforms import colour_sqrt
-        imgs = scenes.load_sample()["images"][:100]
-        x = np.concatenate([te_image.load(im, model) for im in imgs])
-        _COLOURS[key] = colour_sqrt(x) if x.shape[1] > 1 else None
-    return _COLOURS[key]
-
-
-def _settings(table, recipe, overrides):
-    unknown = sorted(set(overrides) - set(SETTINGS))
-    if unknown:
-        raise ExplainError(f"unknown setting(s) {', '.join(unknown)}; a recipe holds {', '.join(SETTINGS)}")
-    return _recipe_settings(recipe, table, **overrides)
-
-
 def _run(model, objective, n, s, *, seed, progress, desc):
-    """Gradient ascent with the settings ``s`` (a recipe plus overrides) from the zero
-    image plus faint noise, in the units of CLASS_MODEL_RECIPES."""
-    C, H, W = model.input_shape
-    init_noise = s.get("init_noise", 0.0)
-    if not init_noise >= 0:
-        raise ExplainError(f"init_noise must be >= 0, got {init_noise}")
-    x0 = np.zeros((n, C, H, W), np.float32)
-    if init_noise:
-        noise = np.random.default_rng(seed).standard_normal(x0.shape)
-        x0 += (init_noise * data_scale(model) * noise).astype(np.float32)
-    B = data_scale(model)          # lr and l2 are in units of the image divided by B (see class_model)
-    optimizer = s.get("optimizer", "adam")
-    rate = s["lr"] * B if optimizer == "adam" else s["lr"] * B * B
-    colour = s.get("colour")
-    if isinstance(colour, str):
-        if colour != "natural":
-            raise ExplainError(f"colour must be 'natural', a (C, C) matrix or None, got {colour!r}")
-        colour = natural_colour(model)
-    kw = {k: s[k] for k in ("momentum", "jitter", "scales", "angles", "blur_every", "blur_sigma", "alpha_norm",
-                            "alpha", "tv", "beta", "param", "decay", "octaves", "backgrounds", "opacity") if k in s}
-    res = optimize(objective, x0, steps=s["steps"], lr=rate, maximize=True, optimizer=optimizer,
-                   l2=s.get("l2", 0.0) / (B * B), scale=B, colour=colour,
-                   schedule=step_schedule(s["milestones"], 0.1) if s.get("milestones") else None,
-                   bounds=pixel_bounds(model) if s.get("clip") else None,
-                   seed=seed, progress=progress, desc=desc, device=getattr(model, "device", "cpu"), **kw)
+    """Gradient ascent with the resolved recipe ``s`` from the zero image plus faint noise
+    (recipes.start_images / recipes.run); warns if the start is a dead point."""
+    x0 = _recipes.start_images(model, n, s, seed)
+    res = _recipes.run(model, objective, x0, s, maximize=True, seed=seed, progress=progress, desc=desc)
     if res.alpha is None:
         stuck = [i for i in range(n) if np.array_equal(res.x[i], x0[i])]
     else:       # shown over a backdrop, the image always changes: did the objective ever move?
-        stuck = [i for i in range(n) if s["steps"] > 0 and np.ptp(res.history["objective"][:, i]) == 0]
+        stuck = [i for i in range(n) if s["steps"] > 1 and np.ptp(res.history["objective"][:, i]) == 0]
     if stuck and s["steps"] > 0:
         warnings.warn(f"{desc}: the gradient was exactly zero for image(s) {stuck} -- the start image is a dead "
                       "point of the network (no ReLU fires); use init_noise > 0", RuntimeWarning, stacklevel=3)
@@ -218,7 +144,7 @@ def class_model(model: Network, target: int | str | Sequence[int | str] | None =
     ``history["probability"]`` (softmax of the target per step), ``probability``
     (final softmax of the target).
     """
-    s = _settings(CLASS_MODEL_RECIPES, recipe, dict(settings, steps=steps, lr=lr, l2=l2))
+    s = _recipes.resolve("class_model", recipe, dict(settings, steps=steps, lr=lr, l2=l2))
     K = model.num_classes
     targets = list(range(K)) if target is None else (
         [target] if isinstance(target, (str, int, np.integer)) else list(target))
@@ -273,7 +199,7 @@ def maximize(model: Network, layer: LayerName, unit: Unit | Sequence[Unit], step
     If the layer is a ReLU output and the unit is inactive at the start, its
     gradient is zero: use the layer before the ReLU, or a larger ``init_noise``.
     """
-    s = _settings(MAXIMIZE_RECIPES, recipe, dict(settings, steps=steps, lr=lr, l2=l2))
+    s = _recipes.resolve("maximize", recipe, dict(settings, steps=steps, lr=lr, l2=l2))
     name = resolve_layer(model, layer)
     units, _ = _unit_list(unit)
     if not units:

@@ -1,7 +1,7 @@
 // The explorer's page: plain JavaScript, no build step.  State lives in `explorer`
 // (also read by the browser test): the current image, the last answer, a request counter.
 "use strict";
-const explorer = { image: null, last: null, completed: 0, seq: 0 };
+const explorer = { image: null, last: null, completed: 0, seq: 0, token: "" };
 window.explorer = explorer;
 const $ = (id) => document.getElementById(id);
 
@@ -99,7 +99,7 @@ async function update() {
   document.body.classList.add("busy");
   try {
     const res = await call("/api/explain", {
-      method: "POST", headers: { "Content-Type": "application/json" },
+      method: "POST", headers: { "Content-Type": "application/json", "X-Explorer-Token": explorer.token },
       body: JSON.stringify({ image: explorer.image, method: method(), target: target() }),
     });
     if (seq !== explorer.seq) return;            // a newer request is on its way
@@ -120,7 +120,7 @@ async function upload(file) {
   const seq = ++explorer.seq;
   try {
     const res = await call("/api/upload", { method: "POST", body: file,
-      headers: { "Content-Type": "application/octet-stream" } });
+      headers: { "Content-Type": "application/octet-stream", "X-Explorer-Token": explorer.token } });
     explorer.image = res.image;
     $("scene").value = "";
     await update();
@@ -134,6 +134,7 @@ async function upload(file) {
 
 async function init() {
   const info = await call("/api/info");
+  explorer.token = info.token;          // the server's per-process token: every POST carries it
   $("model-line").textContent = `model ${info.model} - input ${info.input_shape.join("x")}, ` +
     `${info.classes.length} classes; uploads up to ${(info.max_upload_bytes / 1048576).toFixed(0)} MB`;
   const scene = $("scene");

@@ -1,0 +1,79 @@
+"""The figures' captions quote measured numbers only from the JSON files the benchmark scripts write
+in docs/ (figures.bench_json), never typed in: the caption sources hold no measured-looking number,
+and the caption helpers follow the JSON when it changes."""
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tinygrad_explain import figures, figures_robust
+
+ROOT = Path(__file__).resolve().parent.parent
+# a decimal (0.68), a count out of a total (13 of 20, 9/10): what a measurement looks like in a caption
+MEASURED = re.compile(r"\d\.\d|\b\d+ of (?:the )?\d+\b|\b\d+/\d+\b")
+
+
+def _caption_literals(module):
+    """(line, text) of every string constant inside a Figure(...) caption argument and inside the
+    functions named ``*caption*`` of ``module``'s source."""
+    src = Path(module.__file__).read_text(encoding="utf-8")
+    tree = ast.parse(src)
+    roots = [n.args[2] for n in ast.walk(tree)
+             if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Figure" and len(n.args) >= 3]
+    roots += [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and "caption" in n.name]
+    out = []
+    for root in roots:
+        for n in ast.walk(root):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str):
+                out.append((n.lineno, n.value))
+    return out
+
+
+@pytest.mark.parametrize("module", [figures, figures_robust])
+def test_captions_type_in_no_measured_number(module):
+    found = [(line, m.group(0), text[:60]) for line, text in _caption_literals(module)
+             for m in MEASURED.finditer(text)]
+    assert not found, f"measured-looking numbers typed into captions of {module.__name__}: {found}"
+
+
+def test_the_scan_finds_a_typed_in_number():
+    """The check above can fail: the captions as they were (numbers typed in) are caught."""
+    old = "fc6 reconstructions correlate 0.68 and 0.53 ... the judge names the scene's class for 13 of 20 each"
+    assert [m.group(0) for m in MEASURED.finditer(old)] == ["0.6", "0.5", "13 of 20"]
+    assert not MEASURED.findall("Simonyan et al. 2014, 25 noisy copies at 15% of 2,000 scenes")
+
+
+def _bench_copy(tmp_path, monkeypatch, edit):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for p in (ROOT / "docs").glob("bench_visualizations_*.json"):
+        d = json.loads(p.read_text())
+        edit(p.name, d)
+        (docs / p.name).write_text(json.dumps(d))
+    monkeypatch.setattr(figures, "DOCS", docs)
+
+
+def test_captions_follow_the_json(tmp_path, monkeypatch):
+    def edit(name, d):
+        if name == "bench_visualizations_learned20.json":
+            d["results"]["decoder"]["inversion"]["pool5"]["corr_original_mean"] = 0.4321
+            d["results"]["exemplar"]["inversion"]["fc7"]["judge_agreement"] = 0.55
+        if name == "bench_visualizations_natural20.json":
+            d["results"]["natural"]["inversion"]["conv5"]["corr_original_mean"] = -0.0001
+        if name == "bench_visualizations_class_robust.json":
+            d["results"]["natural"]["class_models"]["recognised"] = 3
+    _bench_copy(tmp_path, monkeypatch, edit)
+    assert "correlate 0.43 and" in figures.decoder_caption_numbers()
+    assert "for 17, 11 and 17 of 20" in figures.exemplar_caption_numbers([0.1, 0.3])
+    assert "about 0.10-0.30" in figures.exemplar_caption_numbers([0.1, 0.3])
+    assert "and 0.00 at conv5" in figures.layers_caption_numbers()
+    assert "3/10 against 10/10" in figures_robust.judge_caption_numbers()
+
+
+def test_captions_without_the_json_point_to_the_docs(tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "DOCS", tmp_path)
+    for text in (figures.decoder_caption_numbers(), figures.exemplar_caption_numbers([0.2]),
+                 figures.layers_caption_numbers(), figures_robust.judge_caption_numbers()):
+        assert "docs/explainers.md" in text and not re.search(r"\d\.\d\d(?!-)", text.replace("0.20-0.20", ""))

@@ -1,0 +1,36 @@
+"""Where the files that ship with the package live: one home for every path the library loads by name.
+
+    weights/           the model files loadable by name (te.load_model("random_labels"), the judge, the decoders)
+    data/              the scene sample, the retrieval bank, ImageNet's class names  (inside the package)
+    explorer_static/   the explorer's page                                        (inside the package)
+    kernels/*.cu       the CUDA sources                                           (tinygrad_explain.kernels)
+
+The repository keeps ``weights/`` (and ``kernels/``) at its top level, beside the
+package (the design card).  A wheel maps that folder into the package
+(``tinygrad_explain/weights/``: setup.cfg's ``package_dir``), so an installed
+package finds its models from any working directory; a source checkout, plain
+(``PYTHONPATH=.``) or installed with ``pip install -e .``, reads the top-level
+folder.  Every ``weights/*.h5`` ships, so a model file added there is in the next
+wheel without editing anything.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DATA_DIR = PACKAGE_DIR / "data"
+
+
+def _weights_dir() -> Path:
+    """``tinygrad_explain/weights`` in an installed wheel, else the checkout's top-level ``weights/``."""
+    inside = PACKAGE_DIR / "weights"
+    return inside if inside.is_dir() else PACKAGE_DIR.parent / "weights"
+
+
+WEIGHTS_DIR = _weights_dir()
+
+
+def weights_file(name: str) -> Path:
+    """The shipped model file ``name`` (e.g. ``"judge_vgg.h5"``); it may not exist (a checkout
+    where it was never trained): :func:`tinygrad_explain.load_model` says which script makes it."""
+    return WEIGHTS_DIR / name
