@@ -238,7 +238,7 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
 
     ``path=None`` loads the embedded default model shipped in ``weights/``
     (override with the environment variable ``TGE_WEIGHTS``); a name of
-    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``, ``"judge"``, ``"robust"``) loads that
+    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``, ``"judge"``, ``"robust"``, ``"resnet"``) loads that
     shipped file.  Everything is
     checked -- format, version, architecture, every weight's shape, dtype and
     finiteness -- and a problem raises :class:`ModelFileError` naming the
