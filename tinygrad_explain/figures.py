@@ -68,6 +68,7 @@ from .draw import (
     table_image,
     upscale,
 )
+from .figures_resnet import RESNET_SETTINGS
 from .figures_robust import ROBUST_SETTINGS
 from .gallery import Figure
 from .modelfile import DEFAULT_WEIGHTS
@@ -709,11 +710,21 @@ def fig_robust_twin(inp, out, summary):
     return fig_robust(inp, out, summary)
 
 
+def fig_resnet_beside(inp, out, summary):
+    """The embedded AlexNet beside the scene ResNet (figures_resnet.fig_resnet), when the
+    ResNet is shipped; nothing for other models."""
+    if not inp.settings.get("resnet_beside"):
+        return []
+    from .figures_resnet import fig_resnet
+    return fig_resnet(inp, out, summary)
+
+
 FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig_neurons),
            ("saliency", fig_saliency), ("grabcut", fig_grabcut), ("inversion", fig_inversion),
            ("inversion layers", fig_inversion_layers), ("inversion decoder", fig_inversion_decoder),
            ("inversion exemplar", fig_inversion_exemplar), ("rules", fig_rules), ("methods", fig_methods),
-           ("sanity", fig_sanity), ("zeiler fergus", fig_zeiler_fergus), ("robust", fig_robust_twin)]
+           ("sanity", fig_sanity), ("zeiler fergus", fig_zeiler_fergus), ("robust", fig_robust_twin),
+           ("resnet", fig_resnet_beside)]
 
 
 # --------------------------------------------------------------------------
@@ -776,7 +787,7 @@ def file_inputs(model, paths):
 # --------------------------------------------------------------------------
 #: rough share of the main job's time per figure (embedded model), longest first: the order in
 #: which ``jobs > 1`` hands the figures to the worker processes, so that the long ones start first
-COST_ORDER = ("inversion", "class models", "inversion layers", "neurons", "robust", "sanity", "zeiler fergus",
+COST_ORDER = ("inversion", "class models", "inversion layers", "neurons", "robust", "resnet", "sanity", "zeiler fergus",
               "methods", "grabcut", "saliency", "rules", "toy")
 
 
@@ -874,6 +885,7 @@ EMBEDDED_SETTINGS = {                         # the library defaults, spelled ou
     "invert_layers": dict(steps=500),
     "invert_decoder": dict(steps=X.inversion.INVERT_RECIPES["decoder"]["steps"]),
     "robust": {k: v for k, v in ROBUST_SETTINGS.items() if k.endswith("steps")},
+    "resnet": {k: v for k, v in RESNET_SETTINGS.items() if k.endswith("steps")},
 }
 IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet step costs ~25x more
     "class_model": dict(steps=100),
@@ -971,6 +983,7 @@ def main(argv=None, prog="tinygrad-explain figures") -> int:
         settings["sanity_twin"] = embedded and "random_labels" in _shipped_models()
         settings["judge"] = embedded and "judge" in _shipped_models()
         settings["robust_twin"] = embedded and "robust" in _shipped_models()
+        settings["resnet_beside"] = embedded and "resnet" in _shipped_models()
         inputs.settings = settings
         info = (f"Model: {html.escape(getattr(model, 'path', '?'))} (input {model.input_shape}, "
                 f"{model.num_classes} classes). Images: {len(inputs.x)}.")

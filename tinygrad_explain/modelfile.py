@@ -58,6 +58,9 @@ MODEL_NAMES = {
     # the embedded model fine-tuned with PGD adversarial training (scripts/train_robust.py,
     # Madry et al. 2018): its input gradients look like the object (Tsipras et al. 2019)
     "robust": DEFAULT_WEIGHTS.with_name("fashion_scenes_alexnet_robust.h5"),
+    # a small ResNet on the same scenes, trained by PyTorch and brought in through ONNX
+    # (scripts/train_resnet.py, docs/resnet.md): a graph network with residual blocks
+    "resnet": DEFAULT_WEIGHTS.with_name("fashion_scenes_resnet.h5"),
 }
 
 
@@ -124,6 +127,7 @@ def _check_regular_file(path):
                                    if Path(path) == MODEL_NAMES["random_labels"]
                                    else " (made by scripts/train_judge.py)" if Path(path) == MODEL_NAMES["judge"]
                                    else " (made by scripts/train_robust.py)" if Path(path) == MODEL_NAMES["robust"]
+                                   else " (made by scripts/train_resnet.py)" if Path(path) == MODEL_NAMES["resnet"]
                                    else "")) from None
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None
@@ -234,7 +238,7 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
 
     ``path=None`` loads the embedded default model shipped in ``weights/``
     (override with the environment variable ``TGE_WEIGHTS``); a name of
-    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``, ``"judge"``, ``"robust"``) loads that
+    ``MODEL_NAMES`` (``"embedded"``, ``"random_labels"``, ``"judge"``, ``"robust"``, ``"resnet"``) loads that
     shipped file.  Everything is
     checked -- format, version, architecture, every weight's shape, dtype and
     finiteness -- and a problem raises :class:`ModelFileError` naming the
