@@ -68,6 +68,9 @@ def _wheel_layout(dest):
     shutil.copytree(ROOT / "kernels", dest / "tinygrad_explain" / "kernels", ignore=skip)
     shutil.copytree(ROOT / "weights", dest / "tinygrad_explain" / "weights",
                     ignore=shutil.ignore_patterns("alexnet_*"))
+    (dest / "tinygrad_explain" / "measured").mkdir()
+    for p in (ROOT / "docs").glob("*.json"):
+        shutil.copy(p, dest / "tinygrad_explain" / "measured" / p.name)
 
 
 def test_named_models_load_from_a_wheel_layout_anywhere(tmp_path):
@@ -80,6 +83,8 @@ def test_named_models_load_from_a_wheel_layout_anywhere(tmp_path):
              "m = te.load_model(); paths = [te.load_model(n).path for n in MODEL_NAMES]; "
              "paths += [decoder.load_decoder(m, l).path for l in ('pool5', 'fc6', 'fc7')]; "
              "paths.append(str(exemplar.BANK_PATH)); exemplar.load_bank(); "
+             "from tinygrad_explain import figures; assert figures.bench_json('bench_explainers.json')['n'] > 0; "
+             "paths.append(str(figures.DOCS / 'bench_explainers.json')); "
              "print(te.__file__); print(*paths, sep='\\n')")
     env = {k: v for k, v in os.environ.items() if k not in ("TE_FAKE_CUPY", "TGE_WEIGHTS")}
     env["PYTHONPATH"] = str(tmp_path / "site")
@@ -89,7 +94,8 @@ def test_named_models_load_from_a_wheel_layout_anywhere(tmp_path):
     pkg, *paths = r.stdout.strip().splitlines()
     inside = (tmp_path / "site" / "tinygrad_explain").resolve()
     assert Path(pkg).resolve().parent == inside
-    assert len(paths) == 4 + 3 + 1
+    from tinygrad_explain.modelfile import MODEL_NAMES
+    assert len(paths) == len(MODEL_NAMES) + 3 + 1 + 1
     for p in paths:
         assert Path(p).resolve().is_relative_to(inside), p
 
@@ -102,8 +108,10 @@ def test_every_shipped_file_is_in_the_wheel_and_it_fits():
     cfg.read(ROOT / "setup.cfg")
     mapped = dict(line.split(" = ") for line in cfg["options"]["package_dir"].strip().splitlines())
     assert mapped["tinygrad_explain.weights"] == "weights" and mapped["tinygrad_explain.kernels"] == "kernels"
+    assert mapped["tinygrad_explain.measured"] == "docs"           # the JSON the figures' captions quote
     package_data = cfg["options.package_data"]
     assert package_data["tinygrad_explain.weights"].strip() == "*.h5"
+    assert package_data["tinygrad_explain.measured"].strip() == "*.json"
     assert "*.cu" in package_data["tinygrad_explain.kernels"]
     assert {"data/*.npz", "data/*.txt", "explorer_static/*"} <= {
         p.strip() for p in package_data["tinygrad_explain"].split(",")}

@@ -73,6 +73,7 @@ from .figures_robust import ROBUST_SETTINGS
 from .gallery import Figure
 from .modelfile import DEFAULT_WEIGHTS
 from .safe_io import atomic_write
+from .shipped import MEASURED_DIR
 
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
@@ -85,13 +86,13 @@ def _say(text):
 # --------------------------------------------------------------------------
 # measured numbers in captions: read from the JSON files the benchmark scripts write in docs/
 # --------------------------------------------------------------------------
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = MEASURED_DIR           # docs/*.json of the checkout, or their copies inside an installed wheel
 
 
 def bench_json(name: str) -> dict | None:
     """docs/``name``, a JSON file that a benchmark script wrote (scripts/bench_visualizations.py
-    ...), or None where the checkout's docs/ is absent (an installed package): captions quote
-    measured numbers from these files only, never typed in."""
+    ...; shipped inside the wheel too: tinygrad_explain/shipped.py), or None where it is
+    absent: captions quote measured numbers from these files only, never typed in."""
     p = DOCS / name
     return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
 
@@ -604,7 +605,7 @@ def fig_methods(inp, out, summary):
                    "occlusion (Zeiler &amp; Fergus 2014: the drop of the class probability when a grey square "
                    "covers each pixel) and gradient x input (red: positive, blue: negative).  Which of them can "
                    "be trusted is measured below.")]
-    bench = Path(__file__).resolve().parent.parent / "docs" / "bench_explainers.json"
+    bench = DOCS / "bench_explainers.json"
     if getattr(m, "path", None) and Path(m.path).resolve() == DEFAULT_WEIGHTS.resolve() and bench.exists():
         report = json.loads(bench.read_text(encoding="utf-8"))
         plot_benchmark(report, out / "explainer_benchmark.png")

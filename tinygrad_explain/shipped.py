@@ -4,6 +4,7 @@
     data/              the scene sample, the retrieval bank, ImageNet's class names  (inside the package)
     explorer_static/   the explorer's page                                        (inside the package)
     kernels/*.cu       the CUDA sources                                           (tinygrad_explain.kernels)
+    docs/*.json        what the benchmarks measured, quoted by the figures' captions  (tinygrad_explain/measured/)
 
 The repository keeps ``weights/`` (and ``kernels/``) at its top level, beside the
 package (the design card).  A wheel maps that folder into the package
@@ -28,6 +29,21 @@ def _weights_dir() -> Path:
 
 
 WEIGHTS_DIR = _weights_dir()
+
+
+def _measured_dir() -> Path:
+    """``tinygrad_explain/measured`` in an installed wheel (docs/*.json mapped there), else the
+    checkout's ``docs/``."""
+    inside = PACKAGE_DIR / "measured"
+    return inside if inside.is_dir() else PACKAGE_DIR.parent / "docs"
+
+
+MEASURED_DIR = _measured_dir()
+
+
+def measured_file(name: str) -> Path:
+    """A benchmark's JSON file (``docs/NAME`` in the repository), e.g. ``"bench_explainers.json"``."""
+    return MEASURED_DIR / name
 
 
 def weights_file(name: str) -> Path:
