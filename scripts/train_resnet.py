@@ -60,6 +60,7 @@ import numpy as np  # noqa: E402
 
 from tinygrad_explain import image, scenes  # noqa: E402
 from tinygrad_explain.fashion_mnist import CLASS_NAMES  # noqa: E402
+from tinygrad_explain.safe_io import atomic_write, write_text  # noqa: E402
 
 WIDTHS = (48, 96, 192)
 STEM = 24
@@ -332,9 +333,9 @@ def train_worker(rank, args):
                    "seconds": time.perf_counter() - t0, "render_seconds": t_data}
             history.append(rec)
             print(json.dumps(rec), flush=True)
-            torch.save({"model": model.state_dict(), "epoch": epoch + 1, "mean": torch.from_numpy(mean),
-                        "std": torch.from_numpy(std)},
-                       args.out_dir / f"epoch_{epoch + 1:03d}.pt")
+            with atomic_write(args.out_dir / f"epoch_{epoch + 1:03d}.pt") as f:    # a kill leaves no half file
+                torch.save({"model": model.state_dict(), "epoch": epoch + 1, "mean": torch.from_numpy(mean),
+                            "std": torch.from_numpy(std)}, f)
     if rank != 0:
         return
     train_s = time.perf_counter() - t_train
@@ -343,7 +344,7 @@ def train_worker(rank, args):
     wall = time.perf_counter() - t_start
     summary = {"test_acc_10k": acc, "parameters": n_params, "train_seconds": train_s, "wall_seconds": wall,
                "onnx": str(onnx_path), "history": history, "config": {k: str(v) for k, v in vars(args).items()}}
-    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_text(args.out_dir / "summary.json", json.dumps(summary, indent=1))
     print(f"top-1 on the {len(test_images)} test scenes: {100 * acc:.2f} %")
     print(f"exported {onnx_path}; training {train_s / 60:.1f} min, wall {wall / 60:.1f} min", flush=True)
 
