@@ -62,6 +62,9 @@ MODEL_NAMES = {
     # (scripts/train_resnet.py, docs/resnet.md): a graph network with residual blocks
     "resnet": DEFAULT_WEIGHTS.with_name("fashion_scenes_resnet.h5"),
 }
+#: the script that makes each shipped model file (named when the file is missing)
+MADE_BY = {"embedded": "train_embedded.py", "random_labels": "train_random_labels.py", "judge": "train_judge.py",
+           "robust": "train_robust.py", "resnet": "train_resnet.py"}
 
 
 class ModelFileError(ValueError):
@@ -120,15 +123,9 @@ def _check_regular_file(path):
     try:
         problem = regular_file_problem(path)
     except FileNotFoundError:
+        script = next((MADE_BY.get(n) for n, p in MODEL_NAMES.items() if Path(path) == p), None)
         raise FileNotFoundError(f"model file {path} does not exist"
-                                + (" (the embedded model is made by scripts/train_embedded.py)"
-                                   if Path(path) == DEFAULT_WEIGHTS else
-                                   " (made by scripts/train_random_labels.py)"
-                                   if Path(path) == MODEL_NAMES["random_labels"]
-                                   else " (made by scripts/train_judge.py)" if Path(path) == MODEL_NAMES["judge"]
-                                   else " (made by scripts/train_robust.py)" if Path(path) == MODEL_NAMES["robust"]
-                                   else " (made by scripts/train_resnet.py)" if Path(path) == MODEL_NAMES["resnet"]
-                                   else "")) from None
+                                + (f" (made by scripts/{script})" if script else "")) from None
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None
     if problem:
@@ -219,15 +216,8 @@ def parameter_count(arch: Sequence[dict]) -> int:
 
 
 def _max_parameters(limit):
-    if limit is not None:
-        return int(limit)
-    env = os.environ.get("TGE_MAX_PARAMETERS")
-    if env:
-        try:
-            return int(env)
-        except ValueError:
-            raise ValueError(f"TGE_MAX_PARAMETERS must be an integer, got {env!r}") from None
-    return MAX_PARAMETERS
+    from .safe_io import limit_from_env
+    return limit_from_env(limit, "TGE_MAX_PARAMETERS", MAX_PARAMETERS)
 
 
 def load_model(path: str | os.PathLike | None = None, device: str = "cpu",

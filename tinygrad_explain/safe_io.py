@@ -163,16 +163,22 @@ class NpzError(ValueError):
     """An ``.npz`` file that cannot or must not be read (the message names the file and member)."""
 
 
-def _npz_limit(max_bytes):
-    if max_bytes is not None:
-        return int(max_bytes)
-    env = os.environ.get("TGE_MAX_NPZ_BYTES")
-    if env:
+def limit_from_env(value, env: str, default: int) -> int:
+    """A size limit: ``value`` when given, else the integer in the environment variable
+    ``env`` when set, else ``default`` (a clear error for a non-integer setting)."""
+    if value is not None:
+        return int(value)
+    setting = os.environ.get(env)
+    if setting:
         try:
-            return int(env)
+            return int(setting)
         except ValueError:
-            raise ValueError(f"TGE_MAX_NPZ_BYTES must be an integer, got {env!r}") from None
-    return MAX_NPZ_BYTES
+            raise ValueError(f"{env} must be an integer, got {setting!r}") from None
+    return default
+
+
+def _npz_limit(max_bytes):
+    return limit_from_env(max_bytes, "TGE_MAX_NPZ_BYTES", MAX_NPZ_BYTES)
 
 
 def load_npz(path, what: str = "file", keys=None, max_bytes: int | None = None) -> dict:
