@@ -112,6 +112,16 @@ def test_fuzz_model_file_contents(workdir, arch, input_shape, pre, version, weig
         assert model.num_classes >= 1
 
 
+def corrupted(good: bytes, data) -> bytes:
+    """``good`` with 1-8 bytes overwritten at drawn places, then (half the time) truncated."""
+    b = bytearray(good)
+    for _ in range(data.draw(st.integers(1, 8))):
+        b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        b = b[:data.draw(st.integers(0, len(b)))]
+    return bytes(b)
+
+
 @pytest.fixture(scope="module")
 def good_model_bytes(tmp_path_factory):
     p = tmp_path_factory.mktemp("good") / "m.h5"
@@ -123,11 +133,7 @@ def good_model_bytes(tmp_path_factory):
 @given(data=st.data())
 def test_fuzz_model_file_bytes(workdir, good_model_bytes, data):
     """Corrupt a valid model file: byte flips (HDF5 metadata and weights) and truncation."""
-    b = bytearray(good_model_bytes)
-    for _ in range(data.draw(st.integers(1, 8))):
-        b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
-    if data.draw(st.booleans()):
-        b = b[:data.draw(st.integers(0, len(b)))]
+    b = corrupted(good_model_bytes, data)
     p = workdir / "bytes.h5"
     p.write_bytes(bytes(b))
     try:
@@ -399,11 +405,7 @@ def good_onnx_bytes(tmp_path_factory):
 @given(data=st.data())
 def test_fuzz_onnx_bytes(workdir, good_onnx_bytes, data):
     """Corrupt a valid ONNX file: byte flips (protobuf tags, lengths, weights) and truncation."""
-    b = bytearray(good_onnx_bytes)
-    for _ in range(data.draw(st.integers(1, 8))):
-        b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
-    if data.draw(st.booleans()):
-        b = b[:data.draw(st.integers(0, len(b)))]
+    b = corrupted(good_onnx_bytes, data)
     p = workdir / "bytes.onnx"
     p.write_bytes(bytes(b))
     try:
