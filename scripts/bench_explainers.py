@@ -75,7 +75,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import tinygrad_explain as te
-    from tinygrad_explain import figures, scenes
+    from tinygrad_explain import scenes
+    from tinygrad_explain.apps import figures
     from tinygrad_explain.explain import benchmark as B
     te.set_num_threads(args.threads)
     try:

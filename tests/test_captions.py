@@ -1,5 +1,5 @@
 """The figures' captions quote measured numbers only from the JSON files the benchmark scripts write
-in docs/ (figures.bench_json), never typed in: the caption sources hold no measured-looking number,
+in docs/ (figures.captions.bench_json), never typed in: the caption sources hold no measured-looking number,
 and the caption helpers follow the JSON when it changes."""
 import ast
 import json
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tinygrad_explain import figures, figures_robust
+from tinygrad_explain.apps import figures_resnet, figures_robust
+from tinygrad_explain.apps.figures import captions, recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 # a decimal (0.68), a count out of a total (13 of 20, 9/10): what a measurement looks like in a caption
@@ -31,7 +32,7 @@ def _caption_literals(module):
     return out
 
 
-@pytest.mark.parametrize("module", [figures, figures_robust])
+@pytest.mark.parametrize("module", [recipes, captions, figures_robust, figures_resnet])
 def test_captions_type_in_no_measured_number(module):
     found = [(line, m.group(0), text[:60]) for line, text in _caption_literals(module)
              for m in MEASURED.finditer(text)]
@@ -52,7 +53,7 @@ def _bench_copy(tmp_path, monkeypatch, edit):
         d = json.loads(p.read_text())
         edit(p.name, d)
         (docs / p.name).write_text(json.dumps(d))
-    monkeypatch.setattr(figures, "DOCS", docs)
+    monkeypatch.setattr(captions, "DOCS", docs)
 
 
 def test_captions_follow_the_json(tmp_path, monkeypatch):
@@ -65,15 +66,15 @@ def test_captions_follow_the_json(tmp_path, monkeypatch):
         if name == "bench_visualizations_class_robust.json":
             d["results"]["natural"]["class_models"]["recognised"] = 3
     _bench_copy(tmp_path, monkeypatch, edit)
-    assert "correlate 0.43 and" in figures.decoder_caption_numbers()
-    assert "for 17, 11 and 17 of 20" in figures.exemplar_caption_numbers([0.1, 0.3])
-    assert "about 0.10-0.30" in figures.exemplar_caption_numbers([0.1, 0.3])
-    assert "and 0.00 at conv5" in figures.layers_caption_numbers()
-    assert "3/10 against 10/10" in figures_robust.judge_caption_numbers()
+    assert "correlate 0.43 and" in captions.decoder_caption_numbers()
+    assert "for 17, 11 and 17 of 20" in captions.exemplar_caption_numbers([0.1, 0.3])
+    assert "about 0.10-0.30" in captions.exemplar_caption_numbers([0.1, 0.3])
+    assert "and 0.00 at conv5" in captions.layers_caption_numbers()
+    assert "3/10 against 10/10" in captions.judge_caption_numbers()
 
 
 def test_captions_without_the_json_point_to_the_docs(tmp_path, monkeypatch):
-    monkeypatch.setattr(figures, "DOCS", tmp_path)
-    for text in (figures.decoder_caption_numbers(), figures.exemplar_caption_numbers([0.2]),
-                 figures.layers_caption_numbers(), figures_robust.judge_caption_numbers()):
+    monkeypatch.setattr(captions, "DOCS", tmp_path)
+    for text in (captions.decoder_caption_numbers(), captions.exemplar_caption_numbers([0.2]),
+                 captions.layers_caption_numbers(), captions.judge_caption_numbers()):
         assert "docs/explainers.md" in text and not re.search(r"\d\.\d\d(?!-)", text.replace("0.20-0.20", ""))

@@ -83,7 +83,7 @@ def test_named_models_load_from_a_wheel_layout_anywhere(tmp_path):
              "m = te.load_model(); paths = [te.load_model(n).path for n in MODEL_NAMES]; "
              "paths += [decoder.load_decoder(m, l).path for l in ('pool5', 'fc6', 'fc7')]; "
              "paths.append(str(exemplar.BANK_PATH)); exemplar.load_bank(); "
-             "from tinygrad_explain import figures; assert figures.bench_json('bench_explainers.json')['n'] > 0; "
+             "from tinygrad_explain.apps import figures; assert figures.bench_json('bench_explainers.json')['n'] > 0; "
              "paths.append(str(figures.DOCS / 'bench_explainers.json')); "
              "print(te.__file__); print(*paths, sep='\\n')")
     env = {k: v for k, v in os.environ.items() if k not in ("TE_FAKE_CUPY", "TGE_WEIGHTS")}
@@ -113,8 +113,8 @@ def test_every_shipped_file_is_in_the_wheel_and_it_fits():
     assert package_data["tinygrad_explain.weights"].strip() == "*.h5"
     assert package_data["tinygrad_explain.measured"].strip() == "*.json"
     assert "*.cu" in package_data["tinygrad_explain.kernels"]
-    assert {"data/*.npz", "data/*.txt", "explorer_static/*"} <= {
-        p.strip() for p in package_data["tinygrad_explain"].split(",")}
+    assert {"data/*.npz", "data/*.txt"} <= {p.strip() for p in package_data["tinygrad_explain"].split(",")}
+    assert package_data["tinygrad_explain.apps"].strip() == "explorer_static/*"
     from tinygrad_explain import shipped
     from tinygrad_explain.modelfile import MODEL_NAMES
     for name, path in MODEL_NAMES.items():

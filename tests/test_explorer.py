@@ -23,9 +23,10 @@ import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import draw as D
 from tinygrad_explain import explain as X
-from tinygrad_explain import explorer, scenes
+from tinygrad_explain import scenes
+from tinygrad_explain.apps import draw as D
+from tinygrad_explain.apps import explorer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

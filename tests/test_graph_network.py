@@ -308,7 +308,7 @@ def test_explorer_layer_view_on_a_graph(net, x):
     gradient at that node (te.explain.gradient(layer=node), itself checked above)."""
     from types import SimpleNamespace
 
-    from tinygrad_explain.explorer import Explorer
+    from tinygrad_explain.apps.explorer import Explorer
     rows = Explorer.layer_flow(SimpleNamespace(model=net), x[:1], ("layer2.0.relu2", 1), "guided")
     names = [r["name"] for r in rows]
     assert names == ["input"] + [n for n in net.layer_names if net.feeds(n, "layer2.0.relu2")] + ["layer2.0.relu2"]
@@ -370,7 +370,7 @@ def test_command_line_on_an_onnx_file(tmp_path, capsys):
 def test_explorer_on_an_onnx_file(tmp_path):
     """``serve --weights net.onnx``'s model side: the layer menu lists the nodes, and a
     request for a channel of a dotted node gives that gradient's map and the layer view."""
-    from tinygrad_explain.explorer import Explorer
+    from tinygrad_explain.apps.explorer import Explorer
     ex = Explorer(weights=str(residual_onnx(tmp_path / "res.onnx")))
     try:
         info = ex.info()

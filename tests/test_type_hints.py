@@ -13,7 +13,8 @@ from tinygrad_explain.models import LayerOutputs, Network
 MODULES = ["tinygrad_explain.explain." + m for m in (
     "_common", "attribution", "metrics", "sanity", "quality", "transforms", "benchmark", "features", "gradients",
     "optimize", "visualize", "inversion", "grabcut", "methods", "regularizers", "decoder")] + \
-    ["tinygrad_explain." + m for m in ("engine", "ops", "nn", "image", "draw", "models", "modelfile", "gallery")]
+    ["tinygrad_explain." + m for m in ("engine", "ops", "nn", "image", "models", "modelfile")] + \
+    ["tinygrad_explain.apps." + m for m in ("draw", "gallery")]
 
 
 def _public_callables(mod):

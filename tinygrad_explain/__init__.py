@@ -56,3 +56,6 @@ from .modelfile import save_model, load_model, ModelFileError  # noqa: F401
 from . import image, imagenet, explain, naive  # noqa: F401
 
 __version__ = "0.1.0"
+
+from .apps import _install_aliases  # noqa: E402  (the old flat names of the applications: te.figures, ...)
+_install_aliases()

@@ -64,7 +64,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .explain.methods import get as get_method
+from ..explain.methods import get as get_method
 
 STATIC_DIR = Path(__file__).resolve().parent / "explorer_static"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024       # a photo; the embedded model sees 64x64 anyway
@@ -200,9 +200,9 @@ class Explorer:
     layer-by-layer view, timings in ms)."""
 
     def __init__(self, weights=None, threads: int = 1, scenes: int | None = None):
-        from . import load_model
-        from . import scenes as te_scenes
-        from .device import set_num_threads
+        from .. import load_model
+        from .. import scenes as te_scenes
+        from ..device import set_num_threads
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be a whole number >= 0, got {threads!r}")
         self.model = load_model(weights)
@@ -243,7 +243,7 @@ class Explorer:
 
     # ----- what the page needs to build its menus -------------------------
     def info(self) -> dict:
-        from .explain import class_names
+        from ..explain import class_names
         names = class_names(self.model)
         layers = [{"name": n, "type": self.model.layers[n].type, "shape": list(self.model.shapes[n])}
                   for n in self.model.layer_names[:-1]]
@@ -276,7 +276,7 @@ class Explorer:
         return f"upload:{uid}"
 
     def _decode(self, data: bytes) -> np.ndarray:
-        from . import image as te_image
+        from .. import image as te_image
         try:
             return te_image.load(io.BytesIO(data), self.model, limits=te_image.UPLOAD_LIMITS)
         except te_image.UnsupportedImageError as e:
@@ -286,7 +286,7 @@ class Explorer:
 
     def image(self, ref: str):
         """"scene:i" / "upload:id" -> (model-space x (1, C, H, W), picture uint8 (H, W, 3), truth box or None)."""
-        from . import image as te_image
+        from .. import image as te_image
         if not isinstance(ref, str) or len(ref) > 64:
             raise RequestError(f"image must be 'scene:<index>' or 'upload:<id>', got {json.dumps(ref)[:40]}")
         kind, _, key = ref.partition(":")
@@ -309,7 +309,7 @@ class Explorer:
         """The page's target -> what te.explain takes: a class index, or (layer, c[, i, j]).
         Types are checked, not coerced: a channel of 3.7 or "3" is refused, ``row``
         needs ``col``, and every index must lie inside the layer."""
-        from .explain import ExplainError, resolve_class, resolve_layer
+        from ..explain import ExplainError, resolve_class, resolve_layer
         if not isinstance(spec, dict):
             raise RequestError("target must be {'class': c} or {'layer': name, 'channel': c[, 'row': i, 'col': j]}")
         try:
@@ -346,7 +346,7 @@ class Explorer:
         return (layer, *unit)
 
     def describe_target(self, t) -> str:
-        from .explain import class_names
+        from ..explain import class_names
         if isinstance(t, tuple):
             if len(self.model.shapes[t[0]]) == 1:
                 return f"{t[0]} neuron {t[1]}"
@@ -377,8 +377,8 @@ class Explorer:
         return dict(self.run(self._explain, x, picture, truth, method, target, want_layers), image=ref)
 
     def _explain(self, x, picture, truth, method, target, want_layers):
-        from . import explain as X
-        from .explain import class_names
+        from .. import explain as X
+        from ..explain import class_names
         t0 = time.perf_counter()
         names = class_names(self.model)
         _, probs = X.predict(self.model, x)
@@ -405,8 +405,8 @@ class Explorer:
 
     def _map(self, x, picture, truth, method, target):
         """(the array te.explain returned for this image, its picture, extra JSON fields)."""
+        from .. import explain as X
         from . import draw as D
-        from . import explain as X
         values = get_method(method).fn(self.model, x, target, **self.methods[method][1])[0]
         if method != "grabcut":
             return values, D.method_picture(method, values, picture), {}
@@ -424,9 +424,9 @@ class Explorer:
         from the target, then per layer the norm of dS/d(output) and, for a map, where it
         is large (sum over channels of |grad|); per ReLU, the fraction of units active
         (x > 0) and the fraction of the gradient entries it passed back under ``rule``."""
+        from ..engine import Tensor, relu_backward
+        from ..explain import resolve_objective
         from .draw import heat
-        from .engine import Tensor, relu_backward
-        from .explain import resolve_objective
         m = self.model
         names = m.layer_names
         obj = resolve_objective(m, target, 1)          # the seed te.explain.gradient starts from
@@ -776,7 +776,7 @@ def serve(weights=None, host: str = "127.0.0.1", port: int = 8000, threads: int 
     (port, thread count), load the model, serve until Ctrl-C or SIGTERM, and release
     everything on every way out.  Returns the exit status (2 with one line on stderr
     for a bad argument or an address that cannot be bound)."""
-    from . import ModelFileError
+    from .. import ModelFileError
     try:
         check_port(port)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:

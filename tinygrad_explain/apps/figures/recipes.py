@@ -1,61 +1,22 @@
-"""Every figure of the lecture "Explaining CNNs: Early Methods", as PNGs plus an HTML gallery.
+"""The figure recipes: ``fig_*(inputs, out, summary)`` draws one figure (or a few) of the lecture
+into the folder ``out`` from :class:`.inputs.Inputs` and returns its :class:`~..gallery.Figure` entries;
+:data:`FIGURES` lists them in the gallery's order.  The captions' measured numbers come from
+:mod:`.captions`."""
 
-``main`` is ``scripts/reproduce_figures.py``; ``reproduce(out_dir, inputs)`` makes
-the gallery.  Figures (file names in the gallery order):
-
-    toy_relu_rules.png     the slide's 4x4 example: ReLU forward, then the gradient
-                           passed back by backprop / deconvnet / guided backprop
-    class_models.png       a class model image per class (Simonyan et al. 2014, fig. 1): the
-                           paper's recipe beside the default natural-image priors
-    neurons_<layer>.png    images maximising units of a conv layer and of fc7
-    saliency.png           image-specific class saliency maps (Simonyan fig. 2)
-    grabcut.png            image / saliency / GrabCut mask / box (Simonyan fig. 3)
-    inversion_fc7.png      an image and five reconstructions from its fc7 code
-                           (Mahendran & Vedaldi 2015)
-    inversion_layers.png   the same image reconstructed from each layer, conv1 ... fc8
-    inversion_decoder.png  pool5, fc6, fc7 inverted from a learned decoder's start
-    inversion_exemplar.png pool5 ... fc8 inverted by retrieval: the bank scene nearest in code,
-                           and fc7's five nearest (embedded model, or any 64x64 RGB model)
-    rules.png              backprop vs deconvnet vs guided backprop, same image and class
-    methods.png            the methods that came next, beside the lecture's, on the same images:
-                           SmoothGrad, Grad-CAM, guided Grad-CAM, occlusion, gradient x input
-    explainer_benchmark.png  every method scored on the 500 shipped scenes (plotted from
-                           docs/bench_explainers.json, written by scripts/bench_explainers.py;
-                           embedded model only)
-    sanity_cascade.png     every method's map as the weights are randomised from fc8 down
-                           (Adebayo et al. 2018's cascading randomisation)
-    zeiler_fergus.png      conv1..conv5 units: the 9 strongest patches (receptive fields) of the
-                           shipped scenes, each activation projected back by deconvnet and guided
-                           backprop (Zeiler & Fergus 2014, fig. 2)
-
-This module holds the recipes (``fig_*``: what each figure draws, from which
-model and images, with which settings), the inputs they are made from
-(:class:`Inputs`), how they are run (one after another, or side by side in
-worker processes) and the command line; :mod:`.gallery` collects them into a
-folder with an HTML page, so that an interrupted run leaves the old gallery as
-it was and nothing else in ``out_dir`` is ever removed (``--out .`` is safe).
-"""
 from __future__ import annotations
 
 import html
-import json
-import os
-import re
-import sys
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import explain as X
-from . import gallery
-from . import image as te_image
-from .device import set_num_threads
-from .draw import (
+from ... import explain as X
+from ... import image as te_image
+from ...modelfile import DEFAULT_WEIGHTS
+from ...safe_io import atomic_write
+from ..draw import (
     as_rgb,
     cam_overlay,
     grad_picture,
@@ -68,134 +29,15 @@ from .draw import (
     table_image,
     upscale,
 )
-from .figures_resnet import RESNET_SETTINGS
-from .figures_robust import ROBUST_SETTINGS
-from .gallery import Figure
-from .modelfile import DEFAULT_WEIGHTS
-from .safe_io import atomic_write
-from .shipped import MEASURED_DIR
-
-
-# the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
-def _say(text):
-    """Print above the progress bars (tqdm.write keeps the bars and the text apart)."""
-    from tqdm.auto import tqdm
-    tqdm.write(str(text))
-
-
-# --------------------------------------------------------------------------
-# measured numbers in captions: read from the JSON files the benchmark scripts write in docs/
-# --------------------------------------------------------------------------
-DOCS = MEASURED_DIR           # docs/*.json of the checkout, or their copies inside an installed wheel
-
-
-def bench_json(name: str) -> dict | None:
-    """docs/``name``, a JSON file that a benchmark script wrote (scripts/bench_visualizations.py
-    ...; shipped inside the wheel too: tinygrad_explain/shipped.py), or None where it is
-    absent: captions quote measured numbers from these files only, never typed in."""
-    p = DOCS / name
-    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
-
-
-def _r(v: float) -> str:
-    """A correlation as a caption quotes it: two decimals, no minus sign on a rounded zero."""
-    t = f"{v:.2f}"
-    return "0.00" if t == "-0.00" else t
-
-
-def _judged(bench: dict, recipe: str, layer: str) -> int:
-    """How many of a bench's scenes the judge names the original's class for, from ``layer``'s inversion."""
-    n = len(bench["config"]["chosen"])
-    return int(round(bench["results"][recipe]["inversion"][layer]["judge_agreement"] * n))
-
-
-def decoder_caption_numbers() -> str:
-    """The decoder figure's measured sentence, from docs/bench_visualizations_learned20.json (recipe
-    "decoder"), ..._natural20.json (the random-start recipe) and ..._decoder20_steps0.json (D(code) alone)."""
-    learned, natural, alone = (bench_json(f"bench_visualizations_{n}.json")
-                               for n in ("learned20", "natural20", "decoder20_steps0"))
-    if learned is None or natural is None or alone is None:
-        return " Measured numbers: docs/explainers.md."
-    dec = learned["results"]["decoder"]["inversion"]
-    nat = natural["results"]["natural"]["inversion"]
-    n = len(learned["config"]["chosen"])
-    k5, k6 = _judged(learned, "decoder", "pool5"), _judged(learned, "decoder", "fc6")
-    return (f" On {n} held-out scenes (docs/explainers.md) the refined pool5 and "
-            f"fc6 reconstructions correlate {_r(dec['pool5']['corr_original_mean'])} and "
-            f"{_r(dec['fc6']['corr_original_mean'])} with their scene (the random-start recipe's: "
-            f"{_r(nat['pool5']['corr_original_mean'])} and {_r(nat['fc6']['corr_original_mean'])}) and the judge "
-            f"names the scene's class for {f'{k5} of {n} each' if k5 == k6 else f'{k5} and {k6} of {n}'}; fc7's "
-            f"only weakly ({_r(dec['fc7']['corr_original_mean'])}, the decoder's image alone "
-            f"{_r(alone['results']['decoder']['inversion']['fc7']['corr_original_mean'])}; the judge agrees for "
-            f"{_judged(learned, 'decoder', 'fc7')} of {n}), and fc8 (ten class scores) has "
-            "no useful linear decoder.")
-
-
-def layers_caption_numbers() -> str:
-    """The per-layer figure's measured range, from docs/bench_visualizations_natural20.json (the default
-    recipe's reconstructions of the bench's scenes)."""
-    natural = bench_json("bench_visualizations_natural20.json")
-    if natural is None:
-        return " (docs/explainers.md)"
-    inv = natural["results"]["natural"]["inversion"]
-    conv = [inv[l]["corr_original_mean"] for l in ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4") if l in inv]
-    return (f" (on {len(natural['config']['chosen'])} held-out scenes at {natural['config']['invert_steps']} steps, "
-            f"the blurred grey correlation with the original is {_r(min(conv))}-{_r(max(conv))} up to conv4 and "
-            f"{_r(inv['conv5']['corr_original_mean'])} at conv5)")
-
-
-def exemplar_caption_numbers(fc7_errors) -> str:
-    """The retrieval figure's measured numbers: this figure's own fc7 errors (``fc7_errors``), then
-    docs/bench_visualizations_learned20.json (recipe "exemplar") against ..._natural20.json."""
-    out = (f"fc7 errors (about {min(fc7_errors):.2f}-{max(fc7_errors):.2f}) are a little above the "
-           "optimiser's.")
-    learned, natural = (bench_json(f"bench_visualizations_{n}.json") for n in ("learned20", "natural20"))
-    if learned is None or natural is None:
-        return out + " Measured numbers: docs/explainers.md."
-    n = len(learned["config"]["chosen"])
-    ks = [_judged(learned, "exemplar", l) for l in ("fc6", "fc7", "fc8")]
-    opt = [_judged(natural, "natural", l) for l in ("fc6", "fc7", "fc8")]
-    return out + (f" On {n} held-out scenes "
-                  "(docs/explainers.md) the independent judge names the original's class from the fc6, fc7 and "
-                  f"fc8 retrievals for {ks[0]}, {ks[1]} and {ks[2]} of {n}, against {min(opt)}-{max(opt)} for the "
-                  "optimised pictures; r (the "
-                  "blurred grey correlation with the original) stays near 0 at fc8, whose ten class scores say "
-                  "nothing of the scene's layout.")
-
-
-LECTURE_IMAGENET_CLASSES = ["washer", "goose", "ostrich", "limousine", "computer keyboard", "dalmatian"]
-
-
-# --------------------------------------------------------------------------
-# the figures
-# --------------------------------------------------------------------------
-@dataclass
-class Inputs:
-    """What the figures are made from: the model, sample images in model space
-    (N, C, H, W), their display pictures, names, and optional ground truth."""
-    model: object
-    x: np.ndarray
-    pictures: list
-    names: list
-    truth_boxes: list | None = None
-    classes: list | None = None           # class-model targets
-    conv_layer: str = "conv3"
-    conv_units: list = field(default_factory=lambda: list(range(8)))
-    fc_units: list = field(default_factory=lambda: list(range(8)))
-    settings: dict = field(default_factory=dict)
-    pool_x: np.ndarray | None = None      # images to search for the strongest activations (Zeiler & Fergus)
-    pool_pictures: list | None = None
-    zf_units: int = 2                     # channels per conv layer in the Zeiler & Fergus figure
-    _saliency: tuple | None = field(default=None, repr=False, compare=False)
-
-    def saliency(self):
-        """(class probabilities (N, K), predicted classes (N,), saliency maps (N, H, W)) of the
-        sample images, computed once and shared by the saliency and GrabCut figures."""
-        if self._saliency is None:
-            _, probs = X.predict(self.model, self.x)
-            pred = probs.argmax(1)
-            self._saliency = (probs, pred, X.saliency(self.model, self.x, pred))
-        return self._saliency
+from ..gallery import Figure, say
+from .captions import (
+    bench_json,
+    benchmark_caption,
+    decoder_caption_numbers,
+    exemplar_caption_numbers,
+    layers_caption_numbers,
+)
+from .inputs import load_judge
 
 
 def _cls(model, i):
@@ -209,7 +51,7 @@ def fig_toy(inp, out, summary):
     save_png(table_image(tables, "ReLU forward, then three ways to pass the gradient back"),
              out / "toy_relu_rules.png")
     text = "\n\n".join(f"{n}\n" + "\n".join(" ".join(f"{v:4g}" for v in row) for row in a) for n, a in tables)
-    _say(text)
+    say(text)
     rows = "".join("<td><b>{}</b><table class=m>{}</table></td>".format(
         html.escape(n), "".join("<tr>" + "".join(f"<td>{v:g}</td>" for v in row) + "</tr>" for row in a))
         for n, a in tables)
@@ -230,7 +72,7 @@ def fig_class_models(inp, out, summary):
     recipes = X.visualize.CLASS_MODEL_RECIPES
     tiles, labels = [], []
     runs, verdicts = {}, {}
-    judge = _load_judge() if inp.settings.get("judge") else None
+    judge = load_judge() if inp.settings.get("judge") else None
     for recipe in ("simonyan2014", X.visualize.DEFAULT_RECIPE):
         r = dict(s)
         if "steps" in r:              # each recipe its own step count, scaled as the default's is
@@ -256,16 +98,16 @@ def fig_class_models(inp, out, summary):
     summary["class_models_simonyan2014"] = {lb: float(p) for lb, p in
                                             zip(runs["simonyan2014"].labels, runs["simonyan2014"].probability)}
     summary["class_model_settings"] = {k: v_ for k, v_ in s.items() if k != "progress"}
-    _say("class-model softmax per class (simonyan2014 / natural):")
+    say("class-model softmax per class (simonyan2014 / natural):")
     for lb, p0, p, sc in zip(v.labels, runs["simonyan2014"].probability, v.probability, v.final):
-        _say(f"  {lb:<20} softmax {p0:.4f} / {p:.4f}   score (natural) {sc:.2f}")
+        say(f"  {lb:<20} softmax {p0:.4f} / {p:.4f}   score (natural) {sc:.2f}")
     judged = ""
     if verdicts:
         for recipe, r in verdicts.items():
             k, n_ = int(r["top1"].sum()), len(r["top1"])
             summary[f"class_models_judge_{recipe}"] = {"recognised": k, "of": n_,
                                                       "mean_p_target": float(r["p_target"].mean())}
-            _say(f"class models recognised by the judge ({recipe}): {k}/{n_}, mean p(target) "
+            say(f"class models recognised by the judge ({recipe}): {k}/{n_}, mean p(target) "
                  f"{r['p_target'].mean():.3f}")
         judged = (" Last line under each image: what the <b>independent judge</b> (te.load_model(\"judge\"), "
                   "another architecture trained separately; it never enters the optimisation) sees in the "
@@ -349,8 +191,8 @@ def fig_inversion(inp, out, summary):
     summary["inversion"] = {"errors": inv.errors.tolist(), "pairwise_mean_abs_diff": pair.tolist(),
                             "mean_pairwise_mean_abs_diff": inv.mean_pairwise_mad,
                             "settings": {k: v for k, v in s.items() if k != "progress"}}
-    _say("fc7 inversion, normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
-    _say(f"fc7 inversion, mean pairwise mean |difference| (model space): {inv.mean_pairwise_mad:.4f}")
+    say("fc7 inversion, normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
+    say(f"fc7 inversion, mean pairwise mean |difference| (model space): {inv.mean_pairwise_mad:.4f}")
     rows = "".join("<tr>" + "".join(f"<td>{v:.3f}</td>" for v in r) + "</tr>" for r in pair)
     return Figure("inversion", "inversion_fc7.png",
                   "Inverting the fc7 representation (Mahendran &amp; Vedaldi 2015): five random initialisations, "
@@ -375,7 +217,7 @@ def fig_inversion_layers(inp, out, summary):
     save_png(grid([inp.pictures[i]] + res.display, labels, ncol=min(6, len(labels)),
                   title="Reconstructions of one image from each layer's code"), out / "inversion_layers.png")
     summary["inversion_layers"] = {l: float(e) for l, e in zip(res.layers, res.errors)}
-    _say("inversion per layer, normalised errors: " + " ".join(f"{l} {e:.3f}" for l, e in zip(res.layers, res.errors)))
+    say("inversion per layer, normalised errors: " + " ".join(f"{l} {e:.3f}" for l, e in zip(res.layers, res.errors)))
     return Figure("inversion_layers", "inversion_layers.png",
                   "Inverting each layer's code of the same image (Mahendran &amp; Vedaldi 2015, their figure of "
                   "reconstructions layer by layer): one reconstruction per layer, all optimised as one batch "
@@ -395,8 +237,8 @@ def fig_inversion_decoder(inp, out, summary):
     """Deep layers inverted from a learned decoder's start (explain/decoder.py): the decoder's
     image D(phi0) alone and refined by the Mahendran & Vedaldi objective; nothing for a model
     without shipped decoders."""
-    from .explain import quality
-    from .explain.decoder import DECODER_LAYERS, decode, decoder_path
+    from ...explain import quality
+    from ...explain.decoder import DECODER_LAYERS, decode, decoder_path
     m = inp.model
     if getattr(m, "path", None) is None:
         return []
@@ -422,7 +264,7 @@ def fig_inversion_decoder(inp, out, summary):
     save_png(grid(tiles, labels, ncol=3, title="Deep layers inverted from a learned decoder's start"),
              out / "inversion_decoder.png")
     summary["inversion_decoder"] = rows
-    _say("decoder inversion: " + " ".join(f"{l} r {v['decoder_r']:.2f}->{v['refined_r']:.2f}" for l, v in rows.items()))
+    say("decoder inversion: " + " ".join(f"{l} r {v['decoder_r']:.2f}->{v['refined_r']:.2f}" for l, v in rows.items()))
     return Figure("inversion_decoder", "inversion_decoder.png",
                   "Learned inversion (Dosovitskiy &amp; Brox 2016) for the deep layers, where the hand-made "
                   "priors above fail: a decoder fitted on 20,000 training scenes maps the code back to an image "
@@ -442,8 +284,8 @@ def fig_inversion_exemplar(inp, out, summary):
     """Deep layers inverted by retrieval (explain/exemplar.py): for each of pool5 ... fc8 the
     bank scene whose code is nearest (re-ranked by the decoder's image where there is one),
     and the five for fc7; nothing for a model that does not take the bank's 64x64 scenes."""
-    from .explain import quality
-    from .explain.exemplar import bank_fits
+    from ...explain import quality
+    from ...explain.exemplar import bank_fits
     m = inp.model
     layers = [l for l in EXEMPLAR_LAYERS if l in m.layer_names]
     if not layers or not bank_fits(m):
@@ -468,7 +310,7 @@ def fig_inversion_exemplar(inp, out, summary):
     save_png(grid(tiles, labels, ncol=ncol, title="Deep layers inverted by retrieval: the training scene "
                                                   "nearest in code"), out / "inversion_exemplar.png")
     summary["inversion_exemplar"] = {"layers": rows, five.layer: [float(e) for e in five.errors]}
-    _say("exemplar inversion: " + " ".join(f"{l} error {v['error']:.3f} r {v['r']:.2f}" for l, v in rows.items()))
+    say("exemplar inversion: " + " ".join(f"{l} error {v['error']:.3f} r {v['r']:.2f}" for l, v in rows.items()))
     return Figure("inversion_exemplar", "inversion_exemplar.png",
                   "Inversion by retrieval (recipe \"exemplar\", explain/exemplar.py; as Weinzaepfel et al. "
                   "2011 inverted SIFT from a database): of 2,000 shipped training scenes, the one whose code at "
@@ -506,7 +348,7 @@ def fig_zeiler_fergus(inp, out, summary):
     the shipped scenes, or the given images) with the strongest single activation, cropped to
     the neuron's receptive field, and that one activation projected back to pixels by the
     deconvnet (through the image's own pooling switches) and by guided backprop."""
-    from .explain import features as ZF
+    from ...explain import features as ZF
     m = inp.model
     x = inp.pool_x if inp.pool_x is not None else inp.x
     pics = inp.pool_pictures if inp.pool_pictures is not None else inp.pictures
@@ -605,18 +447,10 @@ def fig_methods(inp, out, summary):
                    "occlusion (Zeiler &amp; Fergus 2014: the drop of the class probability when a grey square "
                    "covers each pixel) and gradient x input (red: positive, blue: negative).  Which of them can "
                    "be trusted is measured below.")]
-    bench = DOCS / "bench_explainers.json"
-    if getattr(m, "path", None) and Path(m.path).resolve() == DEFAULT_WEIGHTS.resolve() and bench.exists():
-        report = json.loads(bench.read_text(encoding="utf-8"))
+    report = bench_json("bench_explainers.json")
+    if getattr(m, "path", None) and Path(m.path).resolve() == DEFAULT_WEIGHTS.resolve() and report is not None:
         plot_benchmark(report, out / "explainer_benchmark.png")
-        figs.append(Figure("explainer benchmark", "explainer_benchmark.png",
-                           f"Every method on {report['n']} shipped scenes with known masks, measured by "
-                           "<code>python scripts/bench_explainers.py --json docs/bench_explainers.json</code> "
-                           f"({report['seconds'] / 60:.0f} min; numbers read from that file, not recomputed here): "
-                           "the pointing game (all scenes and the hard ones: small objects on cluttered "
-                           "backgrounds), mask IoU and box accuracy after GrabCut, deletion and insertion AUC "
-                           "(Petsiuk et al. 2018) and time per image.  Grey: the centre and random baselines.  "
-                           "The table and its reading are in docs/explainers.md."))
+        figs.append(Figure("explainer benchmark", "explainer_benchmark.png", benchmark_caption(report)))
     return figs
 
 
@@ -627,7 +461,7 @@ def plot_benchmark(report: dict, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .explain.benchmark import BASELINES, COLUMNS
+    from ...explain.benchmark import BASELINES, COLUMNS
     rows = report["rows"]
     names = list(rows)
     cols = [c for c in COLUMNS if c[0] != "ms_per_image"] + [("ms_per_image", "ms / image (log)")]
@@ -663,13 +497,13 @@ def fig_sanity(inp, out, summary):
     layer per column (cascading randomisation), and -- for the embedded model -- on
     the twin trained on permuted labels.  Under each map: the Spearman rank
     correlation of its absolute values with the original's."""
-    from .explain import sanity
+    from ...explain import sanity
     m = inp.model
     _, probs = X.predict(m, inp.x[:1])
     c = int(probs[0].argmax())
     columns = [("original", m)] + [(f"{layer} and above\nrandom", r) for layer, r in sanity.cascade(m, seed=0)]
     if inp.settings.get("sanity_twin"):
-        from .modelfile import load_model
+        from ...modelfile import load_model
         columns.append(("trained on\nrandom labels", load_model("random_labels")))
     maps = [sanity.explain(r, inp.x[:1], c) for _, r in columns]
     tiles, labels, rho = [], [], {}
@@ -707,7 +541,7 @@ def fig_robust_twin(inp, out, summary):
     embedded model's twin is shipped; nothing for other models."""
     if not inp.settings.get("robust_twin"):
         return []
-    from .figures_robust import fig_robust
+    from ..figures_robust import fig_robust
     return fig_robust(inp, out, summary)
 
 
@@ -716,7 +550,7 @@ def fig_resnet_beside(inp, out, summary):
     ResNet is shipped; nothing for other models."""
     if not inp.settings.get("resnet_beside"):
         return []
-    from .figures_resnet import fig_resnet
+    from ..figures_resnet import fig_resnet
     return fig_resnet(inp, out, summary)
 
 
@@ -726,275 +560,3 @@ FIGURES = [("toy", fig_toy), ("class models", fig_class_models), ("neurons", fig
            ("inversion exemplar", fig_inversion_exemplar), ("rules", fig_rules), ("methods", fig_methods),
            ("sanity", fig_sanity), ("zeiler fergus", fig_zeiler_fergus), ("robust", fig_robust_twin),
            ("resnet", fig_resnet_beside)]
-
-
-# --------------------------------------------------------------------------
-# inputs
-# --------------------------------------------------------------------------
-ZF_POOL = 250     # shipped scenes searched for the Zeiler & Fergus figure's strongest activations
-
-
-def embedded_inputs(model, n=6):
-    """Sample scenes shipped with the package: the first correctly classified scene of
-    ``n`` different classes, with their ground-truth boxes."""
-    from . import scenes
-    data = scenes.load_sample()
-    x_all = np.concatenate([te_image.load(im, model) for im in data["images"][:ZF_POOL]])
-    _, probs = X.predict(model, x_all[:200])
-    pred = probs.argmax(1)
-    picked, seen = [], set()
-    for want_correct in (True, False):          # prefer scenes the model gets right
-        for i in range(len(probs)):
-            c = int(data["labels"][i])
-            if len(picked) < n and c not in seen and (pred[i] == c or not want_correct):
-                picked.append(i)
-                seen.add(c)
-    names = X.class_names(model)
-    return Inputs(model=model, x=x_all[picked], pictures=[data["images"][i] for i in picked],
-                  names=[f"scene {i}: {names[int(data['labels'][i])]}" for i in picked],
-                  truth_boxes=[data["boxes"][i] for i in picked], classes=None,
-                  pool_x=x_all, pool_pictures=list(data["images"][:ZF_POOL]))
-
-
-def most_active_units(model, x, layer, k):
-    """The ``k`` units (channels of a conv map, by their spatial mean) of ``layer`` with the
-    highest mean activation over the images ``x`` -- live units, not dead ones."""
-    from .engine import no_grad
-    with no_grad():
-        a = model(x, until=layer).numpy()
-    score = a.reshape(a.shape[0], a.shape[1], -1).mean(-1).mean(0)
-    return [int(i) for i in np.argsort(-score, kind="stable")[:k]]
-
-
-def _load_judge():
-    from .modelfile import load_model
-    return load_model("judge")
-
-
-def _shipped_models():
-    """Names of the model files of ``MODEL_NAMES`` that are present in weights/."""
-    from .modelfile import MODEL_NAMES
-    return [n for n, p in MODEL_NAMES.items() if p.exists()]
-
-
-def file_inputs(model, paths):
-    x = np.concatenate([te_image.load(p, model) for p in paths])
-    return Inputs(model=model, x=x, pictures=[te_image.to_display(x[i], model) for i in range(len(x))],
-                  names=[Path(p).name for p in paths])
-
-
-# --------------------------------------------------------------------------
-# making the figures (gallery.py collects them into a folder with index.html)
-# --------------------------------------------------------------------------
-#: rough share of the main job's time per figure (embedded model), longest first: the order in
-#: which ``jobs > 1`` hands the figures to the worker processes, so that the long ones start first
-COST_ORDER = ("inversion", "class models", "inversion layers", "neurons", "robust", "resnet", "sanity", "zeiler fergus",
-              "methods", "grabcut", "saliency", "rules", "toy")
-
-
-_BAR = re.compile(r"\d+/\d+ \[|\?it/s|it/s\]|s/it\]")
-
-
-def _without_bars(text: str) -> str:
-    """What a worker wrote to stderr, less its progress bars (the parent shows one bar of its own)."""
-    keep = []
-    for line in text.split("\n"):
-        line = line.rsplit("\r", 1)[-1].replace("\x1b[A", "").rstrip()
-        if line and not _BAR.search(line):
-            keep.append(line)
-    return "\n".join(keep)
-
-
-def _make_figure(name, inputs, tmp, threads=None):
-    """Make one figure into ``tmp``: (name, [Figure], the summary entries it wrote, seconds,
-    what it printed to stdout).  Runs in the main process (``threads=None``: it prints as it goes) or in a
-    worker process of :func:`reproduce` (its printing is returned for the parent to show)."""
-    fn = dict(FIGURES)[name]
-    summary = {}
-    t = time.perf_counter()
-    import contextlib
-    import io
-    out, err = io.StringIO(), io.StringIO()
-    if threads is None:
-        res = fn(inputs, Path(tmp), summary)
-    else:
-        set_num_threads(threads)                 # a fresh worker process: its own thread settings
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                res = fn(inputs, Path(tmp), summary)
-        finally:                                 # warnings and errors still reach the terminal
-            rest = _without_bars(err.getvalue())
-            if rest:
-                sys.stderr.write(rest + "\n")
-    return name, (res if isinstance(res, list) else [res]), summary, time.perf_counter() - t, out.getvalue()
-
-
-def _make_all(todo, inputs, tmp, jobs, threads, log):
-    """Yield _make_figure's results for the names in ``todo``: one after another in this
-    process, or with ``jobs`` > 1 in that many worker processes (spawned, so each has its own
-    Numba threads; the figures are independent and seeded, so the pictures are the same)."""
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(todo), desc="figures", unit="fig", dynamic_ncols=True)
-    try:
-        if jobs <= 1 or len(todo) <= 1:
-            for name in todo:
-                yield _make_figure(name, inputs, tmp)
-                bar.update()
-            return
-        import concurrent.futures as cf
-        import multiprocessing as mp
-        order = sorted(todo, key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))
-        log(f"making {len(todo)} figures in {min(jobs, len(todo))} worker processes")
-        pool = cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn"))
-        futures = [pool.submit(_make_figure, n, inputs, str(tmp), threads) for n in order]
-        with pool:
-            try:
-                for f in cf.as_completed(futures):
-                    yield f.result()
-                    bar.update()
-            except BaseException:       # Ctrl-C, SIGTERM (main turns it into SystemExit), a failed figure
-                for f in futures:
-                    f.cancel()
-                # figures still running would hold the pool's shutdown for minutes: stop them now
-                # (ProcessPoolExecutor has no public way before Python 3.14's terminate_workers)
-                for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                    proc.terminate()
-                raise
-    finally:
-        bar.close()
-
-
-def reproduce(out, inputs: Inputs, title="Explaining CNNs: early methods", info="", only=None, log=None,
-              jobs: int = 1, threads: int | None = 1):
-    """Make every figure into ``out``: drawn in a private folder, then moved in file by file
-    (index.html last), replacing only the files this run wrote.  ``jobs`` > 1 makes the
-    figures in that many worker processes (each with ``threads`` Numba/BLAS threads); the
-    gallery keeps the order of FIGURES.  Returns (figures, summary dict, seconds)."""
-    log = log or _say
-    todo = [n for n, _ in FIGURES if only is None or n in only]
-    return gallery.build(out, todo, lambda tmp: _make_all(todo, inputs, tmp, jobs, threads, log), title, info,
-                         log, {"jobs": jobs})
-
-
-# --------------------------------------------------------------------------
-# command line (scripts/reproduce_figures.py)
-# --------------------------------------------------------------------------
-EMBEDDED_SETTINGS = {                         # the library defaults, spelled out
-    "class_model": dict(steps=X.visualize.CLASS_MODEL_DEFAULTS["steps"]),
-    "maximize": dict(steps=X.visualize.MAXIMIZE_DEFAULTS["steps"]),
-    "invert": dict(steps=X.inversion.INVERT_DEFAULTS["steps"]),
-    "invert_layers": dict(steps=500),
-    "invert_decoder": dict(steps=X.inversion.INVERT_RECIPES["decoder"]["steps"]),
-    "robust": {k: v for k, v in ROBUST_SETTINGS.items() if k.endswith("steps")},
-    "resnet": {k: v for k, v in RESNET_SETTINGS.items() if k.endswith("steps")},
-}
-IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet step costs ~25x more
-    "class_model": dict(steps=100),
-    "maximize": dict(steps=60),
-    "invert": dict(steps=150),
-    "invert_layers": dict(steps=100),
-}
-
-
-def main(argv=None, prog="tinygrad-explain figures") -> int:
-    import argparse
-    import sys
-    ap = argparse.ArgumentParser(
-        prog=prog,
-        description="Write every figure of the lecture 'Explaining CNNs: Early Methods' as PNG, plus index.html. "
-                    "Default: the embedded Fashion-MNIST-scenes AlexNet and shipped sample scenes; "
-                    "--weights FILE --images PHOTO... for real AlexNet (ImageNet preprocessing from the file).")
-    ap.add_argument("--out", required=True, help="output folder (created if missing; when complete, the files of "
-                                                 "this run replace their namesakes there, nothing else is touched)")
-    ap.add_argument("--weights", help="model file (default: the embedded weights/fashion_scenes_alexnet.h5)")
-    ap.add_argument("--images", nargs="+", help="image files (default: sample scenes; required with --weights)")
-    ap.add_argument("--classes", nargs="+", help="class-model targets (default: every class of the embedded "
-                                                 "model / the lecture's classes for ImageNet models)")
-    ap.add_argument("--conv-layer", default="conv3",
-                    help="conv layer for neuron maximisation (default conv3: in the embedded model most conv5 "
-                         "channels cannot be driven above their negative bias from a near-zero start)")
-    ap.add_argument("--units", type=int, default=8, help="units per layer for neuron maximisation (default 8)")
-    ap.add_argument("--steps-scale", type=float, default=1.0,
-                    help="multiply every optimisation's number of steps (e.g. 0.1 for a quick look)")
-    ap.add_argument("--only", nargs="+", choices=[n for n, _ in FIGURES], help="make only these figures")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                    help="where the network runs (gpu: needs CuPy and a CUDA device; default cpu)")
-    ap.add_argument("--jobs", type=int, default=None,
-                    help="worker processes making figures side by side (default: the number of CPU cores "
-                         "this process may use; 1 = one after another in this process)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="threads for Numba and BLAS (default 1, fastest for these small batches; 0 = library default)")
-    args = ap.parse_args(argv)
-    # Everything that can be checked before minutes of work is checked here.
-    if args.units < 1:
-        ap.error(f"--units must be at least 1, got {args.units}")
-    if not (args.steps_scale > 0 and np.isfinite(args.steps_scale)):
-        ap.error(f"--steps-scale must be a positive number, got {args.steps_scale}")
-    from .explain.optimize import MAX_STEPS
-    most = max(v for d in (EMBEDDED_SETTINGS, IMAGENET_SETTINGS) for s in d.values() for k, v in s.items()
-               if k.endswith("steps"))
-    if most * args.steps_scale > MAX_STEPS:
-        ap.error(f"--steps-scale {args.steps_scale:g} makes {most * args.steps_scale:,.0f} steps; "
-                 f"at most {MAX_STEPS:,}")
-    if args.jobs is None:
-        args.jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if args.jobs < 1:
-        ap.error(f"--jobs must be at least 1, got {args.jobs}")
-    if args.threads < 0:
-        ap.error(f"--threads must be 0 (library default) or a positive count, got {args.threads}")
-    set_num_threads(args.threads)
-    import signal
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # a kill still removes the partial folder
-
-    from . import ModelFileError, load_model
-    from .device import DeviceUnavailable
-    t0 = time.perf_counter()
-    try:
-        gallery.prepare_out(args.out).rmdir()       # fail early on an unwritable folder
-        model = load_model(args.weights, device=args.device)
-        embedded = args.weights is None
-        if args.images:
-            inputs = file_inputs(model, args.images)
-        elif embedded or tuple(model.input_shape) == (3, 64, 64):
-            inputs = embedded_inputs(model)
-        else:
-            ap.error("--images is required with --weights (photos to explain)")
-        if len(inputs.x) == 0:
-            raise ValueError("no input images")
-        names = X.class_names(model)
-        if args.classes:
-            inputs.classes = [X.resolve_class(model, c) for c in args.classes]
-        elif model.num_classes <= 20:
-            inputs.classes = list(range(model.num_classes))
-        else:
-            inputs.classes = [X.resolve_class(model, c) for c in LECTURE_IMAGENET_CLASSES if c in names] or [0]
-        inputs.conv_layer = X.resolve_layer(model, args.conv_layer)
-        if len(model.shapes[inputs.conv_layer]) != 3:
-            raise X.ExplainError(f"--conv-layer {args.conv_layer!r} is not a convolutional map")
-        nconv, nfc = model.shapes[inputs.conv_layer][0], int(np.prod(model.shapes[X.resolve_layer(model, 'fc7')]))
-        inputs.conv_units = most_active_units(model, inputs.x, inputs.conv_layer, min(args.units, nconv))
-        inputs.fc_units = most_active_units(model, inputs.x, "fc7", min(args.units, nfc))
-        defaults = EMBEDDED_SETTINGS if model.num_classes <= 20 else IMAGENET_SETTINGS
-        settings = {k: dict(v) for k, v in defaults.items()}
-        for s in settings.values():              # every step count ("steps", "class_steps", ...) scaled
-            s.update({k: max(1, int(round(v * args.steps_scale))) for k, v in s.items() if k.endswith("steps")})
-            s["seed"] = args.seed
-        settings["sanity_twin"] = embedded and "random_labels" in _shipped_models()
-        settings["judge"] = embedded and "judge" in _shipped_models()
-        settings["robust_twin"] = embedded and "robust" in _shipped_models()
-        settings["resnet_beside"] = embedded and "resnet" in _shipped_models()
-        inputs.settings = settings
-        info = (f"Model: {html.escape(getattr(model, 'path', '?'))} (input {model.input_shape}, "
-                f"{model.num_classes} classes). Images: {len(inputs.x)}.")
-        print(f"model {getattr(model, 'path', '?')}: input {model.input_shape}, {model.num_classes} classes; "
-              f"{len(inputs.x)} images; writing {args.out}")
-        figures, summary, secs = reproduce(args.out, inputs, info=info, only=args.only, jobs=args.jobs,
-                                           threads=args.threads)
-    except (X.ExplainError, X.OptimizationError, ModelFileError, OSError, ValueError, DeviceUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(figures)} figures to {args.out}/index.html in {time.perf_counter() - t0:.1f} s "
-          f"(figures {secs:.1f} s)")
-    return 0
