@@ -419,45 +419,18 @@ class Explorer:
         return mask.astype(np.float32), D.overlay(picture, mask, box, truth), extra
 
     def layer_flow(self, x, target, rule: str) -> list:
-        """The gradient flowing back, layer by layer: one forward pass keeping every layer's
-        output (``model(x, keep=all)``, each retaining its gradient), one backward pass
-        from the target, then per layer the norm of dS/d(output) and, for a map, where it
-        is large (sum over channels of |grad|); per ReLU, the fraction of units active
-        (x > 0) and the fraction of the gradient entries it passed back under ``rule``."""
-        from ..engine import Tensor, relu_backward
-        from ..explain import resolve_objective
+        """``te.explain.layer_flow.layer_flow`` (the gradient flowing back, layer by layer), its maps
+        drawn as PNG data URLs: ``map`` grey (brightest: largest gradient), ``mask`` the fraction of
+        channels each ReLU passed back per position."""
+        from ..explain.layer_flow import layer_flow
         from .draw import heat
-        m = self.model
-        names = m.layer_names
-        obj = resolve_objective(m, target, 1)          # the seed te.explain.gradient starts from
-        run = [n for n in names[:names.index(obj.layer) + 1] if n == obj.layer or m.feeds(n, obj.layer)]
-        leaf = Tensor(np.array(x, copy=True), requires_grad=True)
-        with relu_backward(rule):
-            outs = m(leaf, until=obj.layer, keep=run)
-            outs.output.backward(obj.seed_like(outs.output))
-        rows = []
-        below = leaf
-        for n in run:
-            t = outs[n]
-            g = t.grad if t.grad is not None else np.zeros(t.shape, np.float32)
-            row = {"name": n, "type": m.layers[n].type, "shape": list(t.shape[1:]),
-                   "grad_norm": float(np.linalg.norm(g))}
-            if g.ndim == 4:
-                row["map"] = png_data_url(heat(np.abs(g[0]).sum(0)))
-            if hasattr(m, "inputs"):                    # a graph network: the node this one reads
-                below = leaf if m.inputs[n][0] == "input" else outs[m.inputs[n][0]]
-            if m.layers[n].type == "relu":
-                gin = below.grad if below.grad is not None else np.zeros(below.shape, np.float32)
-                row["active"] = float((below.data > 0).mean())
-                row["passed"] = float((gin != 0).mean())
-                row["arrived"] = float((g != 0).mean())
-                if gin.ndim == 4:
-                    row["mask"] = png_data_url((255 * (gin[0] != 0).mean(0)).round().astype(np.uint8))
-            rows.append(row)
-            below = t
-        g = leaf.grad if leaf.grad is not None else np.zeros(leaf.shape, np.float32)
-        return [{"name": "input", "type": "image", "shape": list(x.shape[1:]), "grad_norm": float(np.linalg.norm(g)),
-                 "map": png_data_url(heat(np.abs(g[0]).max(0)))}] + rows
+        rows = layer_flow(self.model, x, target, rule)
+        for row in rows:
+            if "map" in row:
+                row["map"] = png_data_url(heat(row["map"]))
+            if "mask" in row:
+                row["mask"] = png_data_url((255 * row["mask"]).round().astype(np.uint8))
+        return rows
 
 
 

@@ -61,7 +61,12 @@ _HOME = {
 __all__ = sorted(_HOME)
 
 
+_MODULES = ("recipes", "inputs", "captions", "runner", "cli")
+
+
 def __getattr__(name):
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name in _HOME:
         return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
