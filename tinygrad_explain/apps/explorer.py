@@ -79,21 +79,22 @@ TOKEN_HEADER = "X-Explorer-Token"
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 
-#: the page's menu, in its order: method -> (label, the options it runs with).  The function
-#: computing each map and the ReLU rule of its backward pass (shown in the layer view) are
-#: te.explain.methods' (names as in the CLI).
-METHODS = {
-    "gradient": ("gradient dS/dx (backprop)", {}),
-    "saliency": ("saliency max_c |dS/dx|", {}),
-    "deconvnet": ("deconvnet", {}),
-    "guided": ("guided backprop", {}),
-    "grabcut": ("saliency -> GrabCut mask and box", {}),
-    "smoothgrad": ("SmoothGrad (25 noisy copies)", {}),
-    "grad-x-input": ("gradient x input", {}),
-    "gradcam": ("Grad-CAM (last conv layer)", {}),
-    "guided-gradcam": ("guided Grad-CAM", {}),
-    "occlusion": ("occlusion (8x8 grey patch, stride 8)", {"patch": 8, "stride": 8}),
-}
+def menu() -> dict[str, tuple[str, dict]]:
+    """The page's menu, in the registry's order: method -> (label, the options it runs with), for
+    every entry of te.explain.methods with ``explorer`` options (its label, the options spelled
+    out); the function computing each map and the ReLU rule of its backward pass (shown in the
+    layer view) are the registry's too (names as in the CLI)."""
+    from ..explain.methods import METHODS, explorer_menu
+    return {name: (METHODS[name].label + (" (" + ", ".join(f"{k} {v}" for k, v in opts.items()) + ")"
+                                          if opts else ""), opts)
+            for name, opts in explorer_menu().items()}
+
+
+def __getattr__(name):
+    """``METHODS``: :func:`menu` (read when asked, so a method registered later is offered too)."""
+    if name == "METHODS":
+        return menu()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RequestError(ValueError):
@@ -206,7 +207,7 @@ class Explorer:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be a whole number >= 0, got {threads!r}")
         self.model = load_model(weights)
-        self.methods = METHODS
+        self.methods = menu()
         # one worker thread owns the model: requests are serialised, and Numba's
         # (thread-local) thread count is set once, in that thread (capped to the cores)
         self.queue = WorkQueue("model", initializer=set_num_threads, initargs=(threads,))
@@ -408,7 +409,7 @@ class Explorer:
         from .. import explain as X
         from . import draw as D
         values = get_method(method).fn(self.model, x, target, **self.methods[method][1])[0]
-        if method != "grabcut":
+        if get_method(method).picture != "mask":
             return values, D.method_picture(method, values, picture), {}
         mask, box = X.grabcut_mask(picture, values)
         extra = {"box": [int(v) for v in box], "mask_area": int(mask.sum()),

@@ -44,6 +44,7 @@ from ..models import Network, from_architecture
 from ..nn import Conv2d, Linear
 from ._common import ExplainError, Images, Target, as_batch, resolve_targets, to_host
 from .methods import get as get_method
+from .methods import sanity_checked
 
 #: ``init(layer, rng, last)`` re-initialises one conv / linear layer in place (``last``: the top layer)
 Init = Callable[[Union[Conv2d, Linear], np.random.Generator, bool], None]
@@ -125,21 +126,28 @@ def independent(model: Network, seed: int = 0, init: Init = he_reinit) -> list[t
 # --------------------------------------------------------------------------
 # the methods compared
 # --------------------------------------------------------------------------
-#: the methods checked (te.explain.methods, with their default options: SmoothGrad's noise
-#: drawn with seed 0, Grad-CAM of the last conv layer), in the order of the figure's rows
-METHODS = ("gradient", "saliency", "deconvnet", "guided", "smoothgrad", "gradcam", "guided_gradcam")
+def __getattr__(name):
+    """``METHODS``: the methods checked -- the registry's entries flagged ``sanity``
+    (te.explain.methods.sanity_checked(), read when asked), with their default options
+    (SmoothGrad's noise drawn with seed 0, Grad-CAM of the last conv layer), in the
+    order of the figure's rows."""
+    if name == "METHODS":
+        return sanity_checked()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def explain(model: Network, x: Images, target: Target, methods: Sequence[str] = METHODS,
+def explain(model: Network, x: Images, target: Target, methods: Sequence[str] | None = None,
             indices: Sequence[int] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{method: (signed, absolute)}``, two (N, H, W) float64 maps per method
     for images ``x`` (model space) and ``target`` (one class, or one per image).
     SmoothGrad's noise is drawn with a fixed seed, the same for every model: seed 0
     for the batch, or, with ``indices`` (the images' ids), seed (0, index) per image --
     then an image's maps do not depend on the images explained with it."""
-    unknown = [m for m in methods if m not in METHODS]
+    known = sanity_checked()
+    methods = known if methods is None else methods
+    unknown = [m for m in methods if str(m).replace("_", "-") not in known]
     if unknown:
-        raise ExplainError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(METHODS)}")
+        raise ExplainError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
     x = as_batch(model, x)
     targets = resolve_targets(model, target, x.shape[0])
     out = {}
@@ -282,7 +290,7 @@ class SanityResult:
     "data" with step "random_labels").  :meth:`summary` gives mean, std and the
     number of images where the measure is defined."""
     scores: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = field(default_factory=dict)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = field(default_factory=lambda: sanity_checked())
     images: int = 0
 
     def add(self, test: str, step: str, method: str, sims: dict[str, float]) -> None:
@@ -319,7 +327,7 @@ def compare(reference: dict[str, tuple[np.ndarray, np.ndarray]], other: dict[str
 TESTS = ("cascade", "independent", "data", "other_scene")
 
 
-def run(model: Network, x: Images, target: Target, methods: Sequence[str] = METHODS, tests: Sequence[str] = TESTS,
+def run(model: Network, x: Images, target: Target, methods: Sequence[str] | None = None, tests: Sequence[str] = TESTS,
         twin: Network | None = None, seed: int = 0, batch: int = 10, progress: bool = False,
         indices: Sequence[int] | None = None) -> SanityResult:
     """All sanity checks of Adebayo et al. 2018 on images ``x`` (model space, (N, C, H, W))
@@ -339,6 +347,7 @@ def run(model: Network, x: Images, target: Target, methods: Sequence[str] = METH
     Returns a :class:`SanityResult` (per image, per test, step, method and measure).
     """
     from ..modelfile import load_model
+    methods = sanity_checked() if methods is None else tuple(methods)
     unknown = [t for t in tests if t not in TESTS]
     if unknown:
         raise ExplainError(f"unknown test(s) {', '.join(map(repr, unknown))}; choose from {', '.join(TESTS)}")

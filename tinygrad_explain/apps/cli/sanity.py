@@ -60,7 +60,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="tinygrad-explain sanity", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--scenes", type=int, default=50, help="sample scenes to explain (the first N of 500)")
-    ap.add_argument("--methods", nargs="+", default=list(sanity.METHODS), choices=sanity.METHODS)
+    ap.add_argument("--methods", nargs="+", default=list(sanity.METHODS), choices=sanity.METHODS,
+                    help="methods to check (default: every one the registry te.explain.methods flags `sanity`)")
     ap.add_argument("--tests", nargs="+", default=list(sanity.TESTS), choices=sanity.TESTS)
     ap.add_argument("--weights", default=None, help="model file (default: the embedded model)")
     ap.add_argument("--twin", default="random_labels",

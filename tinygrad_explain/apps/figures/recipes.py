@@ -18,14 +18,13 @@ from ...modelfile import DEFAULT_WEIGHTS
 from ...safe_io import atomic_write
 from ..draw import (
     as_rgb,
-    cam_overlay,
     grad_picture,
     grid,
     heat,
+    method_picture,
     overlay,
     pil_font,
     save_png,
-    signed_heat,
     table_image,
     upscale,
 )
@@ -416,22 +415,24 @@ def fig_zeiler_fergus(inp, out, summary):
 
 
 def fig_methods(inp, out, summary):
-    """Each method's map of the predicted class for the first four images, one row each."""
+    """Each method's map of the predicted class for the first four images, one column per method
+    that the registry (te.explain.methods) flags ``figure``, drawn as its entry says."""
+    from ...explain.methods import METHODS, in_figure
     m = inp.model
     x = inp.x[:4]
     pred = X.predict(m, x)[1].argmax(1)
     H = x.shape[2]
     patch = max(1, H // 8)
-    maps = {"saliency": lambda: [heat(s) for s in X.saliency(m, x, pred)],
-            "guided backprop": lambda: [grad_picture(g) for g in X.gradient(m, x, pred, rule="guided")],
-            "SmoothGrad": lambda: [heat(s) for s in X.smoothgrad(m, x, pred)],
-            f"Grad-CAM ({X.attribution.default_cam_layer(m)})":
-                lambda: [cam_overlay(p, c) for p, c in zip(inp.pictures, X.gradcam(m, x, pred))],
-            "guided Grad-CAM": lambda: [grad_picture(g) for g in X.guided_gradcam(m, x, pred)],
-            f"occlusion ({patch} px, stride {patch})":
-                lambda: [heat(np.maximum(o, 0)) for o in X.occlusion(m, x, pred, patch=patch, stride=patch)],
-            "gradient x input": lambda: [signed_heat(g.sum(0)) for g in X.gradient_x_input(m, x, pred)]}
-    columns = {name: f() for name, f in maps.items()}
+    columns = {}
+    for name in in_figure():
+        method = METHODS[name]
+        options, label = {}, method.label
+        if "layer" in method.options:
+            label += f" ({X.attribution.default_cam_layer(m)})"
+        if "patch" in method.options:
+            options = {"patch": patch, "stride": patch}
+            label += f" ({patch} px, stride {patch})"
+        columns[label] = [method_picture(name, v, p) for v, p in zip(method.fn(m, x, pred, **options), inp.pictures)]
     tiles, labels = [], []
     for i in range(len(x)):
         tiles.append(inp.pictures[i])
@@ -487,10 +488,6 @@ def plot_benchmark(report: dict, path):
     plt.close(fig)
 
 
-SANITY_LABELS = {"gradient": "gradient", "saliency": "saliency", "deconvnet": "deconvnet", "guided": "guided backprop",
-                 "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM", "guided_gradcam": "guided Grad-CAM"}
-
-
 def fig_sanity(inp, out, summary):
     """Adebayo et al. 2018, fig. 2: one scene's explanation by every method (rows) on
     the trained model, then with the weights re-initialised from fc8 down, one more
@@ -498,6 +495,7 @@ def fig_sanity(inp, out, summary):
     the twin trained on permuted labels.  Under each map: the Spearman rank
     correlation of its absolute values with the original's."""
     from ...explain import sanity
+    from ...explain.methods import METHODS
     m = inp.model
     _, probs = X.predict(m, inp.x[:1])
     c = int(probs[0].argmax())
@@ -513,7 +511,7 @@ def fig_sanity(inp, out, summary):
             a = maps[k][meth][1][0]
             tiles.append(heat(a))
             if k == 0:
-                labels.append(f"{SANITY_LABELS[meth]}\n{name}")
+                labels.append(f"{METHODS[meth].label}\n{name}")
             else:
                 r = sanity.spearman(ref, a)
                 rho.setdefault(meth, {})[name.replace(chr(10), " ")] = r
