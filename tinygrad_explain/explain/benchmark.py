@@ -55,16 +55,16 @@ def map_functions(smoothgrad_samples: int = 25, occlusion_patch: int = 10, occlu
     Every random draw is seeded per scene from (seed, scene index) -- SmoothGrad's noise
     and the random baseline -- so a scene's map does not depend on the scenes it is
     computed with (a batch, a chunk of a dataset job, a worker)."""
-    options = {"smoothgrad": dict(samples=smoothgrad_samples), "gradcam": dict(layer=cam_layer),
-               "guided-gradcam": dict(layer=cam_layer),
-               "occlusion": dict(patch=occlusion_patch, stride=occlusion_stride)}
+    settings = {"samples": smoothgrad_samples, "layer": cam_layer, "patch": occlusion_patch,
+                "stride": occlusion_stride}          # given to every method that has the option
 
     def explainer(name):
         method = get_method(name)
+        options = {k: v for k, v in settings.items() if k in method.options}
 
         def f(m, x, t, idx, seed):
             per_image = [(int(seed), int(i)) for i in idx]
-            opts = dict(options.get(name, {}), **({"seed": per_image} if "seed" in method.options else {}))
+            opts = dict(options, **({"seed": per_image} if "seed" in method.options else {}))
             return M.to_map(method.fn(m, x, t, **opts), "sum" if method.signed else "absmax")
         return f
 
