@@ -1,12 +1,14 @@
-"""The measured numbers in the figures' captions, read from the JSON files that the benchmark
+"""The numbers in the figures' captions: the measured ones read from the JSON files that the benchmark
 scripts write in docs/ (shipped inside the wheel as tinygrad_explain/measured/:
 ``shipped.MEASURED_DIR``), never typed in.  Each ``*_caption_numbers`` function returns the
 sentence a caption quotes; where its JSON is absent it points to docs/explainers.md instead.
 tests/test_captions.py checks that no caption source types a measured number in and that
-the sentences follow the JSON when it changes.
+the sentences follow the JSON when it changes.  The settings a caption quotes (SmoothGrad's
+noise, GrabCut's quantiles) are read from the functions' defaults (:func:`defaults`).
 """
 from __future__ import annotations
 
+import inspect
 import json
 
 from ...shipped import MEASURED_DIR
@@ -123,3 +125,13 @@ def benchmark_caption(report: dict) -> str:
             "backgrounds), mask IoU and box accuracy after GrabCut, deletion and insertion AUC "
             "(Petsiuk et al. 2018) and time per image.  Grey: the centre and random baselines.  "
             "The table and its reading are in docs/explainers.md.")
+
+
+def defaults(fn) -> dict:
+    """The keyword defaults of ``fn``: the settings a caption quotes, read from the code that uses them."""
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
+def percent(v: float) -> str:
+    """0.15 -> "15%"."""
+    return f"{100 * v:g}%"

@@ -33,8 +33,10 @@ from .captions import (
     bench_json,
     benchmark_caption,
     decoder_caption_numbers,
+    defaults,
     exemplar_caption_numbers,
     layers_caption_numbers,
+    percent,
 )
 from .inputs import load_judge
 
@@ -172,9 +174,11 @@ def fig_grabcut(inp, out, summary):
         labels += [inp.names[i], f"saliency ({_cls(m, pred[i])})", "GrabCut mask", "box" + iou]
     save_png(grid(tiles, labels, ncol=4, title="Saliency -> GrabCut -> object mask and box"), out / "grabcut.png")
     gt = " (blue: ground-truth box)" if inp.truth_boxes is not None else ""
+    cut = defaults(X.grabcut_mask)
     return Figure("grabcut", "grabcut.png",
-                  "Weakly supervised segmentation (Simonyan et al. 2014, section 6): pixels above the 95% "
-                  "saliency quantile seed the foreground, those below the 30% quantile the background, "
+                  "Weakly supervised segmentation (Simonyan et al. 2014, section 6): pixels above the "
+                  f"{percent(cut['fg_quantile'])} saliency quantile seed the foreground, those below the "
+                  f"{percent(cut['bg_quantile'])} quantile the background, "
                   "OpenCV's GrabCut segments the rest; the largest connected component is the mask, its "
                   f"bounding box (green) the localisation{gt}.")
 
@@ -284,7 +288,7 @@ def fig_inversion_exemplar(inp, out, summary):
     bank scene whose code is nearest (re-ranked by the decoder's image where there is one),
     and the five for fc7; nothing for a model that does not take the bank's 64x64 scenes."""
     from ...explain import quality
-    from ...explain.exemplar import bank_fits
+    from ...explain.exemplar import CANDIDATES, bank_fits, load_bank
     m = inp.model
     layers = [l for l in EXEMPLAR_LAYERS if l in m.layer_names]
     if not layers or not bank_fits(m):
@@ -312,8 +316,9 @@ def fig_inversion_exemplar(inp, out, summary):
     say("exemplar inversion: " + " ".join(f"{l} error {v['error']:.3f} r {v['r']:.2f}" for l, v in rows.items()))
     return Figure("inversion_exemplar", "inversion_exemplar.png",
                   "Inversion by retrieval (recipe \"exemplar\", explain/exemplar.py; as Weinzaepfel et al. "
-                  "2011 inverted SIFT from a database): of 2,000 shipped training scenes, the one whose code at "
-                  "the layer is nearest the original's (normalised error under each; of the 5 nearest, the one "
+                  f"2011 inverted SIFT from a database): of {len(load_bank()['images']):,} shipped training scenes, "
+                  "the one whose code at the layer is nearest the original's (normalised error under each; of the "
+                  f"{CANDIDATES} nearest, the one "
                   "most like the decoder's image D(code) where the layer has a decoder). Top row: pool5 ... fc8; "
                   "bottom row: fc7's five nearest. These are other scenes that the network can hardly tell from "
                   "the original at that layer -- the invariance made visible, not the original recovered: their "
@@ -442,9 +447,11 @@ def fig_methods(inp, out, summary):
             labels.append(name)
     save_png(grid(tiles, labels, ncol=len(columns) + 1, title="The methods that came next, on the same images"),
              out / "methods.png")
+    sg = defaults(X.smoothgrad)
     figs = [Figure("methods", "methods.png",
-                   "After the lecture's methods: SmoothGrad (Smilkov et al. 2017, 25 noisy copies at 15% of the "
-                   "image's range), Grad-CAM of the last conv layer and guided Grad-CAM (Selvaraju et al. 2017), "
+                   f"After the lecture's methods: SmoothGrad (Smilkov et al. 2017, {sg['samples']} noisy copies at "
+                   f"{percent(sg['noise'])} of the image's range), Grad-CAM of the last conv layer and guided "
+                   "Grad-CAM (Selvaraju et al. 2017), "
                    "occlusion (Zeiler &amp; Fergus 2014: the drop of the class probability when a grey square "
                    "covers each pixel) and gradient x input (red: positive, blue: negative).  Which of them can "
                    "be trusted is measured below.")]
@@ -496,6 +503,7 @@ def fig_sanity(inp, out, summary):
     correlation of its absolute values with the original's."""
     from ...explain import sanity
     from ...explain.methods import METHODS
+    from ..cli.sanity import SCENES as SANITY_SCENES
     m = inp.model
     _, probs = X.predict(m, inp.x[:1])
     c = int(probs[0].argmax())
@@ -530,8 +538,8 @@ def fig_sanity(inp, out, summary):
                   "one named are re-initialised with their training initialisation (cascading randomisation). "
                   "An explanation of what the <i>trained</i> network does must change as its weights are "
                   "destroyed; under each map is the Spearman rank correlation of its absolute values with the "
-                  "original's (1 = unchanged)." + twin + " Over 50 scenes: scripts/sanity_checks.py and "
-                  "docs/explainers.md.")
+                  "original's (1 = unchanged)." + twin + f" Over {SANITY_SCENES} scenes: scripts/sanity_checks.py "
+                  "and docs/explainers.md.")
 
 
 def fig_robust_twin(inp, out, summary):
