@@ -100,3 +100,14 @@ def test_captions_without_the_json_point_to_the_docs(tmp_path, monkeypatch):
     for text in (captions.decoder_caption_numbers(), captions.exemplar_caption_numbers([0.2]),
                  captions.layers_caption_numbers(), captions.judge_caption_numbers()):
         assert "docs/explainers.md" in text and not re.search(r"\d\.\d\d(?!-)", text.replace("0.20-0.20", ""))
+
+
+def test_readme_tables_quote_no_unchecked_number():
+    """The README's tables hold no measured number (those live in docs/ beside the JSON they come from);
+    its one generated table, the methods, is checked against the registry (tests/test_registry.py)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    generated = readme[readme.index("<!-- methods table"):readme.index("<!-- end of the methods table -->")]
+    rows = [line for line in readme.replace(generated, "").splitlines() if line.startswith("|")]
+    assert rows, "the README has tables"
+    found = [row for row in rows if MEASURED.search(row) or re.search(r"\d+(?:\.\d+)? ?%", row)]
+    assert not found, f"measured numbers in README tables, not read from docs/*.json: {found}"

@@ -279,3 +279,12 @@ def explorer_menu() -> dict[str, dict]:
 def every() -> dict[str, Method | Optimization]:
     """Every registered method, the maps first, then the optimisations (the command line's subcommands)."""
     return {**METHODS, **OPTIMIZATIONS}
+
+
+def markdown_table() -> str:
+    """Every registered method as a Markdown table (command, what it is, paper): the README's
+    method table, which tests/test_registry.py checks against this."""
+    rows = ["| command | what it is | paper |", "|---|---|---|"]
+    for name, m in every().items():
+        rows.append(f"| `{name}` | {m.summary.replace('|', chr(92) + '|')} | {m.paper} |")
+    return "\n".join(rows)
