@@ -325,6 +325,8 @@ def compare(reference: dict[str, tuple[np.ndarray, np.ndarray]], other: dict[str
 
 #: the tests :func:`run` knows
 TESTS = ("cascade", "independent", "data", "other_scene")
+#: the shipped scenes that ``tinygrad-explain sanity`` checks by default (the sanity figure's caption quotes it)
+SCENES = 50
 
 
 def run(model: Network, x: Images, target: Target, methods: Sequence[str] | None = None, tests: Sequence[str] = TESTS,

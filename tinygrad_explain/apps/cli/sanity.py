@@ -56,15 +56,11 @@ def format_table(summary: dict, test: str, measure: str, methods) -> str:
     return "\n".join(lines)
 
 
-#: the shipped scenes checked by default (the sanity figure's caption quotes it)
-SCENES = 50
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="tinygrad-explain sanity", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--scenes", type=int, default=SCENES, help=f"sample scenes to explain (the first N of 500; "
-                                                               f"default {SCENES})")
+    ap.add_argument("--scenes", type=int, default=sanity.SCENES, help=f"sample scenes to explain (the first N of 500; "
+                                                               f"default {sanity.SCENES})")
     ap.add_argument("--methods", nargs="+", default=list(sanity.METHODS), choices=sanity.METHODS,
                     help="methods to check (default: every one the registry te.explain.methods flags `sanity`)")
     ap.add_argument("--tests", nargs="+", default=list(sanity.TESTS), choices=sanity.TESTS)

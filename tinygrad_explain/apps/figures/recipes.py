@@ -503,7 +503,6 @@ def fig_sanity(inp, out, summary):
     correlation of its absolute values with the original's."""
     from ...explain import sanity
     from ...explain.methods import METHODS
-    from ..cli.sanity import SCENES as SANITY_SCENES
     m = inp.model
     _, probs = X.predict(m, inp.x[:1])
     c = int(probs[0].argmax())
@@ -538,7 +537,7 @@ def fig_sanity(inp, out, summary):
                   "one named are re-initialised with their training initialisation (cascading randomisation). "
                   "An explanation of what the <i>trained</i> network does must change as its weights are "
                   "destroyed; under each map is the Spearman rank correlation of its absolute values with the "
-                  "original's (1 = unchanged)." + twin + f" Over {SANITY_SCENES} scenes: scripts/sanity_checks.py "
+                  "original's (1 = unchanged)." + twin + f" Over {sanity.SCENES} scenes: scripts/sanity_checks.py "
                   "and docs/explainers.md.")
 
 
