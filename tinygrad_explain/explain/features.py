@@ -74,7 +74,7 @@ def activation_maps(model: Network, x: Images, layers: Sequence[LayerName],
     """The outputs of ``layers`` for every image of ``x`` (model space), from one forward pass
     per batch: {layer: (N, C, h, w) float32}."""
     layers = [resolve_layer(model, l) for l in layers]
-    last = max(layers, key=model.layer_names.index)
+    last = model.until_for(layers)
     x = as_batch(model, x)
     out = {l: [] for l in layers}
     with no_grad():
