@@ -295,8 +295,8 @@ def test_invert_and_maximize_at_a_node(net, x):
     errors = np.sqrt(((feats - code) ** 2).sum(1) / (code ** 2).sum())
     np.testing.assert_allclose(inv.errors, errors, rtol=1e-6)
     assert (errors < 0.9).all()          # the optimisation went somewhere
-    with pytest.raises(te.explain.ExplainError, match="invert one node at a time"):
-        te.explain.invert_layers(net, x[:1], ["relu1"])
+    rows = te.explain.invert_layers(net, x[:1], ["relu1", node], steps=2, progress=False)   # any nodes at once
+    assert rows.layers == ["relu1", node] and np.isfinite(rows.errors).all()
     with pytest.raises(TypeError, match="add: needs two or more inputs"):
         net.layers["layer1.0.add"](te.Tensor(x))
     v = te.explain.maximize(net, "layer2.0.add", (2, 1, 1), steps=20, progress=False)

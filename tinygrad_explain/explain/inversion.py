@@ -343,14 +343,17 @@ def layer_errors(model: Network, x: Tensor, layers: Sequence[str], codes: dict, 
 def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None = None, *,
                   recipe: str = DEFAULT_RECIPE, seed: int = 0, progress: bool = True, **settings) -> LayerInversions:
     """Reconstruct the image ``x`` from its code at each of ``layers`` (default: those of
-    FIGURE_LAYERS the model has, conv1 ... fc8; a model without any of them, such as a
-    ResNet: its nodes with weights, :func:`.sanity.weight_layers`), all as one batch: row l
+    FIGURE_LAYERS the model has, conv1 ... fc8, where its layers with weights are named
+    so -- AlexNet --, else its layers with weights, :func:`.sanity.weight_layers`: a
+    ResNet's convolutions and classifier), all as one batch: row l
     of the batch is matched to layer l's code only (:func:`layer_errors`: one forward pass
     serves every row, each row going only through the nodes its layer depends on).  Any
     node of a graph network may be named.  Settings as in :func:`invert`."""
     if layers is None:
         from .sanity import weight_layers
-        layers = [l for l in FIGURE_LAYERS if l in model.layer_names] or weight_layers(model)
+        weighted = weight_layers(model)
+        layers = [l for l in FIGURE_LAYERS if l in model.layer_names] if set(weighted) <= set(FIGURE_LAYERS) \
+            else weighted
     else:
         layers = [resolve_layer(model, l) for l in layers]
     if not layers:
