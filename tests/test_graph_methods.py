@@ -457,3 +457,26 @@ def test_explorer_serves_an_onnx_file(onnx_resnet):
         assert r["layers"][-1]["name"] == "layer1.relu_1" and r["layers"][-1]["grad_norm"] > 0
     finally:
         e.close()
+
+
+# --------------------------------------------------------------------------
+# Zeiler & Fergus's receptive fields through a residual graph
+# --------------------------------------------------------------------------
+def test_receptive_fields_of_graph_nodes_are_where_the_gradient_reaches():
+    """Without ReLUs and max-pooling every input pixel of a neuron's field moves it: the box
+    where its input gradient is non-zero is the receptive field, through a residual addition
+    of a 1x1 shortcut and two 3x3 convolutions, and an average pool after it."""
+    from tinygrad_explain import nn
+    te.manual_seed(0)
+    nodes = [("stem", nn.Conv2d(3, 4, 5, stride=2, padding=2)),
+             ("a", nn.Conv2d(4, 4, 3, padding=1)), ("b", nn.Conv2d(4, 4, 3, stride=2, padding=1)),
+             ("short", nn.Conv2d(4, 4, 1, stride=2), "stem"),
+             ("add", te.graph.Add(), ["b", "short"]), ("pool", nn.AvgPool2d(3, 1, 1)),
+             ("flatten", nn.Flatten()), ("fc", nn.Linear(4 * 8 * 8, 2))]
+    m = GraphNetwork(nodes, (3, 32, 32)).astype(np.float64)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32))
+    for layer, (i, j) in [("add", (0, 0)), ("add", (3, 5)), ("pool", (7, 2)), ("short", (4, 4)), ("b", (7, 7))]:
+        g = np.abs(X.gradient(m, x, (layer, 1, i, j))[0]).sum(0)
+        ys, xs = np.nonzero(g)
+        assert (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1) == X.features.receptive_field(m, layer, i, j), \
+            (layer, i, j)

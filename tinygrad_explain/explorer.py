@@ -436,7 +436,6 @@ class Explorer:
             outs = m(leaf, until=obj.layer, keep=run)
             outs.output.backward(obj.seed_like(outs.output))
         rows = []
-        below = leaf
         for n in run:
             t = outs[n]
             g = t.grad if t.grad is not None else np.zeros(t.shape, np.float32)
@@ -444,8 +443,7 @@ class Explorer:
                    "grad_norm": float(np.linalg.norm(g))}
             if g.ndim == 4:
                 row["map"] = png_data_url(heat(np.abs(g[0]).sum(0)))
-            if hasattr(m, "inputs"):                    # a graph network: the node this one reads
-                below = leaf if m.inputs[n][0] == "input" else outs[m.inputs[n][0]]
+            below = leaf if m.reads(n)[0] == "input" else outs[m.reads(n)[0]]   # the node it reads (a graph)
             if m.layers[n].type == "relu":
                 gin = below.grad if below.grad is not None else np.zeros(below.shape, np.float32)
                 row["active"] = float((below.data > 0).mean())
@@ -454,7 +452,6 @@ class Explorer:
                 if gin.ndim == 4:
                     row["mask"] = png_data_url((255 * (gin[0] != 0).mean(0)).round().astype(np.uint8))
             rows.append(row)
-            below = t
         g = leaf.grad if leaf.grad is not None else np.zeros(leaf.shape, np.float32)
         return [{"name": "input", "type": "image", "shape": list(x.shape[1:]), "grad_norm": float(np.linalg.norm(g)),
                  "map": png_data_url(heat(np.abs(g[0]).max(0)))}] + rows

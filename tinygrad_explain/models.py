@@ -66,6 +66,12 @@ class Network:
         names = self.layer_names
         return names.index(below) < names.index(above)
 
+    def reads(self, name: str) -> tuple[str, ...]:
+        """The layers whose outputs layer ``name`` takes ("input": the network's input): in a
+        chain the layer before it; in a graph network the node's ``inputs``."""
+        k = self.layer_names.index(self._layer_name(name, "reads"))
+        return (self.layer_names[k - 1] if k else "input",)
+
     def until_for(self, names: Sequence[str]) -> str:
         """The first layer whose output depends on every one of ``names`` (each counts as
         depending on itself): ``model(x, until=model.until_for(names), keep=names)`` computes

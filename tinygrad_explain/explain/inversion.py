@@ -117,10 +117,9 @@ def default_code_layer(model: Network) -> str:
     if "fc7" in model.layer_names:
         return "fc7"
     names = model.layer_names
-    reads = getattr(model, "inputs", None)
 
     def below(n):                        # the one node n reads (None: the input, or a merge)
-        ins = reads[n] if reads is not None else (names[names.index(n) - 1] if names.index(n) else "input",)
+        ins = model.reads(n)
         return ins[0] if len(ins) == 1 and ins[0] in model.layers else None
     name = below(names[-1])
     while name is not None and model.layers[name].type in _RESHAPES and below(name) is not None:
@@ -291,15 +290,6 @@ class _PutRows(Function):
         return g[self.rows]
 
 
-def _reads(model: Network, name: str) -> tuple[str, ...]:
-    """The nodes ``name`` reads ("input": the network's input): a graph network's
-    ``inputs``, in a chain the layer before."""
-    if hasattr(model, "inputs"):
-        return tuple(model.inputs[name])
-    k = model.layer_names.index(name)
-    return (model.layer_names[k - 1] if k else "input",)
-
-
 def rows_per_node(model: Network, layers: Sequence[str]) -> dict[str, np.ndarray]:
     """{node: the rows r (ascending) whose layer ``layers[r]`` is that node or is fed by it}."""
     below = {l: {n for n in model.layer_names if n == l or model.feeds(n, l)} for l in set(layers)}
@@ -326,7 +316,7 @@ def layer_errors(model: Network, x: Tensor, layers: Sequence[str], codes: dict, 
         if not need.size:
             continue
         ins = []
-        for i in _reads(model, name):
+        for i in model.reads(name):
             h, have = values[i]
             ins.append(h if have.size == need.size else _TakeRows.apply(h, rows=np.searchsorted(have, need)))
         h = model.layers[name](*ins)
