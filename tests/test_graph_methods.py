@@ -431,6 +431,8 @@ def test_explorer_lists_the_nodes_and_follows_the_graph(resnet):
         rows = {row["name"]: row for row in r["layers"]}
         want = [n for n in resnet.layer_names if n == "layer2.0.add" or resnet.feeds(n, "layer2.0.add")]
         assert [row["name"] for row in r["layers"]] == ["input"] + want
+        assert all(row["inputs"] == list(resnet.reads(row["name"])) for row in r["layers"][1:])
+        assert rows["layer2.0.add"]["inputs"] == ["layer2.0.conv2", "layer2.0.downsample.0"]   # the card says
         x, _, _ = e.image("scene:1")
         for n in ("layer1.0.downsample.0", "layer1.0.relu_1", "layer2.0.conv1"):   # dS/d(node), by the API
             g = X.gradient(resnet, x, ("layer2.0.add", 3), layer=n)

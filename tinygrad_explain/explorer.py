@@ -422,7 +422,8 @@ class Explorer:
         """The gradient flowing back, layer by layer: one forward pass keeping every layer's
         output (``model(x, keep=all)``, each retaining its gradient), one backward pass
         from the target, then per layer the norm of dS/d(output) and, for a map, where it
-        is large (sum over channels of |grad|); per ReLU, the fraction of units active
+        is large (sum over channels of |grad|) and the nodes it reads (``inputs``: in a graph
+        network not always the row before); per ReLU, the fraction of units active
         (x > 0) and the fraction of the gradient entries it passed back under ``rule``."""
         from .draw import heat
         from .engine import Tensor, relu_backward
@@ -439,7 +440,7 @@ class Explorer:
         for n in run:
             t = outs[n]
             g = t.grad if t.grad is not None else np.zeros(t.shape, np.float32)
-            row = {"name": n, "type": m.layers[n].type, "shape": list(t.shape[1:]),
+            row = {"name": n, "type": m.layers[n].type, "shape": list(t.shape[1:]), "inputs": list(m.reads(n)),
                    "grad_norm": float(np.linalg.norm(g))}
             if g.ndim == 4:
                 row["map"] = png_data_url(heat(np.abs(g[0]).sum(0)))
