@@ -482,3 +482,20 @@ def test_receptive_fields_of_graph_nodes_are_where_the_gradient_reaches():
         ys, xs = np.nonzero(g)
         assert (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1) == X.features.receptive_field(m, layer, i, j), \
             (layer, i, j)
+
+
+def test_cli_figures_on_the_resnet(resnet, scene_png, tmp_path, capsys):
+    """The main job's figures on a graph network: the inversion figure inverts what the ResNet's
+    classifier reads (avgpool), as te.explain.invert does; the neuron figures use its middle
+    convolution and that code."""
+    out = tmp_path / "fig"
+    rc, so, se = _run(capsys, "figures", "--weights", "resnet", "--images", scene_png, "--only", "inversion",
+                      "neurons", "--steps-scale", 0.01, "--jobs", 1, "--out", out)
+    assert rc == 0, se
+    assert {"inversion_avgpool.png", "neurons_avgpool.png", "neurons_layer2.0.conv1.png"} <= \
+        {p.name for p in out.iterdir()}
+    summary = json.loads((out / "summary.json").read_text())
+    steps = max(1, round(I.INVERT_DEFAULTS["steps"] * 0.01))
+    inv = X.invert(resnet, te.image.load(str(scene_png), resnet), "avgpool", inits=5, steps=steps, seed=0,
+                   progress=False)
+    np.testing.assert_allclose(summary["inversion"]["errors"], inv.errors, rtol=1e-12)

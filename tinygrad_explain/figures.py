@@ -10,7 +10,8 @@ the gallery.  Figures (file names in the gallery order):
     neurons_<layer>.png    images maximising units of a conv layer and of fc7
     saliency.png           image-specific class saliency maps (Simonyan fig. 2)
     grabcut.png            image / saliency / GrabCut mask / box (Simonyan fig. 3)
-    inversion_fc7.png      an image and five reconstructions from its fc7 code
+    inversion_fc7.png      an image and five reconstructions from its fc7 code (another model: from
+                           the code its classifier reads, e.g. inversion_avgpool.png)
                            (Mahendran & Vedaldi 2015)
     inversion_layers.png   the same image reconstructed from each layer, conv1 ... fc8
     inversion_decoder.png  pool5, fc6, fc7 inverted from a learned decoder's start
@@ -182,6 +183,7 @@ class Inputs:
     conv_layer: str = "conv3"
     conv_units: list = field(default_factory=lambda: list(range(8)))
     fc_units: list = field(default_factory=lambda: list(range(8)))
+    fc_layer: str = "fc7"                     # the code inverted and maximised (what the classifier reads)
     settings: dict = field(default_factory=dict)
     pool_x: np.ndarray | None = None      # images to search for the strongest activations (Zeiler & Fergus)
     pool_pictures: list | None = None
@@ -290,7 +292,7 @@ def fig_class_models(inp, out, summary):
 def fig_neurons(inp, out, summary):
     m, s = inp.model, inp.settings.get("maximize", {})
     figs = []
-    for layer, units in ((inp.conv_layer, inp.conv_units), ("fc7", inp.fc_units)):
+    for layer, units in ((inp.conv_layer, inp.conv_units), (inp.fc_layer, inp.fc_units)):
         v = X.maximize(m, layer, units, **s)
         labels = [f"{lb}\nact {a:.2f}" for lb, a in zip(v.labels, v.final)]
         what = "channel (mean activation)" if len(m.shapes[layer]) == 3 else "neuron"
@@ -341,28 +343,30 @@ def fig_grabcut(inp, out, summary):
 def fig_inversion(inp, out, summary):
     m, s = inp.model, dict(inp.settings.get("invert", {}))
     i = int(inp.settings.get("invert_image", 0))
-    inv = X.invert(m, inp.x[i], layer="fc7", inits=5, **s)
+    code = inp.fc_layer
+    inv = X.invert(m, inp.x[i], layer=code, inits=5, **s)
     labels = [f"original\n{inp.names[i]}"] + [f"init {k + 1}\nerror {e:.3f}" for k, e in enumerate(inv.errors)]
-    save_png(grid([inp.pictures[i]] + inv.display, labels, ncol=6, title="Reconstructions from the fc7 code"),
-             out / "inversion_fc7.png")
+    save_png(grid([inp.pictures[i]] + inv.display, labels, ncol=6, title=f"Reconstructions from the {code} code"),
+             out / f"inversion_{code}.png")
     pair = inv.pairwise_mad
     summary["inversion"] = {"errors": inv.errors.tolist(), "pairwise_mean_abs_diff": pair.tolist(),
                             "mean_pairwise_mean_abs_diff": inv.mean_pairwise_mad,
                             "settings": {k: v for k, v in s.items() if k != "progress"}}
-    _say("fc7 inversion, normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
-    _say(f"fc7 inversion, mean pairwise mean |difference| (model space): {inv.mean_pairwise_mad:.4f}")
+    _say(f"{code} inversion, normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
+    _say(f"{code} inversion, mean pairwise mean |difference| (model space): {inv.mean_pairwise_mad:.4f}")
     rows = "".join("<tr>" + "".join(f"<td>{v:.3f}</td>" for v in r) + "</tr>" for r in pair)
-    return Figure("inversion", "inversion_fc7.png",
-                  "Inverting the fc7 representation (Mahendran &amp; Vedaldi 2015): five random initialisations, "
-                  "each optimised to match the original's fc7 code (normalised error "
+    return Figure("inversion", f"inversion_{code}.png",
+                  f"Inverting the {code} representation (Mahendran &amp; Vedaldi 2015): five random initialisations, "
+                  f"each optimised to match the original's {code} code (normalised error "
                   "&Vert;&phi;(x)&minus;&phi;<sub>0</sub>&Vert;/&Vert;&phi;<sub>0</sub>&Vert; under each) with "
                   "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule, the image made "
                   "from a decorrelated-colour Fourier spectrum and jittered at every step, Adam steps from "
                   "faint random starts (the default recipe; see docs/explainers.md). Different starts give "
-                  "different images with the same code: what they share is what fc7 keeps. On this model they do "
-                  "<b>not</b> show the scene (the blurred grey correlation with the original is no better than "
-                  "with an unrelated scene): its fc7 code hardly encodes brightness, see the figure below and "
-                  "docs/explainers.md.",
+                  f"different images with the same code: what they share is what {code} keeps."
+                  + (" On this model they do "
+                     "<b>not</b> show the scene (the blurred grey correlation with the original is no better than "
+                     "with an unrelated scene): its fc7 code hardly encodes brightness, see the figure below and "
+                     "docs/explainers.md." if code == "fc7" else ""),
                   extra_html="<p>Pairwise mean absolute difference between reconstructions (model space):</p>"
                              f"<table class=m>{rows}</table>")
 
@@ -896,6 +900,16 @@ IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet s
 }
 
 
+def _conv_layer(model) -> str:
+    """The default --conv-layer: conv3 where the model has it (AlexNet), else its middle convolution."""
+    if "conv3" in model.layer_names:
+        return "conv3"
+    convs = [n for n, l in model.layers.items() if l.type == "conv"]
+    if not convs:
+        raise X.ExplainError("the model has no convolution: give --conv-layer")
+    return convs[len(convs) // 2]
+
+
 def main(argv=None, prog="tinygrad-explain figures") -> int:
     import argparse
     import sys
@@ -910,9 +924,10 @@ def main(argv=None, prog="tinygrad-explain figures") -> int:
     ap.add_argument("--images", nargs="+", help="image files (default: sample scenes; required with --weights)")
     ap.add_argument("--classes", nargs="+", help="class-model targets (default: every class of the embedded "
                                                  "model / the lecture's classes for ImageNet models)")
-    ap.add_argument("--conv-layer", default="conv3",
+    ap.add_argument("--conv-layer", default=None,
                     help="conv layer for neuron maximisation (default conv3: in the embedded model most conv5 "
-                         "channels cannot be driven above their negative bias from a near-zero start)")
+                         "channels cannot be driven above their negative bias from a near-zero start; a model "
+                         "without conv3, such as a ResNet: its middle convolution)")
     ap.add_argument("--units", type=int, default=8, help="units per layer for neuron maximisation (default 8)")
     ap.add_argument("--steps-scale", type=float, default=1.0,
                     help="multiply every optimisation's number of steps (e.g. 0.1 for a quick look)")
@@ -970,12 +985,13 @@ def main(argv=None, prog="tinygrad-explain figures") -> int:
             inputs.classes = list(range(model.num_classes))
         else:
             inputs.classes = [X.resolve_class(model, c) for c in LECTURE_IMAGENET_CLASSES if c in names] or [0]
-        inputs.conv_layer = X.resolve_layer(model, args.conv_layer)
+        inputs.conv_layer = X.resolve_layer(model, _conv_layer(model) if args.conv_layer is None else args.conv_layer)
         if len(model.shapes[inputs.conv_layer]) != 3:
             raise X.ExplainError(f"--conv-layer {args.conv_layer!r} is not a convolutional map")
-        nconv, nfc = model.shapes[inputs.conv_layer][0], int(np.prod(model.shapes[X.resolve_layer(model, 'fc7')]))
+        inputs.fc_layer = X.inversion.default_code_layer(model)      # fc7; a ResNet's avgpool
+        nconv, nfc = model.shapes[inputs.conv_layer][0], int(np.prod(model.shapes[inputs.fc_layer]))
         inputs.conv_units = most_active_units(model, inputs.x, inputs.conv_layer, min(args.units, nconv))
-        inputs.fc_units = most_active_units(model, inputs.x, "fc7", min(args.units, nfc))
+        inputs.fc_units = most_active_units(model, inputs.x, inputs.fc_layer, min(args.units, nfc))
         defaults = EMBEDDED_SETTINGS if model.num_classes <= 20 else IMAGENET_SETTINGS
         settings = {k: dict(v) for k, v in defaults.items()}
         for s in settings.values():              # every step count ("steps", "class_steps", ...) scaled
