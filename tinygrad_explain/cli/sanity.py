@@ -85,7 +85,7 @@ def main(argv=None):
     model = te.load_model(args.weights)
     twin = te.load_model(args.twin) if args.tests is None or "data" in args.tests else None
     if args.tests is None:                     # the default: every test that this model and twin allow
-        fits = twin.architecture() == model.architecture()
+        fits = sanity.twin_fits(model, twin)
         args.tests = [t for t in sanity.TESTS if t != "data" or fits]
         if not fits:
             print(f"(no data test: the twin {args.twin} is another architecture than the model; --twin FILE "

@@ -334,10 +334,15 @@ def compare(reference: dict[str, tuple[np.ndarray, np.ndarray]], other: dict[str
             result.add(test, step, m, similarity(s_ref[i], a_ref[i], s_o[i], a_o[i]))
 
 
+def twin_fits(model: Network, twin: Network) -> bool:
+    """Whether ``twin`` can be the data test's twin of ``model``: the same architecture and input."""
+    return twin.architecture() == model.architecture() and tuple(twin.input_shape) == tuple(model.input_shape)
+
+
 def check_twin(model: Network, twin: Network) -> None:
     """Refuse a data-randomisation twin of another architecture (its maps would differ for
     that reason alone, and the test would say nothing about the labels)."""
-    if twin.architecture() != model.architecture() or tuple(twin.input_shape) != tuple(model.input_shape):
+    if not twin_fits(model, twin):
         where = getattr(twin, "path", None)
         raise ExplainError(f"the data test's twin{f' {where}' if where else ''} has another architecture than "
                            "the model: it must be the same network trained on permuted labels (give one, or "
