@@ -97,8 +97,9 @@ def test_neuron_targets_and_optimisations_on_a_chain_written_as_a_graph(twins):
                  lambda m: X.invert_layers(m, x[:1], steps=2, progress=False).images):
         np.testing.assert_array_equal(make(graph), make(chain))
     assert I.default_code_layer(graph) == I.default_code_layer(chain) == "fc7"
-    for (na, ma), (nb, mb) in zip(S.cascade(graph), S.cascade(chain)):
-        assert na == nb
+    steps_graph, steps_chain = S.cascade(graph), S.cascade(chain)
+    assert [n for n, _ in steps_graph] == [n for n, _ in steps_chain] == ["fc8", "fc7", "fc6", "conv2", "conv1"]
+    for (_, ma), (_, mb) in zip(steps_graph, steps_chain):
         np.testing.assert_array_equal(X.gradient(ma, x, 0), X.gradient(mb, x, 0))
 
 
