@@ -415,6 +415,12 @@ def test_cli_sanity_on_the_resnet(tmp_path, capsys):
     assert list(d["summary"]["cascade"]) == S.weight_layers(resnet)[::-1]
     rc, so, se = _run(capsys, "sanity", "--weights", "resnet", "--scenes", 1, "--tests", "data", "--json", out)
     assert rc == 2 and "another architecture" in se and "Traceback" not in se
+    # the dataset job refuses it before any work
+    from tinygrad_explain.explain import dataset as DS
+    with pytest.raises(DS.DatasetError, match="another architecture"):
+        DS.run_sanity("resnet", DS.Array(np.zeros((2, 64, 64, 3), np.uint8), np.zeros(2, np.int64)), ["gradient"],
+                      ["data"], out=tmp_path / "s.h5", scheduler=None)
+    assert not (tmp_path / "s.h5").exists()
 
 
 # --------------------------------------------------------------------------
