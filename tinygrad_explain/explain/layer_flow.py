@@ -8,6 +8,7 @@ target under a ReLU ``rule`` (backprop, deconvnet, guided), then one row per lay
 from the input up to the target's layer:
 
     name, type, shape   the layer (the input's type is "image")
+    inputs              the nodes it reads (in a graph network not always the row before)
     grad_norm           ||dS/d(output)||, the norm of the gradient arriving at that layer
     map                 for a 4-D output: where the gradient is large, sum_c |dS/d(output)|
                         (H, W) (the input's: max_c |dS/dx|)
@@ -38,16 +39,14 @@ def layer_flow(model, x: np.ndarray, target, rule: str = "backprop") -> list[dic
         outs = m(leaf, until=obj.layer, keep=run)
         outs.output.backward(obj.seed_like(outs.output))
     rows = []
-    below = leaf
     for n in run:
         t = outs[n]
         g = t.grad if t.grad is not None else np.zeros(t.shape, np.float32)
-        row = {"name": n, "type": m.layers[n].type, "shape": list(t.shape[1:]),
+        row = {"name": n, "type": m.layers[n].type, "shape": list(t.shape[1:]), "inputs": list(m.reads(n)),
                "grad_norm": float(np.linalg.norm(g))}
         if g.ndim == 4:
             row["map"] = np.abs(g[0]).sum(0)
-        if hasattr(m, "inputs"):                    # a graph network: the node this one reads
-            below = leaf if m.inputs[n][0] == "input" else outs[m.inputs[n][0]]
+        below = leaf if m.reads(n)[0] == "input" else outs[m.reads(n)[0]]   # the node it reads (a graph)
         if m.layers[n].type == "relu":
             gin = below.grad if below.grad is not None else np.zeros(below.shape, np.float32)
             row["active"] = float((below.data > 0).mean())
@@ -56,7 +55,6 @@ def layer_flow(model, x: np.ndarray, target, rule: str = "backprop") -> list[dic
             if gin.ndim == 4:
                 row["mask"] = (gin[0] != 0).mean(0)
         rows.append(row)
-        below = t
     g = leaf.grad if leaf.grad is not None else np.zeros(leaf.shape, np.float32)
     return [{"name": "input", "type": "image", "shape": list(x.shape[1:]), "grad_norm": float(np.linalg.norm(g)),
              "map": np.abs(g[0]).max(0)}] + rows

@@ -218,7 +218,7 @@ def _maximize(model, x, target, *, layer=None, unit=None, recipe=None, steps=Non
     return Made([v.display[0]], None, [f"{v.labels[0]}: activation {v.final[0]:.3f}"])
 
 
-def _invert(model, x, target, *, layer="fc7", inits=5, recipe=None, steps=None, lr=None, seed=0) -> Made:
+def _invert(model, x, target, *, layer=None, inits=5, recipe=None, steps=None, lr=None, seed=0) -> Made:
     from .inversion import invert
     inv = invert(model, x, layer=layer, inits=inits, seed=seed, **_given(recipe=recipe, steps=steps, lr=lr))
     return Made(list(inv.display), [f"error {e:.3f}" for e in inv.errors],

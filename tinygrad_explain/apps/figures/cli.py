@@ -34,6 +34,16 @@ IMAGENET_SETTINGS = {                         # fewer steps: a 224/227 AlexNet s
 }
 
 
+
+def _conv_layer(model) -> str:
+    """The default --conv-layer: conv3 where the model has it (AlexNet), else its middle convolution."""
+    if "conv3" in model.layer_names:
+        return "conv3"
+    convs = [n for n, l in model.layers.items() if l.type == "conv"]
+    if not convs:
+        raise X.ExplainError("the model has no convolution: give --conv-layer")
+    return convs[len(convs) // 2]
+
 def main(argv=None, prog="tinygrad-explain figures") -> int:
     import argparse
     import sys
@@ -48,9 +58,10 @@ def main(argv=None, prog="tinygrad-explain figures") -> int:
     ap.add_argument("--images", nargs="+", help="image files (default: sample scenes; required with --weights)")
     ap.add_argument("--classes", nargs="+", help="class-model targets (default: every class of the embedded "
                                                  "model / the lecture's classes for ImageNet models)")
-    ap.add_argument("--conv-layer", default="conv3",
+    ap.add_argument("--conv-layer", default=None,
                     help="conv layer for neuron maximisation (default conv3: in the embedded model most conv5 "
-                         "channels cannot be driven above their negative bias from a near-zero start)")
+                         "channels cannot be driven above their negative bias from a near-zero start; a model "
+                         "without conv3, such as a ResNet: its middle convolution)")
     ap.add_argument("--units", type=int, default=8, help="units per layer for neuron maximisation (default 8)")
     ap.add_argument("--steps-scale", type=float, default=1.0,
                     help="multiply every optimisation's number of steps (e.g. 0.1 for a quick look)")
@@ -108,12 +119,13 @@ def main(argv=None, prog="tinygrad-explain figures") -> int:
             inputs.classes = list(range(model.num_classes))
         else:
             inputs.classes = [X.resolve_class(model, c) for c in LECTURE_IMAGENET_CLASSES if c in names] or [0]
-        inputs.conv_layer = X.resolve_layer(model, args.conv_layer)
+        inputs.conv_layer = X.resolve_layer(model, _conv_layer(model) if args.conv_layer is None else args.conv_layer)
         if len(model.shapes[inputs.conv_layer]) != 3:
             raise X.ExplainError(f"--conv-layer {args.conv_layer!r} is not a convolutional map")
-        nconv, nfc = model.shapes[inputs.conv_layer][0], int(np.prod(model.shapes[X.resolve_layer(model, 'fc7')]))
+        inputs.fc_layer = X.inversion.default_code_layer(model)      # fc7; a ResNet's avgpool
+        nconv, nfc = model.shapes[inputs.conv_layer][0], int(np.prod(model.shapes[inputs.fc_layer]))
         inputs.conv_units = most_active_units(model, inputs.x, inputs.conv_layer, min(args.units, nconv))
-        inputs.fc_units = most_active_units(model, inputs.x, "fc7", min(args.units, nfc))
+        inputs.fc_units = most_active_units(model, inputs.x, inputs.fc_layer, min(args.units, nfc))
         defaults = EMBEDDED_SETTINGS if model.num_classes <= 20 else IMAGENET_SETTINGS
         settings = {k: dict(v) for k, v in defaults.items()}
         for s in settings.values():              # every step count ("steps", "class_steps", ...) scaled

@@ -26,6 +26,7 @@ class Inputs:
     conv_layer: str = "conv3"
     conv_units: list = field(default_factory=lambda: list(range(8)))
     fc_units: list = field(default_factory=lambda: list(range(8)))
+    fc_layer: str = "fc7"                     # the code inverted and maximised (what the classifier reads)
     settings: dict = field(default_factory=dict)
     pool_x: np.ndarray | None = None      # images to search for the strongest activations (Zeiler & Fergus)
     pool_pictures: list | None = None

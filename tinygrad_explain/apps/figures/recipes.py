@@ -133,7 +133,7 @@ def fig_class_models(inp, out, summary):
 def fig_neurons(inp, out, summary):
     m, s = inp.model, inp.settings.get("maximize", {})
     figs = []
-    for layer, units in ((inp.conv_layer, inp.conv_units), ("fc7", inp.fc_units)):
+    for layer, units in ((inp.conv_layer, inp.conv_units), (inp.fc_layer, inp.fc_units)):
         v = X.maximize(m, layer, units, **s)
         labels = [f"{lb}\nact {a:.2f}" for lb, a in zip(v.labels, v.final)]
         what = "channel (mean activation)" if len(m.shapes[layer]) == 3 else "neuron"
@@ -186,28 +186,30 @@ def fig_grabcut(inp, out, summary):
 def fig_inversion(inp, out, summary):
     m, s = inp.model, dict(inp.settings.get("invert", {}))
     i = int(inp.settings.get("invert_image", 0))
-    inv = X.invert(m, inp.x[i], layer="fc7", inits=5, **s)
+    code = inp.fc_layer
+    inv = X.invert(m, inp.x[i], layer=code, inits=5, **s)
     labels = [f"original\n{inp.names[i]}"] + [f"init {k + 1}\nerror {e:.3f}" for k, e in enumerate(inv.errors)]
-    save_png(grid([inp.pictures[i]] + inv.display, labels, ncol=6, title="Reconstructions from the fc7 code"),
-             out / "inversion_fc7.png")
+    save_png(grid([inp.pictures[i]] + inv.display, labels, ncol=6, title=f"Reconstructions from the {code} code"),
+             out / f"inversion_{code}.png")
     pair = inv.pairwise_mad
     summary["inversion"] = {"errors": inv.errors.tolist(), "pairwise_mean_abs_diff": pair.tolist(),
                             "mean_pairwise_mean_abs_diff": inv.mean_pairwise_mad,
                             "settings": {k: v for k, v in s.items() if k != "progress"}}
-    say("fc7 inversion, normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
-    say(f"fc7 inversion, mean pairwise mean |difference| (model space): {inv.mean_pairwise_mad:.4f}")
+    say(f"{code} inversion, normalised errors: " + " ".join(f"{e:.4f}" for e in inv.errors))
+    say(f"{code} inversion, mean pairwise mean |difference| (model space): {inv.mean_pairwise_mad:.4f}")
     rows = "".join("<tr>" + "".join(f"<td>{v:.3f}</td>" for v in r) + "</tr>" for r in pair)
-    return Figure("inversion", "inversion_fc7.png",
-                  "Inverting the fc7 representation (Mahendran &amp; Vedaldi 2015): five random initialisations, "
-                  "each optimised to match the original's fc7 code (normalised error "
+    return Figure("inversion", f"inversion_{code}.png",
+                  f"Inverting the {code} representation (Mahendran &amp; Vedaldi 2015): five random initialisations, "
+                  f"each optimised to match the original's {code} code (normalised error "
                   "&Vert;&phi;(x)&minus;&phi;<sub>0</sub>&Vert;/&Vert;&phi;<sub>0</sub>&Vert; under each) with "
                   "&alpha;-norm (&alpha;=6) and TV (&beta;=2) priors and the paper's step schedule, the image made "
                   "from a decorrelated-colour Fourier spectrum and jittered at every step, Adam steps from "
                   "faint random starts (the default recipe; see docs/explainers.md). Different starts give "
-                  "different images with the same code: what they share is what fc7 keeps. On this model they do "
-                  "<b>not</b> show the scene (the blurred grey correlation with the original is no better than "
-                  "with an unrelated scene): its fc7 code hardly encodes brightness, see the figure below and "
-                  "docs/explainers.md.",
+                  f"different images with the same code: what they share is what {code} keeps."
+                  + (" On this model they do "
+                     "<b>not</b> show the scene (the blurred grey correlation with the original is no better than "
+                     "with an unrelated scene): its fc7 code hardly encodes brightness, see the figure below and "
+                     "docs/explainers.md." if code == "fc7" else ""),
                   extra_html="<p>Pairwise mean absolute difference between reconstructions (model space):</p>"
                              f"<table class=m>{rows}</table>")
 
