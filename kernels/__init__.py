@@ -8,9 +8,9 @@ Matrix products go through NumPy's BLAS (``np.matmul``), except the fully
 connected layers' products for a few rows (``linear``).
 
 Modules: ``im2col`` (convolution data movement), ``layout`` (bias add and
-NCHW <-> rows transposition), ``relu``, ``clip`` (ReLU6), ``maxpool``, ``lrn``,
-``avgpool`` (adaptive and windowed), ``depthwise`` (depthwise convolution),
-``batchnorm`` (inference batch normalisation),
+NCHW <-> rows transposition), ``relu``, ``clip`` (ReLU6), ``max_pool2d``, ``lrn``,
+``avg_pool2d`` (windowed and adaptive), ``depthwise_conv2d`` (depthwise convolution),
+``batch_norm`` (inference batch normalisation),
 ``linear`` (fully connected products for a few rows),
 ``adam`` (the optimiser's update, for training), ``workspace`` (reusable
 scratch buffers), ``threads`` (a batch split over the threads, one slice of
@@ -29,7 +29,8 @@ tinygrad_explain never imports CuPy.
 """
 import sys
 
-from . import adam, avgpool, batchnorm, clip, depthwise, im2col, layout, linear, lrn, maxpool, relu, threads, workspace  # noqa: F401
+from . import (adam, avg_pool2d, batch_norm, clip, depthwise_conv2d, im2col, layout, linear, lrn,  # noqa: F401
+               max_pool2d, relu, threads, workspace)
 
 
 def backend(a):

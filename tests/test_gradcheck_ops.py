@@ -294,10 +294,10 @@ def test_max_pool2d_forward_matches_reference(xs, k, s, p):
 
 @pytest.mark.parametrize("shape,s", [((2, 3, 7, 9), 2), ((1, 2, 8, 5), 1), ((1, 2, 11, 10), 3), ((1, 1, 3, 3), 2)])
 def test_max_pool2d_3x3_fast_path_matches_the_general_kernel(shape, s):
-    """kernels/maxpool.py's unrolled 3x3 kernel against its general one, on ties (a
+    """kernels/max_pool2d.py's unrolled 3x3 kernel against its general one, on ties (a
     quantised input: most windows hold their maximum twice or more) and NaNs: the same
     maxima and the same switches (the first maximum in row-major order)."""
-    from kernels import maxpool as M
+    from kernels import max_pool2d as M
     from kernels.im2col import out_size
     x = np.round(rng(3).standard_normal(shape) * 2).astype(np.float32)
     x.reshape(-1)[::7] = np.nan
@@ -801,7 +801,8 @@ def test_kernels_parallel_equals_serial(monkeypatch):
     from tinygrad_explain.kernels import _numba
     monkeypatch.setattr(_numba, "PARALLEL_MIN", 0)
     calls = {"parallel": 0}
-    for mod in (K.im2col, K.relu, K.maxpool, K.lrn, K.avgpool, K.layout, K.clip, K.depthwise, K.batchnorm):
+    for mod in (K.im2col, K.relu, K.max_pool2d, K.lrn, K.avg_pool2d, K.layout, K.clip, K.depthwise_conv2d,
+                K.batch_norm):
         for name in dir(mod):
             k = getattr(mod, name)
             if isinstance(k, _numba.kernel):

@@ -85,7 +85,7 @@ class Conv2d(Function):
     Groups: weight (O, C/G, kh, kw); group g's output channels [g*O/G, (g+1)*O/G)
     read input channels [g*C/G, (g+1)*C/G) -- one GEMM per group (AlexNet's G = 2).
     Depthwise (G = C, weight (m*C, 1, kh, kw), MobileNetV2's m = 1) has its own
-    loops instead of C one-row GEMMs (``is_depthwise``, kernels/depthwise.py; the
+    loops instead of C one-row GEMMs (``is_depthwise``, kernels/depthwise_conv2d.py; the
     chain rule is written there).
     """
 
@@ -158,7 +158,7 @@ class Conv2d(Function):
     @staticmethod
     def is_depthwise(x_shape: tuple, w_shape: tuple, groups: int) -> bool:
         """groups = C > 1 input channels, one input channel per filter: the depthwise kernels
-        (kernels/depthwise.py) instead of C one-row GEMMs."""
+        (kernels/depthwise_conv2d.py) instead of C one-row GEMMs."""
         return groups > 1 and groups == x_shape[1] and w_shape[1] == 1
 
     # ---- forward and backward: chunks and buffers ---------------------------
@@ -170,7 +170,7 @@ class Conv2d(Function):
         if self.depthwise:
             if any(self.needs_grad):
                 self.x, self.w = x, w
-            return B.depthwise.forward(x, w, b, self.stride, self.padding)
+            return B.depthwise_conv2d.forward(x, w, b, self.stride, self.padding)
         N, G, (O, _, kh, kw) = x.shape[0], self.groups, w.shape
         oh, ow, R, Og, step = self._geometry(x.shape, w.shape, xp)
         L = oh * ow
@@ -273,11 +273,11 @@ class Conv2d(Function):
         return dx, dw, db
 
     def _backward_depthwise(self, g: Array) -> Grads:
-        """The chain rule of kernels/depthwise.py: dx and dw by its loops, db = sum of g."""
+        """The chain rule of kernels/depthwise_conv2d.py: dx and dw by its loops, db = sum of g."""
         B, x, w = K.backend(g), self.x, self.w
         need = tuple(self.needs_grad) + (False,) * (3 - len(self.needs_grad))
-        dx = B.depthwise.backward_input(g, w, x.shape, self.stride, self.padding) if need[0] else None
-        dw = (B.depthwise.backward_weight(g, x, w.shape, self.stride, self.padding).astype(w.dtype, copy=False)
+        dx = B.depthwise_conv2d.backward_input(g, w, x.shape, self.stride, self.padding) if need[0] else None
+        dw = (B.depthwise_conv2d.backward_weight(g, x, w.shape, self.stride, self.padding).astype(w.dtype, copy=False)
               if need[1] else None)
         db = self.backward_bias(B, g.reshape(g.shape[0], g.shape[1], -1)) if need[2] else None
         return dx, dw, db
@@ -367,12 +367,12 @@ class MaxPool2d(Function):
     def forward(self, x: Array, kernel_size: int = 3, stride: int = 2, padding: int = 0,
                 ceil_mode: bool = False) -> Array:
         self.window = (int(kernel_size), int(stride), int(padding))
-        y, switch = K.backend(x).maxpool.forward(x, *self.window, ceil_mode=bool(ceil_mode))
+        y, switch = K.backend(x).max_pool2d.forward(x, *self.window, ceil_mode=bool(ceil_mode))
         self.switch, self.x_shape = switch, x.shape
         return y
 
     def backward(self, g: Array) -> Array:
-        return K.backend(g).maxpool.backward(g, self.switch, self.x_shape, self.window)
+        return K.backend(g).max_pool2d.backward(g, self.switch, self.x_shape, self.window)
 
 
 class LocalResponseNorm(Function):
@@ -400,10 +400,10 @@ class AdaptiveAvgPool2d(Function):
             self.identity = True
             return x
         self.identity = False
-        return K.backend(x).avgpool.forward(x, out_hw)
+        return K.backend(x).avg_pool2d.adaptive_forward(x, out_hw)
 
     def backward(self, g: Array) -> Array:
-        return g if self.identity else K.backend(g).avgpool.backward(g, self.x_shape)
+        return g if self.identity else K.backend(g).avg_pool2d.adaptive_backward(g, self.x_shape)
 
 
 class AvgPool2d(Function):
@@ -412,7 +412,7 @@ class AvgPool2d(Function):
     divisor = the window's size within the padded input (``count_include_pad``: the
     padding counts as zeros) or the number of its pixels inside the input; with
     ``ceil_mode`` the last windows may hang off the padded input, and that part
-    counts for neither (kernels/avgpool.py).
+    counts for neither (kernels/avg_pool2d.py).
     Chain rule: dx[n, c, h, w] = sum over the windows (i, j) holding (h, w) of
     g[n, c, i, j] / divisor(i, j)."""
 
@@ -422,10 +422,10 @@ class AvgPool2d(Function):
         self.window = (k, k if stride is None else int(stride), int(padding), bool(ceil_mode),
                        bool(count_include_pad))
         self.x_shape = x.shape
-        return K.backend(x).avgpool.pool_forward(x, *self.window)
+        return K.backend(x).avg_pool2d.forward(x, *self.window)
 
     def backward(self, g: Array) -> Array:
-        return K.backend(g).avgpool.pool_backward(g, self.x_shape, *self.window)
+        return K.backend(g).avg_pool2d.backward(g, self.x_shape, *self.window)
 
 
 class BatchNorm(Function):
@@ -435,7 +435,7 @@ class BatchNorm(Function):
     Chain rule (xhat = (x - mean) / sqrt(var + eps)):
         dx = g * s;   dweight = sum_{n, h, w} g * xhat;   dbias = sum_{n, h, w} g
     s and 1 / sqrt(var + eps) are computed in float64 and applied in x's dtype, one
-    pass per array (kernels/batchnorm.py).  A batch norm right after a convolution
+    pass per array (kernels/batch_norm.py).  A batch norm right after a convolution
     is better folded into it at load time (``nn.fold_batch_norm``): then it costs
     nothing."""
 
@@ -445,17 +445,17 @@ class BatchNorm(Function):
         inv = 1.0 / xp.sqrt(xp.asarray(var, dtype=np.float64) + float(eps))
         self.scale = (xp.asarray(weight, dtype=np.float64) * inv).astype(x.dtype)
         self.mean = xp.ascontiguousarray(xp.asarray(mean, dtype=x.dtype))
-        y = K.backend(x).batchnorm.forward(x, self.mean, self.scale, xp.ascontiguousarray(bias.astype(x.dtype)))
+        y = K.backend(x).batch_norm.forward(x, self.mean, self.scale, xp.ascontiguousarray(bias.astype(x.dtype)))
         if len(self.needs_grad) > 1 and (self.needs_grad[1] or self.needs_grad[2]):
             self.x, self.inv, self.w_dtype = x, inv.astype(x.dtype), weight.dtype
         return y
 
     def backward(self, g: Array) -> Grads:
         B = K.backend(g)
-        dx = B.batchnorm.backward_input(g, self.scale) if self.needs_grad[0] else None
+        dx = B.batch_norm.backward_input(g, self.scale) if self.needs_grad[0] else None
         dw = db = None
         if self.needs_grad[1] or self.needs_grad[2]:
-            dw, db = B.batchnorm.backward_params(g, self.x, self.mean, self.inv)
+            dw, db = B.batch_norm.backward_params(g, self.x, self.mean, self.inv)
             dw = dw.astype(self.w_dtype, copy=False) if self.needs_grad[1] else None
             db = db if self.needs_grad[2] else None
         return dx, dw, db
