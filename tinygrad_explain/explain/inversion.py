@@ -57,10 +57,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import device as _device
-from ..engine import Function, Tensor, _xp, no_grad
+from ..engine import Tensor, no_grad
 from ..models import Network
+from ..ops import PutRows, TakeRows
 from . import recipes as _recipes
-from ._common import Array, ExplainError, Images, LayerName, as_batch, resolve_layer
+from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 from .exemplar import CANDIDATES, exemplar_starts
 
 # the recipes live in recipes.RECIPES, the one table; this is its inversion part
@@ -225,32 +226,6 @@ class LayerInversions:
     seconds: float = 0.0
 
 
-class _TakeRows(Function):
-    """y = x[rows] (``rows`` distinct indices along the batch axis).  dx = zeros with dx[rows] = g."""
-
-    def forward(self, x: Array, rows: np.ndarray | None = None) -> Array:
-        self.shape, self.rows = x.shape, _device.move(np.asarray(rows), _device.of(x))
-        return x[self.rows]
-
-    def backward(self, g: Array) -> Array:
-        dx = _xp(g).zeros(self.shape, g.dtype)
-        dx[self.rows] = g
-        return dx
-
-
-class _PutRows(Function):
-    """y (n, ...) = zeros with y[rows] = x: the adjoint of _TakeRows.  dx = g[rows]."""
-
-    def forward(self, x: Array, rows: np.ndarray | None = None, n: int = 0) -> Array:
-        self.rows = _device.move(np.asarray(rows), _device.of(x))
-        y = _xp(x).zeros((n,) + x.shape[1:], x.dtype)
-        y[self.rows] = x
-        return y
-
-    def backward(self, g: Array) -> Array:
-        return g[self.rows]
-
-
 def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None = None, *,
                   recipe: str = DEFAULT_RECIPE, seed: int = 0, progress: bool = True, **settings) -> LayerInversions:
     """Reconstruct the image ``x`` from its code at each of ``layers`` (default: those of
@@ -303,14 +278,14 @@ def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None 
             h = layer(h)
             here = np.flatnonzero([layers[r] == name for r in alive])
             if here.size:                      # these rows' errors at their own layer, put at their rows
-                d = (h if here.size == len(alive) else _TakeRows.apply(h, rows=here)) - codes[name]
+                d = (h if here.size == len(alive) else TakeRows.apply(h, rows=here)) - codes[name]
                 e = (d * d).sum(axis=tuple(range(1, d.ndim))) * inv_norm[name]
-                e = _PutRows.apply(e, rows=alive[here], n=L)
+                e = PutRows.apply(e, rows=alive[here], n=L)
                 total = e if total is None else total + e
                 keep = np.setdiff1d(np.arange(len(alive)), here)
                 if keep.size == 0:
                     break
-                h, alive = _TakeRows.apply(h, rows=keep), alive[keep]
+                h, alive = TakeRows.apply(h, rows=keep), alive[keep]
         return total
 
     res = _reconstruct(model, objective, L, s, seed, progress, "invert layers", start)
