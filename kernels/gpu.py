@@ -1,6 +1,6 @@
 """The GPU kernels: hand-written CUDA, compiled at run time through CuPy.
 
-Each ``kernels/<op>.cu`` is the twin of ``kernels/<op>.py``: the same array
+Each ``kernels/<stem>.cu`` is the twin of ``kernels/<stem>.py``: the same array
 layouts, the same formula in its header comment, and (where the CPU kernel
 fixes an order of floating-point additions) the same order, so that most GPU
 results equal the CPU bits.  This module mirrors the CPU package: the

@@ -5,8 +5,8 @@ A backend is a module with one namespace per op (``B.relu``, ``B.max_pool2d``,
 kernels only as ``B = kernels.backend(x); B.<namespace>.<function>(...)``, so
 this table is everything ``ops`` needs from a backend.  Two backends exist:
 
-* the CPU package itself (``kernels/<op>.py``: Numba loops, NumPy arrays);
-* ``kernels/gpu.py`` (``kernels/<op>.cu``: CUDA through CuPy, CuPy arrays).
+* the CPU package itself (``kernels/<stem>.py``: Numba loops, NumPy arrays);
+* ``kernels/gpu.py`` (``kernels/<stem>.cu``: CUDA through CuPy, CuPy arrays).
 
 To add a backend, offer every namespace below that is not ``cpu_only`` with
 functions of these signatures (parameter names included: the ops pass some of
@@ -19,8 +19,9 @@ returns, and the caller owns it; "out" -- the function writes into the
 caller's ``out`` argument (allocating only when ``out`` is None); "view" -- the
 result may share memory with an argument; "scratch" -- the array lives in the
 thread's workspace and is valid only until the next ``get`` of the same name.
-Shapes: N batch, C/O input/output channels, H, W image, OH, OW output image,
-L = OH*OW, k kernel size, s stride, p padding.
+Names and shapes: a namespace is its op's stem (``max_pool2d``), and the letters
+below are those of the op cards at the top of :mod:`tinygrad_explain.ops`, which
+state them once.
 """
 from __future__ import annotations
 

@@ -297,8 +297,7 @@ def test_max_pool2d_3x3_fast_path_matches_the_general_kernel(shape, s):
     """kernels/max_pool2d.py's unrolled 3x3 kernel against its general one, on ties (a
     quantised input: most windows hold their maximum twice or more) and NaNs: the same
     maxima and the same switches (the first maximum in row-major order)."""
-    from kernels import max_pool2d as M
-    from kernels.im2col import out_size
+    M, out_size = K.max_pool2d, K.im2col.out_size     # the package's kernels, not a second copy as top-level `kernels`
     x = np.round(rng(3).standard_normal(shape) * 2).astype(np.float32)
     x.reshape(-1)[::7] = np.nan
     oh, ow = out_size(shape[2], 3, s, 0), out_size(shape[3], 3, s, 0)

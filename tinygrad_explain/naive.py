@@ -1,7 +1,7 @@
 """Naive reference versions of every layer op: the formula, one loop at a time.
 
 The fast kernels (``kernels/``: im2col + GEMM convolution, Numba loops for
-pooling, LRN and ReLU) are written for speed; the functions here are written
+pooling, LRN, ReLU, batch norm) are written for speed; the functions here are written
 to be read.  Each one is plain NumPy that follows its formula with a loop over
 output positions (or channels), forward and backward side by side, so that a
 student can check the fast kernel against the definition -- the tests and
@@ -10,9 +10,12 @@ student can check the fast kernel against the definition -- the tests and
     y_fast = te.conv2d(te.Tensor(x), te.Tensor(w), te.Tensor(b), 1, 1).numpy()
     y_naive = te.naive.conv2d_forward(x, w, b, stride=1, padding=1)
 
-Shapes: images (N, C, H, W); conv weights (O, C/groups, kH, kW); linear
-weights (out, in).  Every backward takes ``g`` = dL/d(output) and returns
-dL/d(input) (and the parameters' gradients where the op has parameters).
+Names and shapes follow the op cards at the top of :mod:`tinygrad_explain.ops`
+(the one statement of both): ``<stem>_forward`` / ``<stem>_backward`` here,
+``kernels/<stem>.py`` and ``kernels/<stem>.cu`` for the fast versions, the same
+arguments in the same order where the versions share them.  Every backward
+takes ``g`` = dL/d(output) and returns dL/d(input) (and the parameters'
+gradients where the op has parameters).
 These loops are slow (seconds for an AlexNet layer): use them on small inputs.
 """
 from __future__ import annotations
