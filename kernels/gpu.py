@@ -338,7 +338,7 @@ def _max_pool2d_forward(x, k, s, p, ceil_mode=False):
     return y, switch
 
 
-def _max_pool2d_backward(dy, switch, x_shape, window=None):
+def _max_pool2d_backward(g, switch, x_shape, window=None):
     """``window`` = (k, s, p) is required here: each thread gathers for one input
     pixel from the windows that contain it (the CPU scatter needs only the switches)."""
     import cupy
@@ -346,10 +346,10 @@ def _max_pool2d_backward(dy, switch, x_shape, window=None):
         raise ValueError("the GPU max-pool backward needs window=(kernel_size, stride, padding)")
     k, s, p = window
     N, C, H, W = x_shape
-    oh, ow = dy.shape[2], dy.shape[3]
-    dx = cupy.empty(x_shape, dtype=dy.dtype)
-    _launch("max_pool2d.cu", "max_pool2d_backward", dy.dtype, dx.size,
-            (_contig(dy), _contig(switch), _i(N), _i(C), _i(H), _i(W), _i(k), _i(s), _i(p), _i(oh), _i(ow), dx))
+    oh, ow = g.shape[2], g.shape[3]
+    dx = cupy.empty(x_shape, dtype=g.dtype)
+    _launch("max_pool2d.cu", "max_pool2d_backward", g.dtype, dx.size,
+            (_contig(g), _contig(switch), _i(N), _i(C), _i(H), _i(W), _i(k), _i(s), _i(p), _i(oh), _i(ow), dx))
     return dx
 
 
@@ -368,14 +368,14 @@ def _lrn_forward(x, size, alpha, beta, k):
     return y.reshape(x.shape), (scale, spow)
 
 
-def _lrn_backward(x, y, saved, dy, size, alpha, beta):
+def _lrn_backward(x, y, saved, g, size, alpha, beta):
     import cupy
     scale, spow = saved
     N, C, L = scale.shape
-    dy3 = _contig(dy).reshape(scale.shape).astype(scale.dtype, copy=False)
+    g3 = _contig(g).reshape(scale.shape).astype(scale.dtype, copy=False)
     dx = cupy.empty(scale.shape, dtype=scale.dtype)
     _launch("lrn.cu", "lrn_backward", scale.dtype, dx.size,
-            (_contig(x).reshape(scale.shape), _contig(y).reshape(scale.shape), scale, spow, dy3,
+            (_contig(x).reshape(scale.shape), _contig(y).reshape(scale.shape), scale, spow, g3,
              _i(N), _i(C), _ll(L), _i(size), _f(alpha), _f(beta), dx))
     return dx.reshape(x.shape)
 
@@ -415,21 +415,21 @@ def _avg_pool2d_adaptive_forward(x, out_hw):
                            _cpu_avg_pool2d.adaptive_windows(x.shape[3], OW))
 
 
-def _avg_pool2d_adaptive_backward(dy, x_shape):
-    return _avg_pool2d_spread(dy, x_shape, _cpu_avg_pool2d.adaptive_windows(x_shape[2], dy.shape[2]),
-                           _cpu_avg_pool2d.adaptive_windows(x_shape[3], dy.shape[3]))
+def _avg_pool2d_adaptive_backward(g, x_shape):
+    return _avg_pool2d_spread(g, x_shape, _cpu_avg_pool2d.adaptive_windows(x_shape[2], g.shape[2]),
+                              _cpu_avg_pool2d.adaptive_windows(x_shape[3], g.shape[3]))
 
 
 def _avg_pool2d_forward(x, k, s, p, ceil_mode=False, count_include_pad=True):
     H, W = x.shape[2:]
     return _avg_pool2d_run(x, _cpu_avg_pool2d.pool_windows(H, k, s, p, ceil_mode, count_include_pad),
-                        _cpu_avg_pool2d.pool_windows(W, k, s, p, ceil_mode, count_include_pad))
-
-
-def _avg_pool2d_backward(dy, x_shape, k, s, p, ceil_mode=False, count_include_pad=True):
-    H, W = x_shape[2:]
-    return _avg_pool2d_spread(dy, x_shape, _cpu_avg_pool2d.pool_windows(H, k, s, p, ceil_mode, count_include_pad),
                            _cpu_avg_pool2d.pool_windows(W, k, s, p, ceil_mode, count_include_pad))
+
+
+def _avg_pool2d_backward(g, x_shape, k, s, p, ceil_mode=False, count_include_pad=True):
+    H, W = x_shape[2:]
+    return _avg_pool2d_spread(g, x_shape, _cpu_avg_pool2d.pool_windows(H, k, s, p, ceil_mode, count_include_pad),
+                              _cpu_avg_pool2d.pool_windows(W, k, s, p, ceil_mode, count_include_pad))
 
 
 # --------------------------------------------------------------------------
@@ -471,9 +471,9 @@ layout = SimpleNamespace(rows_to_nchw=_rows_to_nchw, nchw_to_rows=_nchw_to_rows,
 relu = SimpleNamespace(forward=_relu_forward, backward=_relu_backward)
 clip = SimpleNamespace(forward=_clip_forward, backward=_clip_backward)
 batch_norm = SimpleNamespace(forward=_batch_norm_forward, backward_input=_batch_norm_backward_input,
-                            backward_params=_batch_norm_backward_params)
+                             backward_params=_batch_norm_backward_params)
 depthwise_conv2d = SimpleNamespace(forward=_depthwise_conv2d_forward, backward_input=_depthwise_conv2d_backward_input,
-                            backward_weight=_depthwise_conv2d_backward_weight)
+                                   backward_weight=_depthwise_conv2d_backward_weight)
 max_pool2d = SimpleNamespace(forward=_max_pool2d_forward, backward=_max_pool2d_backward)
 lrn = SimpleNamespace(forward=_lrn_forward, backward=_lrn_backward)
 avg_pool2d = SimpleNamespace(forward=_avg_pool2d_forward, backward=_avg_pool2d_backward,

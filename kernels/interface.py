@@ -85,22 +85,22 @@ INTERFACE = {
     "max_pool2d": Namespace({
         "forward": Kernel("x, k, s, p, ceil_mode=False", "x (N, C, H, W) -> (y (N, C, OH, OW), switch int32 "
                           "(N, C, OH, OW): the flat index in the H*W plane of each maximum)", "new"),
-        "backward": Kernel("dy, switch, x_shape, window=None", "dy (N, C, OH, OW) -> dx (x_shape), each gradient "
+        "backward": Kernel("g, switch, x_shape, window=None", "g (N, C, OH, OW) -> dx (x_shape), each gradient "
                            "to its switch; window = (k, s, p)", "new"),
     }),
     "lrn": Namespace({
         "forward": Kernel("x, size, alpha, beta, k", "x (N, C, H, W) -> (y, saved): saved is whatever backward "
                           "needs (the CPU keeps scale and scale^-beta)", "new"),
-        "backward": Kernel("x, y, saved, dy, size, alpha, beta", "dy (N, C, H, W) -> dx (N, C, H, W)", "new"),
+        "backward": Kernel("x, y, saved, g, size, alpha, beta", "g (N, C, H, W) -> dx (N, C, H, W)", "new"),
     }),
     "avg_pool2d": Namespace({
         "forward": Kernel("x, k, s, p, ceil_mode=False, count_include_pad=True",
                           "x (N, C, H, W) -> y (N, C, OH, OW), k x k windows (PyTorch's avg_pool2d)", "new"),
-        "backward": Kernel("dy, x_shape, k, s, p, ceil_mode=False, count_include_pad=True",
-                           "dy (N, C, OH, OW) -> dx (x_shape), each window's mean spread back", "new"),
+        "backward": Kernel("g, x_shape, k, s, p, ceil_mode=False, count_include_pad=True",
+                           "g (N, C, OH, OW) -> dx (x_shape), each window's mean spread back", "new"),
         "adaptive_forward": Kernel("x, out_hw", "x (N, C, H, W) -> y (N, C, *out_hw), adaptive average windows",
                                    "new"),
-        "adaptive_backward": Kernel("dy, x_shape", "dy (N, C, *out_hw) -> dx (x_shape), each window's mean spread "
+        "adaptive_backward": Kernel("g, x_shape", "g (N, C, *out_hw) -> dx (x_shape), each window's mean spread "
                                     "back", "new"),
     }),
     "workspace": Namespace({

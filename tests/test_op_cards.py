@@ -84,6 +84,34 @@ def test_the_stems_are_the_same_at_every_level():
     assert conv.naive == "conv2d" and "depthwise_conv2d" in conv.cpu.split()
 
 
+def _params(fn):
+    return [q.name for q in inspect.signature(fn).parameters.values()]
+
+
+# the naive forward and the kernel's take the same arguments, in the same order, by the same names,
+# except: conv2d (im2col + GEMM), linear (a packed weight) and batch_norm (the folded scale) -- the op
+# prepares what the kernel takes
+SAME_FORWARD = {"relu": "relu", "clip": "clip", "max_pool2d": "max_pool2d", "avg_pool2d": "avg_pool2d",
+                "lrn": "lrn", "adaptive_avg_pool2d": "avg_pool2d.adaptive"}
+
+
+@pytest.mark.parametrize("stem", sorted(SAME_FORWARD))
+def test_naive_and_kernel_forwards_take_the_same_arguments(stem):
+    module, _, prefix = SAME_FORWARD[stem].partition(".")
+    kernel = getattr(getattr(K, module), f"{prefix}_forward" if prefix else "forward")
+    assert _params(getattr(naive, f"{stem}_forward")) == _params(kernel)
+
+
+def test_max_pool2d_backwards_take_the_same_switches():
+    assert _params(naive.max_pool2d_backward) == _params(K.max_pool2d.backward) == \
+        _params(gpu.max_pool2d.backward)
+    x = distinct((1, 2, 7, 6))
+    y, switch = K.max_pool2d.forward(x, 3, 2, 1)
+    g = rng(1).standard_normal(y.shape)
+    np.testing.assert_array_equal(K.max_pool2d.backward(g, switch, x.shape),
+                                  naive.max_pool2d_backward(g, naive.max_pool2d_forward(x, 3, 2, 1)[1], x.shape))
+
+
 # --------------------------------------------------------------------------
 # each card's CPU kernel against its naive reference, forward, float64
 # --------------------------------------------------------------------------
