@@ -55,6 +55,32 @@ def test_this_checkout_maps_its_own_kernels():
     assert Path(te.kernels.__file__).resolve() == (ROOT / "kernels" / "__init__.py").resolve()
 
 
+def test_the_kernels_mapping_is_one_line_kept_in_step():
+    """kernels/ is tinygrad_explain.kernels through setup.cfg's package_dir (the wheel, the editable
+    install), MANIFEST.in (the sdist) and the checkout hook in __init__.py (docs/kernels.md says why
+    it is mapped, not moved); and nothing imports it under a second name, the top-level ``kernels``
+    (a second copy of every module: Numba would compile and cache each kernel twice)."""
+    import ast
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    mapping = dict(line.split(" = ") for line in cfg["options"]["package_dir"].strip().splitlines())
+    assert mapping["tinygrad_explain.kernels"] == "kernels"
+    assert "tinygrad_explain.kernels" in cfg["options"]["packages"].split()
+    assert "*.cu" in cfg["options.package_data"]["tinygrad_explain.kernels"]
+    assert "recursive-include kernels *.py *.cu" in (ROOT / "MANIFEST.in").read_text()
+    assert '"kernels"' in (ROOT / "tinygrad_explain" / "__init__.py").read_text()     # the hook's folder
+    wrong = []
+    for folder in ("tinygrad_explain", "kernels", "tests", "scripts"):
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+                wrong += [f"{f.relative_to(ROOT)}:{node.lineno}" for n in names
+                          if n and (n == "kernels" or n.startswith("kernels."))]
+    assert wrong == [], f"imports of the top-level name `kernels` (use tinygrad_explain.kernels): {wrong}"
+
+
 # --------------------------------------------------------------------------
 # what the wheel ships (tinygrad_explain/shipped.py; .ci/run builds and installs the real wheel)
 # --------------------------------------------------------------------------

@@ -64,10 +64,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import device as _device
-from ..engine import Function, Tensor, _xp, no_grad
+from ..engine import Tensor, no_grad
 from ..models import Network
+from ..ops import PutRows, TakeRows
 from . import recipes as _recipes
-from ._common import Array, ExplainError, Images, LayerName, as_batch, resolve_layer
+from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 from .exemplar import CANDIDATES, exemplar_starts
 
 # the recipes live in recipes.RECIPES, the one table; this is its inversion part
@@ -264,32 +265,6 @@ class LayerInversions:
     seconds: float = 0.0
 
 
-class _TakeRows(Function):
-    """y = x[rows] (``rows`` distinct indices along the batch axis).  dx = zeros with dx[rows] = g."""
-
-    def forward(self, x: Array, rows: np.ndarray | None = None) -> Array:
-        self.shape, self.rows = x.shape, _device.move(np.asarray(rows), _device.of(x))
-        return x[self.rows]
-
-    def backward(self, g: Array) -> Array:
-        dx = _xp(g).zeros(self.shape, g.dtype)
-        dx[self.rows] = g
-        return dx
-
-
-class _PutRows(Function):
-    """y (n, ...) = zeros with y[rows] = x: the adjoint of _TakeRows.  dx = g[rows]."""
-
-    def forward(self, x: Array, rows: np.ndarray | None = None, n: int = 0) -> Array:
-        self.rows = _device.move(np.asarray(rows), _device.of(x))
-        y = _xp(x).zeros((n,) + x.shape[1:], x.dtype)
-        y[self.rows] = x
-        return y
-
-    def backward(self, g: Array) -> Array:
-        return g[self.rows]
-
-
 def rows_per_node(model: Network, layers: Sequence[str]) -> dict[str, np.ndarray]:
     """{node: the rows r (ascending) whose layer ``layers[r]`` is that node or is fed by it}."""
     below = {l: {n for n in model.layer_names if n == l or model.feeds(n, l)} for l in set(layers)}
@@ -318,14 +293,14 @@ def layer_errors(model: Network, x: Tensor, layers: Sequence[str], codes: dict, 
         ins = []
         for i in model.reads(name):
             h, have = values[i]
-            ins.append(h if have.size == need.size else _TakeRows.apply(h, rows=np.searchsorted(have, need)))
+            ins.append(h if have.size == need.size else TakeRows.apply(h, rows=np.searchsorted(have, need)))
         h = model.layers[name](*ins)
         values[name] = (h, need)
         here = np.flatnonzero([layers[r] == name for r in need])
         if here.size:                          # these rows' errors at their own layer, put at their rows
-            d = (h if here.size == need.size else _TakeRows.apply(h, rows=here)) - codes[name]
+            d = (h if here.size == need.size else TakeRows.apply(h, rows=here)) - codes[name]
             e = (d * d).sum(axis=tuple(range(1, d.ndim))) * inv_norm[name]
-            e = _PutRows.apply(e, rows=need[here], n=L)
+            e = PutRows.apply(e, rows=need[here], n=L)
             total = e if total is None else total + e
     return total
 
