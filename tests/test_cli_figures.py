@@ -17,8 +17,8 @@ import tinygrad_explain as te
 from tinygrad_explain import cli, figures
 from tinygrad_explain import draw as D
 from tinygrad_explain.cli import explain as cli_explain
+from tinygrad_explain.data.fashion_mnist import CLASS_NAMES
 from tinygrad_explain.explain import methods
-from tinygrad_explain.fashion_mnist import CLASS_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,7 +34,7 @@ def model_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scene_png(tmp_path_factory):
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     img = scenes.load_sample()["images"][3]
     d = tmp_path_factory.mktemp("img")
     Image.fromarray(img).save(d / "scene.png")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import scenes
+from tinygrad_explain.data import scenes
 from tinygrad_explain.explain import ExplainError
 from tinygrad_explain.explain import exemplar as ex
 
@@ -50,7 +50,7 @@ def test_shipped_bank_is_training_scenes(sample):
 
 def _have_fashion_mnist():
     try:
-        from tinygrad_explain.fashion_mnist import load_fashion_mnist
+        from tinygrad_explain.data.fashion_mnist import load_fashion_mnist
         load_fashion_mnist("test")
         return True
     except Exception:
@@ -63,7 +63,7 @@ def test_bank_is_the_training_split_and_shares_no_item_with_the_test_split():
     this machine 2 of 2,000 differ from the shipped file by 1 in 3 pixels, OpenCV rounding), and no
     bank item (the 28x28 Fashion-MNIST garment inside the scene) is an item of the test split,
     under any background."""
-    from tinygrad_explain.fashion_mnist import load_fashion_mnist
+    from tinygrad_explain.data.fashion_mnist import load_fashion_mnist
     b = ex.load_bank()
     again = scenes.render_images("train", int(b["seed"]), 0, len(b["images"]))
     diff = np.abs(again.astype(np.int16) - b["images"].astype(np.int16))

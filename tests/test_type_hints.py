@@ -8,7 +8,7 @@ import typing
 
 import pytest
 
-from tinygrad_explain.models import LayerOutputs, Network
+from tinygrad_explain.core.models import LayerOutputs, Network
 
 MODULES = ["tinygrad_explain.explain." + m for m in (
     "_common", "attribution", "metrics", "sanity", "quality", "transforms", "benchmark", "features", "gradients",

@@ -53,8 +53,9 @@ from PIL import Image, ImageDraw
 
 from . import explain as X
 from . import gallery
-from . import image as te_image
-from .device import set_num_threads
+from .core.device import set_num_threads
+from .core.safe_io import atomic_write
+from .data import image as te_image
 from .draw import (
     as_rgb,
     cam_overlay,
@@ -71,9 +72,8 @@ from .draw import (
 from .figures_resnet import RESNET_SETTINGS
 from .figures_robust import ROBUST_SETTINGS
 from .gallery import Figure
-from .modelfile import DEFAULT_WEIGHTS
-from .safe_io import atomic_write
-from .shipped import MEASURED_DIR
+from .modelfiles.modelfile import DEFAULT_WEIGHTS
+from .modelfiles.shipped import MEASURED_DIR
 
 
 # the classes on the lecture's class-model slide (Simonyan et al. 2014, fig. 1), for ImageNet models
@@ -91,7 +91,7 @@ DOCS = MEASURED_DIR           # docs/*.json of the checkout, or their copies ins
 
 def bench_json(name: str) -> dict | None:
     """docs/``name``, a JSON file that a benchmark script wrote (scripts/bench_visualizations.py
-    ...; shipped inside the wheel too: tinygrad_explain/shipped.py), or None where it is
+    ...; shipped inside the wheel too: tinygrad_explain/modelfiles/shipped.py), or None where it is
     absent: captions quote measured numbers from these files only, never typed in."""
     p = DOCS / name
     return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
@@ -669,7 +669,7 @@ def fig_sanity(inp, out, summary):
     c = int(probs[0].argmax())
     columns = [("original", m)] + [(f"{layer} and above\nrandom", r) for layer, r in sanity.cascade(m, seed=0)]
     if inp.settings.get("sanity_twin"):
-        from .modelfile import load_model
+        from .modelfiles.modelfile import load_model
         columns.append(("trained on\nrandom labels", load_model("random_labels")))
     maps = [sanity.explain(r, inp.x[:1], c) for _, r in columns]
     tiles, labels, rho = [], [], {}
@@ -737,7 +737,7 @@ ZF_POOL = 250     # shipped scenes searched for the Zeiler & Fergus figure's str
 def embedded_inputs(model, n=6):
     """Sample scenes shipped with the package: the first correctly classified scene of
     ``n`` different classes, with their ground-truth boxes."""
-    from . import scenes
+    from .data import scenes
     data = scenes.load_sample()
     x_all = np.concatenate([te_image.load(im, model) for im in data["images"][:ZF_POOL]])
     _, probs = X.predict(model, x_all[:200])
@@ -759,7 +759,7 @@ def embedded_inputs(model, n=6):
 def most_active_units(model, x, layer, k):
     """The ``k`` units (channels of a conv map, by their spatial mean) of ``layer`` with the
     highest mean activation over the images ``x`` -- live units, not dead ones."""
-    from .engine import no_grad
+    from .core.engine import no_grad
     with no_grad():
         a = model(x, until=layer).numpy()
     score = a.reshape(a.shape[0], a.shape[1], -1).mean(-1).mean(0)
@@ -767,13 +767,13 @@ def most_active_units(model, x, layer, k):
 
 
 def _load_judge():
-    from .modelfile import load_model
+    from .modelfiles.modelfile import load_model
     return load_model("judge")
 
 
 def _shipped_models():
     """Names of the model files of ``MODEL_NAMES`` that are present in weights/."""
-    from .modelfile import MODEL_NAMES
+    from .modelfiles.modelfile import MODEL_NAMES
     return [n for n, p in MODEL_NAMES.items() if p.exists()]
 
 
@@ -949,7 +949,7 @@ def main(argv=None, prog="tinygrad-explain figures") -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # a kill still removes the partial folder
 
     from . import ModelFileError, load_model
-    from .device import DeviceUnavailable
+    from .core.device import DeviceUnavailable
     t0 = time.perf_counter()
     try:
         gallery.prepare_out(args.out).rmdir()       # fail early on an unwritable folder

@@ -15,7 +15,7 @@ Two details matter for explaining networks:
   ever computed.
 * **The ReLU backward rule is engine state.**  ``with relu_backward("guided"):``
   changes what *every* ReLU passes back while that backward runs
-  (see :mod:`tinygrad_explain.ops` ``ReLU``), however the model is written.
+  (see :mod:`tinygrad_explain.core.ops` ``ReLU``), however the model is written.
 
 Both switches (``no_grad`` and the ReLU rule) are **per thread** (context
 variables): a ``with relu_backward("guided"):`` or ``no_grad()`` in one

@@ -292,7 +292,7 @@ class LayerOutputs(dict):
 
 def from_architecture(arch: Sequence[dict], input_shape: Sequence[int], **kw) -> Network:
     """Rebuild a Network from ``Network.architecture()`` output -- a GraphNetwork
-    (tinygrad_explain.graph) when any entry names its ``inputs``."""
+    (tinygrad_explain.core.graph) when any entry names its ``inputs``."""
     if any(isinstance(spec, dict) and "inputs" in spec for spec in arch):
         from .graph import graph_from_architecture
         return graph_from_architecture(arch, input_shape, **kw)

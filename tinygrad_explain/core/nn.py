@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import kernels as K
+from .. import kernels as K
 from . import ops
 from .engine import Tensor, _xp, rng
 from .engine import _set as _set_var

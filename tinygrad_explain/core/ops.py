@@ -22,8 +22,8 @@ from types import ModuleType
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .. import kernels as K
 from . import engine
-from . import kernels as K
 from .engine import Array, Function, Tensor, _xp
 
 Size2 = int | tuple[int, int]        # a size or stride: one int for both sides, or (height, width)

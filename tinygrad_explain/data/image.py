@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 if TYPE_CHECKING:                    # hints only: image.py reads nothing but two attributes of a model
-    from .models import Network
+    from ..core.models import Network
 
 #: what :func:`load` reads: a file path, a PIL image or a uint8 (H, W[, C]) array
 ImageSource = Union[str, bytes, os.PathLike, Image.Image, np.ndarray]
@@ -242,7 +242,7 @@ def model_grad_to_pixels(grad: np.ndarray, model: Network) -> np.ndarray:
     ``x = (pixel * pixel_scale / 255 - mean) / std`` per channel (after the
     channel reordering), so ``dL/dpixel = dL/dx * pixel_scale / (255 * std)``,
     channels back to RGB, channels last.  An adversarial attack that works on
-    pixels (:mod:`tinygrad_explain.adversarial`) steps along this gradient."""
+    pixels (:mod:`tinygrad_explain.training.adversarial`) steps along this gradient."""
     g = _to_numpy(grad).astype(np.float64)
     if g.ndim == 3:
         g = g[None]
@@ -348,7 +348,7 @@ def _open(src, limits: DecodeLimits | None = None) -> Image.Image:
     if isinstance(src, io.BytesIO):
         fp, what = src, "(uploaded data)"
     elif isinstance(src, (str, bytes, os.PathLike)):
-        from .safe_io import regular_file_problem
+        from ..core.safe_io import regular_file_problem
         fp = os.fsdecode(os.fspath(src))
         what = repr(fp)
     else:

@@ -10,7 +10,7 @@ share a name there (``crane`` 134 the bird / 517 the machine, and
 ``maillot`` 638 / 639); index, not name, is the identity of a class.
 
 Two preprocessing conventions exist for AlexNet, and a model file records
-which one its weights expect (see :mod:`tinygrad_explain.image`):
+which one its weights expect (see :mod:`tinygrad_explain.data.image`):
 
 * **torchvision**: RGB, pixels scaled to [0, 1], then per-channel
   ``(x - TORCHVISION_MEAN) / TORCHVISION_STD``.
@@ -32,7 +32,7 @@ __all__ = [
     "class_name",
 ]
 
-CLASSES_FILE = Path(__file__).with_name("data") / "imagenet_classes.txt"
+CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)   # RGB, on pixels in [0, 1]
 TORCHVISION_STD = (0.229, 0.224, 0.225)

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..engine import no_grad
-from ..models import Network
+from ..core.engine import no_grad
+from ..core.models import Network
 from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 
 __all__ = ["receptive_field", "activation_maps", "top_activations"]
@@ -38,7 +38,7 @@ __all__ = ["receptive_field", "activation_maps", "top_activations"]
 
 def _geometry(model, layer):
     """(size r, jump j, start s) of the receptive fields of ``layer``'s positions, in input pixels."""
-    from .. import nn
+    from ..core import nn
     r, j, s = 1.0, 1.0, 0.0
     for name, l in model.layers.items():
         if name != layer and not model.feeds(name, layer):

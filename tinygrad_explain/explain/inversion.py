@@ -56,9 +56,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import device as _device
-from ..engine import Function, Tensor, _xp, no_grad
-from ..models import Network
+from ..core import device as _device
+from ..core.engine import Function, Tensor, _xp, no_grad
+from ..core.models import Network
 from . import recipes as _recipes
 from ._common import Array, ExplainError, Images, LayerName, as_batch, resolve_layer
 from .exemplar import CANDIDATES, exemplar_starts

@@ -49,8 +49,8 @@ opacity starts at 1: the start image as it is).  The
 result is shown composited over a plain backdrop (:func:`.transforms.backdrop`:
 black behind "dark" backgrounds), and its opacity is returned as ``alpha``.
 
-The update rule is the training code's (:class:`tinygrad_explain.optim.SGD`
-/ :class:`~tinygrad_explain.optim.Adam`, the image parameter being the one
+The update rule is the training code's (:class:`tinygrad_explain.training.optim.SGD`
+/ :class:`~tinygrad_explain.training.optim.Adam`, the image parameter being the one
 "weight"): one optimiser in the project.  Also here: NaN detection, a tqdm
 progress bar, a per-step history, and seeding.
 
@@ -85,9 +85,9 @@ from typing import Union
 
 import numpy as np
 
-from .. import device as _device
-from ..engine import Tensor, _xp, no_grad
-from ..optim import Optimizer
+from ..core import device as _device
+from ..core.engine import Tensor, _xp, no_grad
+from ..training.optim import Optimizer
 from . import regularizers as R
 from . import transforms as T
 from ._common import Array, OptimizationError
@@ -307,7 +307,7 @@ def parametrise(param: str, hw: tuple[int, int], size: tuple[int, int] | None, d
     """Step 1, once per octave: the parameterisation ``P`` (pixel / Fourier, colour mix, an
     ``size`` grid upsampled to ``hw``), the parameter ``p`` with ``P(p) = image``, and the
     update rule on it (optim.Adam, or optim.SGD with ``momentum``; fresh moments)."""
-    from ..optim import SGD, Adam
+    from ..training.optim import SGD, Adam
     P = T.Parameterization(param, hw, size=size, decay=decay, colour=colour)
     p = Tensor(P.from_image(image), requires_grad=True)
     opt = Adam([p], lr=lr) if optimizer == "adam" else SGD([p], lr=lr, momentum=momentum)

@@ -33,7 +33,7 @@ from typing import Union
 
 import numpy as np
 
-from ..models import Network
+from ..core.models import Network
 from ._common import ExplainError, resolve_class
 from .sanity import pearson
 
@@ -73,7 +73,7 @@ def judge_probabilities(judge: Network, pictures: Pictures) -> np.ndarray:
 
     Each picture goes through ``te.image.load`` -- the judge file's own
     preprocessing (and resizing, if the picture is not the judge's size)."""
-    from .. import image as te_image
+    from ..data import image as te_image
     from .gradients import predict
     pics = as_pictures(pictures)
     return predict(judge, np.concatenate([te_image.load(p, judge) for p in pics]))[1]

@@ -28,8 +28,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..engine import Function, Tensor, _xp
-from ..ops import _scalar
+from ..core.engine import Function, Tensor, _xp
+from ..core.ops import _scalar
 from ._common import Array
 
 TV_RATIO = 6.5      # V = B / 6.5 (Mahendran & Vedaldi 2015, "balancing the different terms")

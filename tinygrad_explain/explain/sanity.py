@@ -39,9 +39,9 @@ from typing import Union
 import cv2
 import numpy as np
 
-from .. import device as _device
-from ..models import Network, from_architecture
-from ..nn import Conv2d, Linear
+from ..core import device as _device
+from ..core.models import Network, from_architecture
+from ..core.nn import Conv2d, Linear
 from ._common import ExplainError, Images, Target, as_batch, resolve_targets, to_host
 from .methods import get as get_method
 
@@ -79,7 +79,7 @@ def copy_model(model: Network) -> Network:
 def he_reinit(layer: Conv2d | Linear, rng: np.random.Generator, last: bool) -> None:
     """The initialisation every model of this project is trained from
     (``train.he_init``): He normal weights, N(0, 0.01) for the top layer, zero bias."""
-    from ..train import he_init_layer
+    from ..training.train import he_init_layer
     he_init_layer(layer, rng, 0.01 if last else None, 0.0)
 
 
@@ -338,7 +338,7 @@ def run(model: Network, x: Images, target: Target, methods: Sequence[str] = METH
              dataset job's chunks (``te.explain.dataset.run_sanity``) give the numbers of one run
     Returns a :class:`SanityResult` (per image, per test, step, method and measure).
     """
-    from ..modelfile import load_model
+    from ..modelfiles.modelfile import load_model
     unknown = [t for t in tests if t not in TESTS]
     if unknown:
         raise ExplainError(f"unknown test(s) {', '.join(map(repr, unknown))}; choose from {', '.join(TESTS)}")

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..engine import Function, Tensor, _xp
+from ..core.engine import Function, Tensor, _xp
 from ._common import Array
 
 #: bilinear taps ``(idx, w)``, each (4, Q): output pixel q reads input pixels idx[:, q] with weights w[:, q]
@@ -274,7 +274,7 @@ class Parameterization:
         return x
 
     def to_image(self, p: Array) -> Array:
-        from ..engine import no_grad
+        from ..core.engine import no_grad
         if self.identity:
             return p
         with no_grad():

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..models import Network
+from ..core.models import Network
 from . import recipes as _recipes
 from ._common import (
     ExplainError,
@@ -87,7 +87,7 @@ def _display(model, x, stretch=False):
     """uint8 pictures of model-space images: the mean added back (te.image.to_display);
     with ``stretch``, the pixel values are then spread linearly over 0..255 (0.5% clipped
     at each end), as the papers show their visualisations."""
-    from .. import image as te_image
+    from ..data import image as te_image
     out = []
     for i in range(x.shape[0]):
         if stretch:
@@ -156,7 +156,7 @@ def class_model(model: Network, target: int | str | Sequence[int | str] | None =
 
     if objective not in ("score", "log_softmax"):
         raise ExplainError(f"unknown objective {objective!r}; expected 'score' or 'log_softmax'")
-    from ..ops import log_softmax, softmax
+    from ..core.ops import log_softmax, softmax
 
     def fn(x):
         s = model(x)
@@ -222,7 +222,7 @@ def maximize(model: Network, layer: LayerName, unit: Unit | Sequence[Unit], step
         return a[(rows,) + cols]
 
     res = _run(model, objective, n, s, seed=seed, progress=progress, desc=f"maximise {name}")
-    from ..engine import Tensor, no_grad
+    from ..core.engine import Tensor, no_grad
     with no_grad():
         final = objective(Tensor(res.x).to(getattr(model, "device", "cpu"))).numpy()
     labels = [f"{name}[{','.join(map(str, i))}]" for i in idxs]

@@ -32,14 +32,14 @@ import numpy as np
 from .shipped import weights_file
 
 if TYPE_CHECKING:
-    from .models import Network
+    from ..core.models import Network
 
 FORMAT = "tinygrad-explain-model"
 #: The newest format version: 1 is a chain of layers, 2 adds graph networks (entries with
 #: "inputs").  A chain is still written as version 1 (files older readers read).
 VERSION = 2
 VERSIONS = (1, 2)
-DEFAULT_WEIGHTS = weights_file("fashion_scenes_alexnet.h5")     # where: tinygrad_explain.shipped
+DEFAULT_WEIGHTS = weights_file("fashion_scenes_alexnet.h5")     # where: tinygrad_explain.modelfiles.shipped
 #: Largest parameter count load_model accepts unless told otherwise (AlexNet has 61 M;
 #: 300 M float32 weights are 1.2 GB).  Override per call or with TGE_MAX_PARAMETERS.
 MAX_PARAMETERS = 300_000_000
@@ -99,7 +99,7 @@ def save_model(model: Network, path: str | os.PathLike, class_names: Sequence[st
     names = class_names if class_names is not None else model.class_names
     if names is not None and len(names) != model.num_classes:
         raise ValueError(f"{len(names)} class names for {model.num_classes} outputs")
-    from .safe_io import atomic_write
+    from ..core.safe_io import atomic_write
     with atomic_write(path) as fobj, h5py.File(fobj, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = 2 if any("inputs" in spec for spec in model.architecture()) else 1
@@ -119,7 +119,7 @@ def save_model(model: Network, path: str | os.PathLike, class_names: Sequence[st
 
 def _check_regular_file(path):
     """Refuse a path that is not a regular file (a FIFO, a device, a folder) before opening it."""
-    from .safe_io import regular_file_problem
+    from ..core.safe_io import regular_file_problem
     try:
         problem = regular_file_problem(path)
     except FileNotFoundError:
@@ -193,7 +193,7 @@ def _short(v, n=60):
 def parameter_count(arch: Sequence[dict]) -> int:
     """Number of weights the architecture asks for, computed from the specs alone
     (nothing allocated): conv O*(I/groups)*k*k + O, linear out*in + out, batch norm 4*C."""
-    from .nn import _positive
+    from ..core.nn import _positive
     total = 0
     for spec in arch:
         name = spec.get("name")
@@ -216,14 +216,14 @@ def parameter_count(arch: Sequence[dict]) -> int:
 
 
 def _max_parameters(limit):
-    from .safe_io import limit_from_env
+    from ..core.safe_io import limit_from_env
     return limit_from_env(limit, "TGE_MAX_PARAMETERS", MAX_PARAMETERS)
 
 
 def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
                max_parameters: int | None = None) -> Network:
     """Read a model file written by :func:`save_model` (or by hand, following the schema),
-    or an ONNX file (a name ending in ``.onnx``: :func:`tinygrad_explain.onnx_import.load_onnx`,
+    or an ONNX file (a name ending in ``.onnx``: :func:`tinygrad_explain.modelfiles.onnx_import.load_onnx`,
     without preprocessing -- convert it with ``scripts/convert_onnx.py`` to store that).
 
     ``path=None`` loads the embedded default model shipped in ``weights/``
@@ -242,10 +242,10 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
     """
     import h5py
 
-    from .models import from_architecture
-    from .nn import weights_to_be_loaded
+    from ..core.models import from_architecture
+    from ..core.nn import weights_to_be_loaded
     if device != "cpu":
-        from . import device as dev
+        from ..core import device as dev
         dev.require(device)
     if path is None:
         path = os.environ.get("TGE_WEIGHTS") or DEFAULT_WEIGHTS
@@ -359,12 +359,12 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
 
 def _read_preprocessing(f, path, input_shape) -> dict:
     """The /preprocessing attributes as plain Python values, checked by the one
-    reader of the recipe (:func:`tinygrad_explain.image.preprocessing_of`)."""
+    reader of the recipe (:func:`tinygrad_explain.data.image.preprocessing_of`)."""
     from types import SimpleNamespace
 
     import h5py
 
-    from .image import preprocessing_of
+    from ..data.image import preprocessing_of
     pre = {}
     if "preprocessing" not in f:
         return pre

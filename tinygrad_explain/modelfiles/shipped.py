@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent   # tinygrad_explain/ (this file is in modelfiles/)
 DATA_DIR = PACKAGE_DIR / "data"
 
 

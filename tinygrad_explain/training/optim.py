@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from . import engine
-from . import kernels as K
+from .. import kernels as K
+from ..core import engine
 
 
 # --------------------------------------------------------------------------
