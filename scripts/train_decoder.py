@@ -61,8 +61,8 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 import tinygrad_explain as te  # noqa: E402
+from tinygrad_explain.core.architecture import from_architecture  # noqa: E402
 from tinygrad_explain.core.engine import Tensor, no_grad  # noqa: E402
-from tinygrad_explain.core.models import from_architecture  # noqa: E402
 from tinygrad_explain.data import scenes  # noqa: E402
 from tinygrad_explain.data.image import to_model  # noqa: E402
 from tinygrad_explain.explain import decoder as dec  # noqa: E402

@@ -6,7 +6,7 @@ import pytest
 
 import tinygrad_explain as te
 from tinygrad_explain.core import nn
-from tinygrad_explain.core.models import from_architecture
+from tinygrad_explain.core.architecture import from_architecture
 from tinygrad_explain.explain import ExplainError
 from tinygrad_explain.explain import decoder as dec
 from tinygrad_explain.modelfiles.modelfile import ModelFileError, load_model, save_model

@@ -120,13 +120,12 @@ def test_decoder_reranks_the_nearest_candidates(model, sample, small_bank):
     the code distance's."""
     from tinygrad_explain.explain import quality as q
     from tinygrad_explain.explain.decoder import decode
-    from tinygrad_explain.explain.visualize import _display
     code = te.explain.feature_code(model, te.image.load(sample["images"][3], model), "fc7")
     plain, d2 = ex.nearest(model, "fc7", code, 4, candidates=4, bank=small_bank, rerank=False)
     assert np.all(np.diff(d2) >= 0)
     ranked, _ = ex.nearest(model, "fc7", code, 4, candidates=4, bank=small_bank)
     assert sorted(ranked.tolist()) == sorted(plain.tolist())
-    dpic = _display(model, decode(model, code, "fc7"))[0]
+    dpic = te.image.to_pictures(decode(model, code, "fc7"), model)[0]
     r = [q.reconstruction_correlation(small_bank["images"][i], dpic)["original"] for i in ranked]
     assert np.all(np.diff(r) <= 1e-9), r
 

@@ -57,7 +57,6 @@ from .data import image, imagenet, scenes, fashion_mnist  # noqa: F401
 from .training import optim  # noqa: F401
 from . import explain  # noqa: F401
 from . import _aliases
+from .version import __version__  # noqa: F401
 
 _aliases.install()                               # the old flat paths (tinygrad_explain.engine, ...) for one release
-
-__version__ = "0.1.0"

@@ -17,7 +17,10 @@ imported, which imports the new module and binds it.  Old names are deprecated:
 import the new paths; this table goes in the release after next.
 
 To move another module, add one row ``"old_name": "layer.new_name"`` (relative to
-the package) to :data:`ALIASES`; nothing else changes.
+the package) to :data:`ALIASES`; nothing else changes.  A *name* that moved to another
+module keeps its old address the same way through :data:`MOVED_NAMES` (a module-level
+``__getattr__`` on the old module, installed here: the old module never imports the new
+one, so no import cycle is needed to keep it).
 """
 from __future__ import annotations
 
@@ -60,6 +63,13 @@ ALIASES: dict[str, str] = {
     "adversarial": "training.adversarial",
     # test-only references
     "torch_reference": "testing.torch_reference",
+}
+
+
+# (old module, old name) -> (new module, new name), all relative to the package
+MOVED_NAMES: dict[tuple[str, str], tuple[str, str]] = {
+    # the recipe lookup, now recipes.lookup (explain/recipes.py)
+    ("explain.optimize", "recipe"): ("explain.recipes", "lookup"),
 }
 
 
@@ -106,11 +116,36 @@ class AliasFinder(importlib.abc.MetaPathFinder):
                                               is_package=hasattr(module, "__path__"))
 
 
+def _forward_names(module_name: str, moved: dict[str, tuple[str, str]]) -> None:
+    """Give ``module_name`` a ``__getattr__`` (PEP 562) that finds its moved names in their new homes."""
+    module = importlib.import_module(_full(module_name))
+    previous = module.__dict__.get("__getattr__")
+    if getattr(previous, "_moved_names", None) is moved:
+        return
+
+    def __getattr__(name):
+        if name in moved:
+            new_module, new_name = moved[name]
+            return getattr(importlib.import_module(_full(new_module)), new_name)
+        if previous is not None:
+            return previous(name)
+        raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}")
+
+    __getattr__._moved_names = moved
+    module.__getattr__ = __getattr__
+
+
 def install() -> None:
-    """Put the finder on ``sys.meta_path`` (once) and bind the old names of modules already imported."""
+    """Put the finder on ``sys.meta_path`` (once), bind the old names of modules already imported,
+    and forward the moved names (:data:`MOVED_NAMES`)."""
     if not any(isinstance(f, AliasFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, AliasFinder())   # first: an old name must never find a stale file of the same name
     for old, new in ALIASES.items():
         module = sys.modules.get(_full(new))
         if module is not None:
             sys.modules.setdefault(_full(old), module)
+    by_module: dict[str, dict[str, tuple[str, str]]] = {}
+    for (old_module, old_name), new in MOVED_NAMES.items():
+        by_module.setdefault(old_module, {})[old_name] = new
+    for old_module, moved in by_module.items():
+        _forward_names(old_module, moved)

@@ -24,18 +24,19 @@ from numpy.typing import ArrayLike
 
 from .. import kernels as K
 from . import engine
-from .engine import Array, Function, Tensor, _xp
+from .engine import Array, Function, Tensor
+from .engine import array_module as _xp
 
 Size2 = int | tuple[int, int]        # a size or stride: one int for both sides, or (height, width)
 Axis = int | tuple[int, ...] | None
 Grads = tuple[Array | None, ...]     # one gradient per tensor input, None where none is needed
 
 
-def _pair(v):
+def pair(v):
     return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
 
 
-def _scalar(v, like):
+def scalar_like(v, like):
     """The constant v in like's dtype, for arithmetic with the array ``like``: a 0-d
     NumPy array on the CPU, a NumPy scalar on the GPU (CuPy passes it to the kernel
     by value; it refuses 0-d NumPy arrays)."""
@@ -165,7 +166,7 @@ class Conv2d(Function):
     def forward(self, x: Array, w: Array, b: Array | None = None, stride: Size2 = 1, padding: Size2 = 0,
                 groups: int = 1) -> Array:
         xp, B = _xp(x), K.backend(x)
-        self.stride, self.padding, self.groups = _pair(stride), _pair(padding), int(groups)
+        self.stride, self.padding, self.groups = pair(stride), pair(padding), int(groups)
         self.depthwise = self.is_depthwise(x.shape, w.shape, self.groups)
         if self.depthwise:
             if any(self.needs_grad):
@@ -395,7 +396,7 @@ class AdaptiveAvgPool2d(Function):
 
     def forward(self, x: Array, output_size: Size2 = (6, 6)) -> Array:
         self.x_shape = x.shape
-        out_hw = _pair(output_size)
+        out_hw = pair(output_size)
         if x.shape[2:] == out_hw:
             self.identity = True
             return x
@@ -561,7 +562,7 @@ class Dropout(Function):
             self.mask = None
             return x
         keep = engine.rng().random(x.shape) >= p
-        self.mask = _xp(x).asarray(keep).astype(x.dtype) / _scalar(1 - p, x)
+        self.mask = _xp(x).asarray(keep).astype(x.dtype) / scalar_like(1 - p, x)
         return x * self.mask
 
     def backward(self, g: Array) -> Array:
@@ -753,11 +754,11 @@ class Pow(Function):
 
     def forward(self, x: Array, p: float = 2.0) -> Array:
         self.x, self.pw = x, p
-        return x ** _scalar(p, x)
+        return x ** scalar_like(p, x)
 
     def backward(self, g: Array) -> Array:
         p = self.pw
-        return g * (_scalar(p, g) * self.x ** _scalar(p - 1, self.x))
+        return g * (scalar_like(p, g) * self.x ** scalar_like(p - 1, self.x))
 
 
 class Abs(Function):
@@ -868,7 +869,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Size2 = 1, pad
     """Convolution (cross-correlation), w (O, C/groups, kh, kw); ``groups`` = C with one
     input channel per filter is a depthwise convolution.  Dilation is not supported
     (only 1)."""
-    if _pair(dilation) != (1, 1):
+    if pair(dilation) != (1, 1):
         raise ValueError(f"conv2d: dilation {dilation!r} is not supported (only 1)")
     groups = _int("groups", groups, 1, "conv2d")
     if x.ndim != 4 or w.ndim != 4:

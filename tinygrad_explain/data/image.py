@@ -581,6 +581,20 @@ def to_display(x: np.ndarray, model: Network) -> np.ndarray:
     return np.clip(np.round(a), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
 
 
+def to_pictures(x: np.ndarray, model: Network, stretch: bool = False) -> list[np.ndarray]:
+    """uint8 ``(H, W, 3)`` pictures of a batch of model-space images ``(N, C, H, W)``: the mean added
+    back (:func:`to_display`); with ``stretch``, the pixel values are then spread linearly over 0..255
+    (0.5% clipped at each end), as the papers show their visualisations."""
+    out = []
+    for i in range(x.shape[0]):
+        if stretch:
+            px = model_to_pixels(x[i], model)          # pixel units, RGB, mean back
+            out.append(normalize_display(px, mode="minmax", percentile=99.5))
+        else:
+            out.append(to_display(x[i], model))
+    return out
+
+
 def _hwc(a: np.ndarray) -> np.ndarray:
     """(1,C,H,W) / (C,H,W) / (H,W,C) / (H,W) -> (H, W, C)."""
     if a.ndim == 4:

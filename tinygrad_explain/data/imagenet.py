@@ -28,6 +28,8 @@ __all__ = [
     "TORCHVISION_MEAN",
     "TORCHVISION_STD",
     "CAFFE_MEAN_BGR",
+    "TORCHVISION_PREPROCESSING",
+    "CAFFE_PREPROCESSING",
     "load_class_names",
     "class_name",
 ]
@@ -37,6 +39,11 @@ CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)   # RGB, on pixels in [0, 1]
 TORCHVISION_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)   # B, G, R on [0, 255]
+# the whole preprocessing of the two AlexNet families (a model file's /preprocessing attributes)
+TORCHVISION_PREPROCESSING = dict(mean=TORCHVISION_MEAN, std=TORCHVISION_STD, channel_order="RGB",
+                                 pixel_scale=1.0, resize=256, crop=224)
+CAFFE_PREPROCESSING = dict(mean=CAFFE_MEAN_BGR, std=(1.0, 1.0, 1.0), channel_order="BGR",
+                           pixel_scale=255.0, resize=256, crop=227)
 
 
 def load_class_names(path=CLASSES_FILE) -> list[str]:

@@ -20,7 +20,8 @@ from typing import Union
 import numpy as np
 
 from ..core import device as _device
-from ..core.engine import Tensor, _xp
+from ..core.engine import Tensor
+from ..core.engine import array_module as _xp
 from ..core.models import Network
 
 # --------------------------------------------------------------------------

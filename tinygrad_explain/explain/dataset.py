@@ -405,7 +405,7 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
     """
     import h5py
 
-    from .. import __version__
+    from ..version import __version__
     source = as_source(images, labels)
     N = len(source)
     if N == 0:
@@ -557,7 +557,7 @@ def run_sanity(model, images, methods: Sequence[str] | None = None, tests: Seque
     Read back with :func:`load_sanity` (a ``SanityResult``)."""
     import h5py
 
-    from .. import __version__
+    from ..version import __version__
     from . import sanity as S
     source = as_source(images)
     if getattr(source, "labels", None) is None and not isinstance(source, Scenes):

@@ -186,9 +186,9 @@ def nearest(model: Network, layer: LayerName, code: np.ndarray, n: int = 1, cand
     k = min(max(n, candidates), len(d2))
     order = np.argsort(d2, kind="stable")[:k]
     if rerank and getattr(model, "path", None) is not None and decoder_path(model, name).exists():
+        from ..data.image import to_pictures
         from .quality import reconstruction_correlation
-        from .visualize import _display
-        expected = _display(model, decode(model, code, name))[0]
+        expected = to_pictures(decode(model, code, name), model)[0]
         r = np.array([reconstruction_correlation(bank["images"][j], expected)["original"] for j in order])
         order = order[np.argsort(-r, kind="stable")]
     order = order[:n]

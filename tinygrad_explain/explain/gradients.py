@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.engine import RELU_RULES, Tensor, _xp, no_grad, relu_backward
+from ..core.engine import RELU_RULES, Tensor, no_grad, relu_backward
+from ..core.engine import array_module as _xp
 from ..core.models import Network
 from ..core.ops import Linear, softmax
 from ._common import (

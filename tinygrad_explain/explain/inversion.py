@@ -57,7 +57,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import device as _device
-from ..core.engine import Function, Tensor, _xp, no_grad
+from ..core.engine import Function, Tensor, no_grad
+from ..core.engine import array_module as _xp
 from ..core.models import Network
 from . import recipes as _recipes
 from ._common import Array, ExplainError, Images, LayerName, as_batch, resolve_layer
@@ -207,9 +208,9 @@ def invert(model: Network, x: Images | None = None, layer: LayerName = "fc7", in
     errors = np.sqrt(((feats - code) ** 2).sum(1) / norm2)
     flat = res.x.reshape(inits, -1)
     mad = np.abs(flat[:, None, :] - flat[None, :, :]).mean(-1)
-    from .visualize import _display
+    from ..data.image import to_pictures
     return Inversion(images=res.x, errors=errors, history=res.history, pairwise_mad=mad, code=code, layer=name,
-                     display=_display(model, res.x), seconds=res.seconds)
+                     display=to_pictures(res.x, model), seconds=res.seconds)
 
 
 @dataclass
@@ -326,6 +327,6 @@ def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None 
                     errors[k] = np.sqrt(((a[k] - c) ** 2).sum() / norms[name])
             if name == last:
                 break
-    from .visualize import _display
+    from ..data.image import to_pictures
     return LayerInversions(images=res.x, layers=layers, errors=errors, history=res.history,
-                           display=_display(model, res.x), seconds=res.seconds)
+                           display=to_pictures(res.x, model), seconds=res.seconds)

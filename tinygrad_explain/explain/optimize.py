@@ -86,7 +86,8 @@ from typing import Union
 import numpy as np
 
 from ..core import device as _device
-from ..core.engine import Tensor, _xp, no_grad
+from ..core.engine import Tensor, no_grad
+from ..core.engine import array_module as _xp
 from ..training.optim import Optimizer
 from . import regularizers as R
 from . import transforms as T
@@ -400,11 +401,3 @@ def _shown(image: Array, backgrounds: str | None, bg_bounds, scale: float) -> Ar
     with no_grad():
         return T.composite(Tensor(image), _xp(image).asarray(T.backdrop(*bg_bounds, backgrounds), image.dtype),
                            scale).data
-
-
-def __getattr__(name):
-    # optimize.recipe: the recipe lookup, now recipes.lookup (kept for one release)
-    if name == "recipe":
-        from .recipes import lookup
-        return lookup
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,8 +28,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..core.engine import Function, Tensor, _xp
-from ..core.ops import _scalar
+from ..core.engine import Function, Tensor
+from ..core.engine import array_module as _xp
+from ..core.ops import scalar_like as _scalar
 from ._common import Array
 
 TV_RATIO = 6.5      # V = B / 6.5 (Mahendran & Vedaldi 2015, "balancing the different terms")

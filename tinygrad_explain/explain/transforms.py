@@ -32,7 +32,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..core.engine import Function, Tensor, _xp
+from ..core.engine import Function, Tensor
+from ..core.engine import array_module as _xp
 from ._common import Array
 
 #: bilinear taps ``(idx, w)``, each (4, Q): output pixel q reads input pixels idx[:, q] with weights w[:, q]

@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 from ..core.safe_io import check_output
-from ..data.imagenet import CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN, TORCHVISION_STD
+from ..data.imagenet import CAFFE_PREPROCESSING, IMAGENET_CLASSES, TORCHVISION_PREPROCESSING
 
 __all__ = [
     "ConversionError",
@@ -54,10 +54,6 @@ TORCHVISION_TO_TE = {
 }
 CAFFE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
-TORCHVISION_PREPROCESSING = dict(mean=TORCHVISION_MEAN, std=TORCHVISION_STD, channel_order="RGB",
-                                 pixel_scale=1.0, resize=256, crop=224)
-CAFFE_PREPROCESSING = dict(mean=CAFFE_MEAN_BGR, std=(1.0, 1.0, 1.0), channel_order="BGR",
-                           pixel_scale=255.0, resize=256, crop=227)
 
 
 def _reference_shapes(variant: str, num_classes: int) -> dict[str, tuple]:

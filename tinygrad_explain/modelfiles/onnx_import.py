@@ -66,7 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.graph import INPUT, Add, Concat, GraphNetwork
-from .modelfile import MAX_ACTIVATIONS, ModelFileError, _check_regular_file, _max_parameters
+from .format import MAX_ACTIVATIONS, ModelFileError, check_regular_file, parameter_limit
 
 #: ONNX files larger than this are refused before parsing (protobuf's own limit is 2 GiB)
 MAX_FILE_BYTES = 2 ** 31 - 1
@@ -190,11 +190,11 @@ def read_onnx(path: str | os.PathLike, max_parameters: int | None = None,
     converting any weight; returns the ``onnx.ModelProto``."""
     import onnx
     path = Path(path)
-    _check_regular_file(path)
+    check_regular_file(path)
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise OnnxImportError(f"{path}: {size:,} bytes, more than an ONNX file can hold ({MAX_FILE_BYTES:,})")
-    limit = _max_parameters(max_parameters)
+    limit = parameter_limit(max_parameters)
     if size > 8 * limit + (64 << 20):
         raise OnnxImportError(f"{path}: {size:,} bytes, more than {limit:,} parameters could take "
                               "(pass max_parameters= or set TGE_MAX_PARAMETERS to allow it)")
@@ -271,7 +271,7 @@ def build_graph(model, path="<onnx>", max_parameters=None, input_size=None, fold
     """(nodes [(name, layer, inputs)], state {key: array}, input_shape) from a checked
     ``onnx.ModelProto`` (:func:`read_onnx`): the te graph, its weights folded and named."""
     from ..core.models import layer_output_shape
-    limit = _max_parameters(max_parameters)
+    limit = parameter_limit(max_parameters)
     g = model.graph
     in_name, input_shape = _input_shape(model, path, input_size)
     const = {t.name: _array(t, path, "initializer", limit) for t in g.initializer}
@@ -590,7 +590,7 @@ def convert_onnx(in_path: str | os.PathLike, out_path: str | os.PathLike, **kw) 
     """ONNX file -> model file (``te.save_model``), preprocessing and class names stored;
     keywords as :func:`load_onnx`.  Returns the model."""
     from ..core.safe_io import check_output
-    from .modelfile import save_model
+    from .format import save_model
     src = os.fspath(in_path)
     out = check_output(out_path, inputs=[src], need_folder=False)
     net = load_onnx(src, **kw)
@@ -625,7 +625,7 @@ def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
     kw = dict(mean=args.mean, std=args.std, channel_order=args.channel_order, pixel_scale=args.pixel_scale,
               resize=args.resize, crop=args.crop, input_size=args.input_size, max_parameters=args.max_parameters)
     if args.imagenet:
-        from .convert import TORCHVISION_PREPROCESSING
+        from ..data.imagenet import TORCHVISION_PREPROCESSING
         for k, v in TORCHVISION_PREPROCESSING.items():
             kw[k] = kw.get(k) if kw.get(k) is not None else (list(v) if isinstance(v, tuple) else v)
     try:

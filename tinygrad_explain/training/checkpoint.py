@@ -59,12 +59,12 @@ def _max_checkpoint_bytes(model, optimizer) -> int:
     if set, instead."""
     import os
 
-    from ..core.safe_io import _npz_limit
+    from ..core.safe_io import npz_limit
     if os.environ.get("TGE_MAX_NPZ_BYTES"):
-        return _npz_limit(None)
+        return npz_limit(None)
     values = sum(int(np.prod(v.shape)) for v in model.state_dict().values())
     buffers = 1 + len(optimizer._buffers())
-    return max(_npz_limit(None), 8 * values * buffers + (64 << 20))
+    return max(npz_limit(None), 8 * values * buffers + (64 << 20))
 
 
 def _json_of(z, key, path):
