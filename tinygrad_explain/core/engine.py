@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -48,13 +49,17 @@ _RELU_RULE = contextvars.ContextVar("tinygrad_explain_relu_rule", default="backp
 
 
 @contextlib.contextmanager
-def set_context(var, value) -> Iterator[None]:
-    """Set a context variable for the ``with`` block (this thread only)."""
+def _setting(var: contextvars.ContextVar, value: object) -> Iterator[None]:
     token = var.set(value)
     try:
         yield
     finally:
         var.reset(token)
+
+
+def set_context(var: contextvars.ContextVar, value: object) -> contextlib.AbstractContextManager[None]:
+    """Set a context variable for the ``with`` block (this thread only)."""
+    return _setting(var, value)
 
 
 def no_grad() -> contextlib.AbstractContextManager[None]:
@@ -78,7 +83,7 @@ def current_relu_rule() -> str:
     return _RELU_RULE.get()
 
 
-def array_module(a):
+def array_module(a: object) -> ModuleType:
     """The array module (numpy or cupy) that owns array ``a``."""
     mod = type(a).__module__
     if mod.startswith("cupy"):

@@ -45,7 +45,7 @@ class Layer:
         return np.array(value, dtype=getattr(self, name).data.dtype)
 
 
-def positive_ints(layer, **values):
+def positive_ints(layer: str, **values: int) -> list[int]:
     """Check that every value is a whole number >= 1 (>= 0 for padding); return them as ints."""
     out = []
     for name, v in values.items():

@@ -32,11 +32,12 @@ Axis = int | tuple[int, ...] | None
 Grads = tuple[Array | None, ...]     # one gradient per tensor input, None where none is needed
 
 
-def pair(v):
+def pair(v: Size2) -> tuple[int, int]:
+    """``v`` as (height, width): one int for both sides, or the pair itself."""
     return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
 
 
-def scalar_like(v, like):
+def scalar_like(v: float, like: Array) -> Array:
     """The constant v in like's dtype, for arithmetic with the array ``like``: a 0-d
     NumPy array on the CPU, a NumPy scalar on the GPU (CuPy passes it to the kernel
     by value; it refuses 0-d NumPy arrays)."""

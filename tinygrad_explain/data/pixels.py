@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..core.models import Network
 
 
-def to_numpy(x) -> np.ndarray:
+def to_numpy(x: object) -> np.ndarray:
     """Accept ndarray, engine Tensor (``.numpy()``/``.data``) or CuPy arrays."""
     if hasattr(x, "numpy") and callable(x.numpy) and not isinstance(x, np.ndarray):
         x = x.numpy()

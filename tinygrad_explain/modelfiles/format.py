@@ -80,7 +80,7 @@ def save_model(model: Network, path: str | os.PathLike, class_names: Sequence[st
     return Path(path)
 
 
-def check_regular_file(path):
+def check_regular_file(path: str | os.PathLike) -> None:
     """Refuse a path that is not a regular file (a FIFO, a device, a folder) before opening it."""
     from ..core.safe_io import regular_file_problem
     try:
@@ -95,7 +95,7 @@ def check_regular_file(path):
         raise ModelFileError(f"{path}: not a regular file ({problem})")
 
 
-def parameter_limit(limit):
+def parameter_limit(limit: int | None) -> int:
     """The parameter-count limit: ``limit``, else TGE_MAX_PARAMETERS, else :data:`MAX_PARAMETERS`."""
     from ..core.safe_io import limit_from_env
     return limit_from_env(limit, "TGE_MAX_PARAMETERS", MAX_PARAMETERS)
