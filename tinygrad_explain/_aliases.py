@@ -70,6 +70,8 @@ ALIASES: dict[str, str] = {
 MOVED_NAMES: dict[tuple[str, str], tuple[str, str]] = {
     # the recipe lookup, now recipes.lookup (explain/recipes.py)
     ("explain.optimize", "recipe"): ("explain.recipes", "lookup"),
+    # rebuilding a network from its description moved above models and graph (issue #29: no import cycle)
+    ("core.models", "from_architecture"): ("core.architecture", "from_architecture"),
 }
 
 
