@@ -13,7 +13,7 @@ import numpy as np
 
 import tinygrad_explain as te
 from tinygrad_explain.explain import decoder, exemplar
-from tinygrad_explain.modelfile import MODEL_NAMES
+from tinygrad_explain.modelfiles.modelfile import MODEL_NAMES
 
 
 def check(cond, what):

@@ -3,7 +3,7 @@
 CPU kernels are Numba functions (``@njit(cache=True)``, compiled on first
 use and cached on disk, so a second process does not recompile).  Each
 module's plain-Python wrappers allocate the outputs and call the compiled
-loop; the ops in :mod:`tinygrad_explain.ops` only call these wrappers.
+loop; the ops in :mod:`tinygrad_explain.core.ops` only call these wrappers.
 Matrix products go through NumPy's BLAS (``np.matmul``), except the fully
 connected layers' products for a few rows (``linear``).
 

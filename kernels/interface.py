@@ -1,7 +1,7 @@
 """The kernel interface: what a backend must offer, declared in one place.
 
 A backend is a module with one namespace per op (``B.relu``, ``B.max_pool2d``,
-...), each holding plain functions.  :mod:`tinygrad_explain.ops` reaches the
+...), each holding plain functions.  :mod:`tinygrad_explain.core.ops` reaches the
 kernels only as ``B = kernels.backend(x); B.<namespace>.<function>(...)``, so
 this table is everything ``ops`` needs from a backend.  Two backends exist:
 

@@ -1,6 +1,6 @@
 // ReLU forward and backward on the GPU: the CUDA twin of kernels/relu.py.
 //
-// The backward rules are one table, tinygrad_explain.engine.RELU_MASKS:
+// The backward rules are one table, tinygrad_explain.core.engine.RELU_MASKS:
 // rule name -> (mask_x, mask_g), read as
 //     dx = g * [x > 0 if mask_x] * [g > 0 if mask_g]        (g = dL/dy)
 //     backprop (mask_x), deconvnet (mask_g), guided (both)

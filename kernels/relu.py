@@ -1,5 +1,5 @@
 """ReLU forward and backward.  The backward rules are one table,
-``tinygrad_explain.engine.RELU_MASKS``: rule name -> (mask_x, mask_g), read as
+``tinygrad_explain.core.engine.RELU_MASKS``: rule name -> (mask_x, mask_g), read as
 
     dx = g * [x > 0 if mask_x] * [g > 0 if mask_g]        (g = dL/dy)
 

@@ -46,7 +46,7 @@ CAPTUM = {"saliency": "Saliency", "guided": "GuidedBackprop", "smoothgrad": "Noi
 def te_functions(n):
     """{method: a call on n sample scenes} with the tinygrad_explain importable here."""
     import tinygrad_explain as te
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     from tinygrad_explain.explain import metrics as M
     te.set_num_threads(1)
     model = te.load_model()
@@ -70,9 +70,9 @@ def captum_functions(n):
     from captum.attr import GuidedBackprop, GuidedGradCam, LayerGradCam, NoiseTunnel, Occlusion, Saliency
 
     import tinygrad_explain as te
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     from tinygrad_explain.explain.attribution import default_cam_layer
-    from tinygrad_explain.torch_reference import from_network
+    from tinygrad_explain.testing.torch_reference import from_network
     torch.set_num_threads(1)
     model = te.load_model()
     net = from_network(model)
@@ -218,7 +218,7 @@ def main(argv=None):
               f"{fmt(c / a if c else None)} |")
     if args.json:
         sys.path.insert(0, str(ROOT))
-        from tinygrad_explain.safe_io import write_text
+        from tinygrad_explain.core.safe_io import write_text
         write_text(args.json, json.dumps({"images": n, "repeats": args.repeats, "before": args.before,
                                           "rows": rows}, indent=1))
     return 0

@@ -150,7 +150,7 @@ def torch_twin(te_model):
     if hasattr(te_model, "torch_source"):
         import copy
         return copy.deepcopy(te_model.torch_source)
-    from tinygrad_explain.torch_reference import from_network
+    from tinygrad_explain.testing.torch_reference import from_network
     return from_network(te_model)
 
 
@@ -400,9 +400,9 @@ def _torch_start(model, n, recipe, init_std, seed):
     and Adam at the recipe's lr (in B)."""
     import torch
 
+    from tinygrad_explain.data.image import data_scale
     from tinygrad_explain.explain import transforms as T
     from tinygrad_explain.explain.visualize import natural_colour
-    from tinygrad_explain.image import data_scale
     C, H, W = model.input_shape
     B = data_scale(model)
     colour = natural_colour(model)
@@ -432,9 +432,9 @@ def torch_class_model(seq, model, targets, steps, seed=0):
     colour, jitter / scale / rotation, Adam, l2, clipping) written in torch; seconds per step."""
     import torch
 
+    from tinygrad_explain.data.image import pixel_bounds
     from tinygrad_explain.explain import transforms as T
     from tinygrad_explain.explain.visualize import CLASS_MODEL_RECIPES
-    from tinygrad_explain.image import pixel_bounds
     r = CLASS_MODEL_RECIPES["natural"]
     C, H, W = model.input_shape
     n = len(targets)
@@ -499,9 +499,9 @@ def run_loops(args):
     ``seconds``) against the same loop written in torch, alternately: a class-model step
     at batch 10 (one image per class) and an fc7 inversion step at batch 5 (five starts)."""
     import tinygrad_explain as te
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     from tinygrad_explain.explain.inversion import feature_code
-    from tinygrad_explain.torch_reference import from_network
+    from tinygrad_explain.testing.torch_reference import from_network
     model = te.load_model()
     seq = from_network(model)
     for prm in seq.parameters():
@@ -693,7 +693,7 @@ def run_startup(threads, repeats=3):
 
 def run_train_step(repeats):
     import tinygrad_explain as te
-    from tinygrad_explain import optim
+    from tinygrad_explain.training import optim
     te.manual_seed(0)
     model = te.models.scene_alexnet().requires_grad_(True).train()
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -713,7 +713,7 @@ def main():
     # Measure as a user's machine would run: without this machine's OpenBLAS
     # kernel pins, unless --keep-blas-env.
     sys.path.insert(0, os.path.dirname(HERE))
-    from tinygrad_explain.device import rerun_without_blas_pins
+    from tinygrad_explain.core.device import rerun_without_blas_pins
     rerun_without_blas_pins()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=list(ALEXNETS), choices=VARIANTS,

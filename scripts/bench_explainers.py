@@ -75,8 +75,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import tinygrad_explain as te
-    from tinygrad_explain import scenes
     from tinygrad_explain.apps import figures
+    from tinygrad_explain.data import scenes
     from tinygrad_explain.explain import benchmark as B
     te.set_num_threads(args.threads)
     try:
@@ -156,7 +156,7 @@ def main(argv=None):
               "rows": rows, "rows_hard": rows_hard,
               "versus_centre": versus}
     if args.json:
-        from tinygrad_explain.safe_io import atomic_write
+        from tinygrad_explain.core.safe_io import atomic_write
         with atomic_write(args.json, mode="w") as f:
             json.dump(report, f, indent=1)
         print(f"wrote {args.json}")

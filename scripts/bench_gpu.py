@@ -65,7 +65,7 @@ def setups(variant, batch):
     import torch
 
     import tinygrad_explain as te
-    from tinygrad_explain.torch_reference import build
+    from tinygrad_explain.testing.torch_reference import build
     te.manual_seed(0)
     model = te.models.alexnet(variant)
     tm = build(variant, model.state_dict()).cuda()
@@ -109,8 +109,8 @@ def class_model_pair(model, tm, steps, lr=0.01, l2=1e-3, target=3):
     import torch
 
     import tinygrad_explain as te
+    from tinygrad_explain.data.image import data_scale
     from tinygrad_explain.explain.visualize import CLASS_MODEL_DEFAULTS
-    from tinygrad_explain.image import data_scale
     noise = CLASS_MODEL_DEFAULTS.get("init_noise", 0.0) * data_scale(model)
 
     def te_run():
@@ -201,7 +201,7 @@ def main():
     if args.repeats < 5 or args.class_repeats < 5:
         ap.error("--repeats and --class-repeats must be at least 5")
 
-    from tinygrad_explain import device
+    from tinygrad_explain.core import device
     ok, why = device.gpu_available()
     if not ok:
         print(f"bench_gpu: no GPU ({why})")
@@ -262,7 +262,7 @@ def main():
         except Exception as e:                      # noqa: BLE001 - keep the table above
             print(f"class model: failed ({e.__class__.__name__}: {e})")
     if args.json:
-        from tinygrad_explain.safe_io import atomic_write
+        from tinygrad_explain.core.safe_io import atomic_write
         with atomic_write(args.json, mode="w") as f:
             json.dump(results, f, indent=1)
     return 0

@@ -36,7 +36,8 @@ sys.path.insert(0, root)
 import numpy as np
 import tinygrad_explain as te
 from tinygrad_explain import kernels as K
-from tinygrad_explain import optim, parallel, scenes, train
+from tinygrad_explain.training import optim, parallel, train
+from tinygrad_explain.data import scenes
 from pathlib import Path
 kdir = Path(K.__file__).resolve().parent
 if Path(root).resolve() not in kdir.parents:

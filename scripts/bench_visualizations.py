@@ -48,9 +48,9 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 import tinygrad_explain as te  # noqa: E402
-from tinygrad_explain import scenes  # noqa: E402
+from tinygrad_explain.core.safe_io import atomic_write, write_text  # noqa: E402
+from tinygrad_explain.data import scenes  # noqa: E402
 from tinygrad_explain.explain import quality as q  # noqa: E402
-from tinygrad_explain.safe_io import atomic_write, write_text  # noqa: E402
 
 RECIPES = ("simonyan2014", "mahendran2015", "natural", "decoder", "exemplar")
 LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")

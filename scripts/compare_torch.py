@@ -2,7 +2,7 @@
 """Compare this engine with PyTorch (and Captum) on both AlexNet variants.
 
 Random weights are copied into an independent PyTorch model
-(``tinygrad_explain.torch_reference``); for a batch of random inputs it
+(``tinygrad_explain.testing.torch_reference``); for a batch of random inputs it
 prints the largest error relative to the largest magnitude of
     the class scores,
     the input gradient dS_c/dx (PyTorch autograd),
@@ -34,7 +34,7 @@ def main():
     except ImportError as e:
         raise SystemExit(f"needs torch and captum (pip install -e .[reference]): {e}")
     import tinygrad_explain as te
-    from tinygrad_explain.torch_reference import build
+    from tinygrad_explain.testing.torch_reference import build
     warnings.filterwarnings("ignore", module="captum")
     print(f"{'variant':<12} {'scores':>9} {'backprop':>9} {'guided':>9} {'deconvnet':>9}   "
           "(max |te - torch| / max |torch|)")

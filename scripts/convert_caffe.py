@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 
 
 def main(argv=None):
-    from tinygrad_explain.convert import cli
+    from tinygrad_explain.modelfiles.convert import cli
     return cli("caffe", __doc__, argv)
 
 

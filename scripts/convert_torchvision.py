@@ -4,7 +4,7 @@
     python scripts/convert_torchvision.py alexnet-owt-7be5be79.pth weights/alexnet_torchvision.h5
 
 The .pth is read without torch and without unpickling arbitrary objects
-(see tinygrad_explain/torch_checkpoint.py).  Expected problems -- a missing,
+(see tinygrad_explain/modelfiles/torch_checkpoint.py).  Expected problems -- a missing,
 truncated, unsafe or non-AlexNet file -- print one line and exit with code 2.
 """
 import sys
@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 
 
 def main(argv=None):
-    from tinygrad_explain.convert import cli
+    from tinygrad_explain.modelfiles.convert import cli
     return cli("torchvision", __doc__, argv)
 
 

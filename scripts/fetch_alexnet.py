@@ -84,7 +84,7 @@ def download(url: str, dest: Path, timeout: float = 15.0, expected_sha256: str =
     """
     from tqdm import tqdm
 
-    from tinygrad_explain.safe_io import atomic_write
+    from tinygrad_explain.core.safe_io import atomic_write
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     resp = _open_url(url, timeout)
@@ -158,7 +158,7 @@ def main(argv=None):
             download(args.url, pth, timeout=args.timeout, expected_sha256=args.sha256,
                      progress=not args.no_progress)
             downloaded = True
-        from tinygrad_explain.convert import convert_torchvision
+        from tinygrad_explain.modelfiles.convert import convert_torchvision
         try:
             model = convert_torchvision(pth, out)
         except (ValueError, KeyError, OSError) as e:

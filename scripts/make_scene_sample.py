@@ -31,8 +31,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from tinygrad_explain.data.scenes import SAMPLE_PATH, generate  # noqa: E402
 from tinygrad_explain.explain.exemplar import BANK_PATH  # noqa: E402
-from tinygrad_explain.scenes import SAMPLE_PATH, generate  # noqa: E402
 
 
 def main(argv=None):
@@ -51,7 +51,7 @@ def main(argv=None):
     if args.bank:
         d = {k: d[k] for k in ("images", "labels", "indices", "seed")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from tinygrad_explain.safe_io import atomic_write
+    from tinygrad_explain.core.safe_io import atomic_write
     with atomic_write(args.out) as f:
         np.savez_compressed(f, **d)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB, {args.n} {split}-split scenes, "

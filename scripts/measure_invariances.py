@@ -22,9 +22,9 @@ import argparse
 import numpy as np
 
 import tinygrad_explain as te
-from tinygrad_explain import image as te_image
-from tinygrad_explain import scenes
-from tinygrad_explain.engine import Tensor, no_grad
+from tinygrad_explain.core.engine import Tensor, no_grad
+from tinygrad_explain.data import image as te_image
+from tinygrad_explain.data import scenes
 from tinygrad_explain.explain.inversion import FIGURE_LAYERS
 
 

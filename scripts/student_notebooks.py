@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import nbformat
 
-    from tinygrad_explain.safe_io import atomic_write
+    from tinygrad_explain.core.safe_io import atomic_write
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     out = args.out.resolve()
     if any(p.resolve().parent == out for p in paths):

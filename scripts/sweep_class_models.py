@@ -95,7 +95,7 @@ def main(argv=None) -> int:
                 Path(args.pictures).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(np.concatenate(v.display, 1)).save(Path(args.pictures) / f"{name}_seed{seed}.png")
     if args.json:
-        from tinygrad_explain.safe_io import write_text
+        from tinygrad_explain.core.safe_io import write_text
         write_text(args.json, json.dumps(rows, indent=1))
     return 0
 

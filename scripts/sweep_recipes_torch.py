@@ -92,14 +92,14 @@ CONFIGS = [
 # ---------------------------------------------------------------- rendering
 def _render(task):
     split, seed, a, b = task
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     return split, seed, a, scenes.render_images(split, seed, a, b)
 
 
 def render():
     from multiprocessing import Pool
 
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     SCRATCH.mkdir(parents=True, exist_ok=True)
     jobs = [("test", 0, NTEST)] + [("train", s, NTRAIN) for s in range(NSEEDS)]
     mm = {}
@@ -151,7 +151,7 @@ def build(cfg):
 def train(cfg):
     import torch
 
-    from tinygrad_explain.optim import cosine_lr  # the schedule train_embedded.py uses
+    from tinygrad_explain.training.optim import cosine_lr  # the schedule train_embedded.py uses
     torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = False

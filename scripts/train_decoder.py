@@ -61,12 +61,12 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 import tinygrad_explain as te  # noqa: E402
-from tinygrad_explain import scenes  # noqa: E402
-from tinygrad_explain.engine import Tensor, no_grad  # noqa: E402
+from tinygrad_explain.core.architecture import from_architecture  # noqa: E402
+from tinygrad_explain.core.engine import Tensor, no_grad  # noqa: E402
+from tinygrad_explain.data import scenes  # noqa: E402
+from tinygrad_explain.data.image import to_model  # noqa: E402
 from tinygrad_explain.explain import decoder as dec  # noqa: E402
-from tinygrad_explain.image import to_model  # noqa: E402
-from tinygrad_explain.modelfile import save_model  # noqa: E402
-from tinygrad_explain.models import from_architecture  # noqa: E402
+from tinygrad_explain.modelfiles.modelfile import save_model  # noqa: E402
 
 LAMBDAS = (0.01, 0.1, 1.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 

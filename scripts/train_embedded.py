@@ -43,9 +43,10 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 import tinygrad_explain as te  # noqa: E402
-from tinygrad_explain import checkpoint, image, optim, parallel, scenes, train  # noqa: E402
-from tinygrad_explain.fashion_mnist import CLASS_NAMES  # noqa: E402
-from tinygrad_explain.modelfile import DEFAULT_WEIGHTS  # noqa: E402
+from tinygrad_explain.data import image, scenes  # noqa: E402
+from tinygrad_explain.data.fashion_mnist import CLASS_NAMES  # noqa: E402
+from tinygrad_explain.modelfiles.modelfile import DEFAULT_WEIGHTS  # noqa: E402
+from tinygrad_explain.training import checkpoint, optim, parallel, train  # noqa: E402
 
 
 def load_split(split, n, cache_dir, seed=0, progress=True, parallel=None):
@@ -70,7 +71,7 @@ def load_split(split, n, cache_dir, seed=0, progress=True, parallel=None):
     if cache_dir:
         p.mkdir(parents=True, exist_ok=True)
         if n is None:
-            from tinygrad_explain.safe_io import atomic_write
+            from tinygrad_explain.core.safe_io import atomic_write
             for path, arr in ((fi, d["images"]), (fl, d["labels"])):
                 with atomic_write(path) as f:
                     np.save(f, arr)

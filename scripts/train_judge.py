@@ -74,8 +74,8 @@ import torch.nn as tnn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import tinygrad_explain as te  # noqa: E402
-from tinygrad_explain import scenes  # noqa: E402
-from tinygrad_explain.fashion_mnist import CLASS_NAMES  # noqa: E402
+from tinygrad_explain.data import scenes  # noqa: E402
+from tinygrad_explain.data.fashion_mnist import CLASS_NAMES  # noqa: E402
 
 OUT = ROOT / "weights" / "judge_vgg.h5"
 WIDTHS = ((16,), (32, 32), (64, 64), (128, 128))

@@ -51,9 +51,10 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 import tinygrad_explain as te  # noqa: E402
-from tinygrad_explain import optim, parallel, scenes, train  # noqa: E402
-from tinygrad_explain.fashion_mnist import CLASS_NAMES  # noqa: E402
-from tinygrad_explain.modelfile import DEFAULT_WEIGHTS, MODEL_NAMES  # noqa: E402
+from tinygrad_explain.data import scenes  # noqa: E402
+from tinygrad_explain.data.fashion_mnist import CLASS_NAMES  # noqa: E402
+from tinygrad_explain.modelfiles.modelfile import DEFAULT_WEIGHTS, MODEL_NAMES  # noqa: E402
+from tinygrad_explain.training import optim, parallel, train  # noqa: E402
 
 
 def permuted_labels(labels, seed):

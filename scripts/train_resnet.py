@@ -58,9 +58,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from tinygrad_explain import image, scenes  # noqa: E402
-from tinygrad_explain.fashion_mnist import CLASS_NAMES  # noqa: E402
-from tinygrad_explain.safe_io import atomic_write, write_text  # noqa: E402
+from tinygrad_explain.core.safe_io import atomic_write, write_text  # noqa: E402
+from tinygrad_explain.data import image, scenes  # noqa: E402
+from tinygrad_explain.data.fashion_mnist import CLASS_NAMES  # noqa: E402
 
 WIDTHS = (48, 96, 192)
 STEM = 24
@@ -178,7 +178,7 @@ def convert(onnx_path, out):
     names and preprocessing that :func:`export_onnx` stored in the file's metadata."""
     import onnx
 
-    from tinygrad_explain.onnx_import import convert_onnx
+    from tinygrad_explain.modelfiles.onnx_import import convert_onnx
     meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
     return convert_onnx(onnx_path, out, class_names=json.loads(meta["class_names"]), mean=json.loads(meta["mean"]),
                         std=json.loads(meta["std"]), pixel_scale=float(meta["pixel_scale"]),

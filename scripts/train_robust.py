@@ -13,7 +13,7 @@ adversarial attacks"):
 * start: the embedded model (weights/fashion_scenes_alexnet.h5), whose
   architecture is ``te.models.scene_alexnet()`` and whose preprocessing
   (mean/std) the twin keeps, so both see the same input;
-* attack (``tinygrad_explain.adversarial.pgd``): L2 PGD on pixels scaled to
+* attack (``tinygrad_explain.training.adversarial.pgd``): L2 PGD on pixels scaled to
   [0, 1] (the gradient goes through ``image.to_model``, the one pixel <->
   model-space path), radius ``--eps`` 0.5 (an image change of Euclidean length
   0.5: e.g. 0.5/sqrt(64*64*3) = 1.15 grey levels of 255 on every one of the
@@ -75,9 +75,10 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 import tinygrad_explain as te  # noqa: E402
-from tinygrad_explain import adversarial, checkpoint, optim, parallel, scenes, train  # noqa: E402
-from tinygrad_explain.fashion_mnist import CLASS_NAMES  # noqa: E402
-from tinygrad_explain.modelfile import DEFAULT_WEIGHTS, MODEL_NAMES  # noqa: E402
+from tinygrad_explain.data import scenes  # noqa: E402
+from tinygrad_explain.data.fashion_mnist import CLASS_NAMES  # noqa: E402
+from tinygrad_explain.modelfiles.modelfile import DEFAULT_WEIGHTS, MODEL_NAMES  # noqa: E402
+from tinygrad_explain.training import adversarial, checkpoint, optim, parallel, train  # noqa: E402
 
 
 def robust_correct(model_path, images, labels, eps, norm, steps, seed):

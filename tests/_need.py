@@ -44,7 +44,7 @@ def module(name: str):
 def have_fashion_mnist() -> bool:
     """Whether Debian's Fashion-MNIST (or TGE_FASHION_MNIST) can be read."""
     try:
-        from tinygrad_explain.fashion_mnist import load_fashion_mnist
+        from tinygrad_explain.data.fashion_mnist import load_fashion_mnist
         load_fashion_mnist("test")
         return True
     except (FileNotFoundError, ValueError):

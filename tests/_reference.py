@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import nn
+from tinygrad_explain.core import nn
 
 
 def rng(seed=0):
@@ -138,11 +138,11 @@ def kink_margin(model, x):
 # PyTorch reference AlexNets (same module order as te.models.alexnet)
 # --------------------------------------------------------------------------
 def torch_alexnet(variant, num_classes=1000):
-    """The package's independent PyTorch AlexNet (tinygrad_explain.torch_reference):
+    """The package's independent PyTorch AlexNet (tinygrad_explain.testing.torch_reference):
     module ``i`` of the Sequential is te layer ``i``, so ``seq[:i + 1]`` is a prefix net."""
     import torch.nn as tnn
 
-    from tinygrad_explain.torch_reference import layers
+    from tinygrad_explain.testing.torch_reference import layers
     return tnn.Sequential(*layers(variant, num_classes)).eval()
 
 

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain.apps import _APP_ALIASES
+from tinygrad_explain._aliases import ALIASES
+
+_APP_ALIASES = {f"tinygrad_explain.{old}": f"tinygrad_explain.{new}" for old, new in ALIASES.items()
+                if new.startswith("apps.")}
 
 PACKAGE = Path(te.__file__).resolve().parent
 

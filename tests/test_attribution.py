@@ -7,7 +7,7 @@ import pytest
 from _reference import tiny_network
 
 import tinygrad_explain as te
-from tinygrad_explain import nn
+from tinygrad_explain.core import nn
 from tinygrad_explain.explain import attribution as A
 
 pytestmark = pytest.mark.usefixtures("one_thread")

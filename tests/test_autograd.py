@@ -5,8 +5,8 @@ import pytest
 from _reference import rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
 
 import tinygrad_explain as te
-from tinygrad_explain import engine, ops
 from tinygrad_explain import kernels as K
+from tinygrad_explain.core import engine, ops
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 

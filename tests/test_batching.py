@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import scenes
-from tinygrad_explain.engine import no_grad
+from tinygrad_explain.core.engine import no_grad
+from tinygrad_explain.data import scenes
 from tinygrad_explain.explain import attribution as A
 from tinygrad_explain.explain import metrics as M
 from tinygrad_explain.explain.gradients import batches, default_batch_size

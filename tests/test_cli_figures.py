@@ -18,8 +18,8 @@ from tinygrad_explain.apps import cli, figures
 from tinygrad_explain.apps import draw as D
 from tinygrad_explain.apps.cli import explain as cli_explain
 from tinygrad_explain.apps.figures import recipes
+from tinygrad_explain.data.fashion_mnist import CLASS_NAMES
 from tinygrad_explain.explain import methods
-from tinygrad_explain.fashion_mnist import CLASS_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,7 +35,7 @@ def model_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scene_png(tmp_path_factory):
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     img = scenes.load_sample()["images"][3]
     d = tmp_path_factory.mktemp("img")
     Image.fromarray(img).save(d / "scene.png")

@@ -18,16 +18,20 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import caffemodel as cm
-from tinygrad_explain.convert import (
+from tinygrad_explain.data.imagenet import CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN, TORCHVISION_STD
+from tinygrad_explain.modelfiles import caffemodel as cm
+from tinygrad_explain.modelfiles.convert import (
     ConversionError,
     caffe_to_state_dict,
     convert_caffe,
     convert_torchvision,
     torchvision_to_state_dict,
 )
-from tinygrad_explain.imagenet import CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN, TORCHVISION_STD
-from tinygrad_explain.torch_checkpoint import UnsafeCheckpointError, load_torch_checkpoint, load_torch_state_dict
+from tinygrad_explain.modelfiles.torch_checkpoint import (
+    UnsafeCheckpointError,
+    load_torch_checkpoint,
+    load_torch_state_dict,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import gzip
 import numpy as np
 import pytest
 
-from tinygrad_explain import fashion_mnist as fm
-from tinygrad_explain import scenes as sc
+from tinygrad_explain.data import fashion_mnist as fm
+from tinygrad_explain.data import scenes as sc
 
 LUMA = np.array([0.299, 0.587, 0.114])
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import scenes
+from tinygrad_explain.data import scenes
 from tinygrad_explain.explain import benchmark as B
 from tinygrad_explain.explain import dataset as D
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import nn
+from tinygrad_explain.core import nn
+from tinygrad_explain.core.architecture import from_architecture
 from tinygrad_explain.explain import ExplainError
 from tinygrad_explain.explain import decoder as dec
-from tinygrad_explain.modelfile import ModelFileError, load_model, save_model
-from tinygrad_explain.models import from_architecture
-from tinygrad_explain.train import he_init
+from tinygrad_explain.modelfiles.modelfile import ModelFileError, load_model, save_model
+from tinygrad_explain.training.train import he_init
 
 
 def small_decoder(code_shape=(6,), image_shape=(3, 4, 4), factor=2):
@@ -40,7 +40,7 @@ def test_decoder_matches_torch_float64():
     """A whole decoder (linear, unflatten, nearest upsampling, then a convolution) against PyTorch in float64:
     the output and the gradient of a weighted sum with respect to the code."""
     torch = need.module("torch")
-    from tinygrad_explain.torch_reference import from_network
+    from tinygrad_explain.testing.torch_reference import from_network
     arch = dec.decoder_architecture((6,), (3, 4, 4), 2) + [
         dict(name="conv", type="conv", in_channels=3, out_channels=2, kernel_size=3, padding=1)]
     d = from_architecture(arch, (6, 1, 1))
@@ -109,7 +109,7 @@ def test_decoder_start_is_the_decoders_image(model):
     """With zero steps and no random start, the "decoder" recipe returns D(phi0) (up to the
     float32 rounding of the Fourier parameterisation's round trip); the fc7 decoder's picture
     of a held-out boot correlates with the boot."""
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     from tinygrad_explain.explain import quality as q
     sample = scenes.load_sample()
     i = int(np.flatnonzero(sample["labels"] == 9)[0])
@@ -123,7 +123,7 @@ def test_decoder_start_is_the_decoders_image(model):
 
 def test_invert_layers_uses_decoders_where_shipped(model):
     """Rows of layers with a decoder start at D(code), the others at the natural recipe's start."""
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     sample = scenes.load_sample()
     x = te.image.load(sample["images"][0], model)
     a = te.explain.invert_layers(model, x, ["conv3", "fc7"], recipe="decoder", steps=0, progress=False)
@@ -133,7 +133,7 @@ def test_invert_layers_uses_decoders_where_shipped(model):
 
 
 def test_decoder_recipe_lowers_the_objective(model):
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     sample = scenes.load_sample()
     x = te.image.load(sample["images"][3], model)
     inv = te.explain.invert(model, x, "pool5", inits=2, recipe="decoder", steps=20, progress=False)

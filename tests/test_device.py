@@ -22,7 +22,7 @@ import pytest
 from _reference import serial_kernels  # noqa: F401 (fixture)
 
 import tinygrad_explain as te
-from tinygrad_explain import device, nn
+from tinygrad_explain.core import device, nn
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 HERE = Path(__file__).resolve().parent

@@ -9,8 +9,8 @@ import pytest
 from _reference import edit, rng, serial_kernels, tiny_network  # noqa: F401 (fixture)
 
 import tinygrad_explain as te
-from tinygrad_explain import nn
-from tinygrad_explain.models import Network, alexnet
+from tinygrad_explain.core import nn
+from tinygrad_explain.core.models import Network, alexnet
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
@@ -469,7 +469,7 @@ def test_thread_count_is_capped_to_the_cores():
     import numba
     from threadpoolctl import threadpool_info
 
-    from tinygrad_explain.device import set_num_threads, usable_cores
+    from tinygrad_explain.core.device import set_num_threads, usable_cores
     prev, blas = numba.get_num_threads(), [i["num_threads"] for i in threadpool_info()]
     note = io.StringIO()
     try:

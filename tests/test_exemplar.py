@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import scenes
+from tinygrad_explain.data import scenes
 from tinygrad_explain.explain import ExplainError
 from tinygrad_explain.explain import exemplar as ex
 
@@ -50,7 +50,7 @@ def test_shipped_bank_is_training_scenes(sample):
 
 def _have_fashion_mnist():
     try:
-        from tinygrad_explain.fashion_mnist import load_fashion_mnist
+        from tinygrad_explain.data.fashion_mnist import load_fashion_mnist
         load_fashion_mnist("test")
         return True
     except Exception:
@@ -63,7 +63,7 @@ def test_bank_is_the_training_split_and_shares_no_item_with_the_test_split():
     this machine 2 of 2,000 differ from the shipped file by 1 in 3 pixels, OpenCV rounding), and no
     bank item (the 28x28 Fashion-MNIST garment inside the scene) is an item of the test split,
     under any background."""
-    from tinygrad_explain.fashion_mnist import load_fashion_mnist
+    from tinygrad_explain.data.fashion_mnist import load_fashion_mnist
     b = ex.load_bank()
     again = scenes.render_images("train", int(b["seed"]), 0, len(b["images"]))
     diff = np.abs(again.astype(np.int16) - b["images"].astype(np.int16))
@@ -120,13 +120,12 @@ def test_decoder_reranks_the_nearest_candidates(model, sample, small_bank):
     the code distance's."""
     from tinygrad_explain.explain import quality as q
     from tinygrad_explain.explain.decoder import decode
-    from tinygrad_explain.explain.visualize import _display
     code = te.explain.feature_code(model, te.image.load(sample["images"][3], model), "fc7")
     plain, d2 = ex.nearest(model, "fc7", code, 4, candidates=4, bank=small_bank, rerank=False)
     assert np.all(np.diff(d2) >= 0)
     ranked, _ = ex.nearest(model, "fc7", code, 4, candidates=4, bank=small_bank)
     assert sorted(ranked.tolist()) == sorted(plain.tolist())
-    dpic = _display(model, decode(model, code, "fc7"))[0]
+    dpic = te.image.to_pictures(decode(model, code, "fc7"), model)[0]
     r = [q.reconstruction_correlation(small_bank["images"][i], dpic)["original"] for i in ranked]
     assert np.all(np.diff(r) <= 1e-9), r
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import nn
+from tinygrad_explain.core import nn
 from tinygrad_explain.explain import ExplainError, OptimizationError
 from tinygrad_explain.explain import regularizers as R
 
@@ -440,7 +440,7 @@ def test_grabcut_mask_finds_the_object():
 def test_grabcut_is_deterministic():
     """GrabCut's colour models start from k-means on OpenCV's global random generator:
     without seeding it, about one shipped scene in seven got another box on a second call."""
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     model = te.load_model()
     data = scenes.load_sample()
     x = np.concatenate([te.image.load(p, model) for p in data["images"][:24]])

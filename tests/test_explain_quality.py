@@ -14,9 +14,9 @@ import pytest
 from _heldout import HELD_OUT_SEED, held_out_scenes
 
 import tinygrad_explain as te
-from tinygrad_explain import scenes
+from tinygrad_explain.data import scenes
 from tinygrad_explain.explain import benchmark as B
-from tinygrad_explain.modelfile import DEFAULT_WEIGHTS
+from tinygrad_explain.modelfiles.modelfile import DEFAULT_WEIGHTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs(DEFAULT_WEIGHTS.exists(), f"{DEFAULT_WEIGHTS} is absent"),
               pytest.mark.usefixtures("one_thread")]

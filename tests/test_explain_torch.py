@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import nn
+from tinygrad_explain.core import nn
 
 torch = need.module("torch")
 captum_attr = need.module("captum.attr")

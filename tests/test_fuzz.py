@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st
 
 import tinygrad_explain as te  # noqa: E402
-from tinygrad_explain import caffemodel as cm  # noqa: E402
-from tinygrad_explain import image as te_image  # noqa: E402
-from tinygrad_explain import torch_checkpoint as tc  # noqa: E402
-from tinygrad_explain.convert import torchvision_to_state_dict  # noqa: E402
+from tinygrad_explain.data import image as te_image  # noqa: E402
+from tinygrad_explain.modelfiles import caffemodel as cm  # noqa: E402
+from tinygrad_explain.modelfiles import torch_checkpoint as tc  # noqa: E402
+from tinygrad_explain.modelfiles.convert import torchvision_to_state_dict  # noqa: E402
 
 h5py = need.module("h5py")
 
@@ -301,9 +301,10 @@ NPZ_DTYPES = ["|u1", "<f4", ">f8", "<i8", "|b1", "<U8", "|O", "<c16", "|V4", "<M
 
 
 def _npz_loaders():
-    from tinygrad_explain import checkpoint, optim, scenes
+    from tinygrad_explain.core.safe_io import load_npz
+    from tinygrad_explain.data import scenes
     from tinygrad_explain.explain import benchmark, exemplar
-    from tinygrad_explain.safe_io import load_npz
+    from tinygrad_explain.training import checkpoint, optim
     model = tiny_network(dropout=False)
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return {"checkpoint": lambda p: checkpoint.load_checkpoint(p, model, opt), "bank": exemplar.load_bank,
@@ -360,7 +361,7 @@ def test_fuzz_npz_contents(workdir, members, version):
 @pytest.fixture(scope="module")
 def good_npz_files(workdir):
     """A real checkpoint of the tiny network and a real (small) bank, to flip bytes in."""
-    from tinygrad_explain import checkpoint, optim
+    from tinygrad_explain.training import checkpoint, optim
     model = tiny_network(dropout=False)
     ck = checkpoint.save_checkpoint(workdir / "good_ck.npz", model, optim.SGD(model.parameters(), lr=0.1,
                                                                                momentum=0.9), 1)
@@ -388,7 +389,7 @@ def test_fuzz_npz_bytes(workdir, good_npz_files, which, flips, cut):
 
 
 # --------------------------------------------------------------------------
-# ONNX files (tinygrad_explain/onnx_import.py)
+# ONNX files (tinygrad_explain/modelfiles/onnx_import.py)
 # --------------------------------------------------------------------------
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

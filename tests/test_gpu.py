@@ -18,7 +18,7 @@ stays green.  What runs on a GPU machine:
 import numpy as np
 import pytest
 
-from tinygrad_explain import device
+from tinygrad_explain.core import device
 
 cp = pytest.importorskip("cupy")
 _OK, _WHY = device.gpu_available()
@@ -29,7 +29,7 @@ from _reference import away_from_zero, distinct, forward_difference, rng  # noqa
 
 import tinygrad_explain as te  # noqa: E402
 from tinygrad_explain import kernels as K  # noqa: E402
-from tinygrad_explain import ops  # noqa: E402
+from tinygrad_explain.core import ops  # noqa: E402
 from tinygrad_explain.kernels import gpu as G  # noqa: E402
 
 TOL = 1e-4
@@ -565,7 +565,7 @@ def test_alexnet_training_step(alexnets):
 # device plumbing and explainers
 # --------------------------------------------------------------------------
 def _tiny():
-    from tinygrad_explain import nn
+    from tinygrad_explain.core import nn
     te.manual_seed(3)
     return te.Network([("conv1", nn.Conv2d(3, 8, 3, 1, 1)), ("relu1", nn.ReLU()),
                        ("norm1", nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)), ("pool1", nn.MaxPool2d(3, 2)),

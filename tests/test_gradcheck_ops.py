@@ -22,14 +22,14 @@ from _reference import (  # noqa: F401
 
 import tinygrad_explain as te
 from tinygrad_explain import kernels as K
-from tinygrad_explain import naive, ops
+from tinygrad_explain.core import naive, ops
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 
 
 # --------------------------------------------------------------------------
 # the naive NumPy references for the forward passes live in the package
-# (tinygrad_explain/naive.py, forward and backward); tests/test_naive.py
+# (tinygrad_explain/core/naive.py, forward and backward); tests/test_naive.py
 # checks their backward against the fast kernels
 # --------------------------------------------------------------------------
 conv_ref = naive.conv2d_forward

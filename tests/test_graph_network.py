@@ -1,4 +1,4 @@
-"""Graph networks (tinygrad_explain.graph): named nodes with several inputs.
+"""Graph networks (tinygrad_explain.core.graph): named nodes with several inputs.
 
 A small residual network is checked against the same network written in
 PyTorch (float64: scores, input gradients under the three ReLU rules, the
@@ -15,9 +15,9 @@ import pytest
 from _reference import tiny_network
 
 import tinygrad_explain as te
-from tinygrad_explain import nn
-from tinygrad_explain.graph import INPUT, Add, GraphNetwork
-from tinygrad_explain.modelfile import ModelFileError
+from tinygrad_explain.core import nn
+from tinygrad_explain.core.graph import INPUT, Add, GraphNetwork
+from tinygrad_explain.modelfiles.modelfile import ModelFileError
 
 torch = pytest.importorskip("torch")
 
@@ -388,7 +388,7 @@ def test_explorer_on_an_onnx_file(tmp_path):
 def test_receptive_field_follows_the_path_to_the_node():
     """On a graph only the nodes a node depends on count: the 3x3 branch beside a 5x5
     one does not widen the 5x5's field; through a merge, the field is the union of the inputs' fields."""
-    from tinygrad_explain.graph import Concat
+    from tinygrad_explain.core.graph import Concat
     te.manual_seed(0)
     g = GraphNetwork([("a", nn.Conv2d(3, 2, 3, 1, 1), INPUT), ("b", nn.Conv2d(3, 2, 5, 1, 2), INPUT),
                       ("cat", Concat(), ["a", "b"]), ("c", nn.Conv2d(4, 2, 3, 1, 1)), ("flat", nn.Flatten()),

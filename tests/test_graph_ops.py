@@ -14,7 +14,7 @@ import pytest
 from _reference import away_from_zero, distinct, rng, serial_kernels  # noqa: F401
 
 import tinygrad_explain as te
-from tinygrad_explain import naive, nn, ops
+from tinygrad_explain.core import naive, nn, ops
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

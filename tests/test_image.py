@@ -6,12 +6,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinygrad_explain import image
-from tinygrad_explain.imagenet import CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN, TORCHVISION_STD, class_name
+from tinygrad_explain.data import image
+from tinygrad_explain.data.imagenet import (
+    CAFFE_MEAN_BGR,
+    IMAGENET_CLASSES,
+    TORCHVISION_MEAN,
+    TORCHVISION_STD,
+    class_name,
+)
 
 
 def stand_in(input_shape=(3, 224, 224), **pre):
-    """Only .input_shape and .preprocessing are used by tinygrad_explain.image."""
+    """Only .input_shape and .preprocessing are used by tinygrad_explain.data.image."""
     return SimpleNamespace(input_shape=input_shape, preprocessing=pre)
 
 

@@ -14,8 +14,9 @@ from _reference import one_and_all_threads, rng, serial_kernels  # noqa: F401 (f
 
 import tinygrad_explain as te
 from tinygrad_explain import kernels as K
-from tinygrad_explain import nn, ops, optim
+from tinygrad_explain.core import nn, ops
 from tinygrad_explain.kernels import _numba
+from tinygrad_explain.training import optim
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 

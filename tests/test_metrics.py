@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import nn
+from tinygrad_explain.core import nn
 from tinygrad_explain.explain import benchmark as B
 from tinygrad_explain.explain import metrics as M
 
@@ -132,7 +132,7 @@ def test_to_map_and_baselines():
 
 
 def test_benchmark_runs_every_method_on_a_small_model(tmp_path):
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     d = scenes.load_sample()
     te.manual_seed(0)
     m = te.models.scene_alexnet(width=(8, 16, 16, 16, 16), fc=32)

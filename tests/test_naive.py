@@ -1,4 +1,4 @@
-"""The naive reference ops (tinygrad_explain/naive.py) against the fast kernels:
+"""The naive reference ops (tinygrad_explain/core/naive.py) against the fast kernels:
 forward and backward, in float64, on small inputs with no max-pool ties and no
 ReLU kinks.  The fast forward is checked against the naive forward in
 test_gradcheck_ops.py; here each naive backward must equal the engine's
@@ -8,7 +8,7 @@ import pytest
 from _reference import away_from_zero, distinct, rng, serial_kernels  # noqa: F401
 
 import tinygrad_explain as te
-from tinygrad_explain import naive
+from tinygrad_explain.core import naive
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 

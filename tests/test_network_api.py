@@ -18,7 +18,7 @@ import pytest
 from _reference import serial_kernels, tiny_network  # noqa: F401
 
 import tinygrad_explain as te
-from tinygrad_explain import nn
+from tinygrad_explain.core import nn
 
 pytestmark = pytest.mark.usefixtures("serial_kernels")
 

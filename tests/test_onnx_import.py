@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain.graph import GraphNetwork
-from tinygrad_explain.onnx_import import OnnxImportError, load_onnx, module_path
+from tinygrad_explain.core.graph import GraphNetwork
+from tinygrad_explain.modelfiles.onnx_import import OnnxImportError, load_onnx, module_path
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -153,7 +153,7 @@ def test_unsupported_uses_of_supported_ops(tmp_path, node, message):
 
 
 def test_convert_onnx_stores_preprocessing_and_class_names(tmp_path):
-    from tinygrad_explain.onnx_import import cli
+    from tinygrad_explain.modelfiles.onnx_import import cli
     path, _ = tiny_onnx(tmp_path / "t.onnx")
     names = tmp_path / "names.txt"
     names.write_text("cat\ndog\nbird\n")
@@ -166,7 +166,7 @@ def test_convert_onnx_stores_preprocessing_and_class_names(tmp_path):
     np.testing.assert_array_equal(m(x).numpy(), load_onnx(path)(x).numpy())
 
 def test_convert_onnx_refuses_preprocessing_of_the_wrong_length(tmp_path, capsys):
-    from tinygrad_explain.onnx_import import cli
+    from tinygrad_explain.modelfiles.onnx_import import cli
     path, _ = tiny_onnx(tmp_path / "t.onnx")
     assert cli([str(path), str(tmp_path / "u.h5"), "--mean", "0.5"]) == 2
     err = capsys.readouterr().err

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain.onnx_import import load_onnx
+from tinygrad_explain.modelfiles.onnx_import import load_onnx
 
 torch = pytest.importorskip("torch")
 captum_attr = pytest.importorskip("captum.attr")

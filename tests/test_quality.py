@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import scenes
+from tinygrad_explain.data import scenes
 from tinygrad_explain.explain import quality as q
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from _reference import edit, tiny_network
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import image as te_image
+from tinygrad_explain.data import image as te_image
 
 h5py = need.module("h5py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,8 +253,8 @@ def test_good_file_still_loads(saved, model):
 # --------------------------------------------------------------------------
 from test_convert import write_pth  # noqa: E402  (the torch-free .pth writer)
 
-from tinygrad_explain import torch_checkpoint as tc  # noqa: E402
-from tinygrad_explain.convert import ConversionError, convert_caffe, convert_torchvision  # noqa: E402
+from tinygrad_explain.modelfiles import torch_checkpoint as tc  # noqa: E402
+from tinygrad_explain.modelfiles.convert import ConversionError, convert_caffe, convert_torchvision  # noqa: E402
 
 
 def test_stride_zero_tensor_refused(tmp_path):
@@ -323,7 +323,7 @@ def test_checkpoint_reader_refuses_fifo(tmp_path):
 
 
 def test_deeply_nested_caffemodel(tmp_path):
-    from tinygrad_explain import caffemodel as cm
+    from tinygrad_explain.modelfiles import caffemodel as cm
     depth = 200_000                                        # far past Python's recursion limit
     start, stop = cm._key(50, cm.SGROUP), cm._key(50, cm.EGROUP)
     p = tmp_path / "deep.caffemodel"
@@ -338,7 +338,7 @@ def test_deeply_nested_caffemodel(tmp_path):
 
 def test_caffemodel_blob_shape_overflow(tmp_path):
     """dims whose int64 product wraps to 0 must not pass as an empty blob."""
-    from tinygrad_explain import caffemodel as cm
+    from tinygrad_explain.modelfiles import caffemodel as cm
     data = cm.encode_caffemodel([("conv1", "Convolution", [np.zeros(0, np.float32)])])
     dims = cm._varint(1 << 32) * 2
     blob = cm._len_field(7, cm._len_field(1, dims))
@@ -453,7 +453,7 @@ def test_unicode_digit_targets(target):
 # --------------------------------------------------------------------------
 def _mlp(w1, w2, w3=None):
     """fc1 -> relu1 -> fc2 [-> relu2 -> fc3]: a vector network with chosen weights."""
-    from tinygrad_explain import nn
+    from tinygrad_explain.core import nn
     layers = [("fc1", nn.Linear(4, 4)), ("relu1", nn.ReLU()), ("fc2", nn.Linear(4, len(w2)))]
     if w3 is not None:
         layers += [("relu2", nn.ReLU()), ("fc3", nn.Linear(len(w2), len(w3)))]
@@ -530,9 +530,10 @@ def _npy_member(z, name, shape, dtype="<u1", data=b""):
 
 def _loaders():
     """(name, a function reading an .npz path, the error it must raise) for every loader."""
-    from tinygrad_explain import checkpoint, optim, scenes
+    from tinygrad_explain.core.safe_io import NpzError, load_npz
+    from tinygrad_explain.data import scenes
     from tinygrad_explain.explain import ExplainError, benchmark, exemplar
-    from tinygrad_explain.safe_io import NpzError, load_npz
+    from tinygrad_explain.training import checkpoint, optim
     model = tiny_network(dropout=False)
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return [("checkpoint", lambda p: checkpoint.load_checkpoint(p, model, opt), ValueError),
@@ -554,7 +555,7 @@ def test_npz_loaders_refuse_a_fifo_without_hanging(tmp_path):
         import sys
         sys.path.insert(0, {str(ROOT / 'tests')!r})
         from test_reliability import _loaders
-        from tinygrad_explain import checkpoint, optim
+        from tinygrad_explain.training import checkpoint, optim
         from _reference import tiny_network
         for name, load, err in _loaders():
             try:
@@ -604,7 +605,7 @@ def test_npz_bombs_are_refused_before_reading(tmp_path, monkeypatch):
 
 
 def _checkpoint_state(model, opt):
-    from tinygrad_explain import engine
+    from tinygrad_explain.core import engine
     return ({k: v.copy() for k, v in model.state_dict().items()}, opt.lr, opt.steps,
             [v.copy() for v in opt.velocity], json.dumps(model.preprocessing, default=list),
             json.dumps(engine.rng().bit_generator.state))
@@ -615,8 +616,8 @@ def test_a_bad_checkpoint_changes_nothing(tmp_path):
     so one that fails late (bad preprocessing, a bad generator) leaves the model's
     weights, the optimiser and the generator as they were; values are checked (lr > 0,
     0 <= momentum < 1, std > 0, finite weights), and errors name the file and the key."""
-    from tinygrad_explain import checkpoint, optim
-    from tinygrad_explain.checkpoint import CheckpointError
+    from tinygrad_explain.training import checkpoint, optim
+    from tinygrad_explain.training.checkpoint import CheckpointError
     src = tiny_network(seed=1, dropout=False)
     src_opt = optim.SGD(src.parameters(), lr=0.05, momentum=0.9)
     good = checkpoint.save_checkpoint(tmp_path / "good.npz", src, src_opt, 3, extra={"config": {"lr": 0.05,

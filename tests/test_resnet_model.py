@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import scenes
-from tinygrad_explain.fashion_mnist import CLASS_NAMES
-from tinygrad_explain.modelfile import MODEL_NAMES
+from tinygrad_explain.data import scenes
+from tinygrad_explain.data.fashion_mnist import CLASS_NAMES
+from tinygrad_explain.modelfiles.modelfile import MODEL_NAMES
 
 PATH = MODEL_NAMES["resnet"]
 #: measured when the file was made (docs/resnet.md): correct on the 500 shipped test scenes

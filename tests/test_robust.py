@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import adversarial, image, optim, scenes, train
-from tinygrad_explain.modelfile import MODEL_NAMES
+from tinygrad_explain.data import image, scenes
+from tinygrad_explain.modelfiles.modelfile import MODEL_NAMES
+from tinygrad_explain.training import adversarial, optim, train
 
 TINY = dict(width=(8, 8, 8, 8, 8), fc=16)
 #: the training attack of the shipped twin (scripts/train_robust.py defaults)
@@ -156,7 +157,7 @@ def test_twin_is_shipped_with_the_embedded_architecture(twin):
 
 
 def test_missing_twin_names_its_script(tmp_path, monkeypatch):
-    from tinygrad_explain import modelfile
+    from tinygrad_explain.modelfiles import modelfile
     monkeypatch.setitem(modelfile.MODEL_NAMES, "robust", tmp_path / "gone.h5")
     with pytest.raises(FileNotFoundError, match=r"gone.h5 does not exist \(made by scripts/train_robust.py\)"):
         te.load_model("robust")

@@ -1,4 +1,4 @@
-"""The one safe writer (tinygrad_explain/safe_io.py) and that every write uses it."""
+"""The one safe writer (tinygrad_explain/core/safe_io.py) and that every write uses it."""
 from __future__ import annotations
 
 import os
@@ -10,8 +10,8 @@ import pytest
 from _reference import tiny_network
 
 import tinygrad_explain as te
-from tinygrad_explain import safe_io
-from tinygrad_explain.safe_io import OutputPathError, atomic_write, check_output, write_text
+from tinygrad_explain.core import safe_io
+from tinygrad_explain.core.safe_io import OutputPathError, atomic_write, check_output, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def test_save_model_to_a_directory(tmp_path):
 
 
 def test_converter_refuses_its_input_as_output(tmp_path, capsys):
-    from tinygrad_explain.convert import cli
+    from tinygrad_explain.modelfiles.convert import cli
     pth = tmp_path / "a.pth"
     pth.write_bytes(b"PK\x03\x04 not really a checkpoint, but it must survive")
     before = pth.read_bytes()
@@ -125,7 +125,7 @@ def test_converter_refuses_its_input_as_output(tmp_path, capsys):
 
 def test_failed_conversion_leaves_no_temporary(tmp_path, monkeypatch):
     """A conversion that fails while writing (here: the disk 'fills up') leaves neither output nor temporary."""
-    from tinygrad_explain import convert, modelfile
+    from tinygrad_explain.modelfiles import convert, modelfile
     m = te.models.alexnet("caffe", num_classes=4)
     state = {k: v.copy() for k, v in m.state_dict().items()}
 
@@ -149,7 +149,7 @@ def test_failed_conversion_leaves_no_temporary(tmp_path, monkeypatch):
 _WRITE = re.compile(r"""\.write_(text|bytes)\(|open\([^)]*['"][wax]b?\+?['"]|np\.save(z|z_compressed)?\((?!\s*f\b)"""
                     r"""|h5py\.File\([^)]*['"][wax]-?['"]|\.save\((?!\s*f\b)[^)]*\.(png|jpg)"""
                     r"""|savefig\((?!\s*f\b)|nbformat\.write\(\w+,(?!\s*f\))""")
-_EXEMPT = {"tinygrad_explain/safe_io.py": "the helper itself",
+_EXEMPT = {"tinygrad_explain/core/safe_io.py": "the helper itself",
            "scripts/check_cuda_sources.py": "compile stubs in a fresh temporary folder",
            "scripts/bench_cpu.py": "writes /proc/self/clear_refs",
            "scripts/sweep_recipes_torch.py": "scratch arrays of a torch-only sweep in its own scratch folder"}

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import scenes
+from tinygrad_explain.data import scenes
 from tinygrad_explain.explain import sanity
-from tinygrad_explain.modelfile import MODEL_NAMES
+from tinygrad_explain.modelfiles.modelfile import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -222,7 +222,7 @@ def test_run_all_tests(model, sample):
 # --------------------------------------------------------------------------
 def _have_fashion_mnist():
     try:
-        from tinygrad_explain.fashion_mnist import load_fashion_mnist
+        from tinygrad_explain.data.fashion_mnist import load_fashion_mnist
         load_fashion_mnist("train")
         return True
     except Exception:
@@ -252,7 +252,7 @@ def test_twin_memorised_its_permuted_labels():
     data = scenes.generate("train", n=500, seed=0, progress=False)
     labels = trl.permuted_labels(data["labels"], 0)
     assert (labels != data["labels"]).mean() > 0.8
-    from tinygrad_explain import train
+    from tinygrad_explain.training import train
     assert train.evaluate(twin, data["images"], labels) >= 0.95
 
 

@@ -84,7 +84,7 @@ def test_engine_switches_are_per_thread():
     import threading
 
     import tinygrad_explain as te
-    from tinygrad_explain import engine
+    from tinygrad_explain.core import engine
     inside, release, seen = threading.Event(), threading.Event(), {}
 
     def other():
@@ -251,7 +251,7 @@ def test_fully_connected_small_products_on_one_blas_thread(monkeypatch, request)
     from threadpoolctl import threadpool_info, threadpool_limits
 
     import tinygrad_explain as te
-    from tinygrad_explain import nn
+    from tinygrad_explain.core import nn
     from tinygrad_explain.kernels import threads
     blas = lambda: {d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"}   # noqa: E731
     limits = threadpool_limits(2, user_api="blas")          # an earlier test may have left one thread

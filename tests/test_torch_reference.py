@@ -164,7 +164,7 @@ def test_full_size_parallel_kernels_equal_serial(pair):
 def test_from_network_twins_the_embedded_model():
     """torch_reference.from_network (the benchmark's torch twin of any Network): the
     embedded model's scores and input gradient, float64 on both sides."""
-    from tinygrad_explain.torch_reference import from_network
+    from tinygrad_explain.testing.torch_reference import from_network
     model = te.load_model()
     seq = from_network(model).double()
     x = np.random.default_rng(0).standard_normal((3,) + model.input_shape)

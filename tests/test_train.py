@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 import tinygrad_explain as te
-from tinygrad_explain import checkpoint, image, optim, parallel, scenes, train
-from tinygrad_explain.engine import Tensor
+from tinygrad_explain.core.engine import Tensor
+from tinygrad_explain.data import image, scenes
+from tinygrad_explain.training import checkpoint, optim, parallel, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(width=(8, 8, 8, 8, 8), fc=16)
@@ -345,7 +346,7 @@ def test_checkpoint_generator_name_is_checked(sample, tmp_path):
 
 def _have_fashion_mnist():
     try:
-        from tinygrad_explain.fashion_mnist import load_fashion_mnist
+        from tinygrad_explain.data.fashion_mnist import load_fashion_mnist
         load_fashion_mnist("test")
         return True
     except (FileNotFoundError, ValueError):
@@ -380,7 +381,7 @@ def test_script_resumes_after_interruption(tmp_path):
 # the shipped model
 # ----------------------------------------------------------------------------
 def test_shipped_weights_load_and_are_accurate(sample):
-    from tinygrad_explain.modelfile import DEFAULT_WEIGHTS
+    from tinygrad_explain.modelfiles.modelfile import DEFAULT_WEIGHTS
     assert DEFAULT_WEIGHTS.name == "fashion_scenes_alexnet.h5"
     assert DEFAULT_WEIGHTS.stat().st_size <= 25 * 1024 * 1024
     model = te.load_model()

@@ -8,12 +8,14 @@ import typing
 
 import pytest
 
-from tinygrad_explain.models import LayerOutputs, Network
+from tinygrad_explain.core.models import LayerOutputs, Network
 
 MODULES = ["tinygrad_explain.explain." + m for m in (
-    "_common", "attribution", "metrics", "sanity", "quality", "transforms", "benchmark", "features", "gradients",
-    "optimize", "visualize", "inversion", "grabcut", "methods", "regularizers", "decoder")] + \
-    ["tinygrad_explain." + m for m in ("engine", "ops", "nn", "image", "models", "modelfile")] + \
+    "_common", "attribution", "metrics", "sanity", "statistics", "quality", "transforms", "benchmark", "features",
+    "gradients", "optimize", "visualize", "inversion", "grabcut", "methods", "regularizers", "decoder")] + \
+    ["tinygrad_explain.core." + m for m in ("engine", "ops", "nn", "models", "architecture")] + \
+    ["tinygrad_explain.data." + m for m in ("image", "preprocessing", "pixels", "display")] + \
+    ["tinygrad_explain.modelfiles." + m for m in ("modelfile", "format")] + \
     ["tinygrad_explain.apps." + m for m in ("draw", "gallery")]
 
 

@@ -44,20 +44,21 @@ def _map_checkout_kernels():
 
 _map_checkout_kernels()
 
-from .engine import Tensor, Function, no_grad, relu_backward, manual_seed, RELU_RULES  # noqa: F401
-from .device import set_num_threads  # noqa: F401
-from . import ops  # noqa: F401  (attaches Tensor operators)
-from .ops import (conv2d, linear, relu, max_pool2d, local_response_norm, adaptive_avg_pool2d,  # noqa: F401
+from .core.engine import Tensor, Function, no_grad, relu_backward, manual_seed, RELU_RULES  # noqa: F401
+from .core.device import set_num_threads  # noqa: F401
+from .core import ops  # noqa: F401  (attaches Tensor operators)
+from .core.ops import (conv2d, linear, relu, max_pool2d, local_response_norm, adaptive_avg_pool2d,  # noqa: F401
                   dropout, flatten, unflatten, upsample, exp, log, amax, softmax, logsumexp, log_softmax, cross_entropy)
-from .gradcheck import gradcheck, GradcheckError, central_differences  # noqa: F401
-from . import nn, models  # noqa: F401
-from .models import Network  # noqa: F401
-from . import graph, onnx_import  # noqa: F401
-from .graph import GraphNetwork  # noqa: F401
-from .modelfile import save_model, load_model, ModelFileError  # noqa: F401
-from . import image, imagenet, explain, naive  # noqa: F401
+from .core.gradcheck import gradcheck, GradcheckError, central_differences  # noqa: F401
+from .core import engine, device, nn, models, graph, naive, safe_io  # noqa: F401
+from .core.models import Network  # noqa: F401
+from .core.graph import GraphNetwork  # noqa: F401
+from .modelfiles import modelfile, onnx_import, shipped  # noqa: F401
+from .modelfiles.modelfile import save_model, load_model, ModelFileError  # noqa: F401
+from .data import image, imagenet, scenes, fashion_mnist  # noqa: F401
+from .training import optim  # noqa: F401
+from . import explain  # noqa: F401
+from . import _aliases
+from .version import __version__  # noqa: F401
 
-__version__ = "0.1.0"
-
-from .apps import _install_aliases  # noqa: E402  (the old flat names of the applications: te.figures, ...)
-_install_aliases()
+_aliases.install()                               # the old flat paths (tinygrad_explain.engine, ...) for one release

@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .. import image as te_image
-from ..safe_io import atomic_write
+from ..core.safe_io import atomic_write
+from ..data import image as te_image
 
 
 def pil_font(size: int = 12) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

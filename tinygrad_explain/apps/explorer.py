@@ -202,8 +202,8 @@ class Explorer:
 
     def __init__(self, weights=None, threads: int = 1, scenes: int | None = None):
         from .. import load_model
-        from .. import scenes as te_scenes
-        from ..device import set_num_threads
+        from ..core.device import set_num_threads
+        from ..data import scenes as te_scenes
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be a whole number >= 0, got {threads!r}")
         self.model = load_model(weights)
@@ -277,7 +277,7 @@ class Explorer:
         return f"upload:{uid}"
 
     def _decode(self, data: bytes) -> np.ndarray:
-        from .. import image as te_image
+        from ..data import image as te_image
         try:
             return te_image.load(io.BytesIO(data), self.model, limits=te_image.UPLOAD_LIMITS)
         except te_image.UnsupportedImageError as e:
@@ -287,7 +287,7 @@ class Explorer:
 
     def image(self, ref: str):
         """"scene:i" / "upload:id" -> (model-space x (1, C, H, W), picture uint8 (H, W, 3), truth box or None)."""
-        from .. import image as te_image
+        from ..data import image as te_image
         if not isinstance(ref, str) or len(ref) > 64:
             raise RequestError(f"image must be 'scene:<index>' or 'upload:<id>', got {json.dumps(ref)[:40]}")
         kind, _, key = ref.partition(":")

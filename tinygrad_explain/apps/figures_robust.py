@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import explain as X
-from .. import image as te_image
+from ..data import image as te_image
 from .draw import grad_picture, grid, heat, save_png
 from .figures.captions import judge_caption_numbers
 from .gallery import Figure, say
@@ -49,7 +49,7 @@ def _panels(model, x, classes, s):
 def fig_robust(inp, out, summary, robust=None):
     """Standard (``inp.model``) and robust twin side by side; ``robust`` defaults to
     ``te.load_model("robust")``.  Writes ``robust.png``; returns a :class:`~.figures.Figure`."""
-    from ..modelfile import load_model
+    from ..modelfiles.modelfile import load_model
     s = dict(ROBUST_SETTINGS, **inp.settings.get("robust", {}))
     std = inp.model
     rob = load_model("robust") if robust is None else robust

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..safe_io import write_text
+from ..core.safe_io import write_text
 
 
 def say(text: object) -> None:

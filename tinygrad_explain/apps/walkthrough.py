@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 import tinygrad_explain as te
-from tinygrad_explain import nn
+from tinygrad_explain.core import nn
 
 
 def tiny_network(seed=0, dtype=np.float32):

@@ -19,9 +19,10 @@ from typing import Union
 
 import numpy as np
 
-from .. import device as _device
-from ..engine import Tensor, _xp
-from ..models import Network
+from ..core import device as _device
+from ..core.engine import Tensor
+from ..core.engine import array_module as _xp
+from ..core.models import Network
 
 # --------------------------------------------------------------------------
 # the types of the explainers' arguments (hints only: nothing is checked by them)

@@ -21,9 +21,9 @@ from typing import Union
 import cv2
 import numpy as np
 
-from ..engine import no_grad
-from ..image import pixel_bounds
-from ..models import Network
+from ..core.engine import no_grad
+from ..core.models import Network
+from ..data.image import pixel_bounds
 from ._common import (
     Array,
     ExplainError,
@@ -243,7 +243,7 @@ def occlusion(model: Network, x: Images, target: Target, patch: int | None = Non
     ``batch_size`` (default ``default_batch_size(model)``), without a graph; each
     image's map is the same bit for bit whatever the batch.
     Returns (N, H, W); positive where hiding the pixels lowers f."""
-    from ..ops import softmax
+    from ..core.ops import softmax
     if output not in ("probability", "score"):
         raise ExplainError(f"output must be 'probability' or 'score', got {output!r}")
     xb = to_host(as_batch(model, x))

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..models import Network
+from ..core.models import Network
 from . import metrics as M
 from .grabcut import grabcut_mask
 from .gradients import predict
@@ -148,7 +148,7 @@ def evaluate(model: Network, images: np.ndarray, masks: np.ndarray, boxes: np.nd
     "predicted": (N,), "targets": (N,), "tolerance", "steps", "blur_sigma"}."""
     from tqdm.auto import tqdm
 
-    from .. import image as te_image
+    from ..data import image as te_image
     N = len(images)
     indices = np.arange(N) if indices is None else np.asarray(indices)
     fns = map_functions(**settings)
@@ -201,7 +201,7 @@ def save(result: dict, path: str | os.PathLike) -> None:
     for m, r in result["methods"].items():
         arrays.update({f"{m}/{k}": r[k] for k in SCENE_KEYS})
         arrays[f"{m}/seconds"] = np.asarray(r["seconds"])
-    from ..safe_io import atomic_write
+    from ..core.safe_io import atomic_write
     path = str(path) if str(path).endswith(".npz") else f"{path}.npz"     # np.savez's own naming rule
     with atomic_write(path) as f:
         np.savez(f, **arrays)
@@ -209,7 +209,7 @@ def save(result: dict, path: str | os.PathLike) -> None:
 
 def load(path: str | os.PathLike) -> dict:
     """A result written by :func:`save`."""
-    from ..safe_io import load_npz
+    from ..core.safe_io import load_npz
     z = load_npz(path, "benchmark result")          # regular file, no pickles, sizes checked before reading
     try:
         out = {k: v for k, v in z.items() if "/" not in k}

@@ -77,7 +77,7 @@ class Scenes:
     def _stop(self) -> int:
         if self.stop is not None:
             return int(self.stop)
-        from .. import scenes
+        from ..data import scenes
         return len(scenes.SceneDataset(self.split, self.seed).labels)
 
     def describe(self) -> dict:
@@ -88,8 +88,8 @@ class Scenes:
         return Scenes(self.split, self.start + a, self.start + b, self.seed)
 
     def load(self, model) -> dict:
-        from .. import image as te_image
-        from .. import scenes
+        from ..data import image as te_image
+        from ..data import scenes
         idx = np.arange(self.start, self._stop())
         pictures, masks, boxes, labels = scenes.SceneDataset(self.split, self.seed).batch(idx)
         x = np.concatenate([te_image.load(p, model) for p in pictures])
@@ -128,7 +128,7 @@ class Files:
         return Files(self.paths[a:b], None if self.labels is None else self.labels[a:b], self.offset + a)
 
     def load(self, model) -> dict:
-        from .. import image as te_image
+        from ..data import image as te_image
         try:
             x = np.concatenate([te_image.load(p, model) for p in self.paths])
         except ValueError as e:
@@ -160,7 +160,7 @@ class Array:
         return Array(self.data[a:b], None if self.labels is None else self.labels[a:b], self.offset + a)
 
     def load(self, model) -> dict:
-        from .. import image as te_image
+        from ..data import image as te_image
         d = np.asarray(self.data)
         if d.dtype == np.uint8:
             x = np.concatenate([te_image.load(p, model) for p in d]) if len(d) else np.zeros((0,) + model.input_shape)
@@ -212,7 +212,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 def model_file(model) -> Path:
     """The model file a job runs: a path, a shipped name (``"embedded"``, ...) or None
     (the embedded model, or $TGE_WEIGHTS), as ``te.load_model`` resolves it."""
-    from ..modelfile import DEFAULT_WEIGHTS, MODEL_NAMES
+    from ..modelfiles.modelfile import DEFAULT_WEIGHTS, MODEL_NAMES
     if model is None:
         model = os.environ.get("TGE_WEIGHTS") or DEFAULT_WEIGHTS
     elif isinstance(model, str) and model in MODEL_NAMES:
@@ -233,7 +233,7 @@ def worker_model(path: str, sha256: str):
     """The model, loaded once per worker process and checked against the job's checksum."""
     key = (path, sha256)
     if key not in _MODELS:
-        from ..modelfile import load_model
+        from ..modelfiles.modelfile import load_model
         if not Path(path).is_file():
             raise DatasetError(f"{path}: model file missing on this worker (workers need the same file)")
         if sha256_file(path) != sha256:
@@ -250,7 +250,7 @@ def worker_model(path: str, sha256: str):
 def explain_chunk(job: dict, part) -> dict[str, np.ndarray]:
     """Explain and score one chunk of images (a module-level function: Dask ships it to
     its workers).  Returns {dataset name in the file: array}."""
-    from ..device import set_num_threads
+    from ..core.device import set_num_threads
     t0 = time.perf_counter()
     set_num_threads(job["threads"])                  # Numba + BLAS threads of this worker
     model = worker_model(job["model_path"], job["model_sha256"])
@@ -287,7 +287,7 @@ def _create(path: Path, manifest: dict, layout: dict[str, tuple[tuple, str, tupl
     complete or not at all."""
     import h5py
 
-    from ..safe_io import atomic_write
+    from ..core.safe_io import atomic_write
     with atomic_write(path) as fobj, h5py.File(fobj, "w") as f:
         f.attrs["manifest"] = json.dumps(manifest, sort_keys=True)
         for name, (shape, dtype, chunk) in {"done": ((chunks,), "uint8", None), **layout}.items():
@@ -405,7 +405,7 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
     """
     import h5py
 
-    from .. import __version__
+    from ..version import __version__
     source = as_source(images, labels)
     N = len(source)
     if N == 0:
@@ -427,7 +427,7 @@ def run_dataset(model, images, methods: Sequence[str] = DEFAULT_METHODS, metrics
     if chunk_size < 1:
         raise DatasetError(f"chunk_size must be >= 1, got {chunk_size}")
     path_model = model_file(model)
-    from ..modelfile import load_model
+    from ..modelfiles.modelfile import load_model
     net = load_model(path_model)
     C, H, W = net.input_shape
     options = {"target": target, "steps": int(steps), "blur_sigma": float(min(H, W) / 8 if blur_sigma is None
@@ -524,7 +524,7 @@ class _WithNext:
 
 def sanity_chunk(job: dict, parts) -> dict[str, np.ndarray]:
     """The sanity checks of one chunk: {"sanity/<test>/<step>/<method>/<measure>": (n,)}."""
-    from ..device import set_num_threads
+    from ..core.device import set_num_threads
     from . import sanity as S
     set_num_threads(job["threads"])
     model = worker_model(job["model_path"], job["model_sha256"])
@@ -557,7 +557,7 @@ def run_sanity(model, images, methods: Sequence[str] | None = None, tests: Seque
     Read back with :func:`load_sanity` (a ``SanityResult``)."""
     import h5py
 
-    from .. import __version__
+    from ..version import __version__
     from . import sanity as S
     source = as_source(images)
     if getattr(source, "labels", None) is None and not isinstance(source, Scenes):
@@ -571,7 +571,7 @@ def run_sanity(model, images, methods: Sequence[str] | None = None, tests: Seque
     N = len(source)
     path_model = model_file(model)
     twin_path = model_file(twin) if "data" in tests else None
-    from ..modelfile import load_model
+    from ..modelfiles.modelfile import load_model
     loaded = load_model(path_model)
     if twin_path is not None and not S.twin_fits(loaded, load_model(twin_path)):
         raise DatasetError(f"the data test's twin {twin_path} has another architecture than the model "

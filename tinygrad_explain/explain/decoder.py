@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine import Tensor, no_grad
-from ..models import Network
+from ..core.engine import Tensor, no_grad
+from ..core.models import Network
 from ._common import ExplainError, LayerName, resolve_layer
 
 #: the layers of the embedded model with a shipped decoder (where hand-made priors fail)
@@ -59,7 +59,7 @@ def decoder_path(model: Network | str | Path, layer: str) -> Path:
     """Where the decoder of ``layer`` for ``model`` (a Network loaded from a file, a
     shipped model's name or a model file's path) lives: next to the model file,
     ``<stem>_decoder_<layer>.h5``."""
-    from ..modelfile import DEFAULT_WEIGHTS, MODEL_NAMES
+    from ..modelfiles.modelfile import DEFAULT_WEIGHTS, MODEL_NAMES
     if isinstance(model, Network):
         src = getattr(model, "path", None)
         if src is None:
@@ -81,7 +81,7 @@ def load_decoder(model: Network, layer: LayerName) -> Network:
     """The shipped decoder of ``layer`` for ``model`` (loaded once per process and kept;
     only read afterwards, so threads may share it).  A missing file or one whose input
     does not match the layer's code raises ExplainError naming the file."""
-    from ..modelfile import load_model
+    from ..modelfiles.modelfile import load_model
     name = resolve_layer(model, layer)
     path = decoder_path(model, name)
     key = (str(path), getattr(model, "device", "cpu"))

@@ -41,9 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine import Tensor, no_grad
-from ..models import Network
-from ..shipped import DATA_DIR
+from ..core.engine import Tensor, no_grad
+from ..core.models import Network
+from ..modelfiles.shipped import DATA_DIR
 from ._common import ExplainError, LayerName, resolve_layer
 
 BANK_PATH = DATA_DIR / "fashion_scenes_bank.npz"
@@ -68,7 +68,7 @@ def load_bank(path: str | Path | None = None) -> dict:
             return _banks[key]
     if not path.exists():
         raise ExplainError(f"exemplar bank {path} does not exist (scripts/make_scene_sample.py --bank makes it)")
-    from ..safe_io import load_npz
+    from ..core.safe_io import load_npz
     try:     # regular file, no pickles, sizes checked before reading (safe_io.load_npz)
         bank = load_npz(path, "exemplar bank", keys=("images", "labels", "indices", "seed"))
     except (OSError, ValueError) as e:
@@ -108,7 +108,7 @@ def bank_distances(model: Network, codes: dict[str, np.ndarray], bank: dict | No
     with at most ``CACHE_MAX_VALUES`` values (pool5, the fully connected layers) are
     kept per model and bank, so later calls cost no pass at all -- until the model's
     weights change (a new array, or ``mark_changed`` after an in-place write)."""
-    from ..image import to_model
+    from ..data.image import to_model
     bank = load_bank() if bank is None else bank
     _check_fits(model, bank)
     flat = {}
@@ -186,9 +186,9 @@ def nearest(model: Network, layer: LayerName, code: np.ndarray, n: int = 1, cand
     k = min(max(n, candidates), len(d2))
     order = np.argsort(d2, kind="stable")[:k]
     if rerank and getattr(model, "path", None) is not None and decoder_path(model, name).exists():
+        from ..data.image import to_pictures
         from .quality import reconstruction_correlation
-        from .visualize import _display
-        expected = _display(model, decode(model, code, name))[0]
+        expected = to_pictures(decode(model, code, name), model)[0]
         r = np.array([reconstruction_correlation(bank["images"][j], expected)["original"] for j in order])
         order = order[np.argsort(-r, kind="stable")]
     order = order[:n]
@@ -199,7 +199,7 @@ def exemplar_starts(model: Network, codes: dict[str, np.ndarray], n: int = 1,
                     candidates: int = CANDIDATES) -> dict[str, np.ndarray]:
     """{layer: the first ``n`` scenes of :func:`nearest` for that layer's code, in model
     space, (n, C, H, W) float32} -- one pass over the bank for all the layers."""
-    from ..image import to_model
+    from ..data.image import to_model
     bank = load_bank()
     codes = {resolve_layer(model, l): c for l, c in codes.items()}
     d2 = bank_distances(model, codes, bank)

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..engine import no_grad
-from ..models import Network
+from ..core.engine import no_grad
+from ..core.models import Network
 from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 
 __all__ = ["receptive_field", "activation_maps", "top_activations"]
@@ -46,7 +46,7 @@ def _geometry(model, layer):
     """(size r, jump j, start s) of the receptive fields of ``layer``'s positions, in input pixels.
     In a graph network, over the nodes on the way to ``layer``; where paths merge (a residual
     addition, a concatenation) the field is the union of the inputs' fields."""
-    from .. import nn
+    from ..core import nn
     geo = {"input": (1.0, 1.0, 0.0)}
     for name, l in model.layers.items():
         if name != layer and not model.feeds(name, layer):

@@ -22,8 +22,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..models import Network
-from ..scenes import box_from_mask as mask_box  # noqa: F401  (one implementation; te.explain.mask_box)
+from ..core.models import Network
+from ..data.scenes import box_from_mask as mask_box  # noqa: F401  (one implementation; te.explain.mask_box)
 from ._common import ExplainError
 
 
@@ -43,7 +43,7 @@ def _as_uint8_image(image, model=None) -> np.ndarray:
         if model is None:
             raise ExplainError("grabcut_mask needs the picture as uint8 (H, W, 3) RGB; for a model-space "
                                "array pass model=... (or convert with te.image.to_display)")
-        from .. import image as te_image
+        from ..data import image as te_image
         a = te_image.to_display(a, model)
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)

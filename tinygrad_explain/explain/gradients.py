@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import RELU_RULES, Tensor, _xp, no_grad, relu_backward
-from ..models import Network
-from ..ops import Linear, softmax
+from ..core.engine import RELU_RULES, Tensor, no_grad, relu_backward
+from ..core.engine import array_module as _xp
+from ..core.models import Network
+from ..core.ops import Linear, softmax
 from ._common import (
     ExplainError,
     Images,
@@ -171,7 +172,7 @@ def relu_toy_example(x: np.ndarray | None = None, grad: np.ndarray | None = None
     gradient passed back under each rule.  Returns a dict of 4x4 arrays:
     ``input``, ``relu`` (forward output), ``grad_out`` (the gradient arriving from
     above) and one entry per rule (what each rule passes back to the input)."""
-    from ..ops import relu
+    from ..core.ops import relu
     if x is None:
         x = np.array([[1, -1, 5, 2], [2, -5, -7, 3], [-2, 2, 4, -1], [3, -1, 2, 6]], np.float32)
     if grad is None:

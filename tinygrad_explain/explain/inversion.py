@@ -63,10 +63,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import device as _device
-from ..engine import Tensor, no_grad
-from ..models import Network
-from ..ops import PutRows, TakeRows
+from ..core import device as _device
+from ..core.engine import Tensor, no_grad
+from ..core.models import Network
+from ..core.ops import PutRows, TakeRows
 from . import recipes as _recipes
 from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 from .exemplar import CANDIDATES, exemplar_starts
@@ -247,9 +247,9 @@ def invert(model: Network, x: Images | None = None, layer: LayerName | None = No
     errors = np.sqrt(((feats - code) ** 2).sum(1) / norm2)
     flat = res.x.reshape(inits, -1)
     mad = np.abs(flat[:, None, :] - flat[None, :, :]).mean(-1)
-    from .visualize import _display
+    from ..data.image import to_pictures
     return Inversion(images=res.x, errors=errors, history=res.history, pairwise_mad=mad, code=code, layer=name,
-                     display=_display(model, res.x), seconds=res.seconds)
+                     display=to_pictures(res.x, model), seconds=res.seconds)
 
 
 @dataclass
@@ -360,6 +360,6 @@ def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None 
             c = codes[name].numpy().reshape(-1).astype(np.float64)
             for k in (k for k, l in enumerate(layers) if l == name):
                 errors[k] = np.sqrt(((a[k] - c) ** 2).sum() / norms[name])
-    from .visualize import _display
+    from ..data.image import to_pictures
     return LayerInversions(images=res.x, layers=layers, errors=errors, history=res.history,
-                           display=_display(model, res.x), seconds=res.seconds)
+                           display=to_pictures(res.x, model), seconds=res.seconds)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Tensor, relu_backward
+from ..core.engine import Tensor, relu_backward
 from ._common import resolve_objective
 
 

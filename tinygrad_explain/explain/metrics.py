@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from ..models import Network
+from ..core.models import Network
 from .grabcut import largest_component, mask_box
 
 TORCHRAY_TOLERANCE = 15.0       # pixels, at TorchRay's 224-pixel input

@@ -49,8 +49,8 @@ opacity starts at 1: the start image as it is).  The
 result is shown composited over a plain backdrop (:func:`.transforms.backdrop`:
 black behind "dark" backgrounds), and its opacity is returned as ``alpha``.
 
-The update rule is the training code's (:class:`tinygrad_explain.optim.SGD`
-/ :class:`~tinygrad_explain.optim.Adam`, the image parameter being the one
+The update rule is the training code's (:class:`tinygrad_explain.training.optim.SGD`
+/ :class:`~tinygrad_explain.training.optim.Adam`, the image parameter being the one
 "weight"): one optimiser in the project.  Also here: NaN detection, a tqdm
 progress bar, a per-step history, and seeding.
 
@@ -85,9 +85,10 @@ from typing import Union
 
 import numpy as np
 
-from .. import device as _device
-from ..engine import Tensor, _xp, no_grad
-from ..optim import Optimizer
+from ..core import device as _device
+from ..core.engine import Tensor, no_grad
+from ..core.engine import array_module as _xp
+from ..training.optim import Optimizer
 from . import regularizers as R
 from . import transforms as T
 from ._common import Array, OptimizationError
@@ -307,7 +308,7 @@ def parametrise(param: str, hw: tuple[int, int], size: tuple[int, int] | None, d
     """Step 1, once per octave: the parameterisation ``P`` (pixel / Fourier, colour mix, an
     ``size`` grid upsampled to ``hw``), the parameter ``p`` with ``P(p) = image``, and the
     update rule on it (optim.Adam, or optim.SGD with ``momentum``; fresh moments)."""
-    from ..optim import SGD, Adam
+    from ..training.optim import SGD, Adam
     P = T.Parameterization(param, hw, size=size, decay=decay, colour=colour)
     p = Tensor(P.from_image(image), requires_grad=True)
     opt = Adam([p], lr=lr) if optimizer == "adam" else SGD([p], lr=lr, momentum=momentum)
@@ -400,11 +401,3 @@ def _shown(image: Array, backgrounds: str | None, bg_bounds, scale: float) -> Ar
     with no_grad():
         return T.composite(Tensor(image), _xp(image).asarray(T.backdrop(*bg_bounds, backgrounds), image.dtype),
                            scale).data
-
-
-def __getattr__(name):
-    # optimize.recipe: the recipe lookup, now recipes.lookup (kept for one release)
-    if name == "recipe":
-        from .recipes import lookup
-        return lookup
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,9 +33,9 @@ from typing import Union
 
 import numpy as np
 
-from ..models import Network
+from ..core.models import Network
 from ._common import ExplainError, resolve_class
-from .sanity import pearson
+from .statistics import pearson
 
 __all__ = ["as_pictures", "judge_probabilities", "recognised", "grey_blur",
            "reconstruction_correlation", "normalised_error", "high_frequency_fraction", "high_frequency_ratio",
@@ -73,7 +73,7 @@ def judge_probabilities(judge: Network, pictures: Pictures) -> np.ndarray:
 
     Each picture goes through ``te.image.load`` -- the judge file's own
     preprocessing (and resizing, if the picture is not the judge's size)."""
-    from .. import image as te_image
+    from ..data import image as te_image
     from .gradients import predict
     pics = as_pictures(pictures)
     return predict(judge, np.concatenate([te_image.load(p, judge) for p in pics]))[1]
@@ -111,7 +111,7 @@ def reconstruction_correlation(reconstruction: np.ndarray, original: np.ndarray,
                                sigma: float = BLUR_SIGMA) -> dict[str, float]:
     """Pearson correlation of the blurred grey ``reconstruction`` with the blurred grey
     ``original`` (``"original"``) and, if given, with an ``unrelated`` scene (``"unrelated"``)
-    (``te.explain.sanity.pearson``: NaN if a blurred picture is constant).
+    (``te.explain.statistics.pearson``: NaN if a blurred picture is constant).
 
     All three are uint8 (H, W, 3) pictures.  A reconstruction that shows its scene
     correlates clearly more with the original than with the unrelated scene."""

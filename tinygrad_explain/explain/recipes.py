@@ -6,7 +6,7 @@ What differs between them is the objective (a score, an activation, a code error
 and the recipe: :data:`RECIPES` below, data only, one table per explainer.
 
 A recipe is written in units that suit [0, 1]/std and [0, 255]-mean models alike (B
-is the range of natural images in model space, :func:`tinygrad_explain.image.data_scale`);
+is the range of natural images in model space, :func:`tinygrad_explain.data.image.data_scale`);
 :func:`optimizer_arguments` is the one translation from a recipe to ``optimize``'s
 keyword arguments:
 
@@ -39,8 +39,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..image import data_scale, pixel_bounds
-from ..models import Network
+from ..core.models import Network
+from ..data.image import data_scale, pixel_bounds
 from ._common import ExplainError
 from .exemplar import CANDIDATES
 from .optimize import ObjectiveFn, OptimizeResult, optimize, step_schedule
@@ -162,8 +162,8 @@ def natural_colour(model: Network) -> np.ndarray | None:
     (transforms.colour_sqrt), computed once per model (kept while the model lives).  For
     ImageNet models these scenes are only a stand-in for photographs."""
     if model not in _COLOURS:
-        from .. import image as te_image
-        from .. import scenes
+        from ..data import image as te_image
+        from ..data import scenes
         from .transforms import colour_sqrt
         imgs = scenes.load_sample()["images"][:100]
         x = np.concatenate([te_image.load(im, model) for im in imgs])

@@ -30,8 +30,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..engine import Tensor, _xp
-from ..ops import AlphaNorm, TotalVariation  # noqa: F401  (the Functions live in ops.py)
+from ..core.engine import Tensor
+from ..core.engine import array_module as _xp
+from ..core.ops import AlphaNorm, TotalVariation  # noqa: F401  (the Functions live in ops.py)
 from ._common import Array
 
 TV_RATIO = 6.5      # V = B / 6.5 (Mahendran & Vedaldi 2015, "balancing the different terms")

@@ -36,10 +36,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..engine import Tensor, _xp
+from ..core.engine import Tensor
+from ..core.engine import array_module as _xp
 
 # the differentiable maps live in ops.py (every Function does); imported here for explain's callers
-from ..ops import ColourMix, FourierImage, Resample, Roll, rfft_column_counts  # noqa: F401
+from ..core.ops import ColourMix, FourierImage, Resample, Roll, rfft_column_counts  # noqa: F401
 from ._common import Array
 
 #: bilinear taps ``(idx, w)``, each (4, Q): output pixel q reads input pixels idx[:, q] with weights w[:, q]
@@ -198,7 +199,7 @@ class Parameterization:
         return x
 
     def to_image(self, p: Array) -> Array:
-        from ..engine import no_grad
+        from ..core.engine import no_grad
         if self.identity:
             return p
         with no_grad():

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..models import Network
+from ..core.models import Network
+from ..data.image import to_pictures
 from . import recipes as _recipes
 from ._common import (
     ExplainError,
@@ -81,21 +82,6 @@ class Visualization:
 
     def __iter__(self):
         return iter((self.image, self.history))
-
-
-def _display(model, x, stretch=False):
-    """uint8 pictures of model-space images: the mean added back (te.image.to_display);
-    with ``stretch``, the pixel values are then spread linearly over 0..255 (0.5% clipped
-    at each end), as the papers show their visualisations."""
-    from .. import image as te_image
-    out = []
-    for i in range(x.shape[0]):
-        if stretch:
-            px = te_image.model_to_pixels(x[i], model)          # pixel units, RGB, mean back
-            out.append(te_image.normalize_display(px, mode="minmax", percentile=99.5))
-        else:
-            out.append(te_image.to_display(x[i], model))
-    return out
 
 
 def _run(model, objective, n, s, *, seed, progress, desc):
@@ -156,7 +142,7 @@ def class_model(model: Network, target: int | str | Sequence[int | str] | None =
 
     if objective not in ("score", "log_softmax"):
         raise ExplainError(f"unknown objective {objective!r}; expected 'score' or 'log_softmax'")
-    from ..ops import log_softmax, softmax
+    from ..core.ops import log_softmax, softmax
 
     def fn(x):
         s = model(x)
@@ -171,7 +157,7 @@ def class_model(model: Network, target: int | str | Sequence[int | str] | None =
     names = class_names(model)
     return Visualization(image=res.x, history=res.history, final=scores[rows, idx], probability=probs[rows, idx],
                          labels=[names[i] for i in idx], seconds=res.seconds, alpha=res.alpha,
-                         display=_display(model, res.x, stretch=res.alpha is None))
+                         display=to_pictures(res.x, model, stretch=res.alpha is None))
 
 
 def _unit_list(unit):
@@ -222,9 +208,9 @@ def maximize(model: Network, layer: LayerName, unit: Unit | Sequence[Unit], step
         return a[(rows,) + cols]
 
     res = _run(model, objective, n, s, seed=seed, progress=progress, desc=f"maximise {name}")
-    from ..engine import Tensor, no_grad
+    from ..core.engine import Tensor, no_grad
     with no_grad():
         final = objective(Tensor(res.x).to(getattr(model, "device", "cpu"))).numpy()
     labels = [f"{name}[{','.join(map(str, i))}]" for i in idxs]
     return Visualization(image=res.x, history=res.history, final=final, labels=labels,
-                         display=_display(model, res.x, stretch=True), seconds=res.seconds)
+                         display=to_pictures(res.x, model, stretch=True), seconds=res.seconds)

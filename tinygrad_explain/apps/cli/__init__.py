@@ -98,15 +98,15 @@ def _walkthrough(argv):
 
 
 def _alexnet_converter(kind, what):
-    """``convert KIND INPUT OUTPUT`` for the AlexNet readers of tinygrad_explain.convert."""
+    """``convert KIND INPUT OUTPUT`` for the AlexNet readers of tinygrad_explain.modelfiles.convert."""
     def run(argv):
-        from ...convert import cli
+        from ...modelfiles.convert import cli
         return cli(kind, f"\n{what}.", argv)
     return run
 
 
 def _onnx_converter(argv):
-    from ...onnx_import import cli
+    from ...modelfiles.onnx_import import cli
     return cli(argv, prog=f"{PROG} convert onnx")
 
 
@@ -140,7 +140,7 @@ def _bench(argv):
 def _run_benchmark(name, argv):
     """The benchmarks are scripts of a source checkout (they write into its docs/ and compare with
     its reference implementations); run from an installed wheel, say where they are."""
-    from ...shipped import PACKAGE_DIR
+    from ...modelfiles.shipped import PACKAGE_DIR
     script = PACKAGE_DIR.parent / "scripts" / BENCHMARKS[name][1]
     if not script.is_file():
         sys.stderr.write(f"{PROG} bench {name}: error: the benchmarks run from a source checkout "
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     check(args, args.error)                     # the subcommand's parser: its one-line error
     import tinygrad_explain as te
     from tinygrad_explain import explain as X
-    from tinygrad_explain.device import DeviceUnavailable, set_num_threads
+    from tinygrad_explain.core.device import DeviceUnavailable, set_num_threads
     set_num_threads(args.threads)
     try:
         print(run(args))

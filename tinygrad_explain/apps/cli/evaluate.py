@@ -6,7 +6,7 @@ Prints top-1 accuracy on
 * the 10,000 test scenes (seed 0), rendered on the fly;
 * plain Fashion-MNIST test images as background-free 64x64 "scenes": each
   grey 28x28 item upscaled (bilinear) to 48 px, centred on black, replicated
-  to RGB (``tinygrad_explain.scenes.plain_scenes``).
+  to RGB (``tinygrad_explain.data.scenes.plain_scenes``).
 
 The last two need Fashion-MNIST (Debian package ``dataset-fashion-mnist`` or
 ``TGE_FASHION_MNIST``) and are skipped with a note when it is absent.
@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 import tinygrad_explain as te
-from tinygrad_explain import scenes, train
-from tinygrad_explain.safe_io import regular_file_problem
+from tinygrad_explain.core.safe_io import regular_file_problem
+from tinygrad_explain.data import scenes
+from tinygrad_explain.training import train
 
 
 def per_class(scores, labels, names):
@@ -61,7 +62,7 @@ def main(argv=None):
           f"({time.perf_counter() - t:.1f} s)", flush=True)
 
     try:
-        from tinygrad_explain.fashion_mnist import load_fashion_mnist
+        from tinygrad_explain.data.fashion_mnist import load_fashion_mnist
         items, labels = load_fashion_mnist("test")
     except FileNotFoundError as e:
         print(f"Fashion-MNIST not found, skipping the 10,000-scene and plain evaluations ({e})")
@@ -101,7 +102,7 @@ def main(argv=None):
     results["file_bytes"] = size
     print(f"model file {model.path}: {size / 1e6:.2f} MB")
     if args.json:
-        from tinygrad_explain.safe_io import write_text
+        from tinygrad_explain.core.safe_io import write_text
         write_text(args.json, json.dumps(results, indent=1))
     return results
 

@@ -93,9 +93,9 @@ def run(args) -> str:
     """Make the picture of ``args.entry`` and write it to ``--out``; returns what to print."""
     import tinygrad_explain as te
     from tinygrad_explain import explain as X
-    from tinygrad_explain import image as te_image
     from tinygrad_explain.apps import draw as D
-    from tinygrad_explain.safe_io import check_output
+    from tinygrad_explain.core.safe_io import check_output
+    from tinygrad_explain.data import image as te_image
     entry = args.entry
     out = check_output(args.out or f"{entry.name}.png", inputs=[p for p in (args.image, args.weights) if p])
     model = te.load_model(args.weights, device=args.device)

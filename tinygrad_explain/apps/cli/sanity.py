@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 import tinygrad_explain as te
-from tinygrad_explain import scenes
+from tinygrad_explain.core.safe_io import write_text
+from tinygrad_explain.data import scenes
 from tinygrad_explain.explain import sanity
-from tinygrad_explain.safe_io import write_text
 
 SHORT = {"spearman_abs": "rank|.|", "spearman": "rank", "ssim": "SSIM", "hog": "HOG"}
 

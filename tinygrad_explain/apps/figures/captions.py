@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 
-from ...shipped import MEASURED_DIR
+from ...modelfiles.shipped import MEASURED_DIR
 
 # --------------------------------------------------------------------------
 # measured numbers in captions: read from the JSON files the benchmark scripts write in docs/

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from ... import explain as X
-from ...device import set_num_threads
+from ...core.device import set_num_threads
 from .. import gallery
 from ..figures_resnet import RESNET_SETTINGS
 from ..figures_robust import ROBUST_SETTINGS
@@ -98,7 +98,7 @@ def main(argv=None, prog="tinygrad-explain figures") -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # a kill still removes the partial folder
 
     from ... import ModelFileError, load_model
-    from ...device import DeviceUnavailable
+    from ...core.device import DeviceUnavailable
     t0 = time.perf_counter()
     try:
         gallery.prepare_out(args.out).rmdir()       # fail early on an unwritable folder

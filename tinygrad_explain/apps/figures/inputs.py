@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import explain as X
-from ... import image as te_image
+from ...data import image as te_image
 
 LECTURE_IMAGENET_CLASSES = ["washer", "goose", "ostrich", "limousine", "computer keyboard", "dalmatian"]
 
@@ -49,7 +49,7 @@ ZF_POOL = 250     # shipped scenes searched for the Zeiler & Fergus figure's str
 def embedded_inputs(model, n=6):
     """Sample scenes shipped with the package: the first correctly classified scene of
     ``n`` different classes, with their ground-truth boxes."""
-    from ... import scenes
+    from ...data import scenes
     data = scenes.load_sample()
     x_all = np.concatenate([te_image.load(im, model) for im in data["images"][:ZF_POOL]])
     _, probs = X.predict(model, x_all[:200])
@@ -71,7 +71,7 @@ def embedded_inputs(model, n=6):
 def most_active_units(model, x, layer, k):
     """The ``k`` units (channels of a conv map, by their spatial mean) of ``layer`` with the
     highest mean activation over the images ``x`` -- live units, not dead ones."""
-    from ...engine import no_grad
+    from ...core.engine import no_grad
     with no_grad():
         a = model(x, until=layer).numpy()
     score = a.reshape(a.shape[0], a.shape[1], -1).mean(-1).mean(0)
@@ -79,13 +79,13 @@ def most_active_units(model, x, layer, k):
 
 
 def load_judge():
-    from ...modelfile import load_model
+    from ...modelfiles.modelfile import load_model
     return load_model("judge")
 
 
 def shipped_models():
     """Names of the model files of ``MODEL_NAMES`` that are present in weights/."""
-    from ...modelfile import MODEL_NAMES
+    from ...modelfiles.modelfile import MODEL_NAMES
     return [n for n, p in MODEL_NAMES.items() if p.exists()]
 
 

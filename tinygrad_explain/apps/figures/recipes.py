@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ... import explain as X
-from ... import image as te_image
-from ...modelfile import DEFAULT_WEIGHTS
-from ...safe_io import atomic_write
+from ...core.safe_io import atomic_write
+from ...data import image as te_image
+from ...modelfiles.modelfile import DEFAULT_WEIGHTS
 from ..draw import (
     as_rgb,
     grad_picture,
@@ -510,7 +510,7 @@ def fig_sanity(inp, out, summary):
     c = int(probs[0].argmax())
     columns = [("original", m)] + [(f"{layer} and above\nrandom", r) for layer, r in sanity.cascade(m, seed=0)]
     if inp.settings.get("sanity_twin"):
-        from ...modelfile import load_model
+        from ...modelfiles.modelfile import load_model
         columns.append(("trained on\nrandom labels", load_model("random_labels")))
     maps = [sanity.explain(r, inp.x[:1], c) for _, r in columns]
     tiles, labels, rho = [], [], {}

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from ...device import set_num_threads
+from ...core.device import set_num_threads
 from .. import gallery
 from ..gallery import say
 from . import recipes

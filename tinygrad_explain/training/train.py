@@ -1,7 +1,7 @@
 """The training loop of the engine: loss, initialisation, one epoch.
 
 What the embedded model's training script (``scripts/train_embedded.py``)
-runs, in plain NumPy on top of :mod:`tinygrad_explain.engine`; its other
+runs, in plain NumPy on top of :mod:`tinygrad_explain.core.engine`; its other
 parts live where their names say:
 
 * here: :func:`smoothed_cross_entropy` (label smoothing), :func:`predict` /
@@ -20,10 +20,10 @@ import math
 
 import numpy as np
 
-from . import engine, ops
-from .engine import Tensor, no_grad
-from .image import to_model
-from .scenes import augment
+from ..core import engine, ops
+from ..core.engine import Tensor, no_grad
+from ..data.image import to_model
+from ..data.scenes import augment
 
 
 # --------------------------------------------------------------------------
@@ -78,7 +78,7 @@ def he_init(model, rng=None, last_std=0.01, bias=0.0):
     ``std = sqrt(2 / fan_in)`` -- right for ReLU nets without batch norm, whose
     signal would shrink layer by layer with PyTorch's default uniform init --
     the last layer with ``N(0, last_std)``, biases with ``bias``."""
-    from . import nn
+    from ..core import nn
     rng = engine.rng() if rng is None else rng
     layers = [l for l in model.layers.values() if isinstance(l, (nn.Conv2d, nn.Linear))]
     for i, l in enumerate(layers):
@@ -102,7 +102,7 @@ def set_dropout(model, p):
     """Set the probability of every Dropout layer of ``model`` to ``p``
     (an early-dropout schedule switches it off after the first epochs);
     ``nn.Dropout`` checks the value."""
-    from . import nn
+    from ..core import nn
     for layer in model.layers.values():
         if isinstance(layer, nn.Dropout):
             layer.p = p

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import engine, ops
-from .engine import Tensor
-from .image import model_grad_to_pixels, to_model
+from ..core import engine, ops
+from ..core.engine import Tensor
+from ..data.image import model_grad_to_pixels, to_model
 
 NORMS = ("linf", "l2")
 

@@ -3,8 +3,8 @@
 Both converters do the same three things:
 
 1. **Read** the foreign file with a parser that needs neither torch nor
-   protobuf (:mod:`tinygrad_explain.torch_checkpoint`,
-   :mod:`tinygrad_explain.caffemodel`).
+   protobuf (:mod:`tinygrad_explain.modelfiles.torch_checkpoint`,
+   :mod:`tinygrad_explain.modelfiles.caffemodel`).
 2. **Rename** the parameters to this project's layer names and check every
    shape against ``te.models.alexnet(variant)`` -- a checkpoint of another
    architecture fails here with a message naming the offending key.
@@ -13,7 +13,7 @@ Both converters do the same three things:
    both flatten the 256x6x6 pool5 map in C order before fc6, as we do.
 3. **Write** a self-describing HDF5 model file with the 1000 ImageNet class
    names and the preprocessing the weights were trained with (see
-   :mod:`tinygrad_explain.image`), so ``te.load_model(out)`` is all a user
+   :mod:`tinygrad_explain.data.image`), so ``te.load_model(out)`` is all a user
    needs afterwards.
 
 torchvision's module indices ``features.{0,3,6,8,10}`` are the five convs
@@ -26,8 +26,8 @@ import os
 
 import numpy as np
 
-from .imagenet import CAFFE_MEAN_BGR, IMAGENET_CLASSES, TORCHVISION_MEAN, TORCHVISION_STD
-from .safe_io import check_output
+from ..core.safe_io import check_output
+from ..data.imagenet import CAFFE_PREPROCESSING, IMAGENET_CLASSES, TORCHVISION_PREPROCESSING
 
 __all__ = [
     "ConversionError",
@@ -54,14 +54,10 @@ TORCHVISION_TO_TE = {
 }
 CAFFE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
-TORCHVISION_PREPROCESSING = dict(mean=TORCHVISION_MEAN, std=TORCHVISION_STD, channel_order="RGB",
-                                 pixel_scale=1.0, resize=256, crop=224)
-CAFFE_PREPROCESSING = dict(mean=CAFFE_MEAN_BGR, std=(1.0, 1.0, 1.0), channel_order="BGR",
-                           pixel_scale=255.0, resize=256, crop=227)
 
 
 def _reference_shapes(variant: str, num_classes: int) -> dict[str, tuple]:
-    from . import models
+    from ..core import models
     return {k: tuple(v.shape) for k, v in
             models.alexnet(variant, num_classes=num_classes).state_dict().items()}
 
@@ -181,7 +177,7 @@ def _preview(d, n=6):
 
 
 def _build_and_save(variant, state, out_path, preprocessing, class_names, source):
-    from . import models
+    from ..core import models
     from .modelfile import save_model
     num_classes = state["fc8.weight"].shape[0]
     if class_names is None and num_classes == len(IMAGENET_CLASSES):
@@ -211,7 +207,7 @@ def convert_torchvision(in_path, out_path, class_names=None):
     Returns the converted model (``variant="torchvision"``), already carrying
     its ``class_names`` and ``preprocessing``.  Raises ``ValueError`` (or its
     subclasses :class:`ConversionError` /
-    :class:`~tinygrad_explain.torch_checkpoint.UnsafeCheckpointError`) for a
+    :class:`~tinygrad_explain.modelfiles.torch_checkpoint.UnsafeCheckpointError`) for a
     file that is not a safe, complete torchvision AlexNet checkpoint, and
     ``FileNotFoundError`` if ``in_path`` does not exist.
     """

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import Tensor, _xp, no_grad
+from .engine import Tensor, array_module, no_grad
 
 
 class GradcheckError(AssertionError):
@@ -63,15 +63,16 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_checks=None, seed=
     ts = []
     for a in inputs:        # C order: each element is perturbed through a flat view (a frozen nn.Linear weight is not)
         if isinstance(a, Tensor):
-            ts.append(Tensor(_xp(a.data).asarray(a.data, np.float64, order="C"), requires_grad=a.requires_grad))
+            ts.append(Tensor(array_module(a.data).asarray(a.data, np.float64, order="C"),
+                             requires_grad=a.requires_grad))
         else:
-            ts.append(Tensor(_xp(a).array(a, np.float64, order="C"), requires_grad=True))
+            ts.append(Tensor(array_module(a).array(a, np.float64, order="C"), requires_grad=True))
     out = fn(*ts)
     if out.dtype != np.float64:
         raise GradcheckError(f"fn returned {out.dtype}; gradcheck needs float64 all the way through")
     v = rng.standard_normal(out.shape)
-    if _xp(out.data) is not np:
-        v = _xp(out.data).asarray(v)
+    if array_module(out.data) is not np:
+        v = array_module(out.data).asarray(v)
     out.backward(v)
 
     def s():
@@ -81,7 +82,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_checks=None, seed=
     for k, t in enumerate(ts):
         if not t.requires_grad:
             continue
-        analytic = t.grad if t.grad is not None else _xp(t.data).zeros_like(t.data)
+        analytic = t.grad if t.grad is not None else array_module(t.data).zeros_like(t.data)
         flat = t.data.reshape(-1)
         idx = np.arange(flat.size)
         if max_checks is not None and flat.size > max_checks:

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import kernels as K
+from .. import kernels as K
 from . import ops
-from .engine import Tensor, _xp, rng
-from .engine import _set as _set_var
+from .engine import Tensor, array_module, rng
+from .engine import set_context as _set_var
 
 
 class Layer:
@@ -45,7 +45,7 @@ class Layer:
         return np.array(value, dtype=getattr(self, name).data.dtype)
 
 
-def _positive(layer, **values):
+def positive_ints(layer: str, **values: int) -> list[int]:
     """Check that every value is a whole number >= 1 (>= 0 for padding); return them as ints."""
     out = []
     for name, v in values.items():
@@ -99,7 +99,7 @@ class Conv2d(Layer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  groups: int = 1):
         super().__init__()
-        in_channels, out_channels, kernel_size, stride, padding, groups = _positive(
+        in_channels, out_channels, kernel_size, stride, padding, groups = positive_ints(
             "conv", in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
             stride=stride, padding=padding, groups=groups)
         if in_channels % groups or out_channels % groups:
@@ -154,7 +154,8 @@ class Linear(Layer):
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
-        self.in_features, self.out_features = _positive("linear", in_features=in_features, out_features=out_features)
+        self.in_features, self.out_features = positive_ints("linear", in_features=in_features,
+                                                            out_features=out_features)
         bound = 1 / math.sqrt(in_features)
         self.weight = Tensor(_uniform_forward_layout((out_features, in_features), bound))
         self.bias = Tensor(_uniform((out_features,), bound))
@@ -183,7 +184,7 @@ class Linear(Layer):
         forward layout (the view Wt.T of a contiguous Wt); trainable, C-contiguous
         (W itself).  A no-op when it already is, and for GPU weights."""
         w = self.weight
-        if _xp(w.data) is not np or w.data.ndim != 2:
+        if array_module(w.data) is not np or w.data.ndim != 2:
             return
         forward = K.linear.in_forward_layout(w.data)
         if not w.requires_grad and not forward:
@@ -195,7 +196,7 @@ class Linear(Layer):
         """A frozen CPU weight is read straight into the forward layout (one
         transpose instead of a copy); anything else as ``Layer.copy_in``."""
         t = getattr(self, name)
-        if name == "weight" and not t.requires_grad and _xp(t.data) is np and np.ndim(value) == 2:
+        if name == "weight" and not t.requires_grad and array_module(t.data) is np and np.ndim(value) == 2:
             return K.linear.pack(np.asarray(value), t.data.dtype).T
         return super().copy_in(name, value)
 
@@ -205,7 +206,7 @@ class Linear(Layer):
         (the backward reads the weight itself); with bfloat16 storage, Wt and W in
         bfloat16 bits (kept per weight version).  None for a trainable or GPU weight."""
         w = self.weight
-        if w.requires_grad or _xp(w.data) is not np:
+        if w.requires_grad or array_module(w.data) is not np:
             self._packed = None
             return None
         self.arrange_weight()
@@ -245,7 +246,7 @@ class _Pool2d(Layer):
 
     def __init__(self, kernel_size: int, stride: int, padding: int = 0, ceil_mode: bool = False):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = _positive(self.type, kernel_size=kernel_size, stride=stride,
+        self.kernel_size, self.stride, self.padding = positive_ints(self.type, kernel_size=kernel_size, stride=stride,
                                                                 padding=padding)
         if self.padding * 2 > self.kernel_size:
             raise ValueError(f"{self.type}: padding {padding} must be at most half of kernel_size {kernel_size}")
@@ -308,7 +309,7 @@ class LocalResponseNorm(Layer):
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         super().__init__()
-        (self.size,) = _positive("lrn", size=size)
+        (self.size,) = positive_ints("lrn", size=size)
         self.alpha, self.beta, self.k = float(alpha), float(beta), float(k)
         if not (np.isfinite([self.alpha, self.beta, self.k]).all() and self.k > 0 and self.alpha >= 0):
             raise ValueError(f"lrn: need finite alpha >= 0, beta and k > 0, got alpha={alpha}, beta={beta}, k={k}")
@@ -326,10 +327,10 @@ class AdaptiveAvgPool2d(Layer):
     def __init__(self, output_size: int | tuple[int, int] = (6, 6)):
         super().__init__()
         try:
-            oh, ow = ops._pair(output_size)
+            oh, ow = ops.pair(output_size)
         except (TypeError, ValueError, IndexError):
             raise ValueError(f"adaptive_avgpool: output_size must be an int or a pair, got {output_size!r}") from None
-        self.output_size = tuple(_positive("adaptive_avgpool", output_height=oh, output_width=ow))
+        self.output_size = tuple(positive_ints("adaptive_avgpool", output_height=oh, output_width=ow))
 
     def spec(self) -> dict:
         return {"type": self.type, "output_size": list(self.output_size)}
@@ -351,7 +352,7 @@ class BatchNorm2d(Layer):
 
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
-        (self.num_features,) = _positive("batchnorm", num_features=num_features)
+        (self.num_features,) = positive_ints("batchnorm", num_features=num_features)
         if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps > 0):
             raise ValueError(f"batchnorm: eps must be a finite number > 0, got {eps!r}")
         self.eps = float(eps)
@@ -491,7 +492,7 @@ class Unflatten(Layer):
         super().__init__()
         if not isinstance(shape, (list, tuple)) or not shape:
             raise ValueError(f"unflatten: shape must be a list of integers, got {shape!r}")
-        self.shape = tuple(_positive("unflatten", **{f"shape[{i}]": v for i, v in enumerate(shape)}))
+        self.shape = tuple(positive_ints("unflatten", **{f"shape[{i}]": v for i, v in enumerate(shape)}))
 
     def spec(self) -> dict:
         return {"type": self.type, "shape": list(self.shape)}
@@ -512,7 +513,7 @@ class Upsample(Layer):
 
     def __init__(self, factor: int = 2):
         super().__init__()
-        (self.factor,) = _positive("upsample", factor=factor)
+        (self.factor,) = positive_ints("upsample", factor=factor)
 
     def spec(self) -> dict:
         return {"type": self.type, "factor": self.factor}

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import engine
-from .device import set_num_threads
+from ..core import engine
+from ..core.device import set_num_threads
 from .train import batch_gradients, predict
 
 

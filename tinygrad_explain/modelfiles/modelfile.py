@@ -29,109 +29,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .shipped import weights_file
+from .format import (  # noqa: F401  (te.save_model, ...)
+    FORMAT,
+    MAX_ACTIVATIONS,
+    MAX_PARAMETERS,
+    VERSION,
+    VERSIONS,
+    ModelFileError,
+    check_regular_file,
+    parameter_limit,
+    save_model,
+)
+from .shipped import DEFAULT_WEIGHTS, MADE_BY, MODEL_NAMES  # noqa: F401  (the shipped models, loadable by name)
 
 if TYPE_CHECKING:
-    from .models import Network
+    from ..core.models import Network
 
-FORMAT = "tinygrad-explain-model"
-#: The newest format version: 1 is a chain of layers, 2 adds graph networks (entries with
-#: "inputs").  A chain is still written as version 1 (files older readers read).
-VERSION = 2
-VERSIONS = (1, 2)
-DEFAULT_WEIGHTS = weights_file("fashion_scenes_alexnet.h5")     # where: tinygrad_explain.shipped
-#: Largest parameter count load_model accepts unless told otherwise (AlexNet has 61 M;
-#: 300 M float32 weights are 1.2 GB).  Override per call or with TGE_MAX_PARAMETERS.
-MAX_PARAMETERS = 300_000_000
-#: Largest number of values of one layer's output for one image (input included).
-MAX_ACTIVATIONS = 100_000_000
 _MAX_OBJECTS = 10_000            # groups + datasets walked when checking a file
-# model files shipped in weights/, loadable by name: te.load_model("random_labels")
-MODEL_NAMES = {
-    "embedded": DEFAULT_WEIGHTS,
-    # the same architecture trained on randomly permuted labels (scripts/train_random_labels.py),
-    # the data-randomisation test of Adebayo et al. 2018 (te.explain.sanity)
-    "random_labels": DEFAULT_WEIGHTS.with_name("fashion_scenes_alexnet_random_labels.h5"),
-    # the independent judge of visualisations (scripts/train_judge.py): a VGG-style classifier of the
-    # same scenes, a measuring instrument only (te.explain.quality)
-    "judge": DEFAULT_WEIGHTS.with_name("judge_vgg.h5"),
-    # the embedded model fine-tuned with PGD adversarial training (scripts/train_robust.py,
-    # Madry et al. 2018): its input gradients look like the object (Tsipras et al. 2019)
-    "robust": DEFAULT_WEIGHTS.with_name("fashion_scenes_alexnet_robust.h5"),
-    # a small ResNet on the same scenes, trained by PyTorch and brought in through ONNX
-    # (scripts/train_resnet.py, docs/resnet.md): a graph network with residual blocks
-    "resnet": DEFAULT_WEIGHTS.with_name("fashion_scenes_resnet.h5"),
-}
-#: the script that makes each shipped model file (named when the file is missing)
-MADE_BY = {"embedded": "train_embedded.py", "random_labels": "train_random_labels.py", "judge": "train_judge.py",
-           "robust": "train_robust.py", "resnet": "train_resnet.py"}
-
-
-class ModelFileError(ValueError):
-    """A model file that is missing, corrupt, or does not match its own description."""
-
-
-def save_model(model: Network, path: str | os.PathLike, class_names: Sequence[str] | None = None,
-               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-               channel_order: str | None = None, pixel_scale: float | None = None,
-               resize: int | None = None, crop: int | None = None) -> Path:
-    """Write ``model`` (a Network) to ``path`` as a self-describing HDF5 file.
-
-    Preprocessing arguments left as None are taken from ``model.preprocessing``
-    (defaults: mean 0, std 1, RGB, pixels in [0, 1], no resize/crop).
-    The file is written to a temporary name and renamed, so a crash never
-    leaves a half-written model behind.
-    """
-    import h5py
-    pre = dict(model.preprocessing)
-    for k, v in (("mean", mean), ("std", std), ("channel_order", channel_order),
-                 ("pixel_scale", pixel_scale), ("resize", resize), ("crop", crop)):
-        if v is not None:
-            pre[k] = v
-    C = model.input_shape[0]
-    pre = {"mean": np.asarray(pre.get("mean", [0.0] * C), np.float64).reshape(-1),
-           "std": np.asarray(pre.get("std", [1.0] * C), np.float64).reshape(-1),
-           "channel_order": str(pre.get("channel_order", "RGB")),
-           "pixel_scale": float(pre.get("pixel_scale", 1.0)),
-           "resize": int(pre.get("resize") or 0), "crop": int(pre.get("crop") or 0)}
-    if pre["mean"].shape != (C,) or pre["std"].shape != (C,):
-        raise ValueError(f"mean and std must have {C} values (one per input channel)")
-    names = class_names if class_names is not None else model.class_names
-    if names is not None and len(names) != model.num_classes:
-        raise ValueError(f"{len(names)} class names for {model.num_classes} outputs")
-    from .safe_io import atomic_write
-    with atomic_write(path) as fobj, h5py.File(fobj, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = 2 if any("inputs" in spec for spec in model.architecture()) else 1
-        f.attrs["architecture"] = json.dumps(model.architecture())
-        f.attrs["input_shape"] = np.asarray(model.input_shape, np.int64)
-        w = f.create_group("weights")
-        for key, arr in model.state_dict().items():
-            layer, p = key.rsplit(".", 1)
-            w.require_group(layer).create_dataset(p, data=np.asarray(arr, np.float32))
-        g = f.create_group("preprocessing")
-        for k, v in pre.items():
-            g.attrs[k] = v
-        if names is not None:
-            f.create_dataset("class_names", data=[str(n) for n in names], dtype=h5py.string_dtype("utf-8"))
-    return Path(path)
-
-
-def _check_regular_file(path):
-    """Refuse a path that is not a regular file (a FIFO, a device, a folder) before opening it."""
-    from .safe_io import regular_file_problem
-    try:
-        problem = regular_file_problem(path)
-    except FileNotFoundError:
-        script = next((MADE_BY.get(n) for n, p in MODEL_NAMES.items() if Path(path) == p), None)
-        raise FileNotFoundError(f"model file {path} does not exist"
-                                + (f" (made by scripts/{script})" if script else "")) from None
-    except OSError as e:
-        raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None
-    if problem:
-        raise ModelFileError(f"{path}: not a regular file ({problem})")
-
-
 def _check_self_contained(f, path):
     """Walk every group and dataset without following links; refuse anything that
     makes HDF5 read outside this file (external links, external storage, virtual
@@ -193,37 +107,33 @@ def _short(v, n=60):
 def parameter_count(arch: Sequence[dict]) -> int:
     """Number of weights the architecture asks for, computed from the specs alone
     (nothing allocated): conv O*(I/groups)*k*k + O, linear out*in + out, batch norm 4*C."""
-    from .nn import _positive
+    from ..core.nn import positive_ints
     total = 0
     for spec in arch:
         name = spec.get("name")
         t = spec.get("type")
         try:
             if t == "conv":
-                i, o, k, g = _positive("conv", in_channels=spec.get("in_channels"),
+                i, o, k, g = positive_ints("conv", in_channels=spec.get("in_channels"),
                                        out_channels=spec.get("out_channels"),
                                        kernel_size=spec.get("kernel_size"), groups=spec.get("groups", 1))
                 total += o * (i // g) * k * k + o
             elif t == "linear":
-                i, o = _positive("linear", in_features=spec.get("in_features"), out_features=spec.get("out_features"))
+                i, o = positive_ints("linear", in_features=spec.get("in_features"),
+                                     out_features=spec.get("out_features"))
                 total += o * i + o
             elif t == "batchnorm":
-                (c,) = _positive("batchnorm", num_features=spec.get("num_features"))
+                (c,) = positive_ints("batchnorm", num_features=spec.get("num_features"))
                 total += 4 * c                  # weight, bias, running mean and variance
         except ValueError as e:
             raise ValueError(f"layer {name!r}: {e}") from None
     return total
 
 
-def _max_parameters(limit):
-    from .safe_io import limit_from_env
-    return limit_from_env(limit, "TGE_MAX_PARAMETERS", MAX_PARAMETERS)
-
-
 def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
                max_parameters: int | None = None) -> Network:
     """Read a model file written by :func:`save_model` (or by hand, following the schema),
-    or an ONNX file (a name ending in ``.onnx``: :func:`tinygrad_explain.onnx_import.load_onnx`,
+    or an ONNX file (a name ending in ``.onnx``: :func:`tinygrad_explain.modelfiles.onnx_import.load_onnx`,
     without preprocessing -- convert it with ``scripts/convert_onnx.py`` to store that).
 
     ``path=None`` loads the embedded default model shipped in ``weights/``
@@ -242,10 +152,10 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
     """
     import h5py
 
-    from .models import from_architecture
-    from .nn import weights_to_be_loaded
+    from ..core.architecture import from_architecture
+    from ..core.nn import weights_to_be_loaded
     if device != "cpu":
-        from . import device as dev
+        from ..core import device as dev
         dev.require(device)
     if path is None:
         path = os.environ.get("TGE_WEIGHTS") or DEFAULT_WEIGHTS
@@ -255,8 +165,8 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
     if path.suffix.lower() == ".onnx":
         from .onnx_import import load_onnx
         return load_onnx(path, max_parameters=max_parameters, device=device)
-    limit = _max_parameters(max_parameters)
-    _check_regular_file(path)
+    limit = parameter_limit(max_parameters)
+    check_regular_file(path)
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -359,12 +269,12 @@ def load_model(path: str | os.PathLike | None = None, device: str = "cpu",
 
 def _read_preprocessing(f, path, input_shape) -> dict:
     """The /preprocessing attributes as plain Python values, checked by the one
-    reader of the recipe (:func:`tinygrad_explain.image.preprocessing_of`)."""
+    reader of the recipe (:func:`tinygrad_explain.data.image.preprocessing_of`)."""
     from types import SimpleNamespace
 
     import h5py
 
-    from .image import preprocessing_of
+    from ..data.image import preprocessing_of
     pre = {}
     if "preprocessing" not in f:
         return pre

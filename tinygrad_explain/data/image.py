@@ -39,13 +39,19 @@ The steps of :func:`load`, in order:
 :func:`normalize_display` maps an arbitrary real array -- typically
 ``x.grad``, the gradient of a class score with respect to the input -- to a
 viewable uint8 image.
+
+This module reads image files (decoding with its limits, geometry, :func:`load`).
+The other concerns have modules of their own beside it, and every name is also
+here (``te.image.*``): the recipe's checks in ``preprocessing.py``
+(:func:`preprocessing_of`), the pixel <-> model-space maths in ``pixels.py``, and
+the pictures in ``display.py`` (:func:`to_display`, :func:`to_pictures`,
+:func:`normalize_display`).
 """
 from __future__ import annotations
 
 import io
 import os
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from struct import error as struct_error
 from typing import TYPE_CHECKING, Union
@@ -53,24 +59,34 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .display import normalize_display, to_display, to_pictures  # noqa: F401  (te.image.to_display, ...)
+from .pixels import (  # noqa: F401  (te.image.to_model, ...)
+    channel_stats,
+    data_scale,
+    model_grad_to_pixels,
+    model_to_pixels,
+    pixel_bounds,
+    pixels_to_model,
+    to_model,
+    to_numpy,
+)
+from .preprocessing import MAX_SIDE, MIN_STD, preprocessing_of  # noqa: F401  (te.image.preprocessing_of, ...)
+
 if TYPE_CHECKING:                    # hints only: image.py reads nothing but two attributes of a model
-    from .models import Network
+    from ..core.models import Network
 
 #: what :func:`load` reads: a file path, a PIL image or a uint8 (H, W[, C]) array
 ImageSource = Union[str, bytes, os.PathLike, Image.Image, np.ndarray]
 
-__all__ = ["load", "load_pil", "to_display", "normalize_display", "preprocessing_of", "pixels_to_model", "to_model",
-           "model_grad_to_pixels", "model_to_pixels", "pixel_bounds", "data_scale", "channel_stats"]
+__all__ = ["load", "load_pil", "to_display", "to_pictures", "normalize_display", "preprocessing_of", "pixels_to_model",
+           "to_model", "model_grad_to_pixels", "model_to_pixels", "pixel_bounds", "data_scale", "channel_stats"]
 
 _RESAMPLE = Image.Resampling.BILINEAR if hasattr(Image, "Resampling") else Image.BILINEAR
 
 
 # ---------------------------------------------------------------------------
-# Reading the recipe
+# Decoding
 # ---------------------------------------------------------------------------
-#: Bounds on the recipe's sizes (pixels per side) and on the standard deviation.
-MAX_SIDE = 8192
-MIN_STD = 1e-6
 #: Bounds on a decoded image: pixel count and the ratio of its longer to its shorter
 #: side (a 2 x 20000 strip resized to a shorter side of 256 would be 256 x 2.56 M).
 MAX_PIXELS = 100_000_000
@@ -108,201 +124,6 @@ class UnsupportedImageError(ValueError):
     """A file that is not one of the accepted image formats or pixel layouts (HTTP 415 in the explorer)."""
 
 
-def _as_str(v, default, key):
-    if v is None:
-        return default
-    if isinstance(v, np.ndarray) and v.size == 1:
-        v = v.reshape(-1)[0]
-    if isinstance(v, np.str_):
-        v = str(v)
-    if isinstance(v, (bytes, np.bytes_)):
-        try:
-            v = bytes(v).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"preprocessing {key} is not UTF-8 text: {v!r}") from None
-    if not isinstance(v, str):
-        raise ValueError(f"preprocessing {key} must be a string, got {v!r}")
-    try:
-        v.encode("utf-8")                      # h5py hands bad UTF-8 over as lone surrogates
-    except UnicodeEncodeError:
-        raise ValueError(f"preprocessing {key} is not UTF-8 text: {v!r}") from None
-    return v
-
-
-def _numbers(v, key) -> np.ndarray:
-    """A flat float64 array of finite numbers (not strings, not booleans)."""
-    a = np.asarray(v)
-    if a.dtype.kind not in "iuf":
-        raise ValueError(f"preprocessing {key} must be numbers, got {v!r}")
-    a = a.astype(np.float64).reshape(-1)
-    if not np.isfinite(a).all():
-        raise ValueError(f"preprocessing {key} must be finite, got {v!r}")
-    return a
-
-
-def _as_size(v, key="size"):
-    """``resize``/``crop`` value -> None (absent or 0), an int, or an (h, w) pair, each in 1..MAX_SIDE."""
-    if v is None:
-        return None
-    a = np.asarray(v)
-    if a.dtype.kind not in "iu" and not (a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all()):
-        raise ValueError(f"preprocessing {key} must be a whole number of pixels or (h, w), got {v!r}")
-    a = a.reshape(-1)
-    if a.size == 0:
-        return None
-    if a.size > 2:
-        raise ValueError(f"preprocessing {key} must be an int or (h, w), got {v!r}")
-    if (a < 0).any() or (a > MAX_SIDE).any():
-        raise ValueError(f"preprocessing {key} must be between 0 and {MAX_SIDE} pixels, got {v!r}")
-    if a.size == 1:
-        n = int(a[0])
-        return n if n > 0 else None
-    h, w = (int(a[0]), int(a[1]))
-    if (h > 0) != (w > 0):
-        raise ValueError(f"preprocessing {key} must have both sides positive (or both 0), got {v!r}")
-    return (h, w) if h > 0 and w > 0 else None
-
-
-def preprocessing_of(model: Network) -> dict:
-    """The model's recipe with defaults filled in and types normalised.
-
-    Returns ``dict(mean=ndarray[C], std=ndarray[C], channel_order=str,
-    pixel_scale=float, resize=None|int|(h, w), crop=None|int|(h, w))``.
-    Only ``model.preprocessing`` and ``model.input_shape`` are read, so any
-    object with those two attributes works (handy in tests).  Every value is
-    checked -- numbers where numbers belong, finite, ``std >= MIN_STD``,
-    sizes whole and in 1..MAX_SIDE -- and a bad one raises ``ValueError``
-    naming the key and the value.
-    """
-    C = int(model.input_shape[0])
-    pre = dict(getattr(model, "preprocessing", None) or {})
-    mean = _numbers(pre.get("mean") if pre.get("mean") is not None else [0.0] * C, "mean")
-    std = _numbers(pre.get("std") if pre.get("std") is not None else [1.0] * C, "std")
-    if mean.size == 1:
-        mean = np.repeat(mean, C)
-    if std.size == 1:
-        std = np.repeat(std, C)
-    for key, a in (("mean", mean), ("std", std)):
-        if a.shape != (C,):
-            raise ValueError(f"preprocessing {key} must have {C} values (one per input channel), got {a.size}")
-    if not (std >= MIN_STD).all():
-        raise ValueError(f"preprocessing std must be at least {MIN_STD} (it divides the image), got {std.tolist()}")
-    order = _as_str(pre.get("channel_order"), "RGB", "channel_order").upper()
-    if C == 3 and order not in ("RGB", "BGR"):
-        raise ValueError(f"channel_order must be 'RGB' or 'BGR' for a 3-channel model, got {order!r}")
-    scale = pre.get("pixel_scale")
-    scale = 1.0 if scale is None else _numbers(scale, "pixel_scale")
-    if not isinstance(scale, float):
-        if scale.size != 1:
-            raise ValueError(f"preprocessing pixel_scale must be one number, got {pre.get('pixel_scale')!r}")
-        scale = float(scale[0])
-    if not 0 < scale <= 65535:
-        raise ValueError(f"pixel_scale must be positive (at most 65535), got {scale}")
-    return dict(mean=mean, std=std, channel_order=order, pixel_scale=scale,
-                resize=_as_size(pre.get("resize"), "resize"), crop=_as_size(pre.get("crop"), "crop"))
-
-
-# ---------------------------------------------------------------------------
-# Values: pixels <-> model space (the one place this mapping is written)
-# ---------------------------------------------------------------------------
-def pixels_to_model(pixels: np.ndarray, mean: Sequence[float] | np.ndarray, std: Sequence[float] | np.ndarray,
-                    pixel_scale: float = 1.0, channel_order: str = "RGB") -> np.ndarray:
-    """RGB pixels 0..255, (N, H, W, C) or (H, W, C), uint8 or float -> float32
-    (N, C, H, W) model space, for a single image or a batch:
-
-        x = pixel * pixel_scale / 255;  channels to ``channel_order``;  x = (x - mean) / std
-
-    (in float32, in that order).  ``mean``/``std`` per channel, in ``channel_order``."""
-    x = np.asarray(pixels)
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4:
-        raise ValueError(f"expected images (N, H, W, C), got shape {x.shape}")
-    out = x.transpose(0, 3, 1, 2).astype(np.float32)
-    out *= np.float32(pixel_scale / 255.0)
-    if out.shape[1] == 3 and str(channel_order).upper() == "BGR":
-        out = out[:, ::-1]
-    out -= np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
-    out /= np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-    return np.ascontiguousarray(out)
-
-
-def to_model(pixels: np.ndarray, model: Network) -> np.ndarray:
-    """:func:`pixels_to_model` with the model's recipe (:func:`preprocessing_of`):
-    uint8 RGB (N, H, W, C) or (H, W, C) already at the input size -> float32
-    (N, C, H, W).  :func:`load` adds decoding and geometry for files."""
-    pre = preprocessing_of(model)
-    return pixels_to_model(pixels, pre["mean"], pre["std"], pre["pixel_scale"], pre["channel_order"])
-
-
-def model_grad_to_pixels(grad: np.ndarray, model: Network) -> np.ndarray:
-    """The chain rule through :func:`to_model`: a gradient ``dL/dx`` in model space
-    (N, C, H, W) -> ``dL/dpixel`` (N, H, W, C), RGB, pixels on the 0..255 scale.
-
-    ``x = (pixel * pixel_scale / 255 - mean) / std`` per channel (after the
-    channel reordering), so ``dL/dpixel = dL/dx * pixel_scale / (255 * std)``,
-    channels back to RGB, channels last.  An adversarial attack that works on
-    pixels (:mod:`tinygrad_explain.adversarial`) steps along this gradient."""
-    g = _to_numpy(grad).astype(np.float64)
-    if g.ndim == 3:
-        g = g[None]
-    if g.ndim != 4:
-        raise ValueError(f"expected a gradient (N, C, H, W), got shape {g.shape}")
-    pre = preprocessing_of(model)
-    if g.shape[1] != pre["std"].size:
-        raise ValueError(f"gradient has {g.shape[1]} channels, model preprocessing has {pre['std'].size}")
-    g = g * (pre["pixel_scale"] / 255.0) / pre["std"].reshape(1, -1, 1, 1)
-    if g.shape[1] == 3 and pre["channel_order"] == "BGR":
-        g = g[:, ::-1]
-    return np.ascontiguousarray(g.transpose(0, 2, 3, 1))
-
-
-def model_to_pixels(x: np.ndarray, model: Network) -> np.ndarray:
-    """The inverse value mapping: model space (C, H, W) -> float64 pixels (C, H, W),
-    RGB order, 0..255 scale, neither rounded nor clipped (an optimised image may leave
-    the range): ``(x * std + mean) * 255 / pixel_scale``, channels back to RGB."""
-    a = _to_numpy(x).astype(np.float64)
-    pre = preprocessing_of(model)
-    C = a.shape[0]
-    if C != pre["mean"].size:
-        raise ValueError(f"input has {C} channels, model preprocessing has {pre['mean'].size}")
-    a = a * pre["std"][:, None, None] + pre["mean"][:, None, None]
-    a = a * (255.0 / pre["pixel_scale"])
-    if C == 3 and pre["channel_order"] == "BGR":
-        a = a[::-1]
-    return a
-
-
-def pixel_bounds(model: Network) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi), each (C, 1, 1) float32: the model-space values of pixel 0 and pixel 255
-    per channel (in the model's channel order)."""
-    pre = preprocessing_of(model)
-    mean, std, scale = pre["mean"], pre["std"], pre["pixel_scale"]
-    lo = (0.0 - mean) / std
-    hi = (scale - mean) / std
-    return (np.minimum(lo, hi).astype(np.float32)[:, None, None],
-            np.maximum(lo, hi).astype(np.float32)[:, None, None])
-
-
-def data_scale(model: Network) -> float:
-    """B: the largest magnitude a real image can have in model space (the half-range of
-    the pixel values around the mean).  Mahendran & Vedaldi normalise their
-    regularisers by it, so that the same weights work for [0,1]/std and [0,255]-mean inputs."""
-    lo, hi = pixel_bounds(model)
-    return float(max(np.abs(lo).max(), np.abs(hi).max()))
-
-
-def channel_stats(images_uint8: np.ndarray, pixel_scale: float = 1.0,
-                  max_images: int = 10000) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std of uint8 NHWC images, with pixels scaled to
-    [0, ``pixel_scale``] (the values the model file's preprocessing stores)."""
-    x = np.asarray(images_uint8[:max_images], np.float64) * (pixel_scale / 255.0)
-    return x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
-
-
-# ---------------------------------------------------------------------------
-# Decoding
-# ---------------------------------------------------------------------------
 def _describe(src):
     if isinstance(src, (str, bytes, os.PathLike)):
         return repr(os.fsdecode(src))
@@ -348,7 +169,7 @@ def _open(src, limits: DecodeLimits | None = None) -> Image.Image:
     if isinstance(src, io.BytesIO):
         fp, what = src, "(uploaded data)"
     elif isinstance(src, (str, bytes, os.PathLike)):
-        from .safe_io import regular_file_problem
+        from ..core.safe_io import regular_file_problem
         fp = os.fsdecode(os.fspath(src))
         what = repr(fp)
     else:
@@ -547,101 +368,3 @@ def load(src: ImageSource, model: Network, limits: DecodeLimits | None = None) -
     if a.ndim == 2:
         a = a[:, :, None]
     return pixels_to_model(a, pre["mean"], pre["std"], pre["pixel_scale"], pre["channel_order"])
-
-
-def _to_numpy(x) -> np.ndarray:
-    """Accept ndarray, engine Tensor (``.numpy()``/``.data``) or CuPy arrays."""
-    if hasattr(x, "numpy") and callable(x.numpy) and not isinstance(x, np.ndarray):
-        x = x.numpy()
-    elif hasattr(x, "data") and not isinstance(x, np.ndarray) and not isinstance(x, memoryview):
-        x = x.data
-    if hasattr(x, "get") and not isinstance(x, (np.ndarray, dict)):
-        x = x.get()                                          # CuPy -> NumPy
-    return np.asarray(x)
-
-
-def to_display(x: np.ndarray, model: Network) -> np.ndarray:
-    """Invert :func:`load`'s value mapping: model input -> uint8 ``(H, W, 3)`` RGB.
-
-    Accepts ``(1, C, H, W)`` or ``(C, H, W)``.  Geometry (resize/crop) is not
-    undone -- the result is the image *as the network saw it*.  One-channel
-    inputs are replicated to grey RGB.  Values are clipped to 0..255, so an
-    input modified by gradient ascent still displays.
-    """
-    a = _to_numpy(x).astype(np.float64)
-    if a.ndim == 4:
-        if a.shape[0] != 1:
-            raise ValueError(f"to_display takes one image, got a batch of {a.shape[0]}")
-        a = a[0]
-    if a.ndim != 3:
-        raise ValueError(f"expected (1, C, H, W) or (C, H, W), got shape {a.shape}")
-    a = model_to_pixels(a, model)
-    if a.shape[0] == 1:
-        a = np.repeat(a, 3, axis=0)
-    return np.clip(np.round(a), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
-
-
-def _hwc(a: np.ndarray) -> np.ndarray:
-    """(1,C,H,W) / (C,H,W) / (H,W,C) / (H,W) -> (H, W, C)."""
-    if a.ndim == 4:
-        if a.shape[0] != 1:
-            raise ValueError(f"normalize_display takes one image, got a batch of {a.shape[0]}")
-        a = a[0]
-    if a.ndim == 2:
-        return a[:, :, None]
-    if a.ndim != 3:
-        raise ValueError(f"expected a 2-, 3- or 4-D array, got shape {a.shape}")
-    # Gradients w.r.t. a model input are (C, H, W): channels-first wins ties.
-    if a.shape[0] in (1, 3):
-        return a.transpose(1, 2, 0)
-    return a
-
-
-def normalize_display(arr: np.ndarray, mode: str = "minmax", percentile: float | None = None) -> np.ndarray:
-    """Map a real-valued map (e.g. an input gradient) to a uint8 image.
-
-    ``arr`` may be ``(1, C, H, W)``, ``(C, H, W)``, ``(H, W, C)`` or ``(H, W)``;
-    a 3-D array is taken as channels-first when its first axis is 1 or 3 (as
-    the gradient of a model input is), else as channels-last.  Modes:
-
-    ``"minmax"`` (default)
-        linear map of ``[min, max]`` to ``[0, 255]``, colours kept -- the usual
-        way to show a guided-backprop / deconvnet reconstruction.
-    ``"signed"``
-        zero maps to mid-grey 128 and ``max |arr|`` to 0 / 255, so the sign of
-        the gradient stays visible (positive = brighter).
-    ``"abs"``
-        the saliency map of Simonyan et al. (2014): ``max_c |arr|`` per
-        pixel, scaled so the largest value is 255; returns ``(H, W)`` grey.
-
-    ``percentile`` (e.g. 99) clips the scale at that percentile of the
-    magnitudes, so a few extreme pixels do not leave the rest black.  A
-    constant input gives all zeros ("minmax", "abs") or all 128 ("signed").
-    Returns ``(H, W, 3)`` uint8 for 3-channel input, ``(H, W)`` otherwise.
-    """
-    a = _hwc(_to_numpy(arr).astype(np.float64))
-    if not np.all(np.isfinite(a)):
-        raise ValueError("normalize_display: array contains NaN or Inf")
-    if mode == "abs":
-        m = np.abs(a).max(axis=2)
-        hi = np.percentile(m, percentile) if percentile is not None else m.max()
-        out = np.clip(m / hi, 0, 1) * 255.0 if hi > 0 else np.zeros_like(m)
-        return np.round(out).astype(np.uint8)
-    if mode == "signed":
-        mag = np.abs(a)
-        hi = np.percentile(mag, percentile) if percentile is not None else mag.max()
-        out = 128.0 + (np.clip(a / hi, -1, 1) * 127.0 if hi > 0 else 0.0 * a)
-    elif mode == "minmax":
-        if percentile is not None:
-            lo, hi = np.percentile(a, [100.0 - percentile, percentile])
-        else:
-            lo, hi = a.min(), a.max()
-        out = (np.clip((a - lo) / (hi - lo), 0, 1) * 255.0) if hi > lo else np.zeros_like(a)
-    else:
-        raise ValueError(f"unknown mode {mode!r}; expected 'minmax', 'signed' or 'abs'")
-    out = np.round(out).astype(np.uint8)
-    if out.shape[2] == 1:
-        return out[:, :, 0]
-    if out.shape[2] == 4:
-        out = out[:, :, :3]
-    return out

@@ -13,8 +13,8 @@ import math
 
 import numpy as np
 
-from . import engine
-from . import kernels as K
+from .. import kernels as K
+from ..core import engine
 
 
 # --------------------------------------------------------------------------
@@ -76,7 +76,7 @@ class SGD(Optimizer):
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
-        self.velocity = [engine._xp(p.data).zeros_like(p.data) for p in self.params]
+        self.velocity = [engine.array_module(p.data).zeros_like(p.data) for p in self.params]
 
     def _buffers(self):
         return {"velocity": self.velocity} if self.momentum else {}
@@ -106,8 +106,8 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.b1, self.b2 = map(float, betas)
         self.eps, self.weight_decay, self.decoupled = float(eps), float(weight_decay), bool(decoupled)
-        self.m = [engine._xp(p.data).zeros(p.data.shape, p.data.dtype) for p in self.params]
-        self.v = [engine._xp(p.data).zeros(p.data.shape, p.data.dtype) for p in self.params]
+        self.m = [engine.array_module(p.data).zeros(p.data.shape, p.data.dtype) for p in self.params]
+        self.v = [engine.array_module(p.data).zeros(p.data.shape, p.data.dtype) for p in self.params]
 
     def _buffers(self):
         return {"m": self.m, "v": self.v}
@@ -117,7 +117,7 @@ class Adam(Optimizer):
         for p, m, v in zip(self.params, self.m, self.v):
             if p.grad is None:
                 continue
-            if engine._xp(p.data) is np:
+            if engine.array_module(p.data) is np:
                 if not p.data.flags.c_contiguous:   # a frozen nn.Linear weight is held column-major
                     p.data = np.ascontiguousarray(p.data)
                 K.adam.step(p.data, p.grad, m, v, self.lr, self.b1, self.b2, self.eps, self.weight_decay,
@@ -140,7 +140,7 @@ def _adam_step_xp(w, g, m, v, lr, b1, b2, eps, weight_decay, decoupled, t):
     v += f(1 - b2) * g * g
     if weight_decay and decoupled:
         w -= f(lr * weight_decay) * w
-    w -= f(lr / (1 - b1 ** t)) * m / (engine._xp(w).sqrt(v / f(1 - b2 ** t)) + f(eps))
+    w -= f(lr / (1 - b1 ** t)) * m / (engine.array_module(w).sqrt(v / f(1 - b2 ** t)) + f(eps))
 
 
 # --------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Networks as graphs of named nodes: residual additions, concatenations.
 
-A :class:`GraphNetwork` is a :class:`~tinygrad_explain.models.Network` whose
+A :class:`GraphNetwork` is a :class:`~tinygrad_explain.core.models.Network` whose
 nodes may take several inputs.  Each node is a layer with a name and the names
 of the nodes it reads (``"input"`` is the network's input); the nodes are held
 in a topological order (every node after the nodes it reads) and the last node

@@ -10,7 +10,7 @@ share a name there (``crane`` 134 the bird / 517 the machine, and
 ``maillot`` 638 / 639); index, not name, is the identity of a class.
 
 Two preprocessing conventions exist for AlexNet, and a model file records
-which one its weights expect (see :mod:`tinygrad_explain.image`):
+which one its weights expect (see :mod:`tinygrad_explain.data.image`):
 
 * **torchvision**: RGB, pixels scaled to [0, 1], then per-channel
   ``(x - TORCHVISION_MEAN) / TORCHVISION_STD``.
@@ -28,15 +28,22 @@ __all__ = [
     "TORCHVISION_MEAN",
     "TORCHVISION_STD",
     "CAFFE_MEAN_BGR",
+    "TORCHVISION_PREPROCESSING",
+    "CAFFE_PREPROCESSING",
     "load_class_names",
     "class_name",
 ]
 
-CLASSES_FILE = Path(__file__).with_name("data") / "imagenet_classes.txt"
+CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)   # RGB, on pixels in [0, 1]
 TORCHVISION_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)   # B, G, R on [0, 255]
+# the whole preprocessing of the two AlexNet families (a model file's /preprocessing attributes)
+TORCHVISION_PREPROCESSING = dict(mean=TORCHVISION_MEAN, std=TORCHVISION_STD, channel_order="RGB",
+                                 pixel_scale=1.0, resize=256, crop=224)
+CAFFE_PREPROCESSING = dict(mean=CAFFE_MEAN_BGR, std=(1.0, 1.0, 1.0), channel_order="BGR",
+                           pixel_scale=255.0, resize=256, crop=227)
 
 
 def load_class_names(path=CLASSES_FILE) -> list[str]:

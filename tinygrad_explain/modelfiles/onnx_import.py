@@ -1,4 +1,4 @@
-"""ONNX import: a classifier exported to ONNX becomes a :class:`~tinygrad_explain.graph.GraphNetwork`.
+"""ONNX import: a classifier exported to ONNX becomes a :class:`~tinygrad_explain.core.graph.GraphNetwork`.
 
     model = te.load_model("resnet18.onnx")                      # or
     model = te.onnx_import.load_onnx("resnet18.onnx", mean=[...], std=[...])
@@ -11,7 +11,7 @@ reader refuses, with one line naming the file and the node or tensor,
 * a file over :data:`MAX_FILE_BYTES` or one that is not a regular file;
 * tensors whose data lives outside the file (external data);
 * a declared tensor over the parameter limit (``max_parameters``, as for the
-  model file: :data:`tinygrad_explain.modelfile.MAX_PARAMETERS` or
+  model file: :data:`tinygrad_explain.modelfiles.modelfile.MAX_PARAMETERS` or
   ``TGE_MAX_PARAMETERS``), or all of them together over it, and raw data whose
   length does not match its declared shape (a truncated tensor);
 * every unsupported op, all named at once: ``unsupported ONNX ops: Resize
@@ -65,8 +65,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .graph import INPUT, Add, Concat, GraphNetwork
-from .modelfile import MAX_ACTIVATIONS, ModelFileError, _check_regular_file, _max_parameters
+from ..core.graph import INPUT, Add, Concat, GraphNetwork
+from .format import MAX_ACTIVATIONS, ModelFileError, check_regular_file, parameter_limit
 
 #: ONNX files larger than this are refused before parsing (protobuf's own limit is 2 GiB)
 MAX_FILE_BYTES = 2 ** 31 - 1
@@ -190,11 +190,11 @@ def read_onnx(path: str | os.PathLike, max_parameters: int | None = None,
     converting any weight; returns the ``onnx.ModelProto``."""
     import onnx
     path = Path(path)
-    _check_regular_file(path)
+    check_regular_file(path)
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise OnnxImportError(f"{path}: {size:,} bytes, more than an ONNX file can hold ({MAX_FILE_BYTES:,})")
-    limit = _max_parameters(max_parameters)
+    limit = parameter_limit(max_parameters)
     if size > 8 * limit + (64 << 20):
         raise OnnxImportError(f"{path}: {size:,} bytes, more than {limit:,} parameters could take "
                               "(pass max_parameters= or set TGE_MAX_PARAMETERS to allow it)")
@@ -270,8 +270,8 @@ def _pads(a, where):
 def build_graph(model, path="<onnx>", max_parameters=None, input_size=None, fold_batch_norm=True):
     """(nodes [(name, layer, inputs)], state {key: array}, input_shape) from a checked
     ``onnx.ModelProto`` (:func:`read_onnx`): the te graph, its weights folded and named."""
-    from .models import layer_output_shape
-    limit = _max_parameters(max_parameters)
+    from ..core.models import layer_output_shape
+    limit = parameter_limit(max_parameters)
     g = model.graph
     in_name, input_shape = _input_shape(model, path, input_size)
     const = {t.name: _array(t, path, "initializer", limit) for t in g.initializer}
@@ -321,7 +321,7 @@ def build_graph(model, path="<onnx>", max_parameters=None, input_size=None, fold
 
 def _convert_node(n, where, path, const, src, shape, kind, state, readers, outputs, add, fold_batch_norm):
     """Turn ONNX node ``n`` into te nodes (``add``), a folded constant or an alias."""
-    from . import nn
+    from ..core import nn
     op, a = n.op_type, _attrs(n)
     ins = list(n.input)
     dyn = [i for i in ins if i and i in src]
@@ -552,9 +552,9 @@ def load_onnx(path: str | os.PathLike, *, class_names: Sequence[str] | None = No
     keeps every BatchNormalization as a ``batchnorm`` node (the file's own numbers, for
     float64 comparisons; folding rounds the folded weights to float32).  Every problem
     raises :class:`OnnxImportError` (a ``ModelFileError``) naming the file and the node."""
-    from .image import preprocessing_of
-    from .imagenet import IMAGENET_CLASSES
-    from .nn import weights_to_be_loaded
+    from ..core.nn import weights_to_be_loaded
+    from ..data.image import preprocessing_of
+    from ..data.imagenet import IMAGENET_CLASSES
     path = Path(path)
     model = read_onnx(path, max_parameters, input_size)
     with weights_to_be_loaded():           # every weight is loaded from the file below
@@ -589,8 +589,8 @@ def load_onnx(path: str | os.PathLike, *, class_names: Sequence[str] | None = No
 def convert_onnx(in_path: str | os.PathLike, out_path: str | os.PathLike, **kw) -> GraphNetwork:
     """ONNX file -> model file (``te.save_model``), preprocessing and class names stored;
     keywords as :func:`load_onnx`.  Returns the model."""
-    from .modelfile import save_model
-    from .safe_io import check_output
+    from ..core.safe_io import check_output
+    from .format import save_model
     src = os.fspath(in_path)
     out = check_output(out_path, inputs=[src], need_folder=False)
     net = load_onnx(src, **kw)
@@ -625,7 +625,7 @@ def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
     kw = dict(mean=args.mean, std=args.std, channel_order=args.channel_order, pixel_scale=args.pixel_scale,
               resize=args.resize, crop=args.crop, input_size=args.input_size, max_parameters=args.max_parameters)
     if args.imagenet:
-        from .convert import TORCHVISION_PREPROCESSING
+        from ..data.imagenet import TORCHVISION_PREPROCESSING
         for k, v in TORCHVISION_PREPROCESSING.items():
             kw[k] = kw.get(k) if kw.get(k) is not None else (list(v) if isinstance(v, tuple) else v)
     try:
@@ -642,7 +642,7 @@ def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 def _read_class_names(path) -> list[str]:
     """One class name a line from a UTF-8 text file (at most 10 MB, a regular file)."""
-    from .safe_io import regular_file_problem
+    from ..core.safe_io import regular_file_problem
     problem = regular_file_problem(path)
     if problem:
         raise ValueError(f"{path}: not a regular file ({problem})")

@@ -61,7 +61,7 @@ import zlib
 
 import numpy as np
 
-from .safe_io import regular_file_problem
+from ..core.safe_io import regular_file_problem
 
 __all__ = [
     "TensorRef",

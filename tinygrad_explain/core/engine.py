@@ -15,7 +15,7 @@ Two details matter for explaining networks:
   ever computed.
 * **The ReLU backward rule is engine state.**  ``with relu_backward("guided"):``
   changes what *every* ReLU passes back while that backward runs
-  (see :mod:`tinygrad_explain.ops` ``ReLU``), however the model is written.
+  (see :mod:`tinygrad_explain.core.ops` ``ReLU``), however the model is written.
 
 Both switches (``no_grad`` and the ReLU rule) are **per thread** (context
 variables): a ``with relu_backward("guided"):`` or ``no_grad()`` in one
@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -48,8 +49,7 @@ _RELU_RULE = contextvars.ContextVar("tinygrad_explain_relu_rule", default="backp
 
 
 @contextlib.contextmanager
-def _set(var, value) -> Iterator[None]:
-    """Set a context variable for the ``with`` block (this thread only)."""
+def _setting(var: contextvars.ContextVar, value: object) -> Iterator[None]:
     token = var.set(value)
     try:
         yield
@@ -57,9 +57,14 @@ def _set(var, value) -> Iterator[None]:
         var.reset(token)
 
 
+def set_context(var: contextvars.ContextVar, value: object) -> contextlib.AbstractContextManager[None]:
+    """Set a context variable for the ``with`` block (this thread only)."""
+    return _setting(var, value)
+
+
 def no_grad() -> contextlib.AbstractContextManager[None]:
     """Inside this block no graph is recorded (inference, finite differences)."""
-    return _set(_GRAD_ENABLED, False)
+    return set_context(_GRAD_ENABLED, False)
 
 
 def is_grad_enabled() -> bool:
@@ -71,20 +76,25 @@ def relu_backward(rule: str) -> contextlib.AbstractContextManager[None]:
     ``RELU_RULES`` ("backprop", "deconvnet", "guided"), whose masks ``RELU_MASKS`` gives."""
     if rule not in RELU_RULES:
         raise ValueError(f"unknown ReLU backward rule {rule!r}; expected one of {RELU_RULES}")
-    return _set(_RELU_RULE, rule)
+    return set_context(_RELU_RULE, rule)
 
 
 def current_relu_rule() -> str:
     return _RELU_RULE.get()
 
 
-def _xp(a):
+def array_module(a: object) -> ModuleType:
     """The array module (numpy or cupy) that owns array ``a``."""
     mod = type(a).__module__
     if mod.startswith("cupy"):
         import cupy
         return cupy
     return np
+
+
+# the old private name, kept until the branches written before the rename are merged (issue #29);
+# tests/test_architecture.py fails on any module that still imports it
+_xp = array_module
 
 
 class Tensor:
@@ -99,7 +109,7 @@ class Tensor:
     def __init__(self, data: Tensor | ArrayLike, requires_grad: bool = False):
         if isinstance(data, Tensor):
             data = data.data
-        if not (isinstance(data, np.ndarray) or _xp(data) is not np):
+        if not (isinstance(data, np.ndarray) or array_module(data) is not np):
             data = np.asarray(data)
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"only floating point tensors can require grad, got dtype {data.dtype}")
@@ -128,11 +138,11 @@ class Tensor:
     @property
     def device(self) -> str:
         """Where ``data`` lives: "cpu" or "gpu"."""
-        return "cpu" if _xp(self.data) is np else "gpu"
+        return "cpu" if array_module(self.data) is np else "gpu"
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied from the GPU if needed)."""
-        return self.data.get() if _xp(self.data) is not np else self.data
+        return self.data.get() if array_module(self.data) is not np else self.data
 
     def to(self, device: str) -> Tensor:
         """This tensor on ``device`` ("cpu" or "gpu"): itself if it is there already,
@@ -178,7 +188,7 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(was it computed under no_grad(), or from inputs that do not require grad?)")
-        xp = _xp(self.data)
+        xp = array_module(self.data)
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(f"grad must be given for a non-scalar output of shape {self.shape}")
@@ -259,7 +269,7 @@ class Function:
 
 def _check_same_device(op, tensors):
     """Refuse an op whose inputs live on different devices (no silent host <-> device copies)."""
-    where = ["cpu" if _xp(t.data) is np else "gpu" for t in tensors]
+    where = ["cpu" if array_module(t.data) is np else "gpu" for t in tensors]
     if len(set(where)) > 1:
         raise RuntimeError(f"{op}: inputs on different devices ({', '.join(where)}); move them explicitly "
                            "with Tensor.to(device) / Network.to(device)")

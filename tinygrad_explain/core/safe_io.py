@@ -177,7 +177,7 @@ def limit_from_env(value, env: str, default: int) -> int:
     return default
 
 
-def _npz_limit(max_bytes):
+def npz_limit(max_bytes):
     return limit_from_env(max_bytes, "TGE_MAX_NPZ_BYTES", MAX_NPZ_BYTES)
 
 
@@ -210,7 +210,7 @@ def load_npz(path, what: str = "file", keys=None, max_bytes: int | None = None) 
     problem = regular_file_problem(path)          # FileNotFoundError for a missing path
     if problem:
         raise NpzError(f"{label}: not a regular file ({problem})")
-    limit = _npz_limit(max_bytes)
+    limit = npz_limit(max_bytes)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, OverflowError) as e:

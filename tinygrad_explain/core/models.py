@@ -20,7 +20,7 @@ import numpy as np
 
 from . import device as _device
 from . import nn
-from .engine import Tensor, _xp, is_grad_enabled
+from .engine import Tensor, array_module, is_grad_enabled
 
 
 class Network:
@@ -204,7 +204,7 @@ class Network:
             raise ValueError(f"{what} must have shape {axes} = {expected}, got {tuple(data.shape)}")
         if data.shape[0] == 0:
             raise ValueError(f"{what} is an empty batch (0 images); give at least one")
-        if not bool(_xp(data).isfinite(data).all()):
+        if not bool(array_module(data).isfinite(data).all()):
             raise ValueError(f"{what} contains NaN or Inf")
         return t if t is not None else Tensor(data)
 
@@ -306,23 +306,6 @@ class LayerOutputs(dict):
     """``model(x, keep=(...))``'s answer: {layer name: output Tensor} in layer order,
     the kept layers and the last layer run; ``.output`` is the final output."""
     output = None
-
-
-def from_architecture(arch: Sequence[dict], input_shape: Sequence[int], **kw) -> Network:
-    """Rebuild a Network from ``Network.architecture()`` output -- a GraphNetwork
-    (tinygrad_explain.graph) when any entry names its ``inputs``."""
-    if any(isinstance(spec, dict) and "inputs" in spec for spec in arch):
-        from .graph import graph_from_architecture
-        return graph_from_architecture(arch, input_shape, **kw)
-    layers = []
-    for i, spec in enumerate(arch):
-        if "name" not in spec:
-            raise ValueError(f"architecture entry {i} has no 'name'")
-        try:
-            layers.append((spec["name"], nn.layer_from_spec(spec)))
-        except ValueError as e:
-            raise ValueError(f"layer {spec['name']!r}: {e}") from None
-    return Network(layers, input_shape, **kw)
 
 
 def alexnet(variant: str = "torchvision", num_classes: int = 1000) -> Network:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import engine
-from .safe_io import atomic_write
+from ..core import engine
+from ..core.safe_io import atomic_write
 
 
 def save_checkpoint(path, model, optimizer, epoch, rngs=None, extra=None):
@@ -24,7 +24,7 @@ def save_checkpoint(path, model, optimizer, epoch, rngs=None, extra=None):
     Generator; the engine's own generator -- dropout masks -- is always
     saved as ``engine``) as JSON, ``preprocessing`` as JSON, and ``extra``
     (a JSON-able dict, e.g. the training history).  Written through
-    :func:`~tinygrad_explain.safe_io.atomic_write`, so an interruption never
+    :func:`~tinygrad_explain.core.safe_io.atomic_write`, so an interruption never
     leaves a half-written checkpoint.
     """
     path = Path(path)
@@ -59,12 +59,12 @@ def _max_checkpoint_bytes(model, optimizer) -> int:
     if set, instead."""
     import os
 
-    from .safe_io import _npz_limit
+    from ..core.safe_io import npz_limit
     if os.environ.get("TGE_MAX_NPZ_BYTES"):
-        return _npz_limit(None)
+        return npz_limit(None)
     values = sum(int(np.prod(v.shape)) for v in model.state_dict().values())
     buffers = 1 + len(optimizer._buffers())
-    return max(_npz_limit(None), 8 * values * buffers + (64 << 20))
+    return max(npz_limit(None), 8 * values * buffers + (64 << 20))
 
 
 def _json_of(z, key, path):
@@ -98,7 +98,7 @@ def load_checkpoint(path, model, optimizer):
     """Restore a checkpoint written by :func:`save_checkpoint` into ``model``
     and ``optimizer`` (in place) and the engine's generator.
 
-    All or nothing: the file is read through :func:`~tinygrad_explain.safe_io.load_npz`
+    All or nothing: the file is read through :func:`~tinygrad_explain.core.safe_io.load_npz`
     (a regular file, no pickles, sizes checked from the zip directory and the .npy
     headers before reading; the bound follows from the model's size), and every part
     -- weights (shapes, finite), optimiser state (lr finite and > 0, steps >= 0,
@@ -111,8 +111,8 @@ def load_checkpoint(path, model, optimizer):
     Returns ``(epoch, rngs, extra)``: the number of finished epochs, the
     other saved generators (name -> Generator) and the ``extra`` dict.
     """
-    from .image import preprocessing_of
-    from .safe_io import load_npz
+    from ..core.safe_io import load_npz
+    from ..data.image import preprocessing_of
     z = load_npz(path, "checkpoint", max_bytes=_max_checkpoint_bytes(model, optimizer))
 
     # -- weights: checked by a dry run of load_state_dict's own checks

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .safe_io import regular_file_problem
+from ..core.safe_io import regular_file_problem
 
 __all__ = [
     "CaffeLayer",

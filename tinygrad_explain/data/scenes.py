@@ -110,7 +110,7 @@ SPLIT_IDS = {"train": 0, "test": 1}
 #: The procedural background kinds, drawn uniformly.
 BACKGROUND_KINDS = ("noise", "gradient", "stripes", "shapes")
 #: The shipped sample: 500 test scenes, see :func:`load_sample`.
-SAMPLE_PATH = Path(__file__).resolve().parent / "data" / "fashion_scenes_sample.npz"
+SAMPLE_PATH = Path(__file__).resolve().parent / "fashion_scenes_sample.npz"
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -335,7 +335,7 @@ class SceneDataset:
     size : int
         Frame side in pixels (default 64).
     root : path, optional
-        Fashion-MNIST directory (see :func:`tinygrad_explain.fashion_mnist.dataset_root`).
+        Fashion-MNIST directory (see :func:`tinygrad_explain.data.fashion_mnist.dataset_root`).
 
     Attributes
     ----------
@@ -439,7 +439,7 @@ def load_sample(path=None) -> dict:
     ``boxes`` int64 (500, 4), ``indices`` int64 (500,) (test-split indices),
     ``seed`` int.  Regenerate with ``scripts/make_scene_sample.py``.
     """
-    from .safe_io import load_npz
+    from ..core.safe_io import load_npz
     path = SAMPLE_PATH if path is None else Path(path)
     out = load_npz(path, "scene sample")           # regular file, no pickles, sizes checked before reading
     need = {"images": 4, "labels": 1, "masks": 3, "boxes": 2, "indices": 1, "seed": 0}

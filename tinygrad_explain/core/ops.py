@@ -56,9 +56,10 @@ from types import ModuleType
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .. import kernels as K
 from . import engine
-from . import kernels as K
-from .engine import Array, Function, Tensor, _xp
+from .engine import Array, Function, Tensor
+from .engine import array_module as _xp
 
 Size2 = int | tuple[int, int]        # a size or stride: one int for both sides, or (height, width)
 Axis = int | tuple[int, ...] | None
@@ -123,11 +124,12 @@ CARDS: tuple[Card, ...] = tuple(Card(*row) for row in (
 ))
 
 
-def _pair(v):
+def pair(v: Size2) -> tuple[int, int]:
+    """``v`` as (height, width): one int for both sides, or the pair itself."""
     return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
 
 
-def _scalar(v, like):
+def scalar_like(v: float, like: Array) -> Array:
     """The constant v in like's dtype, for arithmetic with the array ``like``: a 0-d
     NumPy array on the CPU, a NumPy scalar on the GPU (CuPy passes it to the kernel
     by value; it refuses 0-d NumPy arrays)."""
@@ -257,7 +259,7 @@ class Conv2d(Function):
     def forward(self, x: Array, w: Array, b: Array | None = None, stride: Size2 = 1, padding: Size2 = 0,
                 groups: int = 1) -> Array:
         xp, B = _xp(x), K.backend(x)
-        self.stride, self.padding, self.groups = _pair(stride), _pair(padding), int(groups)
+        self.stride, self.padding, self.groups = pair(stride), pair(padding), int(groups)
         self.depthwise = self.is_depthwise(x.shape, w.shape, self.groups)
         if self.depthwise:
             if any(self.needs_grad):
@@ -487,7 +489,7 @@ class AdaptiveAvgPool2d(Function):
 
     def forward(self, x: Array, output_size: Size2 = (6, 6)) -> Array:
         self.x_shape = x.shape
-        out_hw = _pair(output_size)
+        out_hw = pair(output_size)
         if x.shape[2:] == out_hw:
             self.identity = True
             return x
@@ -653,7 +655,7 @@ class Dropout(Function):
             self.mask = None
             return x
         keep = engine.rng().random(x.shape) >= p
-        self.mask = _xp(x).asarray(keep).astype(x.dtype) / _scalar(1 - p, x)
+        self.mask = _xp(x).asarray(keep).astype(x.dtype) / scalar_like(1 - p, x)
         return x * self.mask
 
     def backward(self, g: Array) -> Array:
@@ -845,11 +847,11 @@ class Pow(Function):
 
     def forward(self, x: Array, p: float = 2.0) -> Array:
         self.x, self.pw = x, p
-        return x ** _scalar(p, x)
+        return x ** scalar_like(p, x)
 
     def backward(self, g: Array) -> Array:
         p = self.pw
-        return g * (_scalar(p, g) * self.x ** _scalar(p - 1, self.x))
+        return g * (scalar_like(p, g) * self.x ** scalar_like(p - 1, self.x))
 
 
 class Abs(Function):
@@ -922,14 +924,14 @@ class AlphaNorm(Function):
     def forward(self, x: Array, alpha: float = 6.0, scale: float = 1.0) -> Array:
         N, C, H, W = x.shape
         self.x, self.alpha, self.scale, self.hw = x, float(alpha), float(scale), float(H * W)
-        u = _xp(x).abs(x / _scalar(self.scale, x))
-        return (u ** _scalar(self.alpha, x)).reshape(N, -1).sum(1) / _scalar(self.hw, x)
+        u = _xp(x).abs(x / scalar_like(self.scale, x))
+        return (u ** scalar_like(self.alpha, x)).reshape(N, -1).sum(1) / scalar_like(self.hw, x)
 
     def backward(self, g: Array) -> Array:
         x, a, B = self.x, self.alpha, self.scale
         xp = _xp(x)
-        u = x / _scalar(B, x)
-        d = xp.sign(u) * xp.abs(u) ** _scalar(a - 1, x) * _scalar(a / (B * self.hw), x)
+        u = x / scalar_like(B, x)
+        d = xp.sign(u) * xp.abs(u) ** scalar_like(a - 1, x) * scalar_like(a / (B * self.hw), x)
         return (g.reshape(-1, 1, 1, 1) * d).astype(x.dtype, copy=False)
 
 
@@ -945,7 +947,7 @@ class TotalVariation(Function):
         c = x[:, :, :-1, :-1]
         dh = x[:, :, :-1, 1:] - c
         dv = x[:, :, 1:, :-1] - c
-        v2 = _scalar(float(scale) ** 2, x)
+        v2 = scalar_like(float(scale) ** 2, x)
         s = (dh * dh + dv * dv) / v2
         self.beta, self.hw, self.v2 = float(beta), float(H * W), v2
         self.shape, self.dh, self.dv = x.shape, dh, dv
@@ -953,15 +955,15 @@ class TotalVariation(Function):
             self.s = None
             val = s
         else:
-            self.s = s + _scalar(eps, x)
-            val = self.s ** _scalar(self.beta / 2, x)
-        return val.reshape(N, -1).sum(1) / _scalar(self.hw, x)
+            self.s = s + scalar_like(eps, x)
+            val = self.s ** scalar_like(self.beta / 2, x)
+        return val.reshape(N, -1).sum(1) / scalar_like(self.hw, x)
 
     def backward(self, g: Array) -> Array:
         dt, xp = self.dh.dtype, _xp(self.dh)
-        a = _scalar(self.beta / (self.v2 * self.hw), self.dh) * g.reshape(-1, 1, 1, 1).astype(dt)
+        a = scalar_like(self.beta / (self.v2 * self.hw), self.dh) * g.reshape(-1, 1, 1, 1).astype(dt)
         if self.s is not None:
-            a = a * self.s ** _scalar(self.beta / 2 - 1, self.dh)
+            a = a * self.s ** scalar_like(self.beta / 2 - 1, self.dh)
         ah, av = a * self.dh, a * self.dv
         dx = xp.zeros(self.shape, dt)
         dx[:, :, :-1, 1:] += ah
@@ -1131,7 +1133,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride: Size2 = 1, pad
     """Convolution (cross-correlation), w (O, C/groups, kh, kw); ``groups`` = C with one
     input channel per filter is a depthwise convolution.  Dilation is not supported
     (only 1)."""
-    if _pair(dilation) != (1, 1):
+    if pair(dilation) != (1, 1):
         raise ValueError(f"conv2d: dilation {dilation!r} is not supported (only 1)")
     groups = _int("groups", groups, 1, "conv2d")
     if x.ndim != 4 or w.ndim != 4:
