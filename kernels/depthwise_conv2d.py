@@ -11,7 +11,7 @@ Chain rule:
     db[o]          = sum_{n, i, j} g[n, o, i, j]            (layout.bias_grad)
 
 Every loop runs tap by tap (a, d) over the output rows and columns whose input
-pixel is inside (the ranges of ``im2col._valid``, computed once per tap: no test
+pixel is inside (the ranges of ``im2col.valid_range``, computed once per tap: no test
 per pixel), so the inner loop is a vectorised multiply-add along a row.  Sums are
 in the array's dtype, in a fixed order whatever the thread count -- each output:
 the bias, then the taps in row-major order; each input pixel's gradient: by
@@ -24,7 +24,7 @@ import numpy as np
 from numba import uint64
 
 from ._numba import kernel, prange
-from .im2col import _valid, out_size
+from .im2col import out_size, valid_range
 
 
 @kernel
@@ -60,9 +60,9 @@ def _forward(x, w, b, sh, sw, ph, pw, y):
         for q in range(oh * ow):
             out[q] = b[o]
         for a in range(kh):
-            i0, i1 = _valid(oh, sh, a - ph, H)          # output rows whose input row is inside
+            i0, i1 = valid_range(oh, sh, a - ph, H)          # output rows whose input row is inside
             for d in range(kw):
-                j0, j1 = _valid(ow, sw, d - pw, W)
+                j0, j1 = valid_range(ow, sw, d - pw, W)
                 wv = w[o, 0, a, d]
                 for i in range(i0, i1):
                     src = uint64((i * sh + a - ph) * W + j0 * sw + d - pw)
@@ -105,9 +105,9 @@ def _backward_input(g, w, sh, sw, ph, pw, dx):
         for o in range(c * m, (c + 1) * m):
             gp = g[n, o].reshape(-1)
             for a in range(kh - 1, -1, -1):             # a descending: each pixel's terms by ascending i
-                i0, i1 = _valid(oh, sh, a - ph, H)
+                i0, i1 = valid_range(oh, sh, a - ph, H)
                 for d in range(kw):
-                    j0, j1 = _valid(ow, sw, d - pw, W)
+                    j0, j1 = valid_range(ow, sw, d - pw, W)
                     wv = w[o, 0, a, d]
                     for i in range(i0, i1):
                         dst = uint64((i * sh + a - ph) * W + j0 * sw + d - pw)
@@ -125,9 +125,9 @@ def _backward_weight(g, x, sh, sw, ph, pw, dw):
     for o in prange(O):
         c = o // m
         for a in range(kh):
-            i0, i1 = _valid(oh, sh, a - ph, H)
+            i0, i1 = valid_range(oh, sh, a - ph, H)
             for d in range(kw):
-                j0, j1 = _valid(ow, sw, d - pw, W)
+                j0, j1 = valid_range(ow, sw, d - pw, W)
                 s = 0.0                         # a sum over the batch and the image: in float64
                 for n in range(N):
                     plane = x[n, c].reshape(-1)

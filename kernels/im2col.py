@@ -36,7 +36,7 @@ def out_size(size, k, s, p, ceil_mode=False):
 
 
 @njit(cache=True, inline="always")
-def _valid(n_out, stride, offset, size):
+def valid_range(n_out, stride, offset, size):
     """The range [lo, hi) of output positions j whose input position
     j*stride + offset lies inside [0, size): the others read padding."""
     lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
@@ -51,7 +51,7 @@ def _valid(n_out, stride, offset, size):
 # loads and stores -- 2.5-4.5x faster than with signed indices (AlexNet's
 # conv1/conv2/conv4 and the embedded model's layers, one image, one thread).
 # Every unsigned index is a position inside the array: the valid range
-# [j0, j1) of ``_valid`` keeps the input positions in [0, W).
+# [j0, j1) of ``valid_range`` keeps the input positions in [0, W).
 @kernel
 def _im2col(x, kh, kw, sh, sw, ph, pw, i0, oh, ow, col):
     N, C, H, W = x.shape
@@ -62,7 +62,7 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, i0, oh, ow, col):
         ki = (r // kw) % kh
         kj = r % kw
         off = kj - pw
-        j0, j1 = _valid(ow, sw, off, W)     # padding columns: j < j0 and j >= j1
+        j0, j1 = valid_range(ow, sw, off, W)     # padding columns: j < j0 and j >= j1
         row = col[r]
         for n in range(N):
             for i in range(oh):
@@ -98,7 +98,7 @@ def _col2im(col, kh, kw, sh, sw, ph, pw, i0, oh, ow, dx):
             for kj in range(kw):
                 r = (c * kh + ki) * kw + kj
                 off = kj - pw
-                j0, j1 = _valid(ow, sw, off, W)
+                j0, j1 = valid_range(ow, sw, off, W)
                 row = col[r]
                 for i in range(oh):
                     h = (i0 + i) * sh - ph + ki

@@ -37,13 +37,7 @@ EXEMPT = {f"{PKG}._aliases"}
 # matches anything, so this list can only shrink.
 _F = f"{PKG}.figures"
 KNOWN = {
-    # the applications (helper `apps` turns figures into a package and moves the three into apps/):
-    # figures <-> figures_resnet / figures_robust, through figures' private _say and its bench_json
-    (f"{_F}_resnet", _F, "_say"),
-    (f"{_F}_robust", _F, "_say"),
-    (f"{_F}_robust", _F, "bench_json"),
-    # the kernels (helper `opcards` is reworking kernels/): private helpers shared between kernel modules
-    (f"{PKG}.kernels.depthwise", f"{PKG}.kernels.im2col", "_valid"),
+    # the kernels: a private lock shared between kernel modules
     (f"{PKG}.kernels.threads", f"{PKG}.kernels._numba", "_PARALLEL_LOCK"),
 }
 

@@ -49,7 +49,7 @@ from ..core import device as _device
 from ..core.architecture import from_architecture
 from ..core.models import Network
 from ..core.nn import BatchNorm2d, Conv2d, Linear
-from ._common import ExplainError, Images, Target, as_batch, resolve_targets, to_host
+from ._common import WEIGHT_TYPES, ExplainError, Images, Target, as_batch, resolve_targets, to_host, weight_layers  # noqa: F401
 from .methods import get as get_method
 from .methods import sanity_checked
 from .statistics import (  # noqa: F401  (their home is statistics.py; te.explain.sanity.spearman, ...)
@@ -66,20 +66,6 @@ from .statistics import (  # noqa: F401  (their home is statistics.py; te.explai
 #: ``init(layer, rng, last)`` re-initialises one conv / linear / batch-norm layer in place (``last``: the top layer)
 Init = Callable[[Union[Conv2d, Linear, BatchNorm2d], np.random.Generator, bool], None]
 #: the layer types that have learnt parameters (what the randomisation tests re-initialise)
-WEIGHT_TYPES = (Conv2d, Linear, BatchNorm2d)
-
-# --------------------------------------------------------------------------
-# randomised copies of a model
-# --------------------------------------------------------------------------
-
-
-def weight_layers(model: Network) -> list[str]:
-    """Names of the layers that have weights (conv / linear / batch norm), input to output
-    (a graph network's nodes in its topological order): ``["conv1", ..., "conv5", "fc6",
-    "fc7", "fc8"]`` for AlexNet."""
-    return [n for n, l in model.layers.items() if isinstance(l, WEIGHT_TYPES)]
-
-
 def copy_model(model: Network) -> Network:
     """An independent copy of ``model`` (architecture, weights, dtype, device,
     class names, preprocessing): changing the copy never touches ``model``."""
