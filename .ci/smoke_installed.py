@@ -39,11 +39,11 @@ sample = te.scenes.load_sample()
 x = te.image.load(sample["images"][0], model)
 s = te.explain.saliency(model, x, int(sample["labels"][0]))
 check(s.shape == (1, 64, 64) and np.isfinite(s).all() and s.max() > 0, "one saliency map")
-from tinygrad_explain import figures  # noqa: E402
+from tinygrad_explain.apps import figures  # noqa: E402
 
 check(Path(figures.DOCS).resolve().is_relative_to(pkg) and figures.bench_json("bench_explainers.json") is not None,
       "the benchmarks' JSON files that the captions quote are installed")
-check((pkg / "explorer_static" / "index.html").is_file() and list((pkg / "kernels").glob("*.cu")),
+check((pkg / "apps" / "explorer_static" / "index.html").is_file() and list((pkg / "kernels").glob("*.cu")),
       "the explorer's page and the CUDA sources are installed")
 
 exe = shutil.which("tinygrad-explain")

@@ -8,9 +8,9 @@ Matrix products go through NumPy's BLAS (``np.matmul``), except the fully
 connected layers' products for a few rows (``linear``).
 
 Modules: ``im2col`` (convolution data movement), ``layout`` (bias add and
-NCHW <-> rows transposition), ``relu``, ``clip`` (ReLU6), ``maxpool``, ``lrn``,
-``avgpool`` (adaptive and windowed), ``depthwise`` (depthwise convolution),
-``batchnorm`` (inference batch normalisation),
+NCHW <-> rows transposition), ``relu``, ``clip`` (ReLU6), ``max_pool2d``, ``lrn``,
+``avg_pool2d`` (windowed and adaptive), ``depthwise_conv2d`` (depthwise convolution),
+``batch_norm`` (inference batch normalisation),
 ``linear`` (fully connected products for a few rows),
 ``adam`` (the optimiser's update, for training), ``workspace`` (reusable
 scratch buffers), ``threads`` (a batch split over the threads, one slice of
@@ -20,8 +20,11 @@ What a backend must offer -- namespaces, functions, signatures, which
 arrays they allocate or write into -- is declared in :mod:`.interface`;
 ``tests/test_kernel_interface.py`` checks both backends against it.
 
-GPU kernels are their CUDA twins (``<op>.cu`` next to ``<op>.py``), wrapped
-with the same signatures in :mod:`.gpu`.  ``backend(array)`` returns the
+GPU kernels are their CUDA twins (``<stem>.cu`` next to ``<stem>.py``), wrapped
+with the same signatures in :mod:`.gpu`.  Each op has one stem at every level
+(naive reference, kernel module, CUDA source, GPU namespace): the op cards at
+the top of :mod:`tinygrad_explain.core.ops` list them, with the naming and shape
+conventions; tests/test_op_cards.py checks the table.  ``backend(array)`` returns the
 namespace that owns an array -- this package for a NumPy array, ``gpu`` for
 a CuPy array -- so an op reads ``B = K.backend(x); B.relu.forward(x)``.  The
 GPU module is imported only once a CuPy array exists: importing
@@ -29,7 +32,8 @@ tinygrad_explain never imports CuPy.
 """
 import sys
 
-from . import adam, avgpool, batchnorm, clip, depthwise, im2col, layout, linear, lrn, maxpool, relu, threads, workspace  # noqa: F401
+from . import (adam, avg_pool2d, batch_norm, clip, depthwise_conv2d, im2col, layout, linear, lrn,  # noqa: F401
+               max_pool2d, relu, threads, workspace)
 
 
 def backend(a):

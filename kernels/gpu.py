@@ -1,11 +1,11 @@
 """The GPU kernels: hand-written CUDA, compiled at run time through CuPy.
 
-Each ``kernels/<op>.cu`` is the twin of ``kernels/<op>.py``: the same array
+Each ``kernels/<stem>.cu`` is the twin of ``kernels/<stem>.py``: the same array
 layouts, the same formula in its header comment, and (where the CPU kernel
 fixes an order of floating-point additions) the same order, so that most GPU
 results equal the CPU bits.  This module mirrors the CPU package: the
-namespaces ``im2col``, ``layout``, ``relu``, ``clip``, ``depthwise``, ``batchnorm``, ``maxpool``,
-``lrn``, ``avgpool`` and ``workspace`` offer wrappers with the CPU wrappers' signatures and return
+namespaces ``im2col``, ``layout``, ``relu``, ``clip``, ``depthwise_conv2d``, ``batch_norm``, ``max_pool2d``,
+``lrn``, ``avg_pool2d`` and ``workspace`` offer wrappers with the CPU wrappers' signatures and return
 conventions, taking and returning CuPy arrays.  ``kernels.backend(array)``
 picks this module for a CuPy array, the CPU package for a NumPy array.
 
@@ -32,7 +32,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import avgpool as _cpu_avgpool
+from . import avg_pool2d as _cpu_avg_pool2d
 from . import im2col as _cpu_im2col
 
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -42,11 +42,12 @@ KERNELS = {
     "layout.cu": ("rows_to_nchw", "nchw_to_rows", "bias_grad"),
     "relu.cu": ("relu_forward", "relu_backward"),
     "clip.cu": ("clip_forward", "clip_backward"),
-    "batchnorm.cu": ("batchnorm_forward", "batchnorm_backward_input", "batchnorm_backward_params"),
-    "depthwise.cu": ("depthwise_forward", "depthwise_backward_input", "depthwise_backward_weight"),
-    "maxpool.cu": ("maxpool_forward", "maxpool_backward"),
+    "batch_norm.cu": ("batch_norm_forward", "batch_norm_backward_input", "batch_norm_backward_params"),
+    "depthwise_conv2d.cu": ("depthwise_conv2d_forward", "depthwise_conv2d_backward_input",
+                            "depthwise_conv2d_backward_weight"),
+    "max_pool2d.cu": ("max_pool2d_forward", "max_pool2d_backward"),
     "lrn.cu": ("lrn_forward", "lrn_backward"),
-    "avgpool.cu": ("avgpool_forward", "avgpool_backward"),
+    "avg_pool2d.cu": ("avg_pool2d_forward", "avg_pool2d_backward"),
 }
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 OPTIONS = ("--std=c++17", "--fmad=false")
@@ -250,9 +251,9 @@ def _clip_backward(y, g, lo, hi, mask_x, mask_g):
 
 
 # --------------------------------------------------------------------------
-# depthwise convolution (twin of kernels/depthwise.py)
+# depthwise convolution (twin of kernels/depthwise_conv2d.py)
 # --------------------------------------------------------------------------
-def _depthwise_args(x_shape, w_shape, stride, padding):
+def _depthwise_conv2d_args(x_shape, w_shape, stride, padding):
     N, C, H, W = x_shape
     O, _, kh, kw = w_shape
     if w_shape[1] != 1 or O % C:
@@ -262,82 +263,82 @@ def _depthwise_args(x_shape, w_shape, stride, padding):
     return (N, C, H, W, O, kh, kw, stride[0], stride[1], padding[0], padding[1], oh, ow)
 
 
-def _depthwise_forward(x, w, b, stride, padding):
+def _depthwise_conv2d_forward(x, w, b, stride, padding):
     import cupy
-    dims = _depthwise_args(x.shape, w.shape, stride, padding)
+    dims = _depthwise_conv2d_args(x.shape, w.shape, stride, padding)
     y = cupy.empty((dims[0], dims[4], dims[-2], dims[-1]), dtype=x.dtype)
     b = cupy.zeros(dims[4], x.dtype) if b is None else _contig(b.astype(x.dtype, copy=False))
-    _launch("depthwise.cu", "depthwise_forward", x.dtype, y.size,
+    _launch("depthwise_conv2d.cu", "depthwise_conv2d_forward", x.dtype, y.size,
             (_contig(x), _contig(w.astype(x.dtype, copy=False)), b, *map(_i, dims), y))
     return y
 
 
-def _depthwise_backward_input(g, w, x_shape, stride, padding):
+def _depthwise_conv2d_backward_input(g, w, x_shape, stride, padding):
     import cupy
-    dims = _depthwise_args(x_shape, w.shape, stride, padding)
+    dims = _depthwise_conv2d_args(x_shape, w.shape, stride, padding)
     dx = cupy.empty(x_shape, dtype=g.dtype)
-    _launch("depthwise.cu", "depthwise_backward_input", g.dtype, dx.size,
+    _launch("depthwise_conv2d.cu", "depthwise_conv2d_backward_input", g.dtype, dx.size,
             (_contig(g), _contig(w.astype(g.dtype, copy=False)), *map(_i, dims), dx))
     return dx
 
 
-def _depthwise_backward_weight(g, x, w_shape, stride, padding):
+def _depthwise_conv2d_backward_weight(g, x, w_shape, stride, padding):
     import cupy
-    dims = _depthwise_args(x.shape, w_shape, stride, padding)
+    dims = _depthwise_conv2d_args(x.shape, w_shape, stride, padding)
     dw = cupy.empty(w_shape, dtype=g.dtype)
-    _launch("depthwise.cu", "depthwise_backward_weight", g.dtype, dw.size,
+    _launch("depthwise_conv2d.cu", "depthwise_conv2d_backward_weight", g.dtype, dw.size,
             (_contig(g), _contig(x.astype(g.dtype, copy=False)), *map(_i, dims), dw))
     return dw
 
 
 # --------------------------------------------------------------------------
-# batch normalisation (twin of kernels/batchnorm.py)
+# batch normalisation (twin of kernels/batch_norm.py)
 # --------------------------------------------------------------------------
 def _bn_dims(a):
     return _i(a.shape[0]), _i(a.shape[1]), _ll(int(np.prod(a.shape[2:], dtype=np.int64)))
 
 
-def _batchnorm_forward(x, mean, scale, bias):
+def _batch_norm_forward(x, mean, scale, bias):
     import cupy
     x = _contig(x)
     y = cupy.empty_like(x)
-    _launch("batchnorm.cu", "batchnorm_forward", x.dtype, x.size,
+    _launch("batch_norm.cu", "batch_norm_forward", x.dtype, x.size,
             (x, _contig(mean), _contig(scale), _contig(bias), *_bn_dims(x), y))
     return y
 
 
-def _batchnorm_backward_input(g, scale):
+def _batch_norm_backward_input(g, scale):
     import cupy
     g = _contig(g)
     dx = cupy.empty_like(g)
-    _launch("batchnorm.cu", "batchnorm_backward_input", g.dtype, g.size, (g, _contig(scale), *_bn_dims(g), dx))
+    _launch("batch_norm.cu", "batch_norm_backward_input", g.dtype, g.size, (g, _contig(scale), *_bn_dims(g), dx))
     return dx
 
 
-def _batchnorm_backward_params(g, x, mean, inv):
+def _batch_norm_backward_params(g, x, mean, inv):
     import cupy
     C = g.shape[1]
     dw, db = cupy.empty(C, g.dtype), cupy.empty(C, g.dtype)
-    _launch("batchnorm.cu", "batchnorm_backward_params", g.dtype, C,
+    _launch("batch_norm.cu", "batch_norm_backward_params", g.dtype, C,
             (_contig(g), _contig(x), _contig(mean), _contig(inv), *_bn_dims(g), dw, db))
     return dw, db
 
 
 # --------------------------------------------------------------------------
-# maxpool (twin of kernels/maxpool.py)
+# max_pool2d (twin of kernels/max_pool2d.py)
 # --------------------------------------------------------------------------
-def _maxpool_forward(x, k, s, p, ceil_mode=False):
+def _max_pool2d_forward(x, k, s, p, ceil_mode=False):
     import cupy
     N, C, H, W = x.shape
     oh, ow = _cpu_im2col.out_size(H, k, s, p, ceil_mode), _cpu_im2col.out_size(W, k, s, p, ceil_mode)
     y = cupy.empty((N, C, oh, ow), dtype=x.dtype)
     switch = cupy.empty((N, C, oh, ow), dtype=np.int32)
-    _launch("maxpool.cu", "maxpool_forward", x.dtype, y.size,
+    _launch("max_pool2d.cu", "max_pool2d_forward", x.dtype, y.size,
             (_contig(x), _i(N), _i(C), _i(H), _i(W), _i(k), _i(s), _i(p), _i(oh), _i(ow), y, switch))
     return y, switch
 
 
-def _maxpool_backward(dy, switch, x_shape, window=None):
+def _max_pool2d_backward(g, switch, x_shape, window=None):
     """``window`` = (k, s, p) is required here: each thread gathers for one input
     pixel from the windows that contain it (the CPU scatter needs only the switches)."""
     import cupy
@@ -345,10 +346,10 @@ def _maxpool_backward(dy, switch, x_shape, window=None):
         raise ValueError("the GPU max-pool backward needs window=(kernel_size, stride, padding)")
     k, s, p = window
     N, C, H, W = x_shape
-    oh, ow = dy.shape[2], dy.shape[3]
-    dx = cupy.empty(x_shape, dtype=dy.dtype)
-    _launch("maxpool.cu", "maxpool_backward", dy.dtype, dx.size,
-            (_contig(dy), _contig(switch), _i(N), _i(C), _i(H), _i(W), _i(k), _i(s), _i(p), _i(oh), _i(ow), dx))
+    oh, ow = g.shape[2], g.shape[3]
+    dx = cupy.empty(x_shape, dtype=g.dtype)
+    _launch("max_pool2d.cu", "max_pool2d_backward", g.dtype, dx.size,
+            (_contig(g), _contig(switch), _i(N), _i(C), _i(H), _i(W), _i(k), _i(s), _i(p), _i(oh), _i(ow), dx))
     return dx
 
 
@@ -367,20 +368,20 @@ def _lrn_forward(x, size, alpha, beta, k):
     return y.reshape(x.shape), (scale, spow)
 
 
-def _lrn_backward(x, y, saved, dy, size, alpha, beta):
+def _lrn_backward(x, y, saved, g, size, alpha, beta):
     import cupy
     scale, spow = saved
     N, C, L = scale.shape
-    dy3 = _contig(dy).reshape(scale.shape).astype(scale.dtype, copy=False)
+    g3 = _contig(g).reshape(scale.shape).astype(scale.dtype, copy=False)
     dx = cupy.empty(scale.shape, dtype=scale.dtype)
     _launch("lrn.cu", "lrn_backward", scale.dtype, dx.size,
-            (_contig(x).reshape(scale.shape), _contig(y).reshape(scale.shape), scale, spow, dy3,
+            (_contig(x).reshape(scale.shape), _contig(y).reshape(scale.shape), scale, spow, g3,
              _i(N), _i(C), _ll(L), _i(size), _f(alpha), _f(beta), dx))
     return dx.reshape(x.shape)
 
 
 # --------------------------------------------------------------------------
-# average pooling, adaptive and windowed (twin of kernels/avgpool.py; the windows
+# average pooling, adaptive and windowed (twin of kernels/avg_pool2d.py; the windows
 # are computed there, on the host, and copied to the GPU: a few int32s per axis)
 # --------------------------------------------------------------------------
 def _window_args(rows, cols):
@@ -388,46 +389,47 @@ def _window_args(rows, cols):
     return tuple(cupy.asarray(a.astype(np.int32)) for a in (*rows, *cols))
 
 
-def _avgpool_run(x, rows, cols):
+def _avg_pool2d_run(x, rows, cols):
     import cupy
     N, C, H, W = x.shape
     OH, OW = len(rows[0]), len(cols[0])
     y = cupy.empty((N, C, OH, OW), dtype=x.dtype)
-    _launch("avgpool.cu", "avgpool_forward", x.dtype, y.size,
+    _launch("avg_pool2d.cu", "avg_pool2d_forward", x.dtype, y.size,
             (_contig(x), _i(N), _i(C), _i(H), _i(W), _i(OH), _i(OW), *_window_args(rows, cols), y))
     return y
 
 
-def _avgpool_spread(dy, x_shape, rows, cols):
+def _avg_pool2d_spread(dy, x_shape, rows, cols):
     import cupy
     N, C, H, W = x_shape
     OH, OW = dy.shape[2], dy.shape[3]
     dx = cupy.empty(x_shape, dtype=dy.dtype)
-    _launch("avgpool.cu", "avgpool_backward", dy.dtype, dx.size,
+    _launch("avg_pool2d.cu", "avg_pool2d_backward", dy.dtype, dx.size,
             (_contig(dy), _i(N), _i(C), _i(H), _i(W), _i(OH), _i(OW), *_window_args(rows, cols), dx))
     return dx
 
 
-def _avgpool_forward(x, out_hw):
+def _avg_pool2d_adaptive_forward(x, out_hw):
     OH, OW = (int(v) for v in out_hw)
-    return _avgpool_run(x, _cpu_avgpool.adaptive_windows(x.shape[2], OH), _cpu_avgpool.adaptive_windows(x.shape[3], OW))
+    return _avg_pool2d_run(x, _cpu_avg_pool2d.adaptive_windows(x.shape[2], OH),
+                           _cpu_avg_pool2d.adaptive_windows(x.shape[3], OW))
 
 
-def _avgpool_backward(dy, x_shape):
-    return _avgpool_spread(dy, x_shape, _cpu_avgpool.adaptive_windows(x_shape[2], dy.shape[2]),
-                           _cpu_avgpool.adaptive_windows(x_shape[3], dy.shape[3]))
+def _avg_pool2d_adaptive_backward(g, x_shape):
+    return _avg_pool2d_spread(g, x_shape, _cpu_avg_pool2d.adaptive_windows(x_shape[2], g.shape[2]),
+                              _cpu_avg_pool2d.adaptive_windows(x_shape[3], g.shape[3]))
 
 
-def _avgpool_pool_forward(x, k, s, p, ceil_mode=False, count_include_pad=True):
+def _avg_pool2d_forward(x, k, s, p, ceil_mode=False, count_include_pad=True):
     H, W = x.shape[2:]
-    return _avgpool_run(x, _cpu_avgpool.pool_windows(H, k, s, p, ceil_mode, count_include_pad),
-                        _cpu_avgpool.pool_windows(W, k, s, p, ceil_mode, count_include_pad))
+    return _avg_pool2d_run(x, _cpu_avg_pool2d.pool_windows(H, k, s, p, ceil_mode, count_include_pad),
+                           _cpu_avg_pool2d.pool_windows(W, k, s, p, ceil_mode, count_include_pad))
 
 
-def _avgpool_pool_backward(dy, x_shape, k, s, p, ceil_mode=False, count_include_pad=True):
+def _avg_pool2d_backward(g, x_shape, k, s, p, ceil_mode=False, count_include_pad=True):
     H, W = x_shape[2:]
-    return _avgpool_spread(dy, x_shape, _cpu_avgpool.pool_windows(H, k, s, p, ceil_mode, count_include_pad),
-                           _cpu_avgpool.pool_windows(W, k, s, p, ceil_mode, count_include_pad))
+    return _avg_pool2d_spread(g, x_shape, _cpu_avg_pool2d.pool_windows(H, k, s, p, ceil_mode, count_include_pad),
+                              _cpu_avg_pool2d.pool_windows(W, k, s, p, ceil_mode, count_include_pad))
 
 
 # --------------------------------------------------------------------------
@@ -468,12 +470,13 @@ im2col = SimpleNamespace(out_size=_cpu_im2col.out_size, im2col=_im2col, col2im=_
 layout = SimpleNamespace(rows_to_nchw=_rows_to_nchw, nchw_to_rows=_nchw_to_rows, bias_grad=_bias_grad)
 relu = SimpleNamespace(forward=_relu_forward, backward=_relu_backward)
 clip = SimpleNamespace(forward=_clip_forward, backward=_clip_backward)
-batchnorm = SimpleNamespace(forward=_batchnorm_forward, backward_input=_batchnorm_backward_input,
-                            backward_params=_batchnorm_backward_params)
-depthwise = SimpleNamespace(forward=_depthwise_forward, backward_input=_depthwise_backward_input,
-                            backward_weight=_depthwise_backward_weight)
-maxpool = SimpleNamespace(forward=_maxpool_forward, backward=_maxpool_backward)
+batch_norm = SimpleNamespace(forward=_batch_norm_forward, backward_input=_batch_norm_backward_input,
+                             backward_params=_batch_norm_backward_params)
+depthwise_conv2d = SimpleNamespace(forward=_depthwise_conv2d_forward, backward_input=_depthwise_conv2d_backward_input,
+                                   backward_weight=_depthwise_conv2d_backward_weight)
+max_pool2d = SimpleNamespace(forward=_max_pool2d_forward, backward=_max_pool2d_backward)
 lrn = SimpleNamespace(forward=_lrn_forward, backward=_lrn_backward)
-avgpool = SimpleNamespace(forward=_avgpool_forward, backward=_avgpool_backward, pool_forward=_avgpool_pool_forward,
-                          pool_backward=_avgpool_pool_backward)
+avg_pool2d = SimpleNamespace(forward=_avg_pool2d_forward, backward=_avg_pool2d_backward,
+                              adaptive_forward=_avg_pool2d_adaptive_forward,
+                              adaptive_backward=_avg_pool2d_adaptive_backward)
 workspace = SimpleNamespace(get=_ws_get, clear=_ws_clear)

@@ -1,12 +1,12 @@
 """The kernel interface: what a backend must offer, declared in one place.
 
-A backend is a module with one namespace per op (``B.relu``, ``B.maxpool``,
+A backend is a module with one namespace per op (``B.relu``, ``B.max_pool2d``,
 ...), each holding plain functions.  :mod:`tinygrad_explain.core.ops` reaches the
 kernels only as ``B = kernels.backend(x); B.<namespace>.<function>(...)``, so
 this table is everything ``ops`` needs from a backend.  Two backends exist:
 
-* the CPU package itself (``kernels/<op>.py``: Numba loops, NumPy arrays);
-* ``kernels/gpu.py`` (``kernels/<op>.cu``: CUDA through CuPy, CuPy arrays).
+* the CPU package itself (``kernels/<stem>.py``: Numba loops, NumPy arrays);
+* ``kernels/gpu.py`` (``kernels/<stem>.cu``: CUDA through CuPy, CuPy arrays).
 
 To add a backend, offer every namespace below that is not ``cpu_only`` with
 functions of these signatures (parameter names included: the ops pass some of
@@ -19,8 +19,9 @@ returns, and the caller owns it; "out" -- the function writes into the
 caller's ``out`` argument (allocating only when ``out`` is None); "view" -- the
 result may share memory with an argument; "scratch" -- the array lives in the
 thread's workspace and is valid only until the next ``get`` of the same name.
-Shapes: N batch, C/O input/output channels, H, W image, OH, OW output image,
-L = OH*OW, k kernel size, s stride, p padding.
+Names and shapes: a namespace is its op's stem (``max_pool2d``), and the letters
+below are those of the op cards at the top of :mod:`tinygrad_explain.core.ops`, which
+state them once.
 """
 from __future__ import annotations
 
@@ -68,38 +69,39 @@ INTERFACE = {
         "backward": Kernel("y, g, lo, hi, mask_x, mask_g", "saved y, upstream g -> dx = g * [y>lo if mask_x] * "
                            "[g>0 if mask_g] * [y<hi] (the ReLU rules at the lower bound)", "new"),
     }),
-    "depthwise": Namespace({
+    "depthwise_conv2d": Namespace({
         "forward": Kernel("x, w, b, stride, padding", "x (N, C, H, W), w (m*C, 1, kh, kw), b (m*C,) or None -> "
                           "y (N, m*C, OH, OW); stride, padding are pairs", "new"),
         "backward_input": Kernel("g, w, x_shape, stride, padding", "g (N, m*C, OH, OW) -> dx (x_shape)", "new"),
         "backward_weight": Kernel("g, x, w_shape, stride, padding", "g, x -> dw (w_shape) in g's dtype", "new"),
     }),
-    "batchnorm": Namespace({
+    "batch_norm": Namespace({
         "forward": Kernel("x, mean, scale, bias", "x (N, C, ...), per-channel (C,) constants -> y = (x - mean) * "
                           "scale + bias", "new"),
         "backward_input": Kernel("g, scale", "g (N, C, ...) -> dx = g * scale", "new"),
         "backward_params": Kernel("g, x, mean, inv", "-> (dweight, dbias) (C,): sums of g * (x - mean) * inv "
                                   "and of g", "new"),
     }),
-    "maxpool": Namespace({
+    "max_pool2d": Namespace({
         "forward": Kernel("x, k, s, p, ceil_mode=False", "x (N, C, H, W) -> (y (N, C, OH, OW), switch int32 "
                           "(N, C, OH, OW): the flat index in the H*W plane of each maximum)", "new"),
-        "backward": Kernel("dy, switch, x_shape, window=None", "dy (N, C, OH, OW) -> dx (x_shape), each gradient "
+        "backward": Kernel("g, switch, x_shape, window=None", "g (N, C, OH, OW) -> dx (x_shape), each gradient "
                            "to its switch; window = (k, s, p)", "new"),
     }),
     "lrn": Namespace({
         "forward": Kernel("x, size, alpha, beta, k", "x (N, C, H, W) -> (y, saved): saved is whatever backward "
                           "needs (the CPU keeps scale and scale^-beta)", "new"),
-        "backward": Kernel("x, y, saved, dy, size, alpha, beta", "dy (N, C, H, W) -> dx (N, C, H, W)", "new"),
+        "backward": Kernel("x, y, saved, g, size, alpha, beta", "g (N, C, H, W) -> dx (N, C, H, W)", "new"),
     }),
-    "avgpool": Namespace({
-        "forward": Kernel("x, out_hw", "x (N, C, H, W) -> y (N, C, *out_hw), adaptive average windows", "new"),
-        "backward": Kernel("dy, x_shape", "dy (N, C, *out_hw) -> dx (x_shape), each window's mean spread back",
-                           "new"),
-        "pool_forward": Kernel("x, k, s, p, ceil_mode=False, count_include_pad=True",
-                               "x (N, C, H, W) -> y (N, C, OH, OW), k x k windows (PyTorch's avg_pool2d)", "new"),
-        "pool_backward": Kernel("dy, x_shape, k, s, p, ceil_mode=False, count_include_pad=True",
-                                "dy (N, C, OH, OW) -> dx (x_shape), each window's mean spread back", "new"),
+    "avg_pool2d": Namespace({
+        "forward": Kernel("x, k, s, p, ceil_mode=False, count_include_pad=True",
+                          "x (N, C, H, W) -> y (N, C, OH, OW), k x k windows (PyTorch's avg_pool2d)", "new"),
+        "backward": Kernel("g, x_shape, k, s, p, ceil_mode=False, count_include_pad=True",
+                           "g (N, C, OH, OW) -> dx (x_shape), each window's mean spread back", "new"),
+        "adaptive_forward": Kernel("x, out_hw", "x (N, C, H, W) -> y (N, C, *out_hw), adaptive average windows",
+                                   "new"),
+        "adaptive_backward": Kernel("g, x_shape", "g (N, C, *out_hw) -> dx (x_shape), each window's mean spread "
+                                    "back", "new"),
     }),
     "workspace": Namespace({
         "get": Kernel("name, shape, dtype", "an uninitialised array backed by this thread's buffer ``name``",

@@ -98,12 +98,12 @@ def forward(x, size, alpha, beta, k):
     return y.reshape(x.shape), (scale, spow)
 
 
-def backward(x, y, saved, dy, size, alpha, beta):
+def backward(x, y, saved, g, size, alpha, beta):
     scale, spow = saved
     shp = scale.shape
-    dy3 = np.ascontiguousarray(dy).reshape(shp).astype(scale.dtype, copy=False)
-    t = workspace.get("lrn_t", shp, scale.dtype)       # scratch: each channel's dy * y / scale
+    g3 = np.ascontiguousarray(g).reshape(shp).astype(scale.dtype, copy=False)
+    t = workspace.get("lrn_t", shp, scale.dtype)       # scratch: each channel's g * y / scale
     dx = np.empty(shp, dtype=scale.dtype)
-    _backward(np.ascontiguousarray(x).reshape(shp), np.ascontiguousarray(y).reshape(shp), scale, spow, dy3,
+    _backward(np.ascontiguousarray(x).reshape(shp), np.ascontiguousarray(y).reshape(shp), scale, spow, g3,
               size, alpha, beta, t, dx)
     return dx.reshape(x.shape)

@@ -75,7 +75,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import tinygrad_explain as te
-    from tinygrad_explain import figures
+    from tinygrad_explain.apps import figures
     from tinygrad_explain.data import scenes
     from tinygrad_explain.explain import benchmark as B
     te.set_num_threads(args.threads)

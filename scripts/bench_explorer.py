@@ -21,7 +21,7 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tinygrad_explain import explorer  # noqa: E402
+from tinygrad_explain.apps import explorer  # noqa: E402
 
 
 def main(argv=None):

@@ -3,14 +3,14 @@
 
     python scripts/sanity_checks.py ARGS...   is   tinygrad-explain sanity ARGS...
 
-The code is tinygrad_explain.cli.sanity (installed with the package).
+The code is tinygrad_explain.apps.cli.sanity (installed with the package).
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 
-from tinygrad_explain.cli.sanity import main  # noqa: E402
+from tinygrad_explain.apps.cli.sanity import main  # noqa: E402
 
 if __name__ == "__main__":
     rc = main()

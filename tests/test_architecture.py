@@ -25,28 +25,18 @@ PKG = "tinygrad_explain"
 LAYERS = ["core", "data", "modelfiles", "training", "explain", "api", "apps", "testing"]
 # the first name below the package -> its layer ("api" is the package's own __init__: te.*)
 LAYER_OF = {"core": "core", "kernels": "core", "data": "data", "modelfiles": "modelfiles",
-            "training": "training", "explain": "explain", "apps": "apps", "cli": "apps",
-            "__main__": "apps", "testing": "testing", "version": "core",
-            # applications still at the top level until they move into apps/ (helper `apps`, issue #29)
-            "figures": "apps", "figures_resnet": "apps", "figures_robust": "apps", "gallery": "apps",
-            "explorer": "apps", "draw": "apps", "walkthrough": "apps"}
+            "training": "training", "explain": "explain", "apps": "apps",
+            "__main__": "apps", "testing": "testing", "version": "core"}
 EXEMPT = {f"{PKG}._aliases"}
 
 # Known violations that other work in flight is removing (issue #29); each row is (importer, imported,
 # name or None).  Delete a row when its violation is gone: the test fails on a row that no longer
 # matches anything, so this list can only shrink.
-_F = f"{PKG}.figures"
 KNOWN = {
-    # the applications (helper `apps` turns figures into a package and moves the three into apps/):
-    # figures <-> figures_resnet / figures_robust, through figures' private _say and its bench_json
-    (f"{_F}_resnet", _F, "_say"),
-    (f"{_F}_robust", _F, "_say"),
-    (f"{_F}_robust", _F, "bench_json"),
-    # the kernels (helper `opcards` is reworking kernels/): private helpers shared between kernel modules
-    (f"{PKG}.kernels.depthwise", f"{PKG}.kernels.im2col", "_valid"),
+    # the kernels (kernels/ is helper opcards' ground): private helpers shared between kernel modules
+    (f"{PKG}.kernels.depthwise_conv2d", f"{PKG}.kernels.im2col", "_valid"),
     (f"{PKG}.kernels.threads", f"{PKG}.kernels._numba", "_PARALLEL_LOCK"),
 }
-
 
 @dataclass(frozen=True)
 class Edge:

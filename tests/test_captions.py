@@ -1,5 +1,5 @@
 """The figures' captions quote measured numbers only from the JSON files the benchmark scripts write
-in docs/ (figures.bench_json), never typed in: the caption sources hold no measured-looking number,
+in docs/ (figures.captions.bench_json), never typed in: the caption sources hold no measured-looking number,
 and the caption helpers follow the JSON when it changes."""
 import ast
 import json
@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tinygrad_explain import figures, figures_robust
+from tinygrad_explain.apps import figures_resnet, figures_robust
+from tinygrad_explain.apps.figures import captions, recipes
 
 ROOT = Path(__file__).resolve().parent.parent
-# a decimal (0.68), a count out of a total (13 of 20, 9/10): what a measurement looks like in a caption
-MEASURED = re.compile(r"\d\.\d|\b\d+ of (?:the )?\d+\b|\b\d+/\d+\b")
+# a decimal (0.68), a count out of a total (13 of 20, 9/10), a percentage (95%), a count with a thousands
+# separator (2,000): what a measurement -- or a setting that may change -- looks like in a caption
+MEASURED = re.compile(r"\d\.\d|\b\d+ of (?:the )?\d+\b|\b\d+/\d+\b|\b\d+%|\b\d{1,3}(?:,\d{3})+\b")
+#: literal numbers a caption may keep, each checked below against what the number describes
+CHECKED = {"20,000": "scripts/train_decoder.py's --train-size default (the shipped decoders were fitted so)"}
 
 
 def _caption_literals(module):
@@ -31,18 +35,37 @@ def _caption_literals(module):
     return out
 
 
-@pytest.mark.parametrize("module", [figures, figures_robust])
+@pytest.mark.parametrize("module", [recipes, captions, figures_robust, figures_resnet])
 def test_captions_type_in_no_measured_number(module):
     found = [(line, m.group(0), text[:60]) for line, text in _caption_literals(module)
-             for m in MEASURED.finditer(text)]
+             for m in MEASURED.finditer(text) if m.group(0) not in CHECKED]
     assert not found, f"measured-looking numbers typed into captions of {module.__name__}: {found}"
+
+
+def test_the_numbers_captions_keep_are_the_codes():
+    """The one number typed into a caption (the decoders' training scenes) is the script's setting."""
+    src = (ROOT / "scripts" / "train_decoder.py").read_text(encoding="utf-8")
+    default = re.search(r'"--train-size", type=int, default=(\d+)', src)
+    assert default and f"{int(default.group(1)):,}" == "20,000"
+    assert "decoder fitted on 20,000 training scenes" in Path(recipes.__file__).read_text(encoding="utf-8")
+
+
+def test_caption_settings_follow_the_code(monkeypatch):
+    """The settings a caption quotes are the functions' defaults: change one, the caption follows."""
+    from tinygrad_explain import explain as X
+    assert captions.defaults(X.smoothgrad)["samples"] == 25 and captions.percent(0.15) == "15%"
+    assert captions.defaults(X.grabcut_mask)["fg_quantile"] == 0.95
+    monkeypatch.setattr(X, "smoothgrad", lambda model, x, target, noise=0.2, samples=7: None)
+    assert captions.defaults(X.smoothgrad) == {"noise": 0.2, "samples": 7}
 
 
 def test_the_scan_finds_a_typed_in_number():
     """The check above can fail: the captions as they were (numbers typed in) are caught."""
     old = "fc6 reconstructions correlate 0.68 and 0.53 ... the judge names the scene's class for 13 of 20 each"
     assert [m.group(0) for m in MEASURED.finditer(old)] == ["0.6", "0.5", "13 of 20"]
-    assert not MEASURED.findall("Simonyan et al. 2014, 25 noisy copies at 15% of 2,000 scenes")
+    old = "25 noisy copies at 15% of the image's range; pixels above the 95% quantile; of 2,000 shipped scenes"
+    assert [m.group(0) for m in MEASURED.finditer(old)] == ["15%", "95%", "2,000"]
+    assert not MEASURED.findall("Simonyan et al. 2014, section 6, fig. 2, conv5, 4x4")
 
 
 def _bench_copy(tmp_path, monkeypatch, edit):
@@ -52,7 +75,7 @@ def _bench_copy(tmp_path, monkeypatch, edit):
         d = json.loads(p.read_text())
         edit(p.name, d)
         (docs / p.name).write_text(json.dumps(d))
-    monkeypatch.setattr(figures, "DOCS", docs)
+    monkeypatch.setattr(captions, "DOCS", docs)
 
 
 def test_captions_follow_the_json(tmp_path, monkeypatch):
@@ -65,15 +88,26 @@ def test_captions_follow_the_json(tmp_path, monkeypatch):
         if name == "bench_visualizations_class_robust.json":
             d["results"]["natural"]["class_models"]["recognised"] = 3
     _bench_copy(tmp_path, monkeypatch, edit)
-    assert "correlate 0.43 and" in figures.decoder_caption_numbers()
-    assert "for 17, 11 and 17 of 20" in figures.exemplar_caption_numbers([0.1, 0.3])
-    assert "about 0.10-0.30" in figures.exemplar_caption_numbers([0.1, 0.3])
-    assert "and 0.00 at conv5" in figures.layers_caption_numbers()
-    assert "3/10 against 10/10" in figures_robust.judge_caption_numbers()
+    assert "correlate 0.43 and" in captions.decoder_caption_numbers()
+    assert "for 17, 11 and 17 of 20" in captions.exemplar_caption_numbers([0.1, 0.3])
+    assert "about 0.10-0.30" in captions.exemplar_caption_numbers([0.1, 0.3])
+    assert "and 0.00 at conv5" in captions.layers_caption_numbers()
+    assert "3/10 against 10/10" in captions.judge_caption_numbers()
 
 
 def test_captions_without_the_json_point_to_the_docs(tmp_path, monkeypatch):
-    monkeypatch.setattr(figures, "DOCS", tmp_path)
-    for text in (figures.decoder_caption_numbers(), figures.exemplar_caption_numbers([0.2]),
-                 figures.layers_caption_numbers(), figures_robust.judge_caption_numbers()):
+    monkeypatch.setattr(captions, "DOCS", tmp_path)
+    for text in (captions.decoder_caption_numbers(), captions.exemplar_caption_numbers([0.2]),
+                 captions.layers_caption_numbers(), captions.judge_caption_numbers()):
         assert "docs/explainers.md" in text and not re.search(r"\d\.\d\d(?!-)", text.replace("0.20-0.20", ""))
+
+
+def test_readme_tables_quote_no_unchecked_number():
+    """The README's tables hold no measured number (those live in docs/ beside the JSON they come from);
+    its one generated table, the methods, is checked against the registry (tests/test_registry.py)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    generated = readme[readme.index("<!-- methods table"):readme.index("<!-- end of the methods table -->")]
+    rows = [line for line in readme.replace(generated, "").splitlines() if line.startswith("|")]
+    assert rows, "the README has tables"
+    found = [row for row in rows if MEASURED.search(row) or re.search(r"\d+(?:\.\d+)? ?%", row)]
+    assert not found, f"measured numbers in README tables, not read from docs/*.json: {found}"

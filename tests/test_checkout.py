@@ -55,6 +55,32 @@ def test_this_checkout_maps_its_own_kernels():
     assert Path(te.kernels.__file__).resolve() == (ROOT / "kernels" / "__init__.py").resolve()
 
 
+def test_the_kernels_mapping_is_one_line_kept_in_step():
+    """kernels/ is tinygrad_explain.kernels through setup.cfg's package_dir (the wheel, the editable
+    install), MANIFEST.in (the sdist) and the checkout hook in __init__.py (docs/kernels.md says why
+    it is mapped, not moved); and nothing imports it under a second name, the top-level ``kernels``
+    (a second copy of every module: Numba would compile and cache each kernel twice)."""
+    import ast
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    mapping = dict(line.split(" = ") for line in cfg["options"]["package_dir"].strip().splitlines())
+    assert mapping["tinygrad_explain.kernels"] == "kernels"
+    assert "tinygrad_explain.kernels" in cfg["options"]["packages"].split()
+    assert "*.cu" in cfg["options.package_data"]["tinygrad_explain.kernels"]
+    assert "recursive-include kernels *.py *.cu" in (ROOT / "MANIFEST.in").read_text()
+    assert '"kernels"' in (ROOT / "tinygrad_explain" / "__init__.py").read_text()     # the hook's folder
+    wrong = []
+    for folder in ("tinygrad_explain", "kernels", "tests", "scripts"):
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+                wrong += [f"{f.relative_to(ROOT)}:{node.lineno}" for n in names
+                          if n and (n == "kernels" or n.startswith("kernels."))]
+    assert wrong == [], f"imports of the top-level name `kernels` (use tinygrad_explain.kernels): {wrong}"
+
+
 # --------------------------------------------------------------------------
 # what the wheel ships (tinygrad_explain/modelfiles/shipped.py; .ci/run builds and installs the real wheel)
 # --------------------------------------------------------------------------
@@ -83,7 +109,7 @@ def test_named_models_load_from_a_wheel_layout_anywhere(tmp_path):
              "m = te.load_model(); paths = [te.load_model(n).path for n in MODEL_NAMES]; "
              "paths += [decoder.load_decoder(m, l).path for l in ('pool5', 'fc6', 'fc7')]; "
              "paths.append(str(exemplar.BANK_PATH)); exemplar.load_bank(); "
-             "from tinygrad_explain import figures; assert figures.bench_json('bench_explainers.json')['n'] > 0; "
+             "from tinygrad_explain.apps import figures; assert figures.bench_json('bench_explainers.json')['n'] > 0; "
              "paths.append(str(figures.DOCS / 'bench_explainers.json')); "
              "print(te.__file__); print(*paths, sep='\\n')")
     env = {k: v for k, v in os.environ.items() if k not in ("TE_FAKE_CUPY", "TGE_WEIGHTS")}
@@ -113,8 +139,8 @@ def test_every_shipped_file_is_in_the_wheel_and_it_fits():
     assert package_data["tinygrad_explain.weights"].strip() == "*.h5"
     assert package_data["tinygrad_explain.measured"].strip() == "*.json"
     assert "*.cu" in package_data["tinygrad_explain.kernels"]
-    assert {"data/*.npz", "data/*.txt", "explorer_static/*"} <= {
-        p.strip() for p in package_data["tinygrad_explain"].split(",")}
+    assert {"data/*.npz", "data/*.txt"} <= {p.strip() for p in package_data["tinygrad_explain"].split(",")}
+    assert package_data["tinygrad_explain.apps"].strip() == "explorer_static/*"
     from tinygrad_explain.modelfiles import shipped
     from tinygrad_explain.modelfiles.modelfile import MODEL_NAMES
     for name, path in MODEL_NAMES.items():

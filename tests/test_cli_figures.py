@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import cli, figures
-from tinygrad_explain import draw as D
-from tinygrad_explain.cli import explain as cli_explain
+from tinygrad_explain.apps import cli, figures
+from tinygrad_explain.apps import draw as D
+from tinygrad_explain.apps.cli import explain as cli_explain
+from tinygrad_explain.apps.figures import recipes
 from tinygrad_explain.data.fashion_mnist import CLASS_NAMES
 from tinygrad_explain.explain import methods
 
@@ -323,7 +324,7 @@ def test_reproduce_figures_sigterm_stops_the_workers(model_file, tmp_path):
     out = tmp_path / "figs"
     root = os.path.dirname(os.path.dirname(os.path.abspath(te.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + sys.path))
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from tinygrad_explain.figures import main; "
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from tinygrad_explain.apps.figures import main; "
                              "sys.exit(main(sys.argv[1:]))", "--out", str(out), "--weights", model_file,
                              "--jobs", "2", "--only", "class models", "inversion"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -366,7 +367,7 @@ def test_reproduce_figures_failure_leaves_nothing(model_file, tmp_path, monkeypa
         (out / "half.png").write_bytes(b"")
         raise te.explain.OptimizationError("NaN/Inf in the objective at step 3/10")
 
-    monkeypatch.setattr(figures, "FIGURES", [("toy", figures.fig_toy), ("class models", boom)])
+    monkeypatch.setattr(recipes, "FIGURES", [("toy", figures.fig_toy), ("class models", boom)])
     rc = figures.main(["--out", str(tmp_path / "g"), "--weights", model_file, "--jobs", "1"])
     assert rc == 2 and "NaN" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
@@ -422,7 +423,7 @@ def test_reproduce_figures_failure_keeps_old_gallery(model_file, tmp_path, monke
     def boom(inp, out, summary):
         raise te.explain.OptimizationError("NaN/Inf in the objective at step 3/10")
 
-    monkeypatch.setattr(figures, "FIGURES", [("toy", figures.fig_toy), ("class models", boom)])
+    monkeypatch.setattr(recipes, "FIGURES", [("toy", figures.fig_toy), ("class models", boom)])
     assert figures.main(["--out", str(out), "--weights", model_file, "--jobs", "1"]) == 2
     assert {p.name for p in out.iterdir()} == {"index.html", "notes.txt"}       # no work folder left
     assert (out / "index.html").read_text() == "old gallery"

@@ -144,7 +144,7 @@ def test_decoder_recipe_lowers_the_objective(model):
 def test_main_job_figure_of_the_decoders(model, tmp_path):
     """figures.fig_inversion_decoder: one row per shipped decoder (pool5, fc6, fc7) on the
     embedded model; nothing for a model without decoders."""
-    from tinygrad_explain import figures
+    from tinygrad_explain.apps import figures
     inp = figures.embedded_inputs(model, n=2)
     inp.settings = {"invert_decoder": dict(steps=3, progress=False)}
     summary = {}

@@ -506,7 +506,7 @@ def test_absurd_sample_and_step_counts_are_refused_before_work():
 
 
 def test_reproduce_figures_refuses_an_absurd_steps_scale(capsys):
-    from tinygrad_explain import figures
+    from tinygrad_explain.apps import figures
     with pytest.raises(SystemExit) as e:
         figures.main(["--out", "/nonexistent/never-written", "--steps-scale", "1e9"])
     assert e.value.code == 2 and "--steps-scale 1e+09 makes" in capsys.readouterr().err

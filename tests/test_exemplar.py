@@ -216,7 +216,7 @@ def test_the_judge_recognises_fc7_exemplars(model, sample):
 def test_main_job_figure_of_retrieval(model, tmp_path):
     """figures.fig_inversion_exemplar: pool5 ... fc8 and fc7's five on the embedded model, each
     error the retrieved scene's code distance; nothing for a model of another input size."""
-    from tinygrad_explain import figures
+    from tinygrad_explain.apps import figures
     inp = figures.embedded_inputs(model, n=2)
     summary = {}
     fig = figures.fig_inversion_exemplar(inp, tmp_path, summary)

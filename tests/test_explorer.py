@@ -23,9 +23,9 @@ import pytest
 from PIL import Image
 
 import tinygrad_explain as te
-from tinygrad_explain import draw as D
 from tinygrad_explain import explain as X
-from tinygrad_explain import explorer
+from tinygrad_explain.apps import draw as D
+from tinygrad_explain.apps import explorer
 from tinygrad_explain.data import scenes
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -66,7 +66,7 @@ def gpu(a):
 def test_backend_dispatch():
     assert K.backend(np.zeros(3)) is K
     assert K.backend(cp.zeros(3)) is G
-    for ns in ("im2col", "layout", "relu", "clip", "depthwise", "batchnorm", "maxpool", "lrn", "avgpool",
+    for ns in ("im2col", "layout", "relu", "clip", "depthwise_conv2d", "batch_norm", "max_pool2d", "lrn", "avg_pool2d",
                "workspace"):
         assert hasattr(G, ns) and hasattr(K, ns), ns
     t = te.Tensor(cp.ones((2, 3), np.float32))
@@ -163,13 +163,13 @@ def test_maxpool_kernels(ksp, dt, ties):
     k, s, p = ksp
     shape = (2, 3, 13, 11)
     x = (rng(1).integers(-3, 3, shape) if ties else distinct(shape)).astype(dt)
-    y, sw = K.maxpool.forward(x, k, s, p)
-    gy, gsw = G.maxpool.forward(gpu(x), k, s, p)
+    y, sw = K.max_pool2d.forward(x, k, s, p)
+    gy, gsw = G.max_pool2d.forward(gpu(x), k, s, p)
     assert_equal(gy, y, "maxpool y")
     assert_equal(gsw, sw, "maxpool switches")                # same first-maximum rule on ties
     dy = rng(2).standard_normal(y.shape).astype(dt)
-    assert_close(G.maxpool.backward(gpu(dy), gsw, x.shape, (k, s, p)),
-                 K.maxpool.backward(dy, sw, x.shape), 1e-6, "maxpool backward")
+    assert_close(G.max_pool2d.backward(gpu(dy), gsw, x.shape, (k, s, p)),
+                 K.max_pool2d.backward(dy, sw, x.shape), 1e-6, "maxpool backward")
 
 
 @pytest.mark.parametrize("size,beta", [(5, 0.75), (3, 0.5), (4, 0.75), (1, 1.3)])
@@ -191,10 +191,11 @@ def test_lrn_kernels(size, beta, dt):
 @pytest.mark.parametrize("dt", DTYPES)
 def test_avgpool_kernels(in_hw, out_hw, dt):
     x = rng(1).standard_normal((2, 3) + in_hw).astype(dt)
-    y = K.avgpool.forward(x, out_hw)
-    assert_close(G.avgpool.forward(gpu(x), out_hw), y, 1e-6, "avgpool forward")
+    y = K.avg_pool2d.adaptive_forward(x, out_hw)
+    assert_close(G.avg_pool2d.adaptive_forward(gpu(x), out_hw), y, 1e-6, "avgpool forward")
     dy = rng(2).standard_normal(y.shape).astype(dt)
-    assert_close(G.avgpool.backward(gpu(dy), x.shape), K.avgpool.backward(dy, x.shape), 1e-6, "avgpool backward")
+    assert_close(G.avg_pool2d.adaptive_backward(gpu(dy), x.shape), K.avg_pool2d.adaptive_backward(dy, x.shape), 1e-6,
+                 "avgpool backward")
 
 
 @pytest.mark.parametrize("case", [((2, 3, 9, 11), 3, 2, 0, True), ((1, 2, 8, 8), 3, 2, 0, True),
@@ -203,12 +204,12 @@ def test_avgpool_kernels(in_hw, out_hw, dt):
 def test_maxpool_ceil_mode_kernels(case, dt):
     xs, k, s, p, ceil = case
     x = distinct(xs).astype(dt)
-    y, sw = K.maxpool.forward(x, k, s, p, ceil_mode=ceil)
-    gy, gsw = G.maxpool.forward(gpu(x), k, s, p, ceil_mode=ceil)
+    y, sw = K.max_pool2d.forward(x, k, s, p, ceil_mode=ceil)
+    gy, gsw = G.max_pool2d.forward(gpu(x), k, s, p, ceil_mode=ceil)
     assert_equal(gy, y, "maxpool ceil y")
     assert_equal(gsw, sw, "maxpool ceil switches")
     dy = rng(2).standard_normal(y.shape).astype(dt)
-    assert_equal(G.maxpool.backward(gpu(dy), gsw, x.shape, (k, s, p)), K.maxpool.backward(dy, sw, x.shape),
+    assert_equal(G.max_pool2d.backward(gpu(dy), gsw, x.shape, (k, s, p)), K.max_pool2d.backward(dy, sw, x.shape),
                  "maxpool ceil backward")
 
 
@@ -218,10 +219,10 @@ def test_maxpool_ceil_mode_kernels(case, dt):
 def test_avgpool_window_kernels(window, dt):
     """Windowed average pooling: the same bits as the CPU (same windows, same order of sums)."""
     x = rng(1).standard_normal((2, 3, 9, 7)).astype(dt)
-    y = K.avgpool.pool_forward(x, *window)
-    assert_equal(G.avgpool.pool_forward(gpu(x), *window), y, "avgpool window forward")
+    y = K.avg_pool2d.forward(x, *window)
+    assert_equal(G.avg_pool2d.forward(gpu(x), *window), y, "avgpool window forward")
     dy = rng(2).standard_normal(y.shape).astype(dt)
-    assert_equal(G.avgpool.pool_backward(gpu(dy), x.shape, *window), K.avgpool.pool_backward(dy, x.shape, *window),
+    assert_equal(G.avg_pool2d.backward(gpu(dy), x.shape, *window), K.avg_pool2d.backward(dy, x.shape, *window),
                  "avgpool window backward")
 
 
@@ -249,15 +250,15 @@ def test_depthwise_kernels(case, dt):
     """The CUDA depthwise loops add in the CPU loops' order: the same bits."""
     xs, ws, stride, padding = case
     x, w, b = (rng(i).standard_normal(sh).astype(dt) for i, sh in enumerate((xs, ws, ws[:1]), 1))
-    y = K.depthwise.forward(x, w, b, stride, padding)
-    assert_equal(G.depthwise.forward(gpu(x), gpu(w), gpu(b), stride, padding), y, "depthwise forward")
-    assert_equal(G.depthwise.forward(gpu(x), gpu(w), None, stride, padding),
-                 K.depthwise.forward(x, w, None, stride, padding), "depthwise forward, no bias")
+    y = K.depthwise_conv2d.forward(x, w, b, stride, padding)
+    assert_equal(G.depthwise_conv2d.forward(gpu(x), gpu(w), gpu(b), stride, padding), y, "depthwise forward")
+    assert_equal(G.depthwise_conv2d.forward(gpu(x), gpu(w), None, stride, padding),
+                 K.depthwise_conv2d.forward(x, w, None, stride, padding), "depthwise forward, no bias")
     g = rng(4).standard_normal(y.shape).astype(dt)
-    assert_equal(G.depthwise.backward_input(gpu(g), gpu(w), x.shape, stride, padding),
-                 K.depthwise.backward_input(g, w, x.shape, stride, padding), "depthwise dx")
-    assert_equal(G.depthwise.backward_weight(gpu(g), gpu(x), w.shape, stride, padding),
-                 K.depthwise.backward_weight(g, x, w.shape, stride, padding), "depthwise dw")
+    assert_equal(G.depthwise_conv2d.backward_input(gpu(g), gpu(w), x.shape, stride, padding),
+                 K.depthwise_conv2d.backward_input(g, w, x.shape, stride, padding), "depthwise dx")
+    assert_equal(G.depthwise_conv2d.backward_weight(gpu(g), gpu(x), w.shape, stride, padding),
+                 K.depthwise_conv2d.backward_weight(g, x, w.shape, stride, padding), "depthwise dw")
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 4, 3), (3, 6)])
@@ -266,12 +267,12 @@ def test_batchnorm_kernels(shape, dt):
     """Same formula, same order of the float64 sums: the same bits."""
     x = (3 * rng(1).standard_normal(shape) + 1).astype(dt)
     mean, scale, bias, inv = (rng(i).standard_normal(shape[1]).astype(dt) for i in range(2, 6))
-    y = K.batchnorm.forward(x, mean, scale, bias)
-    assert_equal(G.batchnorm.forward(gpu(x), gpu(mean), gpu(scale), gpu(bias)), y, "batchnorm forward")
+    y = K.batch_norm.forward(x, mean, scale, bias)
+    assert_equal(G.batch_norm.forward(gpu(x), gpu(mean), gpu(scale), gpu(bias)), y, "batchnorm forward")
     g = rng(6).standard_normal(shape).astype(dt)
-    assert_equal(G.batchnorm.backward_input(gpu(g), gpu(scale)), K.batchnorm.backward_input(g, scale), "bn dx")
-    for what, a, b in zip(("dweight", "dbias"), G.batchnorm.backward_params(gpu(g), gpu(x), gpu(mean), gpu(inv)),
-                          K.batchnorm.backward_params(g, x, mean, inv)):
+    assert_equal(G.batch_norm.backward_input(gpu(g), gpu(scale)), K.batch_norm.backward_input(g, scale), "bn dx")
+    for what, a, b in zip(("dweight", "dbias"), G.batch_norm.backward_params(gpu(g), gpu(x), gpu(mean), gpu(inv)),
+                          K.batch_norm.backward_params(g, x, mean, inv)):
         assert_equal(a, b, f"batchnorm {what}")
 
 

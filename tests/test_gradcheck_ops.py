@@ -294,11 +294,10 @@ def test_max_pool2d_forward_matches_reference(xs, k, s, p):
 
 @pytest.mark.parametrize("shape,s", [((2, 3, 7, 9), 2), ((1, 2, 8, 5), 1), ((1, 2, 11, 10), 3), ((1, 1, 3, 3), 2)])
 def test_max_pool2d_3x3_fast_path_matches_the_general_kernel(shape, s):
-    """kernels/maxpool.py's unrolled 3x3 kernel against its general one, on ties (a
+    """kernels/max_pool2d.py's unrolled 3x3 kernel against its general one, on ties (a
     quantised input: most windows hold their maximum twice or more) and NaNs: the same
     maxima and the same switches (the first maximum in row-major order)."""
-    from kernels import maxpool as M
-    from kernels.im2col import out_size
+    M, out_size = K.max_pool2d, K.im2col.out_size     # the package's kernels, not a second copy as top-level `kernels`
     x = np.round(rng(3).standard_normal(shape) * 2).astype(np.float32)
     x.reshape(-1)[::7] = np.nan
     oh, ow = out_size(shape[2], 3, s, 0), out_size(shape[3], 3, s, 0)
@@ -662,6 +661,19 @@ def test_indexing_boolean_mask():
     assert te.gradcheck(lambda t: t[te.Tensor(m)], [x])
 
 
+def test_take_and_put_rows():
+    """TakeRows picks distinct rows of a batch and PutRows scatters rows into a zero batch (its
+    adjoint; the layer inversion's row bookkeeping): forward by hand, backward by gradcheck."""
+    x = rng(1).standard_normal((3, 2, 4))
+    rows = np.array([2, 0])
+    np.testing.assert_array_equal(ops.TakeRows.apply(te.Tensor(x), rows=rows).numpy(), x[rows])
+    put = ops.PutRows.apply(te.Tensor(x[:2]), rows=rows, n=4).numpy()
+    np.testing.assert_array_equal(put[[2, 0]], x[:2])
+    np.testing.assert_array_equal(put[[1, 3]], 0)
+    assert te.gradcheck(lambda t: ops.TakeRows.apply(t, rows=rows), [x])
+    assert te.gradcheck(lambda t: ops.PutRows.apply(t, rows=rows, n=4), [x[:2]])
+
+
 # --------------------------------------------------------------------------
 # a small whole network, end to end
 # --------------------------------------------------------------------------
@@ -801,7 +813,8 @@ def test_kernels_parallel_equals_serial(monkeypatch):
     from tinygrad_explain.kernels import _numba
     monkeypatch.setattr(_numba, "PARALLEL_MIN", 0)
     calls = {"parallel": 0}
-    for mod in (K.im2col, K.relu, K.maxpool, K.lrn, K.avgpool, K.layout, K.clip, K.depthwise, K.batchnorm):
+    for mod in (K.im2col, K.relu, K.max_pool2d, K.lrn, K.avg_pool2d, K.layout, K.clip, K.depthwise_conv2d,
+                K.batch_norm):
         for name in dir(mod):
             k = getattr(mod, name)
             if isinstance(k, _numba.kernel):

@@ -227,7 +227,7 @@ def test_max_pool2d_floor_mode_keeps_the_alexnet_fast_path(monkeypatch):
     """k = 3, p = 0 without ceil_mode still takes the unrolled 3x3 kernel; a ceil window
     that hangs off the end does not (it would read past the plane)."""
     from tinygrad_explain import kernels as K
-    M = K.maxpool
+    M = K.max_pool2d
     taken = []
     real = M._forward_3x3
     monkeypatch.setattr(M, "_forward_3x3", lambda *a: (taken.append(1), real(*a))[1])

@@ -95,7 +95,7 @@ def test_optimisations_are_registered_with_their_options():
 
 def test_optimisation_entries_make_what_the_api_makes():
     """Each optimisation entry returns the display image(s) of the te.explain function it wraps."""
-    from tinygrad_explain.walkthrough import tiny_network
+    from tinygrad_explain.apps.walkthrough import tiny_network
     model = tiny_network()                                   # RGB 8x8, classes circle, square, triangle
     made = methods.OPTIMIZATIONS["class-model"].fn(model, None, "square", steps=3, seed=1)
     v = X.class_model(model, 1, steps=3, seed=1, progress=False)

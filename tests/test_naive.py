@@ -72,7 +72,7 @@ def test_max_pool2d_ties_go_to_the_first_maximum():
     x = np.zeros((1, 1, 3, 3))
     _, switch = naive.max_pool2d_forward(x, 3, 1, 0)
     _, (dx,) = _grads(lambda t: te.max_pool2d(t, 3, 1, 0), [x], np.ones((1, 1, 1, 1)))
-    assert tuple(switch[0, 0, 0, 0]) == (0, 0)
+    assert switch[0, 0, 0, 0] == 0                           # row 0, column 0
     np.testing.assert_array_equal(dx, naive.max_pool2d_backward(np.ones((1, 1, 1, 1)), switch, x.shape))
 
 
@@ -101,7 +101,7 @@ def test_adaptive_avg_pool2d_backward(in_hw, out_hw):
 @pytest.mark.parametrize("xs,ws,stride,padding", [((2, 4, 7, 6), (4, 1, 3, 3), 1, 1),
                                                   ((1, 3, 9, 8), (6, 1, 3, 3), 2, 1)])
 def test_depthwise_conv2d_backward(xs, ws, stride, padding):
-    """The depthwise loops (kernels/depthwise.py) against the naive grouped convolution."""
+    """The depthwise loops (kernels/depthwise_conv2d.py) against the naive grouped convolution."""
     x, w, b = rng(0).standard_normal(xs), rng(1).standard_normal(ws), rng(2).standard_normal(ws[0])
     groups = xs[1]
     y_ref = naive.conv2d_forward(x, w, b, stride, padding, groups)

@@ -249,7 +249,7 @@ def test_convert_onnx_script(tmp_path):
 def test_the_command_line_converts_onnx_like_the_api(tmp_path, capsys):
     """`tinygrad-explain convert onnx IN OUT` writes the model that te.load_model(IN) computes;
     a missing file is one line and status 2, naming the subcommand."""
-    from tinygrad_explain.cli import main
+    from tinygrad_explain.apps.cli import main
     path, _ = tiny_onnx(tmp_path / "t.onnx")
     out = tmp_path / "t.h5"
     assert main(["convert", "onnx", str(path), str(out), "--mean", "0.5", "0.4", "--std", "0.2", "0.3"]) == 0

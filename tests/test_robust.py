@@ -176,7 +176,7 @@ def test_twin_is_more_robust_than_the_embedded_model(twin, sample):
 
 
 def test_fig_robust_runs_at_tiny_step_counts(twin, tmp_path):
-    from tinygrad_explain import figures, figures_robust
+    from tinygrad_explain.apps import figures, figures_robust
     m = te.load_model()
     inp = figures.embedded_inputs(m, n=1)
     inp.classes = [0, 9]

@@ -16,7 +16,7 @@ MODULES = ["tinygrad_explain.explain." + m for m in (
     ["tinygrad_explain.core." + m for m in ("engine", "ops", "nn", "models", "architecture")] + \
     ["tinygrad_explain.data." + m for m in ("image", "preprocessing", "pixels", "display")] + \
     ["tinygrad_explain.modelfiles." + m for m in ("modelfile", "format")] + \
-    ["tinygrad_explain." + m for m in ("draw", "gallery")]
+    ["tinygrad_explain.apps." + m for m in ("draw", "gallery")]
 
 
 def _public_callables(mod):

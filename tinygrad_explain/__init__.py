@@ -18,7 +18,9 @@ def _map_checkout_kernels():
     package) and an install maps them into the package.  Running from a clone
     that was never installed (``PYTHONPATH=. python ...``), or from a second
     checkout while another one is installed, must use *this* checkout's
-    kernels: map them here, before anything imports them."""
+    kernels: map them here, before anything imports them.  (An editable install
+    maps them the same way, through setuptools' own import hook; why the folder is
+    mapped rather than moved into the package: docs/kernels.md.)"""
     name = __name__ + ".kernels"
     here = _os.path.dirname(_os.path.abspath(__file__))
     if name in _sys.modules or _os.path.isdir(_os.path.join(here, "kernels")):

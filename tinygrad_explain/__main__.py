@@ -1,8 +1,8 @@
-"""``python -m tinygrad_explain COMMAND ...``: the command line of :mod:`tinygrad_explain.cli`
+"""``python -m tinygrad_explain COMMAND ...``: the command line of :mod:`tinygrad_explain.apps.cli`
 (installed as the console script ``tinygrad-explain``)."""
 import sys
 
-from .cli import main
+from .apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

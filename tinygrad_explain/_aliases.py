@@ -63,6 +63,15 @@ ALIASES: dict[str, str] = {
     "adversarial": "training.adversarial",
     # test-only references
     "torch_reference": "testing.torch_reference",
+    # the applications (a row covers its submodules too: cli.sanity -> apps.cli.sanity)
+    "figures": "apps.figures",
+    "figures_resnet": "apps.figures_resnet",
+    "figures_robust": "apps.figures_robust",
+    "gallery": "apps.gallery",
+    "explorer": "apps.explorer",
+    "draw": "apps.draw",
+    "walkthrough": "apps.walkthrough",
+    "cli": "apps.cli",
 }
 
 

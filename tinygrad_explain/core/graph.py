@@ -172,6 +172,10 @@ class GraphNetwork(Network):
         """The JSON-able list of node specs, each with its name and ``inputs``."""
         return [dict(name=n, **l.spec(), inputs=list(self.inputs[n])) for n, l in self.layers.items()]
 
+    def reads(self, name: str) -> tuple[str, ...]:
+        """The nodes node ``name`` takes (``"input"``: the network's input)."""
+        return tuple(self.inputs[self._layer_name(name, "reads")])
+
     def ancestors(self, name: str) -> set[str]:
         """``name`` and every node it depends on (not ``"input"``)."""
         seen, todo = set(), [name]

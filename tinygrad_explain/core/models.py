@@ -66,6 +66,24 @@ class Network:
         names = self.layer_names
         return names.index(below) < names.index(above)
 
+    def reads(self, name: str) -> tuple[str, ...]:
+        """The layers whose outputs layer ``name`` takes ("input": the network's input): in a
+        chain the layer before it; in a graph network the node's ``inputs``."""
+        k = self.layer_names.index(self._layer_name(name, "reads"))
+        return (self.layer_names[k - 1] if k else "input",)
+
+    def until_for(self, names: Sequence[str]) -> str:
+        """The first layer whose output depends on every one of ``names`` (each counts as
+        depending on itself): ``model(x, until=model.until_for(names), keep=names)`` computes
+        them all in one pass.  In a chain, the last of ``names``; in a graph network, the
+        first node from there on that every one of them feeds (the output at the latest)."""
+        names = list(names)
+        order = self.layer_names
+        for k in range(max(order.index(n) for n in names), len(order)):
+            if all(n == order[k] or self.feeds(n, order[k]) for n in names):
+                return order[k]
+        return order[-1]                    # not reached: every node feeds the output
+
     @property
     def num_classes(self) -> int:
         return self.shapes[self.layer_names[-1]][0]
@@ -354,3 +372,14 @@ def scene_alexnet(num_classes: int = 10, size: int = 64, width: Sequence[int] = 
                ("fc7", F(fc, fc)), ("relu7", R()), ("drop7", D(dropout)),
                ("fc8", F(fc, num_classes))]
     return Network(layers, (3, size, size))
+
+
+#: the layer types that have learnt parameters (what the sanity checks' randomisation re-initialises)
+WEIGHT_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+
+
+def weight_layers(model: Network) -> list[str]:
+    """Names of the layers that have weights (conv / linear / batch norm), input to output
+    (a graph network's nodes in its topological order): ``["conv1", ..., "conv5", "fc6",
+    "fc7", "fc8"]`` for AlexNet."""
+    return [n for n, l in model.layers.items() if isinstance(l, WEIGHT_TYPES)]

@@ -1,7 +1,7 @@
 """Naive reference versions of every layer op: the formula, one loop at a time.
 
 The fast kernels (``kernels/``: im2col + GEMM convolution, Numba loops for
-pooling, LRN and ReLU) are written for speed; the functions here are written
+pooling, LRN, ReLU, batch norm) are written for speed; the functions here are written
 to be read.  Each one is plain NumPy that follows its formula with a loop over
 output positions (or channels), forward and backward side by side, so that a
 student can check the fast kernel against the definition -- the tests and
@@ -10,9 +10,12 @@ student can check the fast kernel against the definition -- the tests and
     y_fast = te.conv2d(te.Tensor(x), te.Tensor(w), te.Tensor(b), 1, 1).numpy()
     y_naive = te.naive.conv2d_forward(x, w, b, stride=1, padding=1)
 
-Shapes: images (N, C, H, W); conv weights (O, C/groups, kH, kW); linear
-weights (out, in).  Every backward takes ``g`` = dL/d(output) and returns
-dL/d(input) (and the parameters' gradients where the op has parameters).
+Names and shapes follow the op cards at the top of :mod:`tinygrad_explain.core.ops`
+(the one statement of both): ``<stem>_forward`` / ``<stem>_backward`` here,
+``kernels/<stem>.py`` and ``kernels/<stem>.cu`` for the fast versions, the same
+arguments in the same order where the versions share them.  Every backward
+takes ``g`` = dL/d(output) and returns dL/d(input) (and the parameters'
+gradients where the op has parameters).
 These loops are slow (seconds for an AlexNet layer): use them on small inputs.
 """
 from __future__ import annotations
@@ -140,12 +143,13 @@ def max_pool2d_forward(x, k=3, s=2, p=0, ceil_mode=False):
     """y[n, c, i, j] = max over the window of x_pad[n, c, i*s + a, j*s + b] (padding = -inf;
     with ``ceil_mode`` the last windows may hang off the end: only their pixels inside x count).
 
-    Also returns the switches: for each output, the (row, column) in x of the
-    window's maximum, the first one in row-major order on ties."""
+    Also returns the switches, in the kernels' format: for each output, the flat index
+    r*W + q in the (H, W) plane of the window's maximum (row r, column q), the first one
+    in row-major order on ties; int32 (N, C, OH, OW)."""
     N, C, H, W = x.shape
     oh, ow = _out(H, k, s, p, ceil_mode), _out(W, k, s, p, ceil_mode)
     y = np.empty((N, C, oh, ow), dtype=x.dtype)
-    switch = np.empty((N, C, oh, ow, 2), dtype=np.int64)
+    switch = np.empty((N, C, oh, ow), dtype=np.int32)
     for n in range(N):
         for c in range(C):
             for i in range(oh):
@@ -155,20 +159,22 @@ def max_pool2d_forward(x, k=3, s=2, p=0, ceil_mode=False):
                     a = int(np.argmax(win))              # first maximum in row-major order
                     r, q = divmod(a, win.shape[1])
                     y[n, c, i, j] = win[r, q]
-                    switch[n, c, i, j] = (h0 + r, w0 + q)
+                    switch[n, c, i, j] = (h0 + r) * W + (w0 + q)
     return y, switch
 
 
-def max_pool2d_backward(g, switch, x_shape):
+def max_pool2d_backward(g, switch, x_shape, window=None):
     """dx[n, c, switch[n, c, i, j]] += g[n, c, i, j]: each output's gradient goes to the
-    input that won its window; overlapping windows (3x3 stride 2) add up."""
+    input that won its window; overlapping windows (3x3 stride 2) add up.  ``window``
+    (k, s, p) is not needed (the switches say where), as in the kernels."""
     dx = np.zeros(x_shape, dtype=g.dtype)
     N, C, oh, ow = g.shape
+    W = x_shape[3]
     for n in range(N):
         for c in range(C):
             for i in range(oh):
                 for j in range(ow):
-                    r, q = switch[n, c, i, j]
+                    r, q = divmod(int(switch[n, c, i, j]), W)
                     dx[n, c, r, q] += g[n, c, i, j]
     return dx
 

@@ -1,9 +1,42 @@
 """Every differentiable operation: forward and backward side by side.
 
-Shapes: N batch, C/O input/output channels, H/W height/width, L = OH*OW.
-Each backward receives g = dL/d(output) and returns dL/d(input) for each
-input that needs it (``self.needs_grad``), None for the others -- so with
-frozen weights no weight gradient is ever computed.
+One card per op: the table ``CARDS`` below (Function -> naive reference -> CPU
+kernel -> CUDA source -> gradcheck test), checked against the code by
+tests/test_op_cards.py.  Each op has one *stem*, the name of its functional form
+(``te.max_pool2d``), used at every level --
+
+  naive reference   ``naive.<stem>_forward`` / ``naive.<stem>_backward``: the formula, one loop at a time
+  CPU kernel        ``kernels/<stem>.py``: Numba loops; namespace ``kernels.<stem>`` with ``forward`` and
+                    ``backward`` (``backward_input`` / ``backward_weight`` / ``backward_params`` where
+                    the gradients are computed apart)
+  CUDA source       ``kernels/<stem>.cu``: templates ``<stem>_forward<T>``, ``<stem>_backward*<T>``,
+                    wrapped in ``kernels/gpu.py`` as the namespace ``gpu.<stem>`` with the CPU signatures
+  Function          here, PyTorch's class name for the op (``MaxPool2d``)
+
+The exceptions are named on their cards: convolution is built from the data
+movement kernels ``im2col`` and ``layout`` and a BLAS product (its depthwise
+case has loops of its own, ``depthwise_conv2d``); ``avg_pool2d`` also holds the
+adaptive pooling (``adaptive_forward`` / ``adaptive_backward``: the same window
+loops); LRN's stem is ``lrn`` (Caffe's name and the model file's layer type; the
+functional is PyTorch's ``local_response_norm``).  Ops with no kernel are array
+code (NumPy or CuPy) in the Function itself, which is then its own reference.
+
+The switch between the versions.  ``B = K.backend(x)`` is the one switch: it
+returns the Numba kernels for a NumPy array and their CUDA twins for a CuPy
+array (``kernels/__init__.py``); every op calls ``B.<stem>.<function>(...)`` and
+nothing else picks a backend.  The naive references are never picked at run
+time: the tests (tests/test_naive.py, tests/test_op_cards.py) and
+``walkthrough.py`` call them beside the fast versions.  Max-pooling records its
+switches (the winner of each window) in one format at all three levels: the
+flat index h*W + w in the (H, W) plane, int32, the first maximum on ties.
+
+Shapes (the one statement of them; naive.py and kernels/interface.py use the
+same letters): N batch, C/O input/output channels, H/W height/width, OH/OW the
+output's, L = OH*OW, k kernel size, s stride, p padding (a pair (height, width)
+where the op takes one); images (N, C, H, W), conv weights (O, C/G, kh, kw) for
+G groups, linear weights (out, in).  Each backward receives g = dL/d(output) and
+returns dL/d(input) for each input that needs it (``self.needs_grad``), None for
+the others -- so with frozen weights no weight gradient is ever computed.
 
 The heavy loops live in the hand-written kernels (:mod:`tinygrad_explain.kernels`);
 matrix products go through NumPy's BLAS.
@@ -17,6 +50,7 @@ host and device behind the caller's back.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
@@ -30,6 +64,64 @@ from .engine import array_module as _xp
 Size2 = int | tuple[int, int]        # a size or stride: one int for both sides, or (height, width)
 Axis = int | tuple[int, ...] | None
 Grads = tuple[Array | None, ...]     # one gradient per tensor input, None where none is needed
+
+
+@dataclass(frozen=True)
+class Card:
+    """One op's versions: the Function here; its naive reference ``naive.<naive>_forward`` /
+    ``_backward`` (None: the Function's array code is its own reference); the CPU kernel
+    modules it calls, ``kernels/<name>.py``, and the CUDA sources of their GPU twins,
+    ``kernels/<name>`` (space-separated; "" for none); the test in tests/ that gradchecks its
+    backward in float64."""
+    function: str
+    naive: str | None
+    cpu: str
+    cuda: str
+    gradcheck: str
+
+
+CARDS: tuple[Card, ...] = tuple(Card(*row) for row in (
+    # Function            naive reference        CPU kernels   CUDA sources     gradcheck test
+    ("Conv2d",            "conv2d",              "im2col layout depthwise_conv2d",
+     "im2col.cu layout.cu depthwise_conv2d.cu",                                 "test_conv2d_gradcheck"),
+    ("Linear",            "linear",              "linear",     "",              "test_linear_forward_and_gradcheck"),
+    ("ReLU",              "relu",                "relu",       "relu.cu",       "test_relu_gradcheck_backprop"),
+    ("Clip",              "clip",                "clip",       "clip.cu",       "test_clip_equals_torch_hardtanh"),
+    ("MaxPool2d",         "max_pool2d",          "max_pool2d", "max_pool2d.cu", "test_max_pool2d_gradcheck"),
+    ("AvgPool2d",         "avg_pool2d",          "avg_pool2d", "avg_pool2d.cu", "test_avg_pool2d_gradcheck"),
+    ("AdaptiveAvgPool2d", "adaptive_avg_pool2d", "avg_pool2d", "avg_pool2d.cu", "test_adaptive_avg_pool2d"),
+    ("LocalResponseNorm", "lrn",                 "lrn",        "lrn.cu",        "test_lrn_gradcheck"),
+    ("BatchNorm",         "batch_norm",          "batch_norm", "batch_norm.cu", "test_batch_norm_equals_torch"),
+    ("Concat",            "concat",              "",           "",              "test_concat_equals_torch"),
+    # array code only (NumPy / CuPy in the Function, its own reference)
+    ("Sigmoid",           None,                  "",           "",              "test_sigmoid_silu_equal_torch"),
+    ("SiLU",              None,                  "",           "",              "test_sigmoid_silu_equal_torch"),
+    ("Upsample",          None,                  "",           "",              "test_upsample_nearest"),
+    ("Dropout", None, "", "", "test_dropout_train_gradcheck_with_fixed_seed"),
+    ("Reshape",           None,                  "",           "",              "test_flatten_and_reshape"),
+    ("Exp",               None,                  "",           "",              "test_exp_and_log"),
+    ("Log",               None,                  "",           "",              "test_exp_and_log"),
+    ("Max",               None,                  "",           "",              "test_max_over_an_axis"),
+    ("LogSumExp",         None,                  "",           "",              "test_logsumexp"),
+    ("Softmax",           None,                  "",           "",              "test_softmax"),
+    ("LogSoftmax",        None,                  "",           "",              "test_log_softmax"),
+    ("CrossEntropy",      None,                  "",           "",              "test_cross_entropy"),
+    ("Add",               None,                  "",           "",              "test_binary_ops_broadcast"),
+    ("Mul",               None,                  "",           "",              "test_binary_ops_broadcast"),
+    ("Pow",               None,                  "",           "",              "test_pow"),
+    ("Abs",               None,                  "",           "",              "test_abs"),
+    ("Sum",               None,                  "",           "",              "test_sum_and_mean"),
+    ("Index",             None,                  "",           "",              "test_indexing"),
+    # the image priors and maps of the optimisation-based explainers (explain/)
+    ("AlphaNorm",         None,                  "",           "",              "test_regularizer_gradients"),
+    ("TotalVariation",    None,                  "",           "",              "test_regularizer_gradients"),
+    ("Roll",              None,                  "",           "",              "test_roll_backward_is_its_inverse"),
+    ("Resample", None, "", "", "test_scale_and_rotation_backward_is_the_adjoint"),
+    ("ColourMix", None, "", "", "test_colour_mix_backward_is_the_transpose"),
+    ("FourierImage",      None,                  "",           "",              "test_fourier_backward_is_the_adjoint"),
+    ("TakeRows",          None,                  "",           "",              "test_take_and_put_rows"),
+    ("PutRows",           None,                  "",           "",              "test_take_and_put_rows"),
+))
 
 
 def pair(v: Size2) -> tuple[int, int]:
@@ -87,7 +179,7 @@ class Conv2d(Function):
     Groups: weight (O, C/G, kh, kw); group g's output channels [g*O/G, (g+1)*O/G)
     read input channels [g*C/G, (g+1)*C/G) -- one GEMM per group (AlexNet's G = 2).
     Depthwise (G = C, weight (m*C, 1, kh, kw), MobileNetV2's m = 1) has its own
-    loops instead of C one-row GEMMs (``is_depthwise``, kernels/depthwise.py; the
+    loops instead of C one-row GEMMs (``is_depthwise``, kernels/depthwise_conv2d.py; the
     chain rule is written there).
     """
 
@@ -160,7 +252,7 @@ class Conv2d(Function):
     @staticmethod
     def is_depthwise(x_shape: tuple, w_shape: tuple, groups: int) -> bool:
         """groups = C > 1 input channels, one input channel per filter: the depthwise kernels
-        (kernels/depthwise.py) instead of C one-row GEMMs."""
+        (kernels/depthwise_conv2d.py) instead of C one-row GEMMs."""
         return groups > 1 and groups == x_shape[1] and w_shape[1] == 1
 
     # ---- forward and backward: chunks and buffers ---------------------------
@@ -172,7 +264,7 @@ class Conv2d(Function):
         if self.depthwise:
             if any(self.needs_grad):
                 self.x, self.w = x, w
-            return B.depthwise.forward(x, w, b, self.stride, self.padding)
+            return B.depthwise_conv2d.forward(x, w, b, self.stride, self.padding)
         N, G, (O, _, kh, kw) = x.shape[0], self.groups, w.shape
         oh, ow, R, Og, step = self._geometry(x.shape, w.shape, xp)
         L = oh * ow
@@ -275,11 +367,11 @@ class Conv2d(Function):
         return dx, dw, db
 
     def _backward_depthwise(self, g: Array) -> Grads:
-        """The chain rule of kernels/depthwise.py: dx and dw by its loops, db = sum of g."""
+        """The chain rule of kernels/depthwise_conv2d.py: dx and dw by its loops, db = sum of g."""
         B, x, w = K.backend(g), self.x, self.w
         need = tuple(self.needs_grad) + (False,) * (3 - len(self.needs_grad))
-        dx = B.depthwise.backward_input(g, w, x.shape, self.stride, self.padding) if need[0] else None
-        dw = (B.depthwise.backward_weight(g, x, w.shape, self.stride, self.padding).astype(w.dtype, copy=False)
+        dx = B.depthwise_conv2d.backward_input(g, w, x.shape, self.stride, self.padding) if need[0] else None
+        dw = (B.depthwise_conv2d.backward_weight(g, x, w.shape, self.stride, self.padding).astype(w.dtype, copy=False)
               if need[1] else None)
         db = self.backward_bias(B, g.reshape(g.shape[0], g.shape[1], -1)) if need[2] else None
         return dx, dw, db
@@ -369,12 +461,12 @@ class MaxPool2d(Function):
     def forward(self, x: Array, kernel_size: int = 3, stride: int = 2, padding: int = 0,
                 ceil_mode: bool = False) -> Array:
         self.window = (int(kernel_size), int(stride), int(padding))
-        y, switch = K.backend(x).maxpool.forward(x, *self.window, ceil_mode=bool(ceil_mode))
+        y, switch = K.backend(x).max_pool2d.forward(x, *self.window, ceil_mode=bool(ceil_mode))
         self.switch, self.x_shape = switch, x.shape
         return y
 
     def backward(self, g: Array) -> Array:
-        return K.backend(g).maxpool.backward(g, self.switch, self.x_shape, self.window)
+        return K.backend(g).max_pool2d.backward(g, self.switch, self.x_shape, self.window)
 
 
 class LocalResponseNorm(Function):
@@ -402,10 +494,10 @@ class AdaptiveAvgPool2d(Function):
             self.identity = True
             return x
         self.identity = False
-        return K.backend(x).avgpool.forward(x, out_hw)
+        return K.backend(x).avg_pool2d.adaptive_forward(x, out_hw)
 
     def backward(self, g: Array) -> Array:
-        return g if self.identity else K.backend(g).avgpool.backward(g, self.x_shape)
+        return g if self.identity else K.backend(g).avg_pool2d.adaptive_backward(g, self.x_shape)
 
 
 class AvgPool2d(Function):
@@ -414,7 +506,7 @@ class AvgPool2d(Function):
     divisor = the window's size within the padded input (``count_include_pad``: the
     padding counts as zeros) or the number of its pixels inside the input; with
     ``ceil_mode`` the last windows may hang off the padded input, and that part
-    counts for neither (kernels/avgpool.py).
+    counts for neither (kernels/avg_pool2d.py).
     Chain rule: dx[n, c, h, w] = sum over the windows (i, j) holding (h, w) of
     g[n, c, i, j] / divisor(i, j)."""
 
@@ -424,10 +516,10 @@ class AvgPool2d(Function):
         self.window = (k, k if stride is None else int(stride), int(padding), bool(ceil_mode),
                        bool(count_include_pad))
         self.x_shape = x.shape
-        return K.backend(x).avgpool.pool_forward(x, *self.window)
+        return K.backend(x).avg_pool2d.forward(x, *self.window)
 
     def backward(self, g: Array) -> Array:
-        return K.backend(g).avgpool.pool_backward(g, self.x_shape, *self.window)
+        return K.backend(g).avg_pool2d.backward(g, self.x_shape, *self.window)
 
 
 class BatchNorm(Function):
@@ -437,7 +529,7 @@ class BatchNorm(Function):
     Chain rule (xhat = (x - mean) / sqrt(var + eps)):
         dx = g * s;   dweight = sum_{n, h, w} g * xhat;   dbias = sum_{n, h, w} g
     s and 1 / sqrt(var + eps) are computed in float64 and applied in x's dtype, one
-    pass per array (kernels/batchnorm.py).  A batch norm right after a convolution
+    pass per array (kernels/batch_norm.py).  A batch norm right after a convolution
     is better folded into it at load time (``nn.fold_batch_norm``): then it costs
     nothing."""
 
@@ -447,17 +539,17 @@ class BatchNorm(Function):
         inv = 1.0 / xp.sqrt(xp.asarray(var, dtype=np.float64) + float(eps))
         self.scale = (xp.asarray(weight, dtype=np.float64) * inv).astype(x.dtype)
         self.mean = xp.ascontiguousarray(xp.asarray(mean, dtype=x.dtype))
-        y = K.backend(x).batchnorm.forward(x, self.mean, self.scale, xp.ascontiguousarray(bias.astype(x.dtype)))
+        y = K.backend(x).batch_norm.forward(x, self.mean, self.scale, xp.ascontiguousarray(bias.astype(x.dtype)))
         if len(self.needs_grad) > 1 and (self.needs_grad[1] or self.needs_grad[2]):
             self.x, self.inv, self.w_dtype = x, inv.astype(x.dtype), weight.dtype
         return y
 
     def backward(self, g: Array) -> Grads:
         B = K.backend(g)
-        dx = B.batchnorm.backward_input(g, self.scale) if self.needs_grad[0] else None
+        dx = B.batch_norm.backward_input(g, self.scale) if self.needs_grad[0] else None
         dw = db = None
         if self.needs_grad[1] or self.needs_grad[2]:
-            dw, db = B.batchnorm.backward_params(g, self.x, self.mean, self.inv)
+            dw, db = B.batch_norm.backward_params(g, self.x, self.mean, self.inv)
             dw = dw.astype(self.w_dtype, copy=False) if self.needs_grad[1] else None
             db = db if self.needs_grad[2] else None
         return dx, dw, db
@@ -819,6 +911,177 @@ class Index(Function):
         else:                               # no element is picked twice (slices, masks): one buffered
             dx[self.idx] += g               # 0 + g, as add.at computes it, without its per-element loop
         return dx
+
+
+# --------------------------------------------------------------------------
+# Image priors, image maps and row selection of the optimisation-based
+# explainers (explain/regularizers.py, transforms.py, inversion.py use them)
+# --------------------------------------------------------------------------
+class AlphaNorm(Function):
+    """y_n = 1/(H W) sum_{c,i,j} |x_ncij / B|^alpha.
+    dy_n/dx = alpha / (H W B) * sign(x) |x/B|^(alpha-1)."""
+
+    def forward(self, x: Array, alpha: float = 6.0, scale: float = 1.0) -> Array:
+        N, C, H, W = x.shape
+        self.x, self.alpha, self.scale, self.hw = x, float(alpha), float(scale), float(H * W)
+        u = _xp(x).abs(x / scalar_like(self.scale, x))
+        return (u ** scalar_like(self.alpha, x)).reshape(N, -1).sum(1) / scalar_like(self.hw, x)
+
+    def backward(self, g: Array) -> Array:
+        x, a, B = self.x, self.alpha, self.scale
+        xp = _xp(x)
+        u = x / scalar_like(B, x)
+        d = xp.sign(u) * xp.abs(u) ** scalar_like(a - 1, x) * scalar_like(a / (B * self.hw), x)
+        return (g.reshape(-1, 1, 1, 1) * d).astype(x.dtype, copy=False)
+
+
+class TotalVariation(Function):
+    """y_n = 1/(H W) sum_{c,i<H-1,j<W-1} ((dh^2 + dv^2) / V^2)^(beta/2),
+    dh = x[i, j+1] - x[i, j],  dv = x[i+1, j] - x[i, j].
+    With s = (dh^2 + dv^2)/V^2 and a = beta (s + eps)^(beta/2 - 1) / (V^2 H W):
+    dy/dx[i, j+1] += a dh,  dy/dx[i+1, j] += a dv,  dy/dx[i, j] -= a (dh + dv).
+    ``eps`` (only used for beta < 2) keeps the gradient finite where the image is flat."""
+
+    def forward(self, x: Array, beta: float = 2.0, scale: float = 1.0, eps: float = 1e-8) -> Array:
+        N, C, H, W = x.shape
+        c = x[:, :, :-1, :-1]
+        dh = x[:, :, :-1, 1:] - c
+        dv = x[:, :, 1:, :-1] - c
+        v2 = scalar_like(float(scale) ** 2, x)
+        s = (dh * dh + dv * dv) / v2
+        self.beta, self.hw, self.v2 = float(beta), float(H * W), v2
+        self.shape, self.dh, self.dv = x.shape, dh, dv
+        if self.beta == 2.0:
+            self.s = None
+            val = s
+        else:
+            self.s = s + scalar_like(eps, x)
+            val = self.s ** scalar_like(self.beta / 2, x)
+        return val.reshape(N, -1).sum(1) / scalar_like(self.hw, x)
+
+    def backward(self, g: Array) -> Array:
+        dt, xp = self.dh.dtype, _xp(self.dh)
+        a = scalar_like(self.beta / (self.v2 * self.hw), self.dh) * g.reshape(-1, 1, 1, 1).astype(dt)
+        if self.s is not None:
+            a = a * self.s ** scalar_like(self.beta / 2 - 1, self.dh)
+        ah, av = a * self.dh, a * self.dv
+        dx = xp.zeros(self.shape, dt)
+        dx[:, :, :-1, 1:] += ah
+        dx[:, :, 1:, :-1] += av
+        dx[:, :, :-1, :-1] -= ah + av
+        return dx
+
+
+class Roll(Function):
+    """y = x shifted by (dy, dx) pixels with wrap-around (a permutation);
+    its adjoint is its inverse, the roll by (-dy, -dx)."""
+
+    def forward(self, x: Array, dy: int = 0, dx: int = 0) -> Array:
+        self.dy, self.dx = int(dy), int(dx)
+        return _xp(x).roll(x, (self.dy, self.dx), axis=(2, 3))
+
+    def backward(self, g: Array) -> Array:
+        return _xp(g).roll(g, (-self.dy, -self.dx), axis=(2, 3))
+
+
+class Resample(Function):
+    """Bilinear resampling with fixed taps: y[n, c, q] = sum_k w[k, q] x[n, c, idx[k, q]].
+
+    ``idx`` (4, Hout*Wout) int flat input positions and ``w`` (4, Hout*Wout) their
+    bilinear weights (see :func:`affine_taps`, :func:`resize_taps`).  Backward, the
+    adjoint: dx[n, c, idx[k, q]] += w[k, q] dy[n, c, q] (a float64 bincount per plane)."""
+
+    def forward(self, x: Array, idx: Array | None = None, w: Array | None = None,
+                out_hw: tuple[int, int] | None = None) -> Array:
+        N, C, H, W = x.shape
+        xp = _xp(x)
+        self.in_shape, self.idx, self.w = x.shape, idx, w.astype(x.dtype, copy=False)
+        flat = x.reshape(N, C, H * W)
+        y = xp.take(flat, idx[0], axis=2) * self.w[0]         # (N, C, Q), the taps added in order k = 0..3
+        for k in range(1, 4):
+            y += xp.take(flat, idx[k], axis=2) * self.w[k]
+        return y.reshape(N, C, *out_hw)
+
+    def backward(self, g: Array) -> Array:
+        N, C, H, W = self.in_shape
+        xp = _xp(g)
+        nc, q = N * C, self.idx.shape[1]
+        gq = (g.reshape(nc, 1, q) * self.w).reshape(nc, 4 * q).astype(np.float64)    # (NC, 4 Q)
+        at = self.idx.reshape(-1)
+        dx = xp.empty((nc, H * W), g.dtype)
+        for i in range(nc):                                    # one bincount per image plane
+            dx[i] = xp.bincount(at, weights=gq[i], minlength=H * W)
+        return dx.reshape(self.in_shape)
+
+
+class ColourMix(Function):
+    """y[n, i] = sum_j M[i, j] x[n, j]: mixes the channels of every pixel.
+    Backward: dx[n, j] = sum_i M[i, j] dy[n, i] (M^T)."""
+
+    def forward(self, x: Array, M: Array | None = None) -> Array:
+        self.M = M.astype(x.dtype, copy=False)
+        return _xp(x).einsum("ij,njhw->nihw", self.M, x)
+
+    def backward(self, g: Array) -> Array:
+        return _xp(g).einsum("ij,nihw->njhw", self.M, g)
+
+
+class FourierImage(Function):
+    """x = irfft2(w * (p[..., 0] + i p[..., 1]), s=(H, W), norm="ortho"):
+    p (N, C, H, W//2+1, 2) -> x (N, C, H, W), ``w`` (H, W//2+1) the frequency scaling.
+
+    Backward (the real-linear adjoint of irfft2): with G = rfft2(dx, norm="ortho") * c * w,
+    where c = 2 for the columns 0 < k < W/2 (which irfft2 counts twice, once for the
+    conjugate half) and 1 for k = 0 and k = W/2: dp = (Re G, Im G)."""
+
+    def forward(self, p: Array, w: Array | None = None, hw: tuple[int, int] | None = None) -> Array:
+        xp = _xp(p)
+        self.w, self.hw = w, tuple(hw)
+        z = (p[..., 0] + 1j * p[..., 1]) * w
+        return xp.fft.irfft2(z, s=self.hw, axes=(2, 3), norm="ortho").astype(p.dtype, copy=False)
+
+    def backward(self, g: Array) -> Array:
+        xp = _xp(g)
+        G = xp.fft.rfft2(g, axes=(2, 3), norm="ortho") * (rfft_column_counts(self.hw, xp) * self.w)
+        return xp.stack([G.real, G.imag], axis=-1).astype(g.dtype, copy=False)
+
+
+def rfft_column_counts(hw: tuple[int, int], xp: ModuleType = np) -> Array:
+    """How often irfft2 counts each rfft2 column of a (H, W) image: 2 for 0 < k < W/2 (the
+    column and its conjugate), 1 for k = 0 and k = W/2 (``FourierImage``; the frequency
+    scaling of explain/transforms.py)."""
+    H, W = hw
+    c = np.full(W // 2 + 1, 2.0)
+    c[0] = 1.0
+    if W % 2 == 0:
+        c[-1] = 1.0
+    return xp.asarray(c)
+
+
+class TakeRows(Function):
+    """y = x[rows] (``rows`` distinct indices along the batch axis).  dx = zeros with dx[rows] = g."""
+
+    def forward(self, x: Array, rows: np.ndarray | None = None) -> Array:
+        self.shape, self.rows = x.shape, _index_on(_xp(x), np.asarray(rows))
+        return x[self.rows]
+
+    def backward(self, g: Array) -> Array:
+        dx = _xp(g).zeros(self.shape, g.dtype)
+        dx[self.rows] = g
+        return dx
+
+
+class PutRows(Function):
+    """y (n, ...) = zeros with y[rows] = x: the adjoint of TakeRows.  dx = g[rows]."""
+
+    def forward(self, x: Array, rows: np.ndarray | None = None, n: int = 0) -> Array:
+        self.rows = _index_on(_xp(x), np.asarray(rows))
+        y = _xp(x).zeros((n,) + x.shape[1:], x.dtype)
+        y[self.rows] = x
+        return y
+
+    def backward(self, g: Array) -> Array:
+        return g[self.rows]
 
 
 # --------------------------------------------------------------------------

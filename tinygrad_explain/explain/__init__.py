@@ -47,7 +47,7 @@ from .attribution import (smoothgrad, smooth_gradient, gradcam, guided_gradcam, 
                           gradient_x_input)
 from .decoder import decode  # noqa: F401
 from . import methods, regularizers, transforms, metrics, benchmark, sanity, features, quality, decoder, exemplar  # noqa: F401
-from . import dataset  # noqa: F401
+from . import dataset, layer_flow  # noqa: F401
 from .dataset import run_dataset, run_sanity  # noqa: F401
 
 __all__ = ["class_names", "gradient", "saliency", "predict", "smoothgrad", "smooth_gradient", "gradcam",

@@ -2,8 +2,10 @@
 GrabCut, deletion / insertion (``metrics``) and time per image, for one set of scenes.
 ``scripts/bench_explainers.py`` runs it and prints the table.
 
-Each method (``te.explain.methods``) is reduced to one (H, W) map per image, larger =
-more important (``metrics.to_map``):
+Each method of the registry flagged ``benchmark`` (``te.explain.methods``; :data:`METHODS`
+lists them and the baselines) is reduced to one (H, W) map per image, larger =
+more important (``metrics.to_map``: the channel sum for the methods flagged ``signed``,
+max_c |.| for the other (N, C, H, W) maps):
 
     gradient        sum_c dS/dx_c                       (the raw, signed gradient)
     saliency        max_c |dS/dx_c|                     (Simonyan et al. 2014)
@@ -32,12 +34,18 @@ from ..core.models import Network
 from . import metrics as M
 from .grabcut import grabcut_mask
 from .gradients import predict
+from .methods import benchmarked
 from .methods import get as get_method
 
-METHODS = ("gradient", "saliency", "deconvnet", "guided", "smoothgrad", "gradcam", "guided-gradcam",
-           "occlusion", "grad-x-input", "centre", "random")
 BASELINES = ("centre", "random")
-SIGNED = ("gradient", "grad-x-input")      # summed over channels; the other (N, C, H, W) maps: max_c |.|
+
+
+def __getattr__(name):
+    """``METHODS``: the registry's methods flagged ``benchmark`` (te.explain.methods.benchmarked(),
+    read when asked, so a method registered later is scored too), then the two baselines."""
+    if name == "METHODS":
+        return benchmarked() + BASELINES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def map_functions(smoothgrad_samples: int = 25, occlusion_patch: int = 10, occlusion_stride: int = 6,
@@ -47,23 +55,23 @@ def map_functions(smoothgrad_samples: int = 25, occlusion_patch: int = 10, occlu
     Every random draw is seeded per scene from (seed, scene index) -- SmoothGrad's noise
     and the random baseline -- so a scene's map does not depend on the scenes it is
     computed with (a batch, a chunk of a dataset job, a worker)."""
-    options = {"smoothgrad": dict(samples=smoothgrad_samples), "gradcam": dict(layer=cam_layer),
-               "guided-gradcam": dict(layer=cam_layer),
-               "occlusion": dict(patch=occlusion_patch, stride=occlusion_stride)}
+    settings = {"samples": smoothgrad_samples, "layer": cam_layer, "patch": occlusion_patch,
+                "stride": occlusion_stride}          # given to every method that has the option
 
     def explainer(name):
         method = get_method(name)
+        options = {k: v for k, v in settings.items() if k in method.options}
 
         def f(m, x, t, idx, seed):
             per_image = [(int(seed), int(i)) for i in idx]
-            opts = dict(options.get(name, {}), **({"seed": per_image} if "seed" in method.options else {}))
-            return M.to_map(method.fn(m, x, t, **opts), "sum" if name in SIGNED else "absmax")
+            opts = dict(options, **({"seed": per_image} if "seed" in method.options else {}))
+            return M.to_map(method.fn(m, x, t, **opts), "sum" if method.signed else "absmax")
         return f
 
     def shape(x):
         return x.shape[2:]
     return {
-        **{name: explainer(name) for name in METHODS if name not in BASELINES},
+        **{name: explainer(name) for name in benchmarked()},
         "centre": lambda m, x, t, idx, seed: np.broadcast_to(M.centre_map(shape(x)), (len(x),) + shape(x)),
         "random": lambda m, x, t, idx, seed: np.stack([M.random_map(shape(x), np.random.default_rng([seed, i]))
                                                        for i in idx]),
@@ -124,7 +132,7 @@ def score_batch(model: Network, x: np.ndarray, targets: np.ndarray, indices: np.
 
 
 def evaluate(model: Network, images: np.ndarray, masks: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
-             methods: Sequence[str] = METHODS, *, indices: np.ndarray | None = None, target: str = "truth",
+             methods: Sequence[str] | None = None, *, indices: np.ndarray | None = None, target: str = "truth",
              steps: int = 8, blur_sigma: float | None = None, batch_size: int = 25, seed: int = 0,
              progress: bool = True, **settings) -> dict:
     """Run ``methods`` on the scenes (images uint8 (N, H, W, 3), masks bool (N, H, W), boxes
@@ -144,9 +152,10 @@ def evaluate(model: Network, images: np.ndarray, masks: np.ndarray, boxes: np.nd
     N = len(images)
     indices = np.arange(N) if indices is None else np.asarray(indices)
     fns = map_functions(**settings)
+    methods = tuple(fns) if methods is None else methods
     unknown = [m for m in methods if m not in fns]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; expected some of {', '.join(METHODS)}")
+        raise ValueError(f"unknown methods {unknown}; expected some of {', '.join(fns)}")
     x = np.concatenate([te_image.load(im, model) for im in images])
     H, W = x.shape[2:]
     pred = predict(model, x)[1].argmax(1)

@@ -572,7 +572,11 @@ def run_sanity(model, images, methods: Sequence[str] | None = None, tests: Seque
     path_model = model_file(model)
     twin_path = model_file(twin) if "data" in tests else None
     from ..modelfiles.modelfile import load_model
-    names = S.weight_layers(load_model(path_model))[::-1]
+    loaded = load_model(path_model)
+    if twin_path is not None and not S.twin_fits(loaded, load_model(twin_path)):
+        raise DatasetError(f"the data test's twin {twin_path} has another architecture than the model "
+                           f"{path_model}: it must be the same network trained on permuted labels")
+    names = S.weight_layers(loaded)[::-1]
     steps = {"cascade": names, "independent": names, "data": ["random_labels"], "other_scene": ["next scene"]}
     manifest = {"format": FORMAT + " (sanity checks)", "model": {"file": str(path_model),
                                                                   "sha256": sha256_file(path_model)},

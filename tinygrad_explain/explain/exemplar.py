@@ -126,7 +126,7 @@ def bank_distances(model: Network, codes: dict[str, np.ndarray], bank: dict | No
     out = {l: _d2(kept[(bank["path"], l)], c) for l, c in flat.items() if (bank["path"], l) in kept}
     todo = [l for l in flat if l not in out]
     if todo:
-        last = max(todo, key=model.layer_names.index)
+        last = model.until_for(todo)
         parts = {l: [] for l in todo}
         with no_grad():
             for s in range(0, len(bank["images"]), _BATCH):

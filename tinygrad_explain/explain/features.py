@@ -21,7 +21,9 @@ Receptive fields follow the standard recurrence over the layers up to the
 unit: with ``r`` the field size, ``j`` the distance in input pixels between
 neighbouring positions and ``s`` the input coordinate of the first position's
 centre, a layer of kernel k, stride t and padding p gives
-``r += (k - 1) j``, ``s += ((k - 1) / 2 - p) j``, ``j *= t``.
+``r += (k - 1) j``, ``s += ((k - 1) / 2 - p) j``, ``j *= t``.  In a graph network the
+recurrence follows the nodes on the way to the unit, and a merge (a residual
+addition, a concatenation) takes the union of its inputs' fields.
 """
 from __future__ import annotations
 
@@ -36,24 +38,41 @@ from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 __all__ = ["receptive_field", "activation_maps", "top_activations"]
 
 
+#: layer types that keep every position where it is (the geometry passes through them)
+_SAME_PLACE = ("relu", "relu6", "clip", "lrn", "dropout", "batchnorm", "sigmoid", "silu")
+
+
 def _geometry(model, layer):
-    """(size r, jump j, start s) of the receptive fields of ``layer``'s positions, in input pixels."""
+    """(size r, jump j, start s) of the receptive fields of ``layer``'s positions, in input pixels.
+    In a graph network, over the nodes on the way to ``layer``; where paths merge (a residual
+    addition, a concatenation) the field is the union of the inputs' fields."""
     from ..core import nn
-    r, j, s = 1.0, 1.0, 0.0
+    geo = {"input": (1.0, 1.0, 0.0)}
     for name, l in model.layers.items():
         if name != layer and not model.feeds(name, layer):
             continue                        # a graph network: only the nodes on the way to ``layer``
-        if isinstance(l, (nn.Conv2d, nn.MaxPool2d)):
+        ins = [geo[i] for i in model.reads(name)]
+        if getattr(l, "merge", False):
+            if len({j for _, j, _ in ins}) != 1:
+                raise ExplainError(f"receptive_field: node {name!r} merges positions of different strides")
+            lo = min(s - (r - 1) / 2 for r, _, s in ins)
+            hi = max(s + (r - 1) / 2 for r, _, s in ins)
+            geo[name] = (hi - lo + 1, ins[0][1], (lo + hi) / 2)
+            continue
+        r, j, s = ins[0]
+        if isinstance(l, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
             k, t, p = l.kernel_size, l.stride, l.padding          # square kernels (ints)
             r += (k - 1) * j
             s += ((k - 1) / 2 - p) * j
             j *= t
-        elif not isinstance(l, (nn.ReLU, nn.LocalResponseNorm, nn.Dropout)):
+        elif l.type not in _SAME_PLACE:
             raise ExplainError(f"receptive_field: layer {name!r} ({type(l).__name__}) has no receptive field "
-                               "geometry (only convolutions, max-pooling, ReLU and LRN below the unit)")
-        if name == layer:
-            return r, j, s
-    raise ExplainError(f"unknown layer {layer!r}")
+                               "geometry (only convolutions, pooling windows, merges and element-wise layers "
+                               "below the unit)")
+        geo[name] = (r, j, s)
+    if layer not in geo:
+        raise ExplainError(f"unknown layer {layer!r}")
+    return geo[layer]
 
 
 def receptive_field(model: Network, layer: LayerName, i: int, j: int) -> tuple[int, int, int, int]:
@@ -74,7 +93,7 @@ def activation_maps(model: Network, x: Images, layers: Sequence[LayerName],
     """The outputs of ``layers`` for every image of ``x`` (model space), from one forward pass
     per batch: {layer: (N, C, h, w) float32}."""
     layers = [resolve_layer(model, l) for l in layers]
-    last = max(layers, key=model.layer_names.index)
+    last = model.until_for(layers)
     x = as_batch(model, x)
     out = {l: [] for l in layers}
     with no_grad():

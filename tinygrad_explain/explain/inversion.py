@@ -47,6 +47,13 @@ code does not determine the image, and the differences show what it throws away.
 :func:`invert_layers` inverts one image from many layers at once (Mahendran &
 Vedaldi's figure: one reconstruction per layer).
 
+Graph networks (ResNets, ONNX imports): every node can be inverted -- the
+reconstruction runs the graph up to that node, ``model(x, until=node)``, only
+the nodes it depends on -- and :func:`invert_layers` takes any set of nodes.
+Without ``layer=``, the code inverted is fc7 where the model has one (AlexNet),
+else the features the classifier reads (:func:`default_code_layer`: a ResNet's
+global average pool).
+
 All initialisations are optimised together as one batch.
 """
 from __future__ import annotations
@@ -57,11 +64,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import device as _device
-from ..core.engine import Function, Tensor, no_grad
-from ..core.engine import array_module as _xp
+from ..core.engine import Tensor, no_grad
 from ..core.models import Network
+from ..core.ops import PutRows, TakeRows
 from . import recipes as _recipes
-from ._common import Array, ExplainError, Images, LayerName, as_batch, resolve_layer
+from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 from .exemplar import CANDIDATES, exemplar_starts
 
 # the recipes live in recipes.RECIPES, the one table; this is its inversion part
@@ -100,9 +107,39 @@ class Inversion:
         return float(self.pairwise_mad[np.triu_indices(n, 1)].mean()) if n > 1 else 0.0
 
 
-def feature_code(model: Network, x: Images, layer: LayerName = "fc7") -> np.ndarray:
-    """phi(x): the flattened output of ``layer`` for one image in model space -> (D,)."""
-    name = resolve_layer(model, layer)
+#: node types that pass the classifier's features on unchanged in value (default_code_layer skips them)
+_RESHAPES = ("flatten", "dropout")
+
+
+def default_code_layer(model: Network) -> str:
+    """The layer inverted by default: "fc7" where the model has it (AlexNet: the code of
+    Mahendran & Vedaldi's figures), else the features the classifier reads -- the input of
+    the last node, followed back through flatten and dropout nodes ("avgpool" for a ResNet)."""
+    if "fc7" in model.layer_names:
+        return "fc7"
+    names = model.layer_names
+
+    def below(n):                        # the one node n reads (None: the input, or a merge)
+        ins = model.reads(n)
+        return ins[0] if len(ins) == 1 and ins[0] in model.layers else None
+    name = below(names[-1])
+    while name is not None and model.layers[name].type in _RESHAPES and below(name) is not None:
+        name = below(name)
+    if name is None:
+        raise ExplainError(f"this model's output {names[-1]!r} reads the input directly: give layer= (one of "
+                           f"{', '.join(names)})")
+    return name
+
+
+def _layer(model, layer):
+    """``layer`` resolved, or the default code layer for None."""
+    return default_code_layer(model) if layer is None else resolve_layer(model, layer)
+
+
+def feature_code(model: Network, x: Images, layer: LayerName | None = None) -> np.ndarray:
+    """phi(x): the flattened output of ``layer`` (default :func:`default_code_layer`, fc7 for
+    AlexNet) for one image in model space -> (D,)."""
+    name = _layer(model, layer)
     x = as_batch(model, x)
     if x.shape[0] != 1:
         raise ExplainError(f"feature_code takes one image, got {x.shape[0]}")
@@ -149,7 +186,7 @@ def _reconstruct(model, objective, n, s, seed, progress, desc, start=None):
     return _recipes.run(model, objective, x0, s, maximize=False, seed=seed, progress=progress, desc=desc)
 
 
-def invert(model: Network, x: Images | None = None, layer: LayerName = "fc7", inits: int = 5, *,
+def invert(model: Network, x: Images | None = None, layer: LayerName | None = None, inits: int = 5, *,
            code: np.ndarray | None = None, recipe: str = DEFAULT_RECIPE,
            seed: int = 0, progress: bool = True, **settings) -> Inversion:
     """Reconstruct images from the code of ``layer``.
@@ -157,7 +194,9 @@ def invert(model: Network, x: Images | None = None, layer: LayerName = "fc7", in
     x        one image in model space ((1, C, H, W) or (C, H, W)) whose code is
              inverted -- or the code itself (an array with the layer's number of
              elements), or pass ``code=`` explicitly.
-    layer    layer name (default "fc7", the output of the 7th, fully connected layer).
+    layer    layer or graph node name (default :func:`default_code_layer`: "fc7", the
+             output of AlexNet's 7th, fully connected layer; on a network without fc7 the
+             features its classifier reads, e.g. a ResNet's global average pool).
     inits    number of random initialisations (independent solutions); with
              recipe "exemplar", the number of bank scenes returned (nearest first).
     recipe   "natural" (default), "mahendran2015", "simonyan2014", "decoder" or
@@ -174,7 +213,7 @@ def invert(model: Network, x: Images | None = None, layer: LayerName = "fc7", in
              shared optimiser's priors (optimize.optimize).
     Returns an :class:`Inversion` (unpacks as ``images, errors``).
     """
-    name = resolve_layer(model, layer)
+    name = _layer(model, layer)
     D = int(np.prod(model.shapes[name]))
     s = _settings(recipe, settings)
     if code is None and x is None:
@@ -226,58 +265,72 @@ class LayerInversions:
     seconds: float = 0.0
 
 
-class _TakeRows(Function):
-    """y = x[rows] (``rows`` distinct indices along the batch axis).  dx = zeros with dx[rows] = g."""
-
-    def forward(self, x: Array, rows: np.ndarray | None = None) -> Array:
-        self.shape, self.rows = x.shape, _device.move(np.asarray(rows), _device.of(x))
-        return x[self.rows]
-
-    def backward(self, g: Array) -> Array:
-        dx = _xp(g).zeros(self.shape, g.dtype)
-        dx[self.rows] = g
-        return dx
+def rows_per_node(model: Network, layers: Sequence[str]) -> dict[str, np.ndarray]:
+    """{node: the rows r (ascending) whose layer ``layers[r]`` is that node or is fed by it}."""
+    below = {l: {n for n in model.layer_names if n == l or model.feeds(n, l)} for l in set(layers)}
+    return {n: np.array([r for r, l in enumerate(layers) if n in below[l]], np.int64) for n in model.layer_names}
 
 
-class _PutRows(Function):
-    """y (n, ...) = zeros with y[rows] = x: the adjoint of _TakeRows.  dx = g[rows]."""
+def layer_errors(model: Network, x: Tensor, layers: Sequence[str], codes: dict, inv_norm: dict,
+                 rows: dict[str, np.ndarray] | None = None) -> Tensor:
+    """(L,) the squared normalised error of row l of ``x`` (L, C, H, W) at its own layer:
+    ||phi_l(x_l) - codes[l]||^2 * inv_norm[l] with l = ``layers[row]`` (Tensors: codes[l]
+    (1, *shape), inv_norm[l] a scalar), differentiable.
 
-    def forward(self, x: Array, rows: np.ndarray | None = None, n: int = 0) -> Array:
-        self.rows = _device.move(np.asarray(rows), _device.of(x))
-        y = _xp(x).zeros((n,) + x.shape[1:], x.dtype)
-        y[self.rows] = x
-        return y
-
-    def backward(self, g: Array) -> Array:
-        return g[self.rows]
+    One pass serves every row, each row going only through the nodes its layer depends on:
+    node n runs on the rows whose layer is n or is fed by n, so at each node the rows whose
+    layers no longer need it leave the batch (a conv1 row costs one convolution, an fc8 row
+    the whole network; in a graph network, a row stops where no path leads to its node).
+    ``rows``: :func:`rows_per_node` of ``layers``, computed once for many calls."""
+    L, names = len(layers), model.layer_names
+    rows = rows_per_node(model, layers) if rows is None else rows
+    values = {"input": (x, np.arange(L))}      # node -> (its output on some rows, those rows)
+    total = None
+    for name in names:
+        need = rows[name]
+        if not need.size:
+            continue
+        ins = []
+        for i in model.reads(name):
+            h, have = values[i]
+            ins.append(h if have.size == need.size else TakeRows.apply(h, rows=np.searchsorted(have, need)))
+        h = model.layers[name](*ins)
+        values[name] = (h, need)
+        here = np.flatnonzero([layers[r] == name for r in need])
+        if here.size:                          # these rows' errors at their own layer, put at their rows
+            d = (h if here.size == need.size else TakeRows.apply(h, rows=here)) - codes[name]
+            e = (d * d).sum(axis=tuple(range(1, d.ndim))) * inv_norm[name]
+            e = PutRows.apply(e, rows=need[here], n=L)
+            total = e if total is None else total + e
+    return total
 
 
 def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None = None, *,
                   recipe: str = DEFAULT_RECIPE, seed: int = 0, progress: bool = True, **settings) -> LayerInversions:
     """Reconstruct the image ``x`` from its code at each of ``layers`` (default: those of
-    FIGURE_LAYERS the model has, conv1 ... fc8), all as one batch: row l of the batch is
-    matched to layer l's code only (one forward pass serves every row, each row going
-    only as deep as its own layer).  Settings as in :func:`invert`."""
-    if hasattr(model, "inputs"):
-        raise ExplainError("invert_layers runs the layers as a chain; on a graph network invert one node at a "
-                           "time with invert(model, x, layer=node)")
-    layers = [l for l in FIGURE_LAYERS if l in model.layer_names] if layers is None else \
-        [resolve_layer(model, l) for l in layers]
+    FIGURE_LAYERS the model has, conv1 ... fc8, where its layers with weights are named
+    so -- AlexNet --, else its layers with weights, :func:`~tinygrad_explain.core.models.weight_layers`: a
+    ResNet's convolutions and classifier), all as one batch: row l
+    of the batch is matched to layer l's code only (:func:`layer_errors`: one forward pass
+    serves every row, each row going only through the nodes its layer depends on).  Any
+    node of a graph network may be named.  Settings as in :func:`invert`."""
+    if layers is None:
+        from ..core.models import weight_layers
+        weighted = weight_layers(model)
+        layers = [l for l in FIGURE_LAYERS if l in model.layer_names] if set(weighted) <= set(FIGURE_LAYERS) \
+            else weighted
+    else:
+        layers = [resolve_layer(model, l) for l in layers]
     if not layers:
         raise ExplainError("no layers to invert")
     s = _settings(recipe, settings)
     x = as_batch(model, x)
     if x.shape[0] != 1:
         raise ExplainError(f"invert_layers takes one image, got {x.shape[0]}")
+    last = model.until_for(layers)
     with no_grad():
-        codes = {}
-        h = Tensor(x)
-        for name, layer in model.layers.items():
-            h = layer(h)
-            if name in layers:
-                codes[name] = h
-            if len(codes) == len(layers):
-                break
+        kept = model(Tensor(x), until=last, keep=layers)
+        codes = {l: kept[l] for l in layers}
     norms = {l: float((codes[l].numpy().astype(np.float64) ** 2).sum()) for l in layers}
     for l in layers:
         _check_code(model, l, codes[l].numpy())
@@ -291,42 +344,22 @@ def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None 
         starts = exemplar_starts(model, {l: codes[l].numpy() for l in layers}, 1, s.get("candidates", CANDIDATES))
         start = np.concatenate([starts[l] for l in layers])
     L = len(layers)
-    last = max(layers, key=model.layer_names.index)
     dev = getattr(model, "device", "cpu")
     inv_norm = {l: Tensor(_device.move(np.array(1.0 / norms[l], np.float32), dev)) for l in layers}
+    rows = rows_per_node(model, layers)
 
     def objective(xt):
-        # Row l of the batch is matched to layer l's code only, so it goes through the network up to
-        # that layer and no further: after each layer, the rows whose layer it was leave the batch
-        # (a conv1 row costs one convolution, an fc8 row the whole network).
-        total, h, alive = None, xt, np.arange(L)         # alive: the rows of the batch still in h
-        for name, layer in model.layers.items():
-            h = layer(h)
-            here = np.flatnonzero([layers[r] == name for r in alive])
-            if here.size:                      # these rows' errors at their own layer, put at their rows
-                d = (h if here.size == len(alive) else _TakeRows.apply(h, rows=here)) - codes[name]
-                e = (d * d).sum(axis=tuple(range(1, d.ndim))) * inv_norm[name]
-                e = _PutRows.apply(e, rows=alive[here], n=L)
-                total = e if total is None else total + e
-                keep = np.setdiff1d(np.arange(len(alive)), here)
-                if keep.size == 0:
-                    break
-                h, alive = _TakeRows.apply(h, rows=keep), alive[keep]
-        return total
+        return layer_errors(model, xt, layers, codes, inv_norm, rows)
 
     res = _reconstruct(model, objective, L, s, seed, progress, "invert layers", start)
     errors = np.empty(L)
     with no_grad():
-        h = Tensor(as_batch(model, res.x))
-        for name, layer in model.layers.items():
-            h = layer(h)
-            if name in codes:
-                a = h.numpy().reshape(L, -1).astype(np.float64)
-                c = codes[name].numpy().reshape(-1).astype(np.float64)
-                for k in (k for k, l in enumerate(layers) if l == name):
-                    errors[k] = np.sqrt(((a[k] - c) ** 2).sum() / norms[name])
-            if name == last:
-                break
+        kept = model(Tensor(as_batch(model, res.x)), until=last, keep=layers)
+        for name in dict.fromkeys(layers):
+            a = kept[name].numpy().reshape(L, -1).astype(np.float64)
+            c = codes[name].numpy().reshape(-1).astype(np.float64)
+            for k in (k for k, l in enumerate(layers) if l == name):
+                errors[k] = np.sqrt(((a[k] - c) ** 2).sum() / norms[name])
     from ..data.image import to_pictures
     return LayerInversions(images=res.x, layers=layers, errors=errors, history=res.history,
                            display=to_pictures(res.x, model), seconds=res.seconds)

@@ -13,7 +13,9 @@ typical neighbour difference (the paper's normalisation), so the weights
 do not depend on the image size or on the model's pixel scale.  Both are
 written out as Functions with their closed-form backward (checked by
 ``te.gradcheck`` in the tests) rather than as chains of elementwise ops:
-one pass each way, no intermediate tensors.
+one pass each way, no intermediate tensors.  Those Functions, ``AlphaNorm``
+and ``TotalVariation``, live in :mod:`tinygrad_explain.core.ops` with every other
+differentiable operation; this module holds the priors built on them.
 
 The Gaussian blur that acts on the image between steps (Yosinski et al.
 2015) is a plain OpenCV helper at the end; the differentiable priors that
@@ -28,67 +30,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..core.engine import Function, Tensor
+from ..core.engine import Tensor
 from ..core.engine import array_module as _xp
-from ..core.ops import scalar_like as _scalar
+from ..core.ops import AlphaNorm, TotalVariation  # noqa: F401  (the Functions live in ops.py)
 from ._common import Array
 
 TV_RATIO = 6.5      # V = B / 6.5 (Mahendran & Vedaldi 2015, "balancing the different terms")
-
-
-class AlphaNorm(Function):
-    """y_n = 1/(H W) sum_{c,i,j} |x_ncij / B|^alpha.
-    dy_n/dx = alpha / (H W B) * sign(x) |x/B|^(alpha-1)."""
-
-    def forward(self, x: Array, alpha: float = 6.0, scale: float = 1.0) -> Array:
-        N, C, H, W = x.shape
-        self.x, self.alpha, self.scale, self.hw = x, float(alpha), float(scale), float(H * W)
-        u = _xp(x).abs(x / _scalar(self.scale, x))
-        return (u ** _scalar(self.alpha, x)).reshape(N, -1).sum(1) / _scalar(self.hw, x)
-
-    def backward(self, g: Array) -> Array:
-        x, a, B = self.x, self.alpha, self.scale
-        xp = _xp(x)
-        u = x / _scalar(B, x)
-        d = xp.sign(u) * xp.abs(u) ** _scalar(a - 1, x) * _scalar(a / (B * self.hw), x)
-        return (g.reshape(-1, 1, 1, 1) * d).astype(x.dtype, copy=False)
-
-
-class TotalVariation(Function):
-    """y_n = 1/(H W) sum_{c,i<H-1,j<W-1} ((dh^2 + dv^2) / V^2)^(beta/2),
-    dh = x[i, j+1] - x[i, j],  dv = x[i+1, j] - x[i, j].
-    With s = (dh^2 + dv^2)/V^2 and a = beta (s + eps)^(beta/2 - 1) / (V^2 H W):
-    dy/dx[i, j+1] += a dh,  dy/dx[i+1, j] += a dv,  dy/dx[i, j] -= a (dh + dv).
-    ``eps`` (only used for beta < 2) keeps the gradient finite where the image is flat."""
-
-    def forward(self, x: Array, beta: float = 2.0, scale: float = 1.0, eps: float = 1e-8) -> Array:
-        N, C, H, W = x.shape
-        c = x[:, :, :-1, :-1]
-        dh = x[:, :, :-1, 1:] - c
-        dv = x[:, :, 1:, :-1] - c
-        v2 = _scalar(float(scale) ** 2, x)
-        s = (dh * dh + dv * dv) / v2
-        self.beta, self.hw, self.v2 = float(beta), float(H * W), v2
-        self.shape, self.dh, self.dv = x.shape, dh, dv
-        if self.beta == 2.0:
-            self.s = None
-            val = s
-        else:
-            self.s = s + _scalar(eps, x)
-            val = self.s ** _scalar(self.beta / 2, x)
-        return val.reshape(N, -1).sum(1) / _scalar(self.hw, x)
-
-    def backward(self, g: Array) -> Array:
-        dt, xp = self.dh.dtype, _xp(self.dh)
-        a = _scalar(self.beta / (self.v2 * self.hw), self.dh) * g.reshape(-1, 1, 1, 1).astype(dt)
-        if self.s is not None:
-            a = a * self.s ** _scalar(self.beta / 2 - 1, self.dh)
-        ah, av = a * self.dh, a * self.dv
-        dx = xp.zeros(self.shape, dt)
-        dx[:, :, :-1, 1:] += ah
-        dx[:, :, 1:, :-1] += av
-        dx[:, :, :-1, :-1] -= ah + av
-        return dx
 
 
 def l2(x: Tensor) -> Tensor:

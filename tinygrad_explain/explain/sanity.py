@@ -8,12 +8,19 @@ change when the network's learnt weights are destroyed.  Two tests:
   random initialisation the model was trained from) and compare each method's
   explanation with the one on the trained model:
     - *cascading*: from the top layer (fc8) down, one more layer each step,
-      until every layer down to conv1 is random (:func:`cascade`);
+      until every layer down to conv1 is random (:func:`cascade`); in a graph
+      network (a ResNet), the nodes with parameters in reversed topological
+      order -- a node is randomised before every node that feeds it, the
+      classifier first, and a residual block's convolutions (and its shortcut's)
+      before the blocks below -- batch-norm nodes among them (reset to their
+      initial state: gamma 1, beta 0, mean 0, variance 1);
     - *independent*: one layer at a time, all others trained (:func:`independent`);
 * **data randomisation** -- the same architecture trained on randomly permuted
   labels (``te.load_model("random_labels")``, made by
   scripts/train_random_labels.py): it memorised noise, so an explanation that
   looks the same on both does not depend on the relation between images and labels.
+  The twin must have the model's architecture (the shipped one is the embedded
+  AlexNet's; another network needs its own twin, or leave this test out).
 
 Similarity of two maps of one image (:func:`similarity`), as in the paper:
 Spearman rank correlation of the absolute maps and of the signed maps, the
@@ -40,10 +47,11 @@ import numpy as np
 
 from ..core import device as _device
 from ..core.architecture import from_architecture
-from ..core.models import Network
-from ..core.nn import Conv2d, Linear
+from ..core.models import WEIGHT_TYPES, Network, weight_layers  # noqa: F401  (sanity.weight_layers)
+from ..core.nn import BatchNorm2d, Conv2d, Linear
 from ._common import ExplainError, Images, Target, as_batch, resolve_targets, to_host
 from .methods import get as get_method
+from .methods import sanity_checked
 from .statistics import (  # noqa: F401  (their home is statistics.py; te.explain.sanity.spearman, ...)
     MEASURES,
     hog,
@@ -55,18 +63,12 @@ from .statistics import (  # noqa: F401  (their home is statistics.py; te.explai
     ssim,
 )
 
-#: ``init(layer, rng, last)`` re-initialises one conv / linear layer in place (``last``: the top layer)
-Init = Callable[[Union[Conv2d, Linear], np.random.Generator, bool], None]
+#: ``init(layer, rng, last)`` re-initialises one conv / linear / batch-norm layer in place (``last``: the top layer)
+Init = Callable[[Union[Conv2d, Linear, BatchNorm2d], np.random.Generator, bool], None]
 
 # --------------------------------------------------------------------------
 # randomised copies of a model
 # --------------------------------------------------------------------------
-
-
-def weight_layers(model: Network) -> list[str]:
-    """Names of the layers that have weights (conv / linear), input to output:
-    ``["conv1", ..., "conv5", "fc6", "fc7", "fc8"]`` for AlexNet."""
-    return [n for n, l in model.layers.items() if isinstance(l, (Conv2d, Linear))]
 
 
 def copy_model(model: Network) -> Network:
@@ -86,9 +88,15 @@ def copy_model(model: Network) -> Network:
     return out
 
 
-def he_reinit(layer: Conv2d | Linear, rng: np.random.Generator, last: bool) -> None:
+def he_reinit(layer: Conv2d | Linear | BatchNorm2d, rng: np.random.Generator, last: bool) -> None:
     """The initialisation every model of this project is trained from
-    (``train.he_init``): He normal weights, N(0, 0.01) for the top layer, zero bias."""
+    (``train.he_init``): He normal weights, N(0, 0.01) for the top layer, zero bias;
+    a batch norm's initial state (gamma 1, beta 0, running mean 0, variance 1: PyTorch's)."""
+    if isinstance(layer, BatchNorm2d):
+        C = layer.num_features
+        for p, v in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
+            getattr(layer, p).data = np.full(C, v, np.float32)
+        return
     from ..training.train import he_init_layer
     he_init_layer(layer, rng, 0.01 if last else None, 0.0)
 
@@ -114,14 +122,17 @@ def randomize(model: Network, layers: str | Sequence[str], seed: int = 0, init: 
         layer = out.layers[name]
         dtype = layer.weight.data.dtype
         init(layer, np.random.default_rng([int(seed), i]), i == len(names) - 1)
-        layer.weight.data = _device.move(np.asarray(to_host(layer.weight.data), dtype), device)
-        layer.bias.data = _device.move(np.asarray(to_host(layer.bias.data), dtype), device)
+        for p in layer.params:
+            t = getattr(layer, p)
+            t.data = _device.move(np.asarray(to_host(t.data), dtype), device)
     return out
 
 
 def cascade(model: Network, seed: int = 0, init: Init = he_reinit) -> list[tuple[str, Network]]:
     """The cascading randomisation: ``[(layer, model with layer and every layer above
-    it randomised), ...]`` from the top layer (fc8) down to the first (conv1)."""
+    it randomised), ...]`` from the top layer (fc8) down to the first (conv1); in a graph
+    network, the nodes with parameters in reversed topological order (no node is
+    randomised after a node it feeds)."""
     names = weight_layers(model)[::-1]
     return [(name, randomize(model, names[:k + 1], seed, init)) for k, name in enumerate(names)]
 
@@ -135,21 +146,28 @@ def independent(model: Network, seed: int = 0, init: Init = he_reinit) -> list[t
 # --------------------------------------------------------------------------
 # the methods compared
 # --------------------------------------------------------------------------
-#: the methods checked (te.explain.methods, with their default options: SmoothGrad's noise
-#: drawn with seed 0, Grad-CAM of the last conv layer), in the order of the figure's rows
-METHODS = ("gradient", "saliency", "deconvnet", "guided", "smoothgrad", "gradcam", "guided_gradcam")
+def __getattr__(name):
+    """``METHODS``: the methods checked -- the registry's entries flagged ``sanity``
+    (te.explain.methods.sanity_checked(), read when asked), with their default options
+    (SmoothGrad's noise drawn with seed 0, Grad-CAM of the last conv layer), in the
+    order of the figure's rows."""
+    if name == "METHODS":
+        return sanity_checked()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def explain(model: Network, x: Images, target: Target, methods: Sequence[str] = METHODS,
+def explain(model: Network, x: Images, target: Target, methods: Sequence[str] | None = None,
             indices: Sequence[int] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{method: (signed, absolute)}``, two (N, H, W) float64 maps per method
     for images ``x`` (model space) and ``target`` (one class, or one per image).
     SmoothGrad's noise is drawn with a fixed seed, the same for every model: seed 0
     for the batch, or, with ``indices`` (the images' ids), seed (0, index) per image --
     then an image's maps do not depend on the images explained with it."""
-    unknown = [m for m in methods if m not in METHODS]
+    known = sanity_checked()
+    methods = known if methods is None else methods
+    unknown = [m for m in methods if str(m).replace("_", "-") not in known]
     if unknown:
-        raise ExplainError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(METHODS)}")
+        raise ExplainError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
     x = as_batch(model, x)
     targets = resolve_targets(model, target, x.shape[0])
     out = {}
@@ -175,7 +193,7 @@ class SanityResult:
     "data" with step "random_labels").  :meth:`summary` gives mean, std and the
     number of images where the measure is defined."""
     scores: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = field(default_factory=dict)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = field(default_factory=lambda: sanity_checked())
     images: int = 0
 
     def add(self, test: str, step: str, method: str, sims: dict[str, float]) -> None:
@@ -208,11 +226,28 @@ def compare(reference: dict[str, tuple[np.ndarray, np.ndarray]], other: dict[str
             result.add(test, step, m, similarity(s_ref[i], a_ref[i], s_o[i], a_o[i]))
 
 
+def twin_fits(model: Network, twin: Network) -> bool:
+    """Whether ``twin`` can be the data test's twin of ``model``: the same architecture and input."""
+    return twin.architecture() == model.architecture() and tuple(twin.input_shape) == tuple(model.input_shape)
+
+
+def check_twin(model: Network, twin: Network) -> None:
+    """Refuse a data-randomisation twin of another architecture (its maps would differ for
+    that reason alone, and the test would say nothing about the labels)."""
+    if not twin_fits(model, twin):
+        where = getattr(twin, "path", None)
+        raise ExplainError(f"the data test's twin{f' {where}' if where else ''} has another architecture than "
+                           "the model: it must be the same network trained on permuted labels (give one, or "
+                           "leave out the 'data' test)")
+
+
 #: the tests :func:`run` knows
 TESTS = ("cascade", "independent", "data", "other_scene")
+#: the shipped scenes that ``tinygrad-explain sanity`` checks by default (the sanity figure's caption quotes it)
+SCENES = 50
 
 
-def run(model: Network, x: Images, target: Target, methods: Sequence[str] = METHODS, tests: Sequence[str] = TESTS,
+def run(model: Network, x: Images, target: Target, methods: Sequence[str] | None = None, tests: Sequence[str] = TESTS,
         twin: Network | None = None, seed: int = 0, batch: int = 10, progress: bool = False,
         indices: Sequence[int] | None = None) -> SanityResult:
     """All sanity checks of Adebayo et al. 2018 on images ``x`` (model space, (N, C, H, W))
@@ -232,6 +267,7 @@ def run(model: Network, x: Images, target: Target, methods: Sequence[str] = METH
     Returns a :class:`SanityResult` (per image, per test, step, method and measure).
     """
     from ..modelfiles.modelfile import load_model
+    methods = sanity_checked() if methods is None else tuple(methods)
     unknown = [t for t in tests if t not in TESTS]
     if unknown:
         raise ExplainError(f"unknown test(s) {', '.join(map(repr, unknown))}; choose from {', '.join(TESTS)}")
@@ -243,7 +279,9 @@ def run(model: Network, x: Images, target: Target, methods: Sequence[str] = METH
     if "independent" in tests:
         models += [("independent", step, m) for step, m in independent(model, seed)]
     if "data" in tests:
-        models.append(("data", "random_labels", load_model("random_labels") if twin is None else twin))
+        twin = load_model("random_labels") if twin is None else twin
+        check_twin(model, twin)
+        models.append(("data", "random_labels", twin))
     bar = None
     if progress:
         from tqdm import tqdm

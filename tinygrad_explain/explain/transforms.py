@@ -20,6 +20,10 @@ Every map here is linear, so its backward is its adjoint ``A^T``: for a
 resampling ``y = A x`` with bilinear taps the backward scatters each output
 gradient back to the four input pixels it was read from, with the same
 weights (``te.gradcheck`` checks each, float64, in tests/test_priors.py).
+The Functions themselves (``Roll``, ``Resample``, ``ColourMix``, ``FourierImage``)
+live in :mod:`tinygrad_explain.core.ops` with every other differentiable operation;
+this module builds the taps, the random transformations and the
+parameterisations on them.
 Shapes: images (N, C, H, W); the Fourier parameter (N, C, H, W//2+1, 2)
 (real and imaginary parts of ``rfft2``).
 
@@ -32,8 +36,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..core.engine import Function, Tensor
+from ..core.engine import Tensor
 from ..core.engine import array_module as _xp
+
+# the differentiable maps live in ops.py (every Function does); imported here for explain's callers
+from ..core.ops import ColourMix, FourierImage, Resample, Roll, rfft_column_counts  # noqa: F401
 from ._common import Array
 
 #: bilinear taps ``(idx, w)``, each (4, Q): output pixel q reads input pixels idx[:, q] with weights w[:, q]
@@ -43,48 +50,6 @@ Taps = tuple[np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------
 # resampling: jitter, scale, rotation, octave upsampling
 # --------------------------------------------------------------------------
-class Roll(Function):
-    """y = x shifted by (dy, dx) pixels with wrap-around (a permutation);
-    its adjoint is its inverse, the roll by (-dy, -dx)."""
-
-    def forward(self, x: Array, dy: int = 0, dx: int = 0) -> Array:
-        self.dy, self.dx = int(dy), int(dx)
-        return _xp(x).roll(x, (self.dy, self.dx), axis=(2, 3))
-
-    def backward(self, g: Array) -> Array:
-        return _xp(g).roll(g, (-self.dy, -self.dx), axis=(2, 3))
-
-
-class Resample(Function):
-    """Bilinear resampling with fixed taps: y[n, c, q] = sum_k w[k, q] x[n, c, idx[k, q]].
-
-    ``idx`` (4, Hout*Wout) int flat input positions and ``w`` (4, Hout*Wout) their
-    bilinear weights (see :func:`affine_taps`, :func:`resize_taps`).  Backward, the
-    adjoint: dx[n, c, idx[k, q]] += w[k, q] dy[n, c, q] (a float64 bincount per plane)."""
-
-    def forward(self, x: Array, idx: Array | None = None, w: Array | None = None,
-                out_hw: tuple[int, int] | None = None) -> Array:
-        N, C, H, W = x.shape
-        xp = _xp(x)
-        self.in_shape, self.idx, self.w = x.shape, idx, w.astype(x.dtype, copy=False)
-        flat = x.reshape(N, C, H * W)
-        y = xp.take(flat, idx[0], axis=2) * self.w[0]         # (N, C, Q), the taps added in order k = 0..3
-        for k in range(1, 4):
-            y += xp.take(flat, idx[k], axis=2) * self.w[k]
-        return y.reshape(N, C, *out_hw)
-
-    def backward(self, g: Array) -> Array:
-        N, C, H, W = self.in_shape
-        xp = _xp(g)
-        nc, q = N * C, self.idx.shape[1]
-        gq = (g.reshape(nc, 1, q) * self.w).reshape(nc, 4 * q).astype(np.float64)    # (NC, 4 Q)
-        at = self.idx.reshape(-1)
-        dx = xp.empty((nc, H * W), g.dtype)
-        for i in range(nc):                                    # one bincount per image plane
-            dx[i] = xp.bincount(at, weights=gq[i], minlength=H * W)
-        return dx.reshape(self.in_shape)
-
-
 def _bilinear(sy, sx, H, W, wrap):
     """Taps (idx, w), each (4, Q), for sampling an (H, W) grid at the float coordinates
     (sy, sx) (Q each): periodic (``wrap``) or clamped to the border."""
@@ -171,47 +136,6 @@ class RandomTransform:
 # --------------------------------------------------------------------------
 # parameterisations: x = P(p)
 # --------------------------------------------------------------------------
-class ColourMix(Function):
-    """y[n, i] = sum_j M[i, j] x[n, j]: mixes the channels of every pixel.
-    Backward: dx[n, j] = sum_i M[i, j] dy[n, i] (M^T)."""
-
-    def forward(self, x: Array, M: Array | None = None) -> Array:
-        self.M = M.astype(x.dtype, copy=False)
-        return _xp(x).einsum("ij,njhw->nihw", self.M, x)
-
-    def backward(self, g: Array) -> Array:
-        return _xp(g).einsum("ij,nihw->njhw", self.M, g)
-
-
-class FourierImage(Function):
-    """x = irfft2(w * (p[..., 0] + i p[..., 1]), s=(H, W), norm="ortho"):
-    p (N, C, H, W//2+1, 2) -> x (N, C, H, W), ``w`` (H, W//2+1) the frequency scaling.
-
-    Backward (the real-linear adjoint of irfft2): with G = rfft2(dx, norm="ortho") * c * w,
-    where c = 2 for the columns 0 < k < W/2 (which irfft2 counts twice, once for the
-    conjugate half) and 1 for k = 0 and k = W/2: dp = (Re G, Im G)."""
-
-    def forward(self, p: Array, w: Array | None = None, hw: tuple[int, int] | None = None) -> Array:
-        xp = _xp(p)
-        self.w, self.hw = w, tuple(hw)
-        z = (p[..., 0] + 1j * p[..., 1]) * w
-        return xp.fft.irfft2(z, s=self.hw, axes=(2, 3), norm="ortho").astype(p.dtype, copy=False)
-
-    def backward(self, g: Array) -> Array:
-        xp = _xp(g)
-        G = xp.fft.rfft2(g, axes=(2, 3), norm="ortho") * (_column_counts(self.hw, xp) * self.w)
-        return xp.stack([G.real, G.imag], axis=-1).astype(g.dtype, copy=False)
-
-
-def _column_counts(hw, xp=np):
-    H, W = hw
-    c = np.full(W // 2 + 1, 2.0)
-    c[0] = 1.0
-    if W % 2 == 0:
-        c[-1] = 1.0
-    return xp.asarray(c)
-
-
 def frequency_scale(H: int, W: int, decay: float = 1.0) -> np.ndarray:
     """w(f) = 1 / max(f, 1/max(H, W))^decay over the rfft2 grid (H, W//2+1), f in cycles
     per pixel, normalised so that p ~ N(0, 1) gives an image with unit variance."""
@@ -220,7 +144,7 @@ def frequency_scale(H: int, W: int, decay: float = 1.0) -> np.ndarray:
     f = np.sqrt(fy * fy + fx * fx)
     w = 1.0 / np.maximum(f, 1.0 / max(H, W)) ** decay
     # variance of one pixel of irfft2(w * (a + ib), ortho) for a, b ~ N(0, 1): sum of c w^2 |z|^2 / (H W)
-    var = (_column_counts((H, W)) * w * w).sum() * 2.0 / (H * W)
+    var = (rfft_column_counts((H, W)) * w * w).sum() * 2.0 / (H * W)
     return w / np.sqrt(var)
 
 

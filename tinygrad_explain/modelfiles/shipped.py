@@ -2,7 +2,7 @@
 
     weights/           the model files loadable by name (te.load_model("random_labels"), the judge, the decoders)
     data/              the scene sample, the retrieval bank, ImageNet's class names  (inside the package)
-    explorer_static/   the explorer's page                                        (inside the package)
+    apps/explorer_static/  the explorer's page                                    (inside the package)
     kernels/*.cu       the CUDA sources                                           (tinygrad_explain.kernels)
     docs/*.json        what the benchmarks measured, quoted by the figures' captions  (tinygrad_explain/measured/)
 

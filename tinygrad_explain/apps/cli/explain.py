@@ -22,7 +22,7 @@ import inspect
 
 import numpy as np
 
-from ..explain.methods import Method, Optimization, every
+from ...explain.methods import Method, Optimization, every
 
 #: the flags the registry's ``options`` may name: their type and help (the default is the function's)
 OPTIONS = {
@@ -92,8 +92,8 @@ def check(args, error) -> None:
 def run(args) -> str:
     """Make the picture of ``args.entry`` and write it to ``--out``; returns what to print."""
     import tinygrad_explain as te
-    from tinygrad_explain import draw as D
     from tinygrad_explain import explain as X
+    from tinygrad_explain.apps import draw as D
     from tinygrad_explain.core.safe_io import check_output
     from tinygrad_explain.data import image as te_image
     entry = args.entry
@@ -136,14 +136,14 @@ def run(args) -> str:
 
 
 def _show_map(name, values, picture):
-    from tinygrad_explain import draw as D
+    from tinygrad_explain.apps import draw as D
     return D.upscale(D.method_picture(name, values, picture)), []
 
 
 def _show_mask(name, values, picture):
     """The GrabCut mask (red) and its box (green) that the map seeds (Simonyan et al. 2014, sec. 6)."""
-    from tinygrad_explain import draw as D
     from tinygrad_explain import explain as X
+    from tinygrad_explain.apps import draw as D
     mask, box = X.grabcut_mask(picture, values)
     return D.overlay(picture, mask, box), [f"box (x0, y0, x1, y1): {tuple(int(v) for v in box)}; "
                                            f"mask area {int(mask.sum())} px"]

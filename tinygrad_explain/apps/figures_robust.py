@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import explain as X
-from .data import image as te_image
+from .. import explain as X
+from ..data import image as te_image
 from .draw import grad_picture, grid, heat, save_png
-from .gallery import Figure
+from .figures.captions import judge_caption_numbers
+from .gallery import Figure, say
 
 #: the figure's reduced step counts (the default recipes use 300 for class models, 2500 for inversions)
 ROBUST_SETTINGS = {"class_steps": 120, "invert_steps": 250, "seed": 0}
@@ -45,33 +46,10 @@ def _panels(model, x, classes, s):
             "inversion": list(inv.display), "inversion_errors": [float(e) for e in inv.errors], "class_models": cm}
 
 
-def judge_caption_numbers() -> str:
-    """What the independent judge made of both models' class models, from the JSON that
-    ``scripts/bench_visualizations.py --model embedded|robust --recipes natural,natural-opaque
-    --skip neurons,invert`` writes: docs/bench_visualizations_class_embedded.json and
-    ..._class_robust.json (the recipes at their own steps, seed 0)."""
-    from .figures import bench_json
-    emb, rob = (bench_json(f"bench_visualizations_class_{m}.json") for m in ("embedded", "robust"))
-    if emb is None or rob is None:
-        return " (the independent judge's numbers: docs/explainers.md)"
-    from .explain.recipes import RECIPES
-
-    def judged(bench, recipe):
-        c = bench["results"][recipe]["class_models"]
-        steps = bench["config"]["class_steps"] or RECIPES["class_model"][recipe]["steps"]
-        return c["recognised"], c["of"], c["judge_p_target_mean"], steps
-    (ro, n, _, so), (eo, _, _, _) = judged(rob, "natural-opaque"), judged(emb, "natural-opaque")
-    (rn, n2, rp, sn), (en, _, ep, _) = judged(rob, "natural"), judged(emb, "natural")
-    both = f"{rn}/{n2} each" if rn == en else f"{rn}/{n2} against {en}/{n2}"
-    return (f" (the independent judge recognised {ro} of {n} of the twin's against {eo} of the "
-            f"standard model's at {so} steps); with transparency, the default now, both are silhouettes "
-            f"(at {sn} steps {both}, mean judge probability {rp:.3f} against {ep:.3f})")
-
-
 def fig_robust(inp, out, summary, robust=None):
     """Standard (``inp.model``) and robust twin side by side; ``robust`` defaults to
     ``te.load_model("robust")``.  Writes ``robust.png``; returns a :class:`~.figures.Figure`."""
-    from .modelfiles.modelfile import load_model
+    from ..modelfiles.modelfile import load_model
     s = dict(ROBUST_SETTINGS, **inp.settings.get("robust", {}))
     std = inp.model
     rob = load_model("robust") if robust is None else robust
@@ -116,8 +94,7 @@ def fig_robust(inp, out, summary, robust=None):
         "class_model_softmax": {n: {lb: float(pr) for lb, pr in zip(p["class_models"].labels,
                                                                      p["class_models"].probability)}
                                 for n, p in panels.items()}}
-    from .figures import _say
-    _say("robust twin: class-model softmax standard / robust: " + " ".join(
+    say("robust twin: class-model softmax standard / robust: " + " ".join(
         f"{lb} {pa:.2f}/{pb:.2f}" for lb, pa, pb in zip(a["class_models"].labels, a["class_models"].probability,
                                                         b["class_models"].probability)))
     return Figure("robust", "robust.png",

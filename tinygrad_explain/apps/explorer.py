@@ -64,7 +64,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .explain.methods import get as get_method
+from ..explain.methods import get as get_method
 
 STATIC_DIR = Path(__file__).resolve().parent / "explorer_static"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024       # a photo; the embedded model sees 64x64 anyway
@@ -79,21 +79,22 @@ TOKEN_HEADER = "X-Explorer-Token"
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml"}
 
-#: the page's menu, in its order: method -> (label, the options it runs with).  The function
-#: computing each map and the ReLU rule of its backward pass (shown in the layer view) are
-#: te.explain.methods' (names as in the CLI).
-METHODS = {
-    "gradient": ("gradient dS/dx (backprop)", {}),
-    "saliency": ("saliency max_c |dS/dx|", {}),
-    "deconvnet": ("deconvnet", {}),
-    "guided": ("guided backprop", {}),
-    "grabcut": ("saliency -> GrabCut mask and box", {}),
-    "smoothgrad": ("SmoothGrad (25 noisy copies)", {}),
-    "grad-x-input": ("gradient x input", {}),
-    "gradcam": ("Grad-CAM (last conv layer)", {}),
-    "guided-gradcam": ("guided Grad-CAM", {}),
-    "occlusion": ("occlusion (8x8 grey patch, stride 8)", {"patch": 8, "stride": 8}),
-}
+def menu() -> dict[str, tuple[str, dict]]:
+    """The page's menu, in the registry's order: method -> (label, the options it runs with), for
+    every entry of te.explain.methods with ``explorer`` options (its label, the options spelled
+    out); the function computing each map and the ReLU rule of its backward pass (shown in the
+    layer view) are the registry's too (names as in the CLI)."""
+    from ..explain.methods import METHODS, explorer_menu
+    return {name: (METHODS[name].label + (" (" + ", ".join(f"{k} {v}" for k, v in opts.items()) + ")"
+                                          if opts else ""), opts)
+            for name, opts in explorer_menu().items()}
+
+
+def __getattr__(name):
+    """``METHODS``: :func:`menu` (read when asked, so a method registered later is offered too)."""
+    if name == "METHODS":
+        return menu()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RequestError(ValueError):
@@ -200,13 +201,13 @@ class Explorer:
     layer-by-layer view, timings in ms)."""
 
     def __init__(self, weights=None, threads: int = 1, scenes: int | None = None):
-        from . import load_model
-        from .core.device import set_num_threads
-        from .data import scenes as te_scenes
+        from .. import load_model
+        from ..core.device import set_num_threads
+        from ..data import scenes as te_scenes
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be a whole number >= 0, got {threads!r}")
         self.model = load_model(weights)
-        self.methods = METHODS
+        self.methods = menu()
         # one worker thread owns the model: requests are serialised, and Numba's
         # (thread-local) thread count is set once, in that thread (capped to the cores)
         self.queue = WorkQueue("model", initializer=set_num_threads, initargs=(threads,))
@@ -243,7 +244,7 @@ class Explorer:
 
     # ----- what the page needs to build its menus -------------------------
     def info(self) -> dict:
-        from .explain import class_names
+        from ..explain import class_names
         names = class_names(self.model)
         layers = [{"name": n, "type": self.model.layers[n].type, "shape": list(self.model.shapes[n])}
                   for n in self.model.layer_names[:-1]]
@@ -276,7 +277,7 @@ class Explorer:
         return f"upload:{uid}"
 
     def _decode(self, data: bytes) -> np.ndarray:
-        from .data import image as te_image
+        from ..data import image as te_image
         try:
             return te_image.load(io.BytesIO(data), self.model, limits=te_image.UPLOAD_LIMITS)
         except te_image.UnsupportedImageError as e:
@@ -286,7 +287,7 @@ class Explorer:
 
     def image(self, ref: str):
         """"scene:i" / "upload:id" -> (model-space x (1, C, H, W), picture uint8 (H, W, 3), truth box or None)."""
-        from .data import image as te_image
+        from ..data import image as te_image
         if not isinstance(ref, str) or len(ref) > 64:
             raise RequestError(f"image must be 'scene:<index>' or 'upload:<id>', got {json.dumps(ref)[:40]}")
         kind, _, key = ref.partition(":")
@@ -309,7 +310,7 @@ class Explorer:
         """The page's target -> what te.explain takes: a class index, or (layer, c[, i, j]).
         Types are checked, not coerced: a channel of 3.7 or "3" is refused, ``row``
         needs ``col``, and every index must lie inside the layer."""
-        from .explain import ExplainError, resolve_class, resolve_layer
+        from ..explain import ExplainError, resolve_class, resolve_layer
         if not isinstance(spec, dict):
             raise RequestError("target must be {'class': c} or {'layer': name, 'channel': c[, 'row': i, 'col': j]}")
         try:
@@ -346,7 +347,7 @@ class Explorer:
         return (layer, *unit)
 
     def describe_target(self, t) -> str:
-        from .explain import class_names
+        from ..explain import class_names
         if isinstance(t, tuple):
             if len(self.model.shapes[t[0]]) == 1:
                 return f"{t[0]} neuron {t[1]}"
@@ -377,8 +378,8 @@ class Explorer:
         return dict(self.run(self._explain, x, picture, truth, method, target, want_layers), image=ref)
 
     def _explain(self, x, picture, truth, method, target, want_layers):
-        from . import explain as X
-        from .explain import class_names
+        from .. import explain as X
+        from ..explain import class_names
         t0 = time.perf_counter()
         names = class_names(self.model)
         _, probs = X.predict(self.model, x)
@@ -405,10 +406,10 @@ class Explorer:
 
     def _map(self, x, picture, truth, method, target):
         """(the array te.explain returned for this image, its picture, extra JSON fields)."""
+        from .. import explain as X
         from . import draw as D
-        from . import explain as X
         values = get_method(method).fn(self.model, x, target, **self.methods[method][1])[0]
-        if method != "grabcut":
+        if get_method(method).picture != "mask":
             return values, D.method_picture(method, values, picture), {}
         mask, box = X.grabcut_mask(picture, values)
         extra = {"box": [int(v) for v in box], "mask_area": int(mask.sum()),
@@ -419,45 +420,18 @@ class Explorer:
         return mask.astype(np.float32), D.overlay(picture, mask, box, truth), extra
 
     def layer_flow(self, x, target, rule: str) -> list:
-        """The gradient flowing back, layer by layer: one forward pass keeping every layer's
-        output (``model(x, keep=all)``, each retaining its gradient), one backward pass
-        from the target, then per layer the norm of dS/d(output) and, for a map, where it
-        is large (sum over channels of |grad|); per ReLU, the fraction of units active
-        (x > 0) and the fraction of the gradient entries it passed back under ``rule``."""
-        from .core.engine import Tensor, relu_backward
+        """``te.explain.layer_flow.layer_flow`` (the gradient flowing back, layer by layer), its maps
+        drawn as PNG data URLs: ``map`` grey (brightest: largest gradient), ``mask`` the fraction of
+        channels each ReLU passed back per position."""
+        from ..explain.layer_flow import layer_flow
         from .draw import heat
-        from .explain import resolve_objective
-        m = self.model
-        names = m.layer_names
-        obj = resolve_objective(m, target, 1)          # the seed te.explain.gradient starts from
-        run = [n for n in names[:names.index(obj.layer) + 1] if n == obj.layer or m.feeds(n, obj.layer)]
-        leaf = Tensor(np.array(x, copy=True), requires_grad=True)
-        with relu_backward(rule):
-            outs = m(leaf, until=obj.layer, keep=run)
-            outs.output.backward(obj.seed_like(outs.output))
-        rows = []
-        below = leaf
-        for n in run:
-            t = outs[n]
-            g = t.grad if t.grad is not None else np.zeros(t.shape, np.float32)
-            row = {"name": n, "type": m.layers[n].type, "shape": list(t.shape[1:]),
-                   "grad_norm": float(np.linalg.norm(g))}
-            if g.ndim == 4:
-                row["map"] = png_data_url(heat(np.abs(g[0]).sum(0)))
-            if hasattr(m, "inputs"):                    # a graph network: the node this one reads
-                below = leaf if m.inputs[n][0] == "input" else outs[m.inputs[n][0]]
-            if m.layers[n].type == "relu":
-                gin = below.grad if below.grad is not None else np.zeros(below.shape, np.float32)
-                row["active"] = float((below.data > 0).mean())
-                row["passed"] = float((gin != 0).mean())
-                row["arrived"] = float((g != 0).mean())
-                if gin.ndim == 4:
-                    row["mask"] = png_data_url((255 * (gin[0] != 0).mean(0)).round().astype(np.uint8))
-            rows.append(row)
-            below = t
-        g = leaf.grad if leaf.grad is not None else np.zeros(leaf.shape, np.float32)
-        return [{"name": "input", "type": "image", "shape": list(x.shape[1:]), "grad_norm": float(np.linalg.norm(g)),
-                 "map": png_data_url(heat(np.abs(g[0]).max(0)))}] + rows
+        rows = layer_flow(self.model, x, target, rule)
+        for row in rows:
+            if "map" in row:
+                row["map"] = png_data_url(heat(row["map"]))
+            if "mask" in row:
+                row["mask"] = png_data_url((255 * row["mask"]).round().astype(np.uint8))
+        return rows
 
 
 
@@ -776,7 +750,7 @@ def serve(weights=None, host: str = "127.0.0.1", port: int = 8000, threads: int 
     (port, thread count), load the model, serve until Ctrl-C or SIGTERM, and release
     everything on every way out.  Returns the exit status (2 with one line on stderr
     for a bad argument or an address that cannot be bound)."""
-    from . import ModelFileError
+    from .. import ModelFileError
     try:
         check_port(port)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:

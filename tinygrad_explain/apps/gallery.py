@@ -31,7 +31,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core.safe_io import write_text
+from ..core.safe_io import write_text
+
+
+def say(text: object) -> None:
+    """Print a line of progress above the progress bars (tqdm.write keeps the bars and the text apart)."""
+    from tqdm.auto import tqdm
+    tqdm.write(str(text))
 
 
 @dataclass

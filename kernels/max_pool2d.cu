@@ -1,4 +1,4 @@
-// Max-pooling with recorded switches on the GPU: the CUDA twin of kernels/maxpool.py.
+// Max-pooling with recorded switches on the GPU: the CUDA twin of kernels/max_pool2d.py.
 //
 // Forward:   y[n, c, i, j] = max over the window of x[n, c, i*s - p + a, j*s - p + b]
 //            switch[n, c, i, j] = flat index h*W + w of that maximum (first one on ties)
@@ -7,7 +7,7 @@
 // Padding positions count as -inf; floor output size.
 
 template <typename T>
-__global__ void maxpool_forward(const T* __restrict__ x, int N, int C, int H, int W, int k, int s, int p,
+__global__ void max_pool2d_forward(const T* __restrict__ x, int N, int C, int H, int W, int k, int s, int p,
                                 int oh, int ow, T* __restrict__ y, int* __restrict__ sw)
 {
     // One thread per output cell, the CPU loop body verbatim.
@@ -33,7 +33,7 @@ __global__ void maxpool_forward(const T* __restrict__ x, int N, int C, int H, in
 }
 
 template <typename T>
-__global__ void maxpool_backward(const T* __restrict__ dy, const int* __restrict__ sw, int N, int C,
+__global__ void max_pool2d_backward(const T* __restrict__ dy, const int* __restrict__ sw, int N, int C,
                                  int H, int W, int k, int s, int p, int oh, int ow, T* __restrict__ dx)
 {
     // One thread per input pixel, gathering dy from every window that contains it and

@@ -69,6 +69,7 @@ function render(res) {
     `layer view ${ms.layers.toFixed(0)} ms, total ${ms.total.toFixed(0)} ms`;
   const flow = $("flow");
   flow.innerHTML = "";
+  let previous = null;
   for (const l of res.layers) {
     const card = document.createElement("div");
     card.className = "layer " + l.type;
@@ -82,6 +83,9 @@ function render(res) {
     name.textContent = l.name;
     card.appendChild(name);
     line(`${l.type} (${l.shape.join("x")})`);
+    if (l.inputs && (l.inputs.length > 1 || l.inputs[0] !== previous))   // a graph: not the card before
+      line(`\u2190 ${l.inputs.join(", ")}`, "reads");
+    previous = l.name;
     line(`|dS/d out| ${l.grad_norm.toExponential(2)}`, "num");
     if (l.active !== undefined)
       line(`act ${pct(l.active)} in ${pct(l.arrived)} out ${pct(l.passed)}`, "num");

@@ -59,9 +59,13 @@ def format_table(summary: dict, test: str, measure: str, methods) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="tinygrad-explain sanity", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--scenes", type=int, default=50, help="sample scenes to explain (the first N of 500)")
-    ap.add_argument("--methods", nargs="+", default=list(sanity.METHODS), choices=sanity.METHODS)
-    ap.add_argument("--tests", nargs="+", default=list(sanity.TESTS), choices=sanity.TESTS)
+    ap.add_argument("--scenes", type=int, default=sanity.SCENES, help=f"sample scenes to explain (the first N of 500; "
+                                                               f"default {sanity.SCENES})")
+    ap.add_argument("--methods", nargs="+", default=list(sanity.METHODS), choices=sanity.METHODS,
+                    help="methods to check (default: every one the registry te.explain.methods flags `sanity`)")
+    ap.add_argument("--tests", nargs="+", choices=sanity.TESTS,
+                    help="default: all (without \"data\" when --twin is another architecture, e.g. for "
+                         "--weights resnet)")
     ap.add_argument("--weights", default=None, help="model file (default: the embedded model)")
     ap.add_argument("--twin", default="random_labels",
                     help="model file (or shipped name) trained on permuted labels, for the data test")
@@ -81,6 +85,18 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     model = te.load_model(args.weights)
+    twin = te.load_model(args.twin) if args.tests is None or "data" in args.tests else None
+    if args.tests is None:                     # the default: every test that this model and twin allow
+        fits = sanity.twin_fits(model, twin)
+        args.tests = [t for t in sanity.TESTS if t != "data" or fits]
+        if not fits:
+            print(f"(no data test: the twin {args.twin} is another architecture than the model; --twin FILE "
+                  "gives one trained on permuted labels)")
+    elif twin is not None:
+        try:
+            sanity.check_twin(model, twin)
+        except te.explain.ExplainError as e:
+            ap.error(str(e))
     data = scenes.load_sample()
     if args.dataset:
         from tinygrad_explain.explain import dataset as D
@@ -102,7 +118,7 @@ def main(argv=None):
         n = min(args.scenes, len(data["images"]))
         x = np.concatenate([te.image.load(im, model) for im in data["images"][:n]])
         labels = data["labels"][:n].astype(np.int64)
-        twin = te.load_model(args.twin) if "data" in args.tests else None
+        twin = twin if "data" in args.tests else None
         result = sanity.run(model, x, labels, methods=args.methods, tests=args.tests, twin=twin, seed=args.seed,
                             progress=not args.no_progress, indices=np.arange(n))
     summary = result.summary()

@@ -111,9 +111,9 @@ def forward(x, k, s, p, ceil_mode=False):
     return y, switch
 
 
-def backward(dy, switch, x_shape, window=None):
+def backward(g, switch, x_shape, window=None):
     """``window`` = (k, s, p) is not needed by this scatter (the switches say where
     each gradient goes); the GPU twin gathers per input pixel and needs it."""
-    dx = np.zeros(x_shape, dtype=dy.dtype)
-    _backward(np.ascontiguousarray(dy), switch, dx)
+    dx = np.zeros(x_shape, dtype=g.dtype)
+    _backward(np.ascontiguousarray(g), switch, dx)
     return dx

@@ -1,4 +1,4 @@
-// Depthwise convolution on the GPU: the CUDA twin of kernels/depthwise.py.
+// Depthwise convolution on the GPU: the CUDA twin of kernels/depthwise_conv2d.py.
 //
 // x (N, C, H, W), w (m*C, 1, kh, kw), output channel o reads input channel c = o / m:
 //     y[n, o, i, j]  = b[o] + sum_{a, d} w[o, a, d] * x[n, c, i*sh - ph + a, j*sw - pw + d]   (0 outside)
@@ -9,7 +9,7 @@
 // results are the CPU bits.
 
 template <typename T>
-__global__ void depthwise_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
+__global__ void depthwise_conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                                   int N, int C, int H, int W, int O, int kh, int kw, int sh, int sw,
                                   int ph, int pw, int oh, int ow, T* __restrict__ y)
 {
@@ -38,7 +38,7 @@ __global__ void depthwise_forward(const T* __restrict__ x, const T* __restrict__
 }
 
 template <typename T>
-__global__ void depthwise_backward_input(const T* __restrict__ g, const T* __restrict__ w, int N, int C, int H,
+__global__ void depthwise_conv2d_backward_input(const T* __restrict__ g, const T* __restrict__ w, int N, int C, int H,
                                          int W, int O, int kh, int kw, int sh, int sw, int ph, int pw,
                                          int oh, int ow, T* __restrict__ dx)
 {
@@ -69,7 +69,7 @@ __global__ void depthwise_backward_input(const T* __restrict__ g, const T* __res
 }
 
 template <typename T>
-__global__ void depthwise_backward_weight(const T* __restrict__ g, const T* __restrict__ x, int N, int C, int H,
+__global__ void depthwise_conv2d_backward_weight(const T* __restrict__ g, const T* __restrict__ x, int N, int C, int H,
                                           int W, int O, int kh, int kw, int sh, int sw, int ph, int pw,
                                           int oh, int ow, T* __restrict__ dw)
 {

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import explain as X
-from .data import image as te_image
+from .. import explain as X
+from ..data import image as te_image
 from .draw import cam_overlay, grad_picture, grid, heat, save_png
-from .gallery import Figure
+from .gallery import Figure, say
 
 #: the figure's reduced step count for the class models (the default recipe uses 600), its seed,
 #: and how many of the sample scenes it explains
@@ -48,7 +48,7 @@ def fig_resnet(inp, out, summary, resnet=None, judge=None):
     """The embedded AlexNet (``inp.model``) and the scene ResNet side by side; ``resnet``
     defaults to ``te.load_model("resnet")``, ``judge`` to the shipped judge when
     ``inp.settings["judge"]``.  Writes ``resnet.png``; returns a :class:`~.gallery.Figure`."""
-    from .modelfiles.modelfile import load_model
+    from ..modelfiles.modelfile import load_model
     s = dict(RESNET_SETTINGS, **inp.settings.get("resnet", {}))
     alex = inp.model
     res = load_model("resnet") if resnet is None else resnet
@@ -108,8 +108,7 @@ def fig_resnet(inp, out, summary, resnet=None, judge=None):
                                                                      p["class_models"].probability)}
                                 for n, p in panels.items()},
         "judge_recognised": recognised}
-    from .figures import _say
-    _say("resnet: class models recognised by the judge (AlexNet / ResNet): "
+    say("resnet: class models recognised by the judge (AlexNet / ResNet): "
          f"{recognised['AlexNet']} / {recognised['ResNet']} of {len(classes)}")
     judged = (f" The judge recognised {recognised['AlexNet']} of the AlexNet's {len(classes)} class models and "
               f"{recognised['ResNet']} of the ResNet's at these {s['class_steps']} steps."
@@ -130,7 +129,7 @@ def judge_class_models(model, seeds, judge=None, steps=None, progress=True):
     (its full step count unless ``steps``), judged by ``judge`` (default: the shipped one).
     Returns {seed: {"recognised": k, "of": n, "judge_p_target_mean": p, "predicted": [...],
     "softmax": [...]}}."""
-    from .modelfiles.modelfile import load_model
+    from ..modelfiles.modelfile import load_model
     judge = load_model("judge") if judge is None else judge
     out = {}
     for seed in seeds:

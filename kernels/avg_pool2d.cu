@@ -1,13 +1,13 @@
-// Average pooling on the GPU: the CUDA twin of kernels/avgpool.py.
+// Average pooling on the GPU: the CUDA twin of kernels/avg_pool2d.py.
 //
 // Output cell (i, j) averages the input window rows [h0[i], h1[i]), columns [w0[j], w1[j])
 // and divides by dh[i] * dw[j]; the windows (adaptive, or k x k with stride, padding,
-// count_include_pad and ceil_mode) are computed on the host by kernels/avgpool.py and
+// count_include_pad and ceil_mode) are computed on the host by kernels/avg_pool2d.py and
 // passed as int arrays.  Backward spreads dy[i, j] / (dh[i] * dw[j]) evenly over that
 // window (windows may overlap: contributions add up).
 
 template <typename T>
-__global__ void avgpool_forward(const T* __restrict__ x, int N, int C, int H, int W, int OH, int OW,
+__global__ void avg_pool2d_forward(const T* __restrict__ x, int N, int C, int H, int W, int OH, int OW,
                                 const int* __restrict__ h0, const int* __restrict__ h1, const int* __restrict__ dh,
                                 const int* __restrict__ w0, const int* __restrict__ w1, const int* __restrict__ dw,
                                 T* __restrict__ y)
@@ -29,7 +29,7 @@ __global__ void avgpool_forward(const T* __restrict__ x, int N, int C, int H, in
 }
 
 template <typename T>
-__global__ void avgpool_backward(const T* __restrict__ dy, int N, int C, int H, int W, int OH, int OW,
+__global__ void avg_pool2d_backward(const T* __restrict__ dy, int N, int C, int H, int W, int OH, int OW,
                                  const int* __restrict__ h0, const int* __restrict__ h1, const int* __restrict__ dh,
                                  const int* __restrict__ w0, const int* __restrict__ w1, const int* __restrict__ dw,
                                  T* __restrict__ dx)

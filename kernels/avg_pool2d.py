@@ -86,25 +86,25 @@ def _spread(dy, x_shape, rows, cols):
     return dx
 
 
-def forward(x, out_hw):
+def adaptive_forward(x, out_hw):
     """Adaptive: x (N, C, H, W) -> y (N, C, *out_hw)."""
     return _pool(x, adaptive_windows(x.shape[2], out_hw[0]), adaptive_windows(x.shape[3], out_hw[1]))
 
 
-def backward(dy, x_shape):
-    """Adaptive: dy (N, C, OH, OW) -> dx (x_shape)."""
-    return _spread(dy, x_shape, adaptive_windows(x_shape[2], dy.shape[2]), adaptive_windows(x_shape[3], dy.shape[3]))
+def adaptive_backward(g, x_shape):
+    """Adaptive: g (N, C, OH, OW) -> dx (x_shape)."""
+    return _spread(g, x_shape, adaptive_windows(x_shape[2], g.shape[2]), adaptive_windows(x_shape[3], g.shape[3]))
 
 
-def pool_forward(x, k, s, p, ceil_mode=False, count_include_pad=True):
+def forward(x, k, s, p, ceil_mode=False, count_include_pad=True):
     """Windowed: x (N, C, H, W) -> y (N, C, OH, OW), OH = im2col.out_size(H, k, s, p, ceil_mode)."""
     H, W = x.shape[2:]
     return _pool(x, pool_windows(H, k, s, p, ceil_mode, count_include_pad),
                  pool_windows(W, k, s, p, ceil_mode, count_include_pad))
 
 
-def pool_backward(dy, x_shape, k, s, p, ceil_mode=False, count_include_pad=True):
-    """Windowed: dy (N, C, OH, OW) -> dx (x_shape)."""
+def backward(g, x_shape, k, s, p, ceil_mode=False, count_include_pad=True):
+    """Windowed: g (N, C, OH, OW) -> dx (x_shape)."""
     H, W = x_shape[2:]
-    return _spread(dy, x_shape, pool_windows(H, k, s, p, ceil_mode, count_include_pad),
+    return _spread(g, x_shape, pool_windows(H, k, s, p, ceil_mode, count_include_pad),
                    pool_windows(W, k, s, p, ceil_mode, count_include_pad))

@@ -29,7 +29,7 @@ PROG = "tinygrad-explain"
 
 
 def _version() -> str:
-    from .. import __version__
+    from ... import __version__
     return __version__
 
 
@@ -83,7 +83,7 @@ def _sanity(argv):
 
 
 def _dataset(argv):
-    from ..explain.dataset import main
+    from ...explain.dataset import main
     return main(argv)
 
 
@@ -100,13 +100,13 @@ def _walkthrough(argv):
 def _alexnet_converter(kind, what):
     """``convert KIND INPUT OUTPUT`` for the AlexNet readers of tinygrad_explain.modelfiles.convert."""
     def run(argv):
-        from ..modelfiles.convert import cli
+        from ...modelfiles.convert import cli
         return cli(kind, f"\n{what}.", argv)
     return run
 
 
 def _onnx_converter(argv):
-    from ..modelfiles.onnx_import import cli
+    from ...modelfiles.onnx_import import cli
     return cli(argv, prog=f"{PROG} convert onnx")
 
 
@@ -140,7 +140,7 @@ def _bench(argv):
 def _run_benchmark(name, argv):
     """The benchmarks are scripts of a source checkout (they write into its docs/ and compare with
     its reference implementations); run from an installed wheel, say where they are."""
-    from ..modelfiles.shipped import PACKAGE_DIR
+    from ...modelfiles.shipped import PACKAGE_DIR
     script = PACKAGE_DIR.parent / "scripts" / BENCHMARKS[name][1]
     if not script.is_file():
         sys.stderr.write(f"{PROG} bench {name}: error: the benchmarks run from a source checkout "

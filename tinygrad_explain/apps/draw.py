@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .core.safe_io import atomic_write
-from .data import image as te_image
+from ..core.safe_io import atomic_write
+from ..data import image as te_image
 
 
 def pil_font(size: int = 12) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -150,23 +150,29 @@ def grad_picture(g: np.ndarray) -> np.ndarray:
     return te_image.normalize_display(g, mode="minmax", percentile=99.5)
 
 
-def method_picture(method: str, values: np.ndarray, picture: np.ndarray) -> np.ndarray:
-    """How the CLI and the explorer show one image's map of a gradient method (not upscaled).
+#: how each kind of map is drawn (te.explain.methods.PICTURES names the kinds; "mask" is ``overlay``)
+PICTURES = {
+    "heat": lambda values, picture: heat(values),
+    "gradient": lambda values, picture: grad_picture(values),
+    "cam": lambda values, picture: cam_overlay(picture, values),
+    "positive-heat": lambda values, picture: heat(np.maximum(values, 0)),
+    "signed": lambda values, picture: signed_heat(values.sum(0)),
+}
 
-    ``values`` is what te.explain returned for that image: (C, H, W) for gradient, guided,
-    deconvnet, guided-gradcam, grad-x-input; (H, W) for saliency, smoothgrad, gradcam,
-    occlusion.  ``picture`` the image, uint8 (H, W, 3) (Grad-CAM is laid over it)."""
-    if method in ("saliency", "smoothgrad"):
-        return heat(values)
-    if method in ("gradient", "backprop", "guided", "deconvnet", "guided-gradcam"):
-        return grad_picture(values)
-    if method == "gradcam":
-        return cam_overlay(picture, values)
-    if method == "occlusion":
-        return heat(np.maximum(values, 0))           # where covering the pixel lowers the probability
-    if method == "grad-x-input":
-        return signed_heat(values.sum(0))
-    raise ValueError(f"no picture for method {method!r}")
+
+def method_picture(method: str, values: np.ndarray, picture: np.ndarray) -> np.ndarray:
+    """How the CLI, the explorer and the figures show one image's map of a method (not upscaled):
+    as its registry entry's ``picture`` says (te.explain.methods: heat, gradient, cam,
+    positive-heat, signed; :data:`PICTURES`).
+
+    ``values`` is what te.explain returned for that image, (C, H, W) or (H, W); ``picture``
+    the image, uint8 (H, W, 3) (Grad-CAM is laid over it).  A method drawn as a GrabCut mask
+    has no picture of its map here (``overlay`` draws the mask)."""
+    from ..explain.methods import get
+    kind = get(method).picture
+    if kind not in PICTURES:
+        raise ValueError(f"no picture for method {method!r} (it is drawn as {kind!r})")
+    return PICTURES[kind](values, picture)
 
 
 def overlay(img: np.ndarray, mask: np.ndarray | None = None, box: Sequence[int] | None = None,

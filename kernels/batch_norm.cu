@@ -1,4 +1,4 @@
-// Inference batch normalisation on the GPU: the CUDA twin of kernels/batchnorm.py.
+// Inference batch normalisation on the GPU: the CUDA twin of kernels/batch_norm.py.
 //
 // x (N, C, L); per channel c: mean[c], scale[c] = weight[c] / sqrt(var[c] + eps), inv[c] = 1 / sqrt(var[c] + eps):
 //     y[n, c, l]  = (x[n, c, l] - mean[c]) * scale[c] + bias[c]
@@ -7,7 +7,7 @@
 // Each element in T, the two sums in double in (n, l) order (one thread per channel), as on the CPU.
 
 template <typename T>
-__global__ void batchnorm_forward(const T* __restrict__ x, const T* __restrict__ mean, const T* __restrict__ scale,
+__global__ void batch_norm_forward(const T* __restrict__ x, const T* __restrict__ mean, const T* __restrict__ scale,
                                   const T* __restrict__ bias, int N, int C, long long L, T* __restrict__ y)
 {
     const long long total = (long long)N * C * L;
@@ -19,7 +19,7 @@ __global__ void batchnorm_forward(const T* __restrict__ x, const T* __restrict__
 }
 
 template <typename T>
-__global__ void batchnorm_backward_input(const T* __restrict__ g, const T* __restrict__ scale, int N, int C,
+__global__ void batch_norm_backward_input(const T* __restrict__ g, const T* __restrict__ scale, int N, int C,
                                          long long L, T* __restrict__ dx)
 {
     const long long total = (long long)N * C * L;
@@ -30,7 +30,7 @@ __global__ void batchnorm_backward_input(const T* __restrict__ g, const T* __res
 }
 
 template <typename T>
-__global__ void batchnorm_backward_params(const T* __restrict__ g, const T* __restrict__ x,
+__global__ void batch_norm_backward_params(const T* __restrict__ g, const T* __restrict__ x,
                                           const T* __restrict__ mean, const T* __restrict__ inv, int N, int C,
                                           long long L, T* __restrict__ dw, T* __restrict__ db)
 {
