@@ -427,7 +427,7 @@ def test_cli_sanity_on_the_resnet(tmp_path, capsys):
 # the explorer on a graph network
 # --------------------------------------------------------------------------
 def test_explorer_lists_the_nodes_and_follows_the_graph(resnet):
-    from tinygrad_explain.explorer import Explorer
+    from tinygrad_explain.apps.explorer import Explorer
     e = Explorer("resnet", scenes=2)
     try:
         info = e.info()
@@ -453,7 +453,7 @@ def test_explorer_lists_the_nodes_and_follows_the_graph(resnet):
 
 
 def test_explorer_serves_an_onnx_file(onnx_resnet):
-    from tinygrad_explain.explorer import Explorer
+    from tinygrad_explain.apps.explorer import Explorer
     _, _, path = onnx_resnet
     e = Explorer(str(path))
     try:
