@@ -11,6 +11,6 @@
 
 Imports go down only: ``apps`` uses ``explain`` and the layers below it; nothing
 below imports ``apps``.  The old flat names (``tinygrad_explain.figures``,
-``.explorer``, ``.draw``, ...) still import, for one release, through the package's
-one alias table, :data:`tinygrad_explain._aliases.ALIASES`.
+``.explorer``, ``.draw``, ...) still import, for one release, through the package's one
+alias table, :data:`tinygrad_explain._aliases.ALIASES`.
 """
