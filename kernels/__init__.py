@@ -23,7 +23,7 @@ arrays they allocate or write into -- is declared in :mod:`.interface`;
 GPU kernels are their CUDA twins (``<stem>.cu`` next to ``<stem>.py``), wrapped
 with the same signatures in :mod:`.gpu`.  Each op has one stem at every level
 (naive reference, kernel module, CUDA source, GPU namespace): the op cards at
-the top of :mod:`tinygrad_explain.ops` list them, with the naming and shape
+the top of :mod:`tinygrad_explain.core.ops` list them, with the naming and shape
 conventions; tests/test_op_cards.py checks the table.  ``backend(array)`` returns the
 namespace that owns an array -- this package for a NumPy array, ``gpu`` for
 a CuPy array -- so an op reads ``B = K.backend(x); B.relu.forward(x)``.  The

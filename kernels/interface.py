@@ -20,7 +20,7 @@ caller's ``out`` argument (allocating only when ``out`` is None); "view" -- the
 result may share memory with an argument; "scratch" -- the array lives in the
 thread's workspace and is valid only until the next ``get`` of the same name.
 Names and shapes: a namespace is its op's stem (``max_pool2d``), and the letters
-below are those of the op cards at the top of :mod:`tinygrad_explain.ops`, which
+below are those of the op cards at the top of :mod:`tinygrad_explain.core.ops`, which
 state them once.
 """
 from __future__ import annotations

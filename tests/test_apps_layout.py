@@ -14,8 +14,11 @@ import pytest
 import tinygrad_explain as te
 from tinygrad_explain._aliases import ALIASES
 
+# the applications' rows of the package's one alias table, as full names (cli's submodules too)
 _APP_ALIASES = {f"tinygrad_explain.{old}": f"tinygrad_explain.{new}" for old, new in ALIASES.items()
                 if new.startswith("apps.")}
+_APP_ALIASES.update({f"tinygrad_explain.cli.{m}": f"tinygrad_explain.apps.cli.{m}"
+                     for m in ("evaluate", "explain", "sanity")})
 
 PACKAGE = Path(te.__file__).resolve().parent
 

@@ -25,22 +25,17 @@ PKG = "tinygrad_explain"
 LAYERS = ["core", "data", "modelfiles", "training", "explain", "api", "apps", "testing"]
 # the first name below the package -> its layer ("api" is the package's own __init__: te.*)
 LAYER_OF = {"core": "core", "kernels": "core", "data": "data", "modelfiles": "modelfiles",
-            "training": "training", "explain": "explain", "apps": "apps", "cli": "apps",
-            "__main__": "apps", "testing": "testing", "version": "core",
-            # applications still at the top level until they move into apps/ (helper `apps`, issue #29)
-            "figures": "apps", "figures_resnet": "apps", "figures_robust": "apps", "gallery": "apps",
-            "explorer": "apps", "draw": "apps", "walkthrough": "apps"}
+            "training": "training", "explain": "explain", "apps": "apps",
+            "__main__": "apps", "testing": "testing", "version": "core"}
 EXEMPT = {f"{PKG}._aliases"}
 
 # Known violations that other work in flight is removing (issue #29); each row is (importer, imported,
 # name or None).  Delete a row when its violation is gone: the test fails on a row that no longer
 # matches anything, so this list can only shrink.
-_F = f"{PKG}.figures"
 KNOWN = {
     # the kernels: a private lock shared between kernel modules
     (f"{PKG}.kernels.threads", f"{PKG}.kernels._numba", "_PARALLEL_LOCK"),
 }
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -95,10 +90,43 @@ def edges(mods: dict[str, Path], root: Path = ROOT) -> tuple[list[Edge], list[st
                     continue
                 for alias in node.names:
                     sub = f"{base}.{alias.name}"
-                    out.append(Edge(mod, sub, None, where) if sub in mods else Edge(mod, base, alias.name, where))
+                    if sub in mods:
+                        out.append(Edge(mod, sub, None, where))
+                        continue
+                    out.append(Edge(mod, base, alias.name, where))
+                    names = _bound_names(mods[base])
+                    if names is not None and alias.name not in names:
+                        unknown.append(f"{where}: {base}.{alias.name}")
             # `module._private` through a module bound by an import is a private import as well
         out += _private_attributes(mod, tree, mods, package, rel)
     return out, unknown
+
+
+@functools.lru_cache(maxsize=None)
+def _bound_names(path: Path) -> frozenset[str] | None:
+    """The names a module binds at its top level (also inside if / try / with there), or None when
+    it can answer for more (a module-level ``__getattr__``, or ``import *``)."""
+    names = set()
+
+    def visit(body):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for a in node.names:
+                    if a.name == "*":
+                        names.add("*")
+                    names.add(a.asname or a.name.split(".")[0])
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                    names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+            elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+                for field in ("body", "orelse", "finalbody"):
+                    visit(getattr(node, field, []))
+                for h in getattr(node, "handlers", []):
+                    visit(h.body)
+    visit(ast.parse(path.read_text()).body)
+    return None if "__getattr__" in names or "*" in names else frozenset(names)
 
 
 def _private_attributes(mod, tree, mods, package, rel) -> list[Edge]:
@@ -191,7 +219,8 @@ def _cycle_edges(comp: list[str], found: list[Edge]) -> list[Edge]:
 
 
 def test_every_import_names_a_module_that_exists():
-    """Inside the package nobody imports through the old flat paths (tinygrad_explain.engine, ...)."""
+    """Inside the package nobody imports through the old flat paths (tinygrad_explain.engine, ...),
+    nor a name its module does not define (a name that moved, say)."""
     _, _, unknown = graph()
     assert not unknown, "imports of modules that do not exist:\n" + "\n".join(unknown)
 
@@ -234,11 +263,12 @@ def test_the_allow_list_only_shrinks():
 
 def test_the_checks_catch_what_they_look_for(tmp_path):
     """On a made-up package: a function-level import going up, a private name, a private attribute,
-    a cycle through them and an old flat path are all found."""
+    a cycle through them, an old flat path and a name its module does not define are all found."""
     files = {"__init__.py": "", "core/__init__.py": "", "data/__init__.py": "",
              "core/a.py": "def f():\n    from ..data import b\n    return b\n_y = 1\n",
              "data/b.py": "from ..core.a import _y\n",
-             "data/c.py": "from ..core import a\nfrom tinygrad_explain.engine import Tensor\nz = a._y\n"}
+             "data/c.py": "from ..core import a\nfrom tinygrad_explain.engine import Tensor\nz = a._y\n"
+                          "from ..core.a import gone\n"}
     for name, text in files.items():
         (tmp_path / PKG / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / PKG / name).write_text(text)
@@ -247,7 +277,7 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     assert cycles(found) == [[a, b]]
     assert [(e.src, e.dst) for e in found if LAYERS.index(layer(e.dst)) > LAYERS.index(layer(e.src))] == [(a, b)]
     assert sorted((e.src, e.name) for e in found if e.name and _private(e.name)) == [(b, "_y"), (c, "_y")]
-    assert unknown == [f"{PKG}/data/c.py:2: {PKG}.engine"]
+    assert unknown == [f"{PKG}/data/c.py:2: {PKG}.engine", f"{PKG}/data/c.py:4: {PKG}.core.a.gone"]
 
 
 def test_old_paths_are_the_new_modules():

@@ -32,10 +32,10 @@ import tinygrad_explain as te
 from tinygrad_explain import cli
 from tinygrad_explain import draw as D
 from tinygrad_explain import explain as X
+from tinygrad_explain.core.graph import GraphNetwork
 from tinygrad_explain.explain import attribution as A
 from tinygrad_explain.explain import inversion as I
 from tinygrad_explain.explain import sanity as S
-from tinygrad_explain.graph import GraphNetwork
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,7 +50,7 @@ def resnet():
 
 @pytest.fixture(scope="module")
 def scenes2(resnet):
-    from tinygrad_explain import scenes
+    from tinygrad_explain.data import scenes
     data = scenes.load_sample()
     return np.concatenate([te.image.load(im, resnet) for im in data["images"][:2]]), data["images"][:2]
 
@@ -159,7 +159,7 @@ def onnx_resnet(tmp_path_factory):
                           training=torch.onnx.TrainingMode.PRESERVE, input_names=["image"],
                           output_names=["scores"], dynamic_axes={"image": {0: "N"}})
     path.write_bytes(f.getvalue())
-    from tinygrad_explain.onnx_import import load_onnx
+    from tinygrad_explain.modelfiles.onnx_import import load_onnx
     models = {"folded": te.load_model(path).astype(np.float64),
               "kept": load_onnx(path, fold_batch_norm=False).astype(np.float64)}
     return net.double(), models, path
@@ -235,7 +235,7 @@ def test_inversion_from_inside_a_residual_block(resnet, scenes2):
 def test_invert_layers_one_pass_equals_a_forward_pass_per_row(resnet, scenes2):
     """layer_errors (every row as deep as its own node, in one pass) equals, row by row, a plain
     ``model(x_r, until=node)`` -- the errors and their gradients, in float64."""
-    from tinygrad_explain.engine import Tensor
+    from tinygrad_explain.core.engine import Tensor
     m = te.load_model("resnet").astype(np.float64)
     x0 = scenes2[0][:1].astype(np.float64)
     layers = ["layer1.0.downsample.0", INNER, "layer1.0.conv2", "fc", "layer3.0.add", INNER]
@@ -427,7 +427,7 @@ def test_cli_sanity_on_the_resnet(tmp_path, capsys):
 # the explorer on a graph network
 # --------------------------------------------------------------------------
 def test_explorer_lists_the_nodes_and_follows_the_graph(resnet):
-    from tinygrad_explain.explorer import Explorer
+    from tinygrad_explain.apps.explorer import Explorer
     e = Explorer("resnet", scenes=2)
     try:
         info = e.info()
@@ -453,7 +453,7 @@ def test_explorer_lists_the_nodes_and_follows_the_graph(resnet):
 
 
 def test_explorer_serves_an_onnx_file(onnx_resnet):
-    from tinygrad_explain.explorer import Explorer
+    from tinygrad_explain.apps.explorer import Explorer
     _, _, path = onnx_resnet
     e = Explorer(str(path))
     try:
@@ -475,7 +475,7 @@ def test_receptive_fields_of_graph_nodes_are_where_the_gradient_reaches():
     """Without ReLUs and max-pooling every input pixel of a neuron's field moves it: the box
     where its input gradient is non-zero is the receptive field, through a residual addition
     of a 1x1 shortcut and two 3x3 convolutions, and an average pool after it."""
-    from tinygrad_explain import nn
+    from tinygrad_explain.core import nn
     te.manual_seed(0)
     nodes = [("stem", nn.Conv2d(3, 4, 5, stride=2, padding=2)),
              ("a", nn.Conv2d(4, 4, 3, padding=1)), ("b", nn.Conv2d(4, 4, 3, stride=2, padding=1)),

@@ -1,4 +1,4 @@
-"""The op table at the top of tinygrad_explain/ops.py (``ops.CARDS``) against the code.
+"""The op table at the top of tinygrad_explain/core/ops.py (``ops.CARDS``) against the code.
 
 * every Function subclass in ops has exactly one card, and every card names one;
 * every naive reference, CPU kernel module and CUDA source a card names exists, each
@@ -20,8 +20,8 @@ import pytest
 from _reference import distinct, rng
 
 from tinygrad_explain import kernels as K
-from tinygrad_explain import naive, ops
-from tinygrad_explain.engine import Function
+from tinygrad_explain.core import naive, ops
+from tinygrad_explain.core.engine import Function
 from tinygrad_explain.kernels import gpu, interface
 
 TESTS = Path(__file__).resolve().parent

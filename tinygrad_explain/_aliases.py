@@ -2,7 +2,7 @@
 
 Until version 0.2 the package was one flat folder (``tinygrad_explain.engine``,
 ``tinygrad_explain.modelfile``, ...).  Its modules now live in layer packages
-(``core``, ``data``, ``modelfiles``, ``training``, ``testing``, ``explain``, ``apps``).  So that code
+(``core``, ``data``, ``modelfiles``, ``training``, ``testing``, ``apps``).  So that code
 written against the old paths keeps working for one release,
 
     import tinygrad_explain.engine as e          # the very module object of tinygrad_explain.core.engine
@@ -63,7 +63,7 @@ ALIASES: dict[str, str] = {
     "adversarial": "training.adversarial",
     # test-only references
     "torch_reference": "testing.torch_reference",
-    # the applications
+    # the applications (a row covers its submodules too: cli.sanity -> apps.cli.sanity)
     "figures": "apps.figures",
     "figures_resnet": "apps.figures_resnet",
     "figures_robust": "apps.figures_robust",

@@ -372,3 +372,14 @@ def scene_alexnet(num_classes: int = 10, size: int = 64, width: Sequence[int] = 
                ("fc7", F(fc, fc)), ("relu7", R()), ("drop7", D(dropout)),
                ("fc8", F(fc, num_classes))]
     return Network(layers, (3, size, size))
+
+
+#: the layer types that have learnt parameters (what the sanity checks' randomisation re-initialises)
+WEIGHT_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+
+
+def weight_layers(model: Network) -> list[str]:
+    """Names of the layers that have weights (conv / linear / batch norm), input to output
+    (a graph network's nodes in its topological order): ``["conv1", ..., "conv5", "fc6",
+    "fc7", "fc8"]`` for AlexNet."""
+    return [n for n, l in model.layers.items() if isinstance(l, WEIGHT_TYPES)]

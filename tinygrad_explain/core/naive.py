@@ -10,7 +10,7 @@ student can check the fast kernel against the definition -- the tests and
     y_fast = te.conv2d(te.Tensor(x), te.Tensor(w), te.Tensor(b), 1, 1).numpy()
     y_naive = te.naive.conv2d_forward(x, w, b, stride=1, padding=1)
 
-Names and shapes follow the op cards at the top of :mod:`tinygrad_explain.ops`
+Names and shapes follow the op cards at the top of :mod:`tinygrad_explain.core.ops`
 (the one statement of both): ``<stem>_forward`` / ``<stem>_backward`` here,
 ``kernels/<stem>.py`` and ``kernels/<stem>.cu`` for the fast versions, the same
 arguments in the same order where the versions share them.  Every backward

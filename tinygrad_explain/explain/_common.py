@@ -23,7 +23,6 @@ from ..core import device as _device
 from ..core.engine import Tensor
 from ..core.engine import array_module as _xp
 from ..core.models import Network
-from ..core.nn import BatchNorm2d, Conv2d, Linear
 
 # --------------------------------------------------------------------------
 # the types of the explainers' arguments (hints only: nothing is checked by them)
@@ -330,17 +329,3 @@ def resolve_objective(model: Network, target: Target, n: int) -> Objective:
             labels.append(f"{lay}[{','.join(map(str, idx))}]")
     classes = np.array([idx for _, idx in resolved], np.int64) if all(lay is None for lay, _ in resolved) else None
     return Objective(layer=layer, seed=seed, labels=labels, classes=classes)
-
-
-WEIGHT_TYPES = (Conv2d, Linear, BatchNorm2d)
-
-# --------------------------------------------------------------------------
-# randomised copies of a model
-# --------------------------------------------------------------------------
-
-
-def weight_layers(model: Network) -> list[str]:
-    """Names of the layers that have weights (conv / linear / batch norm), input to output
-    (a graph network's nodes in its topological order): ``["conv1", ..., "conv5", "fc6",
-    "fc7", "fc8"]`` for AlexNet."""
-    return [n for n, l in model.layers.items() if isinstance(l, WEIGHT_TYPES)]

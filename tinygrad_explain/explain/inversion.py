@@ -68,7 +68,7 @@ from ..core.engine import Tensor, no_grad
 from ..core.models import Network
 from ..core.ops import PutRows, TakeRows
 from . import recipes as _recipes
-from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer, weight_layers
+from ._common import ExplainError, Images, LayerName, as_batch, resolve_layer
 from .exemplar import CANDIDATES, exemplar_starts
 
 # the recipes live in recipes.RECIPES, the one table; this is its inversion part
@@ -309,12 +309,13 @@ def invert_layers(model: Network, x: Images, layers: Sequence[LayerName] | None 
                   recipe: str = DEFAULT_RECIPE, seed: int = 0, progress: bool = True, **settings) -> LayerInversions:
     """Reconstruct the image ``x`` from its code at each of ``layers`` (default: those of
     FIGURE_LAYERS the model has, conv1 ... fc8, where its layers with weights are named
-    so -- AlexNet --, else its layers with weights, :func:`._common.weight_layers`: a
+    so -- AlexNet --, else its layers with weights, :func:`~tinygrad_explain.core.models.weight_layers`: a
     ResNet's convolutions and classifier), all as one batch: row l
     of the batch is matched to layer l's code only (:func:`layer_errors`: one forward pass
     serves every row, each row going only through the nodes its layer depends on).  Any
     node of a graph network may be named.  Settings as in :func:`invert`."""
     if layers is None:
+        from ..core.models import weight_layers
         weighted = weight_layers(model)
         layers = [l for l in FIGURE_LAYERS if l in model.layer_names] if set(weighted) <= set(FIGURE_LAYERS) \
             else weighted

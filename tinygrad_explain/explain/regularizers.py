@@ -14,7 +14,7 @@ do not depend on the image size or on the model's pixel scale.  Both are
 written out as Functions with their closed-form backward (checked by
 ``te.gradcheck`` in the tests) rather than as chains of elementwise ops:
 one pass each way, no intermediate tensors.  Those Functions, ``AlphaNorm``
-and ``TotalVariation``, live in :mod:`tinygrad_explain.ops` with every other
+and ``TotalVariation``, live in :mod:`tinygrad_explain.core.ops` with every other
 differentiable operation; this module holds the priors built on them.
 
 The Gaussian blur that acts on the image between steps (Yosinski et al.

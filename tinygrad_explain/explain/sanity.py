@@ -47,9 +47,9 @@ import numpy as np
 
 from ..core import device as _device
 from ..core.architecture import from_architecture
-from ..core.models import Network
+from ..core.models import WEIGHT_TYPES, Network, weight_layers  # noqa: F401  (sanity.weight_layers)
 from ..core.nn import BatchNorm2d, Conv2d, Linear
-from ._common import WEIGHT_TYPES, ExplainError, Images, Target, as_batch, resolve_targets, to_host, weight_layers  # noqa: F401
+from ._common import ExplainError, Images, Target, as_batch, resolve_targets, to_host
 from .methods import get as get_method
 from .methods import sanity_checked
 from .statistics import (  # noqa: F401  (their home is statistics.py; te.explain.sanity.spearman, ...)
@@ -65,7 +65,12 @@ from .statistics import (  # noqa: F401  (their home is statistics.py; te.explai
 
 #: ``init(layer, rng, last)`` re-initialises one conv / linear / batch-norm layer in place (``last``: the top layer)
 Init = Callable[[Union[Conv2d, Linear, BatchNorm2d], np.random.Generator, bool], None]
-#: the layer types that have learnt parameters (what the randomisation tests re-initialise)
+
+# --------------------------------------------------------------------------
+# randomised copies of a model
+# --------------------------------------------------------------------------
+
+
 def copy_model(model: Network) -> Network:
     """An independent copy of ``model`` (architecture, weights, dtype, device,
     class names, preprocessing): changing the copy never touches ``model``."""

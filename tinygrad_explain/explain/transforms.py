@@ -21,7 +21,7 @@ resampling ``y = A x`` with bilinear taps the backward scatters each output
 gradient back to the four input pixels it was read from, with the same
 weights (``te.gradcheck`` checks each, float64, in tests/test_priors.py).
 The Functions themselves (``Roll``, ``Resample``, ``ColourMix``, ``FourierImage``)
-live in :mod:`tinygrad_explain.ops` with every other differentiable operation;
+live in :mod:`tinygrad_explain.core.ops` with every other differentiable operation;
 this module builds the taps, the random transformations and the
 parameterisations on them.
 Shapes: images (N, C, H, W); the Fourier parameter (N, C, H, W//2+1, 2)

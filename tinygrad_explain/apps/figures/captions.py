@@ -21,7 +21,7 @@ DOCS = MEASURED_DIR           # docs/*.json of the checkout, or their copies ins
 
 def bench_json(name: str) -> dict | None:
     """docs/``name``, a JSON file that a benchmark script wrote (scripts/bench_visualizations.py
-    ...; shipped inside the wheel too: tinygrad_explain/shipped.py), or None where it is
+    ...; shipped inside the wheel too: tinygrad_explain/modelfiles/shipped.py), or None where it is
     absent: captions quote measured numbers from these files only, never typed in."""
     p = DOCS / name
     return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
