@@ -54,8 +54,9 @@ pause instead of an untimed call (``compare``), so the whole set
     python scripts/bench_cpu.py --variants resnet50 vgg16 torchvision --batches 1 8 32 \
         --threads 2 --repeats 5 --no-startup --no-train --json docs/bench_cpu_graphs.json
 
-takes about 8 minutes on a quiet 2-core machine (ResNet-50 / VGG16 at 1 and 8, the
-torchvision AlexNet at 1, 8, 32, peak memory at each).
+is sized for about 8 minutes on a quiet 2-core machine (ResNet-50 / VGG16 at 1 and 8,
+the torchvision AlexNet at 1, 8, 32, peak memory at each) -- an estimate from the
+per-call times; the JSON's "seconds" says what a run took.
 """
 from __future__ import annotations
 
