@@ -890,7 +890,8 @@ def write_json(args, rows, memory, versions, load0, started):
                memory=[dict(model=v, batch=b, te_mb=round(m["te"] / 2**20, 1) if m.get("te") else None,
                             torch_mb=round(m["torch"] / 2**20, 1) if m.get("torch") else None)
                        for (v, b), m in memory.items()])
-    with open(args.json, "w") as fh:
+    from tinygrad_explain.safe_io import atomic_write
+    with atomic_write(args.json, mode="w") as fh:
         json.dump(doc, fh, indent=1)
         fh.write("\n")
     print(f"\nwritten: {args.json}")
