@@ -163,8 +163,11 @@ def onnx_file(variant, tm):
     ``ONNX_DIR`` (VGG16's export takes longer than its benchmark at batch 1)."""
     import torch
     global ONNX_DIR
-    if ONNX_DIR is None:
+    if ONNX_DIR is None:                        # made here: removed when this process ends (VGG16's is 528 MB)
+        import atexit
+        import shutil
         ONNX_DIR = os.environ["BENCH_CPU_ONNX_DIR"] = tempfile.mkdtemp(prefix="bench_cpu_")
+        atexit.register(shutil.rmtree, ONNX_DIR, True)
     path = os.path.join(ONNX_DIR, f"{variant}.onnx")
     if not os.path.exists(path):
         with warnings.catch_warnings():
@@ -768,6 +771,8 @@ def run_memory(variant, batch, threads):
     """Peak RSS of one fwd+grad (backprop) at ``batch`` above the loaded model after a warm-up
     at batch 1, each engine in a fresh process on ``threads`` threads (``CHILD``); bytes."""
     out = {}
+    if variant in GRAPH_VARIANTS:               # exported once, here, for both children and every batch
+        onnx_file(variant, torch_graph_net(variant))
     env = dict(os.environ, **MEMORY_ENV)
     for engine in ("te", "torch"):
         r = subprocess.run([sys.executable, "-c", CHILD % (HERE, threads), engine, variant, str(batch)],
