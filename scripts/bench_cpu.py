@@ -988,7 +988,7 @@ def main():
                           f"{mem['te extra'] / 2**20:.0f} MiB of fc weight copies; its "
                           f"{mem['te fc'] / 2**20:.0f} MiB of fc weights are held once, in the kernel's layout, "
                           f"in the loaded model), torch {mem['torch'] / 2**20:6.0f} MiB, "
-                          f"ratio {mem['te'] / mem['torch']:.2f}x", flush=True)
+                          f"ratio {mem['te'] / max(mem['torch'], 1):.2f}x", flush=True)
     if rows:
         print_table(rows, memory)
     if args.json:
