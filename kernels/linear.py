@@ -230,8 +230,17 @@ def blas_rows(g, w):
     if pad:
         g = np.concatenate([g, np.zeros((pad, g.shape[1]), g.dtype)])
     out = np.empty((g.shape[0], w.shape[1]), np.result_type(g, w))
+    # A weight in the forward layout is the view Wt.T of a contiguous Wt: the block is
+    # computed as its transpose, Wt @ g_block.T -- the same products, summed in the same
+    # order by the same BLAS kernel (the same bits on the machines tried), but with the
+    # large matrix as BLAS's contiguous left operand: VGG16's fc6 backward (25088 x 4096)
+    # at batch 1 and 8 took 1.1-1.9x less time than g_block @ Wt.T (loaded 2-core machine).
+    wt = w.T if w.T.flags.c_contiguous else None
     for s in range(0, g.shape[0], BLAS_ROWS):
-        out[s:s + BLAS_ROWS] = g[s:s + BLAS_ROWS] @ w
+        if wt is not None:
+            out[s:s + BLAS_ROWS] = (wt @ g[s:s + BLAS_ROWS].T).T
+        else:
+            out[s:s + BLAS_ROWS] = g[s:s + BLAS_ROWS] @ w
     return out[:n]
 
 

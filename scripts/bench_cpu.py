@@ -38,9 +38,25 @@ training step of the embedded model at batch 128.
     python scripts/bench_cpu.py --variants resnet50 vgg16 --batches 1 8 --no-startup --no-train
 
 ``--variants resnet50 vgg16`` times torchvision's ResNet-50 and VGG16 (224 px, random
-weights; ``torch_graph_net``), exported to ONNX and loaded as graph networks, against
-the torch modules they were exported from (issue 28).  ``--profile`` skips them (its
-table pairs AlexNet's layers one to one).
+weights; ``torch_graph_net``), exported to ONNX (once per run) and loaded as graph
+networks, against the torch modules they were exported from (issue 28), at
+``--graph-batches`` (default 1 and 8; the AlexNets at ``--batches``).  With them,
+``--profile`` prints where this engine's time goes by node type and the slowest nodes.
+
+``--threads`` sets both engines' threads (torch's, and this engine's Numba and BLAS
+pools through ``te.set_num_threads``).  After the ratio rows comes one table --
+model, batch, measure, ms te / torch, ratio with its spread (the lowest and highest
+ratio of a single round), peak MB te / torch and their ratio, load average -- and
+``--json PATH`` writes it, with the threads, versions and load averages, for the
+docs (docs/bench_cpu_graphs.json).  Calls longer than ``LONG_S`` are timed after a
+pause instead of an untimed call (``compare``), so the whole set
+
+    python scripts/bench_cpu.py --variants resnet50 vgg16 torchvision --batches 1 8 32 \
+        --threads 2 --repeats 5 --no-startup --no-train --json docs/bench_cpu_graphs.json
+
+is sized for about 8 minutes on a quiet 2-core machine (ResNet-50 / VGG16 at 1 and 8,
+the torchvision AlexNet at 1, 8, 32, peak memory at each) -- an estimate from the
+per-call times; the JSON's "seconds" says what a run took.
 """
 from __future__ import annotations
 
@@ -131,17 +147,35 @@ def te_model(variant):
     import tinygrad_explain as te
     te.manual_seed(0)
     if variant in GRAPH_VARIANTS:
-        import torch
         tm = torch_graph_net(variant)
-        with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
-            warnings.simplefilter("ignore")     # the legacy exporter's deprecation notice
-            path = os.path.join(d, f"{variant}.onnx")
-            torch.onnx.export(tm, (torch.zeros(1, 3, 224, 224),), path, dynamo=False, opset_version=17,
-                              input_names=["input"], dynamic_axes={"input": {0: "batch"}})
-            model = te.load_model(path)
+        model = te.load_model(onnx_file(variant, tm))
         model.torch_source = tm
         return model
     return te.load_model() if variant == "embedded" else te.models.alexnet(variant)
+
+
+#: where the ONNX exports of one run are kept (the memory children load them too)
+ONNX_DIR = os.environ.get("BENCH_CPU_ONNX_DIR")
+
+
+def onnx_file(variant, tm):
+    """The ONNX file of ``torch_graph_net(variant)`` (``tm``), exported once per run into
+    ``ONNX_DIR`` (VGG16's export takes longer than its benchmark at batch 1)."""
+    import torch
+    global ONNX_DIR
+    if ONNX_DIR is None:                        # made here: removed when this process ends (VGG16's is 528 MB)
+        import atexit
+        import shutil
+        ONNX_DIR = os.environ["BENCH_CPU_ONNX_DIR"] = tempfile.mkdtemp(prefix="bench_cpu_")
+        atexit.register(shutil.rmtree, ONNX_DIR, True)
+    path = os.path.join(ONNX_DIR, f"{variant}.onnx")
+    if not os.path.exists(path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # the legacy exporter's deprecation notice
+            torch.onnx.export(tm, (torch.zeros(1, 3, 224, 224),), path + ".part", dynamo=False, opset_version=17,
+                              input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+        os.replace(path + ".part", path)
+    return path
 
 
 def torch_twin(te_model):
@@ -154,9 +188,11 @@ def torch_twin(te_model):
     return from_network(te_model)
 
 
-def te_setup(variant, batch):
+def te_setup(variant, batch, model=None):
+    """(model, fwd, grad): ``grad(rule)`` is a run of forward + input gradient under ``rule``;
+    ``model`` (default: a new ``te_model(variant)``) is reused across batches."""
     import tinygrad_explain as te
-    model = te_model(variant)
+    model = te_model(variant) if model is None else model
     x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
     onehot = np.zeros((batch, model.num_classes), np.float32)
     onehot[:, 3] = 1
@@ -223,42 +259,75 @@ def timeit(fn, warm=2):
     return time.perf_counter() - t
 
 
+LONG_S = 0.5        # a call this long (seconds, at warm-up) is timed after a pause instead of an untimed call
+PAUSE_S = 0.3       # the pause: longer than OpenBLAS's and OpenMP's workers spin after a parallel region
+
+#: the last ``compare``'s per-round times (ms), for the spread in the table and the JSON
+last_rounds = {}
+
+
 def compare(name, fa, fb, repeats):
     """Median times of fa and fb, measured alternately: each round runs fa twice
     and times the second call, then fb likewise.  The untimed call lets the other
     library's thread pool go idle first (OpenBLAS and OpenMP workers spin for a
     while after a parallel region), so neither engine is timed against the
-    other's spinning threads."""
-    fa(), fb() if fb is not None else None      # warm-up: compile, allocate
+    other's spinning threads.  A call that took longer than ``LONG_S`` at warm-up
+    (VGG16 and ResNet-50 at batch 8) is timed after a pause of ``PAUSE_S`` instead of
+    an untimed call, which would double the benchmark's time for nothing: its own
+    arrays are far larger than any cache.  The rounds' times are left in
+    ``last_rounds`` ("te", "torch": lists of ms)."""
+    pauses = []
+    for f in (fa, fb):                          # warm-up: compile, allocate
+        if f is not None:
+            t = time.perf_counter(); f(); pauses.append(time.perf_counter() - t >= LONG_S)
     ta, tb = [], []
     for _ in range(repeats):
-        for f, ts in ((fa, ta), (fb, tb)):
+        for f, ts, pause in zip((fa, fb), (ta, tb), pauses):
             if f is None:
                 continue
-            f()
+            if pause:
+                time.sleep(PAUSE_S)
+            else:
+                f()
             t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
+    last_rounds.clear()
+    last_rounds.update(te=[t * 1e3 for t in ta], torch=[t * 1e3 for t in tb])
     a = statistics.median(ta) * 1e3
     b = statistics.median(tb) * 1e3 if tb else float("nan")
     return name, a, b
 
 
+def batches_of(args, variant):
+    """The batches timed for ``variant``: ``--graph-batches`` for ResNet-50 / VGG16, else ``--batches``."""
+    return args.graph_batches if variant in GRAPH_VARIANTS else args.batches
+
+
 def run_speed(args, have_torch):
+    """The ratio table: one row (a dict) per variant, batch and measure, printed as it comes."""
     rows = []
     for variant in args.variants:
-        for batch in args.batches:
-            model, fwd, grad = te_setup(variant, batch)
+        model = te_model(variant)
+        for batch in batches_of(args, variant):
+            model, fwd, grad = te_setup(variant, batch, model)
             tfwd, tgrad = torch_setup(variant, batch, model) if have_torch else (None, lambda rule: None)
             if have_torch and variant in GRAPH_VARIANTS:        # the same network: its scores agree
                 a, b = np.asarray(fwd(), np.float64), tfwd().double().numpy()
                 print(f"{variant:<12} {batch:>5}  scores: max |te - torch| / max |torch| = "
                       f"{np.abs(a - b).max() / np.abs(b).max():.1e}", flush=True)
-            rows.append((variant, batch) + compare("forward", fwd, tfwd, args.repeats) + (uptime(),))
-            print_row(rows[-1:])
-            for rule in args.rules:
-                rows.append((variant, batch) + compare(f"fwd+grad {rule}", grad(rule), tgrad(rule), args.repeats)
-                            + (uptime(),))
+            for measure, fa, fb in [("forward", fwd, tfwd)] + [(f"fwd+grad {rule}", grad(rule), tgrad(rule))
+                                                               for rule in args.rules]:
+                _, a, b = compare(measure, fa, fb, args.repeats)
+                ratios = [x / y for x, y in zip(last_rounds["te"], last_rounds["torch"])]
+                rows.append(dict(model=variant, batch=batch, measure=measure, te_ms=round(a, 2),
+                                 torch_ms=round(b, 2) if b == b else None,
+                                 ratio=round(a / b, 3) if b == b else None,
+                                 ratio_min=round(min(ratios), 3) if ratios else None,
+                                 ratio_max=round(max(ratios), 3) if ratios else None,
+                                 te_rounds_ms=[round(t, 2) for t in last_rounds["te"]],
+                                 torch_rounds_ms=[round(t, 2) for t in last_rounds["torch"]],
+                                 load=round(uptime(), 2)))
                 print_row(rows[-1:])
-            del model
+        del model
     return rows
 
 
@@ -569,6 +638,63 @@ def profile_layers(variant, batch, repeats):
     return rows
 
 
+def profile_graph(variant, batch, repeats):
+    """Where a graph network's fwd+grad (backprop) time goes, node by node: each node's
+    forward and its backward (its ``Function``'s), median over ``repeats`` runs of the
+    nodes in the graph's order, in ms; and the whole run's time in this engine and in
+    torch (alternately, ``compare``).  Returns [(name, type, fwd, bwd)], (te ms, torch ms)."""
+    import tinygrad_explain as te
+    model, fwd, grad = te_setup(variant, batch)
+    tfwd, tgrad = torch_setup(variant, batch, model)
+    _, a, b = compare("fwd+grad", grad("backprop"), tgrad("backprop"), repeats)
+    times = {n: ([], []) for n in model.layer_names}
+    x = np.random.default_rng(0).standard_normal((batch,) + model.input_shape).astype(np.float32)
+    onehot = np.zeros((batch, model.num_classes), np.float32)
+    onehot[:, 3] = 1
+
+    def timed(name, layer, xs):
+        t = time.perf_counter()
+        y = layer(*xs)
+        times[name][0].append(time.perf_counter() - t)
+        backward = y._ctx.backward
+
+        def timed_backward(g):
+            t = time.perf_counter()
+            out = backward(g)
+            times[name][1].append(time.perf_counter() - t)
+            return out
+        y._ctx.backward = timed_backward
+        return y
+    inputs = getattr(model, "inputs", None) or {n: (p,) for n, p in zip(model.layer_names,
+                                                                        ["input"] + model.layer_names)}
+    for _ in range(repeats):
+        values = {"input": te.Tensor(x, requires_grad=True)}
+        for name, layer in model.layers.items():
+            values[name] = timed(name, layer, [values[i] for i in inputs[name]])
+        values[model.layer_names[-1]].backward(onehot)
+        del values
+    rows = [(n, model.layers[n].type, statistics.median(f) * 1e3 if f else 0.0,
+             statistics.median(g) * 1e3 if g else 0.0) for n, (f, g) in times.items()]
+    return rows, (a, b)
+
+
+def print_graph_profile(variant, batch, rows, whole):
+    """Per node type: count, forward and backward ms (sums of medians), share; the ten slowest nodes."""
+    a, b = whole
+    print(f"\nper-node profile, {variant} batch {batch} (this engine, fwd+grad backprop; whole run "
+          f"{a:.0f} ms, torch {b:.0f} ms, {a / b:.2f}x)")
+    by = {}
+    for _, t, f, g in rows:
+        c, sf, sg = by.get(t, (0, 0.0, 0.0))
+        by[t] = (c + 1, sf + f, sg + g)
+    total = sum(f + g for _, _, f, g in rows) or 1.0
+    print(f"{'type':<16} {'nodes':>5} {'fwd ms':>8} {'bwd ms':>8} {'share':>6}")
+    for t, (c, f, g) in sorted(by.items(), key=lambda kv: -(kv[1][1] + kv[1][2])):
+        print(f"{t:<16} {c:>5} {f:8.1f} {g:8.1f} {100 * (f + g) / total:5.1f}%")
+    print("slowest nodes: " + ", ".join(f"{n} ({t}) {f:.1f}+{g:.1f}" for n, t, f, g in
+                                         sorted(rows, key=lambda r: -(r[2] + r[3]))[:10]), flush=True)
+
+
 def print_profile(variant, batch, rows):
     print(f"\nper-layer profile, {variant} batch {batch}: median ms (te / torch)")
     print(f"{'layer':<9} {'fwd te':>8} {'torch':>8} {'ratio':>6}   {'bwd te':>8} {'torch':>8} {'ratio':>6}")
@@ -581,9 +707,11 @@ def print_profile(variant, batch, rows):
 
 
 def print_row(rows):
-    for variant, batch, name, a, b, load in rows:
-        print(f"{variant:<12} {batch:>5}  {name:<20} {a:9.1f} {b:9.1f}   {a / b if b == b else float('nan'):6.2f}x"
-              f"   {load:5.1f}", flush=True)
+    for r in rows:
+        b = r["torch_ms"] if r["torch_ms"] is not None else float("nan")
+        spread = f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}" if r["ratio_min"] is not None else ""
+        print(f"{r['model']:<12} {r['batch']:>5}  {r['measure']:<20} {r['te_ms']:9.1f} {b:9.1f}   "
+              f"{r['te_ms'] / b:6.2f}x {spread:>10}   {r['load']:5.1f}", flush=True)
 
 
 CHILD = r"""
@@ -595,17 +723,23 @@ def status(key):
             if line.startswith(key): return int(line.split()[1]) * 1024
 import tinygrad_explain as te
 sys.path.insert(0, %r)
-from bench_cpu import te_model, torch_twin
-m = te_model(variant)
-shape = m.input_shape
+from bench_cpu import GRAPH_VARIANTS, te_model, torch_graph_net, torch_twin
+threads = %d
+if engine == 'te' or variant not in GRAPH_VARIANTS:
+    m = te_model(variant)
+    shape = m.input_shape
 if engine == 'te':
+    te.set_num_threads(threads)
     def step(b):
         x = np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)
         oh = np.zeros((b, m.num_classes), np.float32); oh[:, 3] = 1
         xt = te.Tensor(x, requires_grad=True); m(xt).backward(oh); return xt.grad
 else:
-    import torch; torch.set_num_threads(%d)
-    tm = torch_twin(m); del m
+    import torch; torch.set_num_threads(threads)
+    if variant in GRAPH_VARIANTS:
+        tm, shape = torch_graph_net(variant), (3, 224, 224)
+    else:
+        tm = torch_twin(m); del m
     for p in tm.parameters(): p.requires_grad_(False)
     def step(b):
         x0 = np.random.default_rng(0).standard_normal((b,) + shape).astype(np.float32)
@@ -626,11 +760,23 @@ print(status('VmHWM') - base + extra, extra, fc)
 """
 
 
+#: the memory children's environment: a fixed mmap threshold, so that every large array
+#: (of either engine) is mapped and unmapped on its own and the peak RSS is the peak of the
+#: arrays alive (glibc otherwise raises the threshold as large blocks are freed and keeps
+#: later ones on its heap, whose high-water mark then depends on the order of frees).
+MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 17)}
+
+
 def run_memory(variant, batch, threads):
+    """Peak RSS of one fwd+grad (backprop) at ``batch`` above the loaded model after a warm-up
+    at batch 1, each engine in a fresh process on ``threads`` threads (``CHILD``); bytes."""
     out = {}
+    if variant in GRAPH_VARIANTS:               # exported once, here, for both children and every batch
+        onnx_file(variant, torch_graph_net(variant))
+    env = dict(os.environ, **MEMORY_ENV)
     for engine in ("te", "torch"):
         r = subprocess.run([sys.executable, "-c", CHILD % (HERE, threads), engine, variant, str(batch)],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=env)
         if r.returncode != 0:
             out[engine] = None
             print(f"memory child ({engine}) failed: {r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode}")
@@ -709,6 +855,53 @@ def run_train_step(repeats):
     return statistics.median(ts) * 1e3
 
 
+def table_rows(rows, memory):
+    """The speed rows with the peak memory of their variant and batch (fwd+grad rows only;
+    the memory children run backprop's fwd+grad, and the rules need the same arrays)."""
+    out = []
+    for r in rows:
+        mem = memory.get((r["model"], r["batch"]), {}) if r["measure"] != "forward" else {}
+        te_mb, torch_mb = ((mem[k] / 2**20 if mem.get(k) is not None else None) for k in ("te", "torch"))
+        out.append(dict(r, peak_mb_te=None if te_mb is None else round(te_mb, 1),
+                        peak_mb_torch=None if torch_mb is None else round(torch_mb, 1),
+                        peak_ratio=round(te_mb / torch_mb, 3) if te_mb and torch_mb else None))
+    return out
+
+
+def print_table(rows, memory):
+    """The summary: model, batch, measure, ms te / torch, ratio (and its spread), peak MB te / torch, ratio."""
+    def f(v, fmt, unit=""):
+        return format(v, fmt) + unit if v is not None else "-"
+    print(f"\n{'model':<12} {'batch':>5}  {'measure':<20} {'ms te':>9} {'ms torch':>9} {'ratio':>6} "
+          f"{'spread':>10}  {'MB te':>7} {'MB torch':>8} {'ratio':>6}  {'load':>5}")
+    for r in table_rows(rows, memory):
+        spread = f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}" if r["ratio_min"] is not None else "-"
+        print(f"{r['model']:<12} {r['batch']:>5}  {r['measure']:<20} {r['te_ms']:9.1f} {f(r['torch_ms'], '9.1f'):>9} "
+              f"{f(r['ratio'], '5.2f', 'x'):>6} {spread:>10}  {f(r['peak_mb_te'], '7.0f'):>7} "
+              f"{f(r['peak_mb_torch'], '8.0f'):>8} {f(r['peak_ratio'], '5.2f', 'x'):>6}  {r['load']:5.1f}")
+
+
+def write_json(args, rows, memory, versions, load0, started):
+    """The table (``table_rows``), the memory of every variant and batch measured, and how it
+    was taken: threads, repeats, versions, the load average before and after."""
+    import json
+    import platform
+    doc = dict(command="python scripts/bench_cpu.py " + " ".join(sys.argv[1:]),
+               date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+               seconds=round(time.time() - started), threads=args.threads, repeats=args.repeats,
+               machine=f"{platform.machine()}, {os.cpu_count()} cores", versions=versions,
+               load_before=[round(v, 2) for v in load0], load_after=[round(v, 2) for v in os.getloadavg()],
+               rows=table_rows(rows, memory),
+               memory=[dict(model=v, batch=b, te_mb=round(m["te"] / 2**20, 1) if m.get("te") else None,
+                            torch_mb=round(m["torch"] / 2**20, 1) if m.get("torch") else None)
+                       for (v, b), m in memory.items()])
+    from tinygrad_explain.safe_io import atomic_write
+    with atomic_write(args.json, mode="w") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+    print(f"\nwritten: {args.json}")
+
+
 def main():
     # Measure as a user's machine would run: without this machine's OpenBLAS
     # kernel pins, unless --keep-blas-env.
@@ -719,10 +912,14 @@ def main():
     ap.add_argument("--variants", nargs="+", default=list(ALEXNETS), choices=VARIANTS,
                     help="networks to time (default: the AlexNets); resnet50, vgg16: 224 px graph networks "
                          "through ONNX")
-    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32], help="batches of the AlexNets")
+    ap.add_argument("--graph-batches", nargs="+", type=int, default=[1, 8],
+                    help="batches of resnet50 / vgg16 (default 1 8: the issue's targets)")
     ap.add_argument("--rules", nargs="+", default=["backprop", "deconvnet", "guided"], choices=list(TORCH_RULES))
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="threads of both engines: torch's, and this engine's Numba and BLAS pools "
+                         "(te.set_num_threads); default: all cores")
     ap.add_argument("--profile", action="store_true", help="per-layer forward/backward table against torch")
     ap.add_argument("--no-speed", action="store_true", help="skip the whole-network ratio table")
     ap.add_argument("--fc", action="store_true", help="fully connected kernel vs BLAS by batch (the crossover)")
@@ -731,7 +928,10 @@ def main():
     ap.add_argument("--loop-steps", type=int, default=5, help="steps per timed run of --loops")
     ap.add_argument("--fc-batches", nargs="+", type=int, default=[1, 2, 4, 8, 16, 24, 32, 64])
     ap.add_argument("--no-memory", action="store_true")
-    ap.add_argument("--mem-batches", nargs="+", type=int, default=[8], help="batches of the peak-memory table")
+    ap.add_argument("--mem-batches", nargs="+", type=int, default=None,
+                    help="batches of the peak-memory table (default: those timed; 8 with --no-speed)")
+    ap.add_argument("--json", metavar="PATH", help="write the ratio and memory table, the load averages, the "
+                    "threads and the versions to PATH (e.g. docs/bench_cpu_graphs.json)")
     ap.add_argument("--no-startup", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--keep-blas-env", action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE as set")
@@ -747,13 +947,21 @@ def main():
     except ImportError:
         have_torch, tinfo = False, "torch not installed: this engine's numbers only"
     import numba
-    print(f"this engine: numpy {np.__version__} BLAS {blas_info()}, numba {numba.__version__} "
-          f"({numba.config.NUMBA_NUM_THREADS} threads, layer {numba.config.THREADING_LAYER})")
+
+    import tinygrad_explain as te
+    te.set_num_threads(args.threads)            # the same threads as torch's
+    started, load0 = time.time(), os.getloadavg()
+    teinfo = (f"numpy {np.__version__} BLAS {blas_info()}, numba {numba.__version__} "
+              f"({numba.get_num_threads()} threads, layer {numba.config.THREADING_LAYER})")
+    print(f"this engine: {teinfo}")
     print(f"reference:   {tinfo}")
-    print(f"\nmedian of {args.repeats} runs, milliseconds (te / torch)\n")
+    print(f"\nmedian of {args.repeats} runs, milliseconds (te / torch); spread: the lowest and highest "
+          "ratio of one round; load: the 1-minute load average\n")
+    rows, memory = [], {}
     if not args.no_speed:
-        print(f"{'variant':<12} {'batch':>5}  {'measure':<20} {'te':>9} {'torch':>9}   {'ratio':>6}   {'load':>5}")
-        run_speed(args, have_torch)
+        print(f"{'variant':<12} {'batch':>5}  {'measure':<20} {'te':>9} {'torch':>9}   {'ratio':>6} "
+              f"{'spread':>10}   {'load':>5}")
+        rows = run_speed(args, have_torch)
     if args.fc:
         run_fc(args)
     if args.reduced:
@@ -761,22 +969,30 @@ def main():
     if args.loops and have_torch:
         run_loops(args)
     if args.profile and have_torch:
-        for variant in (v for v in args.variants if v not in GRAPH_VARIANTS):     # layers match one to one
-            for batch in args.batches:
-                print_profile(variant, batch, profile_layers(variant, batch, args.repeats))
+        for variant in args.variants:
+            for batch in batches_of(args, variant):
+                if variant in GRAPH_VARIANTS:
+                    print_graph_profile(variant, batch, *profile_graph(variant, batch, args.repeats))
+                else:                           # the AlexNets' layers match torch's one to one
+                    print_profile(variant, batch, profile_layers(variant, batch, args.repeats))
 
     if not args.no_memory and have_torch:
         print(f"\npeak memory of fwd+grad, above the loaded model (each engine in a fresh process, load "
               f"{uptime():.1f})")
         for variant in args.variants:
-            for batch in args.mem_batches:
-                mem = run_memory(variant, batch, args.threads)
+            mem_batches = args.mem_batches or ([8] if args.no_speed else batches_of(args, variant))
+            for batch in mem_batches:
+                mem = memory[variant, batch] = run_memory(variant, batch, args.threads)
                 if None not in mem.values():
                     print(f"{variant:<12} {batch:>5}  te {mem['te'] / 2**20:6.0f} MiB (with "
                           f"{mem['te extra'] / 2**20:.0f} MiB of fc weight copies; its "
                           f"{mem['te fc'] / 2**20:.0f} MiB of fc weights are held once, in the kernel's layout, "
                           f"in the loaded model), torch {mem['torch'] / 2**20:6.0f} MiB, "
-                          f"ratio {mem['te'] / mem['torch']:.2f}x", flush=True)
+                          f"ratio {mem['te'] / max(mem['torch'], 1):.2f}x", flush=True)
+    if rows:
+        print_table(rows, memory)
+    if args.json:
+        write_json(args, rows, memory, dict(te=teinfo, torch=tinfo), load0, started)
     if not args.no_startup:
         cold, warm, ref = run_startup(args.threads)
         vs = f"; PyTorch {ref:.2f} s, ratio {warm / ref:.2f}x" if ref else ""

@@ -243,6 +243,45 @@ def test_a_chain_as_a_graph_is_bit_identical_to_the_network():
     assert chain.cut_nodes == net.layer_names
 
 
+def graph_tensors(y):
+    """Every tensor of y's graph (y, its parents, theirs, ...), once each."""
+    seen, todo = {}, [y]
+    while todo:
+        t = todo.pop()
+        if id(t) not in seen:
+            seen[id(t)] = t
+            todo.extend(t._parents)
+    return list(seen.values())
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_intermediate_outputs_are_freed_and_the_gradient_unchanged(net, x, graph):
+    """The runners drop the arrays of the outputs they made once no later node reads
+    them (a convolution's output before its ReLU, an addition's): the graph's backward
+    never reads them.  The input, kept outputs and the output keep theirs, and the input
+    gradient is the one of the same layers run by hand (nothing released)."""
+    model = net if graph else tiny_network(dropout=False).astype(np.float64)
+    xin = x if graph else np.random.default_rng(0).standard_normal((2,) + model.input_shape)
+    keep = "layer1.0.conv2" if graph else model.layer_names[0]
+    xt = te.Tensor(xin, requires_grad=True)
+    outs = model(xt, keep=keep)
+    tensors = graph_tensors(outs.output)
+    freed = [t for t in tensors if t.data is None]
+    assert freed and all(t._ctx is not None for t in freed)
+    assert xt.data is not None and outs[keep].data is not None and outs.output.data is not None
+    g = np.random.default_rng(2).standard_normal(outs.output.shape)
+    outs.output.backward(g)
+    # the same layers by hand, every output kept alive
+    ref, values = te.Tensor(xin, requires_grad=True), {}
+    inputs = model.inputs if graph else {n: (p,) for n, p in zip(model.layer_names, [INPUT] + model.layer_names)}
+    values[INPUT] = ref
+    for n, layer in model.layers.items():
+        values[n] = layer(*[values[i] for i in inputs[n]])
+    values[model.layer_names[-1]].backward(g)
+    np.testing.assert_array_equal(xt.grad, ref.grad)
+    assert outs[keep].grad is not None
+
+
 def test_old_model_files_still_load(tmp_path):
     """The shipped embedded model was written as format_version 1, before graphs; a
     Network is still written as version 1 (readable by older readers)."""

@@ -267,6 +267,22 @@ class Function:
         raise NotImplementedError
 
 
+def release_intermediate(t: Tensor, *alive: Tensor) -> None:
+    """Let go of ``t.data`` for an intermediate output that only the graph still holds.
+
+    The backward pass never reads a tensor's ``data``: each Function saved the arrays
+    its own backward needs (a ReLU its output, a convolution its input, max-pooling its
+    switches).  A network runner that made ``t`` and handed it to every layer that reads
+    it may therefore drop its array -- a convolution's output before its ReLU is then
+    freed at once, as PyTorch frees it (its graph holds saved arrays, not tensors).
+    Nothing is dropped for a leaf, a tensor that keeps its gradient (``retain_grad``, a
+    ``keep=`` output), a tensor outside a graph (reference counting frees those), or one
+    that is ``alive`` (still handed out, e.g. returned by an identity layer)."""
+    if t._ctx is None or t._retains_grad or any(t is a for a in alive):
+        return
+    t.data = None
+
+
 def _check_same_device(op, tensors):
     """Refuse an op whose inputs live on different devices (no silent host <-> device copies)."""
     where = ["cpu" if array_module(t.data) is np else "gpu" for t in tensors]

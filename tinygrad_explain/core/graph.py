@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from . import nn
-from .engine import Tensor
+from .engine import Tensor, release_intermediate
 from .models import LayerOutputs, Network, keep_output, layer_output_shape
 
 #: the name a node uses for the network's input
@@ -259,6 +259,7 @@ class GraphNetwork(Network):
         for n in run:
             for i in self.inputs[n]:
                 readers[i] = readers.get(i, 0) + 1
+        given = x
         values = {INPUT if start is None else start: x}
         kept = LayerOutputs()
         for name in run:
@@ -267,7 +268,9 @@ class GraphNetwork(Network):
             for i in ins:                   # free what no later node reads
                 readers[i] -= 1
                 if readers[i] == 0:
-                    del values[i]
+                    v = values.pop(i)
+                    if v is not given:      # its array too, unless the graph's backward needs it
+                        release_intermediate(v, y, *values.values())
             if keep is not None and name in keep:
                 kept[name] = keep_output(y)
             values[name] = y

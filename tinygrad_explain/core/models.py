@@ -20,7 +20,7 @@ import numpy as np
 
 from . import device as _device
 from . import nn
-from .engine import Tensor, array_module, is_grad_enabled
+from .engine import Tensor, array_module, is_grad_enabled, release_intermediate
 
 
 class Network:
@@ -251,9 +251,12 @@ class Network:
                 if k not in run:
                     raise ValueError(f"keep: layer {k!r} is not run (this call runs {run[0]!r} .. {run[-1]!r})")
         x = self.check_input(x, after=start)
-        kept = LayerOutputs()
+        kept, given = LayerOutputs(), x
         for name in run:
-            x = self.layers[name](x)
+            y = self.layers[name](x)
+            if x is not given:                  # an output of this call that no later layer reads
+                release_intermediate(x, y)
+            x = y
             if keep is not None and name in keep:
                 kept[name] = keep_output(x)
         if keep is None:
