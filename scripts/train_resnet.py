@@ -26,7 +26,7 @@ per-channel mean/std of the epoch-0 training scenes -- with SGD (Nesterov
 momentum 0.9, weight decay 5e-4 on the weights, not on batch norm or biases),
 batch 128, learning rate warmed up linearly over half an epoch to 0.1 then
 cosine-annealed to 0, 5 epochs, seed 0, four processes of one thread; the
-shipped model then had a second cosine cycle (2 epochs from 0.03, below).  One
+shipped model then had three more cosine cycles (below; docs/resnet.md).  One
 checkpoint per epoch (``--out-dir``, default /tmp/train_resnet; torch's ``.pt`` files, not shipped),
 the final model exported to ``<out-dir>/fashion_scenes_resnet.onnx`` (eval
 mode, opset 17, batch axis dynamic) with the class names and preprocessing in
@@ -34,9 +34,13 @@ its ``metadata_props``, its accuracy on the 10,000 test scenes (torch), and
 then the conversion to ``--out`` (default weights/fashion_scenes_resnet.h5) by
 the project's ONNX importer with those class names and that preprocessing.
 
-    python scripts/train_resnet.py --out /tmp/train_resnet/cycle1.h5     # 5 epochs (86.47 %)
+    python scripts/train_resnet.py --out /tmp/train_resnet/cycle1.h5     # epochs 1-5 (86.47 %)
     python scripts/train_resnet.py --init-from /tmp/train_resnet/epoch_005.pt --first-epoch 5 --epochs 2 \
-        --lr 0.03 --warmup 0          # the second cycle: the shipped model (87.09 %, docs/resnet.md)
+        --lr 0.03 --warmup 0 --out /tmp/train_resnet/cycle2.h5                                   # 6-7 (87.09 %)
+    python scripts/train_resnet.py --init-from /tmp/train_resnet/epoch_007.pt --first-epoch 7 --epochs 10 \
+        --lr 0.05 --warmup 0 --out-dir /tmp/train_resnet3 --out /tmp/train_resnet3/cycle3.h5    # 8-17 (89.41 %)
+    python scripts/train_resnet.py --init-from /tmp/train_resnet3/epoch_017.pt --first-epoch 17 --epochs 8 \
+        --lr 0.03 --weight-decay 1e-4 --warmup 0 --out-dir /tmp/train_resnet4   # 18-25: the shipped model (90.12 %)
     python scripts/train_resnet.py --convert /tmp/train_resnet/fashion_scenes_resnet.onnx   # convert only
     python scripts/train_resnet.py --epochs 1 --train-size 5000 --out-dir /tmp/r
 
