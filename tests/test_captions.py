@@ -107,7 +107,32 @@ def test_readme_tables_quote_no_unchecked_number():
     its one generated table, the methods, is checked against the registry (tests/test_registry.py)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     generated = readme[readme.index("<!-- methods table"):readme.index("<!-- end of the methods table -->")]
-    rows = [line for line in readme.replace(generated, "").splitlines() if line.startswith("|")]
+    speed = readme[readme.index("<!-- speed table"):readme.index("<!-- end of the speed table -->")]
+    rows = [line for line in readme.replace(generated, "").replace(speed, "").splitlines() if line.startswith("|")]
     assert rows, "the README has tables"
     found = [row for row in rows if MEASURED.search(row) or re.search(r"\d+(?:\.\d+)? ?%", row)]
     assert not found, f"measured numbers in README tables, not read from docs/*.json: {found}"
+
+
+def speed_table(bench: dict) -> str:
+    """The README's speed table, from docs/bench_cpu_graphs.json: per model and batch, the forward ratio,
+    the range of the fwd+grad ratios over the three ReLU rules and the peak-memory ratio."""
+    names = {"resnet50": "ResNet-50", "vgg16": "VGG16", "torchvision": "AlexNet (torchvision)"}
+    out = ["| model (224 px) | batch | forward | fwd + input gradient, 3 rules | peak memory |",
+           "|---|---|---|---|---|"]
+    for key in dict.fromkeys((r["model"], r["batch"]) for r in bench["rows"]):
+        rows = [r for r in bench["rows"] if (r["model"], r["batch"]) == key]
+        fwd = next(r["ratio"] for r in rows if r["measure"] == "forward")
+        grad = [r["ratio"] for r in rows if r["measure"].startswith("fwd+grad")]
+        peak = next(r["peak_ratio"] for r in rows if r["peak_ratio"] is not None)
+        out.append(f"| {names[key[0]]} | {key[1]} | {fwd:.2f}x | {min(grad):.2f}-{max(grad):.2f}x | {peak:.2f}x |")
+    return "\n".join(out)
+
+
+def test_readme_speed_table_is_the_json():
+    """The README's speed table is docs/bench_cpu_graphs.json rendered (a re-run changes both or fails here)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("\n", readme.index("<!-- speed table")) + 1
+    table = readme[start:readme.index("\n<!-- end of the speed table -->")]
+    bench = json.loads((ROOT / "docs" / "bench_cpu_graphs.json").read_text(encoding="utf-8"))
+    assert table == speed_table(bench)
