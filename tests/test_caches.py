@@ -36,3 +36,19 @@ def test_natural_colour_is_dropped_with_its_model_and_never_handed_to_another():
         del b
         gc.collect()
     assert len(recipes._COLOURS) == before
+
+
+def test_decoders_are_dropped_with_their_model():
+    """The decoders loaded for a model (explain.decoder) live as long as that model, like the
+    colour matrices: a second model gets its own, and both go when their models go."""
+    from tinygrad_explain.explain import decoder
+    a, b = te.load_model(), te.load_model()
+    da = decoder.load_decoder(a, "fc7")
+    assert decoder.load_decoder(a, "fc7") is da                       # loaded once per live model
+    db = decoder.load_decoder(b, "fc7")
+    assert db is not da                                               # each model its own
+    assert a in decoder._cache and b in decoder._cache
+    n = len(decoder._cache)
+    del a, da
+    gc.collect()
+    assert len(decoder._cache) == n - 1 and b in decoder._cache

@@ -179,7 +179,7 @@ def test_decoders_shared_between_threads(model):
     for t in ts:
         t.join()
     assert all(np.array_equal(g, want[l]) for g, l in zip(got, jobs))
-    assert len(dec._cache) == len(dec.DECODER_LAYERS)
+    assert list(dec._cache.keys()) == [model] and sorted(dec._cache[model]) == sorted(dec.DECODER_LAYERS)
 
 
 def test_decoder_recipe_on_a_model_without_a_file():

@@ -24,6 +24,7 @@ ones sit next to the model file: ``<model>_decoder_<layer>.h5``.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,27 +74,28 @@ def decoder_path(model: Network | str | Path, layer: str) -> Path:
     return src.with_name(f"{src.stem}_decoder_{layer}.h5")
 
 
-_cache: dict[tuple[str, str], Network] = {}
+#: model -> {layer: its decoder}: the package's one cache policy (as recipes' colour matrices and the
+#: exemplar bank's codes), weak references to the model, so a decoder goes with the model it was loaded for
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _cache_lock = threading.Lock()
 
 
 def load_decoder(model: Network, layer: LayerName) -> Network:
-    """The shipped decoder of ``layer`` for ``model`` (loaded once per process and kept;
-    only read afterwards, so threads may share it).  A missing file or one whose input
-    does not match the layer's code raises ExplainError naming the file."""
+    """The shipped decoder of ``layer`` for ``model`` (loaded once per model and kept while the
+    model lives; only read afterwards, so threads may share it).  A missing file or one whose
+    input does not match the layer's code raises ExplainError naming the file."""
     from ..modelfiles.modelfile import load_model
     name = resolve_layer(model, layer)
     path = decoder_path(model, name)
-    key = (str(path), getattr(model, "device", "cpu"))
     with _cache_lock:
-        if key not in _cache:
+        mine = _cache.setdefault(model, {})
+        if name not in mine:
             if not path.exists():
                 raise ExplainError(f"no decoder for layer {name!r} of this model: {path} does not exist "
                                    f"(shipped for {', '.join(DECODER_LAYERS)} of the embedded model; "
                                    "scripts/train_decoder.py makes one)")
-            d = load_model(path, device=getattr(model, "device", "cpu"))
-            _cache[key] = d
-        d = _cache[key]
+            mine[name] = load_model(path, device=getattr(model, "device", "cpu"))
+        d = mine[name]
     check_decoder(model, name, d, path)
     return d
 
