@@ -219,7 +219,9 @@ def test_captum_twins_on_a_residual_graph(onnx_resnet, monkeypatch):
 def test_inversion_from_inside_a_residual_block(resnet, scenes2):
     x = scenes2[0][:1]
     assert INNER not in resnet.cut_nodes            # a path goes around it: only model(x, until=) reaches it
-    inv = X.invert(resnet, x, INNER, inits=2, steps=30, seed=0, progress=False)
+    # 60 steps: the retrained 90.12 % ResNet's objective halves between steps 30 and 45 (30 sufficed for the
+    # 87.09 % one); the bound below is unchanged
+    inv = X.invert(resnet, x, INNER, inits=2, steps=60, seed=0, progress=False)
     code = X.feature_code(resnet, x, INNER).astype(np.float64)
     obj = inv.history["objective"]
     assert (obj[-1] < 0.5 * obj[0]).all(), obj[[0, -1]]
