@@ -275,7 +275,12 @@ def test_serve_command_prints_the_address():
         assert status == 200 and len(info["classes"]) == 10
     finally:
         p.terminate()
-        p.wait(30)
+        try:
+            assert p.wait(30) == 0                   # SIGTERM: a clean exit, status 0
+        finally:
+            if p.poll() is None:                     # never leave a server behind, even when failing
+                p.kill()
+                p.wait()
 
 
 # ---------------------------------------------------------------------------

@@ -759,9 +759,17 @@ def serve(weights=None, host: str = "127.0.0.1", port: int = 8000, threads: int 
         print(f"error: {e}", file=sys.stderr)
         return 2
     previous = None
+    running = {}                                   # "server": set once it serves
     if threading.current_thread() is threading.main_thread():
         def stop(*_):
-            raise _Stop()
+            # Serving: ask serve_forever to return, from another thread (server.shutdown waits for
+            # it), rather than raise into whatever the main thread is doing -- an exception raised
+            # from a signal handler can land inside threading's or the pool's own bookkeeping and
+            # leave the process unable to exit.  Before serving: leave at once.
+            if "server" in running:
+                threading.Thread(target=running["server"].shutdown, name="explorer-stop", daemon=True).start()
+            else:
+                raise _Stop()
         previous = signal.signal(signal.SIGTERM, stop)
     explorer = server = None
     try:
@@ -775,6 +783,7 @@ def serve(weights=None, host: str = "127.0.0.1", port: int = 8000, threads: int 
             print(f"error: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
             return 2
         print(f"explorer: serving on {url_of(server)} (Ctrl-C to stop)", flush=True)
+        running["server"] = server
         server.serve_forever()
     except (KeyboardInterrupt, _Stop):
         pass
