@@ -7,6 +7,7 @@
   independent of ``te.gradcheck`` (used where gradcheck's random output
   direction would get in the way, e.g. the sign-dependent ReLU rules).
 * ``tiny_network``: a small Network with every layer type AlexNet uses.
+* ``torch_rule_relu``: a torch ReLU whose backward follows a ReLU rule (what Captum's hooks do).
 * ``torch_alexnet`` / ``torch_state_dict``: PyTorch reference AlexNets whose
   ``nn.Sequential`` has exactly one module per te layer, in te's order, so
   that module ``i`` is ``te_model.layer_names[i]`` and ``seq[:i + 1]`` is the
@@ -422,3 +423,24 @@ def torch_classifier(name, seed=0):
             b.bias.copy_(0.2 * torch.randn(c))
             b.momentum = 0.1
     return m.eval(), size
+
+
+def torch_rule_relu(rule: str):
+    """``f(a)``: torch's ReLU whose backward is ``rule``'s -- backprop g*[a>0], deconvnet g*[g>0],
+    guided g*[a>0]*[g>0] -- the independent twin of ``te.relu_backward(rule)``."""
+    import torch
+
+    class RuleReLU(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            ctx.save_for_backward(a)
+            return a.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, g):
+            (a,) = ctx.saved_tensors
+            if rule == "deconvnet":
+                return g.clamp(min=0)
+            return g * (a > 0) if rule == "backprop" else g.clamp(min=0) * (a > 0)
+
+    return RuleReLU.apply

@@ -12,7 +12,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from _reference import tiny_network
+from _reference import tiny_network, torch_rule_relu
 
 import tinygrad_explain as te
 from tinygrad_explain.core import nn
@@ -100,21 +100,11 @@ def test_residual_network_equals_pytorch(net, x):
 def test_relu_rules_act_on_every_relu_of_the_graph(net, x, rule):
     """The rules with PyTorch: a ReLU whose backward is replaced by the rule (what
     Captum's hooks do), every ReLU module of the reference network."""
-    class RuleReLU(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, a):
-            ctx.save_for_backward(a)
-            return a.clamp(min=0)
-
-        @staticmethod
-        def backward(ctx, g):
-            (a,) = ctx.saved_tensors
-            return g.clamp(min=0) if rule == "deconvnet" else g.clamp(min=0) * (a > 0)
-
+    rule_relu = torch_rule_relu(rule)
     ref = TorchResidual(net).double()
     for k, m in ref.m.items():
         if isinstance(m, torch.nn.ReLU):
-            ref.m[k] = type("R", (torch.nn.Module,), {"forward": lambda self, a: RuleReLU.apply(a)})()
+            ref.m[k] = type("R", (torch.nn.Module,), {"forward": lambda self, a: rule_relu(a)})()
     xt = torch.tensor(x, requires_grad=True)
     ref(xt)[:, 1].sum().backward()
     np.testing.assert_allclose(te.explain.gradient(net, x, 1, rule=rule), xt.grad.numpy(), rtol=1e-10, atol=1e-12)

@@ -8,6 +8,7 @@ implementation that runs the file's own weights node by node (float64).
 """
 import numpy as np
 import pytest
+from _reference import torch_rule_relu
 
 import tinygrad_explain as te
 from tinygrad_explain.data import scenes
@@ -65,16 +66,7 @@ def torch_forward(model, x, keep=None, guided=False):
     import torch
     import torch.nn.functional as F
 
-    class GuidedReLU(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, a):
-            ctx.save_for_backward(a)
-            return a.clamp(min=0)
-
-        @staticmethod
-        def backward(ctx, g):
-            (a,) = ctx.saved_tensors
-            return g * (a > 0) * (g > 0)
+    guided_relu = torch_rule_relu("guided")
 
     state = {k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in model.state_dict().items()}
     out = {"input": x}
@@ -85,7 +77,7 @@ def torch_forward(model, x, keep=None, guided=False):
             y = F.conv2d(ins[0], state[f"{name}.weight"], state[f"{name}.bias"], spec["stride"], spec["padding"],
                          groups=spec["groups"])
         elif t == "relu":
-            y = GuidedReLU.apply(ins[0]) if guided else F.relu(ins[0])
+            y = guided_relu(ins[0]) if guided else F.relu(ins[0])
         elif t == "maxpool":
             y = F.max_pool2d(ins[0], spec["kernel_size"], spec["stride"], spec["padding"],
                              ceil_mode=spec.get("ceil_mode", False))
